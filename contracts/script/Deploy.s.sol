@@ -43,7 +43,10 @@ contract Deploy is Script, PlatformDeployer {
         console.log("deployment written to", file);
     }
 
-    function _record(Platform memory p, Roles memory roles, uint256 deployBlock) private returns (string memory) {
+    function _record(Platform memory p, Roles memory roles, uint256 deployBlock)
+        private
+        returns (string memory)
+    {
         string memory c = "contracts";
         vm.serializeAddress(c, "Forwarder", address(p.forwarder));
         vm.serializeAddress(c, "AccountRegistry", address(p.accounts));

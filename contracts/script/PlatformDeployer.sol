@@ -53,8 +53,9 @@ abstract contract PlatformDeployer {
         p.accounts = AccountRegistry(
             _proxy(address(new AccountRegistry(fwd)), abi.encodeCall(AccountRegistry.initialize, (deployer)))
         );
-        p.ledger =
-            CreditLedger(_proxy(address(new CreditLedger(fwd)), abi.encodeCall(CreditLedger.initialize, (deployer))));
+        p.ledger = CreditLedger(
+            _proxy(address(new CreditLedger(fwd)), abi.encodeCall(CreditLedger.initialize, (deployer)))
+        );
         p.services = ServiceRegistry(
             _proxy(
                 address(new ServiceRegistry(fwd)),

@@ -12,6 +12,8 @@ import {PlatformUpgradeable} from "./utils/PlatformUpgradeable.sol";
 contract AccountRegistry is IAccountRegistry, PlatformUpgradeable {
     /// @notice The free-tier duration at deployment: six months.
     uint64 public constant DEFAULT_FREE_TIER_DURATION = 180 days;
+    /// @notice The longest free-tier duration: ten years (keeps expiry arithmetic far from overflow).
+    uint64 public constant MAX_FREE_TIER_DURATION = 3650 days;
     /// @notice The length of one bought month.
     uint64 public constant MONTH = 30 days;
     /// @notice The most months one upgrade buys.
@@ -155,7 +157,7 @@ contract AccountRegistry is IAccountRegistry, PlatformUpgradeable {
     }
 
     function _setFreeTierDuration(uint64 duration) private {
-        if (duration == 0) revert AccountRegistryInvalidDuration();
+        if (duration == 0 || duration > MAX_FREE_TIER_DURATION) revert AccountRegistryInvalidDuration();
         _getStorage().freeTierDuration = duration;
         emit FreeTierDurationChanged(duration);
     }

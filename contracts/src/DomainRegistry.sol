@@ -127,7 +127,9 @@ contract DomainRegistry is IDomainRegistry, PlatformUpgradeable {
         Domain storage domain = _heldBy(node, _msgSender(), true);
         address owner = domain.owner;
         _dropLink(node, domain);
-        delete _getStorage().domains[node];
+        DomainRegistryStorage storage $ = _getStorage();
+        delete $.domains[node];
+        delete $.names[node];
         emit DomainReleased(node, owner);
     }
 
@@ -192,7 +194,8 @@ contract DomainRegistry is IDomainRegistry, PlatformUpgradeable {
         return nodeOf(name);
     }
 
-    /// @dev The held domain `node`, owned by `caller` (or, where `verifierMayAct`, acted on by the verifier).
+    /// @dev The held domain `node`, owned by `caller`, or acted on by the verifier where `verifierMayAct`
+    /// and the name is external: only proofs go away, a running purchase is the registrar's record.
     function _heldBy(bytes32 node, address caller, bool verifierMayAct)
         private
         view
@@ -200,7 +203,9 @@ contract DomainRegistry is IDomainRegistry, PlatformUpgradeable {
     {
         domain = _getStorage().domains[node];
         if (!_isHeld(domain)) revert DomainRegistryNotHeld(node);
-        if (caller != domain.owner && !(verifierMayAct && hasRole(VERIFIER_ROLE, caller))) {
+        bool verifierActs =
+            verifierMayAct && domain.method != OwnershipMethod.Purchase && hasRole(VERIFIER_ROLE, caller);
+        if (caller != domain.owner && !verifierActs) {
             revert DomainRegistryNotOwner(node, caller);
         }
     }

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
-import {PlatformTest} from "./utils/PlatformTest.sol";
 import {IServiceRegistry} from "../src/interfaces/IServiceRegistry.sol";
+import {PlatformTest} from "./utils/PlatformTest.sol";
 
 contract SmokeTest is PlatformTest {
     function test_deployedAndWired() public {

@@ -77,7 +77,7 @@ interface IAccountRegistry {
     error AccountRegistryInvalidStatus();
     /// @notice The expiry does not fit the tier (a Free tier has none; a Paid one ends in the future or never).
     error AccountRegistryInvalidExpiry(uint64 expiresAt);
-    /// @notice The free-tier duration must be positive.
+    /// @notice The free-tier duration must be positive and at most ten years.
     error AccountRegistryInvalidDuration();
     /// @notice Upgrades are bought for 1 to `MAX_UPGRADE_MONTHS` months.
     error AccountRegistryInvalidMonths(uint32 months);
@@ -105,7 +105,7 @@ interface IAccountRegistry {
     function setStatus(address account, AccountStatus status) external;
 
     /// @notice Sets how long Free-tier services live (OPERATOR_ROLE).
-    /// @param duration The duration in seconds, positive
+    /// @param duration The duration in seconds, from 1 to ten years
     function setFreeTierDuration(uint64 duration) external;
 
     /// @notice Sets the price of one month of the Paid tier (DEFAULT_ADMIN_ROLE).

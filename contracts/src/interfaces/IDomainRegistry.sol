@@ -86,10 +86,11 @@ interface IDomainRegistry {
     /// @notice Links a held domain to one of the caller's hosting services (the owner).
     function link(bytes32 node, uint256 serviceId) external;
 
-    /// @notice Unlinks a domain (its owner, or VERIFIER_ROLE when a proof has gone).
+    /// @notice Unlinks a domain (its owner, or VERIFIER_ROLE for an external name whose proof has gone).
     function unlink(bytes32 node) external;
 
-    /// @notice Gives a domain up (its owner, or VERIFIER_ROLE when a proof has gone).
+    /// @notice Gives a domain up (its owner, or VERIFIER_ROLE for an external name whose proof has gone); its
+    /// record and name are cleared.
     function release(bytes32 node) external;
 
     /// @notice Hands a purchased name to another wallet (the owner); its link is dropped.

@@ -73,7 +73,9 @@ abstract contract PlatformTest is Test, PlatformDeployer {
     /// @dev Gives `user` `credits` through a card payment credited by the oracle.
     function _fund(address user, uint256 credits) internal {
         vm.prank(oracle);
-        ledger.creditFiat(user, credits, keccak256(abi.encode("fund", user, credits, vm.getBlockTimestamp(), gasleft())));
+        ledger.creditFiat(
+            user, credits, keccak256(abi.encode("fund", user, credits, vm.getBlockTimestamp(), gasleft()))
+        );
     }
 
     /// @dev Makes `user` Paid without an end, as an admin's decision applied by the operator.
@@ -123,7 +125,9 @@ abstract contract PlatformTest is Test, PlatformDeployer {
             forwarder.eip712Domain();
         bytes32 domainSeparator = keccak256(
             abi.encode(
-                keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"),
+                keccak256(
+                    "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+                ),
                 keccak256(bytes(name)),
                 keccak256(bytes(version)),
                 chainId,
@@ -144,7 +148,9 @@ abstract contract PlatformTest is Test, PlatformDeployer {
         address owner = vm.addr(ownerKey);
         bytes32 structHash = keccak256(
             abi.encode(
-                keccak256("Permit(address owner,address spender,uint256 value,uint256 nonce,uint256 deadline)"),
+                keccak256(
+                    "Permit(address owner,address spender,uint256 value,uint256 nonce,uint256 deadline)"
+                ),
                 owner,
                 spender,
                 value,
@@ -152,6 +158,7 @@ abstract contract PlatformTest is Test, PlatformDeployer {
                 deadline
             )
         );
-        return vm.sign(ownerKey, keccak256(abi.encodePacked("\x19\x01", token.DOMAIN_SEPARATOR(), structHash)));
+        return
+            vm.sign(ownerKey, keccak256(abi.encodePacked("\x19\x01", token.DOMAIN_SEPARATOR(), structHash)));
     }
 }

@@ -1,0 +1,248 @@
+//! Decoding of platform contract logs into typed events.
+
+use std::{collections::HashMap, fmt, sync::LazyLock};
+
+use alloy::{
+    json_abi::JsonAbi,
+    primitives::{Address, B256, Log},
+    sol_types::SolEventInterface,
+};
+
+use crate::{AccountRegistry, CreditLedger, DomainRegistry, PlatformContracts, ServiceRegistry};
+
+/// The platform contracts whose events carry state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PlatformContract {
+    /// Accounts, tiers and statuses.
+    AccountRegistry,
+    /// Credit balances.
+    CreditLedger,
+    /// Service subscriptions.
+    ServiceRegistry,
+    /// Domain ownership and links.
+    DomainRegistry,
+}
+
+impl PlatformContract {
+    /// Every platform contract, in a fixed order.
+    pub const ALL: [Self; 4] =
+        [Self::AccountRegistry, Self::CreditLedger, Self::ServiceRegistry, Self::DomainRegistry];
+
+    /// The contract's name, as in Solidity.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::AccountRegistry => "AccountRegistry",
+            Self::CreditLedger => "CreditLedger",
+            Self::ServiceRegistry => "ServiceRegistry",
+            Self::DomainRegistry => "DomainRegistry",
+        }
+    }
+
+    /// The contract deployed at `address`, if any.
+    pub fn at(contracts: &PlatformContracts, address: Address) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.address(contracts) == address)
+    }
+
+    /// The contract's address in a deployment.
+    pub const fn address(self, contracts: &PlatformContracts) -> Address {
+        match self {
+            Self::AccountRegistry => contracts.account_registry,
+            Self::CreditLedger => contracts.credit_ledger,
+            Self::ServiceRegistry => contracts.service_registry,
+            Self::DomainRegistry => contracts.domain_registry,
+        }
+    }
+
+    fn abi(self) -> JsonAbi {
+        match self {
+            Self::AccountRegistry => AccountRegistry::abi::contract(),
+            Self::CreditLedger => CreditLedger::abi::contract(),
+            Self::ServiceRegistry => ServiceRegistry::abi::contract(),
+            Self::DomainRegistry => DomainRegistry::abi::contract(),
+        }
+    }
+}
+
+impl fmt::Display for PlatformContract {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A decoded event of a platform contract, typed by the contract that emitted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlatformEvent {
+    /// An `AccountRegistry` event (including OpenZeppelin's role and upgrade events).
+    AccountRegistry(AccountRegistry::AccountRegistryEvents),
+    /// A `CreditLedger` event.
+    CreditLedger(CreditLedger::CreditLedgerEvents),
+    /// A `ServiceRegistry` event.
+    ServiceRegistry(ServiceRegistry::ServiceRegistryEvents),
+    /// A `DomainRegistry` event.
+    DomainRegistry(DomainRegistry::DomainRegistryEvents),
+}
+
+/// A platform log, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedLog {
+    /// The contract that emitted it.
+    pub contract: PlatformContract,
+    /// The event's name, as in Solidity (e.g. `CreditsDeducted`).
+    pub name: &'static str,
+    /// The decoded event.
+    pub event: PlatformEvent,
+}
+
+/// Why a log could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The log does not come from a platform contract.
+    #[error("log from {0}, which is not a platform contract")]
+    UnknownContract(Address),
+    /// The contract's ABI has no event with this signature (e.g. from a newer implementation).
+    #[error("{contract} emitted an event the bindings do not know (topic0 {topic0:?})")]
+    UnknownEvent {
+        /// The emitting contract.
+        contract: PlatformContract,
+        /// The first topic, if any.
+        topic0: Option<B256>,
+    },
+    /// The log matches a known signature but its topics or data do not decode.
+    #[error("{contract} log does not decode: {source}")]
+    Malformed {
+        /// The emitting contract.
+        contract: PlatformContract,
+        /// The cause.
+        source: alloy::sol_types::Error,
+    },
+}
+
+impl DecodeError {
+    /// Whether the log is a platform log the bindings cannot read (to be kept raw, never dropped),
+    /// as opposed to a log from elsewhere.
+    pub const fn is_unknown_platform_event(&self) -> bool {
+        !matches!(self, Self::UnknownContract(_))
+    }
+}
+
+/// The names of every event of every platform contract, by signature hash (topic0).
+static EVENT_NAMES: LazyLock<HashMap<(PlatformContract, B256), String>> = LazyLock::new(|| {
+    PlatformContract::ALL
+        .into_iter()
+        .flat_map(|contract| {
+            contract
+                .abi()
+                .events()
+                .map(move |e| ((contract, e.selector()), e.name.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+});
+
+/// The name of the event `contract` emits under signature hash `topic0`.
+pub fn event_name(contract: PlatformContract, topic0: B256) -> Option<&'static str> {
+    EVENT_NAMES.get(&(contract, topic0)).map(String::as_str)
+}
+
+impl DecodedLog {
+    /// Decodes a log of a platform contract.
+    pub fn decode(contracts: &PlatformContracts, log: &Log) -> Result<Self, DecodeError> {
+        let contract = PlatformContract::at(contracts, log.address)
+            .ok_or(DecodeError::UnknownContract(log.address))?;
+        let topic0 = log.topics().first().copied();
+        let name = topic0
+            .and_then(|t| event_name(contract, t))
+            .ok_or(DecodeError::UnknownEvent { contract, topic0 })?;
+        let malformed = |source| DecodeError::Malformed { contract, source };
+        let event = match contract {
+            PlatformContract::AccountRegistry => PlatformEvent::AccountRegistry(
+                AccountRegistry::AccountRegistryEvents::decode_log(log).map_err(malformed)?.data,
+            ),
+            PlatformContract::CreditLedger => PlatformEvent::CreditLedger(
+                CreditLedger::CreditLedgerEvents::decode_log(log).map_err(malformed)?.data,
+            ),
+            PlatformContract::ServiceRegistry => PlatformEvent::ServiceRegistry(
+                ServiceRegistry::ServiceRegistryEvents::decode_log(log).map_err(malformed)?.data,
+            ),
+            PlatformContract::DomainRegistry => PlatformEvent::DomainRegistry(
+                DomainRegistry::DomainRegistryEvents::decode_log(log).map_err(malformed)?.data,
+            ),
+        };
+        Ok(Self { contract, name, event })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy::{
+        primitives::{U256, address, b256},
+        sol_types::SolEvent,
+    };
+
+    use super::*;
+
+    fn contracts() -> PlatformContracts {
+        PlatformContracts {
+            forwarder: address!("0x0000000000000000000000000000000000000001"),
+            account_registry: address!("0x0000000000000000000000000000000000000002"),
+            credit_ledger: address!("0x0000000000000000000000000000000000000003"),
+            service_registry: address!("0x0000000000000000000000000000000000000004"),
+            domain_registry: address!("0x0000000000000000000000000000000000000005"),
+            test_token: Address::ZERO,
+        }
+    }
+
+    #[test]
+    fn decodes_a_ledger_event_by_signature() {
+        let c = contracts();
+        let event = CreditLedger::CreditsDeducted {
+            account: address!("0x00000000000000000000000000000000000000aa"),
+            serviceId: U256::from(7),
+            credits: U256::from(1_000),
+            balanceAfter: U256::from(5),
+            usageRef: b256!("0x1111111111111111111111111111111111111111111111111111111111111111"),
+        };
+        let log = Log { address: c.credit_ledger, data: event.encode_log_data() };
+        let decoded = DecodedLog::decode(&c, &log).expect("decodes");
+        assert_eq!(decoded.contract, PlatformContract::CreditLedger);
+        assert_eq!(decoded.name, "CreditsDeducted");
+        assert_eq!(
+            decoded.event,
+            PlatformEvent::CreditLedger(CreditLedger::CreditLedgerEvents::CreditsDeducted(event))
+        );
+    }
+
+    #[test]
+    fn refuses_logs_of_other_contracts_and_unknown_events() {
+        let c = contracts();
+        let event = CreditLedger::CreditDepleted { account: Address::ZERO };
+        let foreign = Log { address: c.forwarder, data: event.encode_log_data() };
+        assert!(matches!(DecodedLog::decode(&c, &foreign), Err(DecodeError::UnknownContract(_))));
+
+        // The ledger's event hash means nothing to the service registry.
+        let misplaced = Log { address: c.service_registry, data: event.encode_log_data() };
+        let err = DecodedLog::decode(&c, &misplaced).expect_err("unknown event");
+        assert!(err.is_unknown_platform_event());
+        assert!(matches!(
+            err,
+            DecodeError::UnknownEvent { contract: PlatformContract::ServiceRegistry, .. }
+        ));
+    }
+
+    #[test]
+    fn knows_every_event_name_of_every_contract() {
+        for (contract, expected) in [
+            (PlatformContract::AccountRegistry, "AccountRegistered"),
+            (PlatformContract::CreditLedger, "FiatCredited"),
+            (PlatformContract::ServiceRegistry, "ServicePaused"),
+            (PlatformContract::DomainRegistry, "DomainLinked"),
+        ] {
+            let abi = contract.abi();
+            let event = &abi.events[expected][0];
+            assert_eq!(event_name(contract, event.selector()), Some(expected));
+            // OpenZeppelin's events are part of every registry's ABI.
+            assert!(abi.events.contains_key("RoleGranted"), "{contract} lacks RoleGranted");
+            assert!(abi.events.contains_key("Upgraded"), "{contract} lacks Upgraded");
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! A local chain for one test: anvil on a free port with the platform deployed.
+
+use std::{
+    fs::{self, File},
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use alloy::{
+    network::EthereumWallet,
+    node_bindings::{Anvil, AnvilInstance},
+    providers::{DynProvider, Provider, ProviderBuilder},
+    signers::local::PrivateKeySigner,
+};
+use anyhow::{Context, bail};
+use decentraspace_abi::Deployment;
+
+/// The anvil accounts given each role at deployment (by index of anvil's dev accounts), so that
+/// tests prove each role went to the configured address, not merely to the deployer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Pays for the deployment and renounces admin at its end; holds no role afterwards.
+    Deployer = 0,
+    /// `DEFAULT_ADMIN_ROLE` everywhere.
+    Admin = 1,
+    /// `OPERATOR_ROLE`.
+    Operator = 2,
+    /// `PAYMENT_ORACLE_ROLE`.
+    PaymentOracle = 3,
+    /// `BILLING_ROLE`.
+    Billing = 4,
+    /// `REGISTRAR_ROLE`.
+    Registrar = 5,
+    /// `VERIFIER_ROLE`.
+    Verifier = 6,
+    /// Submits users' forward requests and pays their gas; holds no role.
+    Relayer = 7,
+}
+
+/// Anvil accounts from this index on act as users (anvil has 10 by default).
+const FIRST_USER: usize = 8;
+
+/// The repository's root (where `foundry.toml` and `node_modules/` are).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_owned()
+}
+
+/// A Foundry binary from `node_modules`: the platform package's binary itself where it is there
+/// (no Node wrapper in between, so killing it kills the tool), else the npm wrapper.
+fn foundry_tool(name: &str) -> PathBuf {
+    let root = repo_root();
+    let direct = root
+        .join("node_modules/@foundry-rs")
+        .join(format!("{name}-{}-{}", npm_os(), npm_arch()))
+        .join("bin")
+        .join(name);
+    if direct.exists() { direct } else { root.join("node_modules/.bin").join(name) }
+}
+
+const fn npm_os() -> &'static str {
+    if cfg!(target_os = "macos") { "darwin" } else { "linux" }
+}
+
+const fn npm_arch() -> &'static str {
+    if cfg!(target_arch = "aarch64") { "arm64" } else { "amd64" }
+}
+
+/// Anvil with the platform deployed; anvil stops when this is dropped.
+#[derive(Debug)]
+pub struct TestChain {
+    anvil: AnvilInstance,
+    /// The deployment record the deploy script wrote.
+    pub deployment: Deployment,
+}
+
+impl TestChain {
+    /// Starts anvil on a free port and deploys the platform with the deploy script.
+    pub async fn start() -> anyhow::Result<Self> {
+        let anvil = Anvil::new()
+            .path(foundry_tool("anvil"))
+            .try_spawn()
+            .context("start anvil (run `npm ci` first)")?;
+        let deployment = deploy(&anvil)?;
+        Ok(Self { anvil, deployment })
+    }
+
+    /// The chain's HTTP endpoint.
+    pub fn endpoint(&self) -> String {
+        self.anvil.endpoint()
+    }
+
+    /// The chain id.
+    pub fn chain_id(&self) -> u64 {
+        self.anvil.chain_id()
+    }
+
+    /// The signer holding `role`.
+    pub fn role(&self, role: Role) -> PrivateKeySigner {
+        self.signer(role as usize)
+    }
+
+    /// The `n`-th user wallet (distinct from every role holder).
+    pub fn user(&self, n: usize) -> PrivateKeySigner {
+        self.signer(FIRST_USER + n)
+    }
+
+    fn signer(&self, index: usize) -> PrivateKeySigner {
+        PrivateKeySigner::from(self.anvil.keys()[index].clone())
+    }
+
+    /// A provider that signs and sends transactions as `signer`.
+    pub fn provider_as(&self, signer: PrivateKeySigner) -> DynProvider {
+        ProviderBuilder::new()
+            .wallet(EthereumWallet::from(signer))
+            .connect_http(self.anvil.endpoint_url())
+            .erased()
+    }
+
+    /// A read-only provider.
+    pub fn reader(&self) -> DynProvider {
+        ProviderBuilder::new().connect_http(self.anvil.endpoint_url()).erased()
+    }
+}
+
+/// Runs the deploy script against `anvil`, giving each role to its own account, and reads back
+/// the record it wrote.
+fn deploy(anvil: &AnvilInstance) -> anyhow::Result<Deployment> {
+    let root = repo_root();
+    let dir = root.join("deployments/test");
+    fs::create_dir_all(&dir).context("create deployments/test")?;
+    let record = dir.join(format!("anvil-{}.json", anvil.port()));
+    let key = |i: usize| format!("0x{}", alloy::hex::encode(anvil.keys()[i].to_bytes()));
+    let address = |role: Role| anvil.addresses()[role as usize].to_string();
+
+    // One forge at a time over the shared build cache, across test threads and processes.
+    let lock = File::create(dir.join(".forge.lock")).context("create forge lock")?;
+    lock.lock().context("take forge lock")?;
+    let output = Command::new(foundry_tool("forge"))
+        .current_dir(&root)
+        .args(["script", "contracts/script/Deploy.s.sol", "--broadcast", "--rpc-url"])
+        .arg(anvil.endpoint())
+        .env("FOUNDRY_SOLC", root.join("tools/solc/solc"))
+        .env("FOUNDRY_OFFLINE", "true")
+        .env("DEPLOYER_PRIVATE_KEY", key(Role::Deployer as usize))
+        .env("ADMIN", address(Role::Admin))
+        .env("OPERATOR", address(Role::Operator))
+        .env("PAYMENT_ORACLE", address(Role::PaymentOracle))
+        .env("BILLING", address(Role::Billing))
+        .env("REGISTRAR", address(Role::Registrar))
+        .env("VERIFIER", address(Role::Verifier))
+        .env("DEPLOYMENTS_FILE", &record)
+        .output()
+        .context("run forge script (run `npm ci` first)")?;
+    drop(lock);
+    if !output.status.success() {
+        bail!(
+            "deploy script failed ({}):\n{}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let deployment = Deployment::load(&record)?;
+    fs::remove_file(&record).ok();
+    Ok(deployment)
+}
