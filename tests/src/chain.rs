@@ -45,16 +45,14 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_owned()
 }
 
-/// A Foundry binary from `node_modules`: the platform package's binary itself where it is there
-/// (no Node wrapper in between, so killing it kills the tool), else the npm wrapper.
+/// A Foundry binary from the npm platform package. Not `node_modules/.bin`'s wrapper: it loses the
+/// exit code, and killing it would not kill the tool.
 fn foundry_tool(name: &str) -> PathBuf {
-    let root = repo_root();
-    let direct = root
+    repo_root()
         .join("node_modules/@foundry-rs")
         .join(format!("{name}-{}-{}", npm_os(), npm_arch()))
         .join("bin")
-        .join(name);
-    if direct.exists() { direct } else { root.join("node_modules/.bin").join(name) }
+        .join(name)
 }
 
 const fn npm_os() -> &'static str {

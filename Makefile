@@ -1,0 +1,66 @@
+# DecentraSpace: the two commands are `make dev` (run the local stack) and `make test` (every test).
+# Everything they need installs from this repository's own files: package.json + package-lock.json
+# (Foundry, solc-js, OpenZeppelin, forge-std) and Cargo.lock.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+# forge compiles with the pinned solc-js through this wrapper, never downloading a compiler.
+export FOUNDRY_SOLC := $(CURDIR)/tools/solc/solc
+export FOUNDRY_OFFLINE := true
+
+# The Foundry binaries themselves: node_modules/.bin's wrappers lose the exit code.
+FORGE := tools/foundry forge
+CARGO ?= cargo
+
+.PHONY: help install contracts abi abi-check test test-contracts test-rust lint fmt coverage gas dev db
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+install: node_modules/.package-lock.json ## Install the pinned JS-side tools (npm ci)
+
+contracts: install ## Compile the contracts
+	$(FORGE) build
+
+abi: contracts ## Export the contracts' ABI and bytecode into abi/json (commit the result)
+	node tools/export-abi.mjs
+
+abi-check: contracts ## Fail when abi/json differs from the contracts
+	node tools/export-abi.mjs --check
+
+test-contracts: contracts ## Foundry suite with the ci profile (1,000 fuzz runs, 256 invariant runs at depth 50)
+	FOUNDRY_PROFILE=ci $(FORGE) test
+
+test-rust: contracts ## Rust unit and end-to-end tests (anvil + the deploy script)
+	DATABASE_URL="$$(scripts/postgres.sh)" $(CARGO) test --workspace --locked
+
+test: abi-check test-contracts test-rust ## Every test
+
+lint: install ## cargo fmt, clippy and forge fmt checks
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(FORGE) fmt --check
+
+fmt: install ## Format Rust and Solidity
+	$(CARGO) fmt --all
+	$(FORGE) fmt
+
+coverage: install ## Contract line and branch coverage
+	$(FORGE) coverage --report summary --no-match-path 'contracts/test/Gas.t.sol'
+	@# coverage leaves instrumented artifacts behind; rebuild so later forge and abi runs see real ones.
+	$(FORGE) build --force >/dev/null
+
+gas: contracts ## Gas of the main operations (figures for BENCHMARKS.md)
+	$(FORGE) test --match-path contracts/test/Gas.t.sol -vv
+
+db: ## Print a Postgres URL (existing server, or a private cluster under .data/)
+	@scripts/postgres.sh
+
+dev: contracts ## Run the local stack: Postgres, anvil with the platform deployed
+	scripts/dev.sh

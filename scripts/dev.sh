@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs the local stack in the foreground until Ctrl-C: Postgres (existing or private), anvil on
+# 127.0.0.1:$ANVIL_PORT with the platform deployed by the deploy script, and prints where it all is.
+# The indexer and API join here as they are built.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+anvil_port=${ANVIL_PORT:-8545}
+rpc_url="http://127.0.0.1:$anvil_port"
+# anvil's first dev account: a well-known key, for local chains only.
+deployer_key=${DEPLOYER_PRIVATE_KEY:-0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80}
+mkdir -p .data
+
+database_url=$(scripts/postgres.sh)
+
+if tools/foundry cast chain-id --rpc-url "$rpc_url" >/dev/null 2>&1; then
+  echo "dev: something already answers on $rpc_url; stop it or set ANVIL_PORT" >&2
+  exit 1
+fi
+tools/foundry anvil --host 127.0.0.1 --port "$anvil_port" >.data/anvil.log 2>&1 &
+anvil_pid=$!
+trap 'kill $anvil_pid 2>/dev/null || true' EXIT INT TERM
+for _ in $(seq 1 50); do
+  tools/foundry cast chain-id --rpc-url "$rpc_url" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+chain_id=$(tools/foundry cast chain-id --rpc-url "$rpc_url")
+
+DEPLOYER_PRIVATE_KEY=$deployer_key tools/foundry forge script contracts/script/Deploy.s.sol \
+  --rpc-url "$rpc_url" --broadcast --quiet
+record="deployments/$chain_id.json"
+
+cat <<TXT
+
+DecentraSpace local stack is up (Ctrl-C stops it).
+  chain       $rpc_url (chain id $chain_id, anvil log: .data/anvil.log)
+  database    $database_url
+  deployment  $record
+$(node -e '
+  const d = require(process.argv[1]);
+  for (const [name, addr] of Object.entries(d.contracts)) console.log(`  ${name.padEnd(16)}${addr}`);
+  console.log(`  deploy block    ${d.deployBlock}`);
+' "$root/$record")
+TXT
+wait "$anvil_pid"
