@@ -109,9 +109,10 @@ interface ICreditLedger {
     /// chargeable.
     function deduct(address account, uint256 serviceId, uint256 credits, bytes32 usageRef) external;
 
-    /// @notice Charges many usages at once (BILLING_ROLE). Atomic on usage references: a reused one reverts
-    /// the whole batch, so a retried batch never charges twice. An item whose service is not chargeable is
-    /// skipped; an item larger than the balance charges what is left.
+    /// @notice Charges many usages at once (BILLING_ROLE). An item whose service is not chargeable is skipped
+    /// first (`DeductionSkipped`, its reference left unused). Atomic on the references of the other items: a
+    /// reused one reverts the whole batch, so a retried batch never charges twice. An item larger than the
+    /// balance charges what is left.
     function deductBatch(
         address[] calldata accounts,
         uint256[] calldata serviceIds,
