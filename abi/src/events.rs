@@ -144,6 +144,27 @@ pub fn event_name(contract: PlatformContract, topic0: B256) -> Option<&'static s
     EVENT_NAMES.get(&(contract, topic0)).map(String::as_str)
 }
 
+impl PlatformEvent {
+    /// The event's fields as a JSON object (field names as in Solidity; integers above 64 bits and
+    /// byte strings as `0x` hex strings).
+    pub fn args_json(&self) -> serde_json::Value {
+        let tagged = match self {
+            Self::AccountRegistry(e) => serde_json::to_value(e),
+            Self::CreditLedger(e) => serde_json::to_value(e),
+            Self::ServiceRegistry(e) => serde_json::to_value(e),
+            Self::DomainRegistry(e) => serde_json::to_value(e),
+        };
+        // Serialised as `{"EventName": {fields}}`: keep the fields.
+        match tagged {
+            Ok(serde_json::Value::Object(map)) if map.len() == 1 => {
+                map.into_iter().next().map(|(_, fields)| fields).unwrap_or_default()
+            }
+            Ok(other) => other,
+            Err(_) => serde_json::Value::Null,
+        }
+    }
+}
+
 impl DecodedLog {
     /// Decodes a log of a platform contract.
     pub fn decode(contracts: &PlatformContracts, log: &Log) -> Result<Self, DecodeError> {
@@ -206,6 +227,16 @@ mod tests {
         let decoded = DecodedLog::decode(&c, &log).expect("decodes");
         assert_eq!(decoded.contract, PlatformContract::CreditLedger);
         assert_eq!(decoded.name, "CreditsDeducted");
+        assert_eq!(
+            decoded.event.args_json(),
+            serde_json::json!({
+                "account": "0x00000000000000000000000000000000000000aa",
+                "serviceId": "0x7",
+                "credits": "0x3e8",
+                "balanceAfter": "0x5",
+                "usageRef": "0x1111111111111111111111111111111111111111111111111111111111111111",
+            })
+        );
         assert_eq!(
             decoded.event,
             PlatformEvent::CreditLedger(CreditLedger::CreditLedgerEvents::CreditsDeducted(event))

@@ -24,43 +24,43 @@ pub use events::{DecodeError, DecodedLog, PlatformContract, PlatformEvent, event
 mod bindings {
     alloy::sol!(
         #[sol(rpc, abi)]
-        #[derive(Debug, PartialEq, Eq)]
+        #[derive(Debug, PartialEq, Eq, serde::Serialize)]
         AccountRegistry,
         "json/AccountRegistry.json"
     );
     alloy::sol!(
         #[sol(rpc, abi)]
-        #[derive(Debug, PartialEq, Eq)]
+        #[derive(Debug, PartialEq, Eq, serde::Serialize)]
         CreditLedger,
         "json/CreditLedger.json"
     );
     alloy::sol!(
         #[sol(rpc, abi)]
-        #[derive(Debug, PartialEq, Eq)]
+        #[derive(Debug, PartialEq, Eq, serde::Serialize)]
         ServiceRegistry,
         "json/ServiceRegistry.json"
     );
     alloy::sol!(
         #[sol(rpc, abi)]
-        #[derive(Debug, PartialEq, Eq)]
+        #[derive(Debug, PartialEq, Eq, serde::Serialize)]
         DomainRegistry,
         "json/DomainRegistry.json"
     );
     alloy::sol!(
         #[sol(rpc, abi)]
-        #[derive(Debug, PartialEq, Eq)]
+        #[derive(Debug, PartialEq, Eq, serde::Serialize)]
         Forwarder,
         "json/Forwarder.json"
     );
     alloy::sol!(
         #[sol(rpc, abi)]
-        #[derive(Debug, PartialEq, Eq)]
+        #[derive(Debug, PartialEq, Eq, serde::Serialize)]
         TestToken,
         "json/TestToken.json"
     );
     alloy::sol!(
         #[sol(rpc, abi)]
-        #[derive(Debug, PartialEq, Eq)]
+        #[derive(Debug, PartialEq, Eq, serde::Serialize)]
         ERC1967Proxy,
         "json/ERC1967Proxy.json"
     );

@@ -1,11 +1,16 @@
 //! The DecentraSpace indexer: mirrors the platform contracts' events from the chain into
 //! Postgres, so that the API answers reads without touching the RPC.
 //!
-//! Invariant it will keep: the indexed tables are a fold of the chain's events up to the
-//! checkpoint; dropping them and re-indexing gives the same state. This crate is the skeleton the
-//! indexer grows from: its configuration and the check that the RPC serves the chain the
-//! deployment record belongs to.
+//! Invariants it keeps:
+//! - Every log of every platform contract up to the checkpoint is in `events` exactly once
+//!   (unique on chain, block and log index), decoded where the bindings know it, raw always.
+//! - Events, the projections they change and the checkpoint are written in one transaction, so a
+//!   crash at any point loses nothing and duplicates nothing.
+//! - Projections are folds of `events` ([`projection`]): re-folding from the events table gives the
+//!   same rows (`indexer reindex`), and a reorg re-folds only the entities it touched.
+//! - One writer per chain, elected by a Postgres advisory lock.
 
 mod config;
+pub mod projection;
 
 pub use config::Config;
