@@ -9,12 +9,18 @@ SHELL := bash
 # forge compiles with the pinned solc-js through this wrapper, never downloading a compiler.
 export FOUNDRY_SOLC := $(CURDIR)/tools/solc/solc
 export FOUNDRY_OFFLINE := true
+# SQL is checked at compile time against the committed .sqlx cache, so builds need no database.
+export SQLX_OFFLINE := true
 
 # The Foundry binaries themselves: node_modules/.bin's wrappers lose the exit code.
 FORGE := tools/foundry forge
 CARGO ?= cargo
+# sqlx-cli, pinned, installed on first use outside the checkout.
+SQLX_VERSION := 0.9.0
+TOOLS_DIR ?= $(HOME)/.cache/decentraspace/tools
+SQLX := $(TOOLS_DIR)/bin/sqlx
 
-.PHONY: help install contracts abi abi-check test test-contracts test-rust lint fmt coverage gas dev db
+.PHONY: help install contracts abi abi-check test test-contracts test-rust lint fmt coverage gas dev db sqlx-prepare sqlx-check migrate
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -37,15 +43,28 @@ abi-check: contracts ## Fail when abi/json differs from the contracts
 test-contracts: contracts ## Foundry suite with the ci profile (1,000 fuzz runs, 256 invariant runs at depth 50)
 	FOUNDRY_PROFILE=ci $(FORGE) test
 
-test-rust: contracts ## Rust unit and end-to-end tests (anvil + the deploy script)
+test-rust: contracts ## Rust unit and end-to-end tests (anvil + the deploy script, Postgres)
+	$(CARGO) build --workspace --bins --locked
 	DATABASE_URL="$$(scripts/postgres.sh)" $(CARGO) test --workspace --locked
 
 test: abi-check test-contracts test-rust ## Every test
 
-lint: install ## cargo fmt, clippy and forge fmt checks
+lint: install sqlx-check ## cargo fmt, clippy, forge fmt, and the .sqlx cache is current
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(FORGE) fmt --check
+
+$(SQLX):
+	$(CARGO) install sqlx-cli --version $(SQLX_VERSION) --no-default-features --features postgres,rustls --locked --root $(TOOLS_DIR)
+
+migrate: $(SQLX) ## Apply the migrations to the database of `make db`
+	DATABASE_URL="$$(scripts/postgres.sh)" $(SQLX) migrate run --source migrations
+
+sqlx-prepare: migrate ## Refresh the .sqlx query cache after changing SQL (commit the result)
+	DATABASE_URL="$$(scripts/postgres.sh)" SQLX_OFFLINE=false PATH="$(TOOLS_DIR)/bin:$$PATH" $(CARGO) sqlx prepare --workspace
+
+sqlx-check: migrate ## Fail when the .sqlx query cache is out of date
+	DATABASE_URL="$$(scripts/postgres.sh)" SQLX_OFFLINE=false PATH="$(TOOLS_DIR)/bin:$$PATH" $(CARGO) sqlx prepare --workspace --check
 
 fmt: install ## Format Rust and Solidity
 	$(CARGO) fmt --all

@@ -6,6 +6,8 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# forge compiles with the pinned solc-js, never downloading a compiler.
+export FOUNDRY_SOLC="$root/tools/solc/solc" FOUNDRY_OFFLINE=true
 anvil_port=${ANVIL_PORT:-8545}
 rpc_url="http://127.0.0.1:$anvil_port"
 # anvil's first dev account: a well-known key, for local chains only.

@@ -13,6 +13,16 @@ pub struct InvalidEnumValue {
     pub value: u8,
 }
 
+/// A name that is not a variant's [`as_str`](Tier::as_str) name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name:?} is not a valid {enum_name}")]
+pub struct UnknownEnumName {
+    /// The enum's name.
+    pub enum_name: &'static str,
+    /// The name read.
+    pub name: String,
+}
+
 macro_rules! contract_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $value:literal => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
@@ -47,6 +57,17 @@ macro_rules! contract_enum {
                 match value {
                     $($value => Ok(Self::$variant),)+
                     _ => Err(InvalidEnumValue { enum_name: stringify!($name), value }),
+                }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = UnknownEnumName;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok(Self::$variant),)+
+                    _ => Err(UnknownEnumName { enum_name: stringify!($name), name: s.to_owned() }),
                 }
             }
         }
@@ -140,6 +161,8 @@ mod tests {
         }
         assert_eq!(ServiceState::try_from(3), Ok(ServiceState::Suspended));
         assert_eq!(Tier::Paid.to_string(), "paid");
+        assert_eq!("dynamic_hosting".parse(), Ok(ServiceKind::DynamicHosting));
+        assert!("Paid".parse::<Tier>().is_err());
         let err = OwnershipMethod::try_from(5).expect_err("out of range");
         assert_eq!(err.to_string(), "5 is not a valid OwnershipMethod");
     }

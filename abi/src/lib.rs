@@ -17,6 +17,7 @@ mod events;
 pub use deployment::{Deployment, DeploymentError, PlatformContracts, PlatformRoles};
 pub use enums::{
     AccountStatus, InvalidEnumValue, OwnershipMethod, ServiceKind, ServiceState, Tier,
+    UnknownEnumName,
 };
 pub use events::{DecodeError, DecodedLog, PlatformContract, PlatformEvent, event_name};
 

@@ -1,22 +1,80 @@
-//! The indexer binary.
+//! The indexer binary: `indexer [run|verify|reindex|migrate]`.
+
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use decentraspace_abi::Deployment;
-use decentraspace_indexer::Config;
+use decentraspace_indexer::{Cli, Command, Indexer, metrics, store, verify};
+use tracing::{error, info};
 
-fn main() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
-    let config = Config::parse();
-    let deployment =
-        Deployment::load(&config.deployments_file).context("load the deployment record")?;
-    tracing::info!(
-        chain_id = deployment.chain_id,
-        deploy_block = deployment.deploy_block,
-        rpc = %config.rpc_url,
-        "deployment loaded"
-    );
-    anyhow::bail!("event indexing is not built yet: the indexer lands with its own issue")
+    match run(Cli::parse()).await {
+        Ok(code) => code,
+        Err(err) => {
+            error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = cli.config;
+    store::migrate(&config.database_url).await.context("apply migrations")?;
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Migrate => info!("migrations applied"),
+        Command::Run => {
+            if let Some(addr) = config.metrics_addr {
+                metrics::serve(addr).context("serve metrics")?;
+            }
+            let indexer = Indexer::new(config).await?;
+            indexer.run(shutdown_signal()).await?;
+        }
+        Command::Reindex => {
+            let deployment = Deployment::load(&config.deployments_file)?;
+            let mut conn = store::connect(&config.database_url).await?;
+            let events =
+                store::reindex(&mut conn, &deployment.contracts, deployment.chain_id).await?;
+            info!(events, "projections rebuilt from the events table");
+        }
+        Command::Verify => {
+            let deployment = Deployment::load(&config.deployments_file)?;
+            let mut conn = store::connect(&config.database_url).await?;
+            let report = verify::verify(&mut conn, &config.rpc_url, &deployment).await?;
+            for difference in &report.differences {
+                error!(target: "indexer::verify", "{difference}");
+            }
+            info!(
+                block = report.block,
+                checked = report.checked,
+                differences = report.differences.len(),
+                "verified"
+            );
+            if !report.differences.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.ok();
 }

@@ -1,0 +1,173 @@
+//! The chain as the indexer reads it: heads, headers and logs, with retries and range splitting.
+
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use alloy::{
+    eips::BlockNumberOrTag,
+    primitives::{Address, B256},
+    providers::{DynProvider, Provider, ProviderBuilder},
+    rpc::{
+        client::RpcClient,
+        types::{Filter, Log},
+    },
+    transports::{TransportError, layers::RetryBackoffLayer},
+};
+use tracing::{debug, warn};
+
+/// A failed RPC call, classified.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// The node refuses the range as too large or its answer as too big: split it.
+    #[error("range {from}..={to} too large: {message}")]
+    RangeTooLarge {
+        /// First block.
+        from: u64,
+        /// Last block.
+        to: u64,
+        /// The node's words.
+        message: String,
+    },
+    /// Anything else (connection, timeout, server error): retry later.
+    #[error("rpc: {0}")]
+    Transport(#[from] TransportError),
+    /// The node lacks a block it announced (it moved under us): retry later.
+    #[error("block {0} not found")]
+    MissingBlock(u64),
+}
+
+/// A block header's fields the indexer uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Number.
+    pub number: u64,
+    /// Hash.
+    pub hash: B256,
+    /// Parent's hash.
+    pub parent_hash: B256,
+    /// Timestamp (unix seconds).
+    pub timestamp: u64,
+}
+
+/// Reads the chain.
+#[derive(Debug)]
+pub struct ChainReader {
+    provider: DynProvider,
+    addresses: Vec<Address>,
+    span: AtomicU64,
+    max_span: u64,
+}
+
+impl ChainReader {
+    /// Connects over HTTP to `url`, reading the logs of `addresses`; `max_span` caps the blocks of
+    /// one `eth_getLogs`.
+    pub fn connect(url: &str, addresses: Vec<Address>, max_span: u64) -> Result<Self, RpcError> {
+        let url = url
+            .parse()
+            .map_err(|e| TransportError::local_usage_str(&format!("bad RPC URL: {e}")))?;
+        // Rate limits (429) are retried by the layer; the sync loop retries everything else.
+        let client = RpcClient::builder().layer(RetryBackoffLayer::new(10, 200, 10_000)).http(url);
+        let provider = ProviderBuilder::new().connect_client(client).erased();
+        Ok(Self { provider, addresses, span: AtomicU64::new(max_span), max_span: max_span.max(1) })
+    }
+
+    /// The chain id the node serves.
+    pub async fn chain_id(&self) -> Result<u64, RpcError> {
+        Ok(self.provider.get_chain_id().await?)
+    }
+
+    /// The latest block number.
+    pub async fn head(&self) -> Result<u64, RpcError> {
+        Ok(self.provider.get_block_number().await?)
+    }
+
+    /// The `finalized` block, where the node serves the tag.
+    pub async fn finalized(&self) -> Result<Option<u64>, RpcError> {
+        let block = self.provider.get_block_by_number(BlockNumberOrTag::Finalized).await?;
+        Ok(block.map(|b| b.header.number))
+    }
+
+    /// One block's header.
+    pub async fn header(&self, number: u64) -> Result<Header, RpcError> {
+        let block = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Number(number))
+            .await?
+            .ok_or(RpcError::MissingBlock(number))?;
+        Ok(Header {
+            number,
+            hash: block.header.hash,
+            parent_hash: block.header.parent_hash,
+            timestamp: block.header.timestamp,
+        })
+    }
+
+    /// The logs of the platform contracts in `from..=to`, splitting the range as long as the node
+    /// says it is too large; the span of later calls shrinks and grows with the node's answers.
+    pub async fn logs(&self, from: u64, to: u64) -> Result<Vec<Log>, RpcError> {
+        let mut pending = vec![(from, to)];
+        let mut out = Vec::new();
+        while let Some((a, b)) = pending.pop() {
+            match self.logs_once(a, b).await {
+                Ok(mut logs) => {
+                    out.append(&mut logs);
+                    let grown = (self.span.load(Ordering::Relaxed) * 2).min(self.max_span);
+                    self.span.store(grown, Ordering::Relaxed);
+                }
+                Err(RpcError::RangeTooLarge { message, .. }) if b > a => {
+                    let mid = a + (b - a) / 2;
+                    self.span.store((b - a).div_ceil(2).max(1), Ordering::Relaxed);
+                    debug!(target: "indexer::rpc", from = a, to = b, %message, "range too large, splitting");
+                    // Popped last-in first-out: the lower half first, so logs stay in order.
+                    pending.push((mid + 1, b));
+                    pending.push((a, mid));
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many blocks the next `eth_getLogs` should span.
+    pub fn span(&self) -> u64 {
+        self.span.load(Ordering::Relaxed)
+    }
+
+    async fn logs_once(&self, from: u64, to: u64) -> Result<Vec<Log>, RpcError> {
+        let filter = Filter::new().address(self.addresses.clone()).from_block(from).to_block(to);
+        self.provider.get_logs(&filter).await.map_err(|err| {
+            if is_range_error(&err) {
+                RpcError::RangeTooLarge { from, to, message: err.to_string() }
+            } else {
+                warn!(target: "indexer::rpc", from, to, %err, "eth_getLogs failed");
+                RpcError::Transport(err)
+            }
+        })
+    }
+}
+
+/// Whether a node's error says the range or the result is too large (wordings of geth, erigon,
+/// Alchemy, Infura, QuickNode, Polygon's bor and others).
+fn is_range_error(err: &TransportError) -> bool {
+    let Some(payload) = err.as_error_resp() else { return false };
+    let message = payload.message.to_lowercase();
+    [
+        "too many",
+        "range",
+        "limit exceeded",
+        "response size",
+        "query returned more than",
+        "exceed",
+        "too large",
+        "block range",
+    ]
+    .iter()
+    .any(|needle| message.contains(needle))
+}
+
+/// The delay before retry `attempt` (exponential, capped).
+pub fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
+}

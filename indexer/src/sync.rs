@@ -1,0 +1,412 @@
+//! The sync loop: backfill up to the finalized block in large concurrent ranges, then follow the
+//! head block by block, detecting reorgs by parent hash.
+
+use std::{collections::HashMap, future::Future, time::Instant};
+
+use alloy::{
+    primitives::B256,
+    providers::{Provider, ProviderBuilder, WsConnect},
+};
+use anyhow::Context;
+use decentraspace_abi::Deployment;
+use futures::{StreamExt, TryStreamExt, stream};
+use sqlx::PgConnection;
+use tracing::{debug, error, info, warn};
+
+use crate::{
+    config::{Config, Finality},
+    event::IndexedEvent,
+    metrics,
+    rpc::{ChainReader, Header, RpcError, backoff},
+    store::{self, BlockRef, Checkpoint, StoreError},
+};
+
+/// Blocks below the head that count as final where the node has no `finalized` tag.
+const DEFAULT_FINALITY_DEPTH: u64 = 200;
+/// The most unfinalized blocks one head-following step takes.
+const HEAD_STEP: u64 = 100;
+/// The most blocks one backfill pass plans before looking at the head again.
+const BACKFILL_PASS: u64 = 1_000_000;
+/// Postgres advisory lock namespace for the per-chain writer election.
+const LEADER_LOCK_BASE: i64 = 0x6473_7061_6365_0000;
+
+/// Why a sync step stopped.
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The indexer of one chain.
+#[derive(Debug)]
+pub struct Indexer {
+    config: Config,
+    deployment: Deployment,
+    chain: ChainReader,
+    start_block: u64,
+}
+
+impl Indexer {
+    /// Loads the deployment record and checks that the RPC serves its chain.
+    pub async fn new(config: Config) -> anyhow::Result<Self> {
+        let deployment =
+            Deployment::load(&config.deployments_file).context("load the deployment record")?;
+        if let Some(expected) = config.chain_id {
+            anyhow::ensure!(
+                expected == deployment.chain_id,
+                "CHAIN_ID is {expected} but the deployment record {} is for chain {}",
+                config.deployments_file.display(),
+                deployment.chain_id
+            );
+        }
+        let chain = ChainReader::connect(
+            &config.rpc_url,
+            deployment.contracts.registries().to_vec(),
+            config.max_block_range,
+        )?;
+        let served = chain
+            .chain_id()
+            .await
+            .with_context(|| format!("ask {} for its chain id", config.rpc_url))?;
+        anyhow::ensure!(
+            served == deployment.chain_id,
+            "the RPC at {} serves chain {served}, but the deployment record {} is for chain {}: refusing to index",
+            config.rpc_url,
+            config.deployments_file.display(),
+            deployment.chain_id
+        );
+        let start_block = config.start_block.unwrap_or(deployment.deploy_block);
+        Ok(Self { config, deployment, chain, start_block })
+    }
+
+    /// The chain id.
+    pub fn chain_id(&self) -> u64 {
+        self.deployment.chain_id
+    }
+
+    /// The deployment being indexed.
+    pub fn deployment(&self) -> &Deployment {
+        &self.deployment
+    }
+
+    /// The chain reader.
+    pub fn chain(&self) -> &ChainReader {
+        &self.chain
+    }
+
+    /// Indexes until `shutdown` resolves: waits to be the chain's writer (a standby waits here),
+    /// then syncs; reconnects to Postgres and takes the lock again after a database failure.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        tokio::pin!(shutdown);
+        let mut attempt = 0;
+        loop {
+            let session = async {
+                let mut conn = store::connect(&self.config.database_url).await?;
+                self.acquire_leadership(&mut conn).await?;
+                attempt = 0;
+                self.sync(&mut conn).await
+            };
+            tokio::select! {
+                () = &mut shutdown => {
+                    info!(target: "indexer::sync", "shutting down");
+                    return Ok(());
+                }
+                result = session => match result {
+                    Err(err) if err.is_retryable() => {
+                        attempt += 1;
+                        warn!(target: "indexer::sync", %err, attempt, "database unavailable, reconnecting");
+                        tokio::time::sleep(backoff(attempt)).await;
+                    }
+                    Err(err) => return Err(err).context("indexing stopped"),
+                    Ok(()) => return Ok(()),
+                },
+            }
+        }
+    }
+
+    async fn acquire_leadership(&self, conn: &mut PgConnection) -> Result<(), StoreError> {
+        let key = LEADER_LOCK_BASE + self.chain_id() as i64;
+        let acquired: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !acquired {
+            info!(target: "indexer::leader", chain_id = self.chain_id(), "another indexer writes this chain; standing by");
+            sqlx::query("select pg_advisory_lock($1)").bind(key).execute(&mut *conn).await?;
+        }
+        info!(target: "indexer::leader", chain_id = self.chain_id(), "leading: this indexer writes the chain");
+        Ok(())
+    }
+
+    /// Syncs forever as the writer; returns only on a database error.
+    async fn sync(&self, conn: &mut PgConnection) -> Result<(), StoreError> {
+        let mut heads = self.head_subscription().await;
+        let mut rpc_attempt = 0;
+        loop {
+            match self.step(conn).await {
+                Ok(true) => rpc_attempt = 0,
+                Ok(false) => {
+                    rpc_attempt = 0;
+                    self.wait_for_block(&mut heads).await;
+                }
+                Err(SyncError::Rpc(err)) => {
+                    rpc_attempt += 1;
+                    metrics::rpc_error();
+                    warn!(target: "indexer::sync", %err, attempt = rpc_attempt, "rpc failed, retrying");
+                    tokio::time::sleep(backoff(rpc_attempt)).await;
+                }
+                Err(SyncError::Store(err)) => return Err(err),
+            }
+        }
+    }
+
+    /// One step: a backfill pass or a head step. `Ok(false)` when there is nothing new.
+    async fn step(&self, conn: &mut PgConnection) -> Result<bool, SyncError> {
+        let checkpoint = store::checkpoint(conn, self.chain_id()).await?;
+        let next = checkpoint.map_or(self.start_block, |c| c.block_number + 1);
+        let head = self.chain.head().await?;
+        let safe = self.safe_block(head).await?;
+        metrics::heads(head, checkpoint.map_or(0, |c| c.block_number));
+        if next > head {
+            return Ok(false);
+        }
+        if next <= safe {
+            self.backfill(conn, next, safe.min(next + BACKFILL_PASS)).await?;
+        } else {
+            self.follow(conn, checkpoint, next, head.min(next + HEAD_STEP - 1), safe).await?;
+        }
+        Ok(true)
+    }
+
+    async fn safe_block(&self, head: u64) -> Result<u64, RpcError> {
+        match self.config.finality {
+            Finality::Depth(depth) => Ok(head.saturating_sub(depth)),
+            Finality::Tag => match self.chain.finalized().await? {
+                Some(finalized) => Ok(finalized),
+                None => Ok(head.saturating_sub(DEFAULT_FINALITY_DEPTH)),
+            },
+        }
+    }
+
+    /// Indexes the final blocks `from..=to`: ranges fetched concurrently, written in order, one
+    /// transaction per batch of events.
+    async fn backfill(&self, conn: &mut PgConnection, from: u64, to: u64) -> Result<(), SyncError> {
+        let chain = &self.chain;
+        let ranges = stream::unfold(from, move |a| async move {
+            (a <= to).then(|| {
+                let b = a.saturating_add(chain.span().max(1) - 1).min(to);
+                ((a, b), b + 1)
+            })
+        });
+        let fetched = ranges
+            .map(|(a, b)| async move { chain.logs(a, b).await.map(|logs| (b, logs)) })
+            .buffered(self.config.fetch_concurrency.max(1));
+        let mut fetched = std::pin::pin!(fetched);
+
+        let mut pending: Vec<IndexedEvent> = Vec::new();
+        let mut last_block = None;
+        loop {
+            let (failure, done) = match fetched.next().await {
+                Some(Ok((b, logs))) => {
+                    debug!(target: "indexer::sync", to = b, logs = logs.len(), "fetched range");
+                    pending.extend(self.decode(&logs));
+                    last_block = Some(b);
+                    (None, false)
+                }
+                Some(Err(err)) => (Some(err), true),
+                None => (None, true),
+            };
+            // What arrived in order before a failure is committed; the failed range is retried.
+            if let Some(b) = last_block
+                && (done || pending.len() >= self.config.batch_events)
+            {
+                self.commit(conn, std::mem::take(&mut pending), &[], None, b, None).await?;
+                last_block = None;
+            }
+            if let Some(err) = failure {
+                return Err(err.into());
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Indexes the unfinalized blocks `from..=to`, checking that they extend what is indexed.
+    async fn follow(
+        &self,
+        conn: &mut PgConnection,
+        checkpoint: Option<Checkpoint>,
+        from: u64,
+        to: u64,
+        safe: u64,
+    ) -> Result<(), SyncError> {
+        let headers: Vec<Header> =
+            stream::iter(from..=to).map(|n| self.chain.header(n)).buffered(8).try_collect().await?;
+        if headers.windows(2).any(|w| w[1].parent_hash != w[0].hash) {
+            debug!(target: "indexer::sync", from, to, "chain moved while reading headers; retrying");
+            return Ok(());
+        }
+        let expected_parent = match checkpoint {
+            Some(c) if c.block_number + 1 == from => Some(c.block_hash),
+            _ => None,
+        };
+        if let Some(parent) = expected_parent
+            && headers[0].parent_hash != parent
+        {
+            return self.handle_reorg(conn, checkpoint.map_or(0, |c| c.block_number)).await;
+        }
+
+        let logs = self.chain.logs(from, to).await?;
+        let hashes: HashMap<u64, &Header> = headers.iter().map(|h| (h.number, h)).collect();
+        if logs
+            .iter()
+            .any(|l| l.block_number.and_then(|n| hashes.get(&n)).map(|h| h.hash) != l.block_hash)
+        {
+            debug!(target: "indexer::sync", from, to, "logs from another branch; retrying");
+            return Ok(());
+        }
+        let mut events = self.decode(&logs);
+        for e in &mut events {
+            e.block_time =
+                e.block_time.or_else(|| hashes.get(&e.position.block_number).map(|h| h.timestamp));
+        }
+        let blocks: Vec<BlockRef> = headers
+            .iter()
+            .map(|h| BlockRef { number: h.number, hash: h.hash, parent_hash: h.parent_hash })
+            .collect();
+        let last = headers.last().map(|h| h.hash);
+        self.commit(conn, events, &blocks, Some(safe), to, last).await?;
+        Ok(())
+    }
+
+    /// Finds where the indexed blocks and the chain agree again, and rolls back to there.
+    async fn handle_reorg(
+        &self,
+        conn: &mut PgConnection,
+        mut number: u64,
+    ) -> Result<(), SyncError> {
+        let checkpoint = store::checkpoint(conn, self.chain_id()).await?;
+        let fork = loop {
+            let stored = match store::block_hash(conn, self.chain_id(), number).await? {
+                Some(hash) => Some(hash),
+                None => checkpoint.filter(|c| c.block_number == number).map(|c| c.block_hash),
+            };
+            let Some(stored) = stored else {
+                error!(target: "indexer::reorg", number, "reorg reaches below the stored blocks; rolling back to here");
+                let header = self.chain.header(number).await?;
+                break Checkpoint { block_number: number, block_hash: header.hash };
+            };
+            let canonical = self.chain.header(number).await?;
+            if canonical.hash == stored || number == 0 {
+                break Checkpoint { block_number: number, block_hash: canonical.hash };
+            }
+            number -= 1;
+        };
+        let depth = checkpoint.map_or(0, |c| c.block_number.saturating_sub(fork.block_number));
+        let refolded =
+            store::rollback_to(conn, &self.deployment.contracts, self.chain_id(), fork).await?;
+        metrics::reorg(depth);
+        warn!(target: "indexer::reorg", fork = fork.block_number, depth, refolded, "reorg: rolled back");
+        Ok(())
+    }
+
+    /// Fills missing block timestamps, then writes a batch and its checkpoint.
+    async fn commit(
+        &self,
+        conn: &mut PgConnection,
+        mut events: Vec<IndexedEvent>,
+        blocks: &[BlockRef],
+        prune_below: Option<u64>,
+        last_block: u64,
+        last_hash: Option<B256>,
+    ) -> Result<(), SyncError> {
+        let started = Instant::now();
+        let mut missing: Vec<u64> = events
+            .iter()
+            .filter(|e| e.block_time.is_none())
+            .map(|e| e.position.block_number)
+            .collect();
+        if last_hash.is_none() {
+            missing.push(last_block);
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        let headers: HashMap<u64, Header> = stream::iter(missing)
+            .map(|n| async move { self.chain.header(n).await.map(|h| (n, h)) })
+            .buffer_unordered(8)
+            .try_collect()
+            .await?;
+        for e in &mut events {
+            e.block_time =
+                e.block_time.or_else(|| headers.get(&e.position.block_number).map(|h| h.timestamp));
+        }
+        let block_hash = match last_hash {
+            Some(hash) => hash,
+            None => headers
+                .get(&last_block)
+                .map(|h| h.hash)
+                .ok_or(RpcError::MissingBlock(last_block))?,
+        };
+        let checkpoint = Checkpoint { block_number: last_block, block_hash };
+        let outcome =
+            store::write_batch(conn, self.chain_id(), &events, blocks, prune_below, checkpoint)
+                .await?;
+        metrics::batch(outcome.events, started.elapsed());
+        info!(
+            target: "indexer::sync",
+            to = last_block,
+            events = outcome.events,
+            fold_errors = outcome.fold_errors,
+            ms = started.elapsed().as_millis() as u64,
+            "batch committed"
+        );
+        Ok(())
+    }
+
+    fn decode(&self, logs: &[alloy::rpc::types::Log]) -> Vec<IndexedEvent> {
+        logs.iter()
+            .filter_map(|log| match IndexedEvent::from_rpc(&self.deployment.contracts, log) {
+                Ok(event) => Some(event),
+                Err(err) => {
+                    warn!(target: "indexer::decode", %err, "log skipped");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    async fn head_subscription(&self) -> Option<futures::stream::BoxStream<'static, u64>> {
+        let url = self.config.ws_url.as_ref()?;
+        let connect = async {
+            let provider = ProviderBuilder::new().connect_ws(WsConnect::new(url.clone())).await?;
+            let sub = provider.subscribe_blocks().await?;
+            anyhow::Ok(sub.into_stream().map(move |header| {
+                let _keep_alive = &provider;
+                header.number
+            }))
+        };
+        match connect.await {
+            Ok(stream) => Some(stream.boxed()),
+            Err(err) => {
+                warn!(target: "indexer::sync", %err, url, "cannot subscribe to new heads; polling");
+                None
+            }
+        }
+    }
+
+    async fn wait_for_block(&self, heads: &mut Option<futures::stream::BoxStream<'static, u64>>) {
+        let interval = self.config.poll_interval();
+        match heads {
+            Some(stream) => {
+                if let Ok(None) = tokio::time::timeout(interval, stream.next()).await {
+                    warn!(target: "indexer::sync", "head subscription ended; polling");
+                    *heads = None;
+                }
+            }
+            None => tokio::time::sleep(interval).await,
+        }
+    }
+}
