@@ -193,27 +193,26 @@ impl Indexer {
     /// Indexes the final blocks `from..=to`: ranges fetched concurrently, written in order, one
     /// transaction per batch of events.
     async fn backfill(&self, conn: &mut PgConnection, from: u64, to: u64) -> Result<(), SyncError> {
-        let chain = &self.chain;
-        let ranges = stream::unfold(from, move |a| async move {
-            (a <= to).then(|| {
-                let b = a.saturating_add(chain.span().max(1) - 1).min(to);
-                ((a, b), b + 1)
-            })
-        });
-        let fetched = ranges
-            .map(|(a, b)| async move { chain.logs(a, b).await.map(|logs| (b, logs)) })
-            .buffered(self.config.fetch_concurrency.max(1));
-        let mut fetched = std::pin::pin!(fetched);
-
+        let concurrency = self.config.fetch_concurrency.max(1);
+        let mut in_flight = futures::stream::FuturesOrdered::new();
+        let mut next_from = from;
         let mut pending: Vec<IndexedEvent> = Vec::new();
         let mut last_block = None;
         loop {
-            let (failure, done) = match fetched.next().await {
+            // Ranges are planned as slots free up, so each uses the span the node accepts now.
+            while in_flight.len() < concurrency && next_from <= to {
+                let (a, b) =
+                    (next_from, next_from.saturating_add(self.chain.span().max(1) - 1).min(to));
+                next_from = b + 1;
+                in_flight
+                    .push_back(async move { self.chain.logs(a, b).await.map(|logs| (b, logs)) });
+            }
+            let (failure, done) = match in_flight.next().await {
                 Some(Ok((b, logs))) => {
                     debug!(target: "indexer::sync", to = b, logs = logs.len(), "fetched range");
                     pending.extend(self.decode(&logs));
                     last_block = Some(b);
-                    (None, false)
+                    (None, next_from > to && in_flight.is_empty())
                 }
                 Some(Err(err)) => (Some(err), true),
                 None => (None, true),

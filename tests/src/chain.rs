@@ -69,17 +69,31 @@ pub struct TestChain {
     anvil: AnvilInstance,
     /// The deployment record the deploy script wrote.
     pub deployment: Deployment,
+    /// Where the record is (removed when the chain is dropped).
+    pub deployment_file: PathBuf,
+}
+
+impl Drop for TestChain {
+    fn drop(&mut self) {
+        fs::remove_file(&self.deployment_file).ok();
+    }
 }
 
 impl TestChain {
     /// Starts anvil on a free port and deploys the platform with the deploy script.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts anvil with extra arguments (e.g. `--gas-limit`), and deploys.
+    pub async fn start_with(args: &[&str]) -> anyhow::Result<Self> {
         let anvil = Anvil::new()
             .path(foundry_tool("anvil"))
+            .args(args.iter().copied())
             .try_spawn()
             .context("start anvil (run `npm ci` first)")?;
-        let deployment = deploy(&anvil)?;
-        Ok(Self { anvil, deployment })
+        let (deployment, deployment_file) = deploy(&anvil)?;
+        Ok(Self { anvil, deployment, deployment_file })
     }
 
     /// The chain's HTTP endpoint.
@@ -122,7 +136,7 @@ impl TestChain {
 
 /// Runs the deploy script against `anvil`, giving each role to its own account, and reads back
 /// the record it wrote.
-fn deploy(anvil: &AnvilInstance) -> anyhow::Result<Deployment> {
+fn deploy(anvil: &AnvilInstance) -> anyhow::Result<(Deployment, PathBuf)> {
     let root = repo_root();
     let dir = root.join("deployments/test");
     fs::create_dir_all(&dir).context("create deployments/test")?;
@@ -159,6 +173,5 @@ fn deploy(anvil: &AnvilInstance) -> anyhow::Result<Deployment> {
         );
     }
     let deployment = Deployment::load(&record)?;
-    fs::remove_file(&record).ok();
-    Ok(deployment)
+    Ok((deployment, record))
 }

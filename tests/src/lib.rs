@@ -1,7 +1,14 @@
 //! The end-to-end test harness: real anvil chains with the real contracts, deployed by the real
-//! deploy script (`contracts/script/Deploy.s.sol`), and helpers that act as wallets and as the
-//! platform's role holders. Later components (indexer, API, side services) join here.
+//! deploy script (`contracts/script/Deploy.s.sol`), a fresh Postgres database per test, the
+//! indexer in-process or as its binary, and helpers that act as wallets and as the platform's
+//! role holders.
 
 mod chain;
+mod db;
+mod indexer;
 
 pub use chain::{Role, TestChain, repo_root};
+pub use db::{TestDb, server_url};
+pub use indexer::{
+    IndexerProcess, IndexerTask, indexer_binary, indexer_config, wait_for_checkpoint,
+};

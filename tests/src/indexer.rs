@@ -1,0 +1,159 @@
+//! Running the indexer against a test chain and database: in-process (as a task) or as the real
+//! binary (for kill -9 and standby tests).
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use decentraspace_indexer::{Config, Finality, Indexer};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+use crate::{TestChain, TestDb};
+
+/// The indexer configuration for `chain` and `db`: every block final beyond `finality_depth`,
+/// polling every 50 ms.
+pub fn indexer_config(chain: &TestChain, db: &TestDb, finality_depth: u64) -> Config {
+    Config {
+        rpc_url: chain.endpoint(),
+        ws_url: None,
+        chain_id: None,
+        deployments_file: chain.deployment_file.clone(),
+        start_block: None,
+        finality: Finality::Depth(finality_depth),
+        max_block_range: 2_000,
+        fetch_concurrency: 4,
+        batch_events: 50_000,
+        poll_interval_ms: 50,
+        metrics_addr: None,
+        database_url: db.url.clone(),
+    }
+}
+
+/// An indexer running as a task of the test's runtime; stopped when dropped.
+#[derive(Debug)]
+pub struct IndexerTask {
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl IndexerTask {
+    /// Starts indexing with `config`.
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let indexer = Indexer::new(config).await?;
+        let (stop, stopped) = oneshot::channel();
+        let handle = tokio::spawn(async move {
+            indexer
+                .run(async {
+                    stopped.await.ok();
+                })
+                .await
+        });
+        Ok(Self { stop: Some(stop), handle: Some(handle) })
+    }
+
+    /// Stops it and returns how it ended.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).ok();
+        }
+        match self.handle.take() {
+            Some(handle) => handle.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for IndexerTask {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.handle {
+            handle.abort();
+        }
+    }
+}
+
+/// The indexer binary built next to the test binaries (`cargo build --workspace --bins`).
+pub fn indexer_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> -> target/<profile>/indexer
+    let dir = exe.parent().and_then(|d| d.parent()).context("test binary location")?;
+    let bin = dir.join("indexer");
+    if !bin.exists() {
+        bail!(
+            "{} is missing: run `cargo build -p decentraspace-indexer` (make test does)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// The indexer binary as a child process with `config` in its environment; killed when dropped.
+#[derive(Debug)]
+pub struct IndexerProcess {
+    /// The process.
+    pub child: Child,
+}
+
+impl IndexerProcess {
+    /// Starts `indexer run` (or another subcommand) with `config`.
+    pub fn spawn(config: &Config, command: &str) -> anyhow::Result<Self> {
+        let finality = match config.finality {
+            Finality::Tag => "finalized".to_owned(),
+            Finality::Depth(d) => d.to_string(),
+        };
+        let child = Command::new(indexer_binary()?)
+            .arg(command)
+            .env("RPC_URL", &config.rpc_url)
+            .env("DEPLOYMENTS_FILE", &config.deployments_file)
+            .env("FINALITY", finality)
+            .env("MAX_BLOCK_RANGE", config.max_block_range.to_string())
+            .env("FETCH_CONCURRENCY", config.fetch_concurrency.to_string())
+            .env("BATCH_EVENTS", config.batch_events.to_string())
+            .env("POLL_INTERVAL_MS", config.poll_interval_ms.to_string())
+            .env("DATABASE_URL", &config.database_url)
+            .env("RUST_LOG", std::env::var("INDEXER_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::null())
+            .spawn()
+            .context("spawn the indexer")?;
+        Ok(Self { child })
+    }
+
+    /// Kills it with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+impl Drop for IndexerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Waits until the indexer's checkpoint reaches `block`.
+pub async fn wait_for_checkpoint(
+    db: &TestDb,
+    chain_id: u64,
+    block: u64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut conn = db.connect().await?;
+    loop {
+        let reached: Option<i64> =
+            sqlx::query_scalar("select block_number from indexer_checkpoints where chain_id = $1")
+                .bind(chain_id as i64)
+                .fetch_optional(&mut conn)
+                .await?;
+        if reached.is_some_and(|b| b as u64 >= block) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the indexer did not reach block {block} within {timeout:?} (at {reached:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
