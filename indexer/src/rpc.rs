@@ -1,7 +1,10 @@
 //! The chain as the indexer reads it: heads, headers and logs, with retries and range splitting.
 
 use std::{
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -36,6 +39,9 @@ pub enum RpcError {
     /// The node lacks a block it announced (it moved under us): retry later.
     #[error("block {0} not found")]
     MissingBlock(u64),
+    /// A fetch task failed (panicked or was cancelled): retry later.
+    #[error("fetch task: {0}")]
+    Task(String),
 }
 
 /// A block header's fields the indexer uses.
@@ -51,12 +57,12 @@ pub struct Header {
     pub timestamp: u64,
 }
 
-/// Reads the chain.
-#[derive(Debug)]
+/// Reads the chain; clones share the connection and the adaptive span.
+#[derive(Debug, Clone)]
 pub struct ChainReader {
     provider: DynProvider,
     addresses: Vec<Address>,
-    span: AtomicU64,
+    span: Arc<AtomicU64>,
     max_span: u64,
 }
 
@@ -70,7 +76,12 @@ impl ChainReader {
         // Rate limits (429) are retried by the layer; the sync loop retries everything else.
         let client = RpcClient::builder().layer(RetryBackoffLayer::new(10, 200, 10_000)).http(url);
         let provider = ProviderBuilder::new().connect_client(client).erased();
-        Ok(Self { provider, addresses, span: AtomicU64::new(max_span), max_span: max_span.max(1) })
+        Ok(Self {
+            provider,
+            addresses,
+            span: Arc::new(AtomicU64::new(max_span)),
+            max_span: max_span.max(1),
+        })
     }
 
     /// The chain id the node serves.

@@ -194,27 +194,35 @@ impl Indexer {
     /// transaction per batch of events.
     async fn backfill(&self, conn: &mut PgConnection, from: u64, to: u64) -> Result<(), SyncError> {
         let concurrency = self.config.fetch_concurrency.max(1);
-        let mut in_flight = futures::stream::FuturesOrdered::new();
+        let mut in_flight = std::collections::VecDeque::new();
         let mut next_from = from;
         let mut pending: Vec<IndexedEvent> = Vec::new();
         let mut last_block = None;
         loop {
-            // Ranges are planned as slots free up, so each uses the span the node accepts now.
+            // Fetch and decode run as tasks, so they go on while a batch is being written; ranges
+            // are planned as slots free up, each with the span the node accepts now.
             while in_flight.len() < concurrency && next_from <= to {
                 let (a, b) =
                     (next_from, next_from.saturating_add(self.chain.span().max(1) - 1).min(to));
                 next_from = b + 1;
-                in_flight
-                    .push_back(async move { self.chain.logs(a, b).await.map(|logs| (b, logs)) });
+                let chain = self.chain.clone();
+                let contracts = self.deployment.contracts;
+                in_flight.push_back(tokio::spawn(async move {
+                    let logs = chain.logs(a, b).await?;
+                    Ok::<_, RpcError>((b, decode(&contracts, &logs)))
+                }));
             }
-            let (failure, done) = match in_flight.next().await {
-                Some(Ok((b, logs))) => {
-                    debug!(target: "indexer::sync", to = b, logs = logs.len(), "fetched range");
-                    pending.extend(self.decode(&logs));
-                    last_block = Some(b);
-                    (None, next_from > to && in_flight.is_empty())
-                }
-                Some(Err(err)) => (Some(err), true),
+            let (failure, done) = match in_flight.pop_front() {
+                Some(task) => match task.await {
+                    Ok(Ok((b, events))) => {
+                        debug!(target: "indexer::sync", to = b, events = events.len(), "fetched range");
+                        pending.extend(events);
+                        last_block = Some(b);
+                        (None, next_from > to && in_flight.is_empty())
+                    }
+                    Ok(Err(err)) => (Some(err), true),
+                    Err(join) => (Some(RpcError::Task(join.to_string())), true),
+                },
                 None => (None, true),
             };
             // What arrived in order before a failure is committed; the failed range is retried.
@@ -225,6 +233,10 @@ impl Indexer {
                 last_block = None;
             }
             if let Some(err) = failure {
+                // The rest of the queue is not needed: the failed range and all after it are retried.
+                for task in &in_flight {
+                    task.abort();
+                }
                 return Err(err.into());
             }
             if done {
@@ -366,15 +378,7 @@ impl Indexer {
     }
 
     fn decode(&self, logs: &[alloy::rpc::types::Log]) -> Vec<IndexedEvent> {
-        logs.iter()
-            .filter_map(|log| match IndexedEvent::from_rpc(&self.deployment.contracts, log) {
-                Ok(event) => Some(event),
-                Err(err) => {
-                    warn!(target: "indexer::decode", %err, "log skipped");
-                    None
-                }
-            })
-            .collect()
+        decode(&self.deployment.contracts, logs)
     }
 
     async fn head_subscription(&self) -> Option<futures::stream::BoxStream<'static, u64>> {
@@ -408,4 +412,20 @@ impl Indexer {
             None => tokio::time::sleep(interval).await,
         }
     }
+}
+
+/// Decodes fetched logs; a log that is not a platform event is logged and skipped.
+fn decode(
+    contracts: &decentraspace_abi::PlatformContracts,
+    logs: &[alloy::rpc::types::Log],
+) -> Vec<IndexedEvent> {
+    logs.iter()
+        .filter_map(|log| match IndexedEvent::from_rpc(contracts, log) {
+            Ok(event) => Some(event),
+            Err(err) => {
+                warn!(target: "indexer::decode", %err, "log skipped");
+                None
+            }
+        })
+        .collect()
 }
