@@ -86,5 +86,6 @@ bench-indexer: contracts ## Indexer backfill (1M events) and head-latency benchm
 db: ## Print a Postgres URL (existing server, or a private cluster under .data/)
 	@scripts/postgres.sh
 
-dev: contracts ## Run the local stack: Postgres, anvil with the platform deployed
+dev: contracts ## Run the local stack: Postgres, anvil with the platform deployed, the indexer
+	$(CARGO) build --locked -p decentraspace-indexer
 	scripts/dev.sh

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the local stack in the foreground until Ctrl-C: Postgres (existing or private), anvil on
-# 127.0.0.1:$ANVIL_PORT with the platform deployed by the deploy script, and prints where it all is.
-# The indexer and API join here as they are built.
+# 127.0.0.1:$ANVIL_PORT with the platform deployed by the deploy script, and the indexer mirroring
+# it into Postgres; prints where it all is. The API joins here as it is built.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +22,8 @@ if tools/foundry cast chain-id --rpc-url "$rpc_url" >/dev/null 2>&1; then
 fi
 tools/foundry anvil --host 127.0.0.1 --port "$anvil_port" >.data/anvil.log 2>&1 &
 anvil_pid=$!
-trap 'kill $anvil_pid 2>/dev/null || true' EXIT INT TERM
+indexer_pid=
+trap 'kill $anvil_pid $indexer_pid 2>/dev/null || true' EXIT INT TERM
 for _ in $(seq 1 50); do
   tools/foundry cast chain-id --rpc-url "$rpc_url" >/dev/null 2>&1 && break
   sleep 0.2
@@ -33,12 +34,19 @@ DEPLOYER_PRIVATE_KEY=$deployer_key tools/foundry forge script contracts/script/D
   --rpc-url "$rpc_url" --broadcast --quiet
 record="deployments/$chain_id.json"
 
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+RPC_URL=$rpc_url WS_URL=${rpc_url/http/ws} DEPLOYMENTS_FILE=$record DATABASE_URL=$database_url \
+  FINALITY=${FINALITY:-0} METRICS_ADDR=${INDEXER_METRICS_ADDR:-127.0.0.1:9101} \
+  "$target_dir/debug/indexer" run >.data/indexer.log 2>&1 &
+indexer_pid=$!
+
 cat <<TXT
 
 DecentraSpace local stack is up (Ctrl-C stops it).
   chain       $rpc_url (chain id $chain_id, anvil log: .data/anvil.log)
   database    $database_url
   deployment  $record
+  indexer     pid $indexer_pid, metrics http://${INDEXER_METRICS_ADDR:-127.0.0.1:9101}/metrics (log: .data/indexer.log)
 $(node -e '
   const d = require(process.argv[1]);
   for (const [name, addr] of Object.entries(d.contracts)) console.log(`  ${name.padEnd(16)}${addr}`);

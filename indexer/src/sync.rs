@@ -169,6 +169,24 @@ impl Indexer {
         let head = self.chain.head().await?;
         let safe = self.safe_block(head).await?;
         metrics::heads(head, checkpoint.map_or(0, |c| c.block_number));
+        if let Some(c) = checkpoint
+            && c.block_number >= head
+            && c.block_number > safe
+        {
+            // Nothing new to index, but the unfinalized tip may have been replaced by a branch of
+            // the same height (or a shorter one): compare it with the chain.
+            let tip = c.block_number.min(head);
+            let canonical = self.chain.header(tip).await?;
+            let stored = if tip == c.block_number {
+                Some(c.block_hash)
+            } else {
+                store::block_hash(conn, self.chain_id(), tip).await?
+            };
+            if stored != Some(canonical.hash) || c.block_number > head {
+                self.handle_reorg(conn, tip).await?;
+                return Ok(true);
+            }
+        }
         if next > head {
             return Ok(false);
         }

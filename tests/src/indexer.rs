@@ -114,7 +114,12 @@ impl IndexerProcess {
             .env("POLL_INTERVAL_MS", config.poll_interval_ms.to_string())
             .env("DATABASE_URL", &config.database_url)
             .env("RUST_LOG", std::env::var("INDEXER_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::null())
+            // The indexer's logs show with INDEXER_LOG set (e.g. INDEXER_LOG=info).
+            .stdout(if std::env::var_os("INDEXER_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .context("spawn the indexer")?;
         Ok(Self { child })

@@ -405,6 +405,7 @@ async fn kill_9_at_random_points_of_a_100k_event_backfill_loses_and_duplicates_n
     }
     println!("{mid_backfill} kills mid-backfill, {mid_write} inside a write transaction");
     assert!(mid_backfill >= 3, "only {mid_backfill} of {KILLS} kills interrupted the backfill");
+    assert!(mid_write >= 1, "no kill landed inside a write transaction");
 
     let _indexer = IndexerProcess::spawn(&config, "run")?;
     wait_for_checkpoint(&db, chain.chain_id(), head, Duration::from_secs(60)).await?;
@@ -479,9 +480,9 @@ async fn the_standby_takes_over_from_a_killed_leader_missing_and_duplicating_not
     .await?;
     let leader = locks[0].0.clone();
     println!("{leader} leads, {} stands by", locks[1].0);
-    wait_for_checkpoint(&db, chain.chain_id(), head, Duration::from_secs(30)).await?;
-    assert_consistent(&mut conn, &chain, &platform_logs(&chain, head).await?, "leader at head")
-        .await?;
+    // Kill the leader as soon as it has committed something, most likely mid-backfill.
+    let start = chain.deployment.deploy_block;
+    wait_for_checkpoint(&db, chain.chain_id(), start + 1, Duration::from_secs(30)).await?;
     assert_eq!(advisory_locks(&mut conn).await?, locks, "the same leader and standby throughout");
 
     // Kill the leader; events keep coming on-chain; the standby must pick them up.
@@ -491,6 +492,9 @@ async fn the_standby_takes_over_from_a_killed_leader_missing_and_duplicating_not
         (&mut b, &mut a, "indexer-a")
     };
     killed.kill9();
+    let logs = platform_logs(&chain, head).await?;
+    let at = assert_consistent(&mut conn, &chain, &logs, "leader killed").await?;
+    println!("leader killed at checkpoint {at:?} of {start}..={head}");
     let mut operator = Sender::new(&chain, Role::Operator).await?;
     operator
         .send(

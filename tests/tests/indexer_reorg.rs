@@ -15,6 +15,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -31,10 +32,9 @@ use decentraspace_abi::{
     ServiceRegistry, ServiceState, Tier,
 };
 use decentraspace_indexer::Config;
-use decentraspace_tests::{
-    IndexerProcess, IndexerTask, Role, TestChain, TestDb, indexer_config, wait_for_checkpoint,
-};
-use sqlx::PgConnection;
+use decentraspace_tests::{IndexerProcess, IndexerTask, Role, TestChain, TestDb, indexer_config};
+use sqlx::{PgConnection, postgres::PgListener};
+use tokio::task::JoinHandle;
 
 /// One US dollar in credit units (6 decimals).
 const USD: u64 = 1_000_000;
@@ -200,8 +200,9 @@ impl Driver {
         }
     }
 
-    /// Mines one block at `timestamp` holding exactly `actions`, each of which must succeed.
-    async fn mine(&self, actions: &[Action], timestamp: u64) -> anyhow::Result<Mined> {
+    /// Mines one block at `timestamp` holding exactly `actions`, each of which must succeed, sent
+    /// with gas limit `gas`.
+    async fn mine(&self, actions: &[Action], timestamp: u64, gas: u64) -> anyhow::Result<Mined> {
         let number = self.reader.get_block_number().await? + 1;
         let mut nonces: HashMap<Address, u64> = HashMap::new();
         let mut sent = Vec::with_capacity(actions.len());
@@ -223,7 +224,7 @@ impl Driver {
                 .with_to(to)
                 .with_input(input)
                 .with_nonce(nonce)
-                .with_gas_limit(GAS);
+                .with_gas_limit(gas);
             let pending = self.senders[&from]
                 .send_transaction(tx)
                 .await
@@ -251,12 +252,13 @@ impl Driver {
 
     /// Mines `blocks` blocks, the first at `first_timestamp`, holding `steps` spread over them
     /// (the first step in the first block, the last in the last; merged when there are more steps
-    /// than blocks). Blocks without a step are empty.
+    /// than blocks). Blocks without a step are empty. Transactions get gas limit `gas`.
     async fn branch(
         &self,
         steps: &[&[Action]],
         blocks: usize,
         first_timestamp: u64,
+        gas: u64,
     ) -> anyhow::Result<Vec<Mined>> {
         let positions = spread(steps.len(), blocks);
         let mut mined = Vec::with_capacity(blocks);
@@ -267,7 +269,7 @@ impl Driver {
                 .filter(|(_, p)| **p == b)
                 .flat_map(|(s, _)| s.iter().copied())
                 .collect();
-            mined.push(self.mine(&actions, first_timestamp + b as u64 * BLOCK_SECONDS).await?);
+            mined.push(self.mine(&actions, first_timestamp + b as u64 * BLOCK_SECONDS, gas).await?);
         }
         Ok(mined)
     }
@@ -330,16 +332,95 @@ impl Runner {
         }
     }
 
-    /// Waits for the checkpoint to reach `block`; on a timeout, stops the indexer and reports how
-    /// it had ended as well.
-    async fn wait(self, db: &TestDb, chain_id: u64, block: u64) -> anyhow::Result<Self> {
-        match wait_for_checkpoint(db, chain_id, block, WAIT).await {
+    /// Waits for the checkpoint to be the block `number` with `hash` (reaching the number is not
+    /// enough: after a reorg that keeps the height, the orphaned block has the same number); on a
+    /// timeout, stops the indexer and reports how it had ended as well.
+    async fn wait(
+        self,
+        db: &TestDb,
+        chain_id: u64,
+        number: u64,
+        hash: B256,
+    ) -> anyhow::Result<Self> {
+        match wait_for_block(db, chain_id, number, hash).await {
             Ok(()) => Ok(self),
             Err(err) => {
                 let ended = self.stop().await;
-                Err(err.context(format!("indexer state: {ended:?}")))
+                Err(err.context(format!(
+                    "the indexer, stopped after the wait failed, ended with {ended:?}"
+                )))
             }
         }
+    }
+}
+
+/// Waits until the checkpoint is block `number` with `hash`.
+async fn wait_for_block(db: &TestDb, chain_id: u64, number: u64, hash: B256) -> anyhow::Result<()> {
+    let deadline = Instant::now() + WAIT;
+    let mut conn = db.connect().await?;
+    loop {
+        let at: Option<(i64, Vec<u8>)> = sqlx::query_as(
+            "select block_number, block_hash from indexer_checkpoints where chain_id = $1",
+        )
+        .bind(chain_id as i64)
+        .fetch_optional(&mut conn)
+        .await?;
+        let at = at.map(|(n, h)| (n as u64, b256(&h)));
+        if at == Some((number, hash)) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the checkpoint did not become block {number} {hash} within {WAIT:?} (at {at:?})"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The rollbacks the indexer announces on its NOTIFY channel: the block each rolled back to.
+struct Rollbacks {
+    seen: Arc<Mutex<Vec<u64>>>,
+    task: JoinHandle<()>,
+}
+
+impl Rollbacks {
+    async fn listen(db: &TestDb, chain_id: u64) -> anyhow::Result<Self> {
+        let mut listener = PgListener::connect(&db.url).await?;
+        listener.listen(decentraspace_indexer::store::NOTIFY_CHANNEL).await?;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let task = tokio::spawn(async move {
+            while let Ok(notification) = listener.recv().await {
+                let Ok(payload) = serde_json::from_str::<serde_json::Value>(notification.payload())
+                else {
+                    continue;
+                };
+                if payload["chain_id"] == chain_id && payload["reorg"] == true {
+                    let to = payload["to_block"].as_u64().expect("to_block is a number");
+                    sink.lock().expect("not poisoned").push(to);
+                }
+            }
+        });
+        Ok(Self { seen, task })
+    }
+
+    /// The rollbacks so far, once there are at least `count` (or the wait is over).
+    async fn at_least(&self, count: usize) -> Vec<u64> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let seen = self.seen.lock().expect("not poisoned").clone();
+            if seen.len() >= count || Instant::now() > deadline {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for Rollbacks {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -739,10 +820,11 @@ fn usd(n: u64) -> Option<String> {
 }
 
 /// A reorg replacing the last `depth` blocks: branch A (`depth` blocks) indexed, then reverted and
-/// replaced by branch B (`depth + 1` blocks). With `stopped`, the indexer (as its binary) is killed
-/// once A is indexed and started again after B is mined: it must find the fork from the block
-/// hashes it stored.
-async fn reorg_scenario(depth: usize, stopped: bool) -> anyhow::Result<()> {
+/// replaced by branch B (`b_len` blocks, at least `depth`). With `stopped`, the indexer (as its
+/// binary) is killed once A is indexed and started again after B is mined: it must find the fork
+/// from the block hashes it stored.
+async fn reorg_scenario(depth: usize, b_len: usize, stopped: bool) -> anyhow::Result<()> {
+    assert!(depth >= 1 && b_len >= depth, "B replaces every block of A");
     let started = Instant::now();
     let d = Driver::start().await?;
     let db = TestDb::create().await?;
@@ -751,23 +833,24 @@ async fn reorg_scenario(depth: usize, stopped: bool) -> anyhow::Result<()> {
 
     // The common prefix, indexed.
     let first = d.head().await?.timestamp + BLOCK_SECONDS;
-    d.branch(PREFIX, PREFIX.len(), first).await?;
+    d.branch(PREFIX, PREFIX.len(), first, GAS).await?;
     let fork = d.head().await?;
     assert!(
-        fork.number + depth as u64 + 1 < FINALITY_DEPTH,
+        fork.number + (b_len as u64) < FINALITY_DEPTH,
         "every block must stay unfinalized for this test"
     );
     let config = indexer_config(&d.chain, &db, FINALITY_DEPTH);
+    let rollbacks = Rollbacks::listen(&db, chain_id).await?;
     let indexer = Runner::start(config.clone(), stopped).await?;
-    let indexer = indexer.wait(&db, chain_id, fork.number).await?;
+    let indexer = indexer.wait(&db, chain_id, fork.number, fork.hash).await?;
     assert_mirrors_chain(&d, &db, "prefix").await?;
 
     // Branch A, indexed.
     let snapshot = d.reader.anvil_snapshot().await?;
-    let a = d.branch(BRANCH_A, depth, fork.timestamp + BLOCK_SECONDS).await?;
-    let a_tip = a.last().expect("depth >= 1").number;
-    assert_eq!(a_tip, fork.number + depth as u64);
-    let indexer = indexer.wait(&db, chain_id, a_tip).await?;
+    let a = d.branch(BRANCH_A, depth, fork.timestamp + BLOCK_SECONDS, GAS).await?;
+    let a_tip = a.last().expect("depth >= 1").clone();
+    assert_eq!(a_tip.number, fork.number + depth as u64);
+    let indexer = indexer.wait(&db, chain_id, a_tip.number, a_tip.hash).await?;
     assert_mirrors_chain(&d, &db, "branch A").await?;
     let a_txs: Vec<TxHash> = a.iter().flat_map(|m| m.txs.iter().copied()).collect();
     let a_blocks: Vec<B256> = a.iter().map(|m| m.hash).collect();
@@ -785,6 +868,9 @@ async fn reorg_scenario(depth: usize, stopped: bool) -> anyhow::Result<()> {
     assert_eq!(balance(&mut conn, chain_id, u).await?, usd(134));
     assert_eq!(balance(&mut conn, chain_id, v).await?, usd(25));
 
+    let early = rollbacks.at_least(0).await;
+    assert!(early.is_empty(), "rollbacks to {early:?} before any reorg");
+
     let running = if stopped {
         indexer.stop().await?;
         None
@@ -792,25 +878,33 @@ async fn reorg_scenario(depth: usize, stopped: bool) -> anyhow::Result<()> {
         Some(indexer)
     };
 
-    // The reorg: back to the fork, then branch B, one block longer than A.
+    // The reorg: back to the fork, then branch B.
     ensure!(d.reader.anvil_revert(snapshot).await?, "evm_revert refused the snapshot");
     assert_eq!(d.head().await?.hash, fork.hash, "the revert lands on the fork block");
-    let b = d.branch(BRANCH_B, depth + 1, fork.timestamp + BLOCK_SECONDS + B_SHIFT).await?;
+    // B's transactions carry another gas limit: a call B repeats with the nonce it had on A (a
+    // pause, say) must not be the very same transaction.
+    let b_start = fork.timestamp + BLOCK_SECONDS + B_SHIFT;
+    let b = d.branch(BRANCH_B, b_len, b_start, GAS + 1).await?;
     for (ma, mb) in a.iter().zip(&b) {
         assert_eq!(ma.number, mb.number);
         assert_ne!(ma.hash, mb.hash, "block {} was not replaced", ma.number);
     }
     let b_txs: Vec<TxHash> = b.iter().flat_map(|m| m.txs.iter().copied()).collect();
     assert!(a_txs.iter().all(|t| !b_txs.contains(t)), "branch B repeats a transaction of A");
-    let b_tip = b.last().expect("depth + 1 blocks").number;
+    let b_tip = b.last().expect("b_len >= 1").clone();
 
     // A stopped indexer starts again on a chain that moved under its checkpoint.
     let indexer = match running {
         Some(indexer) => indexer,
         None => Runner::start(config, true).await?,
     };
-    let indexer = indexer.wait(&db, chain_id, b_tip).await?;
+    let indexer = indexer.wait(&db, chain_id, b_tip.number, b_tip.hash).await?;
     assert_mirrors_chain(&d, &db, "branch B").await?;
+    assert_eq!(
+        rollbacks.at_least(1).await,
+        [fork.number],
+        "one rollback, to the fork block, found from the stored block hashes"
+    );
     for (table, rows) in rows_of_branch(&mut conn, chain_id, &a_txs, &a_blocks).await? {
         assert_eq!(rows, 0, "{rows} rows of the orphaned branch A remain in {table}");
     }
@@ -829,26 +923,37 @@ async fn reorg_scenario(depth: usize, stopped: bool) -> anyhow::Result<()> {
     assert_eq!(balance(&mut conn, chain_id, v).await?, None, "V had credits only on branch A");
 
     indexer.stop().await?;
-    println!("reorg depth {depth} (indexer stopped: {stopped}): {:.1?}", started.elapsed());
+    println!(
+        "reorg depth {depth}, branch B {b_len} blocks (indexer stopped: {stopped}): {:.1?}",
+        started.elapsed()
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reorg_of_depth_1_replaces_credit_and_service_events() -> anyhow::Result<()> {
-    reorg_scenario(1, false).await
+    reorg_scenario(1, 2, false).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reorg_of_depth_5_replaces_credit_and_service_events() -> anyhow::Result<()> {
-    reorg_scenario(5, false).await
+    reorg_scenario(5, 6, false).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reorg_of_depth_64_replaces_credit_and_service_events() -> anyhow::Result<()> {
-    reorg_scenario(64, false).await
+    reorg_scenario(64, 65, false).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reorg_while_the_indexer_is_stopped_is_found_from_stored_hashes() -> anyhow::Result<()> {
-    reorg_scenario(12, true).await
+    reorg_scenario(12, 13, true).await
+}
+
+/// A reorg onto a branch of the same height, with no block after it: the head's number does not
+/// move, only its hash. The indexer compares its unfinalized tip with the chain when there is
+/// nothing new, so it rolls back without waiting for a higher block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reorg_to_a_branch_of_equal_height_is_found_without_a_new_block() -> anyhow::Result<()> {
+    reorg_scenario(5, 5, false).await
 }
