@@ -236,6 +236,9 @@ async fn head_latency(chain: &TestChain, db: &TestDb, n: usize) -> anyhow::Resul
         };
         anyhow::ensure!(block <= covered);
         latencies.push(arrived.duration_since(mined).as_secs_f64() * 1_000.0);
+        if std::env::var_os("BENCH_VERBOSE").is_some() {
+            eprintln!("tx {i}: block {block}, {:.1} ms", latencies[i]);
+        }
     }
     indexer.stop().await?;
     latencies.sort_by(f64::total_cmp);

@@ -1,7 +1,6 @@
 //! Postgres: the events table, the projections, the checkpoint and the unfinalized block hashes.
 //! Every write that changes indexed state happens in one transaction with the checkpoint.
 
-mod copy;
 pub mod events;
 mod projections;
 
