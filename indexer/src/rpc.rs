@@ -16,7 +16,10 @@ use alloy::{
         client::RpcClient,
         types::{Filter, Log},
     },
-    transports::{TransportError, layers::RetryBackoffLayer},
+    transports::{
+        TransportError,
+        layers::{RateLimitRetryPolicy, RetryBackoffLayer, RetryPolicy},
+    },
 };
 use tracing::{debug, warn};
 
@@ -73,8 +76,10 @@ impl ChainReader {
         let url = url
             .parse()
             .map_err(|e| TransportError::local_usage_str(&format!("bad RPC URL: {e}")))?;
-        // Rate limits (429) are retried by the layer; the sync loop retries everything else.
-        let client = RpcClient::builder().layer(RetryBackoffLayer::new(10, 200, 10_000)).http(url);
+        // Rate limits are retried by the layer, but never a range error: some providers word theirs
+        // as a limit (Infura's -32005), and resending the same range cannot succeed.
+        let layer = RetryBackoffLayer::new_with_policy(10, 200, 10_000, RateLimitsNotRanges);
+        let client = RpcClient::builder().layer(layer).http(url);
         let provider = ProviderBuilder::new().connect_client(client).erased();
         Ok(Self {
             provider,
@@ -86,25 +91,24 @@ impl ChainReader {
 
     /// The chain id the node serves.
     pub async fn chain_id(&self) -> Result<u64, RpcError> {
-        Ok(self.provider.get_chain_id().await?)
+        Ok(retry(|| self.provider.get_chain_id()).await?)
     }
 
     /// The latest block number.
     pub async fn head(&self) -> Result<u64, RpcError> {
-        Ok(self.provider.get_block_number().await?)
+        Ok(retry(|| self.provider.get_block_number()).await?)
     }
 
     /// The `finalized` block, where the node serves the tag.
     pub async fn finalized(&self) -> Result<Option<u64>, RpcError> {
-        let block = self.provider.get_block_by_number(BlockNumberOrTag::Finalized).await?;
+        let block =
+            retry(|| self.provider.get_block_by_number(BlockNumberOrTag::Finalized)).await?;
         Ok(block.map(|b| b.header.number))
     }
 
     /// One block's header.
     pub async fn header(&self, number: u64) -> Result<Header, RpcError> {
-        let block = self
-            .provider
-            .get_block_by_number(BlockNumberOrTag::Number(number))
+        let block = retry(|| self.provider.get_block_by_number(BlockNumberOrTag::Number(number)))
             .await?
             .ok_or(RpcError::MissingBlock(number))?;
         Ok(Header {
@@ -148,7 +152,7 @@ impl ChainReader {
 
     async fn logs_once(&self, from: u64, to: u64) -> Result<Vec<Log>, RpcError> {
         let filter = Filter::new().address(self.addresses.clone()).from_block(from).to_block(to);
-        self.provider.get_logs(&filter).await.map_err(|err| {
+        retry(|| self.provider.get_logs(&filter)).await.map_err(|err| {
             if is_range_error(&err) {
                 RpcError::RangeTooLarge { from, to, message: err.to_string() }
             } else {
@@ -156,6 +160,52 @@ impl ChainReader {
                 RpcError::Transport(err)
             }
         })
+    }
+}
+
+/// Calls `call` again (up to 3 times, 50 to 200 ms apart) after a transient failure (a dropped
+/// connection, a server error), so one bad reply does not fail a whole sync step. Range errors and
+/// other answers the node means are returned at once.
+async fn retry<T, F, Fut>(mut call: F) -> Result<T, TransportError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::IntoFuture<Output = Result<T, TransportError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Err(err) if attempt < 3 && is_transient(&err) => {
+                attempt += 1;
+                debug!(target: "indexer::rpc", %err, attempt, "transient rpc failure, retrying");
+                tokio::time::sleep(Duration::from_millis(50 << (attempt - 1))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A failure a second try may not see: the transport broke, or the node answered with a server-side
+/// error that is not about the request (range errors are the request's and are split instead).
+fn is_transient(err: &TransportError) -> bool {
+    match err.as_error_resp() {
+        Some(payload) => {
+            !is_range_error(err) && matches!(payload.code, -32000 | -32603)
+        }
+        None => matches!(err, TransportError::Transport(_)),
+    }
+}
+
+/// Retries what alloy treats as rate limits, except range errors.
+#[derive(Debug, Clone, Copy)]
+struct RateLimitsNotRanges;
+
+impl RetryPolicy for RateLimitsNotRanges {
+    fn should_retry(&self, error: &TransportError) -> bool {
+        !is_range_error(error) && RateLimitRetryPolicy::default().should_retry(error)
+    }
+
+    fn backoff_hint(&self, error: &TransportError) -> Option<Duration> {
+        RateLimitRetryPolicy::default().backoff_hint(error)
     }
 }
 

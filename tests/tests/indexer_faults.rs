@@ -6,6 +6,7 @@
 //!   indexer, never restarted, reconnects and finishes with every event exactly once.
 
 use std::{
+    collections::HashMap,
     path::PathBuf,
     process::Stdio,
     sync::{
@@ -154,7 +155,7 @@ impl Workload {
         for _ in 0..items {
             let draw = self.next();
             let k = (draw % n as u64) as usize;
-            let service = if (draw >> 16) % 8 == 0 { (k + 1) % n } else { k };
+            let service = if (draw >> 16).is_multiple_of(8) { (k + 1) % n } else { k };
             accounts.push(self.accounts[k]);
             services.push(self.services[service]);
             credits.push(U256::from(1 + (draw >> 32) % 5_000));
@@ -178,14 +179,15 @@ impl Workload {
 // The fault-injecting JSON-RPC proxy
 // ---------------------------------------------------------------------------------------------
 
-/// Requests passed through untouched first, so that the indexer starts (`eth_chainId`).
-const PROXY_WARMUP: u64 = 5;
+/// Requests spared the scheduled faults, so that the indexer starts (`eth_chainId`); too-wide
+/// `eth_getLogs` ranges are refused from the first request on.
+const PROXY_WARMUP: u64 = 3;
 /// The widest `eth_getLogs` range the proxy lets through.
 const LOGS_SPAN_LIMIT: u64 = 50;
-/// Seeds the fault schedule: request number `n` meets the fault `splitmix64(FAULT_SEED ^ n)` picks.
+/// Seeds the fault schedule ([`fault_of`]).
 const FAULT_SEED: u64 = 0xdec0_5ace_fa17;
 /// How real providers refuse an `eth_getLogs` range or result that is too large: Infura (and geth
-/// style nodes), Alchemy, QuickNode. The same range always meets the same wording.
+/// style nodes), Alchemy, QuickNode.
 const RANGE_REFUSALS: [(i64, &str); 3] = [
     (-32005, "query returned more than 10000 results"),
     (
@@ -208,9 +210,15 @@ struct ProxyStats {
     refused: [AtomicU64; 3],
     /// `eth_getLogs` answered with logs.
     logs_served: AtomicU64,
-    /// ... over a range inside one refused before (the indexer split it).
-    split_served: AtomicU64,
-    refused_ranges: Mutex<Vec<(u64, u64)>>,
+    /// ... over a range inside one refused before (the indexer split it), by wording of the
+    /// refusal.
+    split_served: [AtomicU64; 3],
+    /// Every refused range: the wording it met, and how often it was asked for.
+    refused_ranges: Mutex<HashMap<(u64, u64), (usize, u64)>>,
+    /// How often each refused request (JSON-RPC id and range) was sent: more than once means the
+    /// client resent it unchanged. The indexer may ask for a range again in a later request
+    /// (a new id), once its span has grown back, but must not resend a refused request.
+    refused_requests: Mutex<HashMap<String, u64>>,
 }
 
 /// What the proxy does with one request.
@@ -221,6 +229,34 @@ enum Action {
     Reply(Value),
     /// Ask the node, and answer after `delay`.
     Forward { delay: Option<Duration>, logs_range: Option<(u64, u64)> },
+}
+
+/// A fault the schedule plans for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Drop,
+    Error,
+    Delay,
+    None,
+}
+
+/// The fault of request `n` (counted after the warm-up): every run of twenty requests meets one
+/// dropped connection, one error reply and three slow replies, in an order the seed shuffles.
+fn fault_of(n: u64) -> Fault {
+    let mut slots = [Fault::None; 20];
+    slots[..5].copy_from_slice(&[
+        Fault::Drop,
+        Fault::Error,
+        Fault::Delay,
+        Fault::Delay,
+        Fault::Delay,
+    ]);
+    let mut draw = FAULT_SEED ^ (n / 20);
+    for i in (1..slots.len()).rev() {
+        draw = splitmix64(draw);
+        slots.swap(i, (draw % (i as u64 + 1)) as usize);
+    }
+    slots[(n % 20) as usize]
 }
 
 /// The block range of an `eth_getLogs` request, when given by numbers.
@@ -241,40 +277,46 @@ impl ProxyStats {
         let n = self.requests.fetch_add(1, Ordering::SeqCst);
         let id = request.get("id").cloned().unwrap_or(Value::Null);
         let logs_range = logs_range(request);
-        if n < PROXY_WARMUP {
-            return Action::Forward { delay: None, logs_range };
-        }
         if let Some((from, to)) = logs_range
             && to >= from
             && to - from + 1 > LOGS_SPAN_LIMIT
         {
-            let which = (splitmix64(FAULT_SEED ^ from.rotate_left(32) ^ to) % 3) as usize;
+            // Each newly refused range takes the next wording; a range asked for again meets the
+            // same one, as it would at the same provider.
+            let mut refused = self.refused_ranges.lock().expect("not poisoned");
+            let next = refused.len() % RANGE_REFUSALS.len();
+            let entry = refused.entry((from, to)).or_insert((next, 0));
+            entry.1 += 1;
+            let which = entry.0;
             self.refused[which].fetch_add(1, Ordering::SeqCst);
-            self.refused_ranges.lock().expect("not poisoned").push((from, to));
+            let mut requests = self.refused_requests.lock().expect("not poisoned");
+            *requests.entry(format!("{id} {from}..={to}")).or_default() += 1;
             let (code, message) = RANGE_REFUSALS[which];
             return Action::Reply(json!({
                 "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message }
             }));
         }
-        let dice = splitmix64(FAULT_SEED ^ n);
-        match dice % 100 {
-            0..5 => {
+        if n < PROXY_WARMUP {
+            return Action::Forward { delay: None, logs_range };
+        }
+        match fault_of(n - PROXY_WARMUP) {
+            Fault::Drop => {
                 self.dropped.fetch_add(1, Ordering::SeqCst);
                 Action::Drop
             }
-            5..10 => {
+            Fault::Error => {
                 self.error_replies.fetch_add(1, Ordering::SeqCst);
                 Action::Reply(json!({
                     "jsonrpc": "2.0", "id": id,
                     "error": { "code": -32000, "message": "internal error" }
                 }))
             }
-            10..22 => {
+            Fault::Delay => {
                 self.delayed.fetch_add(1, Ordering::SeqCst);
-                let delay = Duration::from_millis(200 + (dice >> 32) % 601);
+                let delay = Duration::from_millis(200 + splitmix64(FAULT_SEED ^ n) % 601);
                 Action::Forward { delay: Some(delay), logs_range }
             }
-            _ => Action::Forward { delay: None, logs_range },
+            Fault::None => Action::Forward { delay: None, logs_range },
         }
     }
 
@@ -286,24 +328,46 @@ impl ProxyStats {
             return;
         }
         self.logs_served.fetch_add(1, Ordering::SeqCst);
-        let inside_a_refused = to - from < LOGS_SPAN_LIMIT
-            && self
-                .refused_ranges
-                .lock()
-                .expect("not poisoned")
-                .iter()
-                .any(|&(a, b)| a <= from && to <= b);
-        if inside_a_refused {
-            self.split_served.fetch_add(1, Ordering::SeqCst);
+        if to - from >= LOGS_SPAN_LIMIT {
+            return;
         }
+        let refused = self.refused_ranges.lock().expect("not poisoned");
+        for which in 0..RANGE_REFUSALS.len() {
+            let inside =
+                refused.iter().any(|(&(a, b), &(w, _))| w == which && a <= from && to <= b);
+            if inside {
+                self.split_served[which].fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Fails when a request refused as too large is sent again unchanged (retried as if the
+    /// refusal were transient) instead of being split.
+    fn check_refused_ranges_are_split(&self) -> anyhow::Result<()> {
+        let requests = self.refused_requests.lock().expect("not poisoned");
+        if let Some((request, &times)) = requests.iter().max_by_key(|(_, times)| **times) {
+            ensure!(
+                times == 1,
+                "the eth_getLogs request (id and range) {request} was sent {times} times although \
+                 refused as too large each time: it is retried instead of split; {}",
+                self.summary()
+            );
+        }
+        Ok(())
+    }
+
+    /// The refused range asked for most often, and how often.
+    fn most_refused(&self) -> Option<((u64, u64), usize, u64)> {
+        let refused = self.refused_ranges.lock().expect("not poisoned");
+        refused.iter().map(|(&range, &(which, times))| (range, which, times)).max_by_key(|r| r.2)
     }
 
     fn summary(&self) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::SeqCst);
         format!(
-            "proxy: {} requests, {} dropped, {} error replies, {} delayed, refused ranges \
-             (infura/alchemy/quicknode wording) {}/{}/{}, {} eth_getLogs served, {} of them \
-             inside a refused range",
+            "proxy: {} requests, {} dropped, {} error replies, {} delayed; refusals of a range \
+             (infura/alchemy/quicknode wording) {}/{}/{}; {} eth_getLogs served, inside a range \
+             refused with each wording {}/{}/{}; most refused range (range, wording, times) {:?}",
             get(&self.requests),
             get(&self.dropped),
             get(&self.error_replies),
@@ -312,7 +376,10 @@ impl ProxyStats {
             get(&self.refused[1]),
             get(&self.refused[2]),
             get(&self.logs_served),
-            get(&self.split_served),
+            get(&self.split_served[0]),
+            get(&self.split_served[1]),
+            get(&self.split_served[2]),
+            self.most_refused(),
         )
     }
 }
@@ -497,7 +564,8 @@ async fn checkpoint_of(conn: &mut PgConnection, chain_id: u64) -> sqlx::Result<O
 }
 
 /// Waits until the checkpoint reaches `block`, reconnecting when the server goes away; fails at
-/// once when the indexer stops by itself, and after `timeout` with `context()` in the message.
+/// once when the indexer stops by itself or `check()` fails, and after `timeout` with
+/// `context()` in the message.
 async fn wait_for_checkpoint(
     database_url: &str,
     chain_id: u64,
@@ -505,11 +573,13 @@ async fn wait_for_checkpoint(
     timeout: Duration,
     indexer: &mut RunningIndexer,
     context: impl Fn() -> String,
+    check: impl Fn() -> anyhow::Result<()>,
 ) -> anyhow::Result<u64> {
     let deadline = Instant::now() + timeout;
     let mut conn: Option<PgConnection> = None;
     let mut reached = None;
     loop {
+        check()?;
         if indexer.has_ended() {
             let outcome = indexer.outcome().await;
             bail!(
@@ -668,9 +738,15 @@ async fn the_indexer_finishes_correct_through_a_faulty_rpc() -> anyhow::Result<(
     config.max_block_range = 2_000;
     let mut indexer = RunningIndexer::start(config).await?;
     let indexing = Instant::now();
-    wait_for_checkpoint(&db.url, chain_id, head, Duration::from_secs(120), &mut indexer, || {
-        proxy.stats.summary()
-    })
+    wait_for_checkpoint(
+        &db.url,
+        chain_id,
+        head,
+        Duration::from_secs(120),
+        &mut indexer,
+        || proxy.stats.summary(),
+        || proxy.stats.check_refused_ranges_are_split(),
+    )
     .await?;
     let indexed = indexing.elapsed();
     indexer.stop().await?;
@@ -686,13 +762,15 @@ async fn the_indexer_finishes_correct_through_a_faulty_rpc() -> anyhow::Result<(
     ensure!(get(&stats.dropped) > 0, "no connection was dropped; {summary}");
     ensure!(get(&stats.error_replies) > 0, "no error was answered; {summary}");
     ensure!(get(&stats.delayed) > 0, "no reply was delayed; {summary}");
-    for (i, (code, _)) in RANGE_REFUSALS.iter().enumerate() {
+    for (i, (code, message)) in RANGE_REFUSALS.iter().enumerate() {
         ensure!(get(&stats.refused[i]) > 0, "no range was refused with code {code}; {summary}");
+        ensure!(
+            get(&stats.split_served[i]) > 0,
+            "no eth_getLogs inside a range refused with {code} {message:?} was served: the \
+             indexer never split such a range; {summary}"
+        );
     }
-    ensure!(
-        get(&stats.split_served) > 0,
-        "no eth_getLogs inside a refused range was served: the indexer never split; {summary}"
-    );
+    stats.check_refused_ranges_are_split()?;
     println!(
         "faulty rpc: {events} events over {} blocks ({empty_blocks} mined empty) generated in \
          {generated:?}, indexed in {indexed:?}, total {:?}; {summary}",
@@ -880,8 +958,9 @@ async fn the_indexer_recovers_by_itself_when_postgres_restarts_mid_run() -> anyh
     };
     let mut indexer = RunningIndexer::start(config).await?;
     let set_up = reader.get_block_number().await?;
-    let no_context = String::new;
-    wait_for_checkpoint(&url, chain_id, set_up, Duration::from_secs(30), &mut indexer, no_context)
+    let (no_context, no_check) = (String::new, || Ok(()));
+    let timeout = Duration::from_secs(30);
+    wait_for_checkpoint(&url, chain_id, set_up, timeout, &mut indexer, no_context, no_check)
         .await?;
 
     // Events keep coming, before, during and after the outage.
@@ -905,9 +984,10 @@ async fn the_indexer_recovers_by_itself_when_postgres_restarts_mid_run() -> anyh
         &url,
         chain_id,
         set_up + 20,
-        Duration::from_secs(30),
+        timeout,
         &mut indexer,
         no_context,
+        no_check,
     )
     .await?;
     let head_at_stop = reader.get_block_number().await?;
@@ -923,7 +1003,7 @@ async fn the_indexer_recovers_by_itself_when_postgres_restarts_mid_run() -> anyh
     generating.store(false, Ordering::SeqCst);
     let rounds = generator.await??;
     let head = reader.get_block_number().await?;
-    wait_for_checkpoint(&url, chain_id, head, Duration::from_secs(60), &mut indexer, no_context)
+    wait_for_checkpoint(&url, chain_id, head, timeout * 2, &mut indexer, no_context, no_check)
         .await?;
     ensure!(!indexer.has_ended(), "the indexer stopped: {}", indexer.outcome().await);
 
