@@ -31,20 +31,22 @@ create table events (
     contract text not null,
     -- null when the bindings do not know the event (kept raw, never dropped)
     event_name text,
-    args jsonb,
+    args json,
     -- the account the event is about, for per-account reads (null when none)
     account bytea,
-    topics bytea[] not null,
+    -- the topics, 32 bytes each, concatenated
+    topics bytea not null,
     data bytea not null,
-    -- the projection entity the event changes, as `kind:key` (see projection::EntityKey); each platform
-    -- event changes at most one, and re-folding an entity after a reorg reads its events by this
-    entity text,
+    -- the projection entity the event changes (see projection::EntityKey), as the first 8 bytes of
+    -- keccak256 of its text form; each platform event changes at most one, and re-folding an entity
+    -- after a reorg reads its events by this (a collision only reads an extra event, which the fold
+    -- filters out)
+    entity_hash bigint,
     primary key (chain_id, block_number, log_index)
 );
 create index events_by_account on events (chain_id, account, block_number, log_index)
     where account is not null;
-create index events_by_entity on events (chain_id, entity, block_number, log_index)
-    where entity is not null;
+create index events_by_entity on events (chain_id, entity_hash) where entity_hash is not null;
 
 -- Accounts: registration, tier and status (AccountRegistry).
 create table accounts (
@@ -81,8 +83,8 @@ create table credit_entries (
     reference bytea,
     block_time timestamptz,
     tx_hash bytea not null,
-    primary key (chain_id, block_number, log_index),
-    foreign key (chain_id, block_number, log_index) references events on delete cascade
+    -- one row per ledger event, deleted with it on a reorg
+    primary key (chain_id, block_number, log_index)
 );
 create index credit_entries_by_account on credit_entries (chain_id, account, block_number desc, log_index desc);
 create index credit_entries_by_service on credit_entries (chain_id, service_id, block_number desc)
@@ -112,8 +114,8 @@ create table service_state_changes (
     state text not null,
     actor bytea,
     block_time timestamptz,
-    primary key (chain_id, block_number, log_index),
-    foreign key (chain_id, block_number, log_index) references events on delete cascade
+    -- one row per service event, deleted with it on a reorg
+    primary key (chain_id, block_number, log_index)
 );
 create index service_state_changes_by_service on service_state_changes (chain_id, service_id, block_number, log_index);
 

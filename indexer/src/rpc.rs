@@ -188,9 +188,7 @@ where
 /// error that is not about the request (range errors are the request's and are split instead).
 fn is_transient(err: &TransportError) -> bool {
     match err.as_error_resp() {
-        Some(payload) => {
-            !is_range_error(err) && matches!(payload.code, -32000 | -32603)
-        }
+        Some(payload) => !is_range_error(err) && matches!(payload.code, -32000 | -32603),
         None => matches!(err, TransportError::Transport(_)),
     }
 }

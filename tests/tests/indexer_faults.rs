@@ -616,7 +616,7 @@ async fn wait_for_checkpoint(
 // ---------------------------------------------------------------------------------------------
 
 /// A log as both the node and the `events` table give it.
-type LogRow = (i64, i32, Vec<u8>, Vec<u8>, i32, Vec<u8>, Vec<Vec<u8>>, Vec<u8>);
+type LogRow = (i64, i32, Vec<u8>, Vec<u8>, i32, Vec<u8>, Vec<u8>, Vec<u8>);
 
 /// Checks that `events` holds every platform log up to `through` exactly once, as the node serves
 /// them (read directly from anvil, not through any proxy), that the ledger's movements each have
@@ -647,7 +647,8 @@ async fn assert_mirror_is_exact(
                 l.transaction_hash.expect("mined").to_vec(),
                 l.transaction_index.expect("mined") as i32,
                 l.address().to_vec(),
-                l.topics().iter().map(|t| t.to_vec()).collect(),
+                // stored as the topics' 32-byte words, concatenated
+                l.topics().iter().flat_map(|t| t.0).collect(),
                 l.data().data.to_vec(),
             )
         })

@@ -58,6 +58,16 @@ impl fmt::Display for EntityKey {
     }
 }
 
+impl EntityKey {
+    /// The key's compact form in `events.entity_hash`: the first 8 bytes of keccak256 of its text.
+    pub fn hash64(&self) -> i64 {
+        let digest = alloy::primitives::keccak256(self.to_string());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        i64::from_be_bytes(first)
+    }
+}
+
 /// A text that is not an entity key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not an entity key: {0:?}")]

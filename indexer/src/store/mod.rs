@@ -200,7 +200,7 @@ pub async fn rollback_to(
     fork: Checkpoint,
 ) -> Result<usize, StoreError> {
     let mut tx = conn.begin().await?;
-    let touched = events::delete_after(&mut tx, chain_id, fork.block_number).await?;
+    let touched = events::delete_after(&mut tx, contracts, chain_id, fork.block_number).await?;
     sqlx::query!(
         "delete from indexer_blocks where chain_id = $1 and block_number > $2",
         chain_id as i64,
