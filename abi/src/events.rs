@@ -165,6 +165,27 @@ impl PlatformEvent {
     }
 }
 
+impl PlatformEvent {
+    /// [`args_json`](Self::args_json) as text, serialised straight to a string (the indexer's hot
+    /// path: no intermediate `Value`).
+    pub fn args_json_string(&self) -> String {
+        let tagged = match self {
+            Self::AccountRegistry(e) => serde_json::to_string(e),
+            Self::CreditLedger(e) => serde_json::to_string(e),
+            Self::ServiceRegistry(e) => serde_json::to_string(e),
+            Self::DomainRegistry(e) => serde_json::to_string(e),
+        }
+        .unwrap_or_default();
+        // `{"EventName":{fields}}` (or `{"EventName":null}` for an event without fields).
+        match (tagged.find(':'), tagged.len()) {
+            (Some(colon), len) if len > colon + 1 && tagged.ends_with('}') => {
+                tagged[colon + 1..len - 1].to_owned()
+            }
+            _ => "null".to_owned(),
+        }
+    }
+}
+
 impl DecodedLog {
     /// Decodes a log of a platform contract.
     pub fn decode(contracts: &PlatformContracts, log: &Log) -> Result<Self, DecodeError> {
@@ -237,6 +258,9 @@ mod tests {
                 "usageRef": "0x1111111111111111111111111111111111111111111111111111111111111111",
             })
         );
+        let text: serde_json::Value =
+            serde_json::from_str(&decoded.event.args_json_string()).expect("valid JSON");
+        assert_eq!(text, decoded.event.args_json());
         assert_eq!(
             decoded.event,
             PlatformEvent::CreditLedger(CreditLedger::CreditLedgerEvents::CreditsDeducted(event))

@@ -41,6 +41,18 @@ pub struct IndexedEvent {
     pub decoded: Option<DecodedLog>,
     /// The raw topics and data.
     pub raw: LogData,
+    /// What the writer needs besides the log, worked out once where the log is decoded (in the
+    /// fetch tasks, off the writer's path).
+    derived: Derived,
+}
+
+/// Values derived from a decoded event.
+#[derive(Debug, Clone, Default)]
+struct Derived {
+    entity: Option<EntityKey>,
+    entity_hash: Option<i64>,
+    account: Option<Address>,
+    args: Option<String>,
 }
 
 /// A log the indexer cannot store: not from a platform contract, or not mined.
@@ -102,6 +114,13 @@ impl IndexedEvent {
                 None
             }
         };
+        let entity = decoded.as_ref().and_then(|d| entity_of(log.address, &d.event));
+        let derived = Derived {
+            entity_hash: entity.as_ref().map(EntityKey::hash64),
+            entity,
+            account: decoded.as_ref().and_then(|d| account_of(&d.event)),
+            args: None,
+        };
         Ok(Self {
             position,
             block_hash,
@@ -112,7 +131,27 @@ impl IndexedEvent {
             address: log.address,
             decoded,
             raw: log.data.clone(),
+            derived,
         })
+    }
+
+    /// Works out the decoded arguments' JSON now (fetched events are stored; stored ones need not).
+    pub fn with_args(mut self) -> Self {
+        self.derived.args = self.decoded.as_ref().map(|d| d.event.args_json_string());
+        self
+    }
+
+    /// The decoded arguments as JSON text, when the bindings know the event.
+    pub fn args_json(&self) -> Option<String> {
+        match &self.derived.args {
+            Some(args) => Some(args.clone()),
+            None => self.decoded.as_ref().map(|d| d.event.args_json_string()),
+        }
+    }
+
+    /// The compact key of [`entity`](Self::entity) (see `events.entity_hash`).
+    pub fn entity_hash(&self) -> Option<i64> {
+        self.derived.entity_hash
     }
 
     /// The event's name, when known.
@@ -122,12 +161,12 @@ impl IndexedEvent {
 
     /// The projection entity the event changes.
     pub fn entity(&self) -> Option<EntityKey> {
-        self.decoded.as_ref().and_then(|d| entity_of(self.address, &d.event))
+        self.derived.entity.clone()
     }
 
     /// The account the event is about.
     pub fn account(&self) -> Option<Address> {
-        self.decoded.as_ref().and_then(|d| account_of(&d.event))
+        self.derived.account
     }
 
     /// The raw data bytes.

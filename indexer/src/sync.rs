@@ -439,7 +439,7 @@ fn decode(
 ) -> Vec<IndexedEvent> {
     logs.iter()
         .filter_map(|log| match IndexedEvent::from_rpc(contracts, log) {
-            Ok(event) => Some(event),
+            Ok(event) => Some(event.with_args()),
             Err(err) => {
                 warn!(target: "indexer::decode", %err, "log skipped");
                 None

@@ -167,8 +167,12 @@ async fn backfill(chain: &TestChain, db: &TestDb, last: u64) -> anyhow::Result<(
         .env("FETCH_CONCURRENCY", FETCH_CONCURRENCY.to_string())
         .env("BATCH_EVENTS", "50000")
         .env("DATABASE_URL", &db.url)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .env("RUST_LOG", std::env::var("INDEXER_LOG").unwrap_or_else(|_| "warn".into()))
+        // With INDEXER_LOG=info, each batch's write time shows (`batch committed … ms=`).
+        .stdout(match std::env::var("INDEXER_LOG_FILE") {
+            Ok(path) => Stdio::from(std::fs::File::create(path)?),
+            Err(_) => Stdio::null(),
+        })
         .spawn()
         .with_context(|| format!("start {} (INDEXER_BIN)", bin.display()))?;
     let pid = child.id();

@@ -43,11 +43,11 @@ pub(crate) async fn insert(
         addresses.push(e.address.to_vec());
         contracts.push(e.contract.name());
         names.push(e.name());
-        args.push(e.decoded.as_ref().map(|d| d.event.args_json().to_string()));
+        args.push(e.args_json());
         accounts.push(e.account().map(|a| a.to_vec()));
         topics.push(e.raw.topics().iter().flat_map(|t| t.0).collect::<Vec<u8>>());
         data.push(e.data().to_vec());
-        entities.push(e.entity().map(|k| k.hash64()));
+        entities.push(e.entity_hash());
     }
     sqlx::query!(
         r#"insert into events (chain_id, block_number, log_index, block_hash, block_time, tx_hash, tx_index,
@@ -287,7 +287,7 @@ impl StoredEvent {
         let corrupt =
             |what: &str| StoreError::Corrupt(format!("events row {}: {what}", self.block_number));
         let address = Address::try_from(self.address.as_slice()).map_err(|_| corrupt("address"))?;
-        if self.topics.len() % 32 != 0 {
+        if !self.topics.len().is_multiple_of(32) {
             return Err(corrupt("topics"));
         }
         let topics: Vec<B256> = self.topics.chunks_exact(32).map(B256::from_slice).collect();
