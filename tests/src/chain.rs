@@ -3,7 +3,8 @@
 use std::{
     fs::{self, File},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
 };
 
 use alloy::{
@@ -147,8 +148,34 @@ fn deploy(anvil: &AnvilInstance) -> anyhow::Result<(Deployment, PathBuf)> {
     // One forge at a time over the shared build cache, across test threads and processes.
     let lock = File::create(dir.join(".forge.lock")).context("create forge lock")?;
     lock.lock().context("take forge lock")?;
-    let output = Command::new(foundry_tool("forge"))
-        .current_dir(&root)
+    let mut failures = Vec::new();
+    // forge has been seen to hang on rare runs; a deploy is bounded and tried again once.
+    for attempt in 1..=2 {
+        match run_deploy_script(&root, anvil, &record, &key, &address) {
+            Ok(()) => {
+                drop(lock);
+                let deployment = Deployment::load(&record)?;
+                return Ok((deployment, record));
+            }
+            Err(err) => failures.push(format!("attempt {attempt}: {err:#}")),
+        }
+    }
+    bail!("deploy script failed:\n{}", failures.join("\n"))
+}
+
+/// How long one run of the deploy script may take.
+const DEPLOY_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn run_deploy_script(
+    root: &Path,
+    anvil: &AnvilInstance,
+    record: &Path,
+    key: &dyn Fn(usize) -> String,
+    address: &dyn Fn(Role) -> String,
+) -> anyhow::Result<()> {
+    let logs = tempfile_pair(record)?;
+    let mut child = Command::new(foundry_tool("forge"))
+        .current_dir(root)
         .args(["script", "contracts/script/Deploy.s.sol", "--broadcast", "--rpc-url"])
         .arg(anvil.endpoint())
         .env("FOUNDRY_SOLC", root.join("tools/solc/solc"))
@@ -160,18 +187,41 @@ fn deploy(anvil: &AnvilInstance) -> anyhow::Result<(Deployment, PathBuf)> {
         .env("BILLING", address(Role::Billing))
         .env("REGISTRAR", address(Role::Registrar))
         .env("VERIFIER", address(Role::Verifier))
-        .env("DEPLOYMENTS_FILE", &record)
-        .output()
+        .env("DEPLOYMENTS_FILE", record)
+        // Never wait on a prompt.
+        .stdin(Stdio::null())
+        .stdout(File::create(&logs.0)?)
+        .stderr(File::create(&logs.1)?)
+        .spawn()
         .context("run forge script (run `npm ci` first)")?;
-    drop(lock);
-    if !output.status.success() {
-        bail!(
-            "deploy script failed ({}):\n{}\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if started.elapsed() > DEPLOY_TIMEOUT {
+            child.kill().ok();
+            child.wait().ok();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = format!(
+        "{}\n{}",
+        fs::read_to_string(&logs.0).unwrap_or_default(),
+        fs::read_to_string(&logs.1).unwrap_or_default()
+    );
+    fs::remove_file(&logs.0).ok();
+    fs::remove_file(&logs.1).ok();
+    match status {
+        Some(status) if status.success() => Ok(()),
+        Some(status) => bail!("forge script exited with {status}:\n{output}"),
+        None => bail!("forge script did not finish within {DEPLOY_TIMEOUT:?}:\n{output}"),
     }
-    let deployment = Deployment::load(&record)?;
-    Ok((deployment, record))
+}
+
+/// Files next to `record` for the script's stdout and stderr (files, not pipes: a full pipe would
+/// block the script while the harness waits for it).
+fn tempfile_pair(record: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    Ok((record.with_extension("stdout.log"), record.with_extension("stderr.log")))
 }
