@@ -14,7 +14,12 @@ rpc_url="http://127.0.0.1:$anvil_port"
 deployer_key=${DEPLOYER_PRIVATE_KEY:-0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80}
 mkdir -p .data
 
-database_url=$(scripts/postgres.sh)
+# The chain starts fresh each time, so its mirror does too: a database of its own, recreated.
+if [ -z "${DATABASE_URL:-}" ]; then
+  server_url=$(PG_DATABASE=postgres scripts/postgres.sh)
+  psql "$server_url" -qc "drop database if exists decentraspace_dev with (force)"
+fi
+database_url=$(PG_DATABASE=decentraspace_dev scripts/postgres.sh)
 
 if tools/foundry cast chain-id --rpc-url "$rpc_url" >/dev/null 2>&1; then
   echo "dev: something already answers on $rpc_url; stop it or set ANVIL_PORT" >&2
