@@ -2,7 +2,7 @@
 //! [`Forwarder`](crate::Forwarder).
 
 use alloy::{
-    primitives::{Address, U256},
+    primitives::Address,
     sol,
     sol_types::{Eip712Domain, eip712_domain},
 };
@@ -32,12 +32,5 @@ pub fn forwarder_domain(chain_id: u64, forwarder: Address) -> Eip712Domain {
         version: "1",
         chain_id: chain_id,
         verifying_contract: forwarder,
-    }
-}
-
-impl ForwardRequest {
-    /// Whether the request carries no native value (the platform never forwards value).
-    pub fn is_valueless(&self) -> bool {
-        self.value == U256::ZERO
     }
 }

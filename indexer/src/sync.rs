@@ -86,16 +86,6 @@ impl Indexer {
         self.deployment.chain_id
     }
 
-    /// The deployment being indexed.
-    pub fn deployment(&self) -> &Deployment {
-        &self.deployment
-    }
-
-    /// The chain reader.
-    pub fn chain(&self) -> &ChainReader {
-        &self.chain
-    }
-
     /// Indexes until `shutdown` resolves: waits to be the chain's writer (a standby waits here),
     /// then syncs; reconnects to Postgres and takes the lock again after a database failure.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
