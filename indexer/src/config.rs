@@ -70,6 +70,11 @@ pub struct Config {
     #[arg(long, env = "BATCH_EVENTS", default_value_t = 50_000)]
     pub batch_events: usize,
 
+    /// A backfill batch of at least this many events sets the history tables' secondary indexes
+    /// aside until the backfill ends (0: never).
+    #[arg(long, env = "DEFER_INDEXES_AT", default_value_t = 20_000)]
+    pub defer_indexes_at: usize,
+
     /// How often to poll for new blocks without a websocket, in milliseconds.
     #[arg(long, env = "POLL_INTERVAL_MS", default_value_t = 1_000)]
     pub poll_interval_ms: u64,

@@ -174,7 +174,8 @@ impl IndexedEvent {
         &self.raw.data
     }
 
-    /// The row this event adds to `credit_entries`, if it is a ledger movement.
+    /// The ledger columns this event fills (read through the `credit_entries` view), if it is a
+    /// ledger movement.
     pub fn credit_entry(&self) -> Option<CreditEntry> {
         use CreditLedger::CreditLedgerEvents as L;
         let decentraspace_abi::PlatformEvent::CreditLedger(event) = &self.decoded.as_ref()?.event
@@ -250,7 +251,7 @@ fn service_id(id: alloy::primitives::U256) -> Option<i64> {
     (!id.is_zero()).then(|| i64::try_from(id).ok()).flatten()
 }
 
-/// A row of `credit_entries`.
+/// A ledger movement's typed values (a row of the `credit_entries` view).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreditEntry {
     /// The account.

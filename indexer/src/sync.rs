@@ -1,7 +1,12 @@
 //! The sync loop: backfill up to the finalized block in large concurrent ranges, then follow the
 //! head block by block, detecting reorgs by parent hash.
 
-use std::{collections::HashMap, future::Future, time::Instant};
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Instant,
+};
 
 use alloy::{
     primitives::B256,
@@ -46,6 +51,8 @@ pub struct Indexer {
     deployment: Deployment,
     chain: ChainReader,
     start_block: u64,
+    /// Whether the history tables' secondary indexes are set aside for a backfill.
+    indexes_deferred: AtomicBool,
 }
 
 impl Indexer {
@@ -78,7 +85,13 @@ impl Indexer {
             deployment.chain_id
         );
         let start_block = config.start_block.unwrap_or(deployment.deploy_block);
-        Ok(Self { config, deployment, chain, start_block })
+        Ok(Self {
+            config,
+            deployment,
+            chain,
+            start_block,
+            indexes_deferred: AtomicBool::new(false),
+        })
     }
 
     /// The chain id.
@@ -132,6 +145,7 @@ impl Indexer {
 
     /// Syncs forever as the writer; returns only on a database error.
     async fn sync(&self, conn: &mut PgConnection) -> Result<(), StoreError> {
+        self.indexes_deferred.store(store::indexes::deferred(conn).await? > 0, Ordering::Relaxed);
         let mut heads = self.head_subscription().await;
         let mut rpc_attempt = 0;
         loop {
@@ -177,6 +191,9 @@ impl Indexer {
                 return Ok(true);
             }
         }
+        if next > safe && self.indexes_deferred.load(Ordering::Relaxed) {
+            self.restore_indexes().await?;
+        }
         if next > head {
             return Ok(false);
         }
@@ -199,16 +216,39 @@ impl Indexer {
     }
 
     /// Indexes the final blocks `from..=to`: ranges fetched concurrently, written in order, one
-    /// transaction per batch of events.
+    /// transaction per batch of events. Fetching runs ahead of writing by one batch, so the
+    /// database is kept busy while the next batch arrives.
     async fn backfill(&self, conn: &mut PgConnection, from: u64, to: u64) -> Result<(), SyncError> {
+        let (batches, mut queue) = tokio::sync::mpsc::channel::<(Vec<IndexedEvent>, u64)>(1);
+        let write = async move {
+            while let Some((events, last_block)) = queue.recv().await {
+                self.defer_indexes_for(conn, events.len()).await?;
+                self.commit(conn, events, &[], None, last_block, None).await?;
+            }
+            // A failed write drops `queue`, which stops the fetching.
+            Ok::<(), SyncError>(())
+        };
+        let (fetched, written) = tokio::join!(self.fetch_batches(from, to, batches), write);
+        written?;
+        fetched.map_err(SyncError::from)
+    }
+
+    /// Fetches `from..=to` in concurrent ranges and sends the events in order, in batches of about
+    /// `batch_events`, each with the last block it covers. After a failed range, what arrived
+    /// before it is still sent; the failed range and all after it are left for a retry.
+    async fn fetch_batches(
+        &self,
+        from: u64,
+        to: u64,
+        batches: tokio::sync::mpsc::Sender<(Vec<IndexedEvent>, u64)>,
+    ) -> Result<(), RpcError> {
         let concurrency = self.config.fetch_concurrency.max(1);
         let mut in_flight = std::collections::VecDeque::new();
         let mut next_from = from;
         let mut pending: Vec<IndexedEvent> = Vec::new();
         let mut last_block = None;
         loop {
-            // Fetch and decode run as tasks, so they go on while a batch is being written; ranges
-            // are planned as slots free up, each with the span the node accepts now.
+            // Ranges are planned as slots free up, each with the span the node accepts now.
             while in_flight.len() < concurrency && next_from <= to {
                 let (a, b) =
                     (next_from, next_from.saturating_add(self.chain.span().max(1) - 1).min(to));
@@ -220,37 +260,65 @@ impl Indexer {
                     Ok::<_, RpcError>((b, decode(&contracts, &logs)))
                 }));
             }
-            let (failure, done) = match in_flight.pop_front() {
-                Some(task) => match task.await {
-                    Ok(Ok((b, events))) => {
-                        debug!(target: "indexer::sync", to = b, events = events.len(), "fetched range");
-                        pending.extend(events);
-                        last_block = Some(b);
-                        (None, next_from > to && in_flight.is_empty())
-                    }
-                    Ok(Err(err)) => (Some(err), true),
-                    Err(join) => (Some(RpcError::Task(join.to_string())), true),
-                },
-                None => (None, true),
+            let Some(task) = in_flight.pop_front() else { return Ok(()) };
+            let fetched = task.await.unwrap_or_else(|join| Err(RpcError::Task(join.to_string())));
+            let (failure, done) = match fetched {
+                Ok((b, events)) => {
+                    debug!(target: "indexer::sync", to = b, events = events.len(), "fetched range");
+                    pending.extend(events);
+                    last_block = Some(b);
+                    (None, next_from > to && in_flight.is_empty())
+                }
+                Err(err) => (Some(err), true),
             };
-            // What arrived in order before a failure is committed; the failed range is retried.
             if let Some(b) = last_block
                 && (done || pending.len() >= self.config.batch_events)
             {
-                self.commit(conn, std::mem::take(&mut pending), &[], None, b, None).await?;
                 last_block = None;
+                if batches.send((std::mem::take(&mut pending), b)).await.is_err() {
+                    // The writer stopped (its error is reported): stop fetching.
+                    for task in &in_flight {
+                        task.abort();
+                    }
+                    return Ok(());
+                }
             }
             if let Some(err) = failure {
-                // The rest of the queue is not needed: the failed range and all after it are retried.
                 for task in &in_flight {
                     task.abort();
                 }
-                return Err(err.into());
+                return Err(err);
             }
             if done {
                 return Ok(());
             }
         }
+    }
+
+    /// Sets the secondary indexes aside when a backfill batch is large enough that maintaining them
+    /// row by row would cost more than rebuilding them once it ends.
+    async fn defer_indexes_for(
+        &self,
+        conn: &mut PgConnection,
+        batch: usize,
+    ) -> Result<(), StoreError> {
+        let threshold = self.config.defer_indexes_at;
+        if threshold == 0 || batch < threshold || self.indexes_deferred.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let dropped = store::indexes::defer(conn).await?;
+        self.indexes_deferred.store(true, Ordering::Relaxed);
+        info!(target: "indexer::sync", dropped, batch, "long backfill: secondary indexes deferred until it ends");
+        Ok(())
+    }
+
+    /// Rebuilds the indexes a backfill set aside, once it has caught up with the final blocks.
+    async fn restore_indexes(&self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let built = store::indexes::restore(&self.config.database_url).await?;
+        self.indexes_deferred.store(false, Ordering::Relaxed);
+        info!(target: "indexer::sync", built, ms = started.elapsed().as_millis() as u64, "backfill done: secondary indexes rebuilt");
+        Ok(())
     }
 
     /// Indexes the unfinalized blocks `from..=to`, checking that they extend what is indexed.

@@ -181,6 +181,10 @@ async fn backfill(chain: &TestChain, db: &TestDb, last: u64) -> anyhow::Result<(
         .env("MAX_BLOCK_RANGE", BLOCK_RANGE.to_string())
         .env("FETCH_CONCURRENCY", FETCH_CONCURRENCY.to_string())
         .env("BATCH_EVENTS", "50000")
+        .env(
+            "DEFER_INDEXES_AT",
+            std::env::var("DEFER_INDEXES_AT").unwrap_or_else(|_| "20000".into()),
+        )
         .env("DATABASE_URL", &db.url)
         .env("RUST_LOG", std::env::var("INDEXER_LOG").unwrap_or_else(|_| "warn".into()))
         // With INDEXER_LOG=info, each batch's write time shows (`batch committed … ms=`).

@@ -26,6 +26,7 @@ pub fn indexer_config(chain: &TestChain, db: &TestDb, finality_depth: u64) -> Co
         max_block_range: 2_000,
         fetch_concurrency: 4,
         batch_events: 50_000,
+        defer_indexes_at: 20_000,
         poll_interval_ms: 50,
         metrics_addr: None,
         database_url: db.url.clone(),
@@ -111,6 +112,7 @@ impl IndexerProcess {
             .env("MAX_BLOCK_RANGE", config.max_block_range.to_string())
             .env("FETCH_CONCURRENCY", config.fetch_concurrency.to_string())
             .env("BATCH_EVENTS", config.batch_events.to_string())
+            .env("DEFER_INDEXES_AT", config.defer_indexes_at.to_string())
             .env("POLL_INTERVAL_MS", config.poll_interval_ms.to_string())
             .env("DATABASE_URL", &config.database_url)
             .env("RUST_LOG", std::env::var("INDEXER_LOG").unwrap_or_else(|_| "warn".into()))
@@ -138,7 +140,7 @@ impl Drop for IndexerProcess {
     }
 }
 
-/// Waits until the indexer's checkpoint reaches `block`.
+/// Waits until the indexer's checkpoint reaches `block` and no secondary index is set aside.
 pub async fn wait_for_checkpoint(
     db: &TestDb,
     chain_id: u64,
@@ -153,11 +155,17 @@ pub async fn wait_for_checkpoint(
                 .bind(chain_id as i64)
                 .fetch_optional(&mut conn)
                 .await?;
-        if reached.is_some_and(|b| b as u64 >= block) {
+        // Caught up means the secondary indexes a backfill set aside are back too.
+        let deferred: i64 = sqlx::query_scalar("select count(*) from indexer_deferred_indexes")
+            .fetch_one(&mut conn)
+            .await?;
+        if reached.is_some_and(|b| b as u64 >= block) && deferred == 0 {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("the indexer did not reach block {block} within {timeout:?} (at {reached:?})");
+            bail!(
+                "the indexer did not reach block {block} within {timeout:?} (at {reached:?}, {deferred} indexes deferred)"
+            );
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }

@@ -365,8 +365,10 @@ async fn kill_9_at_random_points_of_a_100k_event_backfill_loses_and_duplicates_n
     );
 
     // Small batches over single-block ranges: many transactions for the kills to interrupt.
+    // Every batch also sets the secondary indexes aside, so kills land while they are deferred.
     let config = Config {
         batch_events: 5_000,
+        defer_indexes_at: 5_000,
         max_block_range: 1,
         database_url: named(&db.url, APP),
         ..indexer_config(&chain, &db, 0)
@@ -376,40 +378,87 @@ async fn kill_9_at_random_points_of_a_100k_event_backfill_loses_and_duplicates_n
     let mut rng = Rng(0x000d_ec0a_5bac_e001);
     let start = chain.deployment.deploy_block;
     let mut mid_backfill = 0;
+    let mut indexes_deferred = 0;
     for kill in 1..=KILLS {
-        let delay = rng.between(100, 1_500);
+        // Each run must move the checkpoint forward by a random part of what is left, so the
+        // kills spread over the backfill however fast it runs. Every other kill then waits for a
+        // write transaction to be open (rows written, not committed) and lands inside it; the
+        // rest land a random few milliseconds later, wherever the indexer is.
+        let current = checkpoint(&mut conn, chain.chain_id()).await?.unwrap_or(start);
+        let step = ((head - current) / (KILLS - kill + 2) as u64).max(1);
+        let target = current + rng.between(1, step);
         let mut indexer = IndexerProcess::spawn(&config, "run")?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while checkpoint(&mut conn, chain.chain_id()).await?.is_none_or(|c| c < target) {
+            if Instant::now() > deadline {
+                bail!("the indexer did not pass block {target} before kill {kill}");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let aim_at_write = kill % 2 == 0;
+        let delay = if aim_at_write { 0 } else { rng.between(0, 40) };
         tokio::time::sleep(Duration::from_millis(delay)).await;
+        // Whether the indexer's session is inside a transaction that has written rows (it has a
+        // transaction id) just before the kill: a kill there must roll the whole batch back.
+        let mut writing = false;
+        while !writing && Instant::now() < deadline {
+            writing = sqlx::query_scalar(
+                "select exists (select 1 from pg_stat_activity \
+                 where application_name = $1 and backend_xid is not null)",
+            )
+            .bind(APP)
+            .fetch_one(&mut conn)
+            .await?;
+            if !aim_at_write || checkpoint(&mut conn, chain.chain_id()).await? >= Some(head) {
+                break;
+            }
+        }
         if let Some(status) = indexer.child.try_wait()? {
             bail!("the indexer exited by itself ({status}) before kill {kill}");
         }
-        // Whether the indexer's session is inside a transaction that has written rows (it has a
-        // transaction id) just before the kill: a kill there must roll the whole batch back.
-        let writing: bool = sqlx::query_scalar(
-            "select exists (select 1 from pg_stat_activity \
-             where application_name = $1 and backend_xid is not null)",
-        )
-        .bind(APP)
-        .fetch_one(&mut conn)
-        .await?;
         indexer.kill9();
         let at = assert_consistent(&mut conn, &chain, &logs, &format!("after kill {kill}")).await?;
         let mid = at.is_some_and(|c| c > start && c < head);
         mid_backfill += usize::from(mid);
+        let deferred: i64 = sqlx::query_scalar("select count(*) from indexer_deferred_indexes")
+            .fetch_one(&mut conn)
+            .await?;
+        indexes_deferred += usize::from(deferred > 0);
         mid_write += usize::from(writing);
         println!(
-            "kill {kill:>2}: after {delay:>4} ms, checkpoint {at:?} of {start}..={head}{}{}",
+            "kill {kill:>2}: {delay:>2} ms after block {target}, checkpoint {at:?} of {start}..={head}{}{}",
             if mid { ", mid-backfill" } else { "" },
             if writing { ", inside a write transaction" } else { "" },
         );
     }
-    println!("{mid_backfill} kills mid-backfill, {mid_write} inside a write transaction");
+    println!(
+        "{mid_backfill} kills mid-backfill, {mid_write} inside a write transaction, \
+         {indexes_deferred} with the secondary indexes set aside"
+    );
     assert!(mid_backfill >= 3, "only {mid_backfill} of {KILLS} kills interrupted the backfill");
     assert!(mid_write >= 1, "no kill landed inside a write transaction");
+    assert!(indexes_deferred >= 1, "no kill landed while the indexes were set aside");
 
     let _indexer = IndexerProcess::spawn(&config, "run")?;
     wait_for_checkpoint(&db, chain.chain_id(), head, Duration::from_secs(60)).await?;
     let events = assert_complete(&mut conn, &chain, head).await?;
+    // Every secondary index is back once the backfill has caught up.
+    let mut indexes: Vec<String> = sqlx::query_scalar(
+        "select indexname::text from pg_indexes \
+         where tablename in ('events', 'service_state_changes') and indexname not like '%pkey'",
+    )
+    .fetch_all(&mut conn)
+    .await?;
+    indexes.sort();
+    assert_eq!(
+        indexes,
+        [
+            "events_by_account",
+            "events_by_entity",
+            "events_credit_by_service",
+            "service_state_changes_by_service"
+        ]
+    );
     println!("{events} events indexed exactly once; total {:?}", started.elapsed());
     Ok(())
 }

@@ -953,6 +953,7 @@ async fn the_indexer_recovers_by_itself_when_postgres_restarts_mid_run() -> anyh
         max_block_range: 2_000,
         fetch_concurrency: 4,
         batch_events: 200,
+        defer_indexes_at: 20_000,
         poll_interval_ms: 50,
         metrics_addr: None,
         database_url: url.clone(),

@@ -10,7 +10,7 @@ use crate::{
     projection::EntityKey,
 };
 
-/// Appends events and their history rows (`credit_entries`, `service_state_changes`), one
+/// Appends events (ledger movements with their typed columns) and their service history rows, one
 /// `INSERT … SELECT FROM unnest(…)` per table: one array per column keeps the statement and its
 /// plan the same whatever the batch size. (`COPY` was measured no faster here, and sqlx sends its
 /// end as a separate small packet that Nagle's algorithm holds for the server's delayed ACK, about
@@ -33,6 +33,10 @@ pub(crate) async fn insert(
         (cap(n), cap(n), cap(n), cap(n));
     let (mut names, mut args, mut accounts, mut topics) = (cap(n), cap(n), cap(n), cap(n));
     let (mut data, mut entities) = (cap(n), cap(n));
+    // The ledger columns (null for events that are not ledger movements).
+    let (mut kinds, mut services, mut credits, mut after) = (cap(n), cap(n), cap(n), cap(n));
+    let (mut tokens, mut token_amounts, mut refs) = (cap(n), cap(n), cap(n));
+    let started = std::time::Instant::now();
     for e in events {
         blocks.push(e.position.block_number as i64);
         logs.push(e.position.log_index as i32);
@@ -48,13 +52,25 @@ pub(crate) async fn insert(
         topics.push(e.raw.topics().iter().flat_map(|t| t.0).collect::<Vec<u8>>());
         data.push(e.data().to_vec());
         entities.push(e.entity_hash());
+        let entry = e.credit_entry();
+        kinds.push(entry.as_ref().map(|c| c.kind));
+        services.push(entry.as_ref().and_then(|c| c.service_id));
+        credits.push(entry.as_ref().map(|c| c.credits.clone()));
+        after.push(entry.as_ref().and_then(|c| c.balance_after.clone()));
+        tokens.push(entry.as_ref().and_then(|c| c.token.map(|t| t.to_vec())));
+        token_amounts.push(entry.as_ref().and_then(|c| c.token_amount.clone()));
+        refs.push(entry.and_then(|c| c.reference.map(|r| r.to_vec())));
     }
+    let built = started.elapsed();
     sqlx::query!(
         r#"insert into events (chain_id, block_number, log_index, block_hash, block_time, tx_hash, tx_index,
-                               address, contract, event_name, args, account, topics, data, entity_hash)
+                               address, contract, event_name, args, account, topics, data, entity_hash,
+                               credit_kind, service_id, credits, balance_after, token, token_amount, reference)
            select $1, * from unnest($2::bigint[], $3::int[], $4::bytea[], $5::timestamptz[], $6::bytea[],
                                     $7::int[], $8::bytea[], $9::text[], $10::text[], $11::text[]::json[], $12::bytea[],
-                                    $13::bytea[], $14::bytea[], $15::bigint[])"#,
+                                    $13::bytea[], $14::bytea[], $15::bigint[],
+                                    $16::text[], $17::bigint[], $18::text[]::numeric[], $19::text[]::numeric[],
+                                    $20::bytea[], $21::text[]::numeric[], $22::bytea[])"#,
         chain,
         &blocks,
         &logs,
@@ -69,57 +85,24 @@ pub(crate) async fn insert(
         &accounts as &[Option<Vec<u8>>],
         &topics,
         &data,
-        &entities as &[Option<i64>]
+        &entities as &[Option<i64>],
+        &kinds as &[Option<&str>],
+        &services as &[Option<i64>],
+        &credits as &[Option<String>],
+        &after as &[Option<String>],
+        &tokens as &[Option<Vec<u8>>],
+        &token_amounts as &[Option<String>],
+        &refs as &[Option<Vec<u8>>]
     )
     .execute(&mut *conn)
     .await?;
-
-    let credits: Vec<_> = events.iter().filter_map(|e| e.credit_entry().map(|c| (e, c))).collect();
-    if !credits.is_empty() {
-        let m = credits.len();
-        let (mut blocks, mut logs, mut accounts, mut kinds, mut services) =
-            (cap(m), cap(m), cap(m), cap(m), cap(m));
-        let (mut amounts, mut after, mut tokens, mut token_amounts) =
-            (cap(m), cap(m), cap(m), cap(m));
-        let (mut refs, mut times, mut tx_hashes) = (cap(m), cap(m), cap(m));
-        for (e, c) in credits {
-            blocks.push(e.position.block_number as i64);
-            logs.push(e.position.log_index as i32);
-            accounts.push(c.account.to_vec());
-            kinds.push(c.kind);
-            services.push(c.service_id);
-            amounts.push(c.credits);
-            after.push(c.balance_after);
-            tokens.push(c.token.map(|t| t.to_vec()));
-            token_amounts.push(c.token_amount);
-            refs.push(c.reference.map(|r| r.to_vec()));
-            times.push(time(e.block_time));
-            tx_hashes.push(e.tx_hash.to_vec());
-        }
-        sqlx::query!(
-            r#"insert into credit_entries (chain_id, block_number, log_index, account, kind, service_id, credits,
-                                           balance_after, token, token_amount, reference, block_time, tx_hash)
-               select $1, * from unnest($2::bigint[], $3::int[], $4::bytea[], $5::text[], $6::bigint[],
-                                        $7::text[]::numeric[], $8::text[]::numeric[], $9::bytea[],
-                                        $10::text[]::numeric[], $11::bytea[],
-                                        $12::timestamptz[], $13::bytea[])"#,
-            chain,
-            &blocks,
-            &logs,
-            &accounts,
-            &kinds as &[&str],
-            &services as &[Option<i64>],
-            &amounts,
-            &after as &[Option<String>],
-            &tokens as &[Option<Vec<u8>>],
-            &token_amounts as &[Option<String>],
-            &refs as &[Option<Vec<u8>>],
-            &times as &[Option<chrono::DateTime<chrono::Utc>>],
-            &tx_hashes
-        )
-        .execute(&mut *conn)
-        .await?;
-    }
+    tracing::debug!(
+        target: "indexer::store",
+        rows = n,
+        build_ms = built.as_millis() as u64,
+        insert_ms = (started.elapsed() - built).as_millis() as u64,
+        "events inserted"
+    );
 
     let states: Vec<_> =
         events.iter().filter_map(|e| e.service_state_change().map(|s| (e, s))).collect();
@@ -166,13 +149,6 @@ pub(crate) async fn delete_after(
     block: u64,
 ) -> Result<Vec<EntityKey>, StoreError> {
     let (chain, block) = (chain_id as i64, block as i64);
-    sqlx::query!(
-        "delete from credit_entries where chain_id = $1 and block_number > $2",
-        chain,
-        block
-    )
-    .execute(&mut *conn)
-    .await?;
     sqlx::query!(
         "delete from service_state_changes where chain_id = $1 and block_number > $2",
         chain,

@@ -2,6 +2,7 @@
 //! Every write that changes indexed state happens in one transaction with the checkpoint.
 
 pub mod events;
+pub mod indexes;
 mod projections;
 
 use alloy::primitives::B256;
@@ -153,13 +154,16 @@ pub async fn write_batch(
     prune_below: Option<u64>,
     checkpoint: Checkpoint,
 ) -> Result<BatchOutcome, StoreError> {
+    let started = std::time::Instant::now();
     let mut tx = conn.begin().await?;
     events::insert(&mut tx, chain_id, events).await?;
+    let inserted = started.elapsed();
 
     let keys = events.iter().filter_map(IndexedEvent::entity);
     let mut state = projections::load(&mut tx, chain_id, keys).await?;
     let fold_errors = fold_into(&mut state, events);
     projections::write(&mut tx, chain_id, &state).await?;
+    let projected = started.elapsed();
 
     for block in blocks {
         sqlx::query!(
@@ -187,6 +191,14 @@ pub async fn write_batch(
     let from = events.first().map_or(checkpoint.block_number, |e| e.position.block_number);
     notify(&mut tx, chain_id, from, checkpoint.block_number, events.len(), false).await?;
     tx.commit().await?;
+    tracing::debug!(
+        target: "indexer::store",
+        events = events.len(),
+        insert_ms = inserted.as_millis() as u64,
+        projections_ms = (projected - inserted).as_millis() as u64,
+        total_ms = started.elapsed().as_millis() as u64,
+        "batch written"
+    );
     Ok(BatchOutcome { events: events.len(), fold_errors })
 }
 
