@@ -1,8 +1,10 @@
-//! The API's configuration, from flags or the environment.
+//! The API's configuration, from flags or the environment. Every field can be overridden in tests
+//! (port 0, database name, chain endpoint).
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
+use secrecy::SecretString;
 
 /// Serves the DecentraSpace REST API.
 #[derive(Debug, Clone, Parser)]
@@ -11,4 +13,97 @@ pub struct Config {
     /// The address to listen on.
     #[arg(long, env = "API_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// The Postgres database the indexer mirrors into (the API's own tables live there too).
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+
+    /// How many database connections the API may hold.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16)]
+    pub database_pool_size: u32,
+
+    /// The chain's JSON-RPC endpoint (readiness, EIP-1271 checks, relayed transactions).
+    #[arg(long, env = "RPC_URL", default_value = "http://127.0.0.1:8545")]
+    pub rpc_url: String,
+
+    /// The deployment record of the platform contracts.
+    #[arg(long, env = "DEPLOYMENTS_FILE", default_value = "deployments/31337.json")]
+    pub deployments_file: PathBuf,
+
+    /// The domain SIWE messages must name (the frontend's host, e.g. `app.decentraspace.io`).
+    #[arg(long, env = "SIWE_DOMAIN", default_value = "localhost:8080")]
+    pub siwe_domain: String,
+
+    /// The URI SIWE messages must name.
+    #[arg(long, env = "SIWE_URI", default_value = "http://localhost:8080")]
+    pub siwe_uri: String,
+
+    /// How long an issued nonce stays usable, in seconds.
+    #[arg(long, env = "SIWE_NONCE_TTL_SECS", default_value_t = 600)]
+    pub nonce_ttl_secs: u64,
+
+    /// How old a SIWE message's `Issued At` may be, in seconds.
+    #[arg(long, env = "SIWE_MAX_AGE_SECS", default_value_t = 600)]
+    pub siwe_max_age_secs: u64,
+
+    /// The key that signs access tokens (HS256; at least 32 bytes).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: SecretString,
+
+    /// How long an access token lives, in seconds.
+    #[arg(long, env = "ACCESS_TOKEN_TTL_SECS", default_value_t = 900)]
+    pub access_ttl_secs: u64,
+
+    /// How long a refresh token lives, in seconds.
+    #[arg(long, env = "REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    pub refresh_ttl_secs: u64,
+
+    /// The operator's private key: registers first-time accounts on-chain (unset: not registered).
+    #[arg(long, env = "OPERATOR_PRIVATE_KEY", hide_env_values = true)]
+    pub operator_key: Option<SecretString>,
+
+    /// Origins allowed by CORS, comma-separated (unset: none; `*`: any).
+    #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// The longest a request may take, in seconds.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+
+    /// The largest request body accepted, in bytes (uploads have their own limits).
+    #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 1024 * 1024)]
+    pub body_limit_bytes: usize,
+
+    /// Requests per second one client IP may make (bursts of twice that).
+    #[arg(long, env = "RATE_LIMIT_PER_IP", default_value_t = 100)]
+    pub rate_limit_per_ip: u32,
+
+    /// Requests per second one account may make (bursts of twice that).
+    #[arg(long, env = "RATE_LIMIT_PER_ACCOUNT", default_value_t = 50)]
+    pub rate_limit_per_account: u32,
+
+    /// The indexer lag, in blocks, above which `/ready` answers 503.
+    #[arg(long, env = "READY_MAX_LAG_BLOCKS", default_value_t = 300)]
+    pub ready_max_lag_blocks: u64,
+
+    /// The currencies card payments accept (Paystack), comma-separated.
+    #[arg(
+        long,
+        env = "CARD_CURRENCIES",
+        value_delimiter = ',',
+        default_value = "NGN,GHS,KES,ZAR,USD"
+    )]
+    pub card_currencies: Vec<String>,
+}
+
+impl Config {
+    /// How long an issued nonce stays usable.
+    pub fn nonce_ttl(&self) -> Duration {
+        Duration::from_secs(self.nonce_ttl_secs)
+    }
+
+    /// The request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
 }

@@ -1,41 +1,189 @@
-//! The DecentraSpace REST API: the secure door to the indexed chain state and to the platform's
-//! off-chain work. This crate is the skeleton the API grows from: its configuration and router,
-//! serving the liveness probe.
+//! The DecentraSpace REST API: the door to the indexed chain state and to the platform's
+//! off-chain work.
+//!
+//! Invariants it keeps:
+//! - reads (balances, history, services, domains) come from the tables the indexer fills, never
+//!   from the RPC on the request path;
+//! - every non-public route needs a valid access token, and admin routes the on-chain admin role
+//!   as indexed;
+//! - every error is RFC 9457 problem+json with a stable `type`; internal causes are logged, never
+//!   sent;
+//! - every documented path answers with and without a trailing slash, and the OpenAPI document is
+//!   built from the same registrations as the router, so it cannot miss a route.
 
-use axum::{Json, Router, routing::get};
-use serde::Serialize;
-
+pub mod auth;
 mod config;
+pub mod error;
+mod limits;
+mod openapi;
+pub mod routes;
+mod state;
+pub mod stream;
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use axum::{
+    Router,
+    extract::Request,
+    http::{HeaderName, HeaderValue, StatusCode},
+    middleware,
+    response::IntoResponse,
+};
+use tower::{Layer, util::MapRequestLayer};
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    compression::CompressionLayer,
+    cors::{AllowOrigin, CorsLayer},
+    limit::RequestBodyLimitLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
 
 pub use config::Config;
+pub use limits::RateLimits;
+pub use openapi::ApiDoc;
+pub use state::AppState;
 
-/// The liveness probe's answer.
-#[derive(Debug, Serialize)]
-struct Health {
-    status: &'static str,
+use crate::error::{ApiError, Problem, problem_response};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The router with every route and the OpenAPI document built from the same registrations.
+pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::health::router())
+        .merge(auth::router())
+        .merge(routes::tier::router())
+        .merge(routes::billing::router())
+        .merge(routes::public::router())
+        .split_for_parts()
 }
 
-/// The API's router.
-pub fn router() -> Router {
-    Router::new().route("/health", get(|| async { Json(Health { status: "ok" }) }))
+/// The application as served: [`app`] behind the trailing-slash normalisation.
+pub type App = tower::util::MapRequest<Router, fn(Request) -> Request>;
+
+/// The whole application: routes, the OpenAPI document and UI, and the HTTP layers.
+pub fn app(state: AppState) -> App {
+    let (router, openapi) = routes();
+    let config = state.config.clone();
+    let router = router
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), limits::per_ip))
+        .layer(middleware::from_fn(routes::health::track))
+        .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, config.request_timeout()))
+        .layer(CompressionLayer::new())
+        .layer(cors(&config.cors_origins))
+        .layer(CatchPanicLayer::custom(|_| ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id = id)
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state);
+    MapRequestLayer::new(trim_trailing_slash as fn(Request) -> Request).layer(router)
 }
 
-#[cfg(test)]
-mod tests {
-    use axum::{body::Body, http::Request};
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
+/// Serves `/auth/login/` (as the product spec writes paths) and `/auth/login` alike, by routing on
+/// the path without its trailing slash. The docs UI keeps its own (it redirects `/docs` there).
+fn trim_trailing_slash(mut request: Request) -> Request {
+    let path = request.uri().path();
+    if path.len() > 1 && path.ends_with('/') && !path.starts_with("/docs") {
+        let trimmed = match path.trim_end_matches('/') {
+            "" => "/",
+            p => p,
+        };
+        let rewritten = match request.uri().query() {
+            Some(query) => format!("{trimmed}?{query}"),
+            None => trimmed.to_owned(),
+        };
+        if let Ok(uri) = rewritten.parse() {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
+}
 
-    use super::*;
+async fn not_found(request: Request) -> axum::response::Response {
+    problem_response(
+        StatusCode::NOT_FOUND,
+        Problem {
+            kind: format!("{}not-found", error::PROBLEM_BASE),
+            title: "Not found".into(),
+            status: 404,
+            detail: Some(format!(
+                "no route {} {}; see /docs",
+                request.method(),
+                request.uri().path()
+            )),
+        },
+    )
+}
 
-    #[tokio::test]
-    async fn health_answers_ok() {
-        let response = router()
-            .oneshot(Request::get("/health").body(Body::empty()).expect("request"))
-            .await
-            .expect("response");
-        assert_eq!(response.status(), 200);
-        let body = response.into_body().collect().await.expect("body").to_bytes();
-        assert_eq!(&body[..], br#"{"status":"ok"}"#);
+fn cors(origins: &[String]) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods(tower_http::cors::Any)
+        .allow_headers([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+        ])
+        .max_age(Duration::from_secs(3600));
+    if origins.iter().any(|o| o == "*") {
+        return layer.allow_origin(tower_http::cors::Any);
+    }
+    let allowed: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+    layer.allow_origin(AllowOrigin::list(allowed))
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, with the background tasks it needs
+/// (live notices, housekeeping).
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let notices =
+        tokio::spawn(stream::run(state.db.clone(), state.chain_id(), state.notices.clone()));
+    let housekeeping = tokio::spawn(housekeeping(state.clone()));
+    let app = app(state);
+    let served = axum::serve(
+        listener,
+        axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("serve");
+    notices.abort();
+    housekeeping.abort();
+    served
+}
+
+/// Forgets expired nonces and refresh tokens and idle rate-limit keys, once a minute.
+async fn housekeeping(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        state.limits.prune();
+        let pruned =
+            sqlx::query!("delete from auth_nonces where expires_at < now() - interval '1 day'")
+                .execute(&state.db)
+                .await
+                .and(
+                    sqlx::query!(
+                        "delete from refresh_tokens where expires_at < now() - interval '1 day'"
+                    )
+                    .execute(&state.db)
+                    .await,
+                );
+        if let Err(err) = pruned {
+            tracing::warn!(target: "api::housekeeping", %err, "pruning failed");
+        }
     }
 }

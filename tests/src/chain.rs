@@ -38,7 +38,7 @@ pub enum Role {
     Relayer = 7,
 }
 
-/// Anvil accounts from this index on act as users (anvil has 10 by default).
+/// Anvil accounts from this index on act as users (the harness starts anvil with 30).
 const FIRST_USER: usize = 8;
 
 /// The repository's root (where `foundry.toml` and `node_modules/` are).
@@ -88,8 +88,13 @@ impl TestChain {
 
     /// Starts anvil with extra arguments (e.g. `--gas-limit`), and deploys.
     pub async fn start_with(args: &[&str]) -> anyhow::Result<Self> {
+        // Role holders take the first eight; tests use up to twenty-two users unless they ask
+        // for another number.
+        let accounts: &[&str] =
+            if args.contains(&"--accounts") { &[] } else { &["--accounts", "30"] };
         let anvil = Anvil::new()
             .path(foundry_tool("anvil"))
+            .args(accounts.iter().copied())
             .args(args.iter().copied())
             .try_spawn()
             .context("start anvil (run `npm ci` first)")?;

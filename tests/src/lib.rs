@@ -1,12 +1,14 @@
 //! The end-to-end test harness: real anvil chains with the real contracts, deployed by the real
 //! deploy script (`contracts/script/Deploy.s.sol`), a fresh Postgres database per test, the
 //! indexer in-process or as its binary, and helpers that act as wallets and as the platform's
-//! role holders.
+//! role holders, and the API in-process with a client that signs in as a wallet does.
 
+mod api;
 mod chain;
 mod db;
 mod indexer;
 
+pub use api::{SIWE_DOMAIN, SIWE_URI, Session, SiweMessage, TestApi, api_config};
 pub use chain::{Role, TestChain, repo_root};
 pub use db::{TestDb, server_url};
 pub use indexer::{

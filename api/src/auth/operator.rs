@@ -1,0 +1,161 @@
+//! The operator key's one sign-in duty: registering a wallet on-chain at its first login.
+
+use std::time::Duration;
+
+use alloy::{
+    contract::{CallBuilder, CallDecoder},
+    network::{Ethereum, EthereumWallet},
+    primitives::Address,
+    providers::{DynProvider, Provider, ProviderBuilder},
+    signers::local::PrivateKeySigner,
+};
+use anyhow::Context;
+use decentraspace_abi::AccountRegistry;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use sqlx::PgPool;
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+
+/// How long a request waits for its transaction's receipt before answering `pending`.
+const RECEIPT_WAIT: Duration = Duration::from_secs(15);
+
+/// A transaction the platform sent, and where it stands.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TxOutcome {
+    /// The transaction hash.
+    pub tx_hash: String,
+    /// `mined` (succeeded), `failed` (reverted) or `pending` (not mined yet).
+    pub status: &'static str,
+    /// The block it was mined in.
+    pub block_number: Option<u64>,
+}
+
+/// Sends operator transactions one at a time: each takes the account's pending nonce from the
+/// node, so a send the chain refuses leaves no gap behind (a locally cached nonce would).
+#[derive(Debug, Clone)]
+pub struct Operator {
+    provider: DynProvider,
+    registry: Address,
+    sending: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Operator {
+    /// An operator signing with `key` on the chain at `rpc_url`.
+    pub async fn connect(
+        key: &SecretString,
+        rpc_url: &str,
+        registry: Address,
+    ) -> anyhow::Result<Self> {
+        let signer: PrivateKeySigner =
+            key.expose_secret().parse().context("OPERATOR_PRIVATE_KEY is not a private key")?;
+        let provider = ProviderBuilder::new()
+            .with_simple_nonce_management()
+            .wallet(EthereumWallet::from(signer))
+            .connect(rpc_url)
+            .await
+            .with_context(|| format!("connect the operator to {rpc_url}"))?
+            .erased();
+        Ok(Self { provider, registry, sending: Default::default() })
+    }
+
+    /// The provider that signs as the operator.
+    pub fn provider(&self) -> &DynProvider {
+        &self.provider
+    }
+
+    /// Sends a call as the operator and waits a little for its receipt. A call the chain refuses
+    /// (it reverts in estimation) is answered as a conflict naming the contract's error.
+    pub async fn send<D: CallDecoder>(
+        &self,
+        call: CallBuilder<&DynProvider, D, Ethereum>,
+    ) -> Result<TxOutcome, ApiError> {
+        let sending = self.sending.lock().await;
+        let pending = call.send().await.map_err(|err| match err.as_revert_data() {
+            Some(data) => ApiError::Conflict(format!(
+                "the chain refused the transaction: {}",
+                revert_reason(&data)
+            )),
+            None => ApiError::Unavailable(format!("cannot send the transaction: {err}")),
+        })?;
+        drop(sending);
+        let tx_hash = pending.tx_hash().to_string();
+        match pending.with_timeout(Some(RECEIPT_WAIT)).get_receipt().await {
+            Ok(receipt) => Ok(TxOutcome {
+                tx_hash,
+                status: if receipt.status() { "mined" } else { "failed" },
+                block_number: receipt.block_number,
+            }),
+            Err(_) => Ok(TxOutcome { tx_hash, status: "pending", block_number: None }),
+        }
+    }
+
+    /// Registers `account` unless it is indexed already or a registration was requested before;
+    /// the transaction is sent in the background (a login never waits for it).
+    pub async fn register_if_new(&self, db: &PgPool, chain_id: u64, account: Address) {
+        let claimed = sqlx::query!(
+            r#"insert into account_registrations (chain_id, account)
+               select $1, $2
+               where not exists (select 1 from accounts where chain_id = $1 and address = $2)
+               on conflict do nothing"#,
+            chain_id as i64,
+            account.as_slice()
+        )
+        .execute(db)
+        .await;
+        match claimed {
+            Ok(done) if done.rows_affected() == 1 => {}
+            Ok(_) => return,
+            Err(err) => {
+                tracing::error!(target: "api::auth", %err, %account, "cannot record a registration");
+                return;
+            }
+        }
+        let (operator, db) = (self.clone(), db.clone());
+        tokio::spawn(async move {
+            let registry = AccountRegistry::new(operator.registry, &operator.provider);
+            let sending = operator.sending.lock().await;
+            let sent = registry.registerFor(account).send().await;
+            drop(sending);
+            let (tx_hash, error) = match sent {
+                Ok(pending) => (Some(pending.tx_hash().to_vec()), None),
+                Err(err) => {
+                    tracing::warn!(target: "api::auth", %err, %account, "on-chain registration failed");
+                    (None, Some(err.to_string()))
+                }
+            };
+            let recorded = sqlx::query!(
+                "update account_registrations set tx_hash = $3, error = $4 where chain_id = $1 and account = $2",
+                chain_id as i64,
+                account.as_slice(),
+                tx_hash,
+                error
+            )
+            .execute(&db)
+            .await;
+            if let Err(err) = recorded {
+                tracing::error!(target: "api::auth", %err, %account, "cannot record a registration's transaction");
+            }
+        });
+    }
+}
+
+/// The platform contract error a revert carries, by name, or its raw selector.
+fn revert_reason(data: &[u8]) -> String {
+    use alloy::sol_types::SolInterface;
+    use decentraspace_abi::{CreditLedger, DomainRegistry, ServiceRegistry};
+    if let Ok(e) = AccountRegistry::AccountRegistryErrors::abi_decode(data) {
+        return format!("{e:?}");
+    }
+    if let Ok(e) = CreditLedger::CreditLedgerErrors::abi_decode(data) {
+        return format!("{e:?}");
+    }
+    if let Ok(e) = ServiceRegistry::ServiceRegistryErrors::abi_decode(data) {
+        return format!("{e:?}");
+    }
+    if let Ok(e) = DomainRegistry::DomainRegistryErrors::abi_decode(data) {
+        return format!("{e:?}");
+    }
+    format!("0x{}", hex::encode(data))
+}

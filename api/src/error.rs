@@ -1,0 +1,254 @@
+//! Every error the API answers, as RFC 9457 `application/problem+json`.
+//!
+//! Each variant has a stable `type` URI (`https://decentraspace.io/problems/<slug>`) that clients
+//! can match on, a status and a human title; `detail` says what to fix. Internal failures are
+//! logged with their cause and answered without it.
+
+use axum::{
+    Json,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Where the problem types live; `type` is this followed by the slug.
+pub const PROBLEM_BASE: &str = "https://decentraspace.io/problems/";
+
+/// Why a SIWE login was refused; each has its own problem type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginFailure {
+    /// The message is not EIP-4361 text, or the signature is not 65 hex bytes.
+    Malformed,
+    /// The message names another domain.
+    WrongDomain,
+    /// The message names another URI.
+    WrongUri,
+    /// The message is for another chain.
+    WrongChain,
+    /// The nonce was never issued here, already used, or expired.
+    InvalidNonce,
+    /// The message's expiration time has passed.
+    Expired,
+    /// The message's not-before time is still ahead.
+    NotYetValid,
+    /// The message was issued too long ago, or in the future.
+    StaleIssuedAt,
+    /// The signature is not the address's (neither recovered nor accepted by EIP-1271).
+    BadSignature,
+}
+
+impl LoginFailure {
+    fn slug(self) -> &'static str {
+        match self {
+            Self::Malformed => "siwe-malformed",
+            Self::WrongDomain => "siwe-wrong-domain",
+            Self::WrongUri => "siwe-wrong-uri",
+            Self::WrongChain => "siwe-wrong-chain",
+            Self::InvalidNonce => "siwe-invalid-nonce",
+            Self::Expired => "siwe-expired",
+            Self::NotYetValid => "siwe-not-yet-valid",
+            Self::StaleIssuedAt => "siwe-stale-issued-at",
+            Self::BadSignature => "siwe-bad-signature",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Self::Malformed => "The sign-in message or signature is malformed",
+            Self::WrongDomain => "The sign-in message is for another domain",
+            Self::WrongUri => "The sign-in message is for another URI",
+            Self::WrongChain => "The sign-in message is for another chain",
+            Self::InvalidNonce => "The nonce is unknown, used or expired",
+            Self::Expired => "The sign-in message has expired",
+            Self::NotYetValid => "The sign-in message is not valid yet",
+            Self::StaleIssuedAt => "The sign-in message was issued too long ago or in the future",
+            Self::BadSignature => "The signature does not belong to the message's address",
+        }
+    }
+}
+
+/// An API error.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed or fails validation.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A SIWE login was refused.
+    #[error("login refused: {detail}")]
+    Login {
+        /// Which check failed.
+        failure: LoginFailure,
+        /// What exactly.
+        detail: String,
+    },
+    /// No valid access token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A refresh token was refused (unknown, expired, revoked or reused).
+    #[error("{0}")]
+    InvalidRefreshToken(String),
+    /// Authenticated, but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The resource does not exist (or is not the caller's).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// Too many requests.
+    #[error("too many requests; retry after {retry_after_secs} s")]
+    RateLimited {
+        /// Seconds until a request will be accepted again.
+        retry_after_secs: u64,
+    },
+    /// A dependency (database, chain) is unavailable.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected failure; the cause is logged, never sent.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                tracing::error!(target: "api::error", %err, "database unavailable");
+                Self::Unavailable("the database is unavailable; retry shortly".into())
+            }
+            _ => Self::Internal(anyhow::Error::new(err).context("database query")),
+        }
+    }
+}
+
+/// The problem+json body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem type; stable, match on it.
+    #[serde(rename = "type")]
+    #[schema(example = "https://decentraspace.io/problems/unauthorized")]
+    pub kind: String,
+    /// A short summary of the problem type.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong in this request, and how to fix it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl ApiError {
+    /// The status, problem slug and title.
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::BadRequest(_) => {
+                (StatusCode::BAD_REQUEST, "bad-request", "The request is invalid")
+            }
+            Self::Login { failure, .. } => {
+                (StatusCode::UNAUTHORIZED, failure.slug(), failure.title())
+            }
+            Self::Unauthorized(_) => {
+                (StatusCode::UNAUTHORIZED, "unauthorized", "A valid access token is required")
+            }
+            Self::InvalidRefreshToken(_) => (
+                StatusCode::UNAUTHORIZED,
+                "invalid-refresh-token",
+                "The refresh token is not valid",
+            ),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            Self::Conflict(_) => {
+                (StatusCode::CONFLICT, "conflict", "The request conflicts with the current state")
+            }
+            Self::RateLimited { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests")
+            }
+            Self::Unavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "A dependency is unavailable")
+            }
+            Self::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "An unexpected error occurred")
+            }
+        }
+    }
+
+    /// The problem body for this error.
+    pub fn problem(&self) -> Problem {
+        let (status, slug, title) = self.parts();
+        let detail = match self {
+            Self::Internal(_) => None,
+            Self::Login { detail, .. } => Some(detail.clone()),
+            other => Some(other.to_string()),
+        };
+        Problem {
+            kind: format!("{PROBLEM_BASE}{slug}"),
+            title: title.into(),
+            status: status.as_u16(),
+            detail,
+        }
+    }
+}
+
+/// Answers a problem with its status and the problem+json content type.
+pub fn problem_response(status: StatusCode, problem: Problem) -> Response {
+    let mut response = (status, Json(problem)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    response
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(err) = &self {
+            tracing::error!(target: "api::error", err = format!("{err:#}"), "internal error");
+        }
+        let status = self.parts().0;
+        let mut response = problem_response(status, self.problem());
+        if let Self::RateLimited { retry_after_secs } = self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// A shorthand for handler results.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_never_leak_their_cause() {
+        let problem = ApiError::Internal(anyhow::anyhow!("password=hunter2")).problem();
+        assert_eq!(problem.status, 500);
+        assert_eq!(problem.kind, format!("{PROBLEM_BASE}internal"));
+        assert!(problem.detail.is_none());
+    }
+
+    #[test]
+    fn login_failures_have_distinct_types() {
+        use LoginFailure::*;
+        let all = [
+            Malformed,
+            WrongDomain,
+            WrongUri,
+            WrongChain,
+            InvalidNonce,
+            Expired,
+            NotYetValid,
+            StaleIssuedAt,
+            BadSignature,
+        ];
+        let slugs: std::collections::HashSet<_> = all.iter().map(|f| f.slug()).collect();
+        assert_eq!(slugs.len(), all.len());
+    }
+}

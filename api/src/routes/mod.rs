@@ -1,0 +1,105 @@
+//! The API's routes, one module per feature; each exposes its router.
+
+pub mod billing;
+pub mod health;
+pub mod public;
+pub mod tier;
+
+use alloy::primitives::{Address, B256};
+use serde::Deserialize;
+
+use crate::error::ApiError;
+
+/// Default and largest page sizes.
+pub const DEFAULT_LIMIT: i64 = 50;
+/// The largest page a client may ask for.
+pub const MAX_LIMIT: i64 = 500;
+
+/// Clamps a requested page size.
+pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(n) => {
+            Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_LIMIT}, got {n}")))
+        }
+    }
+}
+
+/// An opaque position in a list ordered by (block, log index): `<block>.<log index>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// Block number.
+    pub block: i64,
+    /// Log index.
+    pub log: i32,
+}
+
+impl Cursor {
+    /// Parses a cursor a previous page returned.
+    pub fn parse(text: &str) -> Result<Self, ApiError> {
+        let bad = || {
+            ApiError::BadRequest(format!(
+                "invalid cursor {text:?}: pass the next_cursor of a previous page"
+            ))
+        };
+        let (block, log) = text.split_once('.').ok_or_else(bad)?;
+        Ok(Self { block: block.parse().map_err(|_| bad())?, log: log.parse().map_err(|_| bad())? })
+    }
+
+    /// The cursor's text.
+    pub fn encode(self) -> String {
+        format!("{}.{}", self.block, self.log)
+    }
+}
+
+/// Parses an address given by a client.
+pub fn parse_address(text: &str) -> Result<Address, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::BadRequest(format!("{text:?} is not a 0x-prefixed 20-byte address")))
+}
+
+/// Renders a stored address (checksummed).
+pub fn show_address(bytes: &[u8]) -> String {
+    Address::try_from(bytes)
+        .map(|a| a.to_checksum(None))
+        .unwrap_or_else(|_| format!("0x{}", hex::encode(bytes)))
+}
+
+/// Renders stored bytes as 0x-hex (hashes, references).
+pub fn show_hex(bytes: &[u8]) -> String {
+    match B256::try_from(bytes) {
+        Ok(h) => h.to_string(),
+        Err(_) => format!("0x{}", hex::encode(bytes)),
+    }
+}
+
+/// Query parameters shared by lists.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct PageQuery {
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size (1–500, default 50).
+    pub limit: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_garbage() {
+        let c = Cursor { block: 12, log: 3 };
+        assert_eq!(Cursor::parse(&c.encode()).expect("parses"), c);
+        for bad in ["", "12", "a.b", "1.2.3"] {
+            assert!(Cursor::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn limits_are_bounded() {
+        assert_eq!(page_limit(None).expect("default"), DEFAULT_LIMIT);
+        assert!(page_limit(Some(0)).is_err());
+        assert!(page_limit(Some(MAX_LIMIT + 1)).is_err());
+    }
+}

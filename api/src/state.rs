@@ -1,0 +1,90 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use anyhow::Context;
+use axum::extract::FromRef;
+use decentraspace_abi::Deployment;
+use sqlx::{PgPool, postgres::PgPoolOptions};
+use tokio::sync::broadcast;
+
+use crate::{
+    Config,
+    auth::{Operator, TokenKeys},
+    limits::RateLimits,
+    stream::ChainNotice,
+};
+
+/// The API's shared state.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The database (indexed tables and the API's own).
+    pub db: PgPool,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The platform contracts.
+    pub deployment: Arc<Deployment>,
+    /// A read-only chain client (EIP-1271 checks, readiness).
+    pub chain: DynProvider,
+    /// Sends the operator's transactions (first-login registration); unset without a key.
+    pub operator: Option<Operator>,
+    /// Access and refresh token keys.
+    pub tokens: TokenKeys,
+    /// Per-IP and per-account request budgets.
+    pub limits: Arc<RateLimits>,
+    /// Indexed-block notices for `/v1/stream`, fed by the indexer's NOTIFY.
+    pub notices: broadcast::Sender<ChainNotice>,
+}
+
+impl AppState {
+    /// Connects to the database and the chain and loads the deployment record.
+    pub async fn new(config: Config) -> anyhow::Result<Self> {
+        let deployment =
+            Deployment::load(&config.deployments_file).context("load the deployment record")?;
+        let db = PgPoolOptions::new()
+            .max_connections(config.database_pool_size)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect(&config.database_url)
+            .await
+            .context("connect to the database")?;
+        let chain = ProviderBuilder::new()
+            .connect(&config.rpc_url)
+            .await
+            .with_context(|| format!("connect to the chain at {}", config.rpc_url))?
+            .erased();
+        let operator = match &config.operator_key {
+            Some(key) => Some(
+                Operator::connect(key, &config.rpc_url, deployment.contracts.account_registry)
+                    .await?,
+            ),
+            None => None,
+        };
+        let tokens =
+            TokenKeys::new(&config.jwt_secret, config.access_ttl_secs, config.refresh_ttl_secs)?;
+        let limits =
+            Arc::new(RateLimits::new(config.rate_limit_per_ip, config.rate_limit_per_account));
+        let (notices, _) = broadcast::channel(1024);
+        Ok(Self {
+            db,
+            config: Arc::new(config),
+            deployment: Arc::new(deployment),
+            chain,
+            operator,
+            tokens,
+            limits,
+            notices,
+        })
+    }
+
+    /// The chain id of the deployment.
+    pub fn chain_id(&self) -> u64 {
+        self.deployment.chain_id
+    }
+}
+
+impl FromRef<AppState> for PgPool {
+    fn from_ref(state: &AppState) -> Self {
+        state.db.clone()
+    }
+}

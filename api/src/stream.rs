@@ -1,0 +1,94 @@
+//! Live chain notices: one task listens to the indexer's NOTIFY, loads the newly indexed events
+//! once, and fans them out to every `/v1/stream` client, which filters them in memory.
+
+use std::{sync::Arc, time::Duration};
+
+use serde::Deserialize;
+use sqlx::{PgPool, postgres::PgListener};
+use tokio::sync::broadcast;
+
+use crate::routes::public::{EventView, load_events_in_blocks};
+
+/// The most events one notice carries; a larger batch (a backfill) is announced without them.
+pub const MAX_NOTICE_EVENTS: i64 = 2_000;
+
+/// What the indexer committed.
+#[derive(Debug, Clone)]
+pub struct ChainNotice {
+    /// First block of the batch.
+    pub from_block: u64,
+    /// Last block of the batch (the new checkpoint).
+    pub to_block: u64,
+    /// Whether this is a rollback to `to_block` (a reorg).
+    pub reorg: bool,
+    /// The batch's events, unless it was larger than [`MAX_NOTICE_EVENTS`].
+    pub events: Option<Arc<Vec<EventView>>>,
+}
+
+/// The indexer's NOTIFY payload.
+#[derive(Debug, Deserialize)]
+struct Payload {
+    chain_id: u64,
+    from_block: u64,
+    to_block: u64,
+    events: u64,
+    reorg: bool,
+}
+
+/// Listens until the process ends, reconnecting after database failures.
+pub async fn run(db: PgPool, chain_id: u64, notices: broadcast::Sender<ChainNotice>) {
+    let mut attempt = 0u32;
+    loop {
+        match listen(&db, chain_id, &notices).await {
+            Ok(()) => return,
+            Err(err) => {
+                attempt = attempt.saturating_add(1);
+                tracing::warn!(target: "api::stream", %err, attempt, "notice listener failed; reconnecting");
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt.min(25)))).await;
+            }
+        }
+    }
+}
+
+async fn listen(
+    db: &PgPool,
+    chain_id: u64,
+    notices: &broadcast::Sender<ChainNotice>,
+) -> anyhow::Result<()> {
+    let mut listener = PgListener::connect_with(db).await?;
+    listener.listen(decentraspace_indexer::store::NOTIFY_CHANNEL).await?;
+    loop {
+        let notification = listener.recv().await?;
+        let payload: Payload = match serde_json::from_str(notification.payload()) {
+            Ok(p) => p,
+            Err(err) => {
+                tracing::warn!(target: "api::stream", %err, "unreadable indexer notice");
+                continue;
+            }
+        };
+        if payload.chain_id != chain_id {
+            continue;
+        }
+        let events =
+            if payload.reorg || payload.events == 0 || payload.events > MAX_NOTICE_EVENTS as u64 {
+                None
+            } else {
+                let events = load_events_in_blocks(
+                    db,
+                    chain_id,
+                    payload.from_block,
+                    payload.to_block,
+                    MAX_NOTICE_EVENTS,
+                )
+                .await?;
+                Some(Arc::new(events))
+            };
+        // No receiver is fine: nobody is streaming.
+        let _ = notices.send(ChainNotice {
+            from_block: payload.from_block,
+            to_block: payload.to_block,
+            reorg: payload.reorg,
+            events,
+        });
+    }
+}

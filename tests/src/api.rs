@@ -1,0 +1,228 @@
+//! The API in-process on a free port, against a test chain and database, with helpers that sign
+//! in as a wallet would.
+
+use std::net::SocketAddr;
+
+use alloy::{
+    primitives::Address,
+    signers::{SignerSync, local::PrivateKeySigner},
+};
+use anyhow::Context;
+use chrono::{DateTime, SecondsFormat, Utc};
+use clap::Parser;
+use decentraspace_api::{AppState, Config};
+use serde_json::Value;
+use tokio::{sync::oneshot, task::JoinHandle};
+
+use crate::{Role, TestChain, TestDb};
+
+/// The SIWE domain and URI the test API expects.
+pub const SIWE_DOMAIN: &str = "app.decentraspace.test";
+/// The SIWE URI the test API expects.
+pub const SIWE_URI: &str = "https://app.decentraspace.test";
+
+/// A running API; stopped when dropped.
+#[derive(Debug)]
+pub struct TestApi {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// An HTTP client.
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// The test configuration: the chain's operator key, generous rate limits.
+pub fn api_config(chain: &TestChain, db: &TestDb) -> Config {
+    let operator = format!("0x{}", alloy::hex::encode(chain.role(Role::Operator).to_bytes()));
+    Config::parse_from([
+        "api",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &db.url,
+        "--rpc-url",
+        &chain.endpoint(),
+        "--deployments-file",
+        chain.deployment_file.to_str().unwrap_or_default(),
+        "--siwe-domain",
+        SIWE_DOMAIN,
+        "--siwe-uri",
+        SIWE_URI,
+        "--jwt-secret",
+        "test-secret-test-secret-test-secret-0123",
+        "--operator-key",
+        &operator,
+        "--rate-limit-per-ip",
+        "10000",
+        "--rate-limit-per-account",
+        "10000",
+    ])
+}
+
+impl TestApi {
+    /// Starts the API with [`api_config`].
+    pub async fn start(chain: &TestChain, db: &TestDb) -> anyhow::Result<Self> {
+        Self::start_with(api_config(chain, db)).await
+    }
+
+    /// Starts the API with `config` (its listen address is ignored: a free port is used).
+    pub async fn start_with(config: Config) -> anyhow::Result<Self> {
+        // TEST_LOG=api=debug (any tracing filter) shows the API's logs.
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        }
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let state = AppState::new(config).await.context("start the API")?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(decentraspace_api::serve(state, listener, async {
+            stopped.await.ok();
+        }));
+        Ok(Self { base, http: reqwest::Client::new(), stop: Some(stop), handle: Some(handle) })
+    }
+
+    /// The URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// GET `path` with an optional bearer token: status and JSON body (null when not JSON).
+    pub async fn get(&self, path: &str, token: Option<&str>) -> anyhow::Result<(u16, Value)> {
+        let mut request = self.http.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        answer(request.send().await?).await
+    }
+
+    /// POST JSON to `path` with an optional bearer token.
+    pub async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut request = self.http.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        answer(request.send().await?).await
+    }
+
+    /// A fresh nonce.
+    pub async fn nonce(&self) -> anyhow::Result<String> {
+        let (status, body) = self.get("/auth/nonce", None).await?;
+        anyhow::ensure!(status == 200, "nonce: {status} {body}");
+        body["nonce"].as_str().map(str::to_owned).context("nonce in the answer")
+    }
+
+    /// Signs in as `signer` (an EOA): nonce, SIWE message, signature, login.
+    pub async fn login(&self, signer: &PrivateKeySigner) -> anyhow::Result<Session> {
+        let message = SiweMessage::new(signer.address(), self.nonce().await?).text();
+        let signature = signer.sign_message_sync(message.as_bytes())?;
+        let (status, body) = self
+            .post(
+                "/auth/login/",
+                None,
+                &serde_json::json!({ "message": message, "signature": signature.to_string() }),
+            )
+            .await?;
+        anyhow::ensure!(status == 200, "login: {status} {body}");
+        Session::from_answer(&body)
+    }
+}
+
+async fn answer(response: reqwest::Response) -> anyhow::Result<(u16, Value)> {
+    let status = response.status().as_u16();
+    let text = response.text().await?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+impl Drop for TestApi {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).ok();
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+        }
+    }
+}
+
+/// Tokens of a signed-in wallet.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The access token.
+    pub access: String,
+    /// The refresh token.
+    pub refresh: String,
+}
+
+impl Session {
+    /// Reads a token answer.
+    pub fn from_answer(body: &Value) -> anyhow::Result<Self> {
+        Ok(Self {
+            access: body["access_token"].as_str().context("access_token")?.to_owned(),
+            refresh: body["refresh_token"].as_str().context("refresh_token")?.to_owned(),
+        })
+    }
+}
+
+/// An EIP-4361 message with the test API's expectations, each field overridable.
+#[derive(Debug, Clone)]
+pub struct SiweMessage {
+    /// The domain.
+    pub domain: String,
+    /// The address.
+    pub address: Address,
+    /// The URI.
+    pub uri: String,
+    /// The chain id.
+    pub chain_id: u64,
+    /// The nonce.
+    pub nonce: String,
+    /// Issued at.
+    pub issued_at: DateTime<Utc>,
+    /// Expiration time.
+    pub expiration_time: Option<DateTime<Utc>>,
+    /// Not before.
+    pub not_before: Option<DateTime<Utc>>,
+}
+
+impl SiweMessage {
+    /// A valid message for anvil's chain, issued now.
+    pub fn new(address: Address, nonce: String) -> Self {
+        Self {
+            domain: SIWE_DOMAIN.into(),
+            address,
+            uri: SIWE_URI.into(),
+            chain_id: 31337,
+            nonce,
+            issued_at: Utc::now(),
+            expiration_time: None,
+            not_before: None,
+        }
+    }
+
+    /// The message text.
+    pub fn text(&self) -> String {
+        let ts = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+        let mut text = format!(
+            "{} wants you to sign in with your Ethereum account:\n{}\n\nSign in to DecentraSpace\n\nURI: {}\nVersion: 1\nChain ID: {}\nNonce: {}\nIssued At: {}",
+            self.domain,
+            self.address.to_checksum(None),
+            self.uri,
+            self.chain_id,
+            self.nonce,
+            ts(self.issued_at)
+        );
+        if let Some(t) = self.expiration_time {
+            text.push_str(&format!("\nExpiration Time: {}", ts(t)));
+        }
+        if let Some(t) = self.not_before {
+            text.push_str(&format!("\nNot Before: {}", ts(t)));
+        }
+        text
+    }
+}

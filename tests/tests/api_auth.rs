@@ -1,0 +1,333 @@
+//! Sign-in end to end: SIWE login (accounts and EIP-1271 contract wallets), every refusal with its
+//! own problem type, token checks, refresh rotation with reuse detection, logout, first-login
+//! registration on-chain, and admin-only tier changes (real anvil, Postgres, indexer, API).
+
+use std::time::{Duration, Instant};
+
+use alloy::{
+    network::TransactionBuilder,
+    primitives::{Address, Bytes},
+    providers::Provider,
+    rpc::types::TransactionRequest,
+    signers::{SignerSync, local::PrivateKeySigner},
+    sol_types::SolValue,
+};
+use anyhow::Context;
+use chrono::Utc;
+use decentraspace_tests::{
+    IndexerTask, Role, SiweMessage, TestApi, TestChain, TestDb, indexer_config, repo_root,
+};
+use serde_json::{Value, json};
+
+const PROBLEMS: &str = "https://decentraspace.io/problems/";
+
+struct Stack {
+    chain: TestChain,
+    db: TestDb,
+    _indexer: IndexerTask,
+    api: TestApi,
+}
+
+async fn stack() -> anyhow::Result<Stack> {
+    let chain = TestChain::start().await?;
+    let db = TestDb::create().await?;
+    let indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
+    let api = TestApi::start(&chain, &db).await?;
+    Ok(Stack { chain, db, _indexer: indexer, api })
+}
+
+/// Polls `check` until it holds (indexing is asynchronous).
+async fn eventually<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await? {
+        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+fn problem_type(body: &Value) -> String {
+    body["type"].as_str().unwrap_or_default().trim_start_matches(PROBLEMS).to_owned()
+}
+
+async fn login_with(api: &TestApi, message: &str, signature: &str) -> anyhow::Result<(u16, Value)> {
+    api.post("/auth/login/", None, &json!({ "message": message, "signature": signature })).await
+}
+
+#[tokio::test]
+async fn a_wallet_signs_in_is_registered_refreshes_and_logs_out() -> anyhow::Result<()> {
+    let Stack { chain, api, db: _db, _indexer } = stack().await?;
+    let user = chain.user(0);
+
+    let session = api.login(&user).await?;
+    let (status, tier) = api.get("/auth/tier/", Some(&session.access)).await?;
+    assert_eq!(status, 200, "{tier}");
+    assert_eq!(tier["address"], user.address().to_checksum(None));
+    assert_eq!(tier["tier"], "free");
+
+    // The first login registered the account on-chain; reads show it once indexed.
+    eventually("the registration to be indexed", || async {
+        let (_, tier) = api.get("/auth/tier", Some(&session.access)).await?;
+        Ok(tier["registered"] == true)
+    })
+    .await?;
+    let (_, tier) = api.get("/auth/tier", Some(&session.access)).await?;
+    assert_eq!(tier["status"], "active");
+
+    // Rotation: the new pair works, the old refresh token is spent.
+    let (status, body) =
+        api.post("/auth/refresh", None, &json!({ "refresh_token": session.refresh })).await?;
+    assert_eq!(status, 200, "{body}");
+    let rotated = decentraspace_tests::Session::from_answer(&body)?;
+    assert_ne!(rotated.refresh, session.refresh);
+    assert_eq!(api.get("/billing/balance", Some(&rotated.access)).await?.0, 200);
+
+    // Reuse of the spent token: refused, and the whole family is revoked with it.
+    let (status, body) =
+        api.post("/auth/refresh/", None, &json!({ "refresh_token": session.refresh })).await?;
+    assert_eq!((status, problem_type(&body).as_str()), (401, "invalid-refresh-token"), "{body}");
+    let (status, body) =
+        api.post("/auth/refresh", None, &json!({ "refresh_token": rotated.refresh })).await?;
+    assert_eq!(status, 401, "the rotated token must die with its family: {body}");
+
+    // Logout ends a fresh login's refresh tokens.
+    let again = api.login(&user).await?;
+    let (status, _) =
+        api.post("/auth/logout", None, &json!({ "refresh_token": again.refresh })).await?;
+    assert_eq!(status, 204);
+    let (status, body) =
+        api.post("/auth/refresh", None, &json!({ "refresh_token": again.refresh })).await?;
+    assert_eq!((status, problem_type(&body).as_str()), (401, "invalid-refresh-token"), "{body}");
+    let (status, _) = api.post("/auth/refresh", None, &json!({ "refresh_token": "00" })).await?;
+    assert_eq!(status, 401);
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_siwe_failure_is_refused_with_its_own_problem_type() -> anyhow::Result<()> {
+    let Stack { chain, api, db, _indexer } = stack().await?;
+    let user = chain.user(1);
+    let other = chain.user(2);
+    let now = Utc::now();
+
+    let mut cases: Vec<(&str, SiweMessage, &PrivateKeySigner)> = Vec::new();
+    let fresh = |nonce: String| SiweMessage::new(user.address(), nonce);
+    cases.push((
+        "siwe-wrong-domain",
+        SiweMessage { domain: "evil.example".into(), ..fresh(api.nonce().await?) },
+        &user,
+    ));
+    cases.push((
+        "siwe-wrong-uri",
+        SiweMessage { uri: "https://evil.example".into(), ..fresh(api.nonce().await?) },
+        &user,
+    ));
+    cases.push((
+        "siwe-wrong-chain",
+        SiweMessage { chain_id: 137, ..fresh(api.nonce().await?) },
+        &user,
+    ));
+    cases.push((
+        "siwe-expired",
+        SiweMessage {
+            expiration_time: Some(now - chrono::Duration::seconds(10)),
+            ..fresh(api.nonce().await?)
+        },
+        &user,
+    ));
+    cases.push((
+        "siwe-not-yet-valid",
+        SiweMessage {
+            not_before: Some(now + chrono::Duration::hours(1)),
+            ..fresh(api.nonce().await?)
+        },
+        &user,
+    ));
+    cases.push((
+        "siwe-stale-issued-at",
+        SiweMessage { issued_at: now - chrono::Duration::hours(2), ..fresh(api.nonce().await?) },
+        &user,
+    ));
+    cases.push(("siwe-invalid-nonce", fresh("neverIssued12345".into()), &user));
+    cases.push(("siwe-bad-signature", fresh(api.nonce().await?), &other));
+    for (want, message, signer) in &cases {
+        let text = message.text();
+        let signature = signer.sign_message_sync(text.as_bytes())?;
+        let (status, body) = login_with(&api, &text, &signature.to_string()).await?;
+        assert_eq!((status, problem_type(&body)), (401, (*want).to_owned()), "{body}");
+        assert!(
+            body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{want} explains itself: {body}"
+        );
+    }
+
+    // Malformed message and malformed signature.
+    let signature = user.sign_message_sync(b"hello")?;
+    let (status, body) = login_with(&api, "hello", &signature.to_string()).await?;
+    assert_eq!((status, problem_type(&body).as_str()), (401, "siwe-malformed"), "{body}");
+    let text = fresh(api.nonce().await?).text();
+    let (status, body) = login_with(&api, &text, "0xzz").await?;
+    assert_eq!((status, problem_type(&body).as_str()), (401, "siwe-malformed"), "{body}");
+
+    // A replayed message: the first use signs in, the second is refused.
+    let text = fresh(api.nonce().await?).text();
+    let signature = user.sign_message_sync(text.as_bytes())?.to_string();
+    assert_eq!(login_with(&api, &text, &signature).await?.0, 200);
+    let (status, body) = login_with(&api, &text, &signature).await?;
+    assert_eq!((status, problem_type(&body).as_str()), (401, "siwe-invalid-nonce"), "{body}");
+
+    // Problems are served as problem+json; a body that is not JSON is a 4xx, not a crash.
+    let response = api
+        .http
+        .post(api.url("/auth/login"))
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await?;
+    assert!(response.status().is_client_error(), "{}", response.status());
+    let response = api
+        .http
+        .post(api.url("/auth/login"))
+        .json(&json!({"message": "x", "signature": "0x00"}))
+        .send()
+        .await?;
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+
+    // Only the one good login issued tokens for this wallet; the failures issued none.
+    let mut conn = db.connect().await?;
+    let issued: i64 = sqlx::query_scalar("select count(*) from refresh_tokens where account = $1")
+        .bind(user.address().as_slice())
+        .fetch_one(&mut conn)
+        .await?;
+    assert_eq!(issued, 1);
+    Ok(())
+}
+
+/// Deploys the test contract wallet owned by `owner` (from the Foundry artifact).
+async fn deploy_wallet(chain: &TestChain, owner: Address) -> anyhow::Result<Address> {
+    let artifact = repo_root().join("out/ERC1271Wallet.sol/ERC1271Wallet.json");
+    let artifact: Value =
+        serde_json::from_str(&std::fs::read_to_string(&artifact).with_context(|| {
+            format!("read {} (built by `make contracts`)", artifact.display())
+        })?)?;
+    let code: Bytes = artifact["bytecode"]["object"].as_str().context("bytecode")?.parse()?;
+    let mut init = code.to_vec();
+    init.extend(owner.abi_encode());
+    let deployer = chain.provider_as(chain.role(Role::Deployer));
+    let receipt = deployer
+        .send_transaction(TransactionRequest::default().with_deploy_code(init))
+        .await?
+        .get_receipt()
+        .await?;
+    receipt.contract_address.context("wallet deployed")
+}
+
+#[tokio::test]
+async fn a_contract_wallet_signs_in_through_eip_1271() -> anyhow::Result<()> {
+    let Stack { chain, api, db: _db, _indexer } = stack().await?;
+    let owner = chain.user(3);
+    let wallet = deploy_wallet(&chain, owner.address()).await?;
+
+    let text = SiweMessage::new(wallet, api.nonce().await?).text();
+    let signature = owner.sign_message_sync(text.as_bytes())?;
+    let (status, body) = login_with(&api, &text, &signature.to_string()).await?;
+    assert_eq!(status, 200, "{body}");
+    let session = decentraspace_tests::Session::from_answer(&body)?;
+    let (_, tier) = api.get("/auth/tier", Some(&session.access)).await?;
+    assert_eq!(tier["address"], wallet.to_checksum(None), "the session is the wallet's");
+
+    // Someone else's signature for the wallet: the wallet refuses it.
+    let text = SiweMessage::new(wallet, api.nonce().await?).text();
+    let signature = chain.user(4).sign_message_sync(text.as_bytes())?;
+    let (status, body) = login_with(&api, &text, &signature.to_string()).await?;
+    assert_eq!((status, problem_type(&body).as_str()), (401, "siwe-bad-signature"), "{body}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn private_routes_refuse_missing_tampered_and_expired_tokens() -> anyhow::Result<()> {
+    let Stack { chain, api, db: _db, _indexer } = stack().await?;
+    let session = api.login(&chain.user(5)).await?;
+    assert_eq!(api.get("/billing/balance/", Some(&session.access)).await?.0, 200);
+
+    let (status, body) = api.get("/billing/balance/", None).await?;
+    assert_eq!((status, problem_type(&body).as_str()), (401, "unauthorized"), "{body}");
+
+    // Flip one character of the signature.
+    let mut tampered = session.access.clone();
+    let last = tampered.pop().context("token")?;
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    let (status, body) = api.get("/billing/balance", Some(&tampered)).await?;
+    assert_eq!((status, problem_type(&body).as_str()), (401, "unauthorized"), "{body}");
+
+    // A token signed with the right key but expired an hour ago.
+    let keys = decentraspace_api::auth::TokenKeys::new(
+        &"test-secret-test-secret-test-secret-0123".to_owned().into(),
+        900,
+        3600,
+    )?;
+    let expired =
+        keys.access_token(chain.user(5).address(), Utc::now() - chrono::Duration::hours(1))?;
+    let (status, body) = api.get("/billing/balance", Some(&expired)).await?;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["detail"].as_str().is_some_and(|d| d.contains("expired")), "{body}");
+
+    let response = api
+        .http
+        .get(api.url("/billing/balance"))
+        .header("authorization", "Basic dXNlcjpwYXNz")
+        .send()
+        .await?;
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    Ok(())
+}
+
+#[tokio::test]
+async fn only_the_on_chain_admin_changes_tiers() -> anyhow::Result<()> {
+    let Stack { chain, api, db: _db, _indexer } = stack().await?;
+    let user = chain.user(6);
+    let session = api.login(&user).await?;
+    eventually("the registration to be indexed", || async {
+        Ok(api.get("/auth/tier", Some(&session.access)).await?.1["registered"] == true)
+    })
+    .await?;
+
+    let change = json!({ "address": user.address().to_string(), "tier": "Paid" });
+    let (status, body) = api.post("/auth/tier/", Some(&session.access), &change).await?;
+    assert_eq!((status, problem_type(&body).as_str()), (403, "forbidden"), "{body}");
+
+    let admin = api.login(&chain.role(Role::Admin)).await?;
+    let (status, body) = api
+        .post("/auth/tier", Some(&admin.access), &json!({ "address": "0x12", "tier": "Paid" }))
+        .await?;
+    assert_eq!((status, problem_type(&body).as_str()), (400, "bad-request"), "{body}");
+    let (status, body) = api
+        .post(
+            "/auth/tier",
+            Some(&admin.access),
+            &json!({ "address": user.address().to_string(), "tier": "Gold" }),
+        )
+        .await?;
+    assert_eq!(status, 400, "{body}");
+    // An account that never registered: the chain refuses, and the answer names why.
+    let stranger = chain.user(7).address().to_string();
+    let (status, body) = api
+        .post("/auth/tier", Some(&admin.access), &json!({ "address": stranger, "tier": "Paid" }))
+        .await?;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["detail"].as_str().is_some_and(|d| d.contains("NotRegistered")), "{body}");
+
+    let (status, body) = api.post("/auth/tier", Some(&admin.access), &change).await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "mined", "{body}");
+    eventually("the tier change to be indexed", || async {
+        Ok(api.get("/auth/tier", Some(&session.access)).await?.1["tier"] == "paid")
+    })
+    .await?;
+    Ok(())
+}
