@@ -62,6 +62,28 @@ pub struct Config {
     #[arg(long, env = "OPERATOR_PRIVATE_KEY", hide_env_values = true)]
     pub operator_key: Option<SecretString>,
 
+    /// The relayer's private key: submits users' signed forward requests, paying the gas (unset:
+    /// only raw transactions are relayed).
+    #[arg(long, env = "RELAYER_PRIVATE_KEY", hide_env_values = true)]
+    pub relayer_key: Option<SecretString>,
+
+    /// How many transactions one account may have relayed per hour.
+    #[arg(long, env = "RELAY_QUOTA_PER_HOUR", default_value_t = 120)]
+    pub relay_quota_per_hour: u32,
+
+    /// The most gas a forward request may ask for.
+    #[arg(long, env = "RELAY_MAX_GAS", default_value_t = 2_000_000)]
+    pub relay_max_gas: u64,
+
+    /// Seconds after which a relayed transaction still not mined is sent again with a higher fee.
+    #[arg(long, env = "RELAY_STUCK_AFTER_SECS", default_value_t = 60)]
+    pub relay_stuck_after_secs: u64,
+
+    /// The shared secret chain-event webhooks are signed with (HMAC-SHA256; unset: the listener
+    /// answers 503).
+    #[arg(long, env = "LISTENER_SECRET", hide_env_values = true)]
+    pub listener_secret: Option<SecretString>,
+
     /// Origins allowed by CORS, comma-separated (unset: none; `*`: any).
     #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,

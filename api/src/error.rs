@@ -85,6 +85,9 @@ pub enum ApiError {
     /// No valid access token.
     #[error("{0}")]
     Unauthorized(String),
+    /// A webhook's signature is missing or wrong.
+    #[error("{0}")]
+    InvalidSignature(String),
     /// A refresh token was refused (unknown, expired, revoked or reused).
     #[error("{0}")]
     InvalidRefreshToken(String),
@@ -97,6 +100,14 @@ pub enum ApiError {
     /// The request conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
+    /// The request is well formed but cannot be carried out; `slug` names why.
+    #[error("{detail}")]
+    Unprocessable {
+        /// The problem type's slug.
+        slug: &'static str,
+        /// What exactly.
+        detail: String,
+    },
     /// Too many requests.
     #[error("too many requests; retry after {retry_after_secs} s")]
     RateLimited {
@@ -161,6 +172,14 @@ impl ApiError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             Self::Conflict(_) => {
                 (StatusCode::CONFLICT, "conflict", "The request conflicts with the current state")
+            }
+            Self::InvalidSignature(_) => (
+                StatusCode::UNAUTHORIZED,
+                "invalid-signature",
+                "The request's signature is not valid",
+            ),
+            Self::Unprocessable { slug, .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, slug, "The request cannot be carried out")
             }
             Self::RateLimited { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests")

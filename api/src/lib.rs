@@ -16,6 +16,7 @@ mod config;
 pub mod error;
 mod limits;
 mod openapi;
+pub mod relay;
 pub mod routes;
 mod state;
 pub mod stream;
@@ -60,6 +61,10 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::tier::router())
         .merge(routes::billing::router())
         .merge(routes::public::router())
+        .merge(relay::router())
+        .merge(routes::blockchain::router())
+        .merge(routes::manage::router())
+        .merge(routes::system::router())
         .split_for_parts()
 }
 
@@ -152,6 +157,7 @@ pub async fn serve(
     let notices =
         tokio::spawn(stream::run(state.db.clone(), state.chain_id(), state.notices.clone()));
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
+    let tracker = tokio::spawn(relay::tracker::run(state.clone()));
     let app = app(state);
     let served = axum::serve(
         listener,
@@ -162,6 +168,7 @@ pub async fn serve(
     .context("serve");
     notices.abort();
     housekeeping.abort();
+    tracker.abort();
     served
 }
 

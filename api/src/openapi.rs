@@ -17,7 +17,9 @@ use utoipa::{
     tags(
         (name = "auth", description = "Wallet sign-in (SIWE), tokens, tiers"),
         (name = "billing", description = "Credits: balance, history, payment methods"),
+        (name = "blockchain", description = "Relayed transactions (raw or gasless forward requests)"),
         (name = "public", description = "Indexed chain data for third parties (no login)"),
+        (name = "admin", description = "Platform administration (on-chain admin role)"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]

@@ -13,6 +13,7 @@ use crate::{
     Config,
     auth::{Operator, TokenKeys},
     limits::RateLimits,
+    relay::Relayer,
     stream::ChainNotice,
 };
 
@@ -29,6 +30,8 @@ pub struct AppState {
     pub chain: DynProvider,
     /// Sends the operator's transactions (first-login registration); unset without a key.
     pub operator: Option<Operator>,
+    /// Submits forward requests, paying the gas; unset without a key.
+    pub relayer: Option<Arc<Relayer>>,
     /// Access and refresh token keys.
     pub tokens: TokenKeys,
     /// Per-IP and per-account request budgets.
@@ -60,6 +63,10 @@ impl AppState {
             ),
             None => None,
         };
+        let relayer = match &config.relayer_key {
+            Some(key) => Some(Arc::new(Relayer::new(key, chain.clone(), deployment.chain_id)?)),
+            None => None,
+        };
         let tokens =
             TokenKeys::new(&config.jwt_secret, config.access_ttl_secs, config.refresh_ttl_secs)?;
         let limits =
@@ -71,6 +78,7 @@ impl AppState {
             deployment: Arc::new(deployment),
             chain,
             operator,
+            relayer,
             tokens,
             limits,
             notices,

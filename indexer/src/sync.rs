@@ -147,13 +147,14 @@ impl Indexer {
     async fn sync(&self, conn: &mut PgConnection) -> Result<(), StoreError> {
         self.indexes_deferred.store(store::indexes::deferred(conn).await? > 0, Ordering::Relaxed);
         let mut heads = self.head_subscription().await;
+        let mut wake = self.wake_listener().await;
         let mut rpc_attempt = 0;
         loop {
             match self.step(conn).await {
                 Ok(true) => rpc_attempt = 0,
                 Ok(false) => {
                     rpc_attempt = 0;
-                    self.wait_for_block(&mut heads).await;
+                    self.wait_for_block(&mut heads, &mut wake).await;
                 }
                 Err(SyncError::Rpc(err)) => {
                     rpc_attempt += 1;
@@ -476,16 +477,58 @@ impl Indexer {
         }
     }
 
-    async fn wait_for_block(&self, heads: &mut Option<futures::stream::BoxStream<'static, u64>>) {
-        let interval = self.config.poll_interval();
-        match heads {
-            Some(stream) => {
-                if let Ok(None) = tokio::time::timeout(interval, stream.next()).await {
-                    warn!(target: "indexer::sync", "head subscription ended; polling");
-                    *heads = None;
-                }
+    /// Listens for wake-ups (the API's chain-event webhook); without one, the indexer polls.
+    async fn wake_listener(&self) -> Option<sqlx::postgres::PgListener> {
+        let listen = async {
+            let mut listener =
+                sqlx::postgres::PgListener::connect(&self.config.database_url).await?;
+            listener.listen(store::WAKE_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match listen.await {
+            Ok(listener) => Some(listener),
+            Err(err) => {
+                warn!(target: "indexer::sync", %err, "cannot listen for wake-ups; polling only");
+                None
             }
-            None => tokio::time::sleep(interval).await,
+        }
+    }
+
+    /// Waits for a new head, a wake-up or the poll interval, whichever comes first.
+    async fn wait_for_block(
+        &self,
+        heads: &mut Option<futures::stream::BoxStream<'static, u64>>,
+        wake: &mut Option<sqlx::postgres::PgListener>,
+    ) {
+        let interval = self.config.poll_interval();
+        let next_head = async {
+            match heads.as_mut() {
+                Some(stream) => {
+                    if let Ok(None) = tokio::time::timeout(interval, stream.next()).await {
+                        warn!(target: "indexer::sync", "head subscription ended; polling");
+                        *heads = None;
+                    }
+                }
+                None => tokio::time::sleep(interval).await,
+            }
+        };
+        let woken = async {
+            match wake.as_mut() {
+                Some(listener) => match listener.recv().await {
+                    Ok(note) => {
+                        debug!(target: "indexer::sync", payload = note.payload(), "woken by the listener")
+                    }
+                    Err(err) => {
+                        warn!(target: "indexer::sync", %err, "wake-up listener failed; polling only");
+                        *wake = None;
+                    }
+                },
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = next_head => {}
+            () = woken => {}
         }
     }
 }

@@ -32,9 +32,10 @@ pub struct TestApi {
     handle: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
-/// The test configuration: the chain's operator key, generous rate limits.
+/// The test configuration: the chain's operator and relayer keys, generous rate limits.
 pub fn api_config(chain: &TestChain, db: &TestDb) -> Config {
-    let operator = format!("0x{}", alloy::hex::encode(chain.role(Role::Operator).to_bytes()));
+    let key = |role: Role| format!("0x{}", alloy::hex::encode(chain.role(role).to_bytes()));
+    let (operator, relayer) = (key(Role::Operator), key(Role::Relayer));
     Config::parse_from([
         "api",
         "--listen",
@@ -53,6 +54,8 @@ pub fn api_config(chain: &TestChain, db: &TestDb) -> Config {
         "test-secret-test-secret-test-secret-0123",
         "--operator-key",
         &operator,
+        "--relayer-key",
+        &relayer,
         "--rate-limit-per-ip",
         "10000",
         "--rate-limit-per-account",

@@ -75,7 +75,7 @@ impl Operator {
         let pending = call.send().await.map_err(|err| match err.as_revert_data() {
             Some(data) => ApiError::Conflict(format!(
                 "the chain refused the transaction: {}",
-                revert_reason(&data)
+                crate::relay::policy::revert_reason(&data)
             )),
             None => ApiError::Unavailable(format!("cannot send the transaction: {err}")),
         })?;
@@ -139,23 +139,4 @@ impl Operator {
             }
         });
     }
-}
-
-/// The platform contract error a revert carries, by name, or its raw selector.
-fn revert_reason(data: &[u8]) -> String {
-    use alloy::sol_types::SolInterface;
-    use decentraspace_abi::{CreditLedger, DomainRegistry, ServiceRegistry};
-    if let Ok(e) = AccountRegistry::AccountRegistryErrors::abi_decode(data) {
-        return format!("{e:?}");
-    }
-    if let Ok(e) = CreditLedger::CreditLedgerErrors::abi_decode(data) {
-        return format!("{e:?}");
-    }
-    if let Ok(e) = ServiceRegistry::ServiceRegistryErrors::abi_decode(data) {
-        return format!("{e:?}");
-    }
-    if let Ok(e) = DomainRegistry::DomainRegistryErrors::abi_decode(data) {
-        return format!("{e:?}");
-    }
-    format!("0x{}", hex::encode(data))
 }

@@ -1,8 +1,11 @@
 //! The API's routes, one module per feature; each exposes its router.
 
 pub mod billing;
+pub mod blockchain;
 pub mod health;
+pub mod manage;
 pub mod public;
+pub mod system;
 pub mod tier;
 
 use alloy::primitives::{Address, B256};

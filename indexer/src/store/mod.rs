@@ -18,6 +18,10 @@ use crate::{
 /// The channel the indexer notifies after each committed batch or rollback.
 pub const NOTIFY_CHANNEL: &str = "decentraspace_events";
 
+/// The channel that wakes the indexer to look at the chain now (the API's chain-event listener
+/// notifies it; the payload names the block but is not trusted).
+pub const WAKE_CHANNEL: &str = "decentraspace_wake";
+
 /// A Postgres failure, or stored data the indexer cannot read.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -1,0 +1,192 @@
+//! Follows relayed transactions to their end: receipts make them `mined` or `failed`; a forward
+//! request stuck unmined is sent again at its nonce with a higher fee (its old hash kept); a raw
+//! transaction whose sender has moved past its nonce without it being mined was `replaced`. One
+//! API replica tracks at a time (a Postgres advisory lock per pass).
+
+use std::time::Duration;
+
+use alloy::{
+    primitives::{Address, B256, Bytes},
+    providers::Provider,
+};
+use sqlx::Connection;
+
+use crate::state::AppState;
+
+/// How often open transactions are checked.
+const INTERVAL: Duration = Duration::from_millis(500);
+/// The most fee bumps a stuck transaction gets.
+const MAX_BUMPS: i32 = 5;
+/// Each bump multiplies the fees by this (nodes require at least +10% to replace).
+const BUMP: f64 = 1.25;
+/// A record never sent (the API stopped between recording and sending) fails after this.
+const UNSENT_AFTER_SECS: f64 = 300.0;
+/// Advisory lock key of the tracker.
+const TRACKER_LOCK: i64 = 0x6473_7061_6365_0100;
+
+struct Open {
+    id: i64,
+    account: Vec<u8>,
+    mode: String,
+    status: String,
+    tx_hash: Option<Vec<u8>>,
+    replaced_tx_hashes: Vec<Vec<u8>>,
+    nonce: Option<i64>,
+    calldata: Option<Vec<u8>>,
+    gas_limit: Option<i64>,
+    bumps: i32,
+    age_secs: f64,
+}
+
+/// Tracks until the process ends.
+pub async fn run(state: AppState) {
+    let mut tick = tokio::time::interval(INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(err) = pass(&state).await {
+            tracing::warn!(target: "api::relay", err = format!("{err:#}"), "tracking pass failed");
+        }
+    }
+}
+
+/// One pass over the open transactions. Returns how many changed.
+pub async fn pass(state: &AppState) -> anyhow::Result<usize> {
+    let mut conn = state.db.acquire().await?;
+    let mut tx = conn.begin().await?;
+    let leader: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
+        .bind(TRACKER_LOCK)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !leader {
+        return Ok(0);
+    }
+    let open = sqlx::query_as!(
+        Open,
+        r#"select id, account, mode, status, tx_hash, replaced_tx_hashes as "replaced_tx_hashes!", nonce, calldata,
+                  gas_limit, bumps, extract(epoch from now() - updated_at)::float8 as "age_secs!"
+           from relayed_transactions
+           where chain_id = $1 and status in ('received', 'pending')
+           order by id limit 500"#,
+        state.chain_id() as i64
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut changed = 0;
+    for row in open {
+        changed += usize::from(track(state, &mut tx, row).await?);
+    }
+    tx.commit().await?;
+    Ok(changed)
+}
+
+async fn track(state: &AppState, conn: &mut sqlx::PgConnection, row: Open) -> anyhow::Result<bool> {
+    if row.status == "received" {
+        if row.age_secs > UNSENT_AFTER_SECS {
+            sqlx::query!(
+                "update relayed_transactions set status = 'failed', error = 'never sent', updated_at = now() where id = $1",
+                row.id
+            )
+            .execute(&mut *conn)
+            .await?;
+            return Ok(true);
+        }
+        return Ok(false);
+    }
+    let Some(current) = row.tx_hash.as_deref().and_then(|h| B256::try_from(h).ok()) else {
+        return Ok(false);
+    };
+    let hashes = std::iter::once(current)
+        .chain(row.replaced_tx_hashes.iter().filter_map(|h| B256::try_from(h.as_slice()).ok()));
+    for hash in hashes {
+        if let Some(receipt) = state.chain.get_transaction_receipt(hash).await? {
+            let status = if receipt.status() { "mined" } else { "failed" };
+            let error = (!receipt.status()).then_some("reverted on-chain");
+            sqlx::query!(
+                r#"update relayed_transactions
+                   set status = $2, tx_hash = $3, block_number = $4, error = $5, updated_at = now() where id = $1"#,
+                row.id,
+                status,
+                hash.as_slice(),
+                receipt.block_number.map(|b| b as i64),
+                error
+            )
+            .execute(&mut *conn)
+            .await?;
+            return Ok(true);
+        }
+    }
+    let stuck = row.age_secs > state.config.relay_stuck_after_secs as f64;
+    match row.mode.as_str() {
+        "forward" if stuck && row.bumps < MAX_BUMPS => bump(state, conn, &row, current).await,
+        "raw" if stuck => replaced_by_sender(state, conn, &row, current).await,
+        _ => Ok(false),
+    }
+}
+
+/// Sends a stuck forward request again at its nonce with higher fees.
+async fn bump(
+    state: &AppState,
+    conn: &mut sqlx::PgConnection,
+    row: &Open,
+    current: B256,
+) -> anyhow::Result<bool> {
+    let (Some(relayer), Some(nonce), Some(calldata), Some(gas)) =
+        (state.relayer.as_ref(), row.nonce, row.calldata.clone(), row.gas_limit)
+    else {
+        return Ok(false);
+    };
+    let factor = BUMP.powi(row.bumps + 1);
+    let forwarder = state.deployment.contracts.forwarder;
+    match relayer
+        .send(forwarder, Bytes::from(calldata), gas as u64, Some((nonce as u64, factor)))
+        .await
+    {
+        Ok(sent) => {
+            sqlx::query!(
+                r#"update relayed_transactions
+                   set tx_hash = $2, replaced_tx_hashes = array_append(replaced_tx_hashes, $3), bumps = bumps + 1,
+                       updated_at = now()
+                   where id = $1"#,
+                row.id,
+                sent.tx_hash.as_slice(),
+                current.as_slice()
+            )
+            .execute(&mut *conn)
+            .await?;
+            tracing::info!(target: "api::relay", id = row.id, bumps = row.bumps + 1, tx = %sent.tx_hash, "stuck transaction re-sent with higher fees");
+            Ok(true)
+        }
+        Err(err) => {
+            // A nonce already used means one of its hashes got mined: the next pass finds it.
+            tracing::warn!(target: "api::relay", id = row.id, %err, "fee bump refused");
+            Ok(false)
+        }
+    }
+}
+
+/// A raw transaction the node no longer has, whose sender has used its nonce otherwise.
+async fn replaced_by_sender(
+    state: &AppState,
+    conn: &mut sqlx::PgConnection,
+    row: &Open,
+    current: B256,
+) -> anyhow::Result<bool> {
+    let (Some(nonce), Ok(sender)) = (row.nonce, Address::try_from(row.account.as_slice())) else {
+        return Ok(false);
+    };
+    if state.chain.get_transaction_by_hash(current).await?.is_some() {
+        return Ok(false);
+    }
+    let used = state.chain.get_transaction_count(sender).await?;
+    if used > nonce as u64 {
+        sqlx::query!(
+            "update relayed_transactions set status = 'replaced', error = 'the wallet used this nonce for another transaction', updated_at = now() where id = $1",
+            row.id
+        )
+        .execute(&mut *conn)
+        .await?;
+        return Ok(true);
+    }
+    Ok(false)
+}

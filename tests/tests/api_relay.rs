@@ -1,0 +1,423 @@
+//! The relay end to end: a gasless forward request and raw transactions change balances once
+//! indexed; foreign contracts, other chains, other signers, role-gated and reverting calls are
+//! refused; an `Idempotency-Key` replays the first answer; the per-account quota holds; records
+//! are private (real anvil, Postgres, indexer, API).
+
+use std::time::{Duration, Instant};
+
+use alloy::{
+    eips::Encodable2718,
+    network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder},
+    primitives::{Address, B256, Bytes, U256, aliases::U48, keccak256},
+    providers::Provider,
+    rpc::types::TransactionRequest,
+    signers::{Signer, local::PrivateKeySigner},
+    sol,
+    sol_types::{SolCall, SolStruct, eip712_domain},
+};
+use decentraspace_abi::{
+    CreditLedger, Forwarder, ServiceRegistry, TestToken,
+    eip712::{ForwardRequest, forwarder_domain},
+};
+use decentraspace_tests::{
+    IndexerTask, Role, TestApi, TestChain, TestDb, api_config, indexer_config,
+};
+use serde_json::{Value, json};
+
+const PROBLEMS: &str = "https://decentraspace.io/problems/";
+/// 10 test dollars (6 decimals).
+const AMOUNT: u64 = 10_000_000;
+
+sol! {
+    struct Permit {
+        address owner;
+        address spender;
+        uint256 value;
+        uint256 nonce;
+        uint256 deadline;
+    }
+}
+
+fn problem_type(body: &Value) -> String {
+    body["type"].as_str().unwrap_or_default().trim_start_matches(PROBLEMS).to_owned()
+}
+
+struct Stack {
+    chain: TestChain,
+    db: TestDb,
+    _indexer: IndexerTask,
+    api: TestApi,
+}
+
+async fn stack(quota: Option<u32>) -> anyhow::Result<Stack> {
+    let chain = TestChain::start().await?;
+    let db = TestDb::create().await?;
+    let indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
+    let mut config = api_config(&chain, &db);
+    if let Some(quota) = quota {
+        config.relay_quota_per_hour = quota;
+    }
+    let api = TestApi::start_with(config).await?;
+    // The accepted tokens come from the indexed rates: start once the deployment is indexed.
+    let head = chain.reader().get_block_number().await?;
+    decentraspace_tests::wait_for_checkpoint(&db, chain.chain_id(), head, Duration::from_secs(30))
+        .await?;
+    Ok(Stack { chain, db, _indexer: indexer, api })
+}
+
+/// `call` signed by `signer` as a raw EIP-1559 transaction for `chain_id`, 0x hex.
+async fn raw_tx(
+    chain: &TestChain,
+    signer: &PrivateKeySigner,
+    to: Address,
+    call: Bytes,
+    chain_id: u64,
+) -> anyhow::Result<String> {
+    let reader = chain.reader();
+    let nonce = reader.get_transaction_count(signer.address()).pending().await?;
+    let fees = reader.estimate_eip1559_fees().await?;
+    let tx = TransactionRequest::default()
+        .with_to(to)
+        .with_input(call)
+        .with_nonce(nonce)
+        .with_chain_id(chain_id)
+        .with_gas_limit(300_000)
+        .with_max_fee_per_gas(fees.max_fee_per_gas)
+        .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas)
+        .build(&EthereumWallet::from(signer.clone()))
+        .await?;
+    Ok(format!("0x{}", alloy::hex::encode(tx.encoded_2718())))
+}
+
+/// A forward request body for `to`/`data`, signed by `signer` but claiming `from`.
+async fn forward(
+    chain: &TestChain,
+    signer: &PrivateKeySigner,
+    from: Address,
+    to: Address,
+    data: Bytes,
+) -> anyhow::Result<Value> {
+    let c = chain.deployment.contracts;
+    let forwarder = Forwarder::new(c.forwarder, chain.reader());
+    let deadline = chrono::Utc::now().timestamp() as u64 + 3_600;
+    let request = ForwardRequest {
+        from,
+        to,
+        value: U256::ZERO,
+        gas: U256::from(500_000),
+        nonce: forwarder.nonces(from).call().await?,
+        deadline: U48::from(deadline),
+        data: data.clone(),
+    };
+    let signature = signer
+        .sign_hash(&request.eip712_signing_hash(&forwarder_domain(chain.chain_id(), c.forwarder)))
+        .await?;
+    Ok(json!({
+        "forward_request": {
+            "from": from.to_string(), "to": to.to_string(), "gas": 500_000, "deadline": deadline,
+            "data": data.to_string(), "signature": Bytes::from(signature.as_bytes()).to_string(),
+        }
+    }))
+}
+
+async fn post_relay(
+    api: &TestApi,
+    token: &str,
+    body: &Value,
+    key: Option<&str>,
+) -> anyhow::Result<(u16, Value)> {
+    let mut request = api.http.post(api.url("/blockchain/credit/")).bearer_auth(token).json(body);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    Ok((status, serde_json::from_str(&response.text().await?).unwrap_or(Value::Null)))
+}
+
+/// Polls the record until it leaves `pending`.
+async fn settled(api: &TestApi, token: &str, id: i64) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, tx) = api.get(&format!("/blockchain/credit/{id}"), Some(token)).await?;
+        anyhow::ensure!(status == 200, "status {status}: {tx}");
+        if tx["status"] != "pending" && tx["status"] != "received" {
+            return Ok(tx);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "transaction {id} still pending: {tx}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn indexed_balance(
+    api: &TestApi,
+    token: &str,
+    chain: &TestChain,
+    account: Address,
+) -> anyhow::Result<String> {
+    let onchain = CreditLedger::new(chain.deployment.contracts.credit_ledger, chain.reader())
+        .balanceOf(account)
+        .call()
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = api.get("/billing/balance", Some(token)).await?;
+        if body["balance"] == onchain.to_string() {
+            return Ok(onchain.to_string());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "indexed balance {body} never reached {onchain}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_gasless_forward_request_recharges_once_whatever_the_retries() -> anyhow::Result<()> {
+    let Stack { chain, api, db: _db, _indexer } = stack(None).await?;
+    let c = chain.deployment.contracts;
+    let token_address = c.test_token().expect("a test token");
+    // A wallet without ether: only the relayer pays.
+    let user = PrivateKeySigner::random();
+    let session = api.login(&user).await?;
+    let minter = chain.provider_as(chain.role(Role::Deployer));
+    TestToken::new(token_address, &minter)
+        .mint(user.address(), U256::from(AMOUNT))
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+
+    let token = TestToken::new(token_address, chain.reader());
+    let deadline = U256::from(u64::MAX);
+    let permit = Permit {
+        owner: user.address(),
+        spender: c.credit_ledger,
+        value: U256::from(AMOUNT),
+        nonce: token.nonces(user.address()).call().await?,
+        deadline,
+    };
+    let domain = eip712_domain! {
+        name: "DecentraSpace Test USD", version: "1", chain_id: chain.chain_id(), verifying_contract: token_address,
+    };
+    let sig = user.sign_hash(&permit.eip712_signing_hash(&domain)).await?;
+    let call = CreditLedger::new(c.credit_ledger, chain.reader())
+        .rechargeWithPermit(
+            token_address,
+            U256::from(AMOUNT),
+            deadline,
+            27 + u8::from(sig.v()),
+            B256::from(sig.r()),
+            B256::from(sig.s()),
+        )
+        .calldata()
+        .clone();
+    let body = forward(&chain, &user, user.address(), c.credit_ledger, call).await?;
+
+    let (status, first) = post_relay(&api, &session.access, &body, Some("recharge-1")).await?;
+    assert_eq!(status, 202, "{first}");
+    assert_eq!(
+        (first["mode"].as_str(), first["function"].as_str()),
+        (Some("forward"), Some("rechargeWithPermit"))
+    );
+    // The client retries (a timeout, say): the first answer, nothing sent again.
+    let (status, again) = post_relay(&api, &session.access, &body, Some("recharge-1")).await?;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["tx_hash"], first["tx_hash"]);
+
+    let id = first["id"].as_i64().expect("id");
+    let done = settled(&api, &session.access, id).await?;
+    assert_eq!(done["status"], "mined", "{done}");
+    let balance = indexed_balance(&api, &session.access, &chain, user.address()).await?;
+    assert_ne!(balance, "0");
+    let forwarder = Forwarder::new(c.forwarder, chain.reader());
+    assert_eq!(
+        forwarder.nonces(user.address()).call().await?,
+        U256::from(1),
+        "executed exactly once"
+    );
+    assert_eq!(
+        chain.reader().get_balance(user.address()).await?,
+        U256::ZERO,
+        "the user paid no gas"
+    );
+
+    // The record is private.
+    let other = api.login(&chain.user(11)).await?;
+    let (status, body) = api.get(&format!("/blockchain/credit/{id}"), Some(&other.access)).await?;
+    assert_eq!((status, problem_type(&body).as_str()), (404, "not-found"), "{body}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn raw_transactions_the_wallet_signed_are_broadcast() -> anyhow::Result<()> {
+    let Stack { chain, api, db: _db, _indexer } = stack(None).await?;
+    let c = chain.deployment.contracts;
+    let token_address = c.test_token().expect("a test token");
+    let user = chain.user(10);
+    let session = api.login(&user).await?;
+    let p_user = chain.provider_as(user.clone());
+    TestToken::new(token_address, &p_user)
+        .mint(user.address(), U256::from(AMOUNT))
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+
+    let approve = TestToken::new(token_address, chain.reader())
+        .approve(c.credit_ledger, U256::from(AMOUNT))
+        .calldata()
+        .clone();
+    let raw = raw_tx(&chain, &user, token_address, approve, chain.chain_id()).await?;
+    let (status, approved) =
+        post_relay(&api, &session.access, &json!({ "raw_transaction": raw }), None).await?;
+    assert_eq!(status, 202, "{approved}");
+    assert_eq!(
+        settled(&api, &session.access, approved["id"].as_i64().expect("id")).await?["status"],
+        "mined"
+    );
+
+    let recharge = CreditLedger::new(c.credit_ledger, chain.reader())
+        .recharge(token_address, U256::from(AMOUNT))
+        .calldata()
+        .clone();
+    let raw = raw_tx(&chain, &user, c.credit_ledger, recharge, chain.chain_id()).await?;
+    let (status, recharged) =
+        post_relay(&api, &session.access, &json!({ "raw_transaction": raw }), None).await?;
+    assert_eq!(status, 202, "{recharged}");
+    let done = settled(&api, &session.access, recharged["id"].as_i64().expect("id")).await?;
+    assert_eq!(
+        (done["status"].as_str(), done["function"].as_str()),
+        (Some("mined"), Some("recharge")),
+        "{done}"
+    );
+    assert_ne!(indexed_balance(&api, &session.access, &chain, user.address()).await?, "0");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_relay_refuses_what_it_must_not_send() -> anyhow::Result<()> {
+    let Stack { chain, api, db, _indexer } = stack(None).await?;
+    let c = chain.deployment.contracts;
+    let (alice, bob) = (chain.user(12), chain.user(13));
+    let session = api.login(&alice).await?;
+    let register = Bytes::from(decentraspace_abi::AccountRegistry::registerCall {}.abi_encode());
+
+    let cases: Vec<(&str, Value, u16, &str)> = vec![
+        (
+            "a foreign contract",
+            json!({ "raw_transaction": raw_tx(&chain, &alice, Address::repeat_byte(0x42), register.clone(), chain.chain_id()).await? }),
+            422,
+            "relay-call-not-allowed",
+        ),
+        (
+            "another chain",
+            json!({ "raw_transaction": raw_tx(&chain, &alice, c.account_registry, register.clone(), 137).await? }),
+            422,
+            "relay-wrong-chain",
+        ),
+        (
+            "another wallet's raw transaction",
+            json!({ "raw_transaction": raw_tx(&chain, &bob, c.account_registry, register.clone(), chain.chain_id()).await? }),
+            403,
+            "forbidden",
+        ),
+        (
+            "another wallet's forward request",
+            forward(&chain, &bob, bob.address(), c.account_registry, register.clone()).await?,
+            403,
+            "forbidden",
+        ),
+        (
+            "a forward request signed by someone else",
+            forward(&chain, &bob, alice.address(), c.account_registry, register.clone()).await?,
+            422,
+            "relay-invalid-request",
+        ),
+        (
+            "a role-gated function",
+            forward(
+                &chain,
+                &alice,
+                alice.address(),
+                c.credit_ledger,
+                CreditLedger::creditFiatCall {
+                    account: alice.address(),
+                    credits: U256::from(1),
+                    paymentRef: keccak256("x"),
+                }
+                .abi_encode()
+                .into(),
+            )
+            .await?,
+            422,
+            "relay-call-not-allowed",
+        ),
+        (
+            "a call that would revert",
+            forward(
+                &chain,
+                &alice,
+                alice.address(),
+                c.service_registry,
+                ServiceRegistry::pauseCall { serviceId: U256::from(999) }.abi_encode().into(),
+            )
+            .await?,
+            422,
+            "relay-would-revert",
+        ),
+        (
+            "both modes at once",
+            json!({ "raw_transaction": "0x00", "forward_request": null }),
+            400,
+            "bad-request",
+        ),
+        ("neither mode", json!({}), 400, "bad-request"),
+        ("garbage", json!({ "raw_transaction": "0x1234" }), 400, "bad-request"),
+    ];
+    for (what, body, want_status, want_type) in cases {
+        let (status, answer) = post_relay(&api, &session.access, &body, None).await?;
+        assert_eq!(
+            (status, problem_type(&answer)),
+            (want_status, want_type.to_owned()),
+            "{what}: {answer}"
+        );
+    }
+    let (status, _) = api.post("/blockchain/credit", None, &json!({})).await?;
+    assert_eq!(status, 401);
+
+    // Every refusal came before anything was recorded or sent.
+    let mut conn = db.connect().await?;
+    let recorded: i64 = sqlx::query_scalar("select count(*) from relayed_transactions")
+        .fetch_one(&mut conn)
+        .await?;
+    assert_eq!(recorded, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_per_account_quota_holds() -> anyhow::Result<()> {
+    let Stack { chain, api, db: _db, _indexer } = stack(Some(2)).await?;
+    let c = chain.deployment.contracts;
+    let token_address = c.test_token().expect("a test token");
+    let user = chain.user(14);
+    let session = api.login(&user).await?;
+    let approve = TestToken::new(token_address, chain.reader())
+        .approve(c.credit_ledger, U256::from(1))
+        .calldata()
+        .clone();
+    for n in 0..3 {
+        let raw = raw_tx(&chain, &user, token_address, approve.clone(), chain.chain_id()).await?;
+        let (status, body) =
+            post_relay(&api, &session.access, &json!({ "raw_transaction": raw }), None).await?;
+        if n < 2 {
+            assert_eq!(status, 202, "{body}");
+            settled(&api, &session.access, body["id"].as_i64().expect("id")).await?;
+        } else {
+            assert_eq!((status, problem_type(&body).as_str()), (429, "rate-limited"), "{body}");
+        }
+    }
+    Ok(())
+}
