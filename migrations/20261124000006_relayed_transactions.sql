@@ -25,9 +25,15 @@ create table relayed_transactions (
     block_number bigint,
     error text,
     idempotency_key text,
+    -- keccak256 of what was asked to be relayed (the raw transaction, or the signed forward
+    -- request): the same signed request is relayed once, and a key reused for another request
+    -- is refused
+    request_hash bytea not null,
     created_at timestamptz not null default now(),
     updated_at timestamptz not null default now(),
     unique (account, idempotency_key)
 );
+create unique index relayed_transactions_once on relayed_transactions (chain_id, request_hash)
+    where status <> 'failed';
 create index relayed_transactions_by_account on relayed_transactions (account, id desc);
 create index relayed_transactions_open on relayed_transactions (id) where status in ('received', 'pending');

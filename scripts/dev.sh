@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the local stack in the foreground until Ctrl-C: Postgres (existing or private), anvil on
-# 127.0.0.1:$ANVIL_PORT with the platform deployed by the deploy script, and the indexer mirroring
-# it into Postgres; prints where it all is. The API joins here as it is built.
+# 127.0.0.1:$ANVIL_PORT with the platform deployed by the deploy script, the indexer mirroring it
+# into Postgres, and the API on $API_LISTEN (127.0.0.1:8080); prints where it all is.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,6 +12,9 @@ anvil_port=${ANVIL_PORT:-8545}
 rpc_url="http://127.0.0.1:$anvil_port"
 # anvil's first dev account: a well-known key, for local chains only.
 deployer_key=${DEPLOYER_PRIVATE_KEY:-0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80}
+# anvil's eighth dev account pays the relayed transactions' gas.
+relayer_key=${RELAYER_PRIVATE_KEY:-0x4bbbf85ce3377467afe5d46f804f221813b2bb87f24d81f60f1fcdbf7cbf4356}
+api_listen=${API_LISTEN:-127.0.0.1:8080}
 mkdir -p .data
 
 # The chain starts fresh each time, so its mirror does too: a database of its own, recreated.
@@ -28,7 +31,8 @@ fi
 tools/foundry anvil --host 127.0.0.1 --port "$anvil_port" >.data/anvil.log 2>&1 &
 anvil_pid=$!
 indexer_pid=
-trap 'kill $anvil_pid $indexer_pid 2>/dev/null || true' EXIT INT TERM
+api_pid=
+trap 'kill $anvil_pid $indexer_pid $api_pid 2>/dev/null || true' EXIT INT TERM
 for _ in $(seq 1 50); do
   tools/foundry cast chain-id --rpc-url "$rpc_url" >/dev/null 2>&1 && break
   sleep 0.2
@@ -45,6 +49,20 @@ RPC_URL=$rpc_url WS_URL=${rpc_url/http/ws} DEPLOYMENTS_FILE=$record DATABASE_URL
   "$target_dir/debug/indexer" run >.data/indexer.log 2>&1 &
 indexer_pid=$!
 
+# The deployer holds every role on a local chain (the deploy script's default), so it is the
+# operator too. A fresh signing key per run: tokens from an earlier run are void.
+API_LISTEN=$api_listen DATABASE_URL=$database_url RPC_URL=$rpc_url DEPLOYMENTS_FILE=$record \
+  SIWE_DOMAIN=${SIWE_DOMAIN:-localhost:8080} SIWE_URI=${SIWE_URI:-http://localhost:8080} \
+  JWT_SECRET=$(node -e 'console.log(require("crypto").randomBytes(32).toString("hex"))') \
+  OPERATOR_PRIVATE_KEY=$deployer_key RELAYER_PRIVATE_KEY=$relayer_key \
+  LISTENER_SECRET=${LISTENER_SECRET:-dev-listener-secret} CORS_ORIGINS=${CORS_ORIGINS:-*} \
+  RUST_LOG=${RUST_LOG:-info} "$target_dir/debug/api" >.data/api.log 2>&1 &
+api_pid=$!
+for _ in $(seq 1 100); do
+  curl -fs "http://$api_listen/health" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
 cat <<TXT
 
 DecentraSpace local stack is up (Ctrl-C stops it).
@@ -52,6 +70,7 @@ DecentraSpace local stack is up (Ctrl-C stops it).
   database    $database_url
   deployment  $record
   indexer     pid $indexer_pid, metrics http://${INDEXER_METRICS_ADDR:-127.0.0.1:9101}/metrics (log: .data/indexer.log)
+  api         http://$api_listen (docs http://$api_listen/docs, log: .data/api.log)
 $(node -e '
   const d = require(process.argv[1]);
   for (const [name, addr] of Object.entries(d.contracts)) console.log(`  ${name.padEnd(16)}${addr}`);

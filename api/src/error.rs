@@ -238,6 +238,56 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The chain node failed to answer while doing `what`: logged with its cause (which may name the
+/// provider's URL and key), answered without it.
+pub fn chain_unavailable(what: &str, err: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(target: "api::chain", what, %err, "chain node unavailable");
+    ApiError::Unavailable(format!("{what}: the chain node is unavailable; retry shortly"))
+}
+
+/// Middleware: answers every error as problem+json, including the ones axum and tower-http make
+/// themselves (a body that is not JSON, a missing query parameter, a timeout, a body too large).
+pub async fn as_problem(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if status.as_u16() < 400 || is_problem {
+        return response;
+    }
+    let (slug, title) = match status.as_u16() {
+        400 => ("bad-request", "The request is invalid"),
+        401 => ("unauthorized", "A valid access token is required"),
+        404 => ("not-found", "Not found"),
+        405 => ("method-not-allowed", "Method not allowed"),
+        408 | 504 => ("timeout", "The request took too long"),
+        413 => ("payload-too-large", "The request body is too large"),
+        415 => ("unsupported-media-type", "Send the body as application/json"),
+        422 => ("invalid-body", "The request body does not have the expected fields"),
+        _ => ("error", "The request failed"),
+    };
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024).await.unwrap_or_default();
+    let detail = String::from_utf8_lossy(&text).trim().to_owned();
+    let mut converted = problem_response(
+        status,
+        Problem {
+            kind: format!("{PROBLEM_BASE}{slug}"),
+            title: title.into(),
+            status: status.as_u16(),
+            detail: (!detail.is_empty() && status.as_u16() < 500).then_some(detail),
+        },
+    );
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            converted.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    converted
+}
+
 /// A shorthand for handler results.
 pub type ApiResult<T> = Result<T, ApiError>;
 

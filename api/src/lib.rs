@@ -82,6 +82,7 @@ pub fn app(state: AppState) -> App {
         .layer(middleware::from_fn(routes::health::track))
         .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, config.request_timeout()))
+        .layer(middleware::from_fn(error::as_problem))
         .layer(CompressionLayer::new())
         .layer(cors(&config.cors_origins))
         .layer(CatchPanicLayer::custom(|_| ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()))

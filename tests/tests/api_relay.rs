@@ -16,7 +16,7 @@ use alloy::{
     sol_types::{SolCall, SolStruct, eip712_domain},
 };
 use decentraspace_abi::{
-    CreditLedger, Forwarder, ServiceRegistry, TestToken,
+    CreditLedger, Forwarder, ServiceKind, ServiceRegistry, TestToken,
     eip712::{ForwardRequest, forwarder_domain},
 };
 use decentraspace_tests::{
@@ -419,5 +419,67 @@ async fn the_per_account_quota_holds() -> anyhow::Result<()> {
             assert_eq!((status, problem_type(&body).as_str()), (429, "rate-limited"), "{body}");
         }
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_copies_of_one_signed_request_are_relayed_once() -> anyhow::Result<()> {
+    let Stack { chain, api, db, _indexer } = stack(None).await?;
+    let c = chain.deployment.contracts;
+    let user = PrivateKeySigner::random();
+    let session = api.login(&user).await?;
+    // The first login registers the wallet; then it opens a site through the relay.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while api.get("/auth/tier", Some(&session.access)).await?.1["registered"] != true {
+        anyhow::ensure!(Instant::now() < deadline, "registration never indexed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let create = |reference: &str| -> Bytes {
+        ServiceRegistry::createServiceCall {
+            kind: ServiceKind::StaticHosting.into(),
+            r#ref: keccak256(reference),
+        }
+        .abi_encode()
+        .into()
+    };
+    let body = forward(&chain, &user, user.address(), c.service_registry, create("site-1")).await?;
+
+    // Ten copies at once, no idempotency key: one is sent, the others get its record.
+    let answers = futures::future::try_join_all(
+        (0..10).map(|_| post_relay(&api, &session.access, &body, None)),
+    )
+    .await?;
+    let accepted = answers.iter().filter(|(s, _)| *s == 202).count();
+    assert_eq!(accepted, 1, "{answers:?}");
+    assert!(answers.iter().all(|(s, _)| *s == 202 || *s == 200), "{answers:?}");
+    let id = &answers[0].1["id"];
+    assert!(answers.iter().all(|(_, b)| &b["id"] == id), "one record: {answers:?}");
+    let mut conn = db.connect().await?;
+    let recorded: i64 = sqlx::query_scalar("select count(*) from relayed_transactions")
+        .fetch_one(&mut conn)
+        .await?;
+    assert_eq!(recorded, 1);
+
+    // A key used for another request is refused, not answered with the first record.
+    let storage = |reference: &str| -> Bytes {
+        ServiceRegistry::createServiceCall {
+            kind: ServiceKind::Storage.into(),
+            r#ref: keccak256(reference),
+        }
+        .abi_encode()
+        .into()
+    };
+    let files =
+        forward(&chain, &user, user.address(), c.service_registry, storage("files")).await?;
+    let (status, first) = post_relay(&api, &session.access, &files, Some("k")).await?;
+    assert_eq!(status, 202, "{first}");
+    let other =
+        forward(&chain, &user, user.address(), c.service_registry, storage("other")).await?;
+    let (status, reused) = post_relay(&api, &session.access, &other, Some("k")).await?;
+    assert_eq!(
+        (status, problem_type(&reused).as_str()),
+        (422, "idempotency-key-reused"),
+        "{reused}"
+    );
     Ok(())
 }

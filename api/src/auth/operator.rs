@@ -77,7 +77,7 @@ impl Operator {
                 "the chain refused the transaction: {}",
                 crate::relay::policy::revert_reason(&data)
             )),
-            None => ApiError::Unavailable(format!("cannot send the transaction: {err}")),
+            None => crate::error::chain_unavailable("send the transaction", err),
         })?;
         drop(sending);
         let tx_hash = pending.tx_hash().to_string();

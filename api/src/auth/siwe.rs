@@ -5,16 +5,18 @@
 //! recovered; contract wallets are asked through EIP-1271 `isValidSignature` over the same hash.
 
 use alloy::{
-    primitives::{Address, B256, Bytes, FixedBytes, Signature, eip191_hash_message},
+    network::TransactionBuilder,
+    primitives::{Address, B256, Bytes, Signature, eip191_hash_message},
     providers::{DynProvider, Provider},
+    rpc::types::TransactionRequest,
     sol,
+    sol_types::SolCall,
 };
 use chrono::{DateTime, Utc};
 
 use crate::error::{ApiError, LoginFailure};
 
 sol! {
-    #[sol(rpc)]
     interface IERC1271 {
         function isValidSignature(bytes32 hash, bytes signature) external view returns (bytes4 magicValue);
     }
@@ -22,6 +24,8 @@ sol! {
 
 /// `IERC1271.isValidSignature.selector`: what a contract wallet answers for a valid signature.
 const ERC1271_MAGIC: [u8; 4] = [0x16, 0x26, 0xba, 0x7e];
+/// Gas an EIP-1271 check may use.
+const EIP1271_GAS: u64 = 500_000;
 /// Clock differences tolerated between the wallet and the server.
 const CLOCK_SKEW_SECS: i64 = 60;
 /// The longest signature accepted (contract wallets may concatenate several).
@@ -141,9 +145,10 @@ pub async fn check_signature(chain: &DynProvider, message: &LoginMessage) -> Res
     {
         return Ok(());
     }
-    let code = chain.get_code_at(message.address).await.map_err(|err| {
-        ApiError::Unavailable(format!("cannot reach the chain to check a contract wallet: {err}"))
-    })?;
+    let code = chain
+        .get_code_at(message.address)
+        .await
+        .map_err(|err| crate::error::chain_unavailable("check a contract wallet", err))?;
     if code.is_empty() {
         return Err(refuse(
             LoginFailure::BadSignature,
@@ -151,11 +156,17 @@ pub async fn check_signature(chain: &DynProvider, message: &LoginMessage) -> Res
         ));
     }
     let hash: B256 = eip191_hash_message(message.text.as_bytes());
-    let wallet = IERC1271::new(message.address, chain);
-    // A wallet that reverts or answers anything else than the magic value refuses the signature.
-    let answer = wallet.isValidSignature(hash, message.signature.clone()).call().await;
-    match answer {
-        Ok(magic) if magic == FixedBytes(ERC1271_MAGIC) => Ok(()),
+    let call = IERC1271::isValidSignatureCall { hash, signature: message.signature.clone() };
+    let request = TransactionRequest::default()
+        .with_to(message.address)
+        .with_input(call.abi_encode())
+        .with_gas_limit(EIP1271_GAS);
+    // Only the exact ABI encoding of the magic value counts: a wallet that reverts, answers
+    // anything else, or merely starts its answer with the magic bytes refuses the signature.
+    let mut magic = [0u8; 32];
+    magic[..4].copy_from_slice(&ERC1271_MAGIC);
+    match chain.call(request).await {
+        Ok(answer) if answer.as_ref() == magic => Ok(()),
         _ => Err(refuse(
             LoginFailure::BadSignature,
             "the contract wallet did not accept the signature (EIP-1271)",

@@ -203,14 +203,19 @@ impl TokenKeys {
 /// Revokes the family of a refresh token (logout). Unknown tokens are refused.
 pub(super) async fn revoke(conn: &mut PgConnection, refresh_token: &str) -> Result<(), ApiError> {
     let token_hash = hash(refresh_token);
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    // Locking the row waits for a rotation of it in flight; the update then sees the token that
+    // rotation issued, so it is revoked too.
     let family = sqlx::query_scalar!(
-        "select family_id from refresh_tokens where token_hash = $1",
+        "select family_id from refresh_tokens where token_hash = $1 for update",
         token_hash.as_slice()
     )
-    .fetch_optional(&mut *conn)
+    .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| ApiError::InvalidRefreshToken("unknown refresh token".into()))?;
-    revoke_family(conn, &family).await
+    revoke_family(&mut tx, &family).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 async fn revoke_family(conn: &mut PgConnection, family: &[u8]) -> Result<(), ApiError> {

@@ -12,7 +12,7 @@ use alloy::{
     consensus::{Transaction, TxEnvelope, transaction::SignerRecoverable},
     eips::Decodable2718,
     network::TransactionBuilder,
-    primitives::{Address, Bytes, U256, aliases::U48},
+    primitives::{Address, B256, Bytes, U256, aliases::U48},
     providers::Provider,
     rpc::types::TransactionRequest,
 };
@@ -38,6 +38,8 @@ use crate::{
 
 /// Gas the forwarder itself needs on top of the request's (signature check, nonce, call).
 const FORWARDER_OVERHEAD_GAS: u64 = 80_000;
+/// How far ahead a forward request's deadline must be when it is relayed.
+const MIN_DEADLINE_MARGIN_SECS: u64 = 60;
 /// The longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 128;
 
@@ -155,11 +157,6 @@ pub async fn relay(
     Json(request): Json<RelayRequest>,
 ) -> ApiResult<(StatusCode, Json<RelayedTx>)> {
     let key = idempotency_key(&headers)?;
-    if let Some(key) = &key
-        && let Some(existing) = find_by_key(&state, user.address, key).await?
-    {
-        return Ok((StatusCode::OK, Json(existing)));
-    }
     match (request.raw_transaction, request.forward_request) {
         (Some(raw), None) => relay_raw(&state, user.address, raw, key).await,
         (None, Some(forward)) => relay_forward(&state, user.address, forward, key).await,
@@ -167,7 +164,7 @@ pub async fn relay(
             "send exactly one of raw_transaction and forward_request".into(),
         )),
     }
-    .map(|tx| (StatusCode::ACCEPTED, Json(tx)))
+    .map(|(status, tx)| (status, Json(tx)))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
@@ -189,7 +186,7 @@ async fn relay_raw(
     account: Address,
     raw: Bytes,
     key: Option<String>,
-) -> ApiResult<RelayedTx> {
+) -> ApiResult<(StatusCode, RelayedTx)> {
     let envelope = TxEnvelope::decode_2718(&mut raw.as_ref()).map_err(|_| {
         ApiError::BadRequest("raw_transaction is not a signed EIP-2718 transaction".into())
     })?;
@@ -221,13 +218,20 @@ async fn relay_raw(
             detail: "transactions carrying ether are not relayed".into(),
         });
     }
+    let request_hash = alloy::primitives::keccak256(&raw);
+    let mut conn = state.db.acquire().await?;
+    if let Some(existing) =
+        already_relayed(&mut conn, state, account, key.as_deref(), request_hash).await?
+    {
+        return Ok((StatusCode::OK, existing));
+    }
+    drop(conn);
     let tokens = accepted_tokens(state).await?;
     let call =
         policy::check_raw_call(&state.deployment.contracts, &tokens, target, envelope.input())?;
-    check_quota(state, account).await?;
-    let id = match reserve(state, account, "raw", &call, key).await? {
+    let id = match reserve(state, account, "raw", &call, key, request_hash).await? {
         Reserved::New(id) => id,
-        Reserved::Existing(tx) => return Ok(tx),
+        Reserved::Existing(tx) => return Ok((StatusCode::OK, tx)),
     };
     let tx_hash = *envelope.tx_hash();
     match state.chain.send_raw_transaction(&raw).await {
@@ -243,10 +247,12 @@ async fn relay_raw(
             .await?;
         }
         Err(err) => {
-            return Err(refused(state, id, &err.to_string(), err.is_transport_error()).await);
+            let message =
+                err.as_error_resp().map_or_else(|| err.to_string(), |e| e.message.to_string());
+            return Err(refused(state, id, &message, err.is_transport_error()).await);
         }
     }
-    load(state, account, id).await
+    Ok((StatusCode::ACCEPTED, load(state, account, id).await?))
 }
 
 async fn relay_forward(
@@ -254,7 +260,7 @@ async fn relay_forward(
     account: Address,
     request: ForwardRequestBody,
     key: Option<String>,
-) -> ApiResult<RelayedTx> {
+) -> ApiResult<(StatusCode, RelayedTx)> {
     let relayer = state.relayer.as_ref().ok_or_else(|| {
         ApiError::Unavailable("no relayer is configured; send a raw transaction instead".into())
     })?;
@@ -264,6 +270,23 @@ async fn relay_forward(
             request.from
         )));
     }
+    // What was signed, as sent: the same signed request is relayed once.
+    let request_hash = alloy::primitives::keccak256(alloy::sol_types::SolValue::abi_encode(&(
+        request.from,
+        request.to,
+        request.value,
+        U256::from(request.gas),
+        U256::from(request.deadline),
+        request.data.clone(),
+        request.signature.clone(),
+    )));
+    let mut conn = state.db.acquire().await?;
+    if let Some(existing) =
+        already_relayed(&mut conn, state, account, key.as_deref(), request_hash).await?
+    {
+        return Ok((StatusCode::OK, existing));
+    }
+    drop(conn);
     let contracts = &state.deployment.contracts;
     let call = policy::check_platform_call(contracts, request.to, &request.data)?;
     let invalid =
@@ -274,8 +297,12 @@ async fn relay_forward(
     if request.gas == 0 || request.gas > state.config.relay_max_gas {
         return Err(invalid(format!("gas must be between 1 and {}", state.config.relay_max_gas)));
     }
-    if request.deadline <= Utc::now().timestamp() as u64 || request.deadline >= 1 << 48 {
-        return Err(invalid("the deadline has passed (or is beyond 2^48)".into()));
+    // A request that may expire before it is mined would cost the relayer a reverted transaction.
+    let earliest = Utc::now().timestamp() as u64 + MIN_DEADLINE_MARGIN_SECS;
+    if request.deadline < earliest || request.deadline >= 1 << 48 {
+        return Err(invalid(format!(
+            "the deadline must be at least {MIN_DEADLINE_MARGIN_SECS} s ahead (and below 2^48)"
+        )));
     }
     let data = ERC2771Forwarder::ForwardRequestData {
         from: request.from,
@@ -287,38 +314,18 @@ async fn relay_forward(
         signature: request.signature.clone(),
     };
     let forwarder = Forwarder::new(contracts.forwarder, &state.chain);
-    let valid = forwarder
-        .verify(data.clone())
-        .call()
-        .await
-        .map_err(|err| ApiError::Unavailable(format!("cannot reach the chain: {err}")))?;
-    if !valid {
-        return Err(invalid(
-            "the signature does not match the request, or its nonce was used".into(),
-        ));
+    // One simulation of the whole execution as the relayer would send it checks the signature,
+    // the nonce, the deadline and the call. Only when it fails do two more calls say why.
+    let execution = forwarder.execute(data.clone()).from(relayer.address()).call().await;
+    if let Err(err) = execution {
+        if err.as_revert_data().is_none() {
+            return Err(crate::error::chain_unavailable("simulate the request", err));
+        }
+        return Err(why_refused(state, &forwarder, &data, &request).await);
     }
-    // Run the call as the forwarder would (ERC-2771: the sender appended), to refuse what would
-    // revert before paying gas for it.
-    let mut input = request.data.to_vec();
-    input.extend_from_slice(request.from.as_slice());
-    let simulated = TransactionRequest::default()
-        .with_from(contracts.forwarder)
-        .with_to(request.to)
-        .with_input(input)
-        .with_gas_limit(request.gas);
-    if let Err(err) = state.chain.call(simulated).await {
-        return Err(match err.as_error_resp().and_then(|e| e.as_revert_data()) {
-            Some(data) => ApiError::Unprocessable {
-                slug: "relay-would-revert",
-                detail: format!("the call would revert: {}", policy::revert_reason(&data)),
-            },
-            None => ApiError::Unavailable(format!("cannot simulate the call: {err}")),
-        });
-    }
-    check_quota(state, account).await?;
-    let id = match reserve(state, account, "forward", &call, key).await? {
+    let id = match reserve(state, account, "forward", &call, key, request_hash).await? {
         Reserved::New(id) => id,
-        Reserved::Existing(tx) => return Ok(tx),
+        Reserved::Existing(tx) => return Ok((StatusCode::OK, tx)),
     };
     let calldata = forwarder.execute(data).calldata().clone();
     let gas_limit = request.gas + request.gas / 63 + FORWARDER_OVERHEAD_GAS;
@@ -342,15 +349,57 @@ async fn relay_forward(
             return Err(refused(state, id, &err.to_string(), unreachable).await);
         }
     }
-    load(state, account, id).await
+    Ok((StatusCode::ACCEPTED, load(state, account, id).await?))
+}
+
+/// Why a forward request the forwarder refused would fail: its signature, nonce or deadline, or
+/// the call itself (run as the forwarder runs it, ERC-2771 sender appended, to get its error).
+async fn why_refused(
+    state: &AppState,
+    forwarder: &Forwarder::ForwarderInstance<&alloy::providers::DynProvider>,
+    data: &ERC2771Forwarder::ForwardRequestData,
+    request: &ForwardRequestBody,
+) -> ApiError {
+    match forwarder.verify(data.clone()).call().await {
+        Ok(false) => {
+            return ApiError::Unprocessable {
+                slug: "relay-invalid-request",
+                detail: "the signature does not match the request, or its nonce was used".into(),
+            };
+        }
+        Ok(true) => {}
+        Err(err) => return crate::error::chain_unavailable("verify the request", err),
+    }
+    let mut input = request.data.to_vec();
+    input.extend_from_slice(request.from.as_slice());
+    let simulated = TransactionRequest::default()
+        .with_from(state.deployment.contracts.forwarder)
+        .with_to(request.to)
+        .with_input(input)
+        .with_gas_limit(request.gas);
+    match state.chain.call(simulated).await {
+        Err(err) => match err.as_error_resp().and_then(|e| e.as_revert_data()) {
+            Some(data) => ApiError::Unprocessable {
+                slug: "relay-would-revert",
+                detail: format!("the call would revert: {}", policy::revert_reason(&data)),
+            },
+            None => crate::error::chain_unavailable("simulate the call", err),
+        },
+        Ok(_) => ApiError::Unprocessable {
+            slug: "relay-would-revert",
+            detail: "the forwarder would refuse the request (out of gas for the call?)".into(),
+        },
+    }
 }
 
 /// Records a send the node refused, and the error to answer.
 async fn refused(state: &AppState, id: i64, message: &str, unreachable: bool) -> ApiError {
+    // A transport error may name the node's URL (and its key): it is logged, never stored.
+    let stored = if unreachable { "the chain node was unavailable" } else { message };
     let recorded = sqlx::query!(
         "update relayed_transactions set status = 'failed', error = $2, updated_at = now() where id = $1",
         id,
-        message
+        stored
     )
     .execute(&state.db)
     .await;
@@ -358,7 +407,7 @@ async fn refused(state: &AppState, id: i64, message: &str, unreachable: bool) ->
         return err.into();
     }
     if unreachable {
-        ApiError::Unavailable(format!("cannot reach the chain: {message}"))
+        crate::error::chain_unavailable("send the transaction", message)
     } else {
         ApiError::Unprocessable {
             slug: "relay-rejected",
@@ -377,40 +426,86 @@ async fn accepted_tokens(state: &AppState) -> ApiResult<Vec<Address>> {
     Ok(rows.iter().filter_map(|t| Address::try_from(t.as_slice()).ok()).collect())
 }
 
-async fn check_quota(state: &AppState, account: Address) -> ApiResult<()> {
-    let row = sqlx::query!(
-        r#"select count(*) as "count!", extract(epoch from min(created_at) + interval '1 hour' - now())::bigint as wait
-           from relayed_transactions where account = $1 and created_at > now() - interval '1 hour'"#,
-        account.as_slice()
-    )
-    .fetch_one(&state.db)
-    .await?;
-    if row.count >= i64::from(state.config.relay_quota_per_hour) {
-        return Err(ApiError::RateLimited {
-            retry_after_secs: row.wait.unwrap_or(60).max(1) as u64,
-        });
-    }
-    Ok(())
-}
-
 enum Reserved {
     New(i64),
     Existing(RelayedTx),
 }
 
-/// Records the request before sending it; with an idempotency key, the first of concurrent
-/// requests wins and the others get its record.
+/// The record of this request if it was relayed already: by its idempotency key (refused when
+/// the key was used for another request) or by its content (the same signed request).
+async fn already_relayed(
+    conn: &mut sqlx::PgConnection,
+    state: &AppState,
+    account: Address,
+    key: Option<&str>,
+    request_hash: B256,
+) -> ApiResult<Option<RelayedTx>> {
+    let found = sqlx::query!(
+        r#"select id, request_hash, idempotency_key from relayed_transactions
+           where chain_id = $1 and ((account = $2 and idempotency_key = $3) or (request_hash = $4 and status <> 'failed'))
+           order by (idempotency_key = $3) desc nulls last
+           limit 1"#,
+        state.chain_id() as i64,
+        account.as_slice(),
+        key,
+        request_hash.as_slice()
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(found) = found else { return Ok(None) };
+    if key.is_some()
+        && found.idempotency_key.as_deref() == key
+        && found.request_hash != request_hash.as_slice()
+    {
+        return Err(ApiError::Unprocessable {
+            slug: "idempotency-key-reused",
+            detail: "this Idempotency-Key was used for another request; use a new key".into(),
+        });
+    }
+    load(state, account, found.id).await.map(Some)
+}
+
+/// Records the request before sending it, atomically per account: a replayed idempotency key
+/// answers its first record (or 422 when the request differs), the same signed request already
+/// relayed answers its record, and the hourly quota is counted and spent together.
 async fn reserve(
     state: &AppState,
     account: Address,
     mode: &str,
     call: &policy::AllowedCall,
     key: Option<String>,
+    request_hash: B256,
 ) -> ApiResult<Reserved> {
+    let mut tx = state.db.begin().await?;
+    // Serializes one account's reservations (quota and keys); other accounts are not held up.
+    sqlx::query!(
+        "select pg_advisory_xact_lock(hashtextextended(encode($1, 'hex'), 7))",
+        account.as_slice()
+    )
+    .execute(&mut *tx)
+    .await?;
+    if let Some(existing) =
+        already_relayed(&mut tx, state, account, key.as_deref(), request_hash).await?
+    {
+        tx.commit().await?;
+        return Ok(Reserved::Existing(existing));
+    }
+    let quota = sqlx::query!(
+        r#"select count(*) as "count!", extract(epoch from min(created_at) + interval '1 hour' - now())::bigint as wait
+           from relayed_transactions where account = $1 and created_at > now() - interval '1 hour'"#,
+        account.as_slice()
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if quota.count >= i64::from(state.config.relay_quota_per_hour) {
+        return Err(ApiError::RateLimited {
+            retry_after_secs: quota.wait.unwrap_or(60).max(1) as u64,
+        });
+    }
     let id = sqlx::query_scalar!(
-        r#"insert into relayed_transactions (chain_id, account, mode, target, selector, function, status, idempotency_key)
-           values ($1, $2, $3, $4, $5, $6, 'received', $7)
-           on conflict (account, idempotency_key) do nothing
+        r#"insert into relayed_transactions
+               (chain_id, account, mode, target, selector, function, status, idempotency_key, request_hash)
+           values ($1, $2, $3, $4, $5, $6, 'received', $7, $8)
            returning id"#,
         state.chain_id() as i64,
         account.as_slice(),
@@ -418,40 +513,13 @@ async fn reserve(
         call.target.as_slice(),
         call.selector.as_slice(),
         call.function,
-        key
+        key,
+        request_hash.as_slice()
     )
-    .fetch_optional(&state.db)
+    .fetch_one(&mut *tx)
     .await?;
-    match (id, key) {
-        (Some(id), _) => Ok(Reserved::New(id)),
-        (None, Some(key)) => {
-            find_by_key(state, account, &key).await?.map(Reserved::Existing).ok_or_else(|| {
-                ApiError::Conflict(
-                    "the idempotency key is being used by a concurrent request".into(),
-                )
-            })
-        }
-        (None, None) => {
-            Err(ApiError::Internal(anyhow::anyhow!("insert without a key returned no row")))
-        }
-    }
-}
-
-async fn find_by_key(
-    state: &AppState,
-    account: Address,
-    key: &str,
-) -> ApiResult<Option<RelayedTx>> {
-    let row = sqlx::query_as!(
-        Row,
-        r#"select id, mode, status, target, function, tx_hash, block_number, error, created_at
-           from relayed_transactions where account = $1 and idempotency_key = $2"#,
-        account.as_slice(),
-        key
-    )
-    .fetch_optional(&state.db)
-    .await?;
-    Ok(row.map(RelayedTx::from))
+    tx.commit().await?;
+    Ok(Reserved::New(id))
 }
 
 async fn load(state: &AppState, account: Address, id: i64) -> ApiResult<RelayedTx> {

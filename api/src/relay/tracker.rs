@@ -1,7 +1,8 @@
 //! Follows relayed transactions to their end: receipts make them `mined` or `failed`; a forward
 //! request stuck unmined is sent again at its nonce with a higher fee (its old hash kept); a raw
 //! transaction whose sender has moved past its nonce without it being mined was `replaced`. One
-//! API replica tracks at a time (a Postgres advisory lock per pass).
+//! API replica tracks at a time (a session advisory lock held for the pass); each row's update
+//! commits on its own, so a failure on one row never undoes what was done (and sent) for another.
 
 use std::time::Duration;
 
@@ -9,7 +10,6 @@ use alloy::{
     primitives::{Address, B256, Bytes},
     providers::Provider,
 };
-use sqlx::Connection;
 
 use crate::state::AppState;
 
@@ -53,14 +53,20 @@ pub async fn run(state: AppState) {
 /// One pass over the open transactions. Returns how many changed.
 pub async fn pass(state: &AppState) -> anyhow::Result<usize> {
     let mut conn = state.db.acquire().await?;
-    let mut tx = conn.begin().await?;
-    let leader: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
+    let leader: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
         .bind(TRACKER_LOCK)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut *conn)
         .await?;
     if !leader {
         return Ok(0);
     }
+    let tracked = track_open(state, &mut conn).await;
+    // Release on this connection (it goes back to the pool); a lost connection releases it too.
+    sqlx::query("select pg_advisory_unlock($1)").bind(TRACKER_LOCK).execute(&mut *conn).await?;
+    tracked
+}
+
+async fn track_open(state: &AppState, conn: &mut sqlx::PgConnection) -> anyhow::Result<usize> {
     let open = sqlx::query_as!(
         Open,
         r#"select id, account, mode, status, tx_hash, replaced_tx_hashes as "replaced_tx_hashes!", nonce, calldata,
@@ -70,13 +76,19 @@ pub async fn pass(state: &AppState) -> anyhow::Result<usize> {
            order by id limit 500"#,
         state.chain_id() as i64
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
     let mut changed = 0;
     for row in open {
-        changed += usize::from(track(state, &mut tx, row).await?);
+        let id = row.id;
+        match track(state, conn, row).await {
+            Ok(done) => changed += usize::from(done),
+            // One row's failure (an RPC timeout, say) does not stop the others.
+            Err(err) => {
+                tracing::warn!(target: "api::relay", id, err = format!("{err:#}"), "tracking failed")
+            }
+        }
     }
-    tx.commit().await?;
     Ok(changed)
 }
 
@@ -117,9 +129,15 @@ async fn track(state: &AppState, conn: &mut sqlx::PgConnection, row: Open) -> an
         }
     }
     let stuck = row.age_secs > state.config.relay_stuck_after_secs as f64;
+    if !stuck {
+        return Ok(false);
+    }
+    // A nonce used without any of our hashes mined: something else took it.
+    if replaced_by_sender(state, conn, &row, current).await? {
+        return Ok(true);
+    }
     match row.mode.as_str() {
-        "forward" if stuck && row.bumps < MAX_BUMPS => bump(state, conn, &row, current).await,
-        "raw" if stuck => replaced_by_sender(state, conn, &row, current).await,
+        "forward" if row.bumps < MAX_BUMPS => bump(state, conn, &row, current).await,
         _ => Ok(false),
     }
 }
@@ -165,23 +183,30 @@ async fn bump(
     }
 }
 
-/// A raw transaction the node no longer has, whose sender has used its nonce otherwise.
+/// A transaction the node no longer has, whose sender (the wallet for a raw transaction, the
+/// relayer for a forward request) has used its nonce for another transaction.
 async fn replaced_by_sender(
     state: &AppState,
     conn: &mut sqlx::PgConnection,
     row: &Open,
     current: B256,
 ) -> anyhow::Result<bool> {
-    let (Some(nonce), Ok(sender)) = (row.nonce, Address::try_from(row.account.as_slice())) else {
-        return Ok(false);
+    let sender = match (row.mode.as_str(), &state.relayer) {
+        ("forward", Some(relayer)) => relayer.address(),
+        ("forward", None) => return Ok(false),
+        _ => match Address::try_from(row.account.as_slice()) {
+            Ok(account) => account,
+            Err(_) => return Ok(false),
+        },
     };
+    let Some(nonce) = row.nonce else { return Ok(false) };
     if state.chain.get_transaction_by_hash(current).await?.is_some() {
         return Ok(false);
     }
     let used = state.chain.get_transaction_count(sender).await?;
     if used > nonce as u64 {
         sqlx::query!(
-            "update relayed_transactions set status = 'replaced', error = 'the wallet used this nonce for another transaction', updated_at = now() where id = $1",
+            "update relayed_transactions set status = 'replaced', error = 'its nonce was used by another transaction', updated_at = now() where id = $1",
             row.id
         )
         .execute(&mut *conn)

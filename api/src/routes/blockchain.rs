@@ -84,9 +84,11 @@ pub async fn ownership(
     let mut answer = if q.fresh {
         let registry =
             DomainRegistry::new(state.deployment.contracts.domain_registry, &state.chain);
-        let record = registry.domainOf(node).call().await.map_err(|err| {
-            ApiError::Unavailable(format!("cannot read the registry on-chain: {err}"))
-        })?;
+        let record = registry
+            .domainOf(node)
+            .call()
+            .await
+            .map_err(|err| crate::error::chain_unavailable("read the registry", err))?;
         let held = !record.owner.is_zero();
         Ownership {
             domain,

@@ -1,0 +1,257 @@
+//! `make bench-api`: API read throughput against the database's own ceiling, and relay throughput.
+//!
+//! - Reads: `wrk` against the authenticated `GET /billing/balance/` and the public
+//!   `GET /v1/accounts/{address}` of an API (release build, in this process) over anvil, Postgres
+//!   and the indexer; then `pgbench -S` on the same Postgres as the ceiling. One line per endpoint:
+//!   `api_read endpoint=… rps=… p50_ms=… p99_ms=… errors=… pgbench_select_tps=… ratio=…`.
+//! - Relay: `BENCH_RELAY` (default 1,000) gasless forward requests (`register()` for as many fresh
+//!   wallets), `BENCH_RELAY_CONCURRENCY` (32) at a time, from the first request to the last
+//!   receipt: `relay_throughput tx=… seconds=… tx_per_sec=… nonce_errors=…`.
+//!
+//! `BENCH_SECONDS` (default 10) sets each wrk and pgbench run; `BENCH_CONNECTIONS` (32) wrk's
+//! connections; `BENCH_BLOCK_TIME` mines on an interval instead of per transaction. The machine runs everything: wrk, the API, Postgres, anvil and the indexer.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use alloy::{
+    primitives::{Address, Bytes, U256, aliases::U48, keccak256},
+    providers::Provider,
+    signers::{Signer, local::PrivateKeySigner},
+    sol_types::{SolCall, SolStruct},
+};
+use anyhow::{Context, bail};
+use decentraspace_abi::{
+    AccountRegistry, CreditLedger,
+    eip712::{ForwardRequest, forwarder_domain},
+};
+use decentraspace_tests::{
+    IndexerTask, Role, TestApi, TestChain, TestDb, api_config, indexer_config, wait_for_checkpoint,
+};
+use futures::{StreamExt, stream};
+use serde_json::json;
+
+const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let seconds = env_or("BENCH_SECONDS", 10);
+    let connections = env_or("BENCH_CONNECTIONS", 32);
+    // BENCH_BLOCK_TIME=<seconds> mines blocks on an interval, as a live chain does, instead of
+    // anvil's default of one block per transaction at submission.
+    let chain = match std::env::var("BENCH_BLOCK_TIME") {
+        Ok(seconds) => TestChain::start_with(&["--block-time", &seconds]).await?,
+        Err(_) => TestChain::start().await?,
+    };
+    let db = TestDb::create().await?;
+    let _indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
+    let mut config = api_config(&chain, &db);
+    config.rate_limit_per_ip = 1_000_000;
+    config.rate_limit_per_account = 1_000_000;
+    config.relay_quota_per_hour = 1_000_000;
+    config.database_pool_size = 32;
+    let api = TestApi::start_with(config).await?;
+
+    // One account with a balance, indexed.
+    let user = chain.user(0);
+    let session = api.login(&user).await?;
+    let oracle = chain.provider_as(chain.role(Role::PaymentOracle));
+    CreditLedger::new(chain.deployment.contracts.credit_ledger, &oracle)
+        .creditFiat(user.address(), U256::from(25_000_000), keccak256("bench"))
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    let head = chain.reader().get_block_number().await?;
+    wait_for_checkpoint(&db, chain.chain_id(), head, Duration::from_secs(30)).await?;
+    let (status, account) = api.get(&format!("/v1/accounts/{}", user.address()), None).await?;
+    anyhow::ensure!(status == 200, "the account is not served: {status} {account}");
+
+    let ceiling = pgbench(&db.url, seconds)?;
+    eprintln!("pgbench -S: {ceiling:.0} tps");
+    let auth = format!("Authorization: Bearer {}", session.access);
+    // The HTTP stack alone (no database), for reference.
+    let health = wrk(&api.url("/health"), None, seconds, connections)?;
+    println!(
+        "api_read endpoint=/health rps={:.0} p50_ms={:.2} p99_ms={:.2} errors={} (no database)",
+        health.rps, health.p50_ms, health.p99_ms, health.errors
+    );
+    for (endpoint, url, header) in [
+        ("/billing/balance/", api.url("/billing/balance/"), Some(auth.as_str())),
+        ("/v1/accounts/{address}", api.url(&format!("/v1/accounts/{}", user.address())), None),
+    ] {
+        let run = wrk(&url, header, seconds, connections)?;
+        println!(
+            "api_read endpoint={endpoint} rps={:.0} p50_ms={:.2} p99_ms={:.2} errors={} pgbench_select_tps={ceiling:.0} ratio={:.2}",
+            run.rps,
+            run.p50_ms,
+            run.p99_ms,
+            run.errors,
+            run.rps / ceiling
+        );
+    }
+
+    let (tx, seconds, nonce_errors) =
+        relay(&chain, &api, env_or("BENCH_RELAY", 1_000) as usize).await?;
+    println!(
+        "relay_throughput tx={tx} seconds={seconds:.2} tx_per_sec={:.0} nonce_errors={nonce_errors}",
+        tx as f64 / seconds
+    );
+    Ok(())
+}
+
+struct WrkRun {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+fn wrk(url: &str, header: Option<&str>, seconds: u64, connections: u64) -> anyhow::Result<WrkRun> {
+    let mut command = Command::new("wrk");
+    command.args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s"), "--latency"]);
+    if let Some(header) = header {
+        command.args(["-H", header]);
+    }
+    let output = command.arg(url).output().context("run wrk (`make bench-api` installs it)")?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        bail!("wrk failed: {text}{}", String::from_utf8_lossy(&output.stderr));
+    }
+    let field = |prefix: &str| {
+        text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_owned()))
+    };
+    let ms = |v: Option<String>| -> anyhow::Result<f64> {
+        let v = v.context("a latency percentile in wrk's output")?;
+        let (number, unit) =
+            v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+        let n: f64 = number.parse()?;
+        Ok(match unit {
+            "us" => n / 1_000.0,
+            "ms" => n,
+            "s" => n * 1_000.0,
+            other => bail!("unknown unit {other:?}"),
+        })
+    };
+    let rps: f64 = field("Requests/sec:").context("Requests/sec in wrk's output")?.parse()?;
+    // Non-2xx answers and socket errors (connect, read, write, timeout) both count.
+    let non_2xx: u64 = field("Non-2xx or 3xx responses:").map_or(Ok(0), |v| v.parse())?;
+    let socket: u64 = field("Socket errors:")
+        .map(|v| {
+            v.split(',').filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok()).sum()
+        })
+        .unwrap_or(0);
+    Ok(WrkRun {
+        rps,
+        p50_ms: ms(field("50%"))?,
+        p99_ms: ms(field("99%"))?,
+        errors: non_2xx + socket,
+    })
+}
+
+/// `pgbench -S` (select-only) on the same server, in a scratch database of its own.
+fn pgbench(test_url: &str, seconds: u64) -> anyhow::Result<f64> {
+    let url =
+        format!("{}/ds_pgbench", test_url.rsplit_once('/').map_or(test_url, |(server, _)| server));
+    let server =
+        format!("{}/postgres", test_url.rsplit_once('/').map_or(test_url, |(server, _)| server));
+    let run = |program: &str, args: &[&str]| -> anyhow::Result<String> {
+        let output =
+            Command::new(program).args(args).output().with_context(|| format!("run {program}"))?;
+        if !output.status.success() {
+            bail!("{program} failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    run("psql", &[&server, "-qc", "drop database if exists ds_pgbench with (force)"])?;
+    run("psql", &[&server, "-qc", "create database ds_pgbench"])?;
+    run("pgbench", &["-i", "-q", "-s", "10", &url])?;
+    let text = run("pgbench", &["-S", "-c", "32", "-j", "2", "-T", &seconds.to_string(), &url])?;
+    run("psql", &[&server, "-qc", "drop database ds_pgbench with (force)"])?;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("tps = ")
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .context("tps in pgbench's output")
+}
+
+/// Relays `n` gasless `register()` calls, one per fresh wallet; returns how many were accepted,
+/// the seconds from the first request to the last receipt, and how many failed on a nonce.
+async fn relay(chain: &TestChain, api: &TestApi, n: usize) -> anyhow::Result<(usize, f64, usize)> {
+    let c = chain.deployment.contracts;
+    let keys =
+        decentraspace_api::auth::TokenKeys::new(&JWT_SECRET.to_owned().into(), 3_600, 3_600)?;
+    let data: Bytes = AccountRegistry::registerCall {}.abi_encode().into();
+    let deadline = chrono::Utc::now().timestamp() as u64 + 3_600;
+    let domain = forwarder_domain(chain.chain_id(), c.forwarder);
+    let mut requests = Vec::with_capacity(n);
+    for _ in 0..n {
+        let wallet = PrivateKeySigner::random();
+        let request = ForwardRequest {
+            from: wallet.address(),
+            to: c.account_registry,
+            value: U256::ZERO,
+            gas: U256::from(200_000),
+            nonce: U256::ZERO,
+            deadline: U48::from(deadline),
+            data: data.clone(),
+        };
+        let signature = wallet.sign_hash(&request.eip712_signing_hash(&domain)).await?;
+        let token = keys.access_token(wallet.address(), chrono::Utc::now())?;
+        let body = json!({ "forward_request": {
+            "from": wallet.address().to_string(), "to": c.account_registry.to_string(), "gas": 200_000,
+            "deadline": deadline, "data": data.to_string(), "signature": Bytes::from(signature.as_bytes()).to_string(),
+        }});
+        requests.push((wallet.address(), token, body));
+    }
+    let concurrency = env_or("BENCH_RELAY_CONCURRENCY", 32) as usize;
+    let started = Instant::now();
+    let answers: Vec<(u16, serde_json::Value)> = stream::iter(requests.iter())
+        .map(|(_, token, body)| async move {
+            let response = api
+                .http
+                .post(api.url("/blockchain/credit"))
+                .bearer_auth(token)
+                .json(body)
+                .send()
+                .await?;
+            let status = response.status().as_u16();
+            anyhow::Ok((status, serde_json::from_str(&response.text().await?).unwrap_or_default()))
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    let accepted: Vec<&serde_json::Value> =
+        answers.iter().filter(|(s, _)| *s == 202).map(|(_, b)| b).collect();
+    let nonce_errors = answers
+        .iter()
+        .filter(|(s, b)| {
+            *s != 202
+                && b["detail"].as_str().is_some_and(|d| d.to_ascii_lowercase().contains("nonce"))
+        })
+        .count();
+    if accepted.len() != n {
+        let refused: Vec<_> = answers.iter().filter(|(s, _)| *s != 202).take(3).collect();
+        eprintln!("{} of {n} refused, e.g. {refused:?}", n - accepted.len());
+    }
+    // Until the last one is mined.
+    let registry = AccountRegistry::new(c.account_registry, chain.reader());
+    let last = requests.last().map(|(a, _, _)| *a).unwrap_or(Address::ZERO);
+    let wait_until = Instant::now() + Duration::from_secs(120);
+    while !registry.isActive(last).call().await? {
+        anyhow::ensure!(Instant::now() < wait_until, "the last relayed registration never landed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok((accepted.len(), seconds, nonce_errors))
+}
