@@ -12,6 +12,7 @@
 //!   built from the same registrations as the router, so it cannot miss a route.
 
 pub mod auth;
+mod cache;
 mod config;
 pub mod error;
 mod limits;
@@ -45,6 +46,29 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 pub use config::Config;
+
+/// The cached hot reads, all invalidated together when the indexer commits.
+#[derive(Debug, Default)]
+pub struct ReadCaches {
+    /// `/billing/balance` by account.
+    pub balances: cache::ReadCache<alloy::primitives::Address, routes::billing::Balance>,
+    /// `/v1/accounts/{address}` by account.
+    pub accounts: cache::ReadCache<alloy::primitives::Address, routes::public::AccountView>,
+}
+
+impl ReadCaches {
+    /// Forgets every cached read.
+    pub fn invalidate(&self) {
+        self.balances.invalidate();
+        self.accounts.invalidate();
+    }
+
+    /// Turns caching on or off (off while indexer notices are not received).
+    pub fn set_live(&self, live: bool) {
+        self.balances.set_live(live);
+        self.accounts.set_live(live);
+    }
+}
 pub use limits::RateLimits;
 pub use openapi::ApiDoc;
 pub use state::AppState;
@@ -155,8 +179,12 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let notices =
-        tokio::spawn(stream::run(state.db.clone(), state.chain_id(), state.notices.clone()));
+    let notices = tokio::spawn(stream::run(
+        state.db.clone(),
+        state.chain_id(),
+        state.notices.clone(),
+        state.reads.clone(),
+    ));
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
     let tracker = tokio::spawn(relay::tracker::run(state.clone()));
     let app = app(state);

@@ -36,10 +36,18 @@ struct Payload {
 }
 
 /// Listens until the process ends, reconnecting after database failures.
-pub async fn run(db: PgPool, chain_id: u64, notices: broadcast::Sender<ChainNotice>) {
+pub async fn run(
+    db: PgPool,
+    chain_id: u64,
+    notices: broadcast::Sender<ChainNotice>,
+    reads: std::sync::Arc<crate::ReadCaches>,
+) {
     let mut attempt = 0u32;
     loop {
-        match listen(&db, chain_id, &notices).await {
+        let listened = listen(&db, chain_id, &notices, &reads).await;
+        // Without notices, cached reads could go stale: stop caching until listening again.
+        reads.set_live(false);
+        match listened {
             Ok(()) => return,
             Err(err) => {
                 attempt = attempt.saturating_add(1);
@@ -54,11 +62,17 @@ async fn listen(
     db: &PgPool,
     chain_id: u64,
     notices: &broadcast::Sender<ChainNotice>,
+    reads: &crate::ReadCaches,
 ) -> anyhow::Result<()> {
     let mut listener = PgListener::connect_with(db).await?;
     listener.listen(decentraspace_indexer::store::NOTIFY_CHANNEL).await?;
+    reads.set_live(true);
     loop {
-        let notification = listener.recv().await?;
+        // `None`: the connection dropped and notices may have been missed while it reconnects.
+        let Some(notification) = listener.try_recv().await? else {
+            reads.invalidate();
+            continue;
+        };
         let payload: Payload = match serde_json::from_str(notification.payload()) {
             Ok(p) => p,
             Err(err) => {
@@ -69,6 +83,7 @@ async fn listen(
         if payload.chain_id != chain_id {
             continue;
         }
+        reads.invalidate();
         let events =
             if payload.reorg || payload.events == 0 || payload.events > MAX_NOTICE_EVENTS as u64 {
                 None

@@ -2,7 +2,9 @@
 //!
 //! - Reads: `wrk` against the authenticated `GET /billing/balance/` and the public
 //!   `GET /v1/accounts/{address}` of an API (release build, in this process) over anvil, Postgres
-//!   and the indexer; then `pgbench -S` on the same Postgres as the ceiling. One line per endpoint:
+//!   and the indexer (both are served from a cache the indexer's NOTIFY invalidates, so a repeated
+//!   read is a hit), and the uncached `GET /billing/history/?limit=1` (a query every time); then
+//!   `pgbench -S` on the same Postgres as the ceiling. One line per endpoint:
 //!   `api_read endpoint=… rps=… p50_ms=… p99_ms=… errors=… pgbench_select_tps=… ratio=…`.
 //! - Relay: `BENCH_RELAY` (default 1,000) gasless forward requests (`register()` for as many fresh
 //!   wallets), `BENCH_RELAY_CONCURRENCY` (32) at a time, from the first request to the last
@@ -85,6 +87,8 @@ async fn main() -> anyhow::Result<()> {
     for (endpoint, url, header) in [
         ("/billing/balance/", api.url("/billing/balance/"), Some(auth.as_str())),
         ("/v1/accounts/{address}", api.url(&format!("/v1/accounts/{}", user.address())), None),
+        // Not cached: every request queries the database (the path of a cache miss).
+        ("/billing/history/?limit=1", api.url("/billing/history/?limit=1"), Some(auth.as_str())),
     ] {
         let run = wrk(&url, header, seconds, connections)?;
         println!(

@@ -62,17 +62,34 @@ async fn balances_and_history_belong_to_the_caller() -> anyhow::Result<()> {
     assert_eq!(balance["decimals"], 6);
     assert_eq!(api.get("/billing/balance", Some(&b.access)).await?.1["balance"], "7000");
 
-    // Alice's history: only her three entries, newest first, paged by cursor.
+    // Balances are cached until the indexer's next commit: a new credit shows once indexed.
+    let account_path = format!("/v1/accounts/{}", alice.address());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while api.get(&account_path, None).await?.1["balance"] != "6000" {
+        assert!(Instant::now() < deadline, "alice's first-login registration was never indexed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    mined!(ledger.creditFiat(alice.address(), U256::from(500u64), keccak256("a-4")));
+    wait_indexed(&db, &chain).await?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while api.get("/billing/balance", Some(&a.access)).await?.1["balance"] != "6500" {
+        assert!(Instant::now() < deadline, "the cached balance was never refreshed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, public) = api.get(&account_path, None).await?;
+    assert_eq!(public["balance"], "6500", "{public}");
+
+    // Alice's history: only her four entries, newest first, paged by cursor.
     let (status, page) = api.get("/billing/history/?limit=2", Some(&a.access)).await?;
     assert_eq!(status, 200, "{page}");
     let items = page["items"].as_array().cloned().unwrap_or_default();
-    assert_eq!(items.iter().map(|e| e["credits"].clone()).collect::<Vec<_>>(), ["3000", "2000"]);
+    assert_eq!(items.iter().map(|e| e["credits"].clone()).collect::<Vec<_>>(), ["500", "3000"]);
     assert!(items.iter().all(|e| e["kind"] == "fiat"));
     let cursor = page["next_cursor"].as_str().expect("a next page");
     let (_, rest) =
         api.get(&format!("/billing/history?limit=2&cursor={cursor}"), Some(&a.access)).await?;
     let rest = rest["items"].as_array().cloned().unwrap_or_default();
-    assert_eq!(rest.iter().map(|e| e["credits"].clone()).collect::<Vec<_>>(), ["1000"]);
+    assert_eq!(rest.iter().map(|e| e["credits"].clone()).collect::<Vec<_>>(), ["2000", "1000"]);
 
     // Bob sees his one entry and none of Alice's, whatever he asks.
     let (_, bobs) = api.get("/billing/history?limit=500", Some(&b.access)).await?;

@@ -28,7 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// The caller's balance.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Balance {
     /// The wallet.
     pub account: String,
@@ -46,6 +46,11 @@ pub struct Balance {
     responses((status = 200, body = Balance),
         (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub async fn balance(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Balance>> {
+    let cache = &state.reads.balances;
+    if let Some(cached) = cache.get(&user.address) {
+        return Ok(Json(cached));
+    }
+    let generation = cache.generation();
     let row = sqlx::query!(
         r#"select (select balance::text from credit_balances where chain_id = $1 and account = $2) as balance,
                   (select block_number from indexer_checkpoints where chain_id = $1) as indexed_block"#,
@@ -54,12 +59,14 @@ pub async fn balance(State(state): State<AppState>, user: AuthUser) -> ApiResult
     )
     .fetch_one(&state.db)
     .await?;
-    Ok(Json(Balance {
+    let balance = Balance {
         account: user.address.to_checksum(None),
         balance: row.balance.unwrap_or_else(|| "0".into()),
         decimals: CREDIT_DECIMALS,
         indexed_block: row.indexed_block,
-    }))
+    };
+    cache.put(user.address, balance.clone(), generation);
+    Ok(Json(balance))
 }
 
 /// Filters of the history.

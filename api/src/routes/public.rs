@@ -199,7 +199,7 @@ pub async fn load_events_in_blocks(
 }
 
 /// An account as indexed.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AccountView {
     /// The wallet.
     pub address: String,
@@ -228,6 +228,11 @@ pub async fn account(
     Path(address): Path<String>,
 ) -> ApiResult<Json<AccountView>> {
     let address = parse_address(&address)?;
+    let cache = &state.reads.accounts;
+    if let Some(cached) = cache.get(&address) {
+        return Ok(Json(cached));
+    }
+    let generation = cache.generation();
     let row = sqlx::query!(
         r#"select a.tier, a.status, a.tier_expires_at, a.registered_at,
                   coalesce(b.balance, 0)::text as "balance!",
@@ -242,7 +247,7 @@ pub async fn account(
     .fetch_optional(&state.db)
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("no registered account {address}")))?;
-    Ok(Json(AccountView {
+    let view = AccountView {
         address: address.to_checksum(None),
         tier: row.tier,
         status: row.status,
@@ -250,7 +255,9 @@ pub async fn account(
         registered_at: row.registered_at,
         balance: row.balance,
         open_services: row.open_services,
-    }))
+    };
+    cache.put(address, view.clone(), generation);
+    Ok(Json(view))
 }
 
 /// A service as indexed.
