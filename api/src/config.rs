@@ -62,6 +62,10 @@ pub struct Config {
     #[arg(long, env = "OPERATOR_PRIVATE_KEY", hide_env_values = true)]
     pub operator_key: Option<SecretString>,
 
+    /// How many first-login registrations the operator sends per hour (each costs it gas).
+    #[arg(long, env = "REGISTRATIONS_PER_HOUR", default_value_t = 1_000)]
+    pub registrations_per_hour: u32,
+
     /// The relayer's private key: submits users' signed forward requests, paying the gas (unset:
     /// only raw transactions are relayed).
     #[arg(long, env = "RELAYER_PRIVATE_KEY", hide_env_values = true)]

@@ -203,8 +203,9 @@ async fn ownership_answers_from_the_registry() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn sign(body: &[u8], secret: &str) -> String {
+fn sign(timestamp: i64, body: &[u8], secret: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(format!("{timestamp}.").as_bytes());
     mac.update(body);
     format!("sha256={}", alloy::hex::encode(mac.finalize().into_bytes()))
 }
@@ -234,12 +235,14 @@ async fn the_listener_checks_signatures_ignores_replays_and_wakes_the_indexer() 
         .await?;
     let block = receipt.block_number.expect("mined");
     let body = serde_json::to_vec(&json!({ "block_number": block, "chain_id": chain.chain_id() }))?;
-    let send = |signature: Option<String>, delivery: &'static str| {
+    let now = chrono::Utc::now().timestamp();
+    let send = |signature: Option<String>, delivery: &'static str, timestamp: i64| {
         let mut request = api
             .http
             .post(api.url("/blockchain/listener/"))
             .header("content-type", "application/json")
             .header("x-delivery-id", delivery)
+            .header("x-timestamp", timestamp.to_string())
             .body(body.clone());
         if let Some(signature) = signature {
             request = request.header("x-signature", signature);
@@ -247,18 +250,21 @@ async fn the_listener_checks_signatures_ignores_replays_and_wakes_the_indexer() 
         request.send()
     };
 
-    for (signature, what) in [
-        (None, "missing"),
-        (Some(sign(&body, "wrong-secret")), "wrong key"),
-        (Some("sha256=zz".into()), "garbage"),
+    let old = now - 3_600;
+    for (signature, timestamp, what) in [
+        (None, now, "missing"),
+        (Some(sign(now, &body, "wrong-secret")), now, "wrong key"),
+        (Some("sha256=zz".into()), now, "garbage"),
+        (Some(sign(now, &body, LISTENER_SECRET)), now + 1, "signed for another time"),
+        (Some(sign(old, &body, LISTENER_SECRET)), old, "a captured delivery an hour later"),
     ] {
-        let response = send(signature, "d-1").await?;
+        let response = send(signature, "d-0", timestamp).await?;
         assert_eq!(response.status(), 401, "{what}");
         let answer: Value = serde_json::from_str(&response.text().await?)?;
         assert_eq!(problem_type(&answer), "invalid-signature", "{what}");
     }
 
-    let response = send(Some(sign(&body, LISTENER_SECRET)), "d-1").await?;
+    let response = send(Some(sign(now, &body, LISTENER_SECRET)), "d-1", now).await?;
     assert_eq!(response.status(), 200);
     let ack: Value = serde_json::from_str(&response.text().await?)?;
     assert_eq!(
@@ -270,7 +276,7 @@ async fn the_listener_checks_signatures_ignores_replays_and_wakes_the_indexer() 
         .await?;
 
     let replay: Value = serde_json::from_str(
-        &send(Some(sign(&body, LISTENER_SECRET)), "d-1").await?.text().await?,
+        &send(Some(sign(now, &body, LISTENER_SECRET)), "d-1", now).await?.text().await?,
     )?;
     assert_eq!(replay["duplicate"], true);
     let mut conn = db.connect().await?;

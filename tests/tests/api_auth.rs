@@ -331,3 +331,28 @@ async fn only_the_on_chain_admin_changes_tiers() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn first_login_registrations_are_capped_per_hour() -> anyhow::Result<()> {
+    let chain = TestChain::start().await?;
+    let db = TestDb::create().await?;
+    let _indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
+    let mut config = decentraspace_tests::api_config(&chain, &db);
+    config.registrations_per_hour = 1;
+    let api = TestApi::start_with(config).await?;
+    let (first, second) = (chain.user(20), chain.user(21));
+    let a = api.login(&first).await?;
+    eventually("the first registration to be indexed", || async {
+        Ok(api.get("/auth/tier", Some(&a.access)).await?.1["registered"] == true)
+    })
+    .await?;
+    // The second wallet signs in all the same; its registration waits for the next hour.
+    let b = api.login(&second).await?;
+    assert_eq!(api.get("/auth/tier", Some(&b.access)).await?.0, 200);
+    let mut conn = db.connect().await?;
+    let requested: Vec<Vec<u8>> = sqlx::query_scalar("select account from account_registrations")
+        .fetch_all(&mut conn)
+        .await?;
+    assert_eq!(requested, vec![first.address().to_vec()]);
+    Ok(())
+}

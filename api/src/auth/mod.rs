@@ -128,7 +128,14 @@ pub async fn login(
     let tokens = state.tokens.issue(&mut conn, message.address).await?;
     drop(conn);
     if let Some(operator) = &state.operator {
-        operator.register_if_new(&state.db, state.chain_id(), message.address).await;
+        operator
+            .register_if_new(
+                &state.db,
+                state.chain_id(),
+                message.address,
+                state.config.registrations_per_hour,
+            )
+            .await;
     }
     tracing::info!(target: "api::auth", account = %message.address, "signed in");
     Ok(Json(token_response(tokens)))

@@ -93,14 +93,25 @@ impl Operator {
 
     /// Registers `account` unless it is indexed already or a registration was requested before;
     /// the transaction is sent in the background (a login never waits for it).
-    pub async fn register_if_new(&self, db: &PgPool, chain_id: u64, account: Address) {
+    /// At most `per_hour` registrations are sent per hour (each costs the operator gas, and a new
+    /// wallet costs nothing to make); past it, registration waits for a later login.
+    pub async fn register_if_new(
+        &self,
+        db: &PgPool,
+        chain_id: u64,
+        account: Address,
+        per_hour: u32,
+    ) {
         let claimed = sqlx::query!(
             r#"insert into account_registrations (chain_id, account)
                select $1, $2
                where not exists (select 1 from accounts where chain_id = $1 and address = $2)
+                 and (select count(*) from account_registrations
+                      where chain_id = $1 and requested_at > now() - interval '1 hour') < $3
                on conflict do nothing"#,
             chain_id as i64,
-            account.as_slice()
+            account.as_slice(),
+            i64::from(per_hour)
         )
         .execute(db)
         .await;

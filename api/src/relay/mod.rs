@@ -234,24 +234,32 @@ async fn relay_raw(
         Reserved::Existing(tx) => return Ok((StatusCode::OK, tx)),
     };
     let tx_hash = *envelope.tx_hash();
-    match state.chain.send_raw_transaction(&raw).await {
-        Ok(_) => {
-            sqlx::query!(
-                r#"update relayed_transactions set status = 'pending', tx_hash = $2, nonce = $3, updated_at = now()
-                   where id = $1"#,
-                id,
-                tx_hash.as_slice(),
-                envelope.nonce() as i64
-            )
-            .execute(&state.db)
-            .await?;
+    // Sent and recorded in a task of its own (see `relay_forward`).
+    let (task_state, nonce) = (state.clone(), envelope.nonce() as i64);
+    let sent = tokio::spawn(async move {
+        match task_state.chain.send_raw_transaction(&raw).await {
+            Ok(_) => {
+                sqlx::query!(
+                    r#"update relayed_transactions set status = 'pending', tx_hash = $2, nonce = $3, updated_at = now()
+                       where id = $1"#,
+                    id,
+                    tx_hash.as_slice(),
+                    nonce
+                )
+                .execute(&task_state.db)
+                .await?;
+                Ok(())
+            }
+            Err(err) => {
+                let message =
+                    err.as_error_resp().map_or_else(|| err.to_string(), |e| e.message.to_string());
+                Err(refused(&task_state, id, &message, err.is_transport_error()).await)
+            }
         }
-        Err(err) => {
-            let message =
-                err.as_error_resp().map_or_else(|| err.to_string(), |e| e.message.to_string());
-            return Err(refused(state, id, &message, err.is_transport_error()).await);
-        }
-    }
+    })
+    .await
+    .map_err(|err| ApiError::Internal(anyhow::anyhow!("relay task: {err}")))?;
+    sent?;
     Ok((StatusCode::ACCEPTED, load(state, account, id).await?))
 }
 
@@ -329,26 +337,36 @@ async fn relay_forward(
     };
     let calldata = forwarder.execute(data).calldata().clone();
     let gas_limit = request.gas + request.gas / 63 + FORWARDER_OVERHEAD_GAS;
-    match relayer.send(contracts.forwarder, calldata.clone(), gas_limit, None).await {
-        Ok(sent) => {
-            sqlx::query!(
-                r#"update relayed_transactions
-                   set status = 'pending', tx_hash = $2, nonce = $3, calldata = $4, gas_limit = $5, updated_at = now()
-                   where id = $1"#,
-                id,
-                sent.tx_hash.as_slice(),
-                sent.nonce as i64,
-                calldata.as_ref(),
-                gas_limit as i64
-            )
-            .execute(&state.db)
-            .await?;
+    // Sent and recorded in a task of its own: a client that hangs up (or a request timeout)
+    // must not leave a transaction sent but unrecorded.
+    let (task_state, relayer, forwarder_address) =
+        (state.clone(), relayer.clone(), contracts.forwarder);
+    let sent = tokio::spawn(async move {
+        match relayer.send(forwarder_address, calldata.clone(), gas_limit, None).await {
+            Ok(sent) => {
+                sqlx::query!(
+                    r#"update relayed_transactions
+                       set status = 'pending', tx_hash = $2, nonce = $3, calldata = $4, gas_limit = $5, updated_at = now()
+                       where id = $1"#,
+                    id,
+                    sent.tx_hash.as_slice(),
+                    sent.nonce as i64,
+                    calldata.as_ref(),
+                    gas_limit as i64
+                )
+                .execute(&task_state.db)
+                .await?;
+                Ok(())
+            }
+            Err(err) => {
+                let unreachable = matches!(err, relayer::SendError::Unreachable(_));
+                Err(refused(&task_state, id, &err.to_string(), unreachable).await)
+            }
         }
-        Err(err) => {
-            let unreachable = matches!(err, relayer::SendError::Unreachable(_));
-            return Err(refused(state, id, &err.to_string(), unreachable).await);
-        }
-    }
+    })
+    .await
+    .map_err(|err| ApiError::Internal(anyhow::anyhow!("relay task: {err}")))?;
+    sent?;
     Ok((StatusCode::ACCEPTED, load(state, account, id).await?))
 }
 

@@ -20,6 +20,20 @@ use tokio::sync::Mutex;
 
 /// How long a fee estimate is reused.
 const FEES_TTL: Duration = Duration::from_secs(5);
+/// The longest one node call may take while the relayer's lock is held: a hung node must not
+/// stall every relay behind it.
+const NODE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `call` bounded by [`NODE_TIMEOUT`].
+async fn bounded<T, E: std::fmt::Display>(
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, SendError> {
+    match tokio::time::timeout(NODE_TIMEOUT, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(SendError::Unreachable(err.to_string())),
+        Err(_) => Err(SendError::Unreachable(format!("no answer within {NODE_TIMEOUT:?}"))),
+    }
+}
 
 /// A transaction the relayer sent.
 #[derive(Debug, Clone, Copy)]
@@ -92,12 +106,12 @@ impl Relayer {
             Some((nonce, _)) => nonce,
             None => match state.next_nonce {
                 Some(n) => n,
-                None => self
-                    .provider
-                    .get_transaction_count(self.address)
-                    .pending()
-                    .await
-                    .map_err(|e| SendError::Unreachable(e.to_string()))?,
+                None => {
+                    bounded(std::future::IntoFuture::into_future(
+                        self.provider.get_transaction_count(self.address).pending(),
+                    ))
+                    .await?
+                }
             },
         };
         let bump = replace.map_or(1.0, |(_, bump)| bump);
@@ -115,7 +129,17 @@ impl Relayer {
             .await
             .map_err(|e| SendError::Refused(format!("cannot sign: {e}")))?;
         let tx_hash = *envelope.tx_hash();
-        match self.provider.send_raw_transaction(&envelope.encoded_2718()).await {
+        let sent = tokio::time::timeout(
+            NODE_TIMEOUT,
+            self.provider.send_raw_transaction(&envelope.encoded_2718()),
+        )
+        .await;
+        let Ok(sent) = sent else {
+            // It may have arrived: count from the chain next time, and let the tracker find it.
+            state.next_nonce = None;
+            return Err(SendError::Unreachable(format!("no answer within {NODE_TIMEOUT:?}")));
+        };
+        match sent {
             Ok(_) => {
                 if replace.is_none() {
                     state.next_nonce = Some(nonce + 1);

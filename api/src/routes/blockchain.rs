@@ -24,6 +24,9 @@ use crate::{
     state::AppState,
 };
 
+/// How far a delivery's timestamp may be from now.
+const MAX_DELIVERY_AGE_SECS: i64 = 300;
+
 /// The channel the indexer listens on to fetch a block now (see the indexer's `WAKE_CHANNEL`).
 pub const WAKE_CHANNEL: &str = decentraspace_indexer::store::WAKE_CHANNEL;
 
@@ -154,11 +157,13 @@ pub struct ListenerAck {
     pub block_number: u64,
 }
 
-/// Receives a chain-event webhook: `X-Signature: sha256=<hex HMAC-SHA256 of the raw body with the
-/// listener secret>`. The delivery is recorded once (by `X-Delivery-Id`, else the body's hash) and
-/// the indexer is woken to fetch the named block now; the payload itself is never indexed.
+/// Receives a chain-event webhook: `X-Timestamp: <unix seconds>` and `X-Signature: sha256=<hex
+/// HMAC-SHA256 of "<timestamp>.<raw body>" with the listener secret>`; deliveries more than five
+/// minutes off are refused. The delivery is recorded once (by `X-Delivery-Id`, else the body's
+/// hash) and the indexer is woken to fetch the named block now; the payload is never indexed.
 #[utoipa::path(post, path = "/blockchain/listener", tag = "blockchain", request_body = ListenerDelivery,
-    params(("X-Signature" = String, Header, description = "sha256=<hex HMAC-SHA256 of the body>"),
+    params(("X-Signature" = String, Header, description = "sha256=<hex HMAC-SHA256 of \"<X-Timestamp>.<body>\">"),
+        ("X-Timestamp" = u64, Header, description = "Unix seconds when the delivery was signed"),
         ("X-Delivery-Id" = Option<String>, Header, description = "The provider's delivery id, for de-duplication")),
     responses((status = 200, body = ListenerAck),
         (status = 400, body = Problem, content_type = "application/problem+json"),
@@ -182,12 +187,25 @@ pub async fn listener(
                 "send X-Signature: sha256=<hex HMAC-SHA256 of the body>".into(),
             )
         })?;
+    let timestamp: i64 = headers
+        .get("x-timestamp")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ApiError::InvalidSignature("send X-Timestamp: <unix seconds>".into()))?;
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes())
         .map_err(|err| ApiError::Internal(anyhow::anyhow!("listener key: {err}")))?;
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
     mac.update(&body);
     // Constant-time comparison.
     mac.verify_slice(&signature)
         .map_err(|_| ApiError::InvalidSignature("the signature does not match the body".into()))?;
+    // A captured delivery cannot be replayed later, even under another delivery id.
+    if (Utc::now().timestamp() - timestamp).abs() > MAX_DELIVERY_AGE_SECS {
+        return Err(ApiError::InvalidSignature(format!(
+            "the delivery is more than {MAX_DELIVERY_AGE_SECS} s from now; sign it when sending"
+        )));
+    }
 
     let delivery: ListenerDelivery = serde_json::from_slice(&body).map_err(|err| {
         ApiError::BadRequest(format!("the delivery must be JSON with a block_number: {err}"))
