@@ -66,6 +66,18 @@ pub struct Config {
     #[arg(long, env = "REGISTRATIONS_PER_HOUR", default_value_t = 1_000)]
     pub registrations_per_hour: u32,
 
+    /// The payment oracle's private key: credits confirmed card payments on-chain (`creditFiat`).
+    #[arg(long, env = "PAYMENT_ORACLE_PRIVATE_KEY", hide_env_values = true)]
+    pub payment_oracle_key: Option<SecretString>,
+
+    /// Paystack's secret key (unset: card payments are off).
+    #[arg(long, env = "PAYSTACK_SECRET_KEY", hide_env_values = true)]
+    pub paystack_secret_key: Option<SecretString>,
+
+    /// Paystack's API.
+    #[arg(long, env = "PAYSTACK_BASE_URL", default_value = "https://api.paystack.co")]
+    pub paystack_base_url: String,
+
     /// The relayer's private key: submits users' signed forward requests, paying the gas (unset:
     /// only raw transactions are relayed).
     #[arg(long, env = "RELAYER_PRIVATE_KEY", hide_env_values = true)]

@@ -17,6 +17,7 @@ mod config;
 pub mod error;
 mod limits;
 mod openapi;
+pub mod payments;
 pub mod relay;
 pub mod routes;
 mod state;
@@ -89,6 +90,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::blockchain::router())
         .merge(routes::manage::router())
         .merge(routes::system::router())
+        .merge(payments::router())
         .split_for_parts()
 }
 
@@ -187,6 +189,7 @@ pub async fn serve(
     ));
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
     let tracker = tokio::spawn(relay::tracker::run(state.clone()));
+    let payments = tokio::spawn(payments::worker::run(state.clone()));
     let app = app(state);
     let served = axum::serve(
         listener,
@@ -198,6 +201,7 @@ pub async fn serve(
     notices.abort();
     housekeeping.abort();
     tracker.abort();
+    payments.abort();
     served
 }
 

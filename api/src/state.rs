@@ -30,6 +30,12 @@ pub struct AppState {
     pub chain: DynProvider,
     /// Sends the operator's transactions (first-login registration); unset without a key.
     pub operator: Option<Operator>,
+    /// Sends the payment oracle's transactions (card credits); unset without a key.
+    pub oracle: Option<Operator>,
+    /// The card-payment provider (Paystack); unset without a secret key.
+    pub payments: Option<Arc<dyn crate::payments::paystack::CardPayments>>,
+    /// Wakes the payment worker when a webhook queues a payment.
+    pub payment_wake: Arc<tokio::sync::Notify>,
     /// Submits forward requests, paying the gas; unset without a key.
     pub relayer: Option<Arc<Relayer>>,
     /// Access and refresh token keys.
@@ -68,6 +74,21 @@ impl AppState {
             ),
             None => None,
         };
+        let oracle = match &config.payment_oracle_key {
+            Some(key) => Some(
+                Operator::connect(key, &config.rpc_url, deployment.contracts.account_registry)
+                    .await?,
+            ),
+            None => None,
+        };
+        let payments: Option<Arc<dyn crate::payments::paystack::CardPayments>> =
+            match &config.paystack_secret_key {
+                Some(key) => Some(Arc::new(crate::payments::paystack::Paystack::new(
+                    &config.paystack_base_url,
+                    key.clone(),
+                )?)),
+                None => None,
+            };
         let relayer = match &config.relayer_key {
             Some(key) => Some(Arc::new(Relayer::new(key, chain.clone(), deployment.chain_id)?)),
             None => None,
@@ -84,6 +105,9 @@ impl AppState {
             chain,
             operator,
             relayer,
+            oracle,
+            payments,
+            payment_wake: Arc::default(),
             tokens,
             limits,
             notices,

@@ -92,14 +92,25 @@ impl TestChain {
         // for another number.
         let accounts: &[&str] =
             if args.contains(&"--accounts") { &[] } else { &["--accounts", "30"] };
-        let anvil = Anvil::new()
-            .path(foundry_tool("anvil"))
-            .args(accounts.iter().copied())
-            .args(args.iter().copied())
-            .try_spawn()
-            .context("start anvil (run `npm ci` first)")?;
-        let (deployment, deployment_file) = deploy(&anvil)?;
-        Ok(Self { anvil, deployment, deployment_file })
+        let mut failures = Vec::new();
+        // forge has been seen to hang mid-broadcast on rare runs of a loaded machine: each attempt
+        // is bounded and starts over on a fresh chain (a half-broadcast deployment would leave
+        // the next attempt's nonces behind).
+        for attempt in 1..=DEPLOY_ATTEMPTS {
+            let anvil = Anvil::new()
+                .path(foundry_tool("anvil"))
+                .args(accounts.iter().copied())
+                .args(args.iter().copied())
+                .try_spawn()
+                .context("start anvil (run `npm ci` first)")?;
+            match deploy(&anvil) {
+                Ok((deployment, deployment_file)) => {
+                    return Ok(Self { anvil, deployment, deployment_file });
+                }
+                Err(err) => failures.push(format!("attempt {attempt}: {err:#}")),
+            }
+        }
+        bail!("deploy script failed:\n{}", failures.join("\n"))
     }
 
     /// The chain's HTTP endpoint.
@@ -153,23 +164,16 @@ fn deploy(anvil: &AnvilInstance) -> anyhow::Result<(Deployment, PathBuf)> {
     // One forge at a time over the shared build cache, across test threads and processes.
     let lock = File::create(dir.join(".forge.lock")).context("create forge lock")?;
     lock.lock().context("take forge lock")?;
-    let mut failures = Vec::new();
-    // forge has been seen to hang on rare runs; a deploy is bounded and tried again once.
-    for attempt in 1..=2 {
-        match run_deploy_script(&root, anvil, &record, &key, &address) {
-            Ok(()) => {
-                drop(lock);
-                let deployment = Deployment::load(&record)?;
-                return Ok((deployment, record));
-            }
-            Err(err) => failures.push(format!("attempt {attempt}: {err:#}")),
-        }
-    }
-    bail!("deploy script failed:\n{}", failures.join("\n"))
+    run_deploy_script(&root, anvil, &record, &key, &address)?;
+    drop(lock);
+    let deployment = Deployment::load(&record)?;
+    Ok((deployment, record))
 }
 
-/// How long one run of the deploy script may take.
-const DEPLOY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long one run of the deploy script may take (it takes a few seconds).
+const DEPLOY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How many fresh chains a deployment is tried on.
+const DEPLOY_ATTEMPTS: usize = 3;
 
 fn run_deploy_script(
     root: &Path,
@@ -181,7 +185,8 @@ fn run_deploy_script(
     let logs = tempfile_pair(record)?;
     let mut child = Command::new(foundry_tool("forge"))
         .current_dir(root)
-        .args(["script", "contracts/script/Deploy.s.sol", "--broadcast", "--rpc-url"])
+        // `--slow`: one transaction at a time, each after the previous one's receipt.
+        .args(["script", "contracts/script/Deploy.s.sol", "--broadcast", "--slow", "--rpc-url"])
         .arg(anvil.endpoint())
         .env("FOUNDRY_SOLC", root.join("tools/solc/solc"))
         .env("FOUNDRY_OFFLINE", "true")

@@ -7,6 +7,7 @@ mod api;
 mod chain;
 mod db;
 mod indexer;
+mod paystack;
 
 pub use api::{SIWE_DOMAIN, SIWE_URI, Session, SiweMessage, TestApi, api_config};
 pub use chain::{Role, TestChain, repo_root};
@@ -14,3 +15,4 @@ pub use db::{TestDb, server_url};
 pub use indexer::{
     IndexerProcess, IndexerTask, indexer_binary, indexer_config, wait_for_checkpoint,
 };
+pub use paystack::{FakePaystack, FakeTransaction, PAYSTACK_SECRET, paystack_signature};

@@ -292,7 +292,6 @@ const SPEC_PATHS: &[&str] = &[
     "/billing/balance/",
     "/billing/deduct/",
     "/billing/history/",
-    "/billing/recharge/",
     "/billing/payment-methods/",
     "/storage/upload/",
     "/storage/folder/",
@@ -315,7 +314,6 @@ const SPEC_PATHS: &[&str] = &[
 /// appears (move it out of this list) or when a served one disappears.
 const NOT_YET_SERVED: &[&str] = &[
     "/billing/deduct/",
-    "/billing/recharge/",
     "/analytics/credit/",
     "/github/link/",
     "/github/unlink/",

@@ -19,6 +19,11 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 pub use operator::{Operator, TxOutcome};
 pub use tokens::{Claims, TokenKeys};
 
+/// 16 random bytes for a reference.
+pub fn random_reference() -> [u8; 16] {
+    tokens::random_bytes::<16>()
+}
+
 use crate::{
     error::{ApiError, ApiResult, LoginFailure, Problem},
     state::AppState,

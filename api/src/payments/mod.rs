@@ -1,0 +1,351 @@
+//! Buying credits by card through Paystack: `POST /billing/recharge` initializes a payment,
+//! Paystack's signed `charge.success` webhook queues it, and a worker confirms it with
+//! `/transaction/verify`, checks amount and currency against the initialization, and credits the
+//! wallet on-chain (`creditFiat`, at most once per reference on-chain too). A payment is
+//! `credited` once the indexer has the credit.
+
+pub mod paystack;
+pub mod worker;
+
+use alloy::primitives::{U256, keccak256};
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    auth::{AdminUser, AuthUser},
+    error::{ApiError, ApiResult, Problem},
+    routes::{show_address, show_hex},
+    state::AppState,
+};
+
+/// The payment routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(recharge))
+        .routes(routes!(recharge_status))
+        .routes(routes!(webhook))
+        .routes(routes!(set_fiat_rate))
+}
+
+/// A card recharge.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RechargeRequest {
+    /// Only `card` for now (token recharges are signed by the wallet and relayed).
+    pub method: String,
+    /// NGN, GHS, KES, ZAR or USD.
+    pub currency: String,
+    /// The amount in the currency's subunit (kobo, pesewas, cents).
+    pub amount: u64,
+    /// The payer's email for Paystack's receipt (optional).
+    pub email: Option<String>,
+}
+
+/// A card payment and where it stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Payment {
+    /// The platform's reference.
+    pub reference: String,
+    /// `initialized`, `paid`, `crediting`, `credited`, `failed` or `flagged`.
+    pub status: String,
+    /// Why it failed or was flagged.
+    pub reason: Option<String>,
+    /// The currency.
+    pub currency: String,
+    /// The amount in the currency's subunit.
+    pub amount: i64,
+    /// Credit units it buys (decimal string).
+    pub credits: String,
+    /// Where to pay.
+    pub authorization_url: String,
+    /// The on-chain credit, once sent.
+    pub tx_hash: Option<String>,
+    /// The wallet credited.
+    pub account: String,
+    /// When it was initialized.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Smallest and largest card payments, in subunits.
+const MIN_AMOUNT: u64 = 100;
+const MAX_AMOUNT: u64 = 10_000_000_000;
+
+/// Starts a card payment with Paystack (amount in the currency's subunit) and answers where to
+/// pay. The credits it buys are fixed now, at the admin-set rate.
+#[utoipa::path(post, path = "/billing/recharge", tag = "billing", security(("bearer" = [])),
+    request_body = RechargeRequest,
+    responses((status = 201, body = Payment),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No rate for the currency", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Card payments are not configured or Paystack is down", body = Problem,
+            content_type = "application/problem+json")))]
+pub async fn recharge(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Json(request): Json<RechargeRequest>,
+) -> ApiResult<(StatusCode, Json<Payment>)> {
+    if request.method != "card" {
+        return Err(ApiError::BadRequest(format!(
+            "method {:?} is not served here: token recharges are signed by the wallet and sent to /blockchain/credit",
+            request.method
+        )));
+    }
+    let currency = request.currency.to_ascii_uppercase();
+    if !state.config.card_currencies.iter().any(|c| c.eq_ignore_ascii_case(&currency)) {
+        return Err(ApiError::BadRequest(format!(
+            "currency must be one of {}, got {:?}",
+            state.config.card_currencies.join(", "),
+            request.currency
+        )));
+    }
+    if !(MIN_AMOUNT..=MAX_AMOUNT).contains(&request.amount) {
+        return Err(ApiError::BadRequest(format!(
+            "amount must be between {MIN_AMOUNT} and {MAX_AMOUNT} subunits"
+        )));
+    }
+    let provider = state
+        .payments
+        .as_ref()
+        .ok_or_else(|| ApiError::Unavailable("card payments are not configured".into()))?;
+    let rate = sqlx::query_scalar!(
+        "select credits_per_subunit::text from fiat_rates where currency = $1",
+        currency
+    )
+    .fetch_optional(&state.db)
+    .await?
+    .flatten()
+    .ok_or_else(|| ApiError::Unprocessable {
+        slug: "no-fiat-rate",
+        detail: format!("no credit rate is set for {currency}"),
+    })?;
+    let rate: U256 =
+        rate.parse().map_err(|_| ApiError::Internal(anyhow::anyhow!("corrupt rate {rate}")))?;
+    let credits = rate.saturating_mul(U256::from(request.amount));
+    let reference = format!("ds_{}", alloy::hex::encode(crate::auth::random_reference()));
+    let email = request.email.filter(|e| e.contains('@') && e.len() <= 254).unwrap_or_else(|| {
+        format!("{}@wallet.decentraspace.io", user.address.to_string().to_lowercase())
+    });
+    let initialized = provider
+        .initialize(&paystack::Initialize {
+            email,
+            amount: request.amount,
+            currency: currency.clone(),
+            reference: reference.clone(),
+            metadata: serde_json::json!({ "wallet": user.address.to_checksum(None), "credits": credits.to_string() }),
+        })
+        .await
+        .map_err(|err| match err {
+            paystack::PaystackError::Unavailable(cause) => {
+                tracing::warn!(target: "api::payments", %cause, "paystack unavailable at initialization");
+                ApiError::Unavailable("Paystack is unavailable; retry shortly".into())
+            }
+            paystack::PaystackError::Refused(message) => {
+                ApiError::Unprocessable { slug: "payment-refused", detail: format!("Paystack refused: {message}") }
+            }
+        })?;
+    sqlx::query!(
+        r#"insert into card_payments (reference, chain_id, account, currency, amount, credits, status, authorization_url)
+           values ($1, $2, $3, $4, $5, $6::text::numeric, 'initialized', $7)"#,
+        reference,
+        state.chain_id() as i64,
+        user.address.as_slice(),
+        currency,
+        request.amount as i64,
+        credits.to_string(),
+        initialized.authorization_url
+    )
+    .execute(&state.db)
+    .await?;
+    Ok((StatusCode::CREATED, Json(load(&state, Some(user.address), &reference).await?)))
+}
+
+async fn load(
+    state: &AppState,
+    account: Option<alloy::primitives::Address>,
+    reference: &str,
+) -> ApiResult<Payment> {
+    let row = sqlx::query!(
+        r#"select reference, status, reason, currency, amount, credits::text as "credits!", authorization_url,
+                  tx_hash, account, created_at
+           from card_payments where reference = $1 and ($2::bytea is null or account = $2)"#,
+        reference,
+        account.as_ref().map(|a| a.as_slice())
+    )
+    .fetch_optional(&state.db)
+    .await?
+    // Another wallet's payment is as absent as a missing one.
+    .ok_or_else(|| ApiError::NotFound(format!("no payment {reference}")))?;
+    Ok(Payment {
+        reference: row.reference,
+        status: row.status,
+        reason: row.reason,
+        currency: row.currency,
+        amount: row.amount,
+        credits: row.credits,
+        authorization_url: row.authorization_url,
+        tx_hash: row.tx_hash.as_deref().map(show_hex),
+        account: show_address(&row.account),
+        created_at: row.created_at,
+    })
+}
+
+/// A card payment of the signed-in wallet, end to end.
+#[utoipa::path(get, path = "/billing/recharge/{reference}", tag = "billing", security(("bearer" = [])),
+    params(("reference" = String, Path, description = "The reference the recharge answered")),
+    responses((status = 200, body = Payment), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn recharge_status(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(reference): Path<String>,
+) -> ApiResult<Json<Payment>> {
+    load(&state, Some(user.address), &reference).await.map(Json)
+}
+
+#[derive(Debug, Deserialize)]
+struct WebhookEvent {
+    event: String,
+    data: WebhookData,
+}
+
+#[derive(Debug, Deserialize)]
+struct WebhookData {
+    reference: Option<String>,
+}
+
+/// What the webhook did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookAck {
+    /// Whether this delivery was seen before (then nothing is done again).
+    pub duplicate: bool,
+    /// Whether it queued a payment for confirmation.
+    pub queued: bool,
+}
+
+/// Paystack's webhook. The `x-paystack-signature` header must be the hex HMAC-SHA512 of the raw
+/// body with the secret key. Answered at once: a `charge.success` only queues the payment, which
+/// a worker confirms with Paystack before anything is credited.
+#[utoipa::path(post, path = "/billing/paystack/webhook", tag = "billing",
+    request_body(content = String, content_type = "application/json", description = "Paystack's event, as Paystack sends it"),
+    params(("x-paystack-signature" = String, Header, description = "hex HMAC-SHA512 of the body with the secret key")),
+    responses((status = 200, body = WebhookAck),
+        (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<WebhookAck>> {
+    let provider = state
+        .payments
+        .as_ref()
+        .ok_or_else(|| ApiError::Unavailable("card payments are not configured".into()))?;
+    let signature =
+        headers.get("x-paystack-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !provider.signature_valid(&body, signature) {
+        return Err(ApiError::InvalidSignature(
+            "the x-paystack-signature does not match the body".into(),
+        ));
+    }
+    let event: WebhookEvent = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::BadRequest(format!("not a Paystack event: {err}")))?;
+    let body_hash: [u8; 32] = Sha256::digest(&body).into();
+    let mut tx = state.db.begin().await?;
+    let first = sqlx::query!(
+        r#"insert into paystack_deliveries (body_hash, event, reference) values ($1, $2, $3)
+           on conflict (body_hash) do nothing"#,
+        body_hash.as_slice(),
+        event.event,
+        event.data.reference
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    let mut queued = false;
+    if first
+        && event.event == "charge.success"
+        && let Some(reference) = &event.data.reference
+    {
+        // Nothing in the payload is trusted: the worker asks Paystack itself.
+        queued = sqlx::query!(
+            r#"update card_payments set status = 'paid', next_attempt_at = now(), updated_at = now()
+               where reference = $1 and status = 'initialized'"#,
+            reference
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+    }
+    tx.commit().await?;
+    if queued {
+        state.payment_wake.notify_one();
+    }
+    Ok(Json(WebhookAck { duplicate: !first, queued }))
+}
+
+/// An admin's rate.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct FiatRate {
+    /// The currency.
+    pub currency: String,
+    /// Credit units per subunit (decimal string; credits have 6 decimals).
+    pub credits_per_subunit: String,
+}
+
+/// Sets how many credit units one subunit of a currency buys (audited).
+#[utoipa::path(put, path = "/billing/fiat-rates", tag = "admin", security(("bearer" = [])),
+    request_body = FiatRate,
+    responses((status = 204), (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json")))]
+pub async fn set_fiat_rate(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    Json(rate): Json<FiatRate>,
+) -> ApiResult<StatusCode> {
+    let currency = rate.currency.to_ascii_uppercase();
+    if !state.config.card_currencies.iter().any(|c| c.eq_ignore_ascii_case(&currency)) {
+        return Err(ApiError::BadRequest(format!(
+            "currency must be one of {}",
+            state.config.card_currencies.join(", ")
+        )));
+    }
+    let value: U256 =
+        rate.credits_per_subunit.parse().ok().filter(|v: &U256| !v.is_zero()).ok_or_else(|| {
+            ApiError::BadRequest("credits_per_subunit must be a positive integer".into())
+        })?;
+    let mut tx = state.db.begin().await?;
+    sqlx::query!(
+        r#"insert into fiat_rates (currency, credits_per_subunit, updated_by) values ($1, $2::text::numeric, $3)
+           on conflict (currency) do update
+           set credits_per_subunit = excluded.credits_per_subunit, updated_by = excluded.updated_by, updated_at = now()"#,
+        currency,
+        value.to_string(),
+        admin.address.as_slice()
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "insert into fiat_rate_changes (currency, credits_per_subunit, changed_by) values ($1, $2::text::numeric, $3)",
+        currency,
+        value.to_string(),
+        admin.address.as_slice()
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    tracing::info!(target: "api::admin", admin = %admin.address, currency, rate = %value, "fiat rate set");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The on-chain payment reference of a Paystack reference.
+pub fn payment_ref(reference: &str) -> alloy::primitives::B256 {
+    keccak256(reference.as_bytes())
+}
