@@ -483,3 +483,121 @@ async fn concurrent_copies_of_one_signed_request_are_relayed_once() -> anyhow::R
     );
     Ok(())
 }
+
+/// `POST /billing/recharge` with method `crypto`, as `token`'s holder `user`.
+async fn crypto_recharge(
+    api: &TestApi,
+    token: &str,
+    token_address: Address,
+    amount: u64,
+) -> anyhow::Result<Value> {
+    let (status, answer) = api
+        .post(
+            "/billing/recharge/",
+            Some(token),
+            &json!({ "method": "crypto", "token": token_address.to_string(), "amount": amount.to_string() }),
+        )
+        .await?;
+    anyhow::ensure!(status == 200, "crypto recharge: {status} {answer}");
+    Ok(answer)
+}
+
+#[tokio::test]
+async fn token_recharges_follow_what_the_api_answers_to_sign() -> anyhow::Result<()> {
+    let Stack { chain, api, db: _db, _indexer } = stack(None).await?;
+    let c = chain.deployment.contracts;
+    let token_address = c.test_token().expect("a test token");
+    let minter = chain.provider_as(chain.role(Role::Deployer));
+    let token = TestToken::new(token_address, &minter);
+
+    // Approve, then recharge: two raw transactions the wallet signs.
+    let user = chain.user(3);
+    let session = api.login(&user).await?;
+    token.mint(user.address(), U256::from(AMOUNT)).send().await?.get_receipt().await?;
+    let answer = crypto_recharge(&api, &session.access, token_address, AMOUNT).await?;
+    let credits = answer["credits"].as_str().expect("credits").to_owned();
+    let calls = answer["approve_then_recharge"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        calls.iter().map(|c| c["function"].clone()).collect::<Vec<_>>(),
+        ["approve", "recharge"]
+    );
+    for call in &calls {
+        let to: Address = call["to"].as_str().expect("to").parse()?;
+        let data: Bytes = call["data"].as_str().expect("data").parse()?;
+        let raw = raw_tx(&chain, &user, to, data, chain.chain_id()).await?;
+        let (status, sent) =
+            post_relay(&api, &session.access, &json!({ "raw_transaction": raw }), None).await?;
+        assert_eq!(status, 202, "{sent}");
+        assert_eq!(
+            settled(&api, &session.access, sent["id"].as_i64().expect("id")).await?["status"],
+            "mined"
+        );
+    }
+    assert_eq!(indexed_balance(&api, &session.access, &chain, user.address()).await?, credits);
+
+    // A permit and a gasless recharge, for a wallet without ether.
+    let wallet = PrivateKeySigner::random();
+    let session = api.login(&wallet).await?;
+    token.mint(wallet.address(), U256::from(AMOUNT)).send().await?.get_receipt().await?;
+    let answer = crypto_recharge(&api, &session.access, token_address, AMOUNT).await?;
+    let typed = &answer["permit"]["typed_data"];
+    let domain = alloy::sol_types::Eip712Domain {
+        name: Some(typed["domain"]["name"].as_str().expect("name").to_owned().into()),
+        version: Some(typed["domain"]["version"].as_str().expect("version").to_owned().into()),
+        chain_id: Some(U256::from(typed["domain"]["chainId"].as_u64().expect("chain"))),
+        verifying_contract: Some(
+            typed["domain"]["verifyingContract"].as_str().expect("contract").parse()?,
+        ),
+        salt: None,
+    };
+    let message = &typed["message"];
+    let number = |field: &str| -> anyhow::Result<U256> {
+        Ok(message[field].as_str().expect("field").parse()?)
+    };
+    let permit = Permit {
+        owner: message["owner"].as_str().expect("owner").parse()?,
+        spender: message["spender"].as_str().expect("spender").parse()?,
+        value: number("value")?,
+        nonce: number("nonce")?,
+        deadline: number("deadline")?,
+    };
+    assert_eq!((permit.owner, permit.spender), (wallet.address(), c.credit_ledger));
+    let sig = wallet.sign_hash(&permit.eip712_signing_hash(&domain)).await?;
+    let call = CreditLedger::new(c.credit_ledger, chain.reader())
+        .rechargeWithPermit(
+            token_address,
+            permit.value,
+            permit.deadline,
+            27 + u8::from(sig.v()),
+            B256::from(sig.r()),
+            B256::from(sig.s()),
+        )
+        .calldata()
+        .clone();
+    let body = forward(&chain, &wallet, wallet.address(), c.credit_ledger, call).await?;
+    let (status, sent) = post_relay(&api, &session.access, &body, None).await?;
+    assert_eq!(status, 202, "{sent}");
+    assert_eq!(
+        settled(&api, &session.access, sent["id"].as_i64().expect("id")).await?["status"],
+        "mined"
+    );
+    assert_eq!(
+        indexed_balance(&api, &session.access, &chain, wallet.address()).await?,
+        answer["credits"].as_str().expect("credits")
+    );
+
+    // Tokens the ledger does not take, and amounts outside the bounds, are refused.
+    let (status, body) = api
+        .post("/billing/recharge", Some(&session.access), &json!({ "method": "crypto", "token": Address::repeat_byte(9).to_string(), "amount": 10 }))
+        .await?;
+    assert_eq!((status, problem_type(&body).as_str()), (422, "token-not-accepted"), "{body}");
+    let (status, body) = api
+        .post(
+            "/billing/recharge",
+            Some(&session.access),
+            &json!({ "method": "crypto", "token": token_address.to_string(), "amount": 1 }),
+        )
+        .await?;
+    assert_eq!(status, 400, "{body}");
+    Ok(())
+}

@@ -4,6 +4,7 @@
 //! wallet on-chain (`creditFiat`, at most once per reference on-chain too). A payment is
 //! `credited` once the indexer has the credit.
 
+pub mod crypto;
 pub mod paystack;
 pub mod worker;
 
@@ -36,17 +37,46 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(set_fiat_rate))
 }
 
-/// A card recharge.
+/// A recharge: by card (Paystack) or with a token the ledger accepts.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RechargeRequest {
-    /// Only `card` for now (token recharges are signed by the wallet and relayed).
+    /// `card` or `crypto`.
     pub method: String,
-    /// NGN, GHS, KES, ZAR or USD.
-    pub currency: String,
-    /// The amount in the currency's subunit (kobo, pesewas, cents).
-    pub amount: u64,
-    /// The payer's email for Paystack's receipt (optional).
+    /// Card: NGN, GHS, KES, ZAR or USD.
+    pub currency: Option<String>,
+    /// Card: the currency's subunit (kobo, pesewas, cents). Crypto: token base units. A number
+    /// or a decimal string.
+    #[serde(deserialize_with = "amount")]
+    #[schema(value_type = String)]
+    pub amount: U256,
+    /// Card: the payer's email for Paystack's receipt (optional).
     pub email: Option<String>,
+    /// Crypto: the token to pay with.
+    #[schema(value_type = Option<String>)]
+    pub token: Option<alloy::primitives::Address>,
+}
+
+/// An amount given as a JSON number or a decimal string.
+fn amount<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<U256, D::Error> {
+    match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .map(U256::from)
+            .ok_or_else(|| serde::de::Error::custom("amount must be a non-negative integer")),
+        serde_json::Value::String(s) => U256::from_str_radix(&s, 10)
+            .map_err(|_| serde::de::Error::custom("amount must be a decimal integer")),
+        _ => Err(serde::de::Error::custom("amount must be a number or a decimal string")),
+    }
+}
+
+/// What a recharge answers.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum RechargeAnswer {
+    /// A card payment to complete at its `authorization_url`.
+    Card(Payment),
+    /// What the wallet signs to pay with a token.
+    Crypto(crypto::CryptoRecharge),
 }
 
 /// A card payment and where it stands.
@@ -78,11 +108,13 @@ pub struct Payment {
 const MIN_AMOUNT: u64 = 100;
 const MAX_AMOUNT: u64 = 10_000_000_000;
 
-/// Starts a card payment with Paystack (amount in the currency's subunit) and answers where to
-/// pay. The credits it buys are fixed now, at the admin-set rate.
+/// Buys credits. `card`: starts a payment with Paystack (amount in the currency's subunit) and
+/// answers where to pay; the credits it buys are fixed now, at the admin-set rate. `crypto`:
+/// answers what the wallet signs (approve + recharge, or a permit for a gasless recharge).
 #[utoipa::path(post, path = "/billing/recharge", tag = "billing", security(("bearer" = [])),
     request_body = RechargeRequest,
-    responses((status = 201, body = Payment),
+    responses((status = 201, description = "A card payment", body = Payment),
+        (status = 200, description = "What to sign for a token recharge", body = crypto::CryptoRecharge),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No rate for the currency", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Card payments are not configured or Paystack is down", body = Problem,
@@ -91,22 +123,40 @@ pub async fn recharge(
     State(state): State<AppState>,
     user: AuthUser,
     Json(request): Json<RechargeRequest>,
-) -> ApiResult<(StatusCode, Json<Payment>)> {
-    if request.method != "card" {
-        return Err(ApiError::BadRequest(format!(
-            "method {:?} is not served here: token recharges are signed by the wallet and sent to /blockchain/credit",
-            request.method
-        )));
+) -> ApiResult<(StatusCode, Json<RechargeAnswer>)> {
+    match request.method.as_str() {
+        "card" => {}
+        "crypto" => {
+            let token = request
+                .token
+                .ok_or_else(|| ApiError::BadRequest("crypto recharges name a token".into()))?;
+            let answer = crypto::prepare(&state, user.address, token, request.amount).await?;
+            return Ok((StatusCode::OK, Json(RechargeAnswer::Crypto(answer))));
+        }
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "method must be card or crypto, got {other:?}"
+            )));
+        }
     }
-    let currency = request.currency.to_ascii_uppercase();
+    let currency = request
+        .currency
+        .as_deref()
+        .ok_or_else(|| ApiError::BadRequest("card recharges name a currency".into()))?
+        .to_ascii_uppercase();
+    let amount: u64 = request.amount.try_into().map_err(|_| {
+        ApiError::BadRequest(format!(
+            "amount must be between {MIN_AMOUNT} and {MAX_AMOUNT} subunits"
+        ))
+    })?;
     if !state.config.card_currencies.iter().any(|c| c.eq_ignore_ascii_case(&currency)) {
         return Err(ApiError::BadRequest(format!(
             "currency must be one of {}, got {:?}",
             state.config.card_currencies.join(", "),
-            request.currency
+            currency
         )));
     }
-    if !(MIN_AMOUNT..=MAX_AMOUNT).contains(&request.amount) {
+    if !(MIN_AMOUNT..=MAX_AMOUNT).contains(&amount) {
         return Err(ApiError::BadRequest(format!(
             "amount must be between {MIN_AMOUNT} and {MAX_AMOUNT} subunits"
         )));
@@ -128,7 +178,7 @@ pub async fn recharge(
     })?;
     let rate: U256 =
         rate.parse().map_err(|_| ApiError::Internal(anyhow::anyhow!("corrupt rate {rate}")))?;
-    let credits = rate.saturating_mul(U256::from(request.amount));
+    let credits = rate.saturating_mul(U256::from(amount));
     let reference = format!("ds_{}", alloy::hex::encode(crate::auth::random_reference()));
     let email = request.email.filter(|e| e.contains('@') && e.len() <= 254).unwrap_or_else(|| {
         format!("{}@wallet.decentraspace.io", user.address.to_string().to_lowercase())
@@ -136,7 +186,7 @@ pub async fn recharge(
     let initialized = provider
         .initialize(&paystack::Initialize {
             email,
-            amount: request.amount,
+            amount,
             currency: currency.clone(),
             reference: reference.clone(),
             metadata: serde_json::json!({ "wallet": user.address.to_checksum(None), "credits": credits.to_string() }),
@@ -158,13 +208,14 @@ pub async fn recharge(
         state.chain_id() as i64,
         user.address.as_slice(),
         currency,
-        request.amount as i64,
+        amount as i64,
         credits.to_string(),
         initialized.authorization_url
     )
     .execute(&state.db)
     .await?;
-    Ok((StatusCode::CREATED, Json(load(&state, Some(user.address), &reference).await?)))
+    let payment = load(&state, Some(user.address), &reference).await?;
+    Ok((StatusCode::CREATED, Json(RechargeAnswer::Card(payment))))
 }
 
 async fn load(
