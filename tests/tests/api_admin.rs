@@ -152,6 +152,7 @@ async fn admins_manage_accounts_and_nobody_else_does() -> anyhow::Result<()> {
     assert_eq!(system["database"]["ok"], true);
     assert!(system["indexer"]["lag"].as_u64().is_some(), "{system}");
     assert_eq!(system["relayer"]["address"], chain.role(Role::Relayer).address().to_checksum(None));
+    assert_eq!(system["jobs"]["card_payments_due"], 0, "{system}");
     Ok(())
 }
 

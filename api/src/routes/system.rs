@@ -75,6 +75,17 @@ pub struct RelayerHealth {
     pub failed_24h: i64,
 }
 
+/// Background work waiting.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobsHealth {
+    /// Card payments paid but not credited yet (being confirmed or credited).
+    pub card_payments_due: i64,
+    /// The oldest of them, in seconds (null when none).
+    pub oldest_card_payment_secs: Option<f64>,
+    /// Card payments flagged for review (paid, but not as initialized).
+    pub card_payments_flagged: i64,
+}
+
 /// The platform's health.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SystemHealth {
@@ -86,9 +97,11 @@ pub struct SystemHealth {
     pub indexer: IndexerHealth,
     /// The relayer.
     pub relayer: RelayerHealth,
+    /// Background work (the queue depth).
+    pub jobs: JobsHealth,
 }
 
-/// API, database, indexer and relayer health.
+/// API, database, indexer, relayer and background-work health.
 #[utoipa::path(get, path = "/analytics/system", tag = "admin", security(("bearer" = [])),
     responses((status = 200, body = SystemHealth),
         (status = 403, body = Problem, content_type = "application/problem+json")))]
@@ -115,6 +128,15 @@ pub async fn system(
         r#"select count(*) filter (where status in ('received', 'pending')) as "pending!",
                   count(*) filter (where status = 'failed' and updated_at > now() - interval '1 day') as "failed!"
            from relayed_transactions where chain_id = $1"#,
+        chain
+    )
+    .fetch_one(&state.db)
+    .await?;
+    let jobs = sqlx::query!(
+        r#"select count(*) filter (where status in ('paid', 'crediting')) as "due!",
+                  extract(epoch from now() - min(updated_at) filter (where status in ('paid', 'crediting')))::float8 as oldest,
+                  count(*) filter (where status = 'flagged') as "flagged!"
+           from card_payments where chain_id = $1"#,
         chain
     )
     .fetch_one(&state.db)
@@ -151,6 +173,11 @@ pub async fn system(
             balance_wei: balance,
             pending: relayed.pending,
             failed_24h: relayed.failed,
+        },
+        jobs: JobsHealth {
+            card_payments_due: jobs.due,
+            oldest_card_payment_secs: jobs.oldest,
+            card_payments_flagged: jobs.flagged,
         },
     }))
 }
