@@ -133,11 +133,13 @@ async fn permit(
 ) -> Option<PermitToSign> {
     let contract = IERC20Permit::new(token, &state.chain);
     let domain = contract.eip712Domain().call().await.ok()?;
+    // A domain for another chain could not be used here.
+    let chain_id: u64 = domain.chainId.try_into().ok().filter(|id| *id == state.chain_id())?;
     let nonce = contract.nonces(owner).call().await.ok()?;
     let deadline = chrono::Utc::now().timestamp() as u64 + PERMIT_TTL_SECS;
     let typed_data = serde_json::json!({
         "domain": {
-            "name": domain.name, "version": domain.version, "chainId": domain.chainId.to::<u64>(),
+            "name": domain.name, "version": domain.version, "chainId": chain_id,
             "verifyingContract": domain.verifyingContract.to_checksum(None),
         },
         "types": {

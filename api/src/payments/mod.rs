@@ -198,12 +198,15 @@ pub async fn recharge(
                 ApiError::Unavailable("Paystack is unavailable; retry shortly".into())
             }
             paystack::PaystackError::Refused(message) => {
-                ApiError::Unprocessable { slug: "payment-refused", detail: format!("Paystack refused: {message}") }
+                // Paystack's message describes our setup (a key, a currency not enabled): logged.
+                tracing::error!(target: "api::payments", %message, "paystack refused an initialization");
+                ApiError::Unavailable("card payments are unavailable right now; retry later".into())
             }
         })?;
     sqlx::query!(
-        r#"insert into card_payments (reference, chain_id, account, currency, amount, credits, status, authorization_url)
-           values ($1, $2, $3, $4, $5, $6::text::numeric, 'initialized', $7)"#,
+        r#"insert into card_payments
+               (reference, chain_id, account, currency, amount, credits, status, authorization_url, next_attempt_at)
+           values ($1, $2, $3, $4, $5, $6::text::numeric, 'initialized', $7, now() + interval '5 minutes')"#,
         reference,
         state.chain_id() as i64,
         user.address.as_slice(),
@@ -304,8 +307,11 @@ pub async fn webhook(
             "the x-paystack-signature does not match the body".into(),
         ));
     }
-    let event: WebhookEvent = serde_json::from_slice(&body)
-        .map_err(|err| ApiError::BadRequest(format!("not a Paystack event: {err}")))?;
+    // A signed event this code does not read is acknowledged (Paystack would retry it forever).
+    let Ok(event) = serde_json::from_slice::<WebhookEvent>(&body) else {
+        tracing::warn!(target: "api::payments", "signed Paystack event not understood; acknowledged");
+        return Ok(Json(WebhookAck { duplicate: false, queued: false }));
+    };
     let body_hash: [u8; 32] = Sha256::digest(&body).into();
     let mut tx = state.db.begin().await?;
     let first = sqlx::query!(

@@ -15,6 +15,8 @@ use crate::{error::ApiError, state::AppState};
 
 /// How often due payments are looked for without a wake-up.
 const INTERVAL: Duration = Duration::from_millis(500);
+/// An initialized payment Paystack still does not show as paid after this is given up.
+const ABANDONED_AFTER_SECS: f64 = 24.0 * 3600.0;
 /// A credit sent but not indexed after this is sent again (the ledger refuses a second credit).
 const RESEND_AFTER_SECS: f64 = 120.0;
 
@@ -52,7 +54,7 @@ pub async fn pass(state: &AppState) -> anyhow::Result<usize> {
             r#"select reference, account, currency, amount, credits::text as "credits!", status, attempts,
                       extract(epoch from now() - updated_at)::float8 as "age_secs!"
                from card_payments
-               where chain_id = $1 and status in ('paid', 'crediting') and next_attempt_at <= now()
+               where chain_id = $1 and status in ('initialized', 'paid', 'crediting') and next_attempt_at <= now()
                order by next_attempt_at
                limit 1
                for update skip locked"#,
@@ -61,8 +63,17 @@ pub async fn pass(state: &AppState) -> anyhow::Result<usize> {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(due) = due else { return Ok(handled) };
-        handle(state, &mut tx, due).await?;
-        tx.commit().await?;
+        let (reference, attempts) = (due.reference.clone(), due.attempts);
+        match handle(state, &mut tx, due).await {
+            Ok(()) => tx.commit().await?,
+            Err(err) => {
+                // One payment that keeps failing must not hold up the others: it waits its turn.
+                drop(tx);
+                tracing::warn!(target: "api::payments", reference, err = format!("{err:#}"), "payment step failed; retrying later");
+                let mut conn = state.db.acquire().await?;
+                retry_later(&mut conn, &reference, attempts).await?;
+            }
+        }
         handled += 1;
     }
 }
@@ -71,31 +82,50 @@ async fn handle(state: &AppState, conn: &mut PgConnection, due: Due) -> anyhow::
     if due.status == "crediting" {
         return follow_credit(state, conn, &due).await;
     }
-    let Some(provider) = state.payments.as_ref() else { return Ok(()) };
+    let Some(provider) = state.payments.as_ref() else {
+        return retry_later(conn, &due.reference, due.attempts).await;
+    };
+    let initialized = due.status == "initialized";
     let confirmed = match provider.verify(&due.reference).await {
         Ok(transaction) => transaction,
-        Err(PaystackError::Unavailable(cause)) => {
-            tracing::warn!(target: "api::payments", reference = due.reference, %cause, attempt = due.attempts + 1, "paystack unavailable; retrying");
-            return retry_later(conn, &due.reference, due.attempts).await;
-        }
-        Err(PaystackError::Refused(message)) => {
+        Err(PaystackError::Refused(message))
+            if message.to_ascii_lowercase().contains("not found") =>
+        {
+            if initialized && due.age_secs < ABANDONED_AFTER_SECS {
+                return check_again_later(conn, &due.reference).await;
+            }
             return end(
                 conn,
                 &due.reference,
                 "failed",
-                &format!("Paystack refused the verification: {message}"),
+                &format!("Paystack does not know the payment: {message}"),
             )
             .await;
         }
+        // Anything else (down, rate-limited, a key being rotated) is tried again: the customer
+        // may have paid.
+        Err(err) => {
+            tracing::warn!(target: "api::payments", reference = due.reference, %err, attempt = due.attempts + 1, "verification failed; retrying");
+            return retry_later(conn, &due.reference, due.attempts).await;
+        }
     };
-    if confirmed.status != "success" {
-        return end(
-            conn,
-            &due.reference,
-            "failed",
-            &format!("Paystack reports the payment {}", confirmed.status),
-        )
-        .await;
+    match confirmed.status.as_str() {
+        "success" => {}
+        "failed" | "abandoned" | "reversed"
+            if !initialized
+                || due.age_secs >= ABANDONED_AFTER_SECS
+                || confirmed.status != "abandoned" =>
+        {
+            return end(
+                conn,
+                &due.reference,
+                "failed",
+                &format!("Paystack reports the payment {}", confirmed.status),
+            )
+            .await;
+        }
+        // Still in progress (or abandoned for now: the customer may come back to it).
+        _ => return check_again_later(conn, &due.reference).await,
     }
     if confirmed.amount != due.amount as u64
         || !confirmed.currency.eq_ignore_ascii_case(&due.currency)
@@ -118,7 +148,8 @@ async fn handle(state: &AppState, conn: &mut PgConnection, due: Due) -> anyhow::
 /// Sends `creditFiat`; the ledger credits a reference once, so a resend is harmless.
 async fn credit(state: &AppState, conn: &mut PgConnection, due: &Due) -> anyhow::Result<()> {
     let Some(oracle) = state.oracle.as_ref() else {
-        return end(conn, &due.reference, "failed", "no payment oracle key is configured").await;
+        tracing::error!(target: "api::payments", reference = due.reference, "paid, but no payment oracle key is configured");
+        return retry_later(conn, &due.reference, due.attempts).await;
     };
     let account = Address::try_from(due.account.as_slice())?;
     let credits: U256 = due.credits.parse()?;
@@ -147,8 +178,19 @@ async fn credit(state: &AppState, conn: &mut PgConnection, due: &Due) -> anyhow:
             .await?;
             Ok(())
         }
-        Err(ApiError::Conflict(reason)) => end(conn, &due.reference, "failed", &reason).await,
-        Ok(_) => end(conn, &due.reference, "failed", "the credit transaction reverted").await,
+        // Paid but refused by the chain (a role not granted, say): a person must look.
+        Err(ApiError::Conflict(reason)) => end(conn, &due.reference, "flagged", &reason).await,
+        // Reverted: most likely an earlier credit of the same reference landed first; the
+        // indexed credit decides (and a resend names the reason if it was something else).
+        Ok(_) => {
+            sqlx::query!(
+                "update card_payments set status = 'crediting', next_attempt_at = now(), updated_at = now() where reference = $1",
+                due.reference
+            )
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
         Err(_) => retry_later(conn, &due.reference, due.attempts).await,
     }
 }
@@ -181,6 +223,17 @@ async fn follow_credit(state: &AppState, conn: &mut PgConnection, due: &Due) -> 
         due.reference
     )
     .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// An initialized payment is looked at again in a few minutes (its webhook may never come).
+async fn check_again_later(conn: &mut PgConnection, reference: &str) -> anyhow::Result<()> {
+    sqlx::query!(
+        "update card_payments set next_attempt_at = now() + interval '5 minutes' where reference = $1",
+        reference
+    )
+    .execute(conn)
     .await?;
     Ok(())
 }
