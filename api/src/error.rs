@@ -108,6 +108,9 @@ pub enum ApiError {
         /// What exactly.
         detail: String,
     },
+    /// Not enough credit for what was asked.
+    #[error("{0}")]
+    InsufficientCredit(String),
     /// Too many requests.
     #[error("too many requests; retry after {retry_after_secs} s")]
     RateLimited {
@@ -178,6 +181,9 @@ impl ApiError {
                 "invalid-signature",
                 "The request's signature is not valid",
             ),
+            Self::InsufficientCredit(_) => {
+                (StatusCode::PAYMENT_REQUIRED, "insufficient-credit", "Not enough credit")
+            }
             Self::Unprocessable { slug, .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, slug, "The request cannot be carried out")
             }

@@ -91,6 +91,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::manage::router())
         .merge(routes::system::router())
         .merge(payments::router())
+        .merge(routes::services::router())
         .split_for_parts()
 }
 

@@ -17,6 +17,7 @@ use utoipa::{
     tags(
         (name = "auth", description = "Wallet sign-in (SIWE), tokens, tiers"),
         (name = "billing", description = "Credits: balance, history, payment methods"),
+        (name = "services", description = "One's services: state, price, pause and resume"),
         (name = "blockchain", description = "Relayed transactions (raw or gasless forward requests)"),
         (name = "public", description = "Indexed chain data for third parties (no login)"),
         (name = "admin", description = "Platform administration (on-chain admin role)"),

@@ -286,3 +286,80 @@ async fn the_listener_checks_signatures_ignores_replays_and_wakes_the_indexer() 
     assert_eq!(deliveries, 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn owners_pause_and_resume_their_services_and_nobody_else_does() -> anyhow::Result<()> {
+    use decentraspace_abi::{ServiceKind, ServiceRegistry, Tier};
+    let chain = TestChain::start().await?;
+    let db = TestDb::create().await?;
+    let _indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
+    let api = TestApi::start(&chain, &db).await?;
+    let c = chain.deployment.contracts;
+    let (owner, stranger) = (chain.user(2), chain.user(3));
+    let session = api.login(&owner).await?;
+    let other = api.login(&stranger).await?;
+    eventually("the registration to be indexed", || async {
+        Ok(api.get("/auth/tier", Some(&session.access)).await?.1["registered"] == true)
+    })
+    .await?;
+    // A price for Free static sites, and a site for the owner.
+    let admin = chain.provider_as(chain.role(Role::Admin));
+    ServiceRegistry::new(c.service_registry, &admin)
+        .setPrice(ServiceKind::StaticHosting.into(), Tier::Free.into(), U256::from(1_000))
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    let operator = chain.provider_as(chain.role(Role::Operator));
+    let created = ServiceRegistry::new(c.service_registry, &operator)
+        .createServiceFor(owner.address(), ServiceKind::StaticHosting.into(), keccak256("site"))
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    let id = created.decoded_log::<ServiceRegistry::ServiceCreated>().expect("created").serviceId;
+    let state = |want: &'static str| {
+        let (api, token) = (&api, session.access.clone());
+        async move {
+            let (_, list) = api.get("/services/", Some(&token)).await?;
+            Ok::<_, anyhow::Error>(
+                list.as_array().is_some_and(|l| l.iter().any(|s| s["state"] == want)),
+            )
+        }
+    };
+    eventually("the service to be indexed", || state("active")).await?;
+    let (_, list) = api.get("/services", Some(&session.access)).await?;
+    assert_eq!(list[0]["credits_per_hour"], "1000", "{list}");
+    assert_eq!(
+        api.get("/services", Some(&other.access)).await?.1,
+        json!([]),
+        "another's list is empty"
+    );
+
+    // Another wallet cannot touch it.
+    let (status, body) =
+        api.post(&format!("/services/{id}/pause"), Some(&other.access), &json!({})).await?;
+    assert_eq!((status, problem_type(&body).as_str()), (404, "not-found"), "{body}");
+
+    let (status, tx) =
+        api.post(&format!("/services/{id}/pause/"), Some(&session.access), &json!({})).await?;
+    assert_eq!((status, tx["status"].as_str()), (200, Some("mined")), "{tx}");
+    eventually("the pause to be indexed", || state("paused")).await?;
+
+    // No credit for an hour: refused with a clear problem; with credit, resumed.
+    let (status, body) =
+        api.post(&format!("/services/{id}/resume"), Some(&session.access), &json!({})).await?;
+    assert_eq!((status, problem_type(&body).as_str()), (402, "insufficient-credit"), "{body}");
+    let oracle = chain.provider_as(chain.role(Role::PaymentOracle));
+    CreditLedger::new(c.credit_ledger, &oracle)
+        .creditFiat(owner.address(), U256::from(1_000), keccak256("for-resume"))
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    let (status, tx) =
+        api.post(&format!("/services/{id}/resume"), Some(&session.access), &json!({})).await?;
+    assert_eq!((status, tx["status"].as_str()), (200, Some("mined")), "{tx}");
+    eventually("the resume to be indexed", || state("active")).await?;
+    Ok(())
+}

@@ -5,6 +5,7 @@ pub mod blockchain;
 pub mod health;
 pub mod manage;
 pub mod public;
+pub mod services;
 pub mod system;
 pub mod tier;
 

@@ -1,0 +1,160 @@
+//! The service state API shared by storage, hosting and domains: one's services with their state
+//! and price, paused and resumed on-chain by the operator at the owner's request (an owner can
+//! also sign `pause`/`resume` and send it through `/blockchain/credit`). Paused time is never
+//! charged; resuming needs a balance of at least one hour of the service's price.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+use chrono::{DateTime, Utc};
+use decentraspace_abi::ServiceRegistry;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::show_hex;
+use crate::{
+    auth::{AuthUser, TxOutcome},
+    error::{ApiError, ApiResult, Problem},
+    state::AppState,
+};
+
+/// The service routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(my_services)).routes(routes!(pause)).routes(routes!(resume))
+}
+
+/// One of the caller's services.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MyService {
+    /// The on-chain id.
+    pub id: i64,
+    /// `static_hosting`, `dynamic_hosting`, `storage`, `domain` or `database`.
+    pub kind: String,
+    /// `active`, `paused`, `suspended` or `cancelled`.
+    pub state: String,
+    /// The off-chain reference registered with it.
+    pub reference: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it expires while its owner is on the Free tier.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Its price per active hour at the owner's tier, in credit units (decimal string).
+    pub credits_per_hour: Option<String>,
+}
+
+/// The caller's services, with state and price.
+#[utoipa::path(get, path = "/services", tag = "services", security(("bearer" = [])),
+    responses((status = 200, body = Vec<MyService>),
+        (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn my_services(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> ApiResult<Json<Vec<MyService>>> {
+    let rows = sqlx::query!(
+        r#"select s.service_id, s.kind, s.state, s.ref, s.created_at, s.expires_at,
+                  p.credits_per_hour::text as credits_per_hour
+           from services s
+           left join accounts a on a.chain_id = s.chain_id and a.address = s.owner
+           left join service_prices p on p.chain_id = s.chain_id and p.kind = s.kind and p.tier = coalesce(a.tier, 'free')
+           where s.chain_id = $1 and s.owner = $2
+           order by s.service_id
+           limit 1000"#,
+        state.chain_id() as i64,
+        user.address.as_slice()
+    )
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|r| MyService {
+                id: r.service_id,
+                kind: r.kind,
+                state: r.state,
+                reference: show_hex(&r.r#ref),
+                created_at: r.created_at,
+                expires_at: r.expires_at,
+                credits_per_hour: r.credits_per_hour,
+            })
+            .collect(),
+    ))
+}
+
+/// Checks (from the indexed registry) that the caller owns `id`; another's service is as absent
+/// as a missing one.
+async fn owned(state: &AppState, user: &AuthUser, id: i64) -> ApiResult<()> {
+    let owner = sqlx::query_scalar!(
+        "select owner from services where chain_id = $1 and service_id = $2",
+        state.chain_id() as i64,
+        id
+    )
+    .fetch_optional(&state.db)
+    .await?;
+    match owner {
+        Some(owner) if owner == user.address.as_slice() => Ok(()),
+        _ => Err(ApiError::NotFound(format!("no service {id} of yours"))),
+    }
+}
+
+async fn change(
+    state: &AppState,
+    user: &AuthUser,
+    id: i64,
+    resume: bool,
+) -> ApiResult<Json<TxOutcome>> {
+    owned(state, user, id).await?;
+    let operator = state
+        .operator
+        .as_ref()
+        .ok_or_else(|| ApiError::Unavailable("no operator key is configured".into()))?;
+    let registry = ServiceRegistry::new(
+        state.deployment.contracts.service_registry,
+        operator.provider().clone(),
+    );
+    let service = alloy::primitives::U256::from(id as u64);
+    let sent = if resume {
+        operator.send(registry.resume(service)).await
+    } else {
+        operator.send(registry.pause(service)).await
+    };
+    match sent {
+        Err(ApiError::Conflict(reason)) if reason.contains("InsufficientCredit") => {
+            Err(ApiError::InsufficientCredit(
+                "resuming needs a balance of at least one hour of the service's price; recharge first".into(),
+            ))
+        }
+        other => other.map(Json),
+    }
+}
+
+/// Pauses one of the caller's services on-chain (paused time is not charged).
+#[utoipa::path(post, path = "/services/{id}/pause", tag = "services", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The service")),
+    responses((status = 200, body = TxOutcome),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not active", body = Problem, content_type = "application/problem+json")))]
+pub async fn pause(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<TxOutcome>> {
+    change(&state, &user, id, false).await
+}
+
+/// Resumes one of the caller's paused or suspended services on-chain.
+#[utoipa::path(post, path = "/services/{id}/resume", tag = "services", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The service")),
+    responses((status = 200, body = TxOutcome),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not paused, expired or the account suspended", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 402, description = "Not enough credit for one hour", body = Problem,
+            content_type = "application/problem+json")))]
+pub async fn resume(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<TxOutcome>> {
+    change(&state, &user, id, true).await
+}
