@@ -34,6 +34,6 @@ create table relayed_transactions (
     unique (account, idempotency_key)
 );
 create unique index relayed_transactions_once on relayed_transactions (chain_id, request_hash)
-    where status <> 'failed';
+    where status not in ('failed', 'replaced');
 create index relayed_transactions_by_account on relayed_transactions (account, id desc);
 create index relayed_transactions_open on relayed_transactions (id) where status in ('received', 'pending');

@@ -460,7 +460,7 @@ async fn already_relayed(
 ) -> ApiResult<Option<RelayedTx>> {
     let found = sqlx::query!(
         r#"select id, request_hash, idempotency_key from relayed_transactions
-           where chain_id = $1 and ((account = $2 and idempotency_key = $3) or (request_hash = $4 and status <> 'failed'))
+           where chain_id = $1 and ((account = $2 and idempotency_key = $3) or (request_hash = $4 and status not in ('failed', 'replaced')))
            order by (idempotency_key = $3) desc nulls last
            limit 1"#,
         state.chain_id() as i64,

@@ -154,6 +154,27 @@ async fn bump(
     else {
         return Ok(false);
     };
+    // After a nonce resync, a later request may have been sent at this nonce: re-sending would
+    // replace that one. This request's nonce belongs to the other now.
+    let taken = sqlx::query_scalar!(
+        r#"select exists(select 1 from relayed_transactions
+            where chain_id = $1 and mode = 'forward' and nonce = $2 and id <> $3
+              and status in ('pending', 'mined')) as "taken!""#,
+        state.chain_id() as i64,
+        nonce,
+        row.id
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if taken {
+        sqlx::query!(
+            "update relayed_transactions set status = 'replaced', error = 'its nonce was used by another relayed transaction', updated_at = now() where id = $1",
+            row.id
+        )
+        .execute(&mut *conn)
+        .await?;
+        return Ok(true);
+    }
     let factor = BUMP.powi(row.bumps + 1);
     let forwarder = state.deployment.contracts.forwarder;
     match relayer
