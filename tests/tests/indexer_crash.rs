@@ -269,12 +269,18 @@ async fn assert_consistent(
     when: &str,
 ) -> anyhow::Result<Option<u64>> {
     let chain_id = chain.chain_id();
+    // One snapshot for the checkpoint and the counts: another indexer (a standby taking over)
+    // may commit between two statements.
+    sqlx::query("begin transaction isolation level repeatable read read only")
+        .execute(&mut *conn)
+        .await?;
     let at = checkpoint(conn, chain_id).await?;
     let upto = |l: &&Log| at.is_some_and(|c| l.block_number.expect("mined log") <= c);
     let expected_events = logs.iter().filter(upto).count() as i64;
     let expected_entries = logs.iter().filter(upto).filter(|l| is_credit_entry(l, chain)).count();
     let events = rows(conn, "events", chain_id).await?;
     let entries = rows(conn, "credit_entries", chain_id).await?;
+    sqlx::query("commit").execute(&mut *conn).await?;
     assert_eq!(
         events, expected_events,
         "{when}: checkpoint {at:?}, events indexed vs platform logs up to it"
