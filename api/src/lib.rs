@@ -92,6 +92,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::system::router())
         .merge(payments::router())
         .merge(routes::services::router())
+        .merge(routes::credit_analytics::router())
         .split_for_parts()
 }
 

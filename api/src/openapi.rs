@@ -20,6 +20,7 @@ use utoipa::{
         (name = "services", description = "One's services: state, price, pause and resume"),
         (name = "blockchain", description = "Relayed transactions (raw or gasless forward requests)"),
         (name = "public", description = "Indexed chain data for third parties (no login)"),
+        (name = "analytics", description = "Credit usage"),
         (name = "admin", description = "Platform administration (on-chain admin role)"),
         (name = "operations", description = "Health, readiness, metrics"),
     )

@@ -13,7 +13,7 @@ use decentraspace_abi::{
 };
 use decentraspace_tests::{IndexerTask, Role, TestApi, TestChain, TestDb, indexer_config};
 use futures::StreamExt;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const PROBLEMS: &str = "https://decentraspace.io/problems/";
 
@@ -306,7 +306,6 @@ const SPEC_PATHS: &[&str] = &[
     "/blockchain/ownership/",
     "/blockchain/listener/",
     "/analytics/site/",
-    "/analytics/credit/",
     "/analytics/system/",
 ];
 
@@ -314,7 +313,6 @@ const SPEC_PATHS: &[&str] = &[
 /// appears (move it out of this list) or when a served one disappears.
 const NOT_YET_SERVED: &[&str] = &[
     "/billing/deduct/",
-    "/analytics/credit/",
     "/github/link/",
     "/github/unlink/",
     "/github/deploy/",
@@ -384,5 +382,84 @@ async fn the_openapi_document_covers_every_route_and_spec_path() -> anyhow::Resu
     }
     let (status, _) = api.get("/docs/", None).await?;
     assert_eq!(status, 200, "the UI is served");
+    Ok(())
+}
+
+#[tokio::test]
+async fn credit_analytics_show_where_the_credits_went() -> anyhow::Result<()> {
+    let chain = TestChain::start().await?;
+    let db = TestDb::create().await?;
+    let _indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
+    let api = TestApi::start(&chain, &db).await?;
+    let (alice, bob) = (chain.user(0), chain.user(1));
+    let c = chain.deployment.contracts;
+    let operator = chain.provider_as(chain.role(Role::Operator));
+    mined!(AccountRegistry::new(c.account_registry, &operator).registerFor(alice.address()));
+    let oracle = chain.provider_as(chain.role(Role::PaymentOracle));
+    mined!(CreditLedger::new(c.credit_ledger, &oracle).creditFiat(
+        alice.address(),
+        U256::from(10_000_000),
+        keccak256("buy")
+    ));
+    let services = ServiceRegistry::new(c.service_registry, &operator);
+    let mut ids = Vec::new();
+    for (kind, name) in [(ServiceKind::StaticHosting, "site"), (ServiceKind::Storage, "files")] {
+        let receipt =
+            mined!(services.createServiceFor(alice.address(), kind.into(), keccak256(name)));
+        ids.push(
+            receipt.decoded_log::<ServiceRegistry::ServiceCreated>().expect("created").serviceId,
+        );
+    }
+    let billing = chain.provider_as(chain.role(Role::Billing));
+    let ledger = CreditLedger::new(c.credit_ledger, &billing);
+    for (service, credits, reference) in
+        [(ids[0], 3_000u64, "u1"), (ids[0], 2_000, "u2"), (ids[1], 1_000, "u3")]
+    {
+        mined!(ledger.deduct(alice.address(), service, U256::from(credits), keccak256(reference)));
+    }
+    wait_indexed(&db, &chain).await?;
+
+    let a = api.login(&alice).await?;
+    let (status, report) = api.get("/analytics/credit/?bucket=day", Some(&a.access)).await?;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        (report["spent"].as_str(), report["recharged"].as_str()),
+        (Some("6000"), Some("10000000")),
+        "{report}"
+    );
+    let top = report["top_services"].as_array().cloned().unwrap_or_default();
+    assert_eq!(top[0]["service_id"], ids[0].to::<u64>(), "{report}");
+    assert_eq!(
+        (top[0]["spent"].as_str(), top[0]["kind"].as_str()),
+        (Some("5000"), Some("static_hosting"))
+    );
+    assert_eq!(
+        report["by_kind"],
+        json!([{ "kind": "static_hosting", "spent": "5000" }, { "kind": "storage", "spent": "1000" }])
+    );
+    // Everything happened within seconds: one day's bucket (two if midnight fell in between).
+    let buckets = report["buckets"].as_array().cloned().unwrap_or_default();
+    assert!((1..=2).contains(&buckets.len()), "{report}");
+    let total = |field: &str| {
+        buckets
+            .iter()
+            .map(|b| b[field].as_str().unwrap_or("0").parse::<u64>().unwrap_or(0))
+            .sum::<u64>()
+    };
+    assert_eq!((total("spent"), total("recharged")), (6_000, 10_000_000), "{report}");
+    assert_eq!(report["burn_rate_per_day"], "857", "6000 over 7 days: {report}");
+    assert_eq!(report["balance"], "9994000");
+    assert!(report["projected_depletion"].is_string(), "{report}");
+
+    // Bob spent nothing; his report is his own.
+    let b = api.login(&bob).await?;
+    let (_, bobs) = api.get("/analytics/credit", Some(&b.access)).await?;
+    assert_eq!(
+        (bobs["spent"].as_str(), bobs["projected_depletion"].clone()),
+        (Some("0"), Value::Null),
+        "{bobs}"
+    );
+    assert_eq!(api.get("/analytics/credit?bucket=hour", Some(&a.access)).await?.0, 400);
+    assert_eq!(api.get("/analytics/credit", None).await?.0, 401);
     Ok(())
 }

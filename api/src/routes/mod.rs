@@ -2,6 +2,7 @@
 
 pub mod billing;
 pub mod blockchain;
+pub mod credit_analytics;
 pub mod health;
 pub mod manage;
 pub mod public;
