@@ -115,6 +115,13 @@ impl AppState {
         })
     }
 
+    /// The operator, or 503 when no operator key is configured.
+    pub fn operator(&self) -> Result<&Operator, crate::error::ApiError> {
+        self.operator.as_ref().ok_or_else(|| {
+            crate::error::ApiError::Unavailable("no operator key is configured".into())
+        })
+    }
+
     /// The chain id of the deployment.
     pub fn chain_id(&self) -> u64 {
         self.deployment.chain_id

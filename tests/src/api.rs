@@ -229,3 +229,25 @@ impl SiweMessage {
         text
     }
 }
+
+/// Where the API's problem types live.
+pub const PROBLEMS: &str = "https://decentraspace.io/problems/";
+
+/// The slug of a problem+json body's `type` (`siwe-expired`, `not-found`, …).
+pub fn problem_type(body: &Value) -> String {
+    body["type"].as_str().unwrap_or_default().trim_start_matches(PROBLEMS).to_owned()
+}
+
+/// Polls `check` until it holds, for up to 20 s (indexing is asynchronous).
+pub async fn eventually<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !check().await? {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(())
+}

@@ -9,7 +9,10 @@ mod db;
 mod indexer;
 mod paystack;
 
-pub use api::{SIWE_DOMAIN, SIWE_URI, Session, SiweMessage, TestApi, api_config};
+pub use api::{
+    PROBLEMS, SIWE_DOMAIN, SIWE_URI, Session, SiweMessage, TestApi, api_config, eventually,
+    problem_type,
+};
 pub use chain::{Role, TestChain, repo_root};
 pub use db::{TestDb, server_url};
 pub use indexer::{

@@ -3,7 +3,7 @@
 //! (signatures checked, replays ignored, the indexer woken) against real anvil, Postgres, the
 //! indexer and the API.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use alloy::{
     primitives::{U256, keccak256},
@@ -11,31 +11,14 @@ use alloy::{
 };
 use decentraspace_abi::{CreditLedger, DomainRegistry};
 use decentraspace_tests::{
-    IndexerTask, Role, TestApi, TestChain, TestDb, api_config, indexer_config,
+    IndexerTask, Role, TestApi, TestChain, TestDb, api_config, eventually, indexer_config,
+    problem_type,
 };
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-const PROBLEMS: &str = "https://decentraspace.io/problems/";
 const LISTENER_SECRET: &str = "listener-secret-for-tests";
-
-fn problem_type(body: &Value) -> String {
-    body["type"].as_str().unwrap_or_default().trim_start_matches(PROBLEMS).to_owned()
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check().await? {
-        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
 
 async fn put(api: &TestApi, path: &str, token: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
     let response = api.http.put(api.url(path)).bearer_auth(token).json(body).send().await?;

@@ -2,8 +2,6 @@
 //! own problem type, token checks, refresh rotation with reuse detection, logout, first-login
 //! registration on-chain, and admin-only tier changes (real anvil, Postgres, indexer, API).
 
-use std::time::{Duration, Instant};
-
 use alloy::{
     network::TransactionBuilder,
     primitives::{Address, Bytes},
@@ -15,11 +13,10 @@ use alloy::{
 use anyhow::Context;
 use chrono::Utc;
 use decentraspace_tests::{
-    IndexerTask, Role, SiweMessage, TestApi, TestChain, TestDb, indexer_config, repo_root,
+    IndexerTask, Role, SiweMessage, TestApi, TestChain, TestDb, eventually, indexer_config,
+    problem_type, repo_root,
 };
 use serde_json::{Value, json};
-
-const PROBLEMS: &str = "https://decentraspace.io/problems/";
 
 struct Stack {
     chain: TestChain,
@@ -34,24 +31,6 @@ async fn stack() -> anyhow::Result<Stack> {
     let indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
     let api = TestApi::start(&chain, &db).await?;
     Ok(Stack { chain, db, _indexer: indexer, api })
-}
-
-/// Polls `check` until it holds (indexing is asynchronous).
-async fn eventually<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check().await? {
-        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
-fn problem_type(body: &Value) -> String {
-    body["type"].as_str().unwrap_or_default().trim_start_matches(PROBLEMS).to_owned()
 }
 
 async fn login_with(api: &TestApi, message: &str, signature: &str) -> anyhow::Result<(u16, Value)> {

@@ -9,17 +9,12 @@ use alloy::{primitives::Address, providers::Provider};
 use decentraspace_abi::CreditLedger;
 use decentraspace_tests::{
     FakePaystack, IndexerTask, PAYSTACK_SECRET, Role, Session, TestApi, TestChain, TestDb,
-    api_config, indexer_config, paystack_signature,
+    api_config, indexer_config, paystack_signature, problem_type,
 };
 use serde_json::{Value, json};
 
-const PROBLEMS: &str = "https://decentraspace.io/problems/";
 /// Credit units per kobo: 1 NGN (100 kobo) buys 0.01 credit (10,000 units).
 const RATE: u64 = 100;
-
-fn problem_type(body: &Value) -> String {
-    body["type"].as_str().unwrap_or_default().trim_start_matches(PROBLEMS).to_owned()
-}
 
 struct Stack {
     chain: TestChain,

@@ -11,15 +11,11 @@ use alloy::{
 use decentraspace_abi::{
     AccountRegistry, CreditLedger, DomainRegistry, ServiceKind, ServiceRegistry,
 };
-use decentraspace_tests::{IndexerTask, Role, TestApi, TestChain, TestDb, indexer_config};
+use decentraspace_tests::{
+    IndexerTask, Role, TestApi, TestChain, TestDb, indexer_config, problem_type,
+};
 use futures::StreamExt;
 use serde_json::{Value, json};
-
-const PROBLEMS: &str = "https://decentraspace.io/problems/";
-
-fn problem_type(body: &Value) -> String {
-    body["type"].as_str().unwrap_or_default().trim_start_matches(PROBLEMS).to_owned()
-}
 
 async fn wait_indexed(db: &TestDb, chain: &TestChain) -> anyhow::Result<()> {
     let head = chain.reader().get_block_number().await?;

@@ -20,11 +20,10 @@ use decentraspace_abi::{
     eip712::{ForwardRequest, forwarder_domain},
 };
 use decentraspace_tests::{
-    IndexerTask, Role, TestApi, TestChain, TestDb, api_config, indexer_config,
+    IndexerTask, Role, TestApi, TestChain, TestDb, api_config, indexer_config, problem_type,
 };
 use serde_json::{Value, json};
 
-const PROBLEMS: &str = "https://decentraspace.io/problems/";
 /// 10 test dollars (6 decimals).
 const AMOUNT: u64 = 10_000_000;
 
@@ -36,10 +35,6 @@ sol! {
         uint256 nonce;
         uint256 deadline;
     }
-}
-
-fn problem_type(body: &Value) -> String {
-    body["type"].as_str().unwrap_or_default().trim_start_matches(PROBLEMS).to_owned()
 }
 
 struct Stack {

@@ -12,7 +12,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{page_limit, parse_address, public::ServiceView, show_address, show_hex};
+use super::{
+    page_limit, parse_address,
+    public::{ServiceRow, ServiceView},
+    show_address,
+};
 use crate::{
     auth::{AdminUser, TxOutcome},
     error::{ApiError, ApiResult, Problem},
@@ -167,8 +171,9 @@ pub async fn account_detail(
     .fetch_optional(&state.db)
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("no registered account {address}")))?;
-    let services = sqlx::query!(
-        r#"select service_id, owner, kind, state, ref, created_at, expires_at
+    let services = sqlx::query_as!(
+        ServiceRow,
+        r#"select service_id, owner, kind, state, ref as reference, created_at, expires_at
            from services where chain_id = $1 and owner = $2 order by service_id"#,
         chain,
         address.as_slice()
@@ -176,15 +181,7 @@ pub async fn account_detail(
     .fetch_all(&state.db)
     .await?
     .into_iter()
-    .map(|s| ServiceView {
-        id: s.service_id,
-        owner: show_address(&s.owner),
-        kind: s.kind,
-        state: s.state,
-        reference: show_hex(&s.r#ref),
-        created_at: s.created_at,
-        expires_at: s.expires_at,
-    })
+    .map(ServiceView::from)
     .collect();
     Ok(Json(AccountDetail {
         address: address.to_checksum(None),
@@ -227,10 +224,7 @@ pub async fn set_status(
             )));
         }
     };
-    let operator = state
-        .operator
-        .as_ref()
-        .ok_or_else(|| ApiError::Unavailable("no operator key is configured".into()))?;
+    let operator = state.operator()?;
     let registry = AccountRegistry::new(
         state.deployment.contracts.account_registry,
         operator.provider().clone(),
@@ -264,10 +258,7 @@ pub async fn set_free_tier_duration(
             request.days
         )));
     }
-    let operator = state
-        .operator
-        .as_ref()
-        .ok_or_else(|| ApiError::Unavailable("no operator key is configured".into()))?;
+    let operator = state.operator()?;
     let registry = AccountRegistry::new(
         state.deployment.contracts.account_registry,
         operator.provider().clone(),

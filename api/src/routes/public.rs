@@ -288,8 +288,9 @@ pub async fn service(
     State(state): State<AppState>,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<ServiceView>> {
-    let row = sqlx::query!(
-        r#"select service_id, owner, kind, state, ref, created_at, expires_at
+    let row = sqlx::query_as!(
+        ServiceRow,
+        r#"select service_id, owner, kind, state, ref as reference, created_at, expires_at
            from services where chain_id = $1 and service_id = $2"#,
         state.chain_id() as i64,
         id
@@ -297,15 +298,32 @@ pub async fn service(
     .fetch_optional(&state.db)
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("no service {id}")))?;
-    Ok(Json(ServiceView {
-        id: row.service_id,
-        owner: show_address(&row.owner),
-        kind: row.kind,
-        state: row.state,
-        reference: show_hex(&row.r#ref),
-        created_at: row.created_at,
-        expires_at: row.expires_at,
-    }))
+    Ok(Json(row.into()))
+}
+
+/// A `services` row, as read for a [`ServiceView`].
+pub(crate) struct ServiceRow {
+    pub(crate) service_id: i64,
+    pub(crate) owner: Vec<u8>,
+    pub(crate) kind: String,
+    pub(crate) state: String,
+    pub(crate) reference: Vec<u8>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) expires_at: Option<DateTime<Utc>>,
+}
+
+impl From<ServiceRow> for ServiceView {
+    fn from(r: ServiceRow) -> Self {
+        Self {
+            id: r.service_id,
+            owner: show_address(&r.owner),
+            kind: r.kind,
+            state: r.state,
+            reference: show_hex(&r.reference),
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+        }
+    }
 }
 
 /// A domain as recorded in the domain registry.

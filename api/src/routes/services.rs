@@ -104,10 +104,7 @@ async fn change(
     resume: bool,
 ) -> ApiResult<Json<TxOutcome>> {
     owned(state, user, id).await?;
-    let operator = state
-        .operator
-        .as_ref()
-        .ok_or_else(|| ApiError::Unavailable("no operator key is configured".into()))?;
+    let operator = state.operator()?;
     let registry = ServiceRegistry::new(
         state.deployment.contracts.service_registry,
         operator.provider().clone(),

@@ -97,10 +97,7 @@ pub async fn set_tier(
         Some(t) if t > Utc::now() => t.timestamp() as u64,
         Some(t) => return Err(ApiError::BadRequest(format!("expires_at {t} is in the past"))),
     };
-    let operator = state
-        .operator
-        .as_ref()
-        .ok_or_else(|| ApiError::Unavailable("no operator key is configured".into()))?;
+    let operator = state.operator()?;
     let registry = AccountRegistry::new(
         state.deployment.contracts.account_registry,
         operator.provider().clone(),
