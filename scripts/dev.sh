@@ -14,6 +14,9 @@ rpc_url="http://127.0.0.1:$anvil_port"
 deployer_key=${DEPLOYER_PRIVATE_KEY:-0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80}
 # anvil's eighth dev account pays the relayed transactions' gas.
 relayer_key=${RELAYER_PRIVATE_KEY:-0x4bbbf85ce3377467afe5d46f804f221813b2bb87f24d81f60f1fcdbf7cbf4356}
+# anvil's fifth dev account holds the ledger's billing role: the meter sends with a key of its
+# own, so its nonces never race the operator's.
+billing_key=${BILLING_PRIVATE_KEY:-0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a}
 api_listen=${API_LISTEN:-127.0.0.1:8080}
 mkdir -p .data
 
@@ -39,7 +42,8 @@ for _ in $(seq 1 50); do
 done
 chain_id=$(tools/foundry cast chain-id --rpc-url "$rpc_url")
 
-DEPLOYER_PRIVATE_KEY=$deployer_key tools/foundry forge script contracts/script/Deploy.s.sol \
+DEPLOYER_PRIVATE_KEY=$deployer_key BILLING=$(tools/foundry cast wallet address --private-key "$billing_key") \
+  tools/foundry forge script contracts/script/Deploy.s.sol \
   --rpc-url "$rpc_url" --broadcast --quiet
 record="deployments/$chain_id.json"
 
@@ -49,12 +53,13 @@ RPC_URL=$rpc_url WS_URL=${rpc_url/http/ws} DEPLOYMENTS_FILE=$record DATABASE_URL
   "$target_dir/debug/indexer" run >.data/indexer.log 2>&1 &
 indexer_pid=$!
 
-# The deployer holds every role on a local chain (the deploy script's default), so it is the
+# The deployer holds every other role on a local chain (the deploy script's default), so it is the
 # operator too. A fresh signing key per run: tokens from an earlier run are void.
 API_LISTEN=$api_listen DATABASE_URL=$database_url RPC_URL=$rpc_url DEPLOYMENTS_FILE=$record \
   SIWE_DOMAIN=${SIWE_DOMAIN:-localhost:8080} SIWE_URI=${SIWE_URI:-http://localhost:8080} \
   JWT_SECRET=$(node -e 'console.log(require("crypto").randomBytes(32).toString("hex"))') \
   OPERATOR_PRIVATE_KEY=$deployer_key RELAYER_PRIVATE_KEY=$relayer_key \
+  BILLING_PRIVATE_KEY=$billing_key METER_INTERVAL_SECS=${METER_INTERVAL_SECS:-60} \
   LISTENER_SECRET=${LISTENER_SECRET:-dev-listener-secret} CORS_ORIGINS=${CORS_ORIGINS:-*} \
   RUST_LOG=${RUST_LOG:-info} "$target_dir/debug/api" >.data/api.log 2>&1 &
 api_pid=$!

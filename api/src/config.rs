@@ -78,6 +78,25 @@ pub struct Config {
     #[arg(long, env = "PAYSTACK_BASE_URL", default_value = "https://api.paystack.co")]
     pub paystack_base_url: String,
 
+    /// The billing key (the ledger's `BILLING_ROLE`): the meter charges active services with it
+    /// (unset: nothing is metered on this replica).
+    #[arg(long, env = "BILLING_PRIVATE_KEY", hide_env_values = true)]
+    pub billing_key: Option<SecretString>,
+
+    /// Seconds between two meter cycles (each charges every active service for its active time
+    /// since its last charge).
+    #[arg(long, env = "METER_INTERVAL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub meter_interval_secs: u64,
+
+    /// Charges per `deductBatch` transaction.
+    #[arg(long, env = "METER_BATCH_SIZE", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=2000))]
+    pub meter_batch_size: u64,
+
+    /// The bearer token internal services present to record usage at `/billing/deduct` (at
+    /// least 32 characters; unset: only admins record usage).
+    #[arg(long, env = "SERVICE_TOKEN", hide_env_values = true)]
+    pub service_token: Option<SecretString>,
+
     /// The relayer's private key: submits users' signed forward requests, paying the gas (unset:
     /// only raw transactions are relayed).
     #[arg(long, env = "RELAYER_PRIVATE_KEY", hide_env_values = true)]
@@ -138,6 +157,11 @@ impl Config {
     /// How long an issued nonce stays usable.
     pub fn nonce_ttl(&self) -> Duration {
         Duration::from_secs(self.nonce_ttl_secs)
+    }
+
+    /// The time between two meter cycles.
+    pub fn meter_interval(&self) -> Duration {
+        Duration::from_secs(self.meter_interval_secs)
     }
 
     /// The request timeout.

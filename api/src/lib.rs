@@ -16,6 +16,7 @@ mod cache;
 mod config;
 pub mod error;
 mod limits;
+pub mod metering;
 mod openapi;
 pub mod payments;
 pub mod relay;
@@ -93,6 +94,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(payments::router())
         .merge(routes::services::router())
         .merge(routes::credit_analytics::router())
+        .merge(metering::router())
         .split_for_parts()
 }
 
@@ -192,6 +194,9 @@ pub async fn serve(
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
     let tracker = tokio::spawn(relay::tracker::run(state.clone()));
     let payments = tokio::spawn(payments::worker::run(state.clone()));
+    let depletion = tokio::spawn(metering::depletion::run(state.clone()));
+    let meter = metering::Meter::new(&state)
+        .map(|meter| tokio::spawn(meter.run(state.config.meter_interval())));
     let app = app(state);
     let served = axum::serve(
         listener,
@@ -204,6 +209,10 @@ pub async fn serve(
     housekeeping.abort();
     tracker.abort();
     payments.abort();
+    depletion.abort();
+    if let Some(meter) = meter {
+        meter.abort();
+    }
     served
 }
 

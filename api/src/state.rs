@@ -14,7 +14,7 @@ use crate::{
     auth::{Operator, TokenKeys},
     limits::RateLimits,
     relay::Relayer,
-    stream::ChainNotice,
+    stream::Notice,
 };
 
 /// The API's shared state.
@@ -38,14 +38,16 @@ pub struct AppState {
     pub payment_wake: Arc<tokio::sync::Notify>,
     /// Submits forward requests, paying the gas; unset without a key.
     pub relayer: Option<Arc<Relayer>>,
+    /// Sends the billing meter's `deductBatch` transactions; unset without a billing key.
+    pub billing: Option<Arc<Relayer>>,
     /// Access and refresh token keys.
     pub tokens: TokenKeys,
     /// Per-IP and per-account request budgets.
     pub limits: Arc<RateLimits>,
     /// Hot reads cached until the indexer's next commit.
     pub reads: Arc<crate::ReadCaches>,
-    /// Indexed-block notices for `/v1/stream`, fed by the indexer's NOTIFY.
-    pub notices: broadcast::Sender<ChainNotice>,
+    /// Indexed-block and platform notices for `/v1/stream`, fed by NOTIFY.
+    pub notices: broadcast::Sender<Notice>,
 }
 
 impl AppState {
@@ -90,9 +92,29 @@ impl AppState {
                 None => None,
             };
         let relayer = match &config.relayer_key {
-            Some(key) => Some(Arc::new(Relayer::new(key, chain.clone(), deployment.chain_id)?)),
+            Some(key) => Some(Arc::new(Relayer::new(
+                key,
+                "RELAYER_PRIVATE_KEY",
+                chain.clone(),
+                deployment.chain_id,
+            )?)),
             None => None,
         };
+        let billing = match &config.billing_key {
+            Some(key) => Some(Arc::new(Relayer::new(
+                key,
+                "BILLING_PRIVATE_KEY",
+                chain.clone(),
+                deployment.chain_id,
+            )?)),
+            None => None,
+        };
+        if let Some(token) = &config.service_token {
+            anyhow::ensure!(
+                secrecy::ExposeSecret::expose_secret(token).len() >= 32,
+                "SERVICE_TOKEN must be at least 32 characters"
+            );
+        }
         let tokens =
             TokenKeys::new(&config.jwt_secret, config.access_ttl_secs, config.refresh_ttl_secs)?;
         let limits =
@@ -105,6 +127,7 @@ impl AppState {
             chain,
             operator,
             relayer,
+            billing,
             oracle,
             payments,
             payment_wake: Arc::default(),

@@ -1,5 +1,7 @@
-//! Live chain notices: one task listens to the indexer's NOTIFY, loads the newly indexed events
-//! once, and fans them out to every `/v1/stream` client, which filters them in memory.
+//! Live notices: one task listens to the indexer's NOTIFY, loads the newly indexed events once,
+//! and fans them out to every `/v1/stream` client, which filters them in memory. The platform's
+//! own notices (services suspended for lack of credit) travel the same way, through NOTIFY on
+//! [`PLATFORM_CHANNEL`], so that every replica's clients see what any replica did.
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,6 +13,45 @@ use crate::routes::public::{EventView, load_events_in_blocks};
 
 /// The most events one notice carries; a larger batch (a backfill) is announced without them.
 pub const MAX_NOTICE_EVENTS: i64 = 2_000;
+
+/// The channel platform notices are sent on (payload: a [`PlatformNotice`] as JSON).
+pub const PLATFORM_CHANNEL: &str = "decentraspace_platform";
+
+/// What `/v1/stream` fans out.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// The indexer committed blocks.
+    Chain(ChainNotice),
+    /// The platform did something an account's clients should hear of.
+    Platform(Arc<PlatformNotice>),
+}
+
+/// A platform notice about one account.
+#[derive(Debug, Clone, serde::Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlatformNotice {
+    /// The chain.
+    pub chain_id: u64,
+    /// The SSE event name (`services_suspended`).
+    pub event: String,
+    /// The account it is about (checksummed).
+    pub account: String,
+    /// The details.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+impl PlatformNotice {
+    /// Sends the notice to every replica's stream (NOTIFY is delivered at commit, so a notice sent
+    /// inside a transaction that rolls back is never seen).
+    pub async fn publish(&self, db: &PgPool) -> anyhow::Result<()> {
+        sqlx::query("select pg_notify($1, $2)")
+            .bind(PLATFORM_CHANNEL)
+            .bind(serde_json::to_string(self)?)
+            .execute(db)
+            .await?;
+        Ok(())
+    }
+}
 
 /// What the indexer committed.
 #[derive(Debug, Clone)]
@@ -39,7 +80,7 @@ struct Payload {
 pub async fn run(
     db: PgPool,
     chain_id: u64,
-    notices: broadcast::Sender<ChainNotice>,
+    notices: broadcast::Sender<Notice>,
     reads: std::sync::Arc<crate::ReadCaches>,
 ) {
     let mut attempt = 0u32;
@@ -61,11 +102,11 @@ pub async fn run(
 async fn listen(
     db: &PgPool,
     chain_id: u64,
-    notices: &broadcast::Sender<ChainNotice>,
+    notices: &broadcast::Sender<Notice>,
     reads: &crate::ReadCaches,
 ) -> anyhow::Result<()> {
     let mut listener = PgListener::connect_with(db).await?;
-    listener.listen(decentraspace_indexer::store::NOTIFY_CHANNEL).await?;
+    listener.listen_all([decentraspace_indexer::store::NOTIFY_CHANNEL, PLATFORM_CHANNEL]).await?;
     reads.set_live(true);
     loop {
         // `None`: the connection dropped and notices may have been missed while it reconnects.
@@ -73,6 +114,18 @@ async fn listen(
             reads.invalidate();
             continue;
         };
+        if notification.channel() == PLATFORM_CHANNEL {
+            match serde_json::from_str::<PlatformNotice>(notification.payload()) {
+                Ok(notice) if notice.chain_id == chain_id => {
+                    let _ = notices.send(Notice::Platform(Arc::new(notice)));
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(target: "api::stream", %err, "unreadable platform notice")
+                }
+            }
+            continue;
+        }
         let payload: Payload = match serde_json::from_str(notification.payload()) {
             Ok(p) => p,
             Err(err) => {
@@ -99,11 +152,11 @@ async fn listen(
                 Some(Arc::new(events))
             };
         // No receiver is fine: nobody is streaming.
-        let _ = notices.send(ChainNotice {
+        let _ = notices.send(Notice::Chain(ChainNotice {
             from_block: payload.from_block,
             to_block: payload.to_block,
             reorg: payload.reorg,
             events,
-        });
+        }));
     }
 }

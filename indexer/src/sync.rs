@@ -365,7 +365,7 @@ impl Indexer {
             .iter()
             .map(|h| BlockRef { number: h.number, hash: h.hash, parent_hash: h.parent_hash })
             .collect();
-        let last = headers.last().map(|h| h.hash);
+        let last = headers.last().map(|h| (h.hash, h.timestamp));
         self.commit(conn, events, &blocks, Some(safe), to, last).await?;
         Ok(())
     }
@@ -385,11 +385,19 @@ impl Indexer {
             let Some(stored) = stored else {
                 error!(target: "indexer::reorg", number, "reorg reaches below the stored blocks; rolling back to here");
                 let header = self.chain.header(number).await?;
-                break Checkpoint { block_number: number, block_hash: header.hash };
+                break Checkpoint {
+                    block_number: number,
+                    block_hash: header.hash,
+                    block_time: Some(header.timestamp),
+                };
             };
             let canonical = self.chain.header(number).await?;
             if canonical.hash == stored || number == 0 {
-                break Checkpoint { block_number: number, block_hash: canonical.hash };
+                break Checkpoint {
+                    block_number: number,
+                    block_hash: canonical.hash,
+                    block_time: Some(canonical.timestamp),
+                };
             }
             number -= 1;
         };
@@ -409,7 +417,7 @@ impl Indexer {
         blocks: &[BlockRef],
         prune_below: Option<u64>,
         last_block: u64,
-        last_hash: Option<B256>,
+        last: Option<(B256, u64)>,
     ) -> Result<(), SyncError> {
         let started = Instant::now();
         let mut missing: Vec<u64> = events
@@ -417,7 +425,7 @@ impl Indexer {
             .filter(|e| e.block_time.is_none())
             .map(|e| e.position.block_number)
             .collect();
-        if last_hash.is_none() {
+        if last.is_none() {
             missing.push(last_block);
         }
         missing.sort_unstable();
@@ -431,14 +439,15 @@ impl Indexer {
             e.block_time =
                 e.block_time.or_else(|| headers.get(&e.position.block_number).map(|h| h.timestamp));
         }
-        let block_hash = match last_hash {
-            Some(hash) => hash,
+        let (block_hash, block_time) = match last {
+            Some(last) => last,
             None => headers
                 .get(&last_block)
-                .map(|h| h.hash)
+                .map(|h| (h.hash, h.timestamp))
                 .ok_or(RpcError::MissingBlock(last_block))?,
         };
-        let checkpoint = Checkpoint { block_number: last_block, block_hash };
+        let checkpoint =
+            Checkpoint { block_number: last_block, block_hash, block_time: Some(block_time) };
         let outcome =
             store::write_batch(conn, self.chain_id(), &events, blocks, prune_below, checkpoint)
                 .await?;

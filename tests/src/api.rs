@@ -34,8 +34,7 @@ pub struct TestApi {
 
 /// The test configuration: the chain's operator and relayer keys, generous rate limits.
 pub fn api_config(chain: &TestChain, db: &TestDb) -> Config {
-    let key = |role: Role| format!("0x{}", alloy::hex::encode(chain.role(role).to_bytes()));
-    let (operator, relayer) = (key(Role::Operator), key(Role::Relayer));
+    let (operator, relayer) = (role_key(chain, Role::Operator), role_key(chain, Role::Relayer));
     Config::parse_from([
         "api",
         "--listen",
@@ -250,4 +249,55 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     Ok(())
+}
+
+/// The API binary as a child process (for crash tests); killed when dropped.
+#[derive(Debug)]
+pub struct ApiProcess {
+    child: std::process::Child,
+}
+
+impl ApiProcess {
+    /// Starts the `api` binary on a free port against `chain` and `db`, with `extra` settings
+    /// (environment variables) on top of the test configuration's essentials.
+    pub fn spawn(chain: &TestChain, db: &TestDb, extra: &[(&str, String)]) -> anyhow::Result<Self> {
+        let mut command =
+            std::process::Command::new(crate::workspace_binary("api", "decentraspace-api")?);
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("API_LISTEN", "127.0.0.1:0")
+            .env("DATABASE_URL", &db.url)
+            .env("RPC_URL", chain.endpoint())
+            .env("DEPLOYMENTS_FILE", &chain.deployment_file)
+            .env("JWT_SECRET", "test-secret-test-secret-test-secret-0123")
+            .env("RUST_LOG", std::env::var("API_LOG").unwrap_or_else(|_| "warn".into()))
+            // The API's logs show with API_LOG set (e.g. API_LOG=api=info).
+            .stdout(if std::env::var_os("API_LOG").is_some() {
+                std::process::Stdio::inherit()
+            } else {
+                std::process::Stdio::null()
+            });
+        for (name, value) in extra {
+            command.env(name, value);
+        }
+        Ok(Self { child: command.spawn().context("spawn the API")? })
+    }
+
+    /// Kills it with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+impl Drop for ApiProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `role`'s private key as `0x…` hex (for the API's key settings).
+pub fn role_key(chain: &TestChain, role: Role) -> String {
+    format!("0x{}", alloy::hex::encode(chain.role(role).to_bytes()))
 }

@@ -149,6 +149,32 @@ impl TestChain {
     pub fn reader(&self) -> DynProvider {
         ProviderBuilder::new().connect_http(self.anvil.endpoint_url()).erased()
     }
+
+    /// Stops the clock: every block from now on has the latest block's time until
+    /// [`TestChain::mine_at`] moves it (time-based charges become exact).
+    pub async fn freeze_time(&self) -> anyhow::Result<()> {
+        let _: serde_json::Value =
+            self.reader().raw_request("anvil_setBlockTimestampInterval".into(), (0,)).await?;
+        Ok(())
+    }
+
+    /// Mines an empty block at `timestamp` (unix seconds); later blocks keep that time while the
+    /// clock is frozen.
+    pub async fn mine_at(&self, timestamp: u64) -> anyhow::Result<u64> {
+        let _: serde_json::Value =
+            self.reader().raw_request("evm_mine".into(), (timestamp,)).await?;
+        Ok(self.reader().get_block_number().await?)
+    }
+
+    /// The latest block's time (unix seconds).
+    pub async fn time(&self) -> anyhow::Result<u64> {
+        let block = self
+            .reader()
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await?
+            .context("latest block")?;
+        Ok(block.header.timestamp)
+    }
 }
 
 /// Runs the deploy script against `anvil`, giving each role to its own account, and reads back

@@ -77,15 +77,17 @@ impl Drop for IndexerTask {
 
 /// The indexer binary built next to the test binaries (`cargo build --workspace --bins`).
 pub fn indexer_binary() -> anyhow::Result<PathBuf> {
+    workspace_binary("indexer", "decentraspace-indexer")
+}
+
+/// The binary `name` of the workspace's `package`, built next to the test binaries.
+pub fn workspace_binary(name: &str, package: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> -> target/<profile>/indexer
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
     let dir = exe.parent().and_then(|d| d.parent()).context("test binary location")?;
-    let bin = dir.join("indexer");
+    let bin = dir.join(name);
     if !bin.exists() {
-        bail!(
-            "{} is missing: run `cargo build -p decentraspace-indexer` (make test does)",
-            bin.display()
-        );
+        bail!("{} is missing: run `cargo build -p {package}` (make test does)", bin.display());
     }
     Ok(bin)
 }

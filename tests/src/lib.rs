@@ -10,12 +10,13 @@ mod indexer;
 mod paystack;
 
 pub use api::{
-    PROBLEMS, SIWE_DOMAIN, SIWE_URI, Session, SiweMessage, TestApi, api_config, eventually,
-    problem_type,
+    ApiProcess, PROBLEMS, SIWE_DOMAIN, SIWE_URI, Session, SiweMessage, TestApi, api_config,
+    eventually, problem_type, role_key,
 };
 pub use chain::{Role, TestChain, repo_root};
 pub use db::{TestDb, server_url};
 pub use indexer::{
     IndexerProcess, IndexerTask, indexer_binary, indexer_config, wait_for_checkpoint,
+    workspace_binary,
 };
 pub use paystack::{FakePaystack, FakeTransaction, PAYSTACK_SECRET, paystack_signature};

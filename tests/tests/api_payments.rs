@@ -9,7 +9,7 @@ use alloy::{primitives::Address, providers::Provider};
 use decentraspace_abi::CreditLedger;
 use decentraspace_tests::{
     FakePaystack, IndexerTask, PAYSTACK_SECRET, Role, Session, TestApi, TestChain, TestDb,
-    api_config, indexer_config, paystack_signature, problem_type,
+    api_config, indexer_config, paystack_signature, problem_type, role_key,
 };
 use serde_json::{Value, json};
 
@@ -34,7 +34,7 @@ async fn stack() -> anyhow::Result<Stack> {
     let mut config = api_config(&chain, &db);
     config.paystack_secret_key = Some(PAYSTACK_SECRET.to_owned().into());
     config.paystack_base_url = paystack.url.clone();
-    let oracle = format!("0x{}", alloy::hex::encode(chain.role(Role::PaymentOracle).to_bytes()));
+    let oracle = role_key(&chain, Role::PaymentOracle);
     config.payment_oracle_key = Some(oracle.into());
     let api = TestApi::start_with(config).await?;
     let head = chain.reader().get_block_number().await?;

@@ -308,7 +308,6 @@ const SPEC_PATHS: &[&str] = &[
 /// Spec paths not served yet, each tracked by an open issue; the test fails when one of them
 /// appears (move it out of this list) or when a served one disappears.
 const NOT_YET_SERVED: &[&str] = &[
-    "/billing/deduct/",
     "/github/link/",
     "/github/unlink/",
     "/github/deploy/",

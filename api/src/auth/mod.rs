@@ -1,6 +1,7 @@
 //! Authentication: SIWE login, access and refresh tokens, and the extractors that guard routes.
 
 mod operator;
+mod service;
 pub mod siwe;
 mod tokens;
 
@@ -17,6 +18,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub use operator::{Operator, TxOutcome};
+pub use service::ServiceOrAdmin;
 pub use tokens::{Claims, TokenKeys};
 
 /// 16 random bytes for a reference.

@@ -50,7 +50,8 @@ struct State {
     fees: Option<(Instant, u128, u128)>,
 }
 
-/// Sends the relayer's transactions.
+/// Sends the relayer's transactions. The billing meter sends its batches through one of these
+/// too, with the billing key: the same nonce counting, for a key only the meter uses.
 #[derive(Debug)]
 pub struct Relayer {
     provider: DynProvider,
@@ -72,10 +73,15 @@ pub enum SendError {
 }
 
 impl Relayer {
-    /// A relayer signing with `key`.
-    pub fn new(key: &SecretString, provider: DynProvider, chain_id: u64) -> anyhow::Result<Self> {
+    /// A relayer signing with `key`; `name` is the setting the key came from (for errors).
+    pub fn new(
+        key: &SecretString,
+        name: &str,
+        provider: DynProvider,
+        chain_id: u64,
+    ) -> anyhow::Result<Self> {
         let signer: PrivateKeySigner =
-            key.expose_secret().parse().context("RELAYER_PRIVATE_KEY is not a private key")?;
+            key.expose_secret().parse().with_context(|| format!("{name} is not a private key"))?;
         let address = signer.address();
         Ok(Self {
             provider,

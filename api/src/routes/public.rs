@@ -20,7 +20,7 @@ use super::{Cursor, page_limit, parse_address, show_address, show_hex};
 use crate::{
     error::{ApiError, ApiResult, Problem},
     state::AppState,
-    stream::ChainNotice,
+    stream::Notice,
 };
 
 /// The `/v1` routes.
@@ -383,7 +383,9 @@ pub struct StreamQuery {
 
 /// Server-sent events as blocks are indexed: one `event` per platform event (named after it, data
 /// an event object as in `/v1/events`), `indexed` for a batch too large to list (a backfill), and
-/// `reorg` when indexed blocks were rolled back (data: the block the chain continues from).
+/// `reorg` when indexed blocks were rolled back (data: the block the chain continues from). The
+/// platform's own notices about an account come too, e.g. `services_suspended` when its credit
+/// ran out (data: a platform notice).
 #[utoipa::path(get, path = "/v1/stream", tag = "public", params(StreamQuery),
     responses((status = 200, description = "A `text/event-stream`", content_type = "text/event-stream")))]
 pub async fn live(
@@ -400,12 +402,20 @@ pub async fn live(
 }
 
 fn sse_events(
-    notice: Result<ChainNotice, BroadcastStreamRecvError>,
+    notice: Result<Notice, BroadcastStreamRecvError>,
     account: Option<&str>,
     event: Option<&str>,
 ) -> Vec<Event> {
     let notice = match notice {
-        Ok(n) => n,
+        Ok(Notice::Chain(n)) => n,
+        Ok(Notice::Platform(p)) => {
+            let wanted =
+                account.is_none_or(|a| p.account == a) && event.is_none_or(|n| p.event == n);
+            return match Event::default().event(p.event.clone()).json_data(&*p) {
+                Ok(e) if wanted => vec![e],
+                _ => vec![],
+            };
+        }
         Err(BroadcastStreamRecvError::Lagged(missed)) => {
             // A slow client missed notices: say so, so it can catch up through /v1/events.
             return vec![Event::default().event("lagged").data(missed.to_string())];

@@ -40,6 +40,9 @@ pub struct MyService {
     pub created_at: DateTime<Utc>,
     /// When it expires while its owner is on the Free tier.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Whether it has expired: its owner is on the Free tier past `expires_at`. An expired service
+    /// is neither charged nor served; upgrading to Paid lifts the expiry.
+    pub expired: bool,
     /// Its price per active hour at the owner's tier, in credit units (decimal string).
     pub credits_per_hour: Option<String>,
 }
@@ -53,13 +56,20 @@ pub async fn my_services(
     user: AuthUser,
 ) -> ApiResult<Json<Vec<MyService>>> {
     let rows = sqlx::query!(
-        r#"select s.service_id, s.kind, s.state, s.ref, s.created_at, s.expires_at,
+        r#"with mine as (
+               select s.service_id, s.kind, s.state, s.ref, s.created_at, s.expires_at,
+                      effective_tier(a.tier, a.tier_expires_at, chain_now($1)) as tier
+               from services s
+               left join accounts a on a.chain_id = s.chain_id and a.address = s.owner
+               where s.chain_id = $1 and s.owner = $2
+           )
+           select m.service_id as "service_id!", m.kind as "kind!", m.state as "state!", m.ref as "ref!",
+                  m.created_at as "created_at!", m.expires_at,
+                  (m.tier = 'free' and m.expires_at is not null and m.expires_at <= chain_now($1)) as "expired!",
                   p.credits_per_hour::text as credits_per_hour
-           from services s
-           left join accounts a on a.chain_id = s.chain_id and a.address = s.owner
-           left join service_prices p on p.chain_id = s.chain_id and p.kind = s.kind and p.tier = coalesce(a.tier, 'free')
-           where s.chain_id = $1 and s.owner = $2
-           order by s.service_id
+           from mine m
+           left join service_prices p on p.chain_id = $1 and p.kind = m.kind and p.tier = m.tier
+           order by m.service_id
            limit 1000"#,
         state.chain_id() as i64,
         user.address.as_slice()
@@ -75,6 +85,7 @@ pub async fn my_services(
                 reference: show_hex(&r.r#ref),
                 created_at: r.created_at,
                 expires_at: r.expires_at,
+                expired: r.expired,
                 credits_per_hour: r.credits_per_hour,
             })
             .collect(),

@@ -79,6 +79,9 @@ pub struct Checkpoint {
     pub block_number: u64,
     /// Its hash.
     pub block_hash: B256,
+    /// Its time (unix seconds): the chain's clock as far as the index goes (null in a checkpoint
+    /// written before it was recorded).
+    pub block_time: Option<u64>,
 }
 
 /// A block that is not final yet, kept to detect reorgs.
@@ -98,7 +101,8 @@ pub async fn checkpoint(
     chain_id: u64,
 ) -> Result<Option<Checkpoint>, StoreError> {
     let row = sqlx::query!(
-        "select block_number, block_hash from indexer_checkpoints where chain_id = $1",
+        r#"select block_number, block_hash, extract(epoch from block_time)::bigint as block_time
+           from indexer_checkpoints where chain_id = $1"#,
         chain_id as i64
     )
     .fetch_optional(conn)
@@ -108,6 +112,7 @@ pub async fn checkpoint(
             block_number: r.block_number as u64,
             block_hash: B256::try_from(r.block_hash.as_slice())
                 .map_err(|_| StoreError::Corrupt("checkpoint hash".into()))?,
+            block_time: r.block_time.map(|t| t as u64),
         })
     })
     .transpose()
@@ -297,12 +302,15 @@ async fn set_checkpoint(
     checkpoint: Checkpoint,
 ) -> Result<(), StoreError> {
     sqlx::query!(
-        r#"insert into indexer_checkpoints (chain_id, block_number, block_hash) values ($1, $2, $3)
+        r#"insert into indexer_checkpoints (chain_id, block_number, block_hash, block_time)
+           values ($1, $2, $3, to_timestamp($4))
            on conflict (chain_id) do update
-           set block_number = excluded.block_number, block_hash = excluded.block_hash, updated_at = now()"#,
+           set block_number = excluded.block_number, block_hash = excluded.block_hash,
+               block_time = excluded.block_time, updated_at = now()"#,
         chain_id as i64,
         checkpoint.block_number as i64,
-        checkpoint.block_hash.as_slice()
+        checkpoint.block_hash.as_slice(),
+        checkpoint.block_time.map(|t| t as f64)
     )
     .execute(conn)
     .await?;

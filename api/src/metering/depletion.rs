@@ -1,0 +1,130 @@
+//! Depletion: an account whose credit ran out has its priced, active services suspended on-chain
+//! by the operator, and its clients hear of it on `/v1/stream` (`services_suspended`). After a
+//! recharge, the owner resumes them (`/services/{id}/resume`, which needs an hour of credit).
+//!
+//! The work is found from indexed state, not by following events: an account with a balance row
+//! at zero has been charged down to it (a row exists only once credit moved, and a deduction that
+//! empties it emits `CreditDepleted`), so "balance 0 and a priced service still active" is the
+//! whole condition. A pass is therefore idempotent, survives restarts and reorgs, and runs after
+//! every indexed batch. Services that cost nothing at the owner's tier keep running.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use alloy::primitives::{Address, U256};
+use decentraspace_abi::ServiceRegistry;
+use sqlx::Connection;
+
+use crate::{
+    auth::Operator,
+    state::AppState,
+    stream::{Notice, PlatformNotice},
+};
+
+/// Passes run after every indexer notice, and at least this often.
+const POLL: Duration = Duration::from_secs(5);
+/// A suspension sent but not indexed yet is not sent again before this.
+const RESEND_AFTER: Duration = Duration::from_secs(60);
+/// Advisory lock key of the depletion pass.
+const DEPLETION_LOCK: i64 = 0x6473_7061_6365_0300;
+/// Suspensions per pass.
+const PER_PASS: i64 = 500;
+
+/// Suspends depleted accounts' services until the process ends (nothing without an operator key).
+pub async fn run(state: AppState) {
+    let Some(operator) = state.operator.clone() else { return };
+    let mut notices = state.notices.subscribe();
+    let mut sent: HashMap<i64, Instant> = HashMap::new();
+    loop {
+        tokio::select! {
+            notice = notices.recv() => {
+                if matches!(notice, Ok(Notice::Platform(_))) {
+                    continue;
+                }
+            }
+            () = tokio::time::sleep(POLL) => {}
+        }
+        if let Err(err) = pass(&state, &operator, &mut sent).await {
+            tracing::warn!(target: "api::depletion", err = format!("{err:#}"), "depletion pass failed");
+        }
+    }
+}
+
+/// One pass: suspends what is due. Returns how many suspensions were sent.
+pub async fn pass(
+    state: &AppState,
+    operator: &Operator,
+    sent: &mut HashMap<i64, Instant>,
+) -> anyhow::Result<usize> {
+    let chain_id = state.chain_id() as i64;
+    let mut lock = state.db.acquire().await?.detach();
+    let leader: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+        .bind(DEPLETION_LOCK)
+        .fetch_one(&mut lock)
+        .await?;
+    if !leader {
+        return Ok(0);
+    }
+    let due = sqlx::query!(
+        r#"select s.service_id, s.owner
+           from services s
+           join credit_balances b on b.chain_id = s.chain_id and b.account = s.owner and b.balance = 0
+           left join accounts a on a.chain_id = s.chain_id and a.address = s.owner
+           join service_prices p on p.chain_id = s.chain_id and p.kind = s.kind
+               and p.tier = effective_tier(a.tier, a.tier_expires_at, chain_now($1))
+           where s.chain_id = $1 and s.state = 'active' and p.credits_per_hour > 0
+           order by s.owner, s.service_id
+           limit $2"#,
+        chain_id,
+        PER_PASS
+    )
+    .fetch_all(&mut lock)
+    .await?;
+    sent.retain(|_, at| at.elapsed() < RESEND_AFTER);
+    let registry = ServiceRegistry::new(
+        state.deployment.contracts.service_registry,
+        operator.provider().clone(),
+    );
+    let mut suspended: HashMap<Address, Vec<i64>> = HashMap::new();
+    for service in due {
+        if sent.contains_key(&service.service_id) {
+            continue;
+        }
+        let outcome = operator.send(registry.suspend(U256::from(service.service_id as u64))).await;
+        match outcome {
+            Ok(outcome) => {
+                tracing::info!(target: "api::depletion", service = service.service_id, tx = outcome.tx_hash, "suspended: credit depleted");
+                sent.insert(service.service_id, Instant::now());
+                suspended
+                    .entry(Address::from_slice(&service.owner))
+                    .or_default()
+                    .push(service.service_id);
+            }
+            // Paused or suspended meanwhile (the index is behind): nothing to do.
+            Err(err) => {
+                tracing::warn!(target: "api::depletion", service = service.service_id, %err, "cannot suspend");
+                sent.insert(service.service_id, Instant::now());
+            }
+        }
+    }
+    lock.close().await.ok();
+    let count = suspended.values().map(Vec::len).sum();
+    for (account, services) in suspended {
+        let notice = PlatformNotice {
+            chain_id: state.chain_id(),
+            event: "services_suspended".into(),
+            account: account.to_checksum(None),
+            data: serde_json::json!({
+                "reason": "credit_depleted",
+                "services": services,
+                "detail": "the account's credit ran out; recharge, then resume the services",
+            }),
+        };
+        if let Err(err) = notice.publish(&state.db).await {
+            tracing::warn!(target: "api::depletion", %err, "cannot publish a suspension notice");
+        }
+    }
+    Ok(count)
+}

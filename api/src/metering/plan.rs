@@ -1,0 +1,137 @@
+//! The meter's arithmetic, kept apart from the database and the chain: how long a service was
+//! active in a span, what that costs, and the usage references the ledger de-duplicates on.
+
+use alloy::{
+    primitives::{B256, U256, keccak256},
+    sol_types::SolValue,
+};
+
+/// Seconds in the hour that prices are quoted per.
+const HOUR: u64 = 3600;
+
+/// A service's state change: when (unix seconds) and whether it left the service active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    /// The block time of the change.
+    pub at: i64,
+    /// Whether the service is active from then on.
+    pub active: bool,
+}
+
+/// Seconds within `[from, until)` that a service with these state changes (in chain order, the
+/// first being its creation) was active. Each state holds until the next change.
+pub fn active_seconds(changes: &[Change], from: i64, until: i64) -> u64 {
+    let mut total = 0u64;
+    for (i, change) in changes.iter().enumerate() {
+        if !change.active {
+            continue;
+        }
+        let ends = changes.get(i + 1).map_or(until, |next| next.at);
+        let (start, end) = (change.at.max(from), ends.min(until));
+        if end > start {
+            total += (end - start) as u64;
+        }
+    }
+    total
+}
+
+/// What `seconds` at `per_hour` cost, given `carry` credit-seconds left over from earlier
+/// charges: the whole credit units to charge now, and the credit-seconds to carry on (less than
+/// an hour's worth of one unit). Summed over any split of the time, the charges equal the price of
+/// the whole time, rounded down once.
+pub fn charge(per_hour: U256, seconds: u64, carry: U256) -> (U256, U256) {
+    let owed = per_hour * U256::from(seconds) + carry;
+    let hour = U256::from(HOUR);
+    (owed / hour, owed % hour)
+}
+
+/// The usage reference of the active time of `service` charged up to `period_end` (unix
+/// seconds). The meter plans each span once (its end becomes the service's next start), so the
+/// reference names the charge for good.
+pub fn time_usage_ref(chain_id: u64, service: i64, period_end: i64) -> B256 {
+    keccak256(
+        (
+            "decentraspace.meter.time",
+            U256::from(chain_id),
+            U256::from(service),
+            U256::from(period_end),
+        )
+            .abi_encode(),
+    )
+}
+
+/// The usage reference of usage recorded against `service` under the caller's `reference`: a
+/// caller retrying with the same reference can never be charged twice.
+pub fn recorded_usage_ref(chain_id: u64, service: i64, reference: &str) -> B256 {
+    keccak256(
+        ("decentraspace.meter.usage", U256::from(chain_id), U256::from(service), reference)
+            .abi_encode(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const fn on(at: i64) -> Change {
+        Change { at, active: true }
+    }
+
+    const fn off(at: i64) -> Change {
+        Change { at, active: false }
+    }
+
+    #[test]
+    fn active_time_counts_only_active_spans_inside_the_window() {
+        // created at 0, paused at 100, resumed at 300, cancelled at 350
+        let changes = [on(0), off(100), on(300), off(350)];
+        assert_eq!(active_seconds(&changes, 0, 1000), 150);
+        assert_eq!(active_seconds(&changes, 50, 320), 50 + 20);
+        assert_eq!(active_seconds(&changes, 100, 300), 0);
+        assert_eq!(active_seconds(&changes, 400, 1000), 0);
+        // Still active: runs to the window's end.
+        assert_eq!(active_seconds(&[on(10)], 0, 70), 60);
+        // A window before creation.
+        assert_eq!(active_seconds(&[on(10)], 0, 5), 0);
+        assert_eq!(active_seconds(&[], 0, 5), 0);
+    }
+
+    #[test]
+    fn a_change_at_the_window_edge_is_counted_once() {
+        let changes = [on(0), off(3600), on(7200)];
+        let first = active_seconds(&changes, 0, 3600);
+        let second = active_seconds(&changes, 3600, 7200);
+        let third = active_seconds(&changes, 7200, 10_800);
+        assert_eq!((first, second, third), (3600, 0, 3600));
+    }
+
+    #[test]
+    fn splitting_time_never_changes_the_total_charge() {
+        let price = U256::from(1000u64);
+        // 7 spans of 1,000 s: 7,000 s at 1,000 per hour = 1,944.4…
+        let (mut total, mut carry) = (U256::ZERO, U256::ZERO);
+        for _ in 0..7 {
+            let (now, left) = charge(price, 1000, carry);
+            total += now;
+            carry = left;
+            assert!(carry < U256::from(HOUR));
+        }
+        assert_eq!(total, U256::from(1944u64));
+        assert_eq!(charge(price, 7000, U256::ZERO).0, total);
+        assert_eq!(charge(price, 3600, U256::ZERO), (price, U256::ZERO));
+        assert_eq!(charge(U256::ZERO, 3600, U256::from(5u64)), (U256::ZERO, U256::from(5u64)));
+    }
+
+    #[test]
+    fn usage_references_differ_by_every_input() {
+        let base = time_usage_ref(1, 2, 3);
+        assert_ne!(base, time_usage_ref(2, 2, 3));
+        assert_ne!(base, time_usage_ref(1, 3, 3));
+        assert_ne!(base, time_usage_ref(1, 2, 4));
+        assert_eq!(base, time_usage_ref(1, 2, 3));
+        let usage = recorded_usage_ref(1, 2, "a");
+        assert_ne!(usage, recorded_usage_ref(1, 2, "b"));
+        assert_ne!(usage, recorded_usage_ref(1, 3, "a"));
+        assert_ne!(usage, base);
+    }
+}

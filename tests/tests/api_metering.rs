@@ -1,0 +1,538 @@
+//! Pay-as-you-go metering end to end (real anvil with a frozen clock moved by the test, Postgres,
+//! the indexer, the API): active time is charged exactly and paused time never; usage recorded
+//! through `/billing/deduct` is charged once; expired Free services are not charged until an
+//! upgrade lifts the expiry; depletion suspends priced services on-chain and says so on the
+//! stream; and a meter killed with SIGKILL at any point never charges twice.
+
+use std::time::{Duration, Instant};
+
+use alloy::{
+    primitives::{Address, B256, U256, keccak256},
+    providers::Provider,
+    rpc::types::Filter,
+    sol_types::SolEvent,
+};
+use anyhow::Context;
+use decentraspace_abi::{AccountRegistry, CreditLedger, ServiceKind, ServiceRegistry, Tier};
+use decentraspace_api::{AppState, metering::Meter};
+use decentraspace_tests::{
+    ApiProcess, IndexerTask, Role, Session, TestApi, TestChain, TestDb, api_config, eventually,
+    indexer_config, problem_type, role_key, wait_for_checkpoint,
+};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+const HOUR: u64 = 3600;
+/// The Paid price of a static site per hour (deploy script default).
+const STATIC_PAID: u64 = 1_000;
+const SERVICE_TOKEN: &str = "service-token-for-tests-0123456789abcdef";
+
+macro_rules! mined {
+    ($call:expr) => {{
+        let receipt = $call.send().await?.get_receipt().await?;
+        anyhow::ensure!(receipt.status(), "transaction reverted");
+        receipt
+    }};
+}
+
+struct Stack {
+    chain: TestChain,
+    db: TestDb,
+    _indexer: IndexerTask,
+    api: TestApi,
+    meter: Meter,
+}
+
+/// A chain with its clock frozen, the indexer, the API (operator key: depletion runs; no billing
+/// key: no meter in the background), and a meter the test drives cycle by cycle.
+async fn stack() -> anyhow::Result<Stack> {
+    let chain = TestChain::start().await?;
+    chain.freeze_time().await?;
+    let db = TestDb::create().await?;
+    let indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
+    let mut config = api_config(&chain, &db);
+    config.service_token = Some(SERVICE_TOKEN.to_owned().into());
+    let api = TestApi::start_with(config.clone()).await?;
+    config.billing_key = Some(role_key(&chain, Role::Billing).into());
+    let meter = Meter::new(&AppState::new(config).await?).context("a billing key")?;
+    Ok(Stack { chain, db, _indexer: indexer, api, meter })
+}
+
+/// Registers user `n`, on `tier`, with `credits` credit units.
+async fn user(chain: &TestChain, n: usize, tier: Tier, credits: u64) -> anyhow::Result<Address> {
+    let c = chain.deployment.contracts;
+    let address = chain.user(n).address();
+    let operator = chain.provider_as(chain.role(Role::Operator));
+    let accounts = AccountRegistry::new(c.account_registry, &operator);
+    mined!(accounts.registerFor(address));
+    if tier == Tier::Paid {
+        mined!(accounts.setTier(address, Tier::Paid.into(), 0));
+    }
+    if credits > 0 {
+        fund(chain, address, credits, &format!("fund-{n}")).await?;
+    }
+    Ok(address)
+}
+
+async fn fund(chain: &TestChain, to: Address, credits: u64, reference: &str) -> anyhow::Result<()> {
+    let oracle = chain.provider_as(chain.role(Role::PaymentOracle));
+    mined!(CreditLedger::new(chain.deployment.contracts.credit_ledger, &oracle).creditFiat(
+        to,
+        U256::from(credits),
+        keccak256(reference)
+    ));
+    Ok(())
+}
+
+/// Opens a service for `owner` (through the operator); its id.
+async fn service(
+    chain: &TestChain,
+    owner: Address,
+    kind: ServiceKind,
+    name: &str,
+) -> anyhow::Result<i64> {
+    let operator = chain.provider_as(chain.role(Role::Operator));
+    let receipt = mined!(
+        ServiceRegistry::new(chain.deployment.contracts.service_registry, &operator)
+            .createServiceFor(owner, kind.into(), keccak256(name))
+    );
+    let created = receipt.decoded_log::<ServiceRegistry::ServiceCreated>().context("created")?;
+    Ok(i64::try_from(created.serviceId)?)
+}
+
+async fn balance(chain: &TestChain, account: Address) -> anyhow::Result<u64> {
+    let ledger = CreditLedger::new(chain.deployment.contracts.credit_ledger, chain.reader());
+    Ok(ledger.balanceOf(account).call().await?.try_into()?)
+}
+
+async fn indexed(stack: &Stack) -> anyhow::Result<()> {
+    let head = stack.chain.reader().get_block_number().await?;
+    wait_for_checkpoint(&stack.db, stack.chain.chain_id(), head, Duration::from_secs(30)).await
+}
+
+/// Signs in as user `n` once the index has the wallet: the API registers wallets it does not
+/// know with the operator key, which the tests send with too.
+async fn login(stack: &Stack, n: usize) -> anyhow::Result<Session> {
+    indexed(stack).await?;
+    stack.api.login(&stack.chain.user(n)).await
+}
+
+async fn open_charges(db: &TestDb) -> anyhow::Result<i64> {
+    let mut conn = db.connect().await?;
+    Ok(sqlx::query_scalar(
+        "select count(*) from meter_charges where status in ('pending', 'sending', 'sent')",
+    )
+    .fetch_one(&mut conn)
+    .await?)
+}
+
+/// Moves the clock to `at`, runs a meter cycle once the indexer has the new block, and follows
+/// the charges until the indexed ledger has them all.
+async fn cycle_at(stack: &Stack, at: u64) -> anyhow::Result<()> {
+    stack.chain.mine_at(at).await?;
+    indexed(stack).await?;
+    let report = stack.meter.cycle().await?;
+    anyhow::ensure!(!report.busy, "the meter is held elsewhere");
+    settle(stack).await
+}
+
+async fn settle(stack: &Stack) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while open_charges(&stack.db).await? > 0 {
+        anyhow::ensure!(Instant::now() < deadline, "charges still open after 30 s");
+        indexed(stack).await?;
+        stack.meter.settle().await?;
+    }
+    Ok(())
+}
+
+/// The service's charges as the meter recorded them: (status, credits, active seconds).
+async fn charges_of(db: &TestDb, service: i64) -> anyhow::Result<Vec<(String, String, i64)>> {
+    let mut conn = db.connect().await?;
+    Ok(sqlx::query_as(
+        "select status, coalesce(charged_credits::text, ''), coalesce(active_seconds, 0)
+         from meter_charges where service_id = $1 order by id",
+    )
+    .bind(service)
+    .fetch_all(&mut conn)
+    .await?)
+}
+
+/// Every `CreditsDeducted` on the chain (not the index) for `service`.
+async fn deductions_on_chain(
+    chain: &TestChain,
+    service: i64,
+) -> anyhow::Result<Vec<CreditLedger::CreditsDeducted>> {
+    let filter = Filter::new()
+        .address(chain.deployment.contracts.credit_ledger)
+        .event_signature(CreditLedger::CreditsDeducted::SIGNATURE_HASH)
+        .topic2(B256::from(U256::from(service as u64)))
+        .from_block(0);
+    let logs = chain.reader().get_logs(&filter).await?;
+    logs.iter().map(|log| Ok(CreditLedger::CreditsDeducted::decode_log(&log.inner)?.data)).collect()
+}
+
+#[tokio::test]
+async fn active_three_intervals_paused_two_resumed_one_is_charged_four() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let (chain, api) = (&stack.chain, &stack.api);
+    let owner = user(chain, 0, Tier::Paid, 1_000_000).await?;
+    let id = service(chain, owner, ServiceKind::StaticHosting, "site").await?;
+    let t0 = chain.time().await?;
+    let session = login(&stack, 0).await?;
+
+    for interval in 1..=3 {
+        cycle_at(&stack, t0 + interval * HOUR).await?;
+        assert_eq!(balance(chain, owner).await?, 1_000_000 - interval * STATIC_PAID);
+    }
+    let (status, tx) =
+        api.post(&format!("/services/{id}/pause"), Some(&session.access), &json!({})).await?;
+    assert_eq!((status, tx["status"].as_str()), (200, Some("mined")), "{tx}");
+    for interval in 4..=5 {
+        cycle_at(&stack, t0 + interval * HOUR).await?;
+        assert_eq!(balance(chain, owner).await?, 1_000_000 - 3 * STATIC_PAID, "paused time");
+    }
+    let (status, tx) =
+        api.post(&format!("/services/{id}/resume"), Some(&session.access), &json!({})).await?;
+    assert_eq!((status, tx["status"].as_str()), (200, Some("mined")), "{tx}");
+    cycle_at(&stack, t0 + 6 * HOUR).await?;
+
+    assert_eq!(balance(chain, owner).await?, 1_000_000 - 4 * STATIC_PAID);
+    let hour = ("charged".to_owned(), STATIC_PAID.to_string(), HOUR as i64);
+    assert_eq!(
+        charges_of(&stack.db, id).await?,
+        vec![hour.clone(), hour.clone(), hour.clone(), hour]
+    );
+    let on_chain = deductions_on_chain(chain, id).await?;
+    assert_eq!(on_chain.len(), 4);
+    assert!(on_chain.iter().all(|d| d.credits == U256::from(STATIC_PAID)));
+
+    // The history shows the four charges with their usage references.
+    let (_, history) = api.get("/billing/history?kind=deduction", Some(&session.access)).await?;
+    let entries = history["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 4, "{history}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn usage_recorded_through_deduct_is_charged_once() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let (chain, api) = (&stack.chain, &stack.api);
+    let owner = user(chain, 1, Tier::Paid, 10_000_000).await?;
+    let id = service(chain, owner, ServiceKind::StaticHosting, "metered").await?;
+    indexed(&stack).await?;
+    let body = json!({ "service_id": id, "credits": "2500000", "reference": "bandwidth:2026-11-25T10",
+                       "description": "12 GB served" });
+
+    // Nobody but the service token or an admin records usage.
+    assert_eq!(api.post("/billing/deduct", None, &body).await?.0, 401);
+    let session = login(&stack, 1).await?;
+    let (status, problem) = api.post("/billing/deduct", Some(&session.access), &body).await?;
+    assert_eq!((status, problem_type(&problem).as_str()), (403, "forbidden"), "{problem}");
+    let (status, _) = api.post("/billing/deduct", Some("not-the-service-token"), &body).await?;
+    assert_eq!(status, 401);
+
+    // Bad input is refused and records nothing.
+    for (bad, why) in [
+        (json!({ "service_id": id, "credits": "0", "reference": "r" }), "zero credits"),
+        (json!({ "service_id": id, "credits": "-5", "reference": "r" }), "negative credits"),
+        (json!({ "service_id": id, "credits": "1e6", "reference": "r" }), "not decimal"),
+        (json!({ "service_id": id, "credits": "5", "reference": "" }), "empty reference"),
+        (json!({ "service_id": id, "credits": "5", "reference": "a b" }), "bad reference"),
+        (json!({ "service_id": 0, "credits": "5", "reference": "r" }), "service 0"),
+    ] {
+        let (status, problem) = api.post("/billing/deduct", Some(SERVICE_TOKEN), &bad).await?;
+        assert_eq!(status, 400, "{why}: {problem}");
+    }
+    let (status, problem) = api
+        .post(
+            "/billing/deduct",
+            Some(SERVICE_TOKEN),
+            &json!({ "service_id": 999_999, "credits": "5", "reference": "r" }),
+        )
+        .await?;
+    assert_eq!((status, problem_type(&problem).as_str()), (404, "not-found"), "{problem}");
+
+    let (status, usage) = api.post("/billing/deduct/", Some(SERVICE_TOKEN), &body).await?;
+    assert_eq!(status, 201, "{usage}");
+    assert_eq!(
+        (usage["status"].as_str(), usage["recorded_by"].as_str()),
+        (Some("pending"), Some("service"))
+    );
+    // The same record again answers the first; the same reference with other values is refused.
+    let (status, again) = api.post("/billing/deduct", Some(SERVICE_TOKEN), &body).await?;
+    assert_eq!((status, &again["id"]), (200, &usage["id"]), "{again}");
+    let mut changed = body.clone();
+    changed["credits"] = json!("9");
+    let (status, problem) = api.post("/billing/deduct", Some(SERVICE_TOKEN), &changed).await?;
+    assert_eq!(
+        (status, problem_type(&problem).as_str()),
+        (422, "usage-reference-reused"),
+        "{problem}"
+    );
+    // An admin records too.
+    let admin = api.login(&chain.role(Role::Admin)).await?;
+    let (status, by_admin) = api
+        .post(
+            "/billing/deduct",
+            Some(&admin.access),
+            &json!({ "service_id": id, "credits": "500000", "reference": "support-fee" }),
+        )
+        .await?;
+    assert_eq!(status, 201, "{by_admin}");
+    assert_eq!(by_admin["recorded_by"], json!(chain.role(Role::Admin).address().to_checksum(None)));
+
+    // One cycle charges both (no time passed: nothing else), a second charges nothing more.
+    cycle_at(&stack, chain.time().await?).await?;
+    cycle_at(&stack, chain.time().await?).await?;
+    assert_eq!(balance(chain, owner).await?, 10_000_000 - 2_500_000 - 500_000);
+    let path = format!("/billing/deduct/{}", usage["id"]);
+    let (status, charged) = api.get(&path, Some(SERVICE_TOKEN)).await?;
+    assert_eq!(status, 200, "{charged}");
+    assert_eq!(
+        (charged["status"].as_str(), charged["charged_credits"].as_str()),
+        (Some("charged"), Some("2500000"))
+    );
+    assert!(charged["tx_hash"].as_str().is_some_and(|h| h.len() == 66), "{charged}");
+    assert_eq!(api.get(&path, Some(&session.access)).await?.0, 403);
+    assert_eq!(api.get("/billing/deduct/999999", Some(SERVICE_TOKEN)).await?.0, 404);
+    assert_eq!(deductions_on_chain(chain, id).await?.len(), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn expired_free_services_are_not_charged_until_an_upgrade_lifts_the_expiry()
+-> anyhow::Result<()> {
+    let stack = stack().await?;
+    let (chain, api) = (&stack.chain, &stack.api);
+    let c = chain.deployment.contracts;
+    let admin = chain.provider_as(chain.role(Role::Admin));
+    // Free sites for two hours, at 600 units an hour.
+    let operator = chain.provider_as(chain.role(Role::Operator));
+    mined!(AccountRegistry::new(c.account_registry, &operator).setFreeTierDuration(2 * HOUR));
+    mined!(ServiceRegistry::new(c.service_registry, &admin).setPrice(
+        ServiceKind::StaticHosting.into(),
+        Tier::Free.into(),
+        U256::from(600)
+    ));
+    let owner = user(chain, 2, Tier::Free, 1_000_000).await?;
+    let id = service(chain, owner, ServiceKind::StaticHosting, "free-site").await?;
+    let t0 = chain.time().await?;
+    let session = login(&stack, 2).await?;
+
+    cycle_at(&stack, t0 + HOUR).await?;
+    assert_eq!(balance(chain, owner).await?, 1_000_000 - 600, "the first hour");
+    // Past the expiry: the time after it is not even planned, and the hour before it reaches the
+    // ledger too late (the ledger never charges a service that is not chargeable).
+    cycle_at(&stack, t0 + 3 * HOUR).await?;
+    assert_eq!(balance(chain, owner).await?, 1_000_000 - 600, "nothing after the expiry");
+    let charges = charges_of(&stack.db, id).await?;
+    assert_eq!(
+        charges,
+        vec![
+            ("charged".to_owned(), "600".to_owned(), HOUR as i64),
+            ("skipped".to_owned(), String::new(), HOUR as i64)
+        ]
+    );
+    let (_, list) = api.get("/services", Some(&session.access)).await?;
+    assert_eq!(
+        (list[0]["id"].as_i64(), list[0]["expired"].as_bool()),
+        (Some(id), Some(true)),
+        "{list}"
+    );
+
+    // A provider of its own: providers count their nonces, and the helpers sent with others.
+    let operator = chain.provider_as(chain.role(Role::Operator));
+    mined!(AccountRegistry::new(c.account_registry, &operator).setTier(
+        owner,
+        Tier::Paid.into(),
+        0
+    ));
+    eventually("the upgrade to be indexed", || async {
+        Ok(api.get("/services", Some(&session.access)).await?.1[0]["expired"] == false)
+    })
+    .await?;
+    cycle_at(&stack, t0 + 4 * HOUR).await?;
+    assert_eq!(
+        balance(chain, owner).await?,
+        1_000_000 - 600 - STATIC_PAID,
+        "paid from the upgrade on"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn depletion_suspends_priced_services_and_the_stream_says_so() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let (chain, api) = (&stack.chain, &stack.api);
+    let owner = user(chain, 3, Tier::Paid, 2_500).await?;
+    let sites = [
+        service(chain, owner, ServiceKind::StaticHosting, "a").await?,
+        service(chain, owner, ServiceKind::StaticHosting, "b").await?,
+    ];
+    // Domains cost nothing on Paid: it keeps running.
+    let domain = service(chain, owner, ServiceKind::Domain, "example.com").await?;
+    let t0 = chain.time().await?;
+    let session = login(&stack, 3).await?;
+    let stream = api
+        .http
+        .get(api.url(&format!("/v1/stream?account={owner}&event=services_suspended")))
+        .send()
+        .await?;
+    assert_eq!(stream.status(), 200);
+    let mut stream = stream.bytes_stream();
+
+    // Two hours of two sites cost 4,000; the ledger takes the 2,500 there is and depletes.
+    cycle_at(&stack, t0 + 2 * HOUR).await?;
+    assert_eq!(balance(chain, owner).await?, 0);
+    let state_of = |id: i64, want: &'static str| {
+        let (api, token) = (api, session.access.clone());
+        async move {
+            let (_, list) = api.get("/services", Some(&token)).await?;
+            Ok::<_, anyhow::Error>(
+                list.as_array()
+                    .is_some_and(|l| l.iter().any(|s| s["id"] == id && s["state"] == want)),
+            )
+        }
+    };
+    for site in sites {
+        eventually("the site to be suspended", || state_of(site, "suspended")).await?;
+    }
+    assert!(state_of(domain, "active").await?, "the free domain keeps running");
+
+    // Other notices (empty blocks) pass by; the suspension's comes as its own event.
+    let mut received = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let data = loop {
+        if let Some(at) = received.find("event: services_suspended\n")
+            && let Some(end) = received[at..].find("\n\n")
+        {
+            let event = &received[at..at + end];
+            break event.lines().find_map(|l| l.strip_prefix("data:")).context("data")?.to_owned();
+        }
+        let chunk = tokio::time::timeout_at(deadline.into(), stream.next())
+            .await
+            .context("no services_suspended event")?
+            .context("stream ended")??;
+        received.push_str(&String::from_utf8_lossy(&chunk));
+    };
+    let notice: Value = serde_json::from_str(data.trim())?;
+    assert_eq!(notice["data"]["reason"], "credit_depleted");
+    assert_eq!(notice["data"]["services"], json!(sites), "{notice}");
+
+    // Resuming needs an hour of credit: refused with a clear problem, then allowed after a recharge.
+    let (status, problem) = api
+        .post(&format!("/services/{}/resume", sites[0]), Some(&session.access), &json!({}))
+        .await?;
+    assert_eq!(
+        (status, problem_type(&problem).as_str()),
+        (402, "insufficient-credit"),
+        "{problem}"
+    );
+    fund(chain, owner, 5_000, "recharge").await?;
+    let (status, tx) = api
+        .post(&format!("/services/{}/resume", sites[0]), Some(&session.access), &json!({}))
+        .await?;
+    assert_eq!((status, tx["status"].as_str()), (200, Some("mined")), "{tx}");
+    eventually("the site to be active again", || state_of(sites[0], "active")).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_meter_killed_mid_batch_never_charges_twice() -> anyhow::Result<()> {
+    const USERS: usize = 4;
+    const SITES: usize = 10;
+    const FUNDS: u64 = 1_000_000_000;
+    let chain = TestChain::start().await?;
+    chain.freeze_time().await?;
+    let db = TestDb::create().await?;
+    let _indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
+    let mut owners = Vec::new();
+    let mut sites = Vec::new();
+    for n in 0..USERS {
+        let owner = user(&chain, 10 + n, Tier::Paid, FUNDS).await?;
+        for s in 0..SITES {
+            sites.push(
+                service(&chain, owner, ServiceKind::StaticHosting, &format!("{n}-{s}")).await?,
+            );
+        }
+        owners.push(owner);
+    }
+    let t0 = chain.time().await?;
+    let head = chain.mine_at(t0 + 2 * HOUR).await?;
+    wait_for_checkpoint(&db, chain.chain_id(), head, Duration::from_secs(30)).await?;
+
+    // The API binary meters every second, four charges a transaction (ten transactions for the
+    // forty sites). Round r kills it with SIGKILL while a batch is handed to the node once r
+    // batches have gone through (after a seeded random delay of 0–3 ms, to land before, during or
+    // after the broadcast), then starts it again.
+    let settings = [
+        ("BILLING_PRIVATE_KEY", role_key(&chain, Role::Billing)),
+        ("METER_INTERVAL_SECS", "1".to_owned()),
+        ("METER_BATCH_SIZE", "4".to_owned()),
+    ];
+    let mut conn = db.connect().await?;
+    let mut seed = 0x5eed_u64;
+    let mut kills_mid_batch = 0;
+    for round in 0..10i64 {
+        let mut api = ApiProcess::spawn(&chain, &db, &settings)?;
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let jitter = Duration::from_micros((seed >> 33) % 3_000);
+        let started = Instant::now();
+        loop {
+            let (sending, through, open): (i64, i64, i64) = sqlx::query_as(
+                "select count(*) filter (where status = 'sending'),
+                        count(*) filter (where status in ('sent', 'charged', 'skipped')),
+                        count(*) filter (where status in ('pending', 'sending', 'sent'))
+                 from meter_charges",
+            )
+            .fetch_one(&mut conn)
+            .await?;
+            if sending > 0 && through >= 4 * round {
+                tokio::time::sleep(jitter).await;
+                kills_mid_batch += 1;
+                break;
+            }
+            if through > 0 && open == 0 {
+                break;
+            }
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(20), "the meter never sent");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        api.kill9();
+    }
+    assert!(
+        kills_mid_batch >= 5,
+        "only {kills_mid_batch} kills landed while a batch was in flight"
+    );
+
+    // A last run finishes the work.
+    let _api = ApiProcess::spawn(&chain, &db, &settings)?;
+    eventually("every charge to be settled", || {
+        let db = &db;
+        async move { Ok(open_charges(db).await? == 0) }
+    })
+    .await?;
+
+    for owner in &owners {
+        assert_eq!(
+            balance(&chain, *owner).await?,
+            FUNDS - SITES as u64 * 2 * STATIC_PAID,
+            "two hours of each site, charged once"
+        );
+    }
+    for site in &sites {
+        let on_chain = deductions_on_chain(&chain, *site).await?;
+        let total: U256 = on_chain.iter().map(|d| d.credits).sum();
+        assert_eq!(total, U256::from(2 * STATIC_PAID), "site {site}: {on_chain:?}");
+        let charges = charges_of(&db, *site).await?;
+        assert!(
+            charges.iter().all(|(status, _, _)| status == "charged"),
+            "site {site}: {charges:?}"
+        );
+    }
+    let planned: i64 =
+        sqlx::query_scalar("select count(*) from meter_charges").fetch_one(&mut conn).await?;
+    assert_eq!(planned, sites.len() as i64, "each site planned once");
+    Ok(())
+}
