@@ -38,14 +38,18 @@ create table meter_charges (
     recorded_by text,
     reference text,
     description text,
-    -- pending: to send | sending: handed to the node | sent: mined | charged | skipped (the ledger
-    -- found the service not chargeable when the batch ran)
+    -- pending: to send | sending: handed to the node | sent: mined | charged | deferred: the ledger
+    -- found the service not chargeable (paused, suspended, expired) when the batch ran, sent again
+    -- once it is | skipped: the service was cancelled, never charged
     status text not null default 'pending'
-        check (status in ('pending', 'sending', 'sent', 'charged', 'skipped')),
+        check (status in ('pending', 'sending', 'sent', 'charged', 'deferred', 'skipped')),
     -- the indexed block at planning: the charge's ledger event can only be in a later block
     planned_block bigint not null,
     attempts integer not null default 0,
     tx_hash bytea,
+    -- the billing key's nonce the batch went out with, and how often its fee was raised
+    nonce bigint,
+    fee_bumps integer not null default 0,
     -- what the ledger took (less than `credits` when the balance ran out)
     charged_credits numeric(78, 0),
     charged_block bigint,
@@ -54,8 +58,11 @@ create table meter_charges (
     unique (chain_id, usage_ref)
 );
 create index meter_charges_open on meter_charges (chain_id, id)
-    where status in ('pending', 'sending', 'sent');
+    where status in ('pending', 'sending', 'sent', 'deferred');
 create index meter_charges_by_service on meter_charges (chain_id, service_id, id desc);
+-- Recently closed charges, checked against the index after a reorg.
+create index meter_charges_closed on meter_charges (chain_id, charged_block)
+    where status in ('charged', 'skipped', 'deferred');
 -- One usage per caller reference and service (a retried `/billing/deduct` finds the first).
 create unique index meter_charges_usage_reference on meter_charges (chain_id, service_id, reference)
     where source = 'usage';

@@ -22,6 +22,8 @@ use decentraspace_tests::{
 
 /// Owners of the services (each runs `BENCH_SERVICES / OWNERS` sites).
 const OWNERS: usize = 20;
+/// Services opened per round of transactions.
+const ROUND: usize = 250;
 /// The Paid price of a static site per hour (deploy script default).
 const PRICE: u64 = 1_000;
 
@@ -113,20 +115,24 @@ async fn open_services(chain: &TestChain, services: usize, per_owner: usize) -> 
             .await?;
         owners.push(owner);
     }
+    // In rounds of a few hundred, each awaited: a pool of thousands of pending transactions
+    // stalls anvil.
     let registry = ServiceRegistry::new(c.service_registry, &operator);
-    let mut pending = Vec::with_capacity(services);
-    for n in 0..services {
-        let call = registry
-            .createServiceFor(
-                owners[n % OWNERS],
-                ServiceKind::StaticHosting.into(),
-                keccak256(format!("site-{n}")),
-            )
-            .gas(400_000);
-        pending.push(call.send().await?);
-    }
-    for tx in pending {
-        anyhow::ensure!(tx.get_receipt().await?.status(), "createServiceFor reverted");
+    for first in (0..services).step_by(ROUND) {
+        let mut pending = Vec::with_capacity(ROUND);
+        for n in first..services.min(first + ROUND) {
+            let call = registry
+                .createServiceFor(
+                    owners[n % OWNERS],
+                    ServiceKind::StaticHosting.into(),
+                    keccak256(format!("site-{n}")),
+                )
+                .gas(400_000);
+            pending.push(call.send().await?);
+        }
+        for tx in pending {
+            anyhow::ensure!(tx.get_receipt().await?.status(), "createServiceFor reverted");
+        }
     }
     Ok(())
 }

@@ -215,6 +215,36 @@ async fn active_three_intervals_paused_two_resumed_one_is_charged_four() -> anyh
 }
 
 #[tokio::test]
+async fn pausing_just_before_a_cycle_defers_the_charge_to_the_resume() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let (chain, api) = (&stack.chain, &stack.api);
+    let owner = user(chain, 4, Tier::Paid, 1_000_000).await?;
+    let id = service(chain, owner, ServiceKind::StaticHosting, "pauser").await?;
+    let t0 = chain.time().await?;
+    let session = login(&stack, 4).await?;
+
+    // An hour active, paused at its end, and the cycle after: the ledger skips the hour.
+    chain.mine_at(t0 + HOUR).await?;
+    let (status, tx) =
+        api.post(&format!("/services/{id}/pause"), Some(&session.access), &json!({})).await?;
+    assert_eq!((status, tx["status"].as_str()), (200, Some("mined")), "{tx}");
+    cycle_at(&stack, t0 + 2 * HOUR).await?;
+    assert_eq!(balance(chain, owner).await?, 1_000_000, "not charged while paused");
+    let deferred = ("deferred".to_owned(), String::new(), HOUR as i64);
+    assert_eq!(charges_of(&stack.db, id).await?, vec![deferred]);
+
+    // Resumed: the next cycle charges the deferred hour with the new one.
+    let (status, tx) =
+        api.post(&format!("/services/{id}/resume"), Some(&session.access), &json!({})).await?;
+    assert_eq!((status, tx["status"].as_str()), (200, Some("mined")), "{tx}");
+    cycle_at(&stack, t0 + 3 * HOUR).await?;
+    assert_eq!(balance(chain, owner).await?, 1_000_000 - 2 * STATIC_PAID);
+    let charged = ("charged".to_owned(), STATIC_PAID.to_string(), HOUR as i64);
+    assert_eq!(charges_of(&stack.db, id).await?, vec![charged.clone(), charged]);
+    Ok(())
+}
+
+#[tokio::test]
 async fn usage_recorded_through_deduct_is_charged_once() -> anyhow::Result<()> {
     let stack = stack().await?;
     let (chain, api) = (&stack.chain, &stack.api);
@@ -323,16 +353,13 @@ async fn expired_free_services_are_not_charged_until_an_upgrade_lifts_the_expiry
     cycle_at(&stack, t0 + HOUR).await?;
     assert_eq!(balance(chain, owner).await?, 1_000_000 - 600, "the first hour");
     // Past the expiry: the time after it is not even planned, and the hour before it reaches the
-    // ledger too late (the ledger never charges a service that is not chargeable).
+    // ledger when the service is no longer chargeable: deferred, not lost.
     cycle_at(&stack, t0 + 3 * HOUR).await?;
-    assert_eq!(balance(chain, owner).await?, 1_000_000 - 600, "nothing after the expiry");
-    let charges = charges_of(&stack.db, id).await?;
+    assert_eq!(balance(chain, owner).await?, 1_000_000 - 600, "nothing charged while expired");
+    let hour = |status: &str, credits: &str| (status.to_owned(), credits.to_owned(), HOUR as i64);
     assert_eq!(
-        charges,
-        vec![
-            ("charged".to_owned(), "600".to_owned(), HOUR as i64),
-            ("skipped".to_owned(), String::new(), HOUR as i64)
-        ]
+        charges_of(&stack.db, id).await?,
+        vec![hour("charged", "600"), hour("deferred", "")]
     );
     let (_, list) = api.get("/services", Some(&session.access)).await?;
     assert_eq!(
@@ -353,10 +380,12 @@ async fn expired_free_services_are_not_charged_until_an_upgrade_lifts_the_expiry
     })
     .await?;
     cycle_at(&stack, t0 + 4 * HOUR).await?;
+    // The deferred hour at the Free price, and the hour since the upgrade at the Paid one; the
+    // hour spent expired is never charged.
+    assert_eq!(balance(chain, owner).await?, 1_000_000 - 2 * 600 - STATIC_PAID);
     assert_eq!(
-        balance(chain, owner).await?,
-        1_000_000 - 600 - STATIC_PAID,
-        "paid from the upgrade on"
+        charges_of(&stack.db, id).await?,
+        vec![hour("charged", "600"), hour("charged", "600"), hour("charged", "1000")]
     );
     Ok(())
 }

@@ -2,10 +2,11 @@
 //! by the operator, and its clients hear of it on `/v1/stream` (`services_suspended`). After a
 //! recharge, the owner resumes them (`/services/{id}/resume`, which needs an hour of credit).
 //!
-//! The work is found from indexed state, not by following events: an account with a balance row
-//! at zero has been charged down to it (a row exists only once credit moved, and a deduction that
-//! empties it emits `CreditDepleted`), so "balance 0 and a priced service still active" is the
-//! whole condition. A pass is therefore idempotent, survives restarts and reorgs, and runs after
+//! The work is found from indexed state, not by following events: a balance row at zero means a
+//! deduction found the account empty or emptied it (a row exists only once the ledger moved
+//! credit for the account, and such a deduction emits `CreditDepleted`), so "balance 0 and a
+//! priced service still active" is the whole condition; an account the ledger never touched is
+//! left alone until its first charge finds it empty. A pass is therefore idempotent, survives restarts and reorgs, and runs after
 //! every indexed batch. Services that cost nothing at the owner's tier keep running.
 
 use std::{
@@ -67,6 +68,10 @@ pub async fn pass(
     if !leader {
         return Ok(0);
     }
+    sent.retain(|_, at| at.elapsed() < RESEND_AFTER);
+    // Suspensions sent but not indexed yet are left out before the limit, so they cannot crowd
+    // out the rest.
+    let recent: Vec<i64> = sent.keys().copied().collect();
     let due = sqlx::query!(
         r#"select s.service_id, s.owner
            from services s
@@ -75,32 +80,34 @@ pub async fn pass(
            join service_prices p on p.chain_id = s.chain_id and p.kind = s.kind
                and p.tier = effective_tier(a.tier, a.tier_expires_at, chain_now($1))
            where s.chain_id = $1 and s.state = 'active' and p.credits_per_hour > 0
+             and s.service_id <> all($3)
            order by s.owner, s.service_id
            limit $2"#,
         chain_id,
-        PER_PASS
+        PER_PASS,
+        &recent
     )
     .fetch_all(&mut lock)
     .await?;
-    sent.retain(|_, at| at.elapsed() < RESEND_AFTER);
     let registry = ServiceRegistry::new(
         state.deployment.contracts.service_registry,
         operator.provider().clone(),
     );
     let mut suspended: HashMap<Address, Vec<i64>> = HashMap::new();
     for service in due {
-        if sent.contains_key(&service.service_id) {
-            continue;
-        }
         let outcome = operator.send(registry.suspend(U256::from(service.service_id as u64))).await;
         match outcome {
             Ok(outcome) => {
-                tracing::info!(target: "api::depletion", service = service.service_id, tx = outcome.tx_hash, "suspended: credit depleted");
+                tracing::info!(target: "api::depletion", service = service.service_id, tx = outcome.tx_hash, status = outcome.status, "suspending: credit depleted");
                 sent.insert(service.service_id, Instant::now());
-                suspended
-                    .entry(Address::from_slice(&service.owner))
-                    .or_default()
-                    .push(service.service_id);
+                // Clients hear of suspensions that took effect; a pending one is looked at again
+                // by a later pass (and announced then, if it is still due).
+                if outcome.status == "mined" {
+                    suspended
+                        .entry(Address::from_slice(&service.owner))
+                        .or_default()
+                        .push(service.service_id);
+                }
             }
             // Paused or suspended meanwhile (the index is behind): nothing to do.
             Err(err) => {

@@ -3,42 +3,37 @@
 //!    time (a pause the indexer has not seen yet can never be charged), priced per hour at the
 //!    owner's effective tier, and capped at a Free service's expiry. The charges and each
 //!    service's new start are written in one transaction, each charge under a usage reference
-//!    derived from the service and the span's end;
-//! 2. sends the pending charges (time and recorded usage) in `deductBatch` transactions;
+//!    derived from the service and the span's start;
+//! 2. sends the pending charges (time and recorded usage) in `deductBatch` transactions
+//!    ([`super::charges`]);
 //! 3. reconciles them with the indexed `CreditsDeducted` / `DeductionSkipped` events.
 //!
-//! Charging twice is impossible by construction: the ledger takes a usage reference once, and a
-//! batch holding a used reference reverts whole. What the meter's tables add is progress: after a
-//! crash, charges handed to the node are looked up (receipt, then each reference on-chain) before
-//! anything is sent again. One replica meters at a time (a session advisory lock).
+//! Charging twice is impossible by construction: the ledger takes a usage reference once, a batch
+//! holding a used reference reverts whole, and two plans of the same time share references.
+//! What the meter's tables add is progress: after a crash, charges handed to the node are looked
+//! up (receipt, then each reference on-chain) before anything is sent again. One replica meters at
+//! a time (a session advisory lock), and planning also holds a transaction-level lock, so that a
+//! lost lock connection cannot let two replicas plan the same time.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use alloy::{
-    network::TransactionBuilder,
     primitives::{Address, B256, U256},
-    providers::{DynProvider, Provider},
-    rpc::types::TransactionRequest,
-    sol_types::SolCall,
+    providers::DynProvider,
 };
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use decentraspace_abi::CreditLedger;
 use sqlx::{Connection, PgPool};
 
 use super::plan::{self, Change};
 use crate::{relay::Relayer, state::AppState};
 
-/// Advisory lock key of the meter.
+/// Advisory lock key of the meter (held for a pass).
 const METER_LOCK: i64 = 0x6473_7061_6365_0200;
+/// Advisory lock key of planning (held by the planning transaction).
+const PLAN_LOCK: i64 = 0x6473_7061_6365_0201;
 /// How often charges still open are followed between cycles.
 const SETTLE_EVERY: Duration = Duration::from_secs(3);
-/// How long a receipt is waited for before the charge is left to the next pass.
-const RECEIPT_WAIT: Duration = Duration::from_secs(60);
-/// A mined charge not indexed after this is looked up on-chain again (its block may be gone).
-const STALE_SENT_SECS: f64 = 600.0;
-/// Gas headroom over the estimate: balances move between estimation and inclusion.
-const GAS_HEADROOM_PERCENT: u64 = 25;
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -49,11 +44,14 @@ pub struct Report {
     pub batches: usize,
     /// Charges in those transactions.
     pub sent: usize,
+    /// Charges the ledger skipped while their service was paused, suspended or expired: sent
+    /// again once it is chargeable.
+    pub deferred: usize,
     /// Their gas.
     pub gas_used: u64,
     /// Charges found charged in the indexed ledger.
     pub charged: usize,
-    /// Charges the ledger skipped (the service was not chargeable when the batch ran).
+    /// Charges of cancelled services, which the ledger never charges.
     pub skipped: usize,
     /// Whether another replica held the meter (nothing was done).
     pub busy: bool,
@@ -62,12 +60,12 @@ pub struct Report {
 /// Charges services for their active time through the billing key.
 #[derive(Debug, Clone)]
 pub struct Meter {
-    db: PgPool,
-    chain_id: u64,
-    ledger: Address,
-    chain: DynProvider,
-    sender: Arc<Relayer>,
-    batch_size: usize,
+    pub(super) db: PgPool,
+    pub(super) chain_id: u64,
+    pub(super) ledger: Address,
+    pub(super) chain: DynProvider,
+    pub(super) sender: Arc<Relayer>,
+    pub(super) batch_size: usize,
 }
 
 struct Due {
@@ -77,22 +75,6 @@ struct Due {
     carry: String,
     cap: Option<DateTime<Utc>>,
     price: Option<String>,
-}
-
-struct Open {
-    id: i64,
-    usage_ref: Vec<u8>,
-    status: String,
-    tx_hash: Option<Vec<u8>>,
-    age_secs: f64,
-}
-
-struct Pending {
-    id: i64,
-    usage_ref: Vec<u8>,
-    account: Vec<u8>,
-    service_id: i64,
-    credits: String,
 }
 
 impl Meter {
@@ -185,6 +167,9 @@ impl Meter {
     async fn plan(&self) -> anyhow::Result<usize> {
         let (head_block, until) = self.indexed_head().await?;
         let chain_id = self.chain_id as i64;
+        // Read and write under one lock, in one transaction: the starts read are the starts moved.
+        let mut tx = self.db.begin().await?;
+        sqlx::query("select pg_advisory_xact_lock($1)").bind(PLAN_LOCK).execute(&mut *tx).await?;
         let due = sqlx::query_as!(
             Due,
             r#"with due as (
@@ -210,7 +195,7 @@ impl Meter {
             chain_id,
             until
         )
-        .fetch_all(&self.db)
+        .fetch_all(&mut *tx)
         .await?;
         if due.is_empty() {
             return Ok(0);
@@ -225,7 +210,7 @@ impl Meter {
             &ids,
             until
         )
-        .fetch_all(&self.db)
+        .fetch_all(&mut *tx)
         .await?;
         let mut changes: HashMap<i64, Vec<Change>> = HashMap::new();
         for row in rows {
@@ -253,12 +238,11 @@ impl Meter {
                     d,
                     credits,
                     seconds,
-                    plan::time_usage_ref(self.chain_id, d.service_id, until_secs),
+                    plan::time_usage_ref(self.chain_id, d.service_id, d.since.timestamp()),
                 );
             }
         }
 
-        let mut tx = self.db.begin().await?;
         sqlx::query!(
             r#"insert into meter_charges
                    (chain_id, usage_ref, account, service_id, credits, source, period_start, period_end,
@@ -293,257 +277,6 @@ impl Meter {
         .await?;
         tx.commit().await?;
         Ok(charges.refs.len())
-    }
-
-    /// Sends pending charges in batches and waits for their receipts.
-    async fn send(&self, report: &mut Report) -> anyhow::Result<()> {
-        let chain_id = self.chain_id as i64;
-        let mut in_flight: Vec<(B256, Vec<i64>)> = Vec::new();
-        loop {
-            let batch = sqlx::query_as!(
-                Pending,
-                r#"select id, usage_ref, account, service_id, credits::text as "credits!"
-                   from meter_charges
-                   where chain_id = $1 and status = 'pending'
-                   order by id limit $2"#,
-                chain_id,
-                self.batch_size as i64
-            )
-            .fetch_all(&self.db)
-            .await?;
-            if batch.is_empty() {
-                break;
-            }
-            let ids: Vec<i64> = batch.iter().map(|c| c.id).collect();
-            let call = CreditLedger::deductBatchCall {
-                accounts: batch.iter().map(|c| Address::from_slice(&c.account)).collect(),
-                serviceIds: batch.iter().map(|c| U256::from(c.service_id as u64)).collect(),
-                credits: batch.iter().map(|c| c.credits.parse().unwrap_or_default()).collect(),
-                usageRefs: batch.iter().map(|c| B256::from_slice(&c.usage_ref)).collect(),
-            };
-            let input = call.abi_encode();
-            let request = TransactionRequest::default()
-                .with_from(self.sender.address())
-                .with_to(self.ledger)
-                .with_input(input.clone());
-            let gas = match self.chain.estimate_gas(request).await {
-                Ok(gas) => gas,
-                Err(err) => {
-                    let Some(data) = err.as_error_resp().and_then(|e| e.as_revert_data()) else {
-                        return Err(err).context("estimate a deductBatch");
-                    };
-                    let reason = crate::relay::policy::revert_reason(&data);
-                    if reason.contains("UsageRefUsed") {
-                        // An earlier send landed after all (a crash hid it): mark what the chain
-                        // already took, and send the rest.
-                        self.settle_used_refs(&batch).await?;
-                        continue;
-                    }
-                    anyhow::bail!("the ledger refuses the batch: {reason}");
-                }
-            };
-            // Handed to the node from here on: after a crash these are looked up, not re-sent.
-            sqlx::query!(
-                "update meter_charges set status = 'sending', attempts = attempts + 1, tx_hash = null, updated_at = now()
-                 where id = any($1)",
-                &ids
-            )
-            .execute(&self.db)
-            .await?;
-            let gas = gas + gas * GAS_HEADROOM_PERCENT / 100;
-            let sent = self
-                .sender
-                .send(self.ledger, input.into(), gas, None)
-                .await
-                .context("send a deductBatch")?;
-            sqlx::query!(
-                "update meter_charges set tx_hash = $2, updated_at = now() where id = any($1)",
-                &ids,
-                sent.tx_hash.as_slice()
-            )
-            .execute(&self.db)
-            .await?;
-            in_flight.push((sent.tx_hash, ids));
-        }
-        for (tx_hash, ids) in in_flight {
-            let receipt = self.wait_for_receipt(tx_hash).await?;
-            let Some(receipt) = receipt else { continue };
-            if receipt.status() {
-                report.batches += 1;
-                report.sent += ids.len();
-                report.gas_used += receipt.gas_used;
-                self.mark_sent(&ids, receipt.block_number).await?;
-            } else {
-                tracing::warn!(target: "api::meter", %tx_hash, "a deductBatch reverted; its charges are sent again");
-                self.mark_pending(&ids).await?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn wait_for_receipt(
-        &self,
-        tx_hash: B256,
-    ) -> anyhow::Result<Option<alloy::rpc::types::TransactionReceipt>> {
-        let deadline = tokio::time::Instant::now() + RECEIPT_WAIT;
-        loop {
-            if let Some(receipt) = self.chain.get_transaction_receipt(tx_hash).await? {
-                return Ok(Some(receipt));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(None);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn mark_sent(&self, ids: &[i64], block: Option<u64>) -> anyhow::Result<()> {
-        sqlx::query!(
-            "update meter_charges set status = 'sent', charged_block = $2, updated_at = now()
-             where id = any($1) and status = 'sending'",
-            ids,
-            block.map(|b| b as i64)
-        )
-        .execute(&self.db)
-        .await?;
-        Ok(())
-    }
-
-    async fn mark_pending(&self, ids: &[i64]) -> anyhow::Result<()> {
-        sqlx::query!(
-            "update meter_charges set status = 'pending', tx_hash = null, updated_at = now()
-             where id = any($1) and status in ('sending', 'sent')",
-            ids
-        )
-        .execute(&self.db)
-        .await?;
-        Ok(())
-    }
-
-    /// Asks the ledger, reference by reference, which of `batch` it has taken: those wait for the
-    /// indexer, the others go back to pending.
-    async fn settle_used_refs(&self, batch: &[Pending]) -> anyhow::Result<()> {
-        let (mut used, mut unused) = (Vec::new(), Vec::new());
-        for charge in batch {
-            if self.ref_used(&charge.usage_ref).await? {
-                used.push(charge.id);
-            } else {
-                unused.push(charge.id);
-            }
-        }
-        sqlx::query!(
-            "update meter_charges set status = 'sent', updated_at = now() where id = any($1)",
-            &used
-        )
-        .execute(&self.db)
-        .await?;
-        self.mark_pending(&unused).await
-    }
-
-    async fn ref_used(&self, usage_ref: &[u8]) -> anyhow::Result<bool> {
-        Ok(CreditLedger::new(self.ledger, &self.chain)
-            .isUsageRefUsed(B256::from_slice(usage_ref))
-            .call()
-            .await?)
-    }
-
-    /// Charges handed to the node by a pass that did not finish (a crash, a node that did not
-    /// answer), and mined charges the indexer never showed: the receipt says what happened; without
-    /// one, the ledger's used references do.
-    async fn recover(&self) -> anyhow::Result<()> {
-        let open = sqlx::query_as!(
-            Open,
-            r#"select id, usage_ref, status, tx_hash,
-                      extract(epoch from now() - updated_at)::float8 as "age_secs!"
-               from meter_charges
-               where chain_id = $1 and status in ('sending', 'sent')
-               order by id"#,
-            self.chain_id as i64
-        )
-        .fetch_all(&self.db)
-        .await?;
-        let mut by_tx: HashMap<Option<Vec<u8>>, Vec<&Open>> = HashMap::new();
-        for charge in &open {
-            if charge.status == "sending" || charge.age_secs > STALE_SENT_SECS {
-                by_tx.entry(charge.tx_hash.clone()).or_default().push(charge);
-            }
-        }
-        for (tx_hash, charges) in by_tx {
-            let ids: Vec<i64> = charges.iter().map(|c| c.id).collect();
-            if let Some(hash) = tx_hash.as_deref().map(B256::from_slice) {
-                if let Some(receipt) = self.chain.get_transaction_receipt(hash).await? {
-                    if receipt.status() {
-                        self.mark_sent(&ids, receipt.block_number).await?;
-                    } else {
-                        self.mark_pending(&ids).await?;
-                    }
-                    continue;
-                }
-                if self.chain.get_transaction_by_hash(hash).await?.is_some() {
-                    // Still waiting to be mined.
-                    continue;
-                }
-            }
-            // Never mined, or its hash was not recorded: the ledger's references decide.
-            let mut used = Vec::new();
-            let mut unused = Vec::new();
-            for charge in charges {
-                if self.ref_used(&charge.usage_ref).await? {
-                    used.push(charge.id);
-                } else {
-                    unused.push(charge.id);
-                }
-            }
-            sqlx::query!(
-                "update meter_charges set status = 'sent', updated_at = now() where id = any($1)",
-                &used
-            )
-            .execute(&self.db)
-            .await?;
-            self.mark_pending(&unused).await?;
-        }
-        Ok(())
-    }
-
-    /// Closes every handed-over charge whose ledger event is indexed: `charged` with what the
-    /// ledger took, or `skipped`.
-    async fn reconcile(&self, report: &mut Report) -> anyhow::Result<()> {
-        let closed = sqlx::query!(
-            r#"with found as (
-                   select m.id, e.credit_kind, e.credits, e.block_number, e.tx_hash
-                   from meter_charges m
-                   cross join lateral (
-                       select e.credit_kind, e.credits, e.block_number, e.tx_hash
-                       from events e
-                       where e.chain_id = m.chain_id and e.service_id = m.service_id
-                         and e.block_number > m.planned_block
-                         and e.credit_kind in ('deduction', 'skipped') and e.reference = m.usage_ref
-                       order by e.credit_kind = 'deduction' desc, e.block_number
-                       limit 1
-                   ) e
-                   where m.chain_id = $1 and m.status in ('sending', 'sent')
-               )
-               update meter_charges m
-               set status = case when f.credit_kind = 'deduction' then 'charged' else 'skipped' end,
-                   charged_credits = case when f.credit_kind = 'deduction' then f.credits end,
-                   charged_block = f.block_number,
-                   tx_hash = f.tx_hash,
-                   updated_at = now()
-               from found f
-               where m.id = f.id
-               returning m.status"#,
-            self.chain_id as i64
-        )
-        .fetch_all(&self.db)
-        .await?;
-        for row in closed {
-            if row.status == "charged" {
-                report.charged += 1;
-            } else {
-                report.skipped += 1;
-            }
-        }
-        Ok(())
     }
 }
 

@@ -3,10 +3,12 @@
 //! ledger takes once; depletion suspends the priced services of an account whose credit ran out.
 //!
 //! - [`plan`]: the arithmetic (active time, prices with carried remainders, usage references);
-//! - [`meter`]: the worker that plans, sends and reconciles charges;
+//! - [`meter`]: the worker that plans charges each cycle;
+//! - [`charges`]: how a charge is sent, followed and closed;
 //! - [`depletion`]: the worker that suspends services when credit runs out;
 //! - [`usage`]: the `/billing/deduct` routes.
 
+mod charges;
 pub mod depletion;
 pub mod meter;
 pub mod plan;

@@ -45,16 +45,16 @@ pub fn charge(per_hour: U256, seconds: u64, carry: U256) -> (U256, U256) {
     (owed / hour, owed % hour)
 }
 
-/// The usage reference of the active time of `service` charged up to `period_end` (unix
-/// seconds). The meter plans each span once (its end becomes the service's next start), so the
-/// reference names the charge for good.
-pub fn time_usage_ref(chain_id: u64, service: i64, period_end: i64) -> B256 {
+/// The usage reference of the active time of `service` from `period_start` (unix seconds). Each
+/// span starts where the previous one ended, so a start names one charge for good: two plans of
+/// the same time, however far each reaches, share the reference and the ledger takes one.
+pub fn time_usage_ref(chain_id: u64, service: i64, period_start: i64) -> B256 {
     keccak256(
         (
             "decentraspace.meter.time",
             U256::from(chain_id),
             U256::from(service),
-            U256::from(period_end),
+            U256::from(period_start),
         )
             .abi_encode(),
     )

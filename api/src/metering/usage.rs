@@ -69,9 +69,9 @@ pub struct Usage {
     pub recorded_by: String,
     /// The ledger's usage reference (bytes32): the on-chain key that charges it at most once.
     pub usage_ref: String,
-    /// `pending` (waits for the meter), `sending`, `sent` (mined, not indexed yet), `charged` or
-    /// `skipped` (the service was not chargeable when the batch ran: paused, suspended,
-    /// cancelled or expired).
+    /// `pending` (waits for the meter), `sending`, `sent` (mined, not indexed yet), `charged`,
+    /// `deferred` (the service was paused, suspended or expired when the batch ran: charged once
+    /// it runs again) or `skipped` (the service was cancelled).
     pub status: String,
     /// What the ledger took (less than asked when the balance ran out).
     pub charged_credits: Option<String>,

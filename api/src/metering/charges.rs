@@ -1,0 +1,405 @@
+//! A charge's way from planned to closed:
+//! `pending` → `sending` (handed to the node; its nonce and hash recorded) → `sent` (mined) →
+//! `charged`, or `deferred` when the ledger skipped it because the service was paused, suspended
+//! or expired when the batch ran (sent again once the index shows the service chargeable, so
+//! pausing around a cycle never escapes its charge), or `skipped` for a cancelled service.
+//!
+//! Every node call is bounded in time; a batch stuck unmined has its fee raised at its nonce; a
+//! closed charge whose ledger event a reorg removed is opened again.
+
+use std::{collections::HashMap, time::Duration};
+
+use alloy::{
+    network::TransactionBuilder,
+    primitives::{Address, B256, U256},
+    providers::Provider,
+    rpc::types::{TransactionReceipt, TransactionRequest},
+    sol_types::SolCall,
+};
+use anyhow::Context;
+use decentraspace_abi::CreditLedger;
+
+use super::meter::{Meter, Report};
+
+/// How long a receipt is waited for before the batch is left to the next pass.
+const RECEIPT_WAIT: Duration = Duration::from_secs(60);
+/// The longest one node call may take (a hung node must not hold the meter).
+const NODE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A mined charge not indexed after this is looked up on-chain again (its block may be gone).
+const STALE_SENT_SECS: f64 = 600.0;
+/// A batch unmined after this is sent again at its nonce with a higher fee.
+const STUCK_AFTER_SECS: f64 = 120.0;
+/// The most fee raises a batch gets.
+const MAX_BUMPS: i32 = 5;
+/// Each raise multiplies the fees by this (nodes require at least +10% to replace).
+const BUMP: f64 = 1.25;
+/// Gas headroom over the estimate: balances move between estimation and inclusion.
+const GAS_HEADROOM_PERCENT: u64 = 25;
+/// Closed charges younger than this many blocks are checked against the index (reorgs).
+const REORG_WINDOW: i64 = 256;
+
+struct Pending {
+    id: i64,
+    usage_ref: Vec<u8>,
+    account: Vec<u8>,
+    service_id: i64,
+    credits: String,
+}
+
+struct Open {
+    id: i64,
+    usage_ref: Vec<u8>,
+    status: String,
+    tx_hash: Option<Vec<u8>>,
+    nonce: Option<i64>,
+    fee_bumps: i32,
+    age_secs: f64,
+}
+
+/// `call` bounded by [`NODE_TIMEOUT`].
+async fn bounded<T, E>(
+    call: impl std::future::IntoFuture<Output = Result<T, E>>,
+) -> anyhow::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    tokio::time::timeout(NODE_TIMEOUT, call.into_future())
+        .await
+        .map_err(|_| anyhow::anyhow!("the node did not answer within {NODE_TIMEOUT:?}"))?
+        .map_err(anyhow::Error::from)
+}
+
+fn deduct_batch(batch: &[Pending]) -> Vec<u8> {
+    CreditLedger::deductBatchCall {
+        accounts: batch.iter().map(|c| Address::from_slice(&c.account)).collect(),
+        serviceIds: batch.iter().map(|c| U256::from(c.service_id as u64)).collect(),
+        credits: batch.iter().map(|c| c.credits.parse().unwrap_or_default()).collect(),
+        usageRefs: batch.iter().map(|c| B256::from_slice(&c.usage_ref)).collect(),
+    }
+    .abi_encode()
+}
+
+impl Meter {
+    /// Sends due charges (pending ones, and deferred ones whose service is chargeable again) in
+    /// batches, and waits for their receipts.
+    pub(super) async fn send(&self, report: &mut Report) -> anyhow::Result<()> {
+        let chain_id = self.chain_id as i64;
+        let mut in_flight: Vec<(B256, Vec<i64>)> = Vec::new();
+        loop {
+            let batch = sqlx::query_as!(
+                Pending,
+                r#"select m.id, m.usage_ref, m.account, m.service_id, m.credits::text as "credits!"
+                   from meter_charges m
+                   where m.chain_id = $1
+                     and (m.status = 'pending'
+                          or (m.status = 'deferred' and exists (
+                                select 1 from services s
+                                left join accounts a on a.chain_id = s.chain_id and a.address = s.owner
+                                where s.chain_id = m.chain_id and s.service_id = m.service_id
+                                  and s.state = 'active'
+                                  and not (effective_tier(a.tier, a.tier_expires_at, chain_now($1)) = 'free'
+                                           and s.expires_at is not null and s.expires_at <= chain_now($1)))))
+                   order by m.id limit $2"#,
+                chain_id,
+                self.batch_size as i64
+            )
+            .fetch_all(&self.db)
+            .await?;
+            if batch.is_empty() {
+                break;
+            }
+            let ids: Vec<i64> = batch.iter().map(|c| c.id).collect();
+            let input = deduct_batch(&batch);
+            let Some(gas) = self.estimate(&batch, &input).await? else { continue };
+            // Handed to the node from here on: after a crash these are looked up, not re-sent.
+            // Their ledger events can only be in blocks after the indexed head of this moment.
+            sqlx::query!(
+                "update meter_charges
+                 set status = 'sending', attempts = attempts + 1, tx_hash = null, nonce = null, fee_bumps = 0,
+                     planned_block = greatest(planned_block,
+                         coalesce((select block_number from indexer_checkpoints where chain_id = $2), 0)),
+                     updated_at = now()
+                 where id = any($1)",
+                &ids,
+                chain_id
+            )
+            .execute(&self.db)
+            .await?;
+            let gas = gas + gas * GAS_HEADROOM_PERCENT / 100;
+            let sent = self
+                .sender
+                .send(self.ledger, input.into(), gas, None)
+                .await
+                .context("send a deductBatch")?;
+            sqlx::query!(
+                "update meter_charges set tx_hash = $2, nonce = $3, updated_at = now() where id = any($1)",
+                &ids,
+                sent.tx_hash.as_slice(),
+                sent.nonce as i64
+            )
+            .execute(&self.db)
+            .await?;
+            in_flight.push((sent.tx_hash, ids));
+        }
+        for (tx_hash, ids) in in_flight {
+            let Some(receipt) = self.wait_for_receipt(tx_hash).await? else { continue };
+            if receipt.status() {
+                report.batches += 1;
+                report.sent += ids.len();
+                report.gas_used += receipt.gas_used;
+            }
+            self.receipt_for(&ids, &receipt).await?;
+        }
+        Ok(())
+    }
+
+    /// The gas of a batch, or `None` when the ledger has taken some of its references already
+    /// (an earlier send landed after all): those are marked sent, the rest pending again.
+    async fn estimate(&self, batch: &[Pending], input: &[u8]) -> anyhow::Result<Option<u64>> {
+        let request = TransactionRequest::default()
+            .with_from(self.sender.address())
+            .with_to(self.ledger)
+            .with_input(input.to_vec());
+        let estimated = tokio::time::timeout(NODE_TIMEOUT, self.chain.estimate_gas(request))
+            .await
+            .map_err(|_| anyhow::anyhow!("no gas estimate within {NODE_TIMEOUT:?}"))?;
+        let err = match estimated {
+            Ok(gas) => return Ok(Some(gas)),
+            Err(err) => err,
+        };
+        let Some(data) = err.as_error_resp().and_then(|e| e.as_revert_data()) else {
+            return Err(err).context("estimate a deductBatch");
+        };
+        let reason = crate::relay::policy::revert_reason(&data);
+        anyhow::ensure!(reason.contains("UsageRefUsed"), "the ledger refuses the batch: {reason}");
+        let (mut used, mut unused) = (Vec::new(), Vec::new());
+        for charge in batch {
+            if self.ref_used(&charge.usage_ref).await? {
+                used.push(charge.id);
+            } else {
+                unused.push(charge.id);
+            }
+        }
+        // The node said a reference was used but none reads as used (a node behind another):
+        // stop here rather than estimate the same batch again and again.
+        anyhow::ensure!(
+            !used.is_empty(),
+            "the ledger refuses the batch ({reason}) but no reference reads as used"
+        );
+        self.mark(&used, "sent").await?;
+        self.mark(&unused, "pending").await?;
+        Ok(None)
+    }
+
+    async fn wait_for_receipt(&self, tx_hash: B256) -> anyhow::Result<Option<TransactionReceipt>> {
+        let deadline = tokio::time::Instant::now() + RECEIPT_WAIT;
+        loop {
+            if let Some(receipt) = bounded(self.chain.get_transaction_receipt(tx_hash)).await? {
+                return Ok(Some(receipt));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A mined batch's charges are `sent`; a reverted batch's go back to pending.
+    async fn receipt_for(&self, ids: &[i64], receipt: &TransactionReceipt) -> anyhow::Result<()> {
+        if receipt.status() {
+            sqlx::query!(
+                "update meter_charges set status = 'sent', charged_block = $2, updated_at = now()
+                 where id = any($1) and status = 'sending'",
+                ids,
+                receipt.block_number.map(|b| b as i64)
+            )
+            .execute(&self.db)
+            .await?;
+            return Ok(());
+        }
+        tracing::warn!(target: "api::meter", tx = %receipt.transaction_hash, "a deductBatch reverted; its charges are sent again");
+        self.mark(ids, "pending").await
+    }
+
+    /// Moves `ids` to `sent` (the ledger has them: wait for the index) or back to `pending`.
+    async fn mark(&self, ids: &[i64], status: &str) -> anyhow::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query!(
+            "update meter_charges
+             set status = $2, tx_hash = case when $2 = 'pending' then null else tx_hash end, updated_at = now()
+             where id = any($1)",
+            ids,
+            status
+        )
+        .execute(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    async fn ref_used(&self, usage_ref: &[u8]) -> anyhow::Result<bool> {
+        let ledger = CreditLedger::new(self.ledger, &self.chain);
+        bounded(ledger.isUsageRefUsed(B256::from_slice(usage_ref)).call()).await
+    }
+
+    /// Charges handed to the node by a pass that did not finish (a crash, a node that did not
+    /// answer), batches stuck unmined, and mined charges the index never showed: the receipt
+    /// says what happened; without one, the ledger's used references do.
+    pub(super) async fn recover(&self) -> anyhow::Result<()> {
+        let open = sqlx::query_as!(
+            Open,
+            r#"select id, usage_ref, status, tx_hash, nonce, fee_bumps,
+                      extract(epoch from now() - updated_at)::float8 as "age_secs!"
+               from meter_charges
+               where chain_id = $1 and status in ('sending', 'sent')
+               order by id"#,
+            self.chain_id as i64
+        )
+        .fetch_all(&self.db)
+        .await?;
+        let mut by_tx: HashMap<Option<Vec<u8>>, Vec<&Open>> = HashMap::new();
+        for charge in &open {
+            if charge.status == "sending" || charge.age_secs > STALE_SENT_SECS {
+                by_tx.entry(charge.tx_hash.clone()).or_default().push(charge);
+            }
+        }
+        for (tx_hash, charges) in by_tx {
+            let ids: Vec<i64> = charges.iter().map(|c| c.id).collect();
+            if let Some(hash) = tx_hash.as_deref().map(B256::from_slice) {
+                if let Some(receipt) = bounded(self.chain.get_transaction_receipt(hash)).await? {
+                    self.receipt_for(&ids, &receipt).await?;
+                    continue;
+                }
+                if bounded(self.chain.get_transaction_by_hash(hash)).await?.is_some() {
+                    self.bump_if_stuck(&charges).await?;
+                    continue;
+                }
+            }
+            // Never mined, or its hash was not recorded: the ledger's references decide.
+            let (mut used, mut unused) = (Vec::new(), Vec::new());
+            for charge in charges {
+                if self.ref_used(&charge.usage_ref).await? {
+                    used.push(charge.id);
+                } else {
+                    unused.push(charge.id);
+                }
+            }
+            self.mark(&used, "sent").await?;
+            self.mark(&unused, "pending").await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a batch waiting in the mempool again, at its nonce, with higher fees.
+    async fn bump_if_stuck(&self, charges: &[&Open]) -> anyhow::Result<()> {
+        let Some(first) = charges.first() else { return Ok(()) };
+        let (Some(nonce), true) = (first.nonce, first.age_secs > STUCK_AFTER_SECS) else {
+            return Ok(());
+        };
+        if first.fee_bumps >= MAX_BUMPS {
+            tracing::error!(target: "api::meter", nonce, "a deductBatch stays unmined after {MAX_BUMPS} fee raises");
+            return Ok(());
+        }
+        let ids: Vec<i64> = charges.iter().map(|c| c.id).collect();
+        let batch = sqlx::query_as!(
+            Pending,
+            r#"select id, usage_ref, account, service_id, credits::text as "credits!"
+               from meter_charges where id = any($1) order by id"#,
+            &ids
+        )
+        .fetch_all(&self.db)
+        .await?;
+        let input = deduct_batch(&batch);
+        let Some(gas) = self.estimate(&batch, &input).await? else { return Ok(()) };
+        let bump = BUMP.powi(first.fee_bumps + 1);
+        let sent = self
+            .sender
+            .send(
+                self.ledger,
+                input.into(),
+                gas + gas * GAS_HEADROOM_PERCENT / 100,
+                Some((nonce as u64, bump)),
+            )
+            .await
+            .context("raise a deductBatch's fee")?;
+        tracing::warn!(target: "api::meter", nonce, tx = %sent.tx_hash, bumps = first.fee_bumps + 1, "raised a stuck deductBatch's fee");
+        sqlx::query!(
+            "update meter_charges set tx_hash = $2, fee_bumps = fee_bumps + 1, updated_at = now()
+             where id = any($1)",
+            &ids,
+            sent.tx_hash.as_slice()
+        )
+        .execute(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// Closes every handed-over charge whose ledger event is indexed (`charged`, `deferred` or
+    /// `skipped`), after opening again any recently closed one whose event a reorg removed.
+    /// Nothing is closed while the indexer has set its secondary indexes aside for a backfill
+    /// (the lookups would scan every event).
+    pub(super) async fn reconcile(&self, report: &mut Report) -> anyhow::Result<()> {
+        let chain_id = self.chain_id as i64;
+        let backfilling = sqlx::query_scalar!(
+            r#"select exists(select 1 from indexer_deferred_indexes) as "backfilling!""#
+        )
+        .fetch_one(&self.db)
+        .await?;
+        if backfilling {
+            return Ok(());
+        }
+        sqlx::query!(
+            "update meter_charges m set status = 'sent', updated_at = now()
+             where m.chain_id = $1 and m.status in ('charged', 'deferred', 'skipped')
+               and m.charged_block > coalesce((select block_number from indexer_checkpoints where chain_id = $1), 0) - $2
+               and not exists (select 1 from events e
+                               where e.chain_id = $1 and e.service_id = m.service_id
+                                 and e.block_number = m.charged_block and e.credit_kind is not null
+                                 and e.reference = m.usage_ref)",
+            chain_id,
+            REORG_WINDOW
+        )
+        .execute(&self.db)
+        .await?;
+        let closed = sqlx::query!(
+            r#"with found as (
+                   select m.id, m.service_id, e.credit_kind, e.credits, e.block_number, e.tx_hash
+                   from meter_charges m
+                   cross join lateral (
+                       select e.credit_kind, e.credits, e.block_number, e.tx_hash
+                       from events e
+                       where e.chain_id = m.chain_id and e.service_id = m.service_id
+                         and e.block_number > m.planned_block
+                         and e.credit_kind in ('deduction', 'skipped') and e.reference = m.usage_ref
+                       order by e.credit_kind = 'deduction' desc, e.block_number desc
+                       limit 1
+                   ) e
+                   where m.chain_id = $1 and m.status in ('sending', 'sent')
+               )
+               update meter_charges m
+               set status = case when f.credit_kind = 'deduction' then 'charged'
+                                 when s.state = 'cancelled' then 'skipped'
+                                 else 'deferred' end,
+                   charged_credits = case when f.credit_kind = 'deduction' then f.credits end,
+                   charged_block = f.block_number,
+                   tx_hash = f.tx_hash,
+                   updated_at = now()
+               from found f
+               join services s on s.chain_id = $1 and s.service_id = f.service_id
+               where m.id = f.id
+               returning m.status"#,
+            chain_id
+        )
+        .fetch_all(&self.db)
+        .await?;
+        for row in closed {
+            match row.status.as_str() {
+                "charged" => report.charged += 1,
+                "deferred" => report.deferred += 1,
+                _ => report.skipped += 1,
+            }
+        }
+        Ok(())
+    }
+}
