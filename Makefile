@@ -20,7 +20,7 @@ SQLX_VERSION := 0.9.0
 TOOLS_DIR ?= $(HOME)/.cache/decentraspace/tools
 SQLX := $(TOOLS_DIR)/bin/sqlx
 
-.PHONY: bench bench-api bench-indexer bench-meter help install contracts abi abi-check test test-contracts test-rust lint fmt coverage gas dev db sqlx-prepare sqlx-check migrate
+.PHONY: bench bench-api bench-indexer bench-meter bench-upload help install contracts abi abi-check test test-contracts test-rust lint fmt coverage gas dev db sqlx-prepare sqlx-check migrate
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -78,7 +78,7 @@ coverage: install ## Contract line and branch coverage
 gas: contracts ## Gas of the main operations (figures for BENCHMARKS.md)
 	$(FORGE) test --match-path contracts/test/Gas.t.sol -vv
 
-bench: bench-indexer bench-api bench-meter ## Every benchmark (figures go to BENCHMARKS.md)
+bench: bench-indexer bench-api bench-meter bench-upload ## Every benchmark (figures go to BENCHMARKS.md)
 
 bench-api: contracts ## API reads against pgbench -S (wrk), and relay throughput
 	command -v wrk >/dev/null || { apt-get install -y wrk || sudo apt-get install -y wrk; }
@@ -86,6 +86,10 @@ bench-api: contracts ## API reads against pgbench -S (wrk), and relay throughput
 
 bench-meter: contracts ## One billing-meter cycle over 10,000 active services (wall time, gas per service)
 	DATABASE_URL="$$(scripts/postgres.sh)" $(CARGO) bench --locked -p decentraspace-tests --bench meter
+
+bench-upload: contracts ## A 1 GiB upload streamed through the API binary to IPFS (throughput, API peak RSS)
+	$(CARGO) build --locked --release -p decentraspace-api
+	DATABASE_URL="$$(scripts/postgres.sh)" $(CARGO) bench --locked -p decentraspace-tests --bench upload
 
 bench-indexer: contracts ## Indexer backfill (1M events) and head-latency benchmark
 	$(CARGO) build --release --locked -p decentraspace-indexer

@@ -35,7 +35,8 @@ tools/foundry anvil --host 127.0.0.1 --port "$anvil_port" >.data/anvil.log 2>&1 
 anvil_pid=$!
 indexer_pid=
 api_pid=
-trap 'kill $anvil_pid $indexer_pid $api_pid 2>/dev/null || true' EXIT INT TERM
+ipfs_pid=
+trap 'kill $anvil_pid $indexer_pid $api_pid $ipfs_pid 2>/dev/null || true' EXIT INT TERM
 for _ in $(seq 1 50); do
   tools/foundry cast chain-id --rpc-url "$rpc_url" >/dev/null 2>&1 && break
   sleep 0.2
@@ -53,6 +54,21 @@ RPC_URL=$rpc_url WS_URL=${rpc_url/http/ws} DEPLOYMENTS_FILE=$record DATABASE_URL
   "$target_dir/debug/indexer" run >.data/indexer.log 2>&1 &
 indexer_pid=$!
 
+# A local IPFS node (Kubo RPC API) for storage, fresh like the chain.
+ipfs_api_port=${IPFS_API_PORT:-5001}
+ipfs_gateway_port=${IPFS_GATEWAY_PORT:-8081}
+rm -rf .data/ipfs
+scripts/ipfs.sh "$root/.data/ipfs" "$ipfs_api_port" "$ipfs_gateway_port" $((ipfs_api_port + 1)) >.data/ipfs.log 2>&1 &
+ipfs_pid=$!
+for attempt in $(seq 1 300); do
+  curl -fs -X POST "http://127.0.0.1:$ipfs_api_port/api/v0/id" >/dev/null 2>&1 && break
+  if [ "$attempt" = 300 ] || ! kill -0 "$ipfs_pid" 2>/dev/null; then
+    echo "dev: the IPFS node did not start; see .data/ipfs.log" >&2
+    exit 1
+  fi
+  sleep 0.2
+done
+
 # The deployer holds every other role on a local chain (the deploy script's default), so it is the
 # operator too. A fresh signing key per run: tokens from an earlier run are void.
 API_LISTEN=$api_listen DATABASE_URL=$database_url RPC_URL=$rpc_url DEPLOYMENTS_FILE=$record \
@@ -60,6 +76,7 @@ API_LISTEN=$api_listen DATABASE_URL=$database_url RPC_URL=$rpc_url DEPLOYMENTS_F
   JWT_SECRET=$(node -e 'console.log(require("crypto").randomBytes(32).toString("hex"))') \
   OPERATOR_PRIVATE_KEY=$deployer_key RELAYER_PRIVATE_KEY=$relayer_key \
   BILLING_PRIVATE_KEY=$billing_key METER_INTERVAL_SECS=${METER_INTERVAL_SECS:-60} \
+  IPFS_API_URL=http://127.0.0.1:$ipfs_api_port IPFS_GATEWAY_URL=http://127.0.0.1:$ipfs_gateway_port \
   LISTENER_SECRET=${LISTENER_SECRET:-dev-listener-secret} CORS_ORIGINS=${CORS_ORIGINS:-*} \
   RUST_LOG=${RUST_LOG:-info} "$target_dir/debug/api" >.data/api.log 2>&1 &
 api_pid=$!
@@ -76,6 +93,7 @@ DecentraSpace local stack is up (Ctrl-C stops it).
   deployment  $record
   indexer     pid $indexer_pid, metrics http://${INDEXER_METRICS_ADDR:-127.0.0.1:9101}/metrics (log: .data/indexer.log)
   api         http://$api_listen (docs http://$api_listen/docs, log: .data/api.log)
+  ipfs        API http://127.0.0.1:$ipfs_api_port, gateway http://127.0.0.1:$ipfs_gateway_port (log: .data/ipfs.log)
 $(node -e '
   const d = require(process.argv[1]);
   for (const [name, addr] of Object.entries(d.contracts)) console.log(`  ${name.padEnd(16)}${addr}`);

@@ -119,6 +119,30 @@ pub struct Config {
     #[arg(long, env = "LISTENER_SECRET", hide_env_values = true)]
     pub listener_secret: Option<SecretString>,
 
+    /// The IPFS node's RPC API (Kubo; unset: storage answers 503).
+    #[arg(long, env = "IPFS_API_URL")]
+    pub ipfs_api_url: Option<String>,
+
+    /// The public IPFS gateway access links point at.
+    #[arg(long, env = "IPFS_GATEWAY_URL", default_value = "https://ipfs.io")]
+    pub ipfs_gateway_url: String,
+
+    /// The largest file a Free account may upload, in bytes.
+    #[arg(long, env = "STORAGE_MAX_FILE_BYTES_FREE", default_value_t = 100 * 1024 * 1024)]
+    pub storage_max_file_free: u64,
+
+    /// The largest file a Paid account may upload, in bytes.
+    #[arg(long, env = "STORAGE_MAX_FILE_BYTES_PAID", default_value_t = 5 * 1024 * 1024 * 1024)]
+    pub storage_max_file_paid: u64,
+
+    /// How many bytes a Free account may store in all.
+    #[arg(long, env = "STORAGE_QUOTA_BYTES_FREE", default_value_t = 1024 * 1024 * 1024)]
+    pub storage_quota_free: u64,
+
+    /// How many bytes a Paid account may store in all.
+    #[arg(long, env = "STORAGE_QUOTA_BYTES_PAID", default_value_t = 100 * 1024 * 1024 * 1024)]
+    pub storage_quota_paid: u64,
+
     /// Origins allowed by CORS, comma-separated (unset: none; `*`: any).
     #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,

@@ -111,6 +111,14 @@ pub enum ApiError {
     /// Not enough credit for what was asked.
     #[error("{0}")]
     InsufficientCredit(String),
+    /// An upload is larger than the account may store; `slug` names which limit.
+    #[error("{detail}")]
+    TooLarge {
+        /// The problem type's slug.
+        slug: &'static str,
+        /// What exactly.
+        detail: String,
+    },
     /// Too many requests.
     #[error("too many requests; retry after {retry_after_secs} s")]
     RateLimited {
@@ -186,6 +194,9 @@ impl ApiError {
             }
             Self::Unprocessable { slug, .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, slug, "The request cannot be carried out")
+            }
+            Self::TooLarge { slug, .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, slug, "The upload is too large")
             }
             Self::RateLimited { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests")

@@ -18,6 +18,7 @@ use utoipa::{
         (name = "auth", description = "Wallet sign-in (SIWE), tokens, tiers"),
         (name = "billing", description = "Credits: balance, history, payment methods"),
         (name = "services", description = "One's services: state, price, pause and resume"),
+        (name = "storage", description = "Files on IPFS, streamed uploads within tier limits"),
         (name = "blockchain", description = "Relayed transactions (raw or gasless forward requests)"),
         (name = "public", description = "Indexed chain data for third parties (no login)"),
         (name = "analytics", description = "Credit usage"),

@@ -38,6 +38,8 @@ pub struct AppState {
     pub payment_wake: Arc<tokio::sync::Notify>,
     /// Submits forward requests, paying the gas; unset without a key.
     pub relayer: Option<Arc<Relayer>>,
+    /// The IPFS node files are stored on; unset without `IPFS_API_URL`.
+    pub ipfs: Option<crate::storage::ipfs::Ipfs>,
     /// Sends the billing meter's `deductBatch` transactions; unset without a billing key.
     pub billing: Option<Arc<Relayer>>,
     /// Access and refresh token keys.
@@ -109,6 +111,12 @@ impl AppState {
             )?)),
             None => None,
         };
+        let ipfs = config
+            .ipfs_api_url
+            .as_deref()
+            .map(crate::storage::ipfs::Ipfs::new)
+            .transpose()
+            .context("the IPFS client")?;
         if let Some(token) = &config.service_token {
             anyhow::ensure!(
                 secrecy::ExposeSecret::expose_secret(token).len() >= 32,
@@ -128,6 +136,7 @@ impl AppState {
             operator,
             relayer,
             billing,
+            ipfs,
             oracle,
             payments,
             payment_wake: Arc::default(),

@@ -84,6 +84,11 @@ impl TestApi {
         Ok(Self { base, http: reqwest::Client::new(), stop: Some(stop), handle: Some(handle) })
     }
 
+    /// A client of an API served elsewhere (e.g. an [`ApiProcess`]) at `base`.
+    pub fn at(base: &str) -> Self {
+        Self { base: base.to_owned(), http: reqwest::Client::new(), stop: None, handle: None }
+    }
+
     /// The URL of `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
@@ -288,6 +293,11 @@ impl ApiProcess {
     pub fn kill9(&mut self) {
         self.child.kill().ok();
         self.child.wait().ok();
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 

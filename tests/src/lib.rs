@@ -7,6 +7,7 @@ mod api;
 mod chain;
 mod db;
 mod indexer;
+mod ipfs;
 mod paystack;
 
 pub use api::{
@@ -19,4 +20,5 @@ pub use indexer::{
     IndexerProcess, IndexerTask, indexer_binary, indexer_config, wait_for_checkpoint,
     workspace_binary,
 };
+pub use ipfs::TestIpfs;
 pub use paystack::{FakePaystack, FakeTransaction, PAYSTACK_SECRET, paystack_signature};

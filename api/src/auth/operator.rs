@@ -71,15 +71,7 @@ impl Operator {
         &self,
         call: CallBuilder<&DynProvider, D, Ethereum>,
     ) -> Result<TxOutcome, ApiError> {
-        let sending = self.sending.lock().await;
-        let pending = call.send().await.map_err(|err| match err.as_revert_data() {
-            Some(data) => ApiError::Conflict(format!(
-                "the chain refused the transaction: {}",
-                crate::relay::policy::revert_reason(&data)
-            )),
-            None => crate::error::chain_unavailable("send the transaction", err),
-        })?;
-        drop(sending);
+        let pending = self.submit(call).await?;
         let tx_hash = pending.tx_hash().to_string();
         match pending.with_timeout(Some(RECEIPT_WAIT)).get_receipt().await {
             Ok(receipt) => Ok(TxOutcome {
@@ -89,6 +81,43 @@ impl Operator {
             }),
             Err(_) => Ok(TxOutcome { tx_hash, status: "pending", block_number: None }),
         }
+    }
+
+    /// Sends a call, one at a time; a call the chain refuses (it reverts in estimation) is a
+    /// conflict naming the contract's error.
+    async fn submit<D: CallDecoder>(
+        &self,
+        call: CallBuilder<&DynProvider, D, Ethereum>,
+    ) -> Result<alloy::providers::PendingTransactionBuilder<Ethereum>, ApiError> {
+        let _sending = self.sending.lock().await;
+        call.send().await.map_err(|err| match err.as_revert_data() {
+            Some(data) => ApiError::Conflict(format!(
+                "the chain refused the transaction: {}",
+                crate::relay::policy::revert_reason(&data)
+            )),
+            None => crate::error::chain_unavailable("send the transaction", err),
+        })
+    }
+
+    /// Sends a call as the operator and waits for its receipt (for callers that need its logs).
+    /// A refused call is a conflict naming the contract's error; a transaction not mined in time
+    /// is unavailable.
+    pub async fn send_for_receipt<D: CallDecoder>(
+        &self,
+        call: CallBuilder<&DynProvider, D, Ethereum>,
+    ) -> Result<alloy::rpc::types::TransactionReceipt, ApiError> {
+        let pending = self.submit(call).await?;
+        let receipt =
+            pending.with_timeout(Some(RECEIPT_WAIT)).get_receipt().await.map_err(|_| {
+                ApiError::Unavailable("the transaction was not mined in time; try again".into())
+            })?;
+        if !receipt.status() {
+            return Err(ApiError::Conflict(format!(
+                "the transaction {} reverted on-chain",
+                receipt.transaction_hash
+            )));
+        }
+        Ok(receipt)
     }
 
     /// Registers `account` unless it is indexed already or a registration was requested before;

@@ -1,0 +1,211 @@
+//! An account's side of storage: what its tier lets it store, its storage service (opened
+//! on-chain on its first upload), and the record of a stored file, written under a per-account
+//! lock that checks the quota again, so parallel uploads cannot pass it together.
+
+use alloy::primitives::{Address, keccak256};
+use chrono::{DateTime, Utc};
+use decentraspace_abi::{ServiceKind, ServiceRegistry};
+
+use crate::{
+    error::{ApiError, ApiResult},
+    state::AppState,
+};
+
+/// Steps of 100 ms a request waits for a just-opened storage service to be indexed.
+const INDEX_WAIT_STEPS: usize = 100;
+
+/// What an account may still upload: its tier's file limit, or what is left of its quota.
+pub(super) struct Allowance {
+    /// Bytes the next upload may have.
+    pub bytes: u64,
+    /// The problem type past it.
+    pub slug: &'static str,
+    /// What the limit is.
+    pub detail: String,
+}
+
+pub(super) async fn allowance(state: &AppState, account: Address) -> ApiResult<Allowance> {
+    let row = sqlx::query!(
+        r#"select effective_tier(a.tier, a.tier_expires_at, chain_now($1)) as "tier!",
+                  (select coalesce(sum(size_bytes), 0)::bigint from storage_files
+                   where chain_id = $1 and account = $2 and deleted_at is null) as "used!"
+           from (select 1) one
+           left join accounts a on a.chain_id = $1 and a.address = $2"#,
+        state.chain_id() as i64,
+        account.as_slice()
+    )
+    .fetch_one(&state.db)
+    .await?;
+    let config = &state.config;
+    let paid = row.tier == "paid";
+    let (max_file, quota) = if paid {
+        (config.storage_max_file_paid, config.storage_quota_paid)
+    } else {
+        (config.storage_max_file_free, config.storage_quota_free)
+    };
+    let left = quota.saturating_sub(row.used as u64);
+    Ok(if left < max_file {
+        Allowance {
+            bytes: left,
+            slug: "storage-quota-exceeded",
+            detail: format!(
+                "the {} tier stores {quota} bytes in all and {left} are left; delete files or upgrade",
+                row.tier
+            ),
+        }
+    } else {
+        Allowance {
+            bytes: max_file,
+            slug: "file-too-large",
+            detail: format!("the {} tier takes files up to {max_file} bytes", row.tier),
+        }
+    })
+}
+
+/// The account's storage service, opened on-chain (by the operator) when it has none yet. Paused
+/// or suspended storage takes no uploads.
+pub(super) async fn storage_service(state: &AppState, account: Address) -> ApiResult<i64> {
+    if let Some(id) = indexed_storage_service(state, account).await? {
+        return Ok(id);
+    }
+    let operator = state.operator()?;
+    let registry = ServiceRegistry::new(
+        state.deployment.contracts.service_registry,
+        operator.provider().clone(),
+    );
+    let reference = keccak256(format!("storage:{account}"));
+    let created = operator
+        .send_for_receipt(registry.createServiceFor(
+            account,
+            ServiceKind::Storage.into(),
+            reference,
+        ))
+        .await;
+    match created {
+        Ok(receipt) => {
+            let created =
+                receipt.decoded_log::<ServiceRegistry::ServiceCreated>().ok_or_else(|| {
+                    ApiError::Conflict("the storage service could not be opened".into())
+                })?;
+            i64::try_from(created.serviceId)
+                .map_err(|_| ApiError::Internal(anyhow::anyhow!("service id out of range")))
+        }
+        // Opened by an earlier request moments ago (the one storage service a tier allows),
+        // and not indexed yet: wait for the index.
+        Err(ApiError::Conflict(reason)) if reason.contains("TierLimitExceeded") => {
+            for _ in 0..INDEX_WAIT_STEPS {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                if let Some(id) = indexed_storage_service(state, account).await? {
+                    return Ok(id);
+                }
+            }
+            Err(ApiError::Conflict(
+                "your storage service is being opened; try again in a moment".into(),
+            ))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// The account's open storage service as indexed; paused or suspended storage is a conflict.
+pub(super) async fn indexed_storage_service(
+    state: &AppState,
+    account: Address,
+) -> ApiResult<Option<i64>> {
+    let existing = sqlx::query!(
+        "select service_id, state from services
+         where chain_id = $1 and owner = $2 and kind = 'storage' and state <> 'cancelled'
+         order by service_id limit 1",
+        state.chain_id() as i64,
+        account.as_slice()
+    )
+    .fetch_optional(&state.db)
+    .await?;
+    let Some(service) = existing else { return Ok(None) };
+    if service.state != "active" {
+        return Err(ApiError::Conflict(format!(
+            "your storage service {} is {}: resume it before uploading",
+            service.service_id, service.state
+        )));
+    }
+    Ok(Some(service.service_id))
+}
+
+/// A stored file's record.
+pub(super) struct Recorded {
+    /// Its id.
+    pub id: i64,
+    /// When it was recorded.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Records a file the node stored, unless the account's quota no longer has room for it (an
+/// upload that ran alongside took it): then `None`, and the caller unpins the content.
+pub(super) async fn record(
+    state: &AppState,
+    account: Address,
+    service_id: i64,
+    name: &str,
+    content_type: &str,
+    size: u64,
+    cid: &str,
+) -> ApiResult<Option<Recorded>> {
+    let mut tx = state.db.begin().await?;
+    sqlx::query(
+        "select pg_advisory_xact_lock(hashtextextended('storage:' || encode($1, 'hex'), 0))",
+    )
+    .bind(account.as_slice())
+    .execute(&mut *tx)
+    .await?;
+    let quota = quota(state, account).await?;
+    let used = sqlx::query_scalar!(
+        r#"select coalesce(sum(size_bytes), 0)::bigint as "used!" from storage_files
+           where chain_id = $1 and account = $2 and deleted_at is null"#,
+        state.chain_id() as i64,
+        account.as_slice()
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if used as u64 + size > quota {
+        return Ok(None);
+    }
+    let row = sqlx::query!(
+        r#"insert into storage_files
+               (chain_id, account, service_id, name, content_type, size_bytes, backend, content_id)
+           values ($1, $2, $3, $4, $5, $6, 'ipfs', $7)
+           returning id, created_at"#,
+        state.chain_id() as i64,
+        account.as_slice(),
+        service_id,
+        name,
+        content_type,
+        size as i64,
+        cid
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(Recorded { id: row.id, created_at: row.created_at }))
+}
+
+/// The account's quota at its current tier.
+async fn quota(state: &AppState, account: Address) -> ApiResult<u64> {
+    let tier = tier(state, account).await?;
+    Ok(if tier == "paid" {
+        state.config.storage_quota_paid
+    } else {
+        state.config.storage_quota_free
+    })
+}
+
+async fn tier(state: &AppState, account: Address) -> ApiResult<String> {
+    Ok(sqlx::query_scalar!(
+        r#"select effective_tier(a.tier, a.tier_expires_at, chain_now($1)) as "tier!"
+           from (select 1) one
+           left join accounts a on a.chain_id = $1 and a.address = $2"#,
+        state.chain_id() as i64,
+        account.as_slice()
+    )
+    .fetch_one(&state.db)
+    .await?)
+}

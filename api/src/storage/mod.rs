@@ -1,0 +1,45 @@
+//! File storage on IPFS: uploads stream from the client through the API into the node (never held
+//! whole in memory), within the account's tier limits, and belong to the account's storage
+//! service, which is opened on-chain on the first upload (and metered like every service).
+
+pub mod ipfs;
+
+mod account;
+mod upload;
+
+use axum::extract::DefaultBodyLimit;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::state::AppState;
+
+/// The upload routes. They sit outside the API's body limit and request timeout (an upload
+/// streams for as long as it takes); the tier limits bound them instead.
+pub fn upload_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(upload::upload)).layer(DefaultBodyLimit::disable())
+}
+
+/// A stored file.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StoredFile {
+    /// The file id.
+    pub id: i64,
+    /// Its name.
+    pub name: String,
+    /// Its content type.
+    pub content_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// `ipfs`.
+    pub backend: String,
+    /// The CIDv1 (IPFS).
+    pub cid: String,
+    /// The account's storage service.
+    pub service_id: i64,
+    /// Where anyone can fetch it.
+    pub url: String,
+    /// When it was stored.
+    pub created_at: DateTime<Utc>,
+}

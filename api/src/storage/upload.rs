@@ -1,0 +1,237 @@
+//! `POST /storage/upload`: the file streams from the client through a small channel into the
+//! node, counted against the account's allowance as it goes. The node's request ends cleanly
+//! only after the last chunk: a client that breaks off, a refused upload or a dropped handler
+//! breaks the node's request too, so no cut-off file is ever pinned.
+
+use axum::{
+    Json,
+    extract::{Multipart, State, multipart::Field},
+    http::StatusCode,
+};
+use bytes::Bytes;
+use futures::Stream;
+use tokio::sync::mpsc;
+
+use super::{
+    StoredFile,
+    account::{allowance, indexed_storage_service, record, storage_service},
+};
+use crate::{
+    auth::AuthUser,
+    error::{ApiError, ApiResult, Problem},
+    state::AppState,
+};
+
+/// Chunks buffered between the client and the node: the memory an upload holds.
+const IN_FLIGHT_CHUNKS: usize = 8;
+/// The longest file name kept.
+const MAX_NAME: usize = 255;
+/// The longest a client may pause mid-upload.
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The content the node reads: chunks, then `None` for a clean end. A channel closed without that
+/// end (the handler dropped or gave up) is an error, which breaks the node's request off.
+fn node_body(
+    received: mpsc::Receiver<Option<Bytes>>,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
+    futures::stream::unfold(Some(received), |state| async move {
+        let mut received = state?;
+        match received.recv().await {
+            Some(Some(chunk)) => Some((Ok(chunk), Some(received))),
+            Some(None) => None,
+            // Once: the stream ends after the error.
+            None => Some((Err(std::io::Error::other("the upload was cut off")), None)),
+        }
+    })
+}
+
+/// Aborts the node's request when dropped (the handler ended without finishing it).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A file name safe to keep: its last path segment, without control characters.
+fn file_name(field: &Field<'_>) -> ApiResult<String> {
+    let raw = field.file_name().unwrap_or_default();
+    let name: String = raw
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control() && !is_invisible_format(*c))
+        .collect();
+    let name = name.trim();
+    if name.is_empty() || name == "." || name == ".." || name.len() > MAX_NAME {
+        return Err(ApiError::BadRequest(format!(
+            "the file part needs a file name of 1 to {MAX_NAME} bytes"
+        )));
+    }
+    Ok(name.to_owned())
+}
+
+/// Bidirectional and zero-width format characters, which make a name read as another.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// The declared type when it says something, else the one the name's extension implies.
+fn content_type(field: &Field<'_>, name: &str) -> String {
+    match field.content_type() {
+        Some(declared)
+            if declared != "application/octet-stream"
+                && declared.parse::<mime_guess::Mime>().is_ok() =>
+        {
+            declared.to_owned()
+        }
+        _ => mime_guess::from_path(name).first_or_octet_stream().essence_str().to_owned(),
+    }
+}
+
+fn multipart_error(err: axum::extract::multipart::MultipartError) -> ApiError {
+    ApiError::BadRequest(format!("the upload is not a valid multipart body: {}", err.body_text()))
+}
+
+/// Stores a file on IPFS (CIDv1, pinned), streamed through. Send `multipart/form-data` with a
+/// `file` part (and optionally, before it, a `backend` part: `ipfs`, the default).
+#[utoipa::path(post, path = "/storage/upload", tag = "storage", security(("bearer" = [])),
+    request_body(content_type = "multipart/form-data", description = "A `file` part, optionally preceded by `backend`"),
+    responses(
+        (status = 201, description = "Stored", body = StoredFile),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The storage service is paused or suspended", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 413, description = "Over the tier's file size or storage quota", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 422, description = "An unavailable backend", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn upload(
+    State(state): State<AppState>,
+    user: AuthUser,
+    mut multipart: Multipart,
+) -> ApiResult<(StatusCode, Json<StoredFile>)> {
+    let ipfs = state
+        .ipfs
+        .clone()
+        .ok_or_else(|| ApiError::Unavailable("no IPFS node is configured".into()))?;
+    let allowance = allowance(&state, user.address).await?;
+    if allowance.bytes == 0 {
+        return Err(ApiError::TooLarge { slug: allowance.slug, detail: allowance.detail });
+    }
+    // Paused or suspended storage is refused before anything is sent to the node.
+    let existing_service = indexed_storage_service(&state, user.address).await?;
+    let mut field = loop {
+        let field = multipart
+            .next_field()
+            .await
+            .map_err(multipart_error)?
+            .ok_or_else(|| ApiError::BadRequest("the upload has no `file` part".into()))?;
+        match field.name() {
+            Some("file") => break field,
+            Some("backend") => {
+                let backend = field.text().await.map_err(multipart_error)?;
+                if backend != "ipfs" {
+                    return Err(ApiError::Unprocessable {
+                        slug: "storage-backend-unavailable",
+                        detail: format!("backend {backend:?} is not available; use ipfs"),
+                    });
+                }
+            }
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unexpected part {other:?}: send `backend` (optional), then one `file`"
+                )));
+            }
+        }
+    };
+    let name = file_name(&field)?;
+    let content_type = content_type(&field, &name);
+
+    // The node reads from a small channel this handler fills from the client: at most
+    // IN_FLIGHT_CHUNKS chunks are held at once, whatever the file's size.
+    let (chunks, received) = mpsc::channel::<Option<Bytes>>(IN_FLIGHT_CHUNKS);
+    let mut adding = AbortOnDrop(tokio::spawn({
+        let (ipfs, name, content_type) = (ipfs.clone(), name.clone(), content_type.clone());
+        async move { ipfs.add(&name, &content_type, node_body(received)).await }
+    }));
+    let mut size: u64 = 0;
+    loop {
+        let chunk = tokio::time::timeout(IDLE_TIMEOUT, field.chunk())
+            .await
+            .map_err(|_| ApiError::BadRequest(format!("the upload stalled for {IDLE_TIMEOUT:?}")))?
+            .map_err(multipart_error)?;
+        let Some(chunk) = chunk else { break };
+        size += chunk.len() as u64;
+        if size > allowance.bytes {
+            // Returning drops `adding`, which breaks the node's request off.
+            return Err(ApiError::TooLarge { slug: allowance.slug, detail: allowance.detail });
+        }
+        if chunks.send(Some(chunk)).await.is_err() {
+            // The node stopped reading: its answer says why.
+            break;
+        }
+    }
+    drop(field);
+    if multipart.next_field().await.map_err(multipart_error)?.is_some() {
+        return Err(ApiError::BadRequest("send one `file` part per upload".into()));
+    }
+    // The clean end: only now may the node finish and pin the file.
+    let _ = chunks.send(None).await;
+    let added = (&mut adding.0)
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("the IPFS upload task failed: {e}")))?
+        .map_err(|e| {
+            tracing::warn!(target: "api::storage", err = %e, "IPFS add failed");
+            ApiError::Unavailable("the IPFS node did not store the file; try again".into())
+        })?;
+
+    let unpin = |reason: &'static str| {
+        let (ipfs, cid) = (ipfs.clone(), added.cid.clone());
+        async move {
+            if let Err(err) = ipfs.unpin(&cid).await {
+                tracing::warn!(target: "api::storage", %cid, %err, reason, "cannot unpin");
+            }
+        }
+    };
+    let service_id = match existing_service {
+        Some(id) => id,
+        None => match storage_service(&state, user.address).await {
+            Ok(id) => id,
+            Err(err) => {
+                unpin("no storage service").await;
+                return Err(err);
+            }
+        },
+    };
+    let recorded =
+        record(&state, user.address, service_id, &name, &content_type, size, &added.cid).await?;
+    let Some(recorded) = recorded else {
+        unpin("over quota").await;
+        return Err(ApiError::TooLarge {
+            slug: "storage-quota-exceeded",
+            detail:
+                "uploads that ran alongside took the rest of your quota; delete files or upgrade"
+                    .into(),
+        });
+    };
+    let url = format!("{}/ipfs/{}", state.config.ipfs_gateway_url.trim_end_matches('/'), added.cid);
+    Ok((
+        StatusCode::CREATED,
+        Json(StoredFile {
+            id: recorded.id,
+            name,
+            content_type,
+            size,
+            backend: "ipfs".into(),
+            cid: added.cid,
+            service_id,
+            url,
+            created_at: recorded.created_at,
+        }),
+    ))
+}

@@ -1,0 +1,218 @@
+//! Storage end to end against a real IPFS node (js-ipfs speaking the Kubo RPC API), anvil,
+//! Postgres, the indexer and the API: uploads stream to IPFS and read back byte for byte by CID,
+//! through the node and its gateway; the account's storage service is opened on-chain on the first
+//! upload; tier limits, bad requests and paused storage are refused with clear problems and leave
+//! nothing recorded.
+
+use decentraspace_tests::{
+    IndexerTask, Session, TestApi, TestChain, TestDb, TestIpfs, api_config, eventually,
+    indexer_config, problem_type,
+};
+use rand::RngCore;
+use serde_json::{Value, json};
+
+struct Stack {
+    chain: TestChain,
+    db: TestDb,
+    _indexer: IndexerTask,
+    ipfs: TestIpfs,
+    api: TestApi,
+}
+
+/// The stack, with the Free tier limited to 1 MiB files and 1.5 MiB in all.
+async fn stack() -> anyhow::Result<Stack> {
+    let chain = TestChain::start().await?;
+    let db = TestDb::create().await?;
+    let indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
+    let ipfs = TestIpfs::start().await?;
+    let mut config = api_config(&chain, &db);
+    config.ipfs_api_url = Some(ipfs.api_url.clone());
+    config.ipfs_gateway_url = ipfs.gateway_url.clone();
+    config.storage_max_file_free = 1024 * 1024;
+    config.storage_quota_free = 1024 * 1024 + 512 * 1024;
+    let api = TestApi::start_with(config).await?;
+    Ok(Stack { chain, db, _indexer: indexer, ipfs, api })
+}
+
+/// Signs in as user `n` and waits for the on-chain registration (storage needs an account).
+async fn registered(stack: &Stack, n: usize) -> anyhow::Result<Session> {
+    let session = stack.api.login(&stack.chain.user(n)).await?;
+    eventually("the registration to be indexed", || async {
+        Ok(stack.api.get("/auth/tier", Some(&session.access)).await?.1["registered"] == true)
+    })
+    .await?;
+    Ok(session)
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; n];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes
+}
+
+async fn upload(
+    api: &TestApi,
+    token: Option<&str>,
+    name: &str,
+    content_type: &str,
+    bytes: Vec<u8>,
+    backend: Option<&str>,
+) -> anyhow::Result<(u16, Value)> {
+    let mut form = reqwest::multipart::Form::new();
+    if let Some(backend) = backend {
+        form = form.text("backend", backend.to_owned());
+    }
+    let part =
+        reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned()).mime_str(content_type)?;
+    let mut request = api.http.post(api.url("/storage/upload/")).multipart(form.part("file", part));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    Ok((status, serde_json::from_str(&response.text().await?).unwrap_or(Value::Null)))
+}
+
+async fn stored_files(db: &TestDb) -> anyhow::Result<i64> {
+    let mut conn = db.connect().await?;
+    Ok(sqlx::query_scalar("select count(*) from storage_files").fetch_one(&mut conn).await?)
+}
+
+#[tokio::test]
+async fn an_upload_streams_to_ipfs_and_reads_back_by_cid() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let session = registered(&stack, 0).await?;
+    let token = Some(session.access.as_str());
+
+    let bytes = random_bytes(900 * 1024);
+    let (status, file) =
+        upload(&stack.api, token, "photo.bin", "application/octet-stream", bytes.clone(), None)
+            .await?;
+    assert_eq!(status, 201, "{file}");
+    let cid = file["cid"].as_str().unwrap_or_default().to_owned();
+    assert!(cid.starts_with("bafy"), "a CIDv1: {file}");
+    assert_eq!(file["size"], json!(bytes.len()));
+    assert_eq!(file["backend"], "ipfs");
+    assert_eq!(file["url"], json!(format!("{}/ipfs/{cid}", stack.ipfs.gateway_url)));
+
+    // The same bytes come back from the node and through its gateway, and the node pins them.
+    assert!(stack.ipfs.cat(&cid).await? == bytes, "cat returns the uploaded bytes");
+    let served = reqwest::get(file["url"].as_str().unwrap_or_default()).await?.bytes().await?;
+    assert!(served.as_ref() == bytes.as_slice(), "the gateway serves the uploaded bytes");
+    assert!(stack.ipfs.pinned(&cid).await?);
+
+    // The first upload opened the account's storage service on-chain; the next one reuses it.
+    let service = file["service_id"].as_i64().unwrap_or_default();
+    eventually("the storage service to be indexed", || async {
+        let (_, list) = stack.api.get("/services", token).await?;
+        Ok(list.as_array().is_some_and(|l| {
+            l.iter().any(|s| s["id"] == service && s["kind"] == "storage" && s["state"] == "active")
+        }))
+    })
+    .await?;
+    let (status, page) = upload(
+        &stack.api,
+        token,
+        "index.html",
+        "application/octet-stream",
+        b"<h1>hi</h1>".to_vec(),
+        Some("ipfs"),
+    )
+    .await?;
+    assert_eq!(status, 201, "{page}");
+    assert_eq!(
+        (page["service_id"].as_i64(), page["content_type"].as_str()),
+        (Some(service), Some("text/html"))
+    );
+    assert_eq!(stack.ipfs.cat(page["cid"].as_str().unwrap_or_default()).await?, b"<h1>hi</h1>");
+    assert_eq!(stored_files(&stack.db).await?, 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn uploads_past_the_tier_limits_or_malformed_are_refused_and_nothing_is_recorded()
+-> anyhow::Result<()> {
+    let stack = stack().await?;
+    let session = registered(&stack, 1).await?;
+    let token = Some(session.access.as_str());
+    let api = &stack.api;
+
+    let (status, problem) =
+        upload(api, None, "a.bin", "application/octet-stream", vec![1; 10], None).await?;
+    assert_eq!((status, problem_type(&problem).as_str()), (401, "unauthorized"), "{problem}");
+
+    // Over the Free tier's 1 MiB per file: refused while streaming.
+    let (status, problem) = upload(
+        api,
+        token,
+        "big.bin",
+        "application/octet-stream",
+        random_bytes(2 * 1024 * 1024),
+        None,
+    )
+    .await?;
+    assert_eq!((status, problem_type(&problem).as_str()), (413, "file-too-large"), "{problem}");
+    assert_eq!(stored_files(&stack.db).await?, 0);
+    assert_eq!(stack.ipfs.pins().await?, 0, "the cut-off upload is not pinned");
+
+    // 1 MiB fits; the next 1 MiB would pass the 1.5 MiB quota.
+    let (status, file) =
+        upload(api, token, "one.bin", "application/octet-stream", random_bytes(1024 * 1024), None)
+            .await?;
+    assert_eq!(status, 201, "{file}");
+    let (status, problem) =
+        upload(api, token, "two.bin", "application/octet-stream", random_bytes(1024 * 1024), None)
+            .await?;
+    assert_eq!(
+        (status, problem_type(&problem).as_str()),
+        (413, "storage-quota-exceeded"),
+        "{problem}"
+    );
+
+    // Malformed requests.
+    let (status, problem) =
+        upload(api, token, "a.bin", "application/octet-stream", vec![1; 10], Some("arweave"))
+            .await?;
+    assert_eq!(
+        (status, problem_type(&problem).as_str()),
+        (422, "storage-backend-unavailable"),
+        "{problem}"
+    );
+    let (status, problem) =
+        upload(api, token, "", "application/octet-stream", vec![1; 10], None).await?;
+    assert_eq!((status, problem_type(&problem).as_str()), (400, "bad-request"), "{problem}");
+    let response = api
+        .http
+        .post(api.url("/storage/upload"))
+        .bearer_auth(&session.access)
+        .multipart(reqwest::multipart::Form::new().text("note", "no file"))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 400);
+    let response = api
+        .http
+        .post(api.url("/storage/upload"))
+        .bearer_auth(&session.access)
+        .json(&json!({ "file": "not multipart" }))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 400);
+    assert_eq!(stored_files(&stack.db).await?, 1, "only the upload that fitted is recorded");
+
+    // Paused storage takes no uploads.
+    let service = file["service_id"].as_i64().unwrap_or_default();
+    eventually("the storage service to be indexed", || async {
+        Ok(api.get("/services", token).await?.1.as_array().is_some_and(|l| !l.is_empty()))
+    })
+    .await?;
+    let (status, tx) = api.post(&format!("/services/{service}/pause"), token, &json!({})).await?;
+    assert_eq!((status, tx["status"].as_str()), (200, Some("mined")), "{tx}");
+    eventually("the pause to be indexed", || async {
+        Ok(api.get("/services", token).await?.1[0]["state"] == "paused")
+    })
+    .await?;
+    let (status, problem) =
+        upload(api, token, "c.bin", "application/octet-stream", vec![1; 10], None).await?;
+    assert_eq!((status, problem_type(&problem).as_str()), (409, "conflict"), "{problem}");
+    Ok(())
+}
