@@ -94,6 +94,9 @@ pub enum ApiError {
     /// Authenticated, but not allowed.
     #[error("{0}")]
     Forbidden(String),
+    /// The feature is for Paid accounts.
+    #[error("{0}")]
+    PaidTierRequired(String),
     /// The resource does not exist (or is not the caller's).
     #[error("{0}")]
     NotFound(String),
@@ -180,6 +183,9 @@ impl ApiError {
                 "The refresh token is not valid",
             ),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
+            Self::PaidTierRequired(_) => {
+                (StatusCode::FORBIDDEN, "paid-tier-required", "This is for Paid accounts")
+            }
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             Self::Conflict(_) => {
                 (StatusCode::CONFLICT, "conflict", "The request conflicts with the current state")

@@ -96,6 +96,8 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::services::router())
         .merge(routes::credit_analytics::router())
         .merge(metering::router())
+        .merge(storage::folders::router())
+        .merge(storage::manage::router())
         .split_for_parts()
 }
 

@@ -199,20 +199,233 @@ async fn uploads_past_the_tier_limits_or_malformed_are_refused_and_nothing_is_re
     assert_eq!(response.status(), 400);
     assert_eq!(stored_files(&stack.db).await?, 1, "only the upload that fitted is recorded");
 
-    // Paused storage takes no uploads.
+    // Paused storage (through /storage/manage) takes no uploads.
     let service = file["service_id"].as_i64().unwrap_or_default();
     eventually("the storage service to be indexed", || async {
-        Ok(api.get("/services", token).await?.1.as_array().is_some_and(|l| !l.is_empty()))
+        Ok(api.get("/storage/manage", token).await?.1[0]["id"] == service)
     })
     .await?;
-    let (status, tx) = api.post(&format!("/services/{service}/pause"), token, &json!({})).await?;
+    let (_, manage) = api.get("/storage/manage/", token).await?;
+    assert_eq!(
+        (manage[0]["files"].as_i64(), manage[0]["bytes"].as_i64()),
+        (Some(1), Some(1024 * 1024)),
+        "{manage}"
+    );
+    let stranger = registered(&stack, 5).await?;
+    let path = format!("/storage/manage/{service}/pause");
+    assert_eq!(api.post(&path, Some(&stranger.access), &json!({})).await?.0, 404, "not theirs");
+    let (status, tx) = api.post(&path, token, &json!({})).await?;
     assert_eq!((status, tx["status"].as_str()), (200, Some("mined")), "{tx}");
     eventually("the pause to be indexed", || async {
-        Ok(api.get("/services", token).await?.1[0]["state"] == "paused")
+        Ok(api.get("/storage/manage", token).await?.1[0]["state"] == "paused")
     })
     .await?;
     let (status, problem) =
         upload(api, token, "c.bin", "application/octet-stream", vec![1; 10], None).await?;
     assert_eq!((status, problem_type(&problem).as_str()), (409, "conflict"), "{problem}");
+    Ok(())
+}
+
+async fn send(
+    api: &TestApi,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> anyhow::Result<(u16, Value)> {
+    let mut request = api.http.request(method, api.url(path)).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    Ok((status, serde_json::from_str(&response.text().await?).unwrap_or(Value::Null)))
+}
+
+#[tokio::test]
+async fn paid_accounts_keep_files_in_folders_and_nobody_else_sees_them() -> anyhow::Result<()> {
+    use decentraspace_abi::{AccountRegistry, Tier};
+    use reqwest::Method;
+    let stack = stack().await?;
+    let api = &stack.api;
+    let (free, paid, other) =
+        (registered(&stack, 2).await?, registered(&stack, 3).await?, registered(&stack, 4).await?);
+    let operator = stack.chain.provider_as(stack.chain.role(decentraspace_tests::Role::Operator));
+    let accounts =
+        AccountRegistry::new(stack.chain.deployment.contracts.account_registry, &operator);
+    for n in [3, 4] {
+        accounts
+            .setTier(stack.chain.user(n).address(), Tier::Paid.into(), 0)
+            .send()
+            .await?
+            .get_receipt()
+            .await?;
+    }
+    eventually("the upgrades to be indexed", || async {
+        Ok(api.get("/auth/tier", Some(&other.access)).await?.1["tier"] == "paid"
+            && api.get("/auth/tier", Some(&paid.access)).await?.1["tier"] == "paid")
+    })
+    .await?;
+
+    // Free accounts have no folders.
+    let (status, problem) =
+        send(api, Method::POST, "/storage/folder/", &free.access, Some(json!({ "name": "docs" })))
+            .await?;
+    assert_eq!((status, problem_type(&problem).as_str()), (403, "paid-tier-required"), "{problem}");
+
+    let token = paid.access.as_str();
+    let (status, docs) =
+        send(api, Method::POST, "/storage/folder", token, Some(json!({ "name": "docs" }))).await?;
+    assert_eq!(status, 201, "{docs}");
+    let docs_id = docs["id"].as_i64().unwrap_or_default();
+    let (status, drafts) = send(
+        api,
+        Method::POST,
+        "/storage/folder",
+        token,
+        Some(json!({ "name": "drafts", "parent_id": docs_id })),
+    )
+    .await?;
+    assert_eq!(status, 201, "{drafts}");
+    let drafts_id = drafts["id"].as_i64().unwrap_or_default();
+    for (bad, why) in [(json!({ "name": "" }), "empty"), (json!({ "name": "a/b" }), "slash")] {
+        assert_eq!(
+            send(api, Method::POST, "/storage/folder", token, Some(bad)).await?.0,
+            400,
+            "{why}"
+        );
+    }
+    let (status, _) =
+        send(api, Method::POST, "/storage/folder", token, Some(json!({ "name": "docs" }))).await?;
+    assert_eq!(status, 409, "a name is unique among siblings");
+
+    // Files go into folders and list page by page.
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let (status, file) = upload(
+            api,
+            Some(token),
+            &format!("f{n}.txt"),
+            "text/plain",
+            format!("file {n}").into_bytes(),
+            None,
+        )
+        .await?;
+        assert_eq!(status, 201, "{file}");
+        let id = file["id"].as_i64().unwrap_or_default();
+        let path = format!("/storage/folder/files/{id}");
+        assert_eq!(
+            send(api, Method::PATCH, &path, token, Some(json!({ "folder_id": docs_id }))).await?.0,
+            204
+        );
+        ids.push(id);
+    }
+    let (status, page) =
+        api.get(&format!("/storage/folder?folder_id={docs_id}&limit=2"), Some(token)).await?;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["folders"][0]["id"], json!(drafts_id));
+    assert_eq!(page["files"].as_array().map(Vec::len), Some(2));
+    let cursor = page["next_cursor"].as_str().unwrap_or_default().to_owned();
+    let (_, rest) = api
+        .get(&format!("/storage/folder?folder_id={docs_id}&limit=2&cursor={cursor}"), Some(token))
+        .await?;
+    assert_eq!(
+        (rest["files"][0]["id"].as_i64(), &rest["next_cursor"]),
+        (Some(ids[2]), &Value::Null),
+        "{rest}"
+    );
+
+    // Rename and move; never into itself.
+    let (status, renamed) = send(
+        api,
+        Method::PATCH,
+        &format!("/storage/folder/{drafts_id}"),
+        token,
+        Some(json!({ "name": "old drafts", "to_root": true })),
+    )
+    .await?;
+    assert_eq!(
+        (status, renamed["parent_id"].clone(), renamed["name"].as_str()),
+        (200, Value::Null, Some("old drafts"))
+    );
+    send(
+        api,
+        Method::PATCH,
+        &format!("/storage/folder/{drafts_id}"),
+        token,
+        Some(json!({ "parent_id": docs_id })),
+    )
+    .await?;
+    let (status, problem) = send(
+        api,
+        Method::PATCH,
+        &format!("/storage/folder/{docs_id}"),
+        token,
+        Some(json!({ "parent_id": drafts_id })),
+    )
+    .await?;
+    assert_eq!(
+        (status, problem_type(&problem).as_str()),
+        (422, "folder-move-into-itself"),
+        "{problem}"
+    );
+
+    // Another account sees none of it and changes none of it.
+    let theirs = other.access.as_str();
+    assert_eq!(
+        api.get(&format!("/storage/folder?folder_id={docs_id}"), Some(theirs)).await?.0,
+        404
+    );
+    let path = format!("/storage/folder/files/{}", ids[0]);
+    assert_eq!(
+        send(api, Method::PATCH, &path, theirs, Some(json!({ "folder_id": null }))).await?.0,
+        404
+    );
+    assert_eq!(
+        send(
+            api,
+            Method::DELETE,
+            &format!("/storage/folder/{docs_id}?recursive=true"),
+            theirs,
+            None
+        )
+        .await?
+        .0,
+        404
+    );
+    let (_, their_root) = api.get("/storage/folder", Some(theirs)).await?;
+    assert_eq!(
+        (
+            their_root["folders"].as_array().map(Vec::len),
+            their_root["files"].as_array().map(Vec::len)
+        ),
+        (Some(0), Some(0))
+    );
+
+    // A non-empty folder goes only when asked recursively, and its files are unpinned.
+    let pins = stack.ipfs.pins().await?;
+    let (status, problem) =
+        send(api, Method::DELETE, &format!("/storage/folder/{docs_id}"), token, None).await?;
+    assert_eq!((status, problem_type(&problem).as_str()), (409, "conflict"), "{problem}");
+    assert_eq!(
+        send(
+            api,
+            Method::DELETE,
+            &format!("/storage/folder/{docs_id}?recursive=true"),
+            token,
+            None
+        )
+        .await?
+        .0,
+        204
+    );
+    assert_eq!(stack.ipfs.pins().await?, pins - 3, "the deleted files are unpinned");
+    let (_, root) = api.get("/storage/folder", Some(token)).await?;
+    assert_eq!(
+        (root["folders"].as_array().map(Vec::len), root["files"].as_array().map(Vec::len)),
+        (Some(0), Some(0)),
+        "{root}"
+    );
+    assert_eq!(api.get(&format!("/storage/folder?folder_id={docs_id}"), Some(token)).await?.0, 404);
     Ok(())
 }

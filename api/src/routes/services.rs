@@ -92,29 +92,34 @@ pub async fn my_services(
     ))
 }
 
-/// Checks (from the indexed registry) that the caller owns `id`; another's service is as absent
-/// as a missing one.
-async fn owned(state: &AppState, user: &AuthUser, id: i64) -> ApiResult<()> {
-    let owner = sqlx::query_scalar!(
-        "select owner from services where chain_id = $1 and service_id = $2",
+/// Checks (from the indexed registry) that the caller owns `id`, of `kind` when given; another's
+/// service is as absent as a missing one.
+async fn owned(state: &AppState, user: &AuthUser, id: i64, kind: Option<&str>) -> ApiResult<()> {
+    let service = sqlx::query!(
+        "select owner, kind from services where chain_id = $1 and service_id = $2",
         state.chain_id() as i64,
         id
     )
     .fetch_optional(&state.db)
     .await?;
-    match owner {
-        Some(owner) if owner == user.address.as_slice() => Ok(()),
-        _ => Err(ApiError::NotFound(format!("no service {id} of yours"))),
+    match service {
+        Some(s) if s.owner == user.address.as_slice() && kind.is_none_or(|k| k == s.kind) => Ok(()),
+        _ => Err(ApiError::NotFound(format!(
+            "no {}service {id} of yours",
+            kind.map_or(String::new(), |k| format!("{k} "))
+        ))),
     }
 }
 
-async fn change(
+/// Pauses or resumes one of the caller's services (of `kind` when given) through the operator.
+pub(crate) async fn change(
     state: &AppState,
     user: &AuthUser,
     id: i64,
+    kind: Option<&str>,
     resume: bool,
 ) -> ApiResult<Json<TxOutcome>> {
-    owned(state, user, id).await?;
+    owned(state, user, id, kind).await?;
     let operator = state.operator()?;
     let registry = ServiceRegistry::new(
         state.deployment.contracts.service_registry,
@@ -147,7 +152,7 @@ pub async fn pause(
     user: AuthUser,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<TxOutcome>> {
-    change(&state, &user, id, false).await
+    change(&state, &user, id, None, false).await
 }
 
 /// Resumes one of the caller's paused or suspended services on-chain.
@@ -164,5 +169,5 @@ pub async fn resume(
     user: AuthUser,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<TxOutcome>> {
-    change(&state, &user, id, true).await
+    change(&state, &user, id, None, true).await
 }

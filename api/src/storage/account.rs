@@ -198,7 +198,8 @@ async fn quota(state: &AppState, account: Address) -> ApiResult<u64> {
     })
 }
 
-async fn tier(state: &AppState, account: Address) -> ApiResult<String> {
+/// The account's effective tier (`free` or `paid`) at chain time.
+pub(super) async fn tier(state: &AppState, account: Address) -> ApiResult<String> {
     Ok(sqlx::query_scalar!(
         r#"select effective_tier(a.tier, a.tier_expires_at, chain_now($1)) as "tier!"
            from (select 1) one

@@ -1,10 +1,13 @@
 //! File storage on IPFS: uploads stream from the client through the API into the node (never held
 //! whole in memory), within the account's tier limits, and belong to the account's storage
-//! service, which is opened on-chain on the first upload (and metered like every service).
+//! service, which is opened on-chain on the first upload (and metered like every service). Paid
+//! accounts keep files in folders. See `docs/adr/0006-storage.md`.
 
 pub mod ipfs;
 
 mod account;
+pub mod folders;
+pub mod manage;
 mod upload;
 
 use axum::extract::DefaultBodyLimit;

@@ -1,0 +1,91 @@
+//! `/storage/manage`: the account's storage service with what it holds, paused and resumed on its
+//! own (paused storage takes no uploads and is not charged).
+
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    auth::{AuthUser, TxOutcome},
+    error::{ApiResult, Problem},
+    routes::services::change,
+    state::AppState,
+};
+
+/// The storage management routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(show)).routes(routes!(pause)).routes(routes!(resume))
+}
+
+/// One of the caller's storage services.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StorageService {
+    /// The on-chain id.
+    pub id: i64,
+    /// `active`, `paused`, `suspended` or `cancelled`.
+    pub state: String,
+    /// Files it holds.
+    pub files: i64,
+    /// Bytes it holds.
+    pub bytes: i64,
+}
+
+/// The caller's storage services with what they hold.
+#[utoipa::path(get, path = "/storage/manage", tag = "storage", security(("bearer" = [])),
+    responses((status = 200, body = Vec<StorageService>),
+        (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn show(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> ApiResult<Json<Vec<StorageService>>> {
+    let services = sqlx::query_as!(
+        StorageService,
+        r#"select s.service_id as id, s.state,
+                  count(f.id) as "files!", coalesce(sum(f.size_bytes), 0)::bigint as "bytes!"
+           from services s
+           left join storage_files f on f.chain_id = s.chain_id and f.service_id = s.service_id
+                                    and f.deleted_at is null
+           where s.chain_id = $1 and s.owner = $2 and s.kind = 'storage'
+           group by s.service_id, s.state
+           order by s.service_id"#,
+        state.chain_id() as i64,
+        user.address.as_slice()
+    )
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(services))
+}
+
+/// Pauses one of the caller's storage services on-chain.
+#[utoipa::path(post, path = "/storage/manage/{id}/pause", tag = "storage", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The storage service")),
+    responses((status = 200, body = TxOutcome),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not active", body = Problem, content_type = "application/problem+json")))]
+pub async fn pause(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<TxOutcome>> {
+    change(&state, &user, id, Some("storage"), false).await
+}
+
+/// Resumes one of the caller's storage services on-chain (needs an hour of credit).
+#[utoipa::path(post, path = "/storage/manage/{id}/resume", tag = "storage", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The storage service")),
+    responses((status = 200, body = TxOutcome),
+        (status = 402, description = "Not enough credit for one hour", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json")))]
+pub async fn resume(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<TxOutcome>> {
+    change(&state, &user, id, Some("storage"), true).await
+}
