@@ -13,6 +13,8 @@ create table storage_files (
     backend text not null check (backend in ('ipfs', 'arweave')),
     -- the CID (IPFS) or the transaction id (Arweave)
     content_id text not null,
+    -- the secret of the file's shareable link (`/storage/shared/<token>`)
+    access_token text not null unique,
     created_at timestamptz not null default now(),
     deleted_at timestamptz
 );

@@ -6,6 +6,8 @@ create table storage_folders (
     account bytea not null,
     parent_id bigint references storage_folders (id),
     name text not null,
+    -- the secret of the folder's shareable link (`/storage/shared/<token>`)
+    access_token text not null unique,
     created_at timestamptz not null default now(),
     deleted_at timestamptz
 );

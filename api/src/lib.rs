@@ -101,10 +101,10 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// The streaming upload routes, which sit outside the body limit and request timeout of
-/// [`routes`] (tier limits bound them instead), and their OpenAPI document.
-pub fn upload_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    storage::upload_router().split_for_parts()
+/// The streaming routes (uploads, shared downloads), which sit outside the body limit and
+/// request timeout of [`routes`] (tier limits bound uploads instead), and their OpenAPI document.
+pub fn streaming_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    storage::streaming_router().split_for_parts()
 }
 
 /// The application as served: [`app`] behind the trailing-slash normalisation.
@@ -113,15 +113,15 @@ pub type App = tower::util::MapRequest<Router, fn(Request) -> Request>;
 /// The whole application: routes, the OpenAPI document and UI, and the HTTP layers.
 pub fn app(state: AppState) -> App {
     let (router, mut openapi) = routes();
-    let (uploads, upload_doc) = upload_routes();
-    openapi.merge(upload_doc);
+    let (streaming, streaming_doc) = streaming_routes();
+    openapi.merge(streaming_doc);
     let config = state.config.clone();
     let router = router
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, config.request_timeout()))
-        .merge(uploads)
+        .merge(streaming)
         .layer(middleware::from_fn_with_state(state.clone(), limits::per_ip))
         .layer(middleware::from_fn(routes::health::track))
         .layer(middleware::from_fn(error::as_problem))

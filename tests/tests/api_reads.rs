@@ -333,7 +333,7 @@ async fn the_openapi_document_covers_every_route_and_spec_path() -> anyhow::Resu
 
     // The served router and the document come from the same registrations; check they agree.
     let (_, mut from_code) = decentraspace_api::routes();
-    from_code.merge(decentraspace_api::upload_routes().1);
+    from_code.merge(decentraspace_api::streaming_routes().1);
     let code_paths: Vec<&String> = from_code.paths.paths.keys().collect();
     assert_eq!(code_paths.len(), documented.len());
     for path in code_paths {

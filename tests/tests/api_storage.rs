@@ -101,6 +101,21 @@ async fn an_upload_streams_to_ipfs_and_reads_back_by_cid() -> anyhow::Result<()>
     assert!(served.as_ref() == bytes.as_slice(), "the gateway serves the uploaded bytes");
     assert!(stack.ipfs.pinned(&cid).await?);
 
+    // Its shareable link serves the bytes to anyone, with its type and name.
+    let link = file["share_link"].as_str().unwrap_or_default().to_owned();
+    let shared = reqwest::get(stack.api.url(&link)).await?;
+    assert_eq!(shared.status(), 200);
+    assert_eq!(shared.headers()["content-type"], "application/octet-stream");
+    assert!(
+        shared.headers()["content-disposition"].to_str()?.contains("photo.bin"),
+        "{:?}",
+        shared.headers()
+    );
+    assert!(shared.bytes().await?.as_ref() == bytes.as_slice(), "the link serves the bytes");
+    let unknown = stack.api.get(&format!("/storage/shared/{}", "0".repeat(32)), None).await?;
+    assert_eq!((unknown.0, problem_type(&unknown.1).as_str()), (404, "not-found"));
+    assert_eq!(stack.api.get("/storage/shared/../etc", None).await?.0, 404);
+
     // The first upload opened the account's storage service on-chain; the next one reuses it.
     let service = file["service_id"].as_i64().unwrap_or_default();
     eventually("the storage service to be indexed", || async {
@@ -220,6 +235,12 @@ async fn uploads_past_the_tier_limits_or_malformed_are_refused_and_nothing_is_re
         Ok(api.get("/storage/manage", token).await?.1[0]["state"] == "paused")
     })
     .await?;
+    let (status, problem) = api.get(file["share_link"].as_str().unwrap_or_default(), None).await?;
+    assert_eq!(
+        (status, problem_type(&problem).as_str()),
+        (403, "forbidden"),
+        "paused storage is not served: {problem}"
+    );
     let (status, problem) =
         upload(api, token, "c.bin", "application/octet-stream", vec![1; 10], None).await?;
     assert_eq!((status, problem_type(&problem).as_str()), (409, "conflict"), "{problem}");
@@ -402,6 +423,16 @@ async fn paid_accounts_keep_files_in_folders_and_nobody_else_sees_them() -> anyh
         (Some(0), Some(0))
     );
 
+    // The folder's shareable link lists what it holds, each item with its own link.
+    let folder_link = docs["share_link"].as_str().unwrap_or_default().to_owned();
+    let (status, listing) = api.get(&folder_link, None).await?;
+    assert_eq!(status, 200, "{listing}");
+    assert_eq!(listing["files"].as_array().map(Vec::len), Some(3), "{listing}");
+    assert_eq!(listing["folders"][0]["name"], "old drafts");
+    let first_file_link = listing["files"][0]["share_link"].as_str().unwrap_or_default().to_owned();
+    let (status, _) = api.get(&first_file_link, None).await?;
+    assert_eq!(status, 200);
+
     // A non-empty folder goes only when asked recursively, and its files are unpinned.
     let pins = stack.ipfs.pins().await?;
     let (status, problem) =
@@ -427,5 +458,7 @@ async fn paid_accounts_keep_files_in_folders_and_nobody_else_sees_them() -> anyh
         "{root}"
     );
     assert_eq!(api.get(&format!("/storage/folder?folder_id={docs_id}"), Some(token)).await?.0, 404);
+    assert_eq!(api.get(&folder_link, None).await?.0, 404, "a deleted folder's link is gone");
+    assert_eq!(api.get(&first_file_link, None).await?.0, 404, "so are its files' links");
     Ok(())
 }

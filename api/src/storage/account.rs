@@ -135,8 +135,15 @@ pub(super) async fn indexed_storage_service(
 pub(super) struct Recorded {
     /// Its id.
     pub id: i64,
+    /// The secret of its shareable link.
+    pub access_token: String,
     /// When it was recorded.
     pub created_at: DateTime<Utc>,
+}
+
+/// A new secret for a shareable link: 128 random bits, hex.
+pub(super) fn access_token() -> String {
+    alloy::hex::encode(crate::auth::random_reference())
 }
 
 /// Records a file the node stored, unless the account's quota no longer has room for it (an
@@ -169,10 +176,12 @@ pub(super) async fn record(
     if used as u64 + size > quota {
         return Ok(None);
     }
+    let token = access_token();
     let row = sqlx::query!(
         r#"insert into storage_files
-               (chain_id, account, service_id, name, content_type, size_bytes, backend, content_id)
-           values ($1, $2, $3, $4, $5, $6, 'ipfs', $7)
+               (chain_id, account, service_id, name, content_type, size_bytes, backend, content_id,
+                access_token)
+           values ($1, $2, $3, $4, $5, $6, 'ipfs', $7, $8)
            returning id, created_at"#,
         state.chain_id() as i64,
         account.as_slice(),
@@ -180,12 +189,13 @@ pub(super) async fn record(
         name,
         content_type,
         size as i64,
-        cid
+        cid,
+        token
     )
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Some(Recorded { id: row.id, created_at: row.created_at }))
+    Ok(Some(Recorded { id: row.id, access_token: token, created_at: row.created_at }))
 }
 
 /// The account's quota at its current tier.

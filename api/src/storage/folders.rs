@@ -41,6 +41,8 @@ pub struct Folder {
     pub name: String,
     /// The folder it is in (null: the root).
     pub parent_id: Option<i64>,
+    /// Its shareable link (`/storage/shared/<secret>`): a listing of what it holds.
+    pub share_link: String,
     /// When it was made.
     pub created_at: DateTime<Utc>,
 }
@@ -58,6 +60,8 @@ pub struct FileEntry {
     pub size: i64,
     /// Its CID.
     pub cid: String,
+    /// Its shareable link (`/storage/shared/<secret>`).
+    pub share_link: String,
     /// When it was stored.
     pub created_at: DateTime<Utc>,
 }
@@ -198,13 +202,14 @@ pub async fn create(
     }
     let folder = sqlx::query_as!(
         Folder,
-        r#"insert into storage_folders (chain_id, account, parent_id, name)
-           values ($1, $2, $3, $4)
-           returning id, name, parent_id, created_at"#,
+        r#"insert into storage_folders (chain_id, account, parent_id, name, access_token)
+           values ($1, $2, $3, $4, $5)
+           returning id, name, parent_id, '/storage/shared/' || access_token as "share_link!", created_at"#,
         state.chain_id() as i64,
         user.address.as_slice(),
         request.parent_id,
-        name
+        name,
+        super::account::access_token()
     )
     .fetch_one(&state.db)
     .await
@@ -240,7 +245,8 @@ pub async fn list(
     let folders = if after.is_none() {
         sqlx::query_as!(
             Folder,
-            r#"select id, name, parent_id, created_at from storage_folders
+            r#"select id, name, parent_id, '/storage/shared/' || access_token as "share_link!", created_at
+               from storage_folders
                where chain_id = $1 and account = $2 and parent_id is not distinct from $3
                  and deleted_at is null
                order by id"#,
@@ -255,7 +261,8 @@ pub async fn list(
     };
     let mut files = sqlx::query_as!(
         FileEntry,
-        r#"select id, name, content_type, size_bytes as size, content_id as cid, created_at
+        r#"select id, name, content_type, size_bytes as size, content_id as cid,
+                  '/storage/shared/' || access_token as "share_link!", created_at
            from storage_files
            where chain_id = $1 and account = $2 and folder_id is not distinct from $3
              and deleted_at is null and id > $4
@@ -326,7 +333,7 @@ pub async fn update(
            set name = coalesce($3, name),
                parent_id = case when $4 then null else coalesce($5, parent_id) end
            where id = $1 and account = $2
-           returning id, name, parent_id, created_at"#,
+           returning id, name, parent_id, '/storage/shared/' || access_token as "share_link!", created_at"#,
         id,
         user.address.as_slice(),
         name,

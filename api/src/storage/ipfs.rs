@@ -127,6 +127,28 @@ impl Ipfs {
         reply(response).await.map(drop)
     }
 
+    /// The file at `path` as a stream of bytes (for serving it on without holding it). The node
+    /// must answer within its read timeout; the transfer then lasts as long as it takes.
+    pub async fn cat_stream(
+        &self,
+        path: &str,
+    ) -> Result<impl futures::Stream<Item = reqwest::Result<Bytes>> + use<>, IpfsError> {
+        let response = tokio::time::timeout(
+            READ_TIMEOUT,
+            self.http
+                .post(format!("{}/api/v0/cat", self.api))
+                .query(&[("arg", path), ("timeout", NODE_TIMEOUT)])
+                .send(),
+        )
+        .await
+        .map_err(|_| IpfsError::Unreachable(format!("no answer within {READ_TIMEOUT:?}")))?
+        .map_err(|e| IpfsError::Unreachable(error_chain(&e)))?;
+        if !response.status().is_success() {
+            return Err(refusal(response).await);
+        }
+        Ok(response.bytes_stream())
+    }
+
     /// The bytes of the file at `path` (a CID, or `<cid>/<name>`).
     pub async fn cat(&self, path: &str) -> Result<Bytes, IpfsError> {
         let response = self

@@ -8,6 +8,7 @@ pub mod ipfs;
 mod account;
 pub mod folders;
 pub mod manage;
+pub mod shared;
 mod upload;
 
 use axum::extract::DefaultBodyLimit;
@@ -18,10 +19,18 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::state::AppState;
 
-/// The upload routes. They sit outside the API's body limit and request timeout (an upload
-/// streams for as long as it takes); the tier limits bound them instead.
-pub fn upload_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(upload::upload)).layer(DefaultBodyLimit::disable())
+/// The streaming routes (uploads and shared downloads). They sit outside the API's body limit and
+/// request timeout (a transfer lasts as long as it takes); the tier limits bound uploads instead.
+pub fn streaming_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(upload::upload))
+        .routes(routes!(shared::shared))
+        .layer(DefaultBodyLimit::disable())
+}
+
+/// The shareable link of the file or folder with `token`.
+pub fn share_link(token: &str) -> String {
+    format!("/storage/shared/{token}")
 }
 
 /// A stored file.
@@ -41,8 +50,11 @@ pub struct StoredFile {
     pub cid: String,
     /// The account's storage service.
     pub service_id: i64,
-    /// Where anyone can fetch it.
+    /// Where anyone can fetch it from the IPFS gateway.
     pub url: String,
+    /// Its shareable link on this API (`/storage/shared/<secret>`), served while the storage
+    /// service runs.
+    pub share_link: String,
     /// When it was stored.
     pub created_at: DateTime<Utc>,
 }

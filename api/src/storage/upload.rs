@@ -231,6 +231,7 @@ pub(super) async fn upload(
             cid: added.cid,
             service_id,
             url,
+            share_link: super::share_link(&recorded.access_token),
             created_at: recorded.created_at,
         }),
     ))
