@@ -106,6 +106,7 @@ async fn an_upload_streams_to_ipfs_and_reads_back_by_cid() -> anyhow::Result<()>
     let shared = reqwest::get(stack.api.url(&link)).await?;
     assert_eq!(shared.status(), 200);
     assert_eq!(shared.headers()["content-type"], "application/octet-stream");
+    assert_eq!(shared.headers()["content-security-policy"], "sandbox");
     assert!(
         shared.headers()["content-disposition"].to_str()?.contains("photo.bin"),
         "{:?}",
@@ -114,7 +115,8 @@ async fn an_upload_streams_to_ipfs_and_reads_back_by_cid() -> anyhow::Result<()>
     assert!(shared.bytes().await?.as_ref() == bytes.as_slice(), "the link serves the bytes");
     let unknown = stack.api.get(&format!("/storage/shared/{}", "0".repeat(32)), None).await?;
     assert_eq!((unknown.0, problem_type(&unknown.1).as_str()), (404, "not-found"));
-    assert_eq!(stack.api.get("/storage/shared/../etc", None).await?.0, 404);
+    let malformed = stack.api.get("/storage/shared/zz", None).await?;
+    assert_eq!((malformed.0, problem_type(&malformed.1).as_str()), (404, "not-found"));
 
     // The first upload opened the account's storage service on-chain; the next one reuses it.
     let service = file["service_id"].as_i64().unwrap_or_default();
@@ -391,8 +393,41 @@ async fn paid_accounts_keep_files_in_folders_and_nobody_else_sees_them() -> anyh
         "{problem}"
     );
 
-    // Another account sees none of it and changes none of it.
+    // Another account sees none of it and changes none of it, nor puts anything into it.
     let theirs = other.access.as_str();
+    let docs_path = format!("/storage/folder/{docs_id}");
+    let (status, _) =
+        send(api, Method::PATCH, &docs_path, theirs, Some(json!({ "name": "mine" }))).await?;
+    assert_eq!(status, 404, "renaming another's folder");
+    let (status, _) = send(
+        api,
+        Method::POST,
+        "/storage/folder",
+        theirs,
+        Some(json!({ "name": "x", "parent_id": docs_id })),
+    )
+    .await?;
+    assert_eq!(status, 404, "a folder inside another's folder");
+    let (_, their_folder) =
+        send(api, Method::POST, "/storage/folder", theirs, Some(json!({ "name": "theirs" })))
+            .await?;
+    let their_folder_path = format!("/storage/folder/{}", their_folder["id"]);
+    let (status, _) =
+        send(api, Method::PATCH, &their_folder_path, theirs, Some(json!({ "parent_id": docs_id })))
+            .await?;
+    assert_eq!(status, 404, "moving a folder under another's folder");
+    // The same bytes as one of the owner's files: one CID, two files.
+    let (status, their_file) =
+        upload(api, Some(theirs), "copy.txt", "text/plain", b"file 0".to_vec(), None).await?;
+    assert_eq!(status, 201, "{their_file}");
+    let shared_cid = their_file["cid"].as_str().unwrap_or_default().to_owned();
+    let their_file_path = format!("/storage/folder/files/{}", their_file["id"]);
+    let (status, _) =
+        send(api, Method::PATCH, &their_file_path, theirs, Some(json!({ "folder_id": docs_id })))
+            .await?;
+    assert_eq!(status, 404, "moving a file into another's folder");
+    let (status, _) = send(api, Method::PATCH, &their_file_path, theirs, Some(json!({}))).await?;
+    assert_eq!(status, 400, "folder_id is required");
     assert_eq!(
         api.get(&format!("/storage/folder?folder_id={docs_id}"), Some(theirs)).await?.0,
         404
@@ -415,12 +450,14 @@ async fn paid_accounts_keep_files_in_folders_and_nobody_else_sees_them() -> anyh
         404
     );
     let (_, their_root) = api.get("/storage/folder", Some(theirs)).await?;
+    // Only their own folder and file.
     assert_eq!(
         (
             their_root["folders"].as_array().map(Vec::len),
             their_root["files"].as_array().map(Vec::len)
         ),
-        (Some(0), Some(0))
+        (Some(1), Some(1)),
+        "{their_root}"
     );
 
     // The folder's shareable link lists what it holds, each item with its own link.
@@ -450,7 +487,8 @@ async fn paid_accounts_keep_files_in_folders_and_nobody_else_sees_them() -> anyh
         .0,
         204
     );
-    assert_eq!(stack.ipfs.pins().await?, pins - 3, "the deleted files are unpinned");
+    assert_eq!(stack.ipfs.pins().await?, pins - 2, "the deleted files are unpinned");
+    assert!(stack.ipfs.pinned(&shared_cid).await?, "but not content another account still stores");
     let (_, root) = api.get("/storage/folder", Some(token)).await?;
     assert_eq!(
         (root["folders"].as_array().map(Vec::len), root["files"].as_array().map(Vec::len)),

@@ -141,6 +141,26 @@ pub(super) struct Recorded {
     pub created_at: DateTime<Utc>,
 }
 
+/// Unpins the content no live file refers to any more. Content is addressed by its bytes, so
+/// another file (of any account) may hold the same CID: its pin must stay.
+pub(super) async fn release(state: &AppState, cids: &[String]) -> ApiResult<()> {
+    let Some(ipfs) = &state.ipfs else { return Ok(()) };
+    let unused = sqlx::query_scalar!(
+        r#"select c as "cid!" from unnest($1::text[]) as c
+           where not exists (select 1 from storage_files
+                             where content_id = c and deleted_at is null)"#,
+        cids
+    )
+    .fetch_all(&state.db)
+    .await?;
+    for cid in unused {
+        if let Err(err) = ipfs.unpin(&cid).await {
+            tracing::warn!(target: "api::storage", %cid, %err, "cannot unpin");
+        }
+    }
+    Ok(())
+}
+
 /// A new secret for a shareable link: 128 random bits, hex.
 pub(super) fn access_token() -> String {
     alloy::hex::encode(crate::auth::random_reference())

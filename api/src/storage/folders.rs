@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use sqlx::PgConnection;
+
 use crate::{
     auth::AuthUser,
     error::{ApiError, ApiResult, Problem},
@@ -106,8 +108,15 @@ pub struct FolderChange {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileMove {
-    /// The folder (null: the root).
-    pub folder_id: Option<i64>,
+    /// The folder (null: the root). Required.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub folder_id: Option<Option<i64>>,
+}
+
+/// A field that must be sent, possibly as null: `Some(None)` for null, `None` when absent.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Option::<i64>::deserialize(d).map(Some)
 }
 
 /// Which folder to list.
@@ -136,7 +145,7 @@ fn folder_name(name: &str) -> ApiResult<String> {
         || name.contains(['/', '\\'])
         || name == "."
         || name == ".."
-        || name.chars().any(char::is_control)
+        || name.chars().any(|c| c.is_control() || super::upload::is_invisible_format(c))
     {
         return Err(ApiError::BadRequest(format!(
             "a folder name is 1 to {MAX_NAME} characters, without `/`, `\\` or control characters"
@@ -157,7 +166,12 @@ async fn require_paid(state: &AppState, user: &AuthUser) -> ApiResult<()> {
 }
 
 /// Checks `folder` is a live folder of the caller's.
-async fn owned_folder(state: &AppState, user: &AuthUser, folder: i64) -> ApiResult<()> {
+async fn owned_folder(
+    conn: &mut PgConnection,
+    state: &AppState,
+    user: &AuthUser,
+    folder: i64,
+) -> ApiResult<()> {
     let found = sqlx::query_scalar!(
         "select exists(select 1 from storage_folders
                        where id = $1 and chain_id = $2 and account = $3 and deleted_at is null)",
@@ -165,12 +179,28 @@ async fn owned_folder(state: &AppState, user: &AuthUser, folder: i64) -> ApiResu
         state.chain_id() as i64,
         user.address.as_slice()
     )
-    .fetch_one(&state.db)
+    .fetch_one(&mut *conn)
     .await?;
     if found != Some(true) {
         return Err(ApiError::NotFound(format!("no folder {folder} of yours")));
     }
     Ok(())
+}
+
+/// A transaction holding the account's storage lock (the one recording uploads takes too): the
+/// account's folder changes run one at a time, so checks made inside it still hold at its writes.
+async fn locked(
+    state: &AppState,
+    user: &AuthUser,
+) -> ApiResult<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let mut tx = state.db.begin().await?;
+    sqlx::query(
+        "select pg_advisory_xact_lock(hashtextextended('storage:' || encode($1, 'hex'), 0))",
+    )
+    .bind(user.address.as_slice())
+    .execute(&mut *tx)
+    .await?;
+    Ok(tx)
 }
 
 fn conflict_on_duplicate(err: sqlx::Error) -> ApiError {
@@ -197,8 +227,9 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Folder>)> {
     let name = folder_name(&request.name)?;
     require_paid(&state, &user).await?;
+    let mut tx = locked(&state, &user).await?;
     if let Some(parent) = request.parent_id {
-        owned_folder(&state, &user, parent).await?;
+        owned_folder(&mut tx, &state, &user, parent).await?;
     }
     let folder = sqlx::query_as!(
         Folder,
@@ -211,9 +242,10 @@ pub async fn create(
         name,
         super::account::access_token()
     )
-    .fetch_one(&state.db)
+    .fetch_one(&mut *tx)
     .await
     .map_err(conflict_on_duplicate)?;
+    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(folder)))
 }
 
@@ -239,7 +271,7 @@ pub async fn list(
         };
     require_paid(&state, &user).await?;
     if let Some(folder) = q.folder_id {
-        owned_folder(&state, &user, folder).await?;
+        owned_folder(&mut *state.db.acquire().await?, &state, &user, folder).await?;
     }
     let chain = state.chain_id() as i64;
     let folders = if after.is_none() {
@@ -305,20 +337,22 @@ pub async fn update(
         return Err(ApiError::BadRequest("send either parent_id or to_root, not both".into()));
     }
     require_paid(&state, &user).await?;
-    owned_folder(&state, &user, id).await?;
+    let mut tx = locked(&state, &user).await?;
+    owned_folder(&mut tx, &state, &user, id).await?;
     if let Some(parent) = change.parent_id {
-        owned_folder(&state, &user, parent).await?;
+        owned_folder(&mut tx, &state, &user, parent).await?;
+        // `union` (not `union all`): a walk over any cycle ends.
         let into_itself = sqlx::query_scalar!(
             r#"with recursive up as (
                    select id, parent_id from storage_folders where id = $1
-                   union all
+                   union
                    select f.id, f.parent_id from storage_folders f join up on f.id = up.parent_id
                )
                select exists(select 1 from up where id = $2) as "into_itself!""#,
             parent,
             id
         )
-        .fetch_one(&state.db)
+        .fetch_one(&mut *tx)
         .await?;
         if into_itself {
             return Err(ApiError::Unprocessable {
@@ -332,17 +366,19 @@ pub async fn update(
         r#"update storage_folders
            set name = coalesce($3, name),
                parent_id = case when $4 then null else coalesce($5, parent_id) end
-           where id = $1 and account = $2
+           where id = $1 and account = $2 and chain_id = $6 and deleted_at is null
            returning id, name, parent_id, '/storage/shared/' || access_token as "share_link!", created_at"#,
         id,
         user.address.as_slice(),
         name,
         change.to_root,
-        change.parent_id
+        change.parent_id,
+        state.chain_id() as i64
     )
-    .fetch_one(&state.db)
+    .fetch_one(&mut *tx)
     .await
     .map_err(conflict_on_duplicate)?;
+    tx.commit().await?;
     Ok(Json(folder))
 }
 
@@ -362,12 +398,12 @@ pub async fn delete(
     Query(q): Query<DeleteQuery>,
 ) -> ApiResult<StatusCode> {
     require_paid(&state, &user).await?;
-    owned_folder(&state, &user, id).await?;
-    let mut tx = state.db.begin().await?;
+    let mut tx = locked(&state, &user).await?;
+    owned_folder(&mut tx, &state, &user, id).await?;
     let subtree = sqlx::query_scalar!(
         r#"with recursive down as (
                select id from storage_folders where id = $1 and deleted_at is null
-               union all
+               union
                select f.id from storage_folders f join down on f.parent_id = down.id
                where f.deleted_at is null
            )
@@ -398,13 +434,7 @@ pub async fn delete(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    if let Some(ipfs) = &state.ipfs {
-        for cid in cids {
-            if let Err(err) = ipfs.unpin(&cid).await {
-                tracing::warn!(target: "api::storage", %cid, %err, "cannot unpin a deleted file");
-            }
-        }
-    }
+    super::account::release(&state, &cids).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -421,8 +451,12 @@ pub async fn move_file(
     Json(request): Json<FileMove>,
 ) -> ApiResult<StatusCode> {
     require_paid(&state, &user).await?;
-    if let Some(folder) = request.folder_id {
-        owned_folder(&state, &user, folder).await?;
+    let folder_id = request.folder_id.ok_or_else(|| {
+        ApiError::BadRequest("send folder_id: a folder, or null for the root".into())
+    })?;
+    let mut tx = locked(&state, &user).await?;
+    if let Some(folder) = folder_id {
+        owned_folder(&mut tx, &state, &user, folder).await?;
     }
     let moved = sqlx::query!(
         "update storage_files set folder_id = $4
@@ -430,12 +464,13 @@ pub async fn move_file(
         id,
         state.chain_id() as i64,
         user.address.as_slice(),
-        request.folder_id
+        folder_id
     )
-    .execute(&state.db)
+    .execute(&mut *tx)
     .await?;
     if moved.rows_affected() == 0 {
         return Err(ApiError::NotFound(format!("no file {id} of yours")));
     }
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,7 +1,9 @@
 //! `/storage/shared/{token}`: the shareable link of a file (its bytes, streamed from IPFS with
 //! its name and content type) or of a folder (a listing of what it holds, each with its own
-//! link). Anyone holding the link may read; it stops working when the item is deleted or while
-//! the owner's storage service is not active.
+//! link; the first 1,000 of each). Anyone holding the link may read; it stops working when the
+//! item is deleted or the owner's storage is cancelled (404), and while it is paused or suspended
+//! (403). Files are served sandboxed (`Content-Security-Policy: sandbox`), so uploaded HTML cannot
+//! run script on the API's origin.
 
 use axum::{
     Json,
@@ -47,10 +49,15 @@ fn not_found() -> ApiError {
     ApiError::NotFound("no shared file or folder at this link (deleted, or never shared)".into())
 }
 
-fn storage_inactive(state: &str) -> ApiError {
-    ApiError::Forbidden(format!(
-        "the owner's storage is {state}; the link works again when it runs"
-    ))
+/// Links work while the owner's storage runs; a cancelled storage service's links are gone.
+fn check_storage(state: Option<&str>) -> ApiResult<()> {
+    match state {
+        None | Some("active") => Ok(()),
+        Some("cancelled") => Err(not_found()),
+        Some(state) => Err(ApiError::Forbidden(format!(
+            "the owner's storage is {state}; the link works again when it runs"
+        ))),
+    }
 }
 
 /// A shared file's bytes, or a shared folder's listing.
@@ -80,10 +87,7 @@ pub async fn shared(
     .fetch_optional(&state.db)
     .await?;
     if let Some(file) = file {
-        let service_state = file.service_state.unwrap_or_else(|| "unknown".into());
-        if service_state != "active" {
-            return Err(storage_inactive(&service_state));
-        }
+        check_storage(file.service_state.as_deref())?;
         let ipfs = state
             .ipfs
             .as_ref()
@@ -110,6 +114,8 @@ pub async fn shared(
                 (header::CONTENT_DISPOSITION, disposition),
                 (header::CACHE_CONTROL, "private, max-age=300".to_owned()),
                 (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+                // Uploaded HTML or SVG must not run script on the API's origin.
+                (header::CONTENT_SECURITY_POLICY, "sandbox".to_owned()),
             ],
             Body::from_stream(bytes),
         )
@@ -125,22 +131,21 @@ pub async fn shared(
     .fetch_optional(&state.db)
     .await?
     .ok_or_else(not_found)?;
+    // The open storage service if there is one, else the last cancelled one (none: nothing
+    // stored yet).
     let storage = sqlx::query_scalar!(
         "select state from services
-         where chain_id = $1 and owner = $2 and kind = 'storage' and state <> 'cancelled'
-         order by service_id limit 1",
+         where chain_id = $1 and owner = $2 and kind = 'storage'
+         order by state = 'cancelled', service_id desc limit 1",
         chain,
         folder.account
     )
     .fetch_optional(&state.db)
-    .await?
-    .unwrap_or_else(|| "active".into());
-    if storage != "active" {
-        return Err(storage_inactive(&storage));
-    }
+    .await?;
+    check_storage(storage.as_deref())?;
     let folders = sqlx::query!(
         "select name, access_token from storage_folders
-         where parent_id = $1 and deleted_at is null order by name",
+         where parent_id = $1 and deleted_at is null order by name limit 1000",
         folder.id
     )
     .fetch_all(&state.db)

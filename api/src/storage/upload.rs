@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::{
     StoredFile,
-    account::{allowance, indexed_storage_service, record, storage_service},
+    account::{allowance, indexed_storage_service, record, release, storage_service},
 };
 use crate::{
     auth::AuthUser,
@@ -74,7 +74,7 @@ fn file_name(field: &Field<'_>) -> ApiResult<String> {
 }
 
 /// Bidirectional and zero-width format characters, which make a name read as another.
-fn is_invisible_format(c: char) -> bool {
+pub(super) fn is_invisible_format(c: char) -> bool {
     matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
@@ -190,20 +190,12 @@ pub(super) async fn upload(
             ApiError::Unavailable("the IPFS node did not store the file; try again".into())
         })?;
 
-    let unpin = |reason: &'static str| {
-        let (ipfs, cid) = (ipfs.clone(), added.cid.clone());
-        async move {
-            if let Err(err) = ipfs.unpin(&cid).await {
-                tracing::warn!(target: "api::storage", %cid, %err, reason, "cannot unpin");
-            }
-        }
-    };
     let service_id = match existing_service {
         Some(id) => id,
         None => match storage_service(&state, user.address).await {
             Ok(id) => id,
             Err(err) => {
-                unpin("no storage service").await;
+                release(&state, std::slice::from_ref(&added.cid)).await?;
                 return Err(err);
             }
         },
@@ -211,7 +203,7 @@ pub(super) async fn upload(
     let recorded =
         record(&state, user.address, service_id, &name, &content_type, size, &added.cid).await?;
     let Some(recorded) = recorded else {
-        unpin("over quota").await;
+        release(&state, std::slice::from_ref(&added.cid)).await?;
         return Err(ApiError::TooLarge {
             slug: "storage-quota-exceeded",
             detail:
