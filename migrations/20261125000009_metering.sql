@@ -12,8 +12,8 @@ create table meter_services (
     service_id bigint not null,
     -- active time before this instant is charged (or was expired or paused, and never will be)
     metered_until timestamptz not null,
-    -- credit-seconds not charged yet: the remainder of price per hour × seconds / 3600, carried
-    -- into the next charge so that rounding never loses or adds a credit unit
+    -- what rounding left uncharged, in credit units × GiB-seconds (less than one unit: 3600 × 2^30),
+    -- carried into the next charge so that rounding never loses or adds a credit unit
     carry numeric(78, 0) not null default 0,
     primary key (chain_id, service_id)
 );

@@ -135,6 +135,11 @@ pub struct Config {
     #[arg(long, env = "STORAGE_MAX_FILE_BYTES_PAID", default_value_t = 5 * 1024 * 1024 * 1024)]
     pub storage_max_file_paid: u64,
 
+    /// What storing a GiB for an active hour costs, in credit units (on top of the storage
+    /// service's hourly price; 30 is about $0.02 per GiB-month).
+    #[arg(long, env = "STORAGE_CREDITS_PER_GIB_HOUR", default_value_t = 30)]
+    pub storage_credits_per_gib_hour: u64,
+
     /// How many bytes a Free account may store in all.
     #[arg(long, env = "STORAGE_QUOTA_BYTES_FREE", default_value_t = 1024 * 1024 * 1024)]
     pub storage_quota_free: u64,

@@ -245,6 +245,33 @@ async fn pausing_just_before_a_cycle_defers_the_charge_to_the_resume() -> anyhow
 }
 
 #[tokio::test]
+async fn storage_is_charged_for_its_hours_and_the_bytes_it_holds() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let chain = &stack.chain;
+    let owner = user(chain, 5, Tier::Paid, 1_000_000).await?;
+    let id = service(chain, owner, ServiceKind::Storage, "storage").await?;
+    let t0 = chain.time().await?;
+    // 2 GiB stored in the service (as an upload records it; the bytes themselves live on IPFS).
+    let mut conn = stack.db.connect().await?;
+    sqlx::query(
+        "insert into storage_files (chain_id, account, service_id, name, content_type, size_bytes,
+                                    backend, content_id, access_token)
+         values ($1, $2, $3, 'big.bin', 'application/octet-stream', $4, 'ipfs', 'bafy-test', 'token-1')",
+    )
+    .bind(chain.chain_id() as i64)
+    .bind(owner.as_slice())
+    .bind(id)
+    .bind(2i64 << 30)
+    .execute(&mut conn)
+    .await?;
+
+    cycle_at(&stack, t0 + HOUR).await?;
+    // The Paid storage price (500 an hour) and 2 GiB at 30 a GiB-hour.
+    assert_eq!(balance(chain, owner).await?, 1_000_000 - 500 - 2 * 30);
+    Ok(())
+}
+
+#[tokio::test]
 async fn usage_recorded_through_deduct_is_charged_once() -> anyhow::Result<()> {
     let stack = stack().await?;
     let (chain, api) = (&stack.chain, &stack.api);

@@ -1,7 +1,8 @@
 //! The billing meter. Each cycle:
 //! 1. plans: every service's active time since its last charge, up to the indexed head's block
 //!    time (a pause the indexer has not seen yet can never be charged), priced per hour at the
-//!    owner's effective tier, and capped at a Free service's expiry. The charges and each
+//!    owner's effective tier plus, for storage, the bytes it holds per GiB-hour, and capped at a
+//!    Free service's expiry. The charges and each
 //!    service's new start are written in one transaction, each charge under a usage reference
 //!    derived from the service and the span's start;
 //! 2. sends the pending charges (time and recorded usage) in `deductBatch` transactions
@@ -66,6 +67,7 @@ pub struct Meter {
     pub(super) chain: DynProvider,
     pub(super) sender: Arc<Relayer>,
     pub(super) batch_size: usize,
+    pub(super) storage_per_gib_hour: u64,
 }
 
 struct Due {
@@ -75,6 +77,7 @@ struct Due {
     carry: String,
     cap: Option<DateTime<Utc>>,
     price: Option<String>,
+    stored_bytes: i64,
 }
 
 impl Meter {
@@ -87,6 +90,7 @@ impl Meter {
             chain: state.chain.clone(),
             sender: state.billing.clone()?,
             batch_size: state.config.meter_batch_size as usize,
+            storage_per_gib_hour: state.config.storage_credits_per_gib_hour,
         })
     }
 
@@ -185,7 +189,10 @@ impl Meter {
                select d.service_id as "service_id!", d.owner as "owner!", d.since as "since!",
                       d.carry as "carry!",
                       case when d.tier = 'free' then d.expires_at end as cap,
-                      p.credits_per_hour::text as price
+                      p.credits_per_hour::text as price,
+                      (select coalesce(sum(f.size_bytes), 0) from storage_files f
+                       where f.chain_id = $1 and f.service_id = d.service_id
+                         and f.deleted_at is null)::bigint as "stored_bytes!"
                from due d
                left join service_prices p on p.chain_id = $1 and p.kind = d.kind and p.tier = d.tier
                where d.state = 'active'
@@ -230,7 +237,12 @@ impl Meter {
             let seconds = plan::active_seconds(history, d.since.timestamp(), end);
             let price: U256 = d.price.as_deref().unwrap_or("0").parse().context("price")?;
             let carry: U256 = d.carry.parse().context("carry")?;
-            let (credits, carry) = plan::charge(price, seconds, carry);
+            let rates = plan::Rates {
+                per_hour: price,
+                bytes: d.stored_bytes as u64,
+                per_gib_hour: self.storage_per_gib_hour,
+            };
+            let (credits, carry) = plan::charge(rates, seconds, carry);
             starts.push(d.service_id);
             carries.push(carry.to_string());
             if !credits.is_zero() {

@@ -8,6 +8,8 @@ use alloy::{
 
 /// Seconds in the hour that prices are quoted per.
 const HOUR: u64 = 3600;
+/// Bytes in the GiB that storage is priced per.
+const GIB: u64 = 1 << 30;
 
 /// A service's state change: when (unix seconds) and whether it left the service active.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,14 +37,29 @@ pub fn active_seconds(changes: &[Change], from: i64, until: i64) -> u64 {
     total
 }
 
-/// What `seconds` at `per_hour` cost, given `carry` credit-seconds left over from earlier
-/// charges: the whole credit units to charge now, and the credit-seconds to carry on (less than
-/// an hour's worth of one unit). Summed over any split of the time, the charges equal the price of
-/// the whole time, rounded down once.
-pub fn charge(per_hour: U256, seconds: u64, carry: U256) -> (U256, U256) {
-    let owed = per_hour * U256::from(seconds) + carry;
-    let hour = U256::from(HOUR);
-    (owed / hour, owed % hour)
+/// A service's rates: its hourly price, and for storage the bytes it holds and the price of a
+/// GiB-hour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rates {
+    /// Credit units per active hour (the on-chain price).
+    pub per_hour: U256,
+    /// Bytes stored.
+    pub bytes: u64,
+    /// Credit units per GiB stored for an hour.
+    pub per_gib_hour: u64,
+}
+
+/// What `seconds` at `rates` cost, given `carry` left over from earlier charges (in credit units
+/// × GiB-seconds, less than one unit's worth): the whole credit units to charge now, and what to
+/// carry on. Summed over any split of the time, the charges equal the price of the whole time,
+/// rounded down once.
+pub fn charge(rates: Rates, seconds: u64, carry: U256) -> (U256, U256) {
+    let (gib, secs) = (U256::from(GIB), U256::from(seconds));
+    let owed = rates.per_hour * secs * gib
+        + U256::from(rates.bytes) * U256::from(rates.per_gib_hour) * secs
+        + carry;
+    let unit = U256::from(HOUR) * gib;
+    (owed / unit, owed % unit)
 }
 
 /// The usage reference of the active time of `service` from `period_start` (unix seconds). Each
@@ -105,21 +122,38 @@ mod tests {
         assert_eq!((first, second, third), (3600, 0, 3600));
     }
 
+    const fn hourly(per_hour: u64) -> Rates {
+        Rates { per_hour: U256::from_limbs([per_hour, 0, 0, 0]), bytes: 0, per_gib_hour: 0 }
+    }
+
     #[test]
     fn splitting_time_never_changes_the_total_charge() {
-        let price = U256::from(1000u64);
+        let price = hourly(1000);
         // 7 spans of 1,000 s: 7,000 s at 1,000 per hour = 1,944.4…
         let (mut total, mut carry) = (U256::ZERO, U256::ZERO);
         for _ in 0..7 {
             let (now, left) = charge(price, 1000, carry);
             total += now;
             carry = left;
-            assert!(carry < U256::from(HOUR));
+            assert!(carry < U256::from(HOUR * GIB));
         }
         assert_eq!(total, U256::from(1944u64));
         assert_eq!(charge(price, 7000, U256::ZERO).0, total);
-        assert_eq!(charge(price, 3600, U256::ZERO), (price, U256::ZERO));
-        assert_eq!(charge(U256::ZERO, 3600, U256::from(5u64)), (U256::ZERO, U256::from(5u64)));
+        assert_eq!(charge(price, 3600, U256::ZERO), (U256::from(1000u64), U256::ZERO));
+        assert_eq!(charge(hourly(0), 3600, U256::from(5u64)), (U256::ZERO, U256::from(5u64)));
+    }
+
+    #[test]
+    fn stored_bytes_are_charged_by_the_gib_hour() {
+        let storage = |bytes| Rates { per_hour: U256::from(500u64), bytes, per_gib_hour: 30 };
+        // 2 GiB for an hour: 500 + 2 × 30.
+        assert_eq!(charge(storage(2 * GIB), 3600, U256::ZERO).0, U256::from(560u64));
+        // 512 MiB for two hours: 2 × 500 + 30.
+        assert_eq!(charge(storage(GIB / 2), 7200, U256::ZERO).0, U256::from(1030u64));
+        // A few bytes add fractions that carry on, never lost.
+        let (first, carry) = charge(storage(1000), 3600, U256::ZERO);
+        assert_eq!(first, U256::from(500u64));
+        assert!(!carry.is_zero());
     }
 
     #[test]
