@@ -15,6 +15,7 @@ pub mod auth;
 mod cache;
 mod config;
 pub mod error;
+mod leader;
 mod limits;
 pub mod metering;
 mod openapi;

@@ -94,13 +94,28 @@ impl TestApi {
         format!("{}{path}", self.base)
     }
 
-    /// GET `path` with an optional bearer token: status and JSON body (null when not JSON).
-    pub async fn get(&self, path: &str, token: Option<&str>) -> anyhow::Result<(u16, Value)> {
-        let mut request = self.http.get(self.url(path));
+    /// `method` `path` with an optional bearer token and JSON body: status and JSON body (null
+    /// when not JSON).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut request = self.http.request(method, self.url(path));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
         answer(request.send().await?).await
+    }
+
+    /// GET `path` with an optional bearer token: status and JSON body (null when not JSON).
+    pub async fn get(&self, path: &str, token: Option<&str>) -> anyhow::Result<(u16, Value)> {
+        self.send(reqwest::Method::GET, path, token, None).await
     }
 
     /// POST JSON to `path` with an optional bearer token.
@@ -110,11 +125,7 @@ impl TestApi {
         token: Option<&str>,
         body: &Value,
     ) -> anyhow::Result<(u16, Value)> {
-        let mut request = self.http.post(self.url(path)).json(body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        answer(request.send().await?).await
+        self.send(reqwest::Method::POST, path, token, Some(body)).await
     }
 
     /// A fresh nonce.

@@ -21,9 +21,7 @@ use sha2::Sha256;
 const LISTENER_SECRET: &str = "listener-secret-for-tests";
 
 async fn put(api: &TestApi, path: &str, token: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-    let response = api.http.put(api.url(path)).bearer_auth(token).json(body).send().await?;
-    let status = response.status().as_u16();
-    Ok((status, serde_json::from_str(&response.text().await?).unwrap_or(Value::Null)))
+    api.send(reqwest::Method::PUT, path, Some(token), Some(body)).await
 }
 
 #[tokio::test]

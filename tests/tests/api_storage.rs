@@ -256,13 +256,7 @@ async fn send(
     token: &str,
     body: Option<Value>,
 ) -> anyhow::Result<(u16, Value)> {
-    let mut request = api.http.request(method, api.url(path)).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await?;
-    let status = response.status().as_u16();
-    Ok((status, serde_json::from_str(&response.text().await?).unwrap_or(Value::Null)))
+    api.send(method, path, Some(token), body.as_ref()).await
 }
 
 #[tokio::test]

@@ -1,8 +1,9 @@
 //! A charge's way from planned to closed:
 //! `pending` → `sending` (handed to the node; its nonce and hash recorded) → `sent` (mined) →
 //! `charged`, or `deferred` when the ledger skipped it because the service was paused, suspended
-//! or expired when the batch ran (sent again once the index shows the service chargeable, so
-//! pausing around a cycle never escapes its charge), or `skipped` for a cancelled service.
+//! or expired when the batch ran (sent again by the next cycle once the index shows the service
+//! chargeable, so pausing around a cycle never escapes its charge), or `skipped` for a cancelled
+//! service.
 //!
 //! Every node call is bounded in time; a batch stuck unmined has its fee raised at its nonce; a
 //! closed charge whose ledger event a reorg removed is opened again.
@@ -172,22 +173,14 @@ impl Meter {
         };
         let reason = crate::relay::policy::revert_reason(&data);
         anyhow::ensure!(reason.contains("UsageRefUsed"), "the ledger refuses the batch: {reason}");
-        let (mut used, mut unused) = (Vec::new(), Vec::new());
-        for charge in batch {
-            if self.ref_used(&charge.usage_ref).await? {
-                used.push(charge.id);
-            } else {
-                unused.push(charge.id);
-            }
-        }
+        let used =
+            self.settle_by_refs(batch.iter().map(|c| (c.id, c.usage_ref.as_slice()))).await?;
         // The node said a reference was used but none reads as used (a node behind another):
         // stop here rather than estimate the same batch again and again.
         anyhow::ensure!(
-            !used.is_empty(),
+            used > 0,
             "the ledger refuses the batch ({reason}) but no reference reads as used"
         );
-        self.mark(&used, "sent").await?;
-        self.mark(&unused, "pending").await?;
         Ok(None)
     }
 
@@ -238,6 +231,25 @@ impl Meter {
         Ok(())
     }
 
+    /// Asks the ledger about each charge's reference: those it has taken are `sent` (the index
+    /// will close them), the others `pending` again. Returns how many it has taken.
+    async fn settle_by_refs<'a>(
+        &self,
+        charges: impl Iterator<Item = (i64, &'a [u8])>,
+    ) -> anyhow::Result<usize> {
+        let (mut used, mut unused) = (Vec::new(), Vec::new());
+        for (id, usage_ref) in charges {
+            if self.ref_used(usage_ref).await? {
+                used.push(id);
+            } else {
+                unused.push(id);
+            }
+        }
+        self.mark(&used, "sent").await?;
+        self.mark(&unused, "pending").await?;
+        Ok(used.len())
+    }
+
     async fn ref_used(&self, usage_ref: &[u8]) -> anyhow::Result<bool> {
         let ledger = CreditLedger::new(self.ledger, &self.chain);
         bounded(ledger.isUsageRefUsed(B256::from_slice(usage_ref)).call()).await
@@ -277,16 +289,7 @@ impl Meter {
                 }
             }
             // Never mined, or its hash was not recorded: the ledger's references decide.
-            let (mut used, mut unused) = (Vec::new(), Vec::new());
-            for charge in charges {
-                if self.ref_used(&charge.usage_ref).await? {
-                    used.push(charge.id);
-                } else {
-                    unused.push(charge.id);
-                }
-            }
-            self.mark(&used, "sent").await?;
-            self.mark(&unused, "pending").await?;
+            self.settle_by_refs(charges.iter().map(|c| (c.id, c.usage_ref.as_slice()))).await?;
         }
         Ok(())
     }

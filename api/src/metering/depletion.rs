@@ -60,14 +60,6 @@ pub async fn pass(
     sent: &mut HashMap<i64, Instant>,
 ) -> anyhow::Result<usize> {
     let chain_id = state.chain_id() as i64;
-    let mut lock = state.db.acquire().await?.detach();
-    let leader: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
-        .bind(DEPLETION_LOCK)
-        .fetch_one(&mut lock)
-        .await?;
-    if !leader {
-        return Ok(0);
-    }
     sent.retain(|_, at| at.elapsed() < RESEND_AFTER);
     // Suspensions sent but not indexed yet are left out before the limit, so they cannot crowd
     // out the rest.
@@ -87,8 +79,15 @@ pub async fn pass(
         PER_PASS,
         &recent
     )
-    .fetch_all(&mut lock)
+    .fetch_all(&state.db)
     .await?;
+    // This runs after every indexed block: usually nothing is due, and nothing more is done.
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let Some(lock) = crate::leader::try_lead(&state.db, DEPLETION_LOCK).await? else {
+        return Ok(0);
+    };
     let registry = ServiceRegistry::new(
         state.deployment.contracts.service_registry,
         operator.provider().clone(),

@@ -128,20 +128,29 @@ impl Meter {
     }
 
     async fn pass(&self, planning: bool) -> anyhow::Result<Report> {
-        // A connection of its own, closed afterwards: a pass cut short (shutdown) must not leave
-        // the lock on a pooled connection.
-        let mut lock = self.db.acquire().await?.detach();
-        let leader: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
-            .bind(METER_LOCK)
-            .fetch_one(&mut lock)
-            .await?;
-        if !leader {
-            return Ok(Report { busy: true, ..Report::default() });
+        // Between cycles there is usually nothing in flight: no lock, no connection of its own.
+        // (Deferred charges of resumed services go out with the next cycle.)
+        if !planning && !self.in_flight().await? {
+            return Ok(Report::default());
         }
+        let Some(lock) = crate::leader::try_lead(&self.db, METER_LOCK).await? else {
+            return Ok(Report { busy: true, ..Report::default() });
+        };
         let mut report = Report::default();
         let done = self.pass_locked(planning, &mut report).await;
         lock.close().await.ok();
         done.map(|()| report)
+    }
+
+    /// Whether any charge is waiting to be sent or followed.
+    async fn in_flight(&self) -> anyhow::Result<bool> {
+        Ok(sqlx::query_scalar!(
+            r#"select exists(select 1 from meter_charges
+                             where chain_id = $1 and status in ('pending', 'sending', 'sent')) as "open!""#,
+            self.chain_id as i64
+        )
+        .fetch_one(&self.db)
+        .await?)
     }
 
     async fn pass_locked(&self, planning: bool, report: &mut Report) -> anyhow::Result<()> {

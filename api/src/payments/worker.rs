@@ -158,41 +158,37 @@ async fn credit(state: &AppState, conn: &mut PgConnection, due: &Due) -> anyhow:
     match oracle.send(ledger.creditFiat(account, credits, payment_ref(&due.reference))).await {
         Ok(outcome) if outcome.status != "failed" => {
             let tx_hash: alloy::primitives::B256 = outcome.tx_hash.parse()?;
-            sqlx::query!(
-                r#"update card_payments set status = 'crediting', tx_hash = $2, next_attempt_at = now(), updated_at = now()
-                   where reference = $1"#,
-                due.reference,
-                tx_hash.as_slice()
-            )
-            .execute(&mut *conn)
-            .await?;
-            Ok(())
+            crediting(conn, &due.reference, Some(tx_hash.as_slice())).await
         }
         // Already credited (a resend after a lost answer): the indexer will show it.
         Err(ApiError::Conflict(reason)) if reason.contains("PaymentRefUsed") => {
-            sqlx::query!(
-                "update card_payments set status = 'crediting', next_attempt_at = now(), updated_at = now() where reference = $1",
-                due.reference
-            )
-            .execute(&mut *conn)
-            .await?;
-            Ok(())
+            crediting(conn, &due.reference, None).await
         }
         // Paid but refused by the chain (a role not granted, say): a person must look.
         Err(ApiError::Conflict(reason)) => end(conn, &due.reference, "flagged", &reason).await,
         // Reverted: most likely an earlier credit of the same reference landed first; the
         // indexed credit decides (and a resend names the reason if it was something else).
-        Ok(_) => {
-            sqlx::query!(
-                "update card_payments set status = 'crediting', next_attempt_at = now(), updated_at = now() where reference = $1",
-                due.reference
-            )
-            .execute(&mut *conn)
-            .await?;
-            Ok(())
-        }
+        Ok(_) => crediting(conn, &due.reference, None).await,
         Err(_) => retry_later(conn, &due.reference, due.attempts).await,
     }
+}
+
+/// The payment's credit is on its way (its transaction, when known): the indexer will show it.
+async fn crediting(
+    conn: &mut PgConnection,
+    reference: &str,
+    tx_hash: Option<&[u8]>,
+) -> anyhow::Result<()> {
+    sqlx::query!(
+        r#"update card_payments
+           set status = 'crediting', tx_hash = coalesce($2, tx_hash), next_attempt_at = now(), updated_at = now()
+           where reference = $1"#,
+        reference,
+        tx_hash
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// A credit sent: `credited` once indexed; sent again if it never lands.

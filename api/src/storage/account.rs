@@ -5,6 +5,7 @@
 use alloy::primitives::{Address, keccak256};
 use chrono::{DateTime, Utc};
 use decentraspace_abi::{ServiceKind, ServiceRegistry};
+use sqlx::PgConnection;
 
 use crate::{
     error::{ApiError, ApiResult},
@@ -24,40 +25,63 @@ pub(super) struct Allowance {
     pub detail: String,
 }
 
-pub(super) async fn allowance(state: &AppState, account: Address) -> ApiResult<Allowance> {
-    let row = sqlx::query!(
-        r#"select effective_tier(a.tier, a.tier_expires_at, chain_now($1)) as "tier!",
-                  (select coalesce(sum(size_bytes), 0)::bigint from storage_files
-                   where chain_id = $1 and account = $2 and deleted_at is null) as "used!"
-           from (select 1) one
-           left join accounts a on a.chain_id = $1 and a.address = $2"#,
-        state.chain_id() as i64,
-        account.as_slice()
-    )
-    .fetch_one(&state.db)
-    .await?;
+/// A tier's storage limits: the largest file and the quota.
+fn limits(state: &AppState, tier: &str) -> (u64, u64) {
     let config = &state.config;
-    let paid = row.tier == "paid";
-    let (max_file, quota) = if paid {
+    if tier == "paid" {
         (config.storage_max_file_paid, config.storage_quota_paid)
     } else {
         (config.storage_max_file_free, config.storage_quota_free)
-    };
-    let left = quota.saturating_sub(row.used as u64);
+    }
+}
+
+/// Bytes the account's live files hold.
+async fn used_bytes(conn: &mut PgConnection, state: &AppState, account: Address) -> ApiResult<u64> {
+    let used = sqlx::query_scalar!(
+        r#"select coalesce(sum(size_bytes), 0)::bigint as "used!" from storage_files
+           where chain_id = $1 and account = $2 and deleted_at is null"#,
+        state.chain_id() as i64,
+        account.as_slice()
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(used as u64)
+}
+
+/// A transaction holding the account's storage lock: recording files and changing folders run
+/// one at a time per account, so what is checked inside still holds at the writes.
+pub(super) async fn locked(
+    state: &AppState,
+    account: Address,
+) -> ApiResult<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let mut tx = state.db.begin().await?;
+    sqlx::query(
+        "select pg_advisory_xact_lock(hashtextextended('storage:' || encode($1, 'hex'), 0))",
+    )
+    .bind(account.as_slice())
+    .execute(&mut *tx)
+    .await?;
+    Ok(tx)
+}
+
+pub(super) async fn allowance(state: &AppState, account: Address) -> ApiResult<Allowance> {
+    let tier = tier(state, account).await?;
+    let used = used_bytes(&mut *state.db.acquire().await?, state, account).await?;
+    let (max_file, quota) = limits(state, &tier);
+    let left = quota.saturating_sub(used);
     Ok(if left < max_file {
         Allowance {
             bytes: left,
             slug: "storage-quota-exceeded",
             detail: format!(
-                "the {} tier stores {quota} bytes in all and {left} are left; delete files or upgrade",
-                row.tier
+                "the {tier} tier stores {quota} bytes in all and {left} are left; delete files or upgrade"
             ),
         }
     } else {
         Allowance {
             bytes: max_file,
             slug: "file-too-large",
-            detail: format!("the {} tier takes files up to {max_file} bytes", row.tier),
+            detail: format!("the {tier} tier takes files up to {max_file} bytes"),
         }
     })
 }
@@ -177,23 +201,9 @@ pub(super) async fn record(
     size: u64,
     cid: &str,
 ) -> ApiResult<Option<Recorded>> {
-    let mut tx = state.db.begin().await?;
-    sqlx::query(
-        "select pg_advisory_xact_lock(hashtextextended('storage:' || encode($1, 'hex'), 0))",
-    )
-    .bind(account.as_slice())
-    .execute(&mut *tx)
-    .await?;
-    let quota = quota(state, account).await?;
-    let used = sqlx::query_scalar!(
-        r#"select coalesce(sum(size_bytes), 0)::bigint as "used!" from storage_files
-           where chain_id = $1 and account = $2 and deleted_at is null"#,
-        state.chain_id() as i64,
-        account.as_slice()
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    if used as u64 + size > quota {
+    let mut tx = locked(state, account).await?;
+    let (_, quota) = limits(state, &tier(state, account).await?);
+    if used_bytes(&mut tx, state, account).await? + size > quota {
         return Ok(None);
     }
     let token = access_token();
@@ -216,16 +226,6 @@ pub(super) async fn record(
     .await?;
     tx.commit().await?;
     Ok(Some(Recorded { id: row.id, access_token: token, created_at: row.created_at }))
-}
-
-/// The account's quota at its current tier.
-async fn quota(state: &AppState, account: Address) -> ApiResult<u64> {
-    let tier = tier(state, account).await?;
-    Ok(if tier == "paid" {
-        state.config.storage_quota_paid
-    } else {
-        state.config.storage_quota_free
-    })
 }
 
 /// The account's effective tier (`free` or `paid`) at chain time.

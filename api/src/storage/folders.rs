@@ -187,22 +187,6 @@ async fn owned_folder(
     Ok(())
 }
 
-/// A transaction holding the account's storage lock (the one recording uploads takes too): the
-/// account's folder changes run one at a time, so checks made inside it still hold at its writes.
-async fn locked(
-    state: &AppState,
-    user: &AuthUser,
-) -> ApiResult<sqlx::Transaction<'static, sqlx::Postgres>> {
-    let mut tx = state.db.begin().await?;
-    sqlx::query(
-        "select pg_advisory_xact_lock(hashtextextended('storage:' || encode($1, 'hex'), 0))",
-    )
-    .bind(user.address.as_slice())
-    .execute(&mut *tx)
-    .await?;
-    Ok(tx)
-}
-
 fn conflict_on_duplicate(err: sqlx::Error) -> ApiError {
     match &err {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
@@ -227,7 +211,7 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Folder>)> {
     let name = folder_name(&request.name)?;
     require_paid(&state, &user).await?;
-    let mut tx = locked(&state, &user).await?;
+    let mut tx = super::account::locked(&state, user.address).await?;
     if let Some(parent) = request.parent_id {
         owned_folder(&mut tx, &state, &user, parent).await?;
     }
@@ -337,7 +321,7 @@ pub async fn update(
         return Err(ApiError::BadRequest("send either parent_id or to_root, not both".into()));
     }
     require_paid(&state, &user).await?;
-    let mut tx = locked(&state, &user).await?;
+    let mut tx = super::account::locked(&state, user.address).await?;
     owned_folder(&mut tx, &state, &user, id).await?;
     if let Some(parent) = change.parent_id {
         owned_folder(&mut tx, &state, &user, parent).await?;
@@ -398,7 +382,7 @@ pub async fn delete(
     Query(q): Query<DeleteQuery>,
 ) -> ApiResult<StatusCode> {
     require_paid(&state, &user).await?;
-    let mut tx = locked(&state, &user).await?;
+    let mut tx = super::account::locked(&state, user.address).await?;
     owned_folder(&mut tx, &state, &user, id).await?;
     let subtree = sqlx::query_scalar!(
         r#"with recursive down as (
@@ -454,7 +438,7 @@ pub async fn move_file(
     let folder_id = request.folder_id.ok_or_else(|| {
         ApiError::BadRequest("send folder_id: a folder, or null for the root".into())
     })?;
-    let mut tx = locked(&state, &user).await?;
+    let mut tx = super::account::locked(&state, user.address).await?;
     if let Some(folder) = folder_id {
         owned_folder(&mut tx, &state, &user, folder).await?;
     }
