@@ -329,6 +329,13 @@ async fn relay_forward(
         if err.as_revert_data().is_none() {
             return Err(crate::error::chain_unavailable("simulate the request", err));
         }
+        // A copy of this request sent meanwhile has used its nonce: answer that copy's record.
+        let mut conn = state.db.acquire().await?;
+        if let Some(existing) =
+            already_relayed(&mut conn, state, account, key.as_deref(), request_hash).await?
+        {
+            return Ok((StatusCode::OK, existing));
+        }
         return Err(why_refused(state, &forwarder, &data, &request).await);
     }
     let id = match reserve(state, account, "forward", &call, key, request_hash).await? {
