@@ -97,14 +97,37 @@ pub fn workspace_binary(name: &str, package: &str) -> anyhow::Result<PathBuf> {
 pub struct IndexerProcess {
     /// The process.
     pub child: Child,
+    /// Where its output goes (unless `INDEXER_LOG` sends it to the test's own output).
+    log: Option<PathBuf>,
 }
 
 impl IndexerProcess {
     /// Starts `indexer run` (or another subcommand) with `config`.
+    ///
+    /// Its warnings and errors (or everything at `INDEXER_LOG`'s level, shown live) are kept so a
+    /// failing test can tell what the process went through: see [`IndexerProcess::log`].
     pub fn spawn(config: &Config, command: &str) -> anyhow::Result<Self> {
         let finality = match config.finality {
             Finality::Tag => "finalized".to_owned(),
             Finality::Depth(d) => d.to_string(),
+        };
+        let shown = std::env::var_os("INDEXER_LOG").is_some();
+        let log = (!shown).then(|| {
+            static SPAWNED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = SPAWNED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            std::env::temp_dir()
+                .join(format!("decentraspace-indexer-{}-{n}.log", std::process::id()))
+        });
+        let output = |log: &Option<PathBuf>| -> anyhow::Result<Stdio> {
+            Ok(match log {
+                Some(path) => std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .context("open the indexer's log")?
+                    .into(),
+                None => Stdio::inherit(),
+            })
         };
         let child = Command::new(indexer_binary()?)
             .arg(command)
@@ -118,15 +141,16 @@ impl IndexerProcess {
             .env("POLL_INTERVAL_MS", config.poll_interval_ms.to_string())
             .env("DATABASE_URL", &config.database_url)
             .env("RUST_LOG", std::env::var("INDEXER_LOG").unwrap_or_else(|_| "warn".into()))
-            // The indexer's logs show with INDEXER_LOG set (e.g. INDEXER_LOG=info).
-            .stdout(if std::env::var_os("INDEXER_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .stdout(output(&log)?)
+            .stderr(output(&log)?)
             .spawn()
             .context("spawn the indexer")?;
-        Ok(Self { child })
+        Ok(Self { child, log })
+    }
+
+    /// What the process logged so far (empty when `INDEXER_LOG` showed it live).
+    pub fn log(&self) -> String {
+        self.log.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default()
     }
 
     /// Kills it with SIGKILL, as a crash would.
@@ -139,6 +163,9 @@ impl IndexerProcess {
 impl Drop for IndexerProcess {
     fn drop(&mut self) {
         self.kill9();
+        if let Some(log) = &self.log {
+            std::fs::remove_file(log).ok();
+        }
     }
 }
 

@@ -338,6 +338,22 @@ async fn assert_complete(
         .call()
         .await?;
     assert_eq!(sum, debited.to_string(), "indexed deductions sum to the ledger's totalDebited");
+    // Each account's last movement records the balance the ledger holds for it.
+    let last_balances: Vec<(Vec<u8>, String)> = sqlx::query_as(
+        "select distinct on (account) account, balance_after::text from credit_entries \
+         where chain_id = $1 and balance_after is not null \
+         order by account, block_number desc, log_index desc",
+    )
+    .bind(chain_id as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    assert!(!last_balances.is_empty(), "no ledger movement recorded a balance");
+    let ledger = CreditLedger::new(chain.deployment.contracts.credit_ledger, chain.reader());
+    for (account, indexed) in last_balances {
+        let account = alloy::primitives::Address::from_slice(&account);
+        let on_chain = ledger.balanceOf(account).block(head.into()).call().await?;
+        assert_eq!(indexed, on_chain.to_string(), "balance after {account}'s last movement");
+    }
     let report =
         decentraspace_indexer::verify::verify(conn, &chain.endpoint(), &chain.deployment).await?;
     assert_eq!(report.block, head);
@@ -538,7 +554,13 @@ async fn the_standby_takes_over_from_a_killed_leader_missing_and_duplicating_not
     // Kill the leader as soon as it has committed something, most likely mid-backfill.
     let start = chain.deployment.deploy_block;
     wait_for_checkpoint(&db, chain.chain_id(), start + 1, Duration::from_secs(30)).await?;
-    assert_eq!(advisory_locks(&mut conn).await?, locks, "the same leader and standby throughout");
+    assert_eq!(
+        advisory_locks(&mut conn).await?,
+        locks,
+        "the same leader and standby throughout; indexer-a logged:\n{}\nindexer-b logged:\n{}",
+        a.log(),
+        b.log()
+    );
 
     // Kill the leader; events keep coming on-chain; the standby must pick them up.
     let (killed, standby, standby_name) = if leader == "indexer-a" {

@@ -1,6 +1,7 @@
 //! Postgres: the events table, the projections, the checkpoint and the unfinalized block hashes.
 //! Every write that changes indexed state happens in one transaction with the checkpoint.
 
+mod copy;
 pub mod events;
 pub mod indexes;
 mod projections;
