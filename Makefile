@@ -78,7 +78,7 @@ coverage: install ## Contract line and branch coverage
 gas: contracts ## Gas of the main operations (figures for BENCHMARKS.md)
 	$(FORGE) test --match-path contracts/test/Gas.t.sol -vv
 
-bench: bench-indexer bench-api bench-meter bench-upload ## Every benchmark (figures go to BENCHMARKS.md)
+bench: bench-indexer bench-api bench-meter bench-upload bench-gateway ## Every benchmark (figures go to BENCHMARKS.md)
 
 bench-api: contracts ## API reads against pgbench -S (wrk), and relay throughput
 	command -v wrk >/dev/null || { apt-get install -y wrk || sudo apt-get install -y wrk; }
@@ -90,6 +90,10 @@ bench-meter: contracts ## One billing-meter cycle over 10,000 active services (w
 bench-upload: contracts ## A 1 GiB upload streamed through the API binary to IPFS (throughput, API peak RSS)
 	$(CARGO) build --locked --release -p decentraspace-api
 	DATABASE_URL="$$(scripts/postgres.sh)" $(CARGO) bench --locked -p decentraspace-tests --bench upload
+
+bench-gateway: contracts ## The site gateway serving a small page under wrk (req/s, p50, p99)
+	command -v wrk >/dev/null || { apt-get install -y wrk || sudo apt-get install -y wrk; }
+	DATABASE_URL="$$(scripts/postgres.sh)" $(CARGO) bench --locked -p decentraspace-tests --bench gateway
 
 bench-indexer: contracts ## Indexer backfill (1M events) and head-latency benchmark
 	$(CARGO) build --release --locked -p decentraspace-indexer

@@ -69,6 +69,9 @@ for attempt in $(seq 1 300); do
   sleep 0.2
 done
 
+# The gateway serves each site at http://<site>.localhost:<port> (browsers resolve *.localhost).
+gateway_listen=${GATEWAY_LISTEN:-127.0.0.1:8090}
+
 # The deployer holds every other role on a local chain (the deploy script's default), so it is the
 # operator too. A fresh signing key per run: tokens from an earlier run are void.
 API_LISTEN=$api_listen DATABASE_URL=$database_url RPC_URL=$rpc_url DEPLOYMENTS_FILE=$record \
@@ -78,6 +81,8 @@ API_LISTEN=$api_listen DATABASE_URL=$database_url RPC_URL=$rpc_url DEPLOYMENTS_F
   BILLING_PRIVATE_KEY=$billing_key METER_INTERVAL_SECS=${METER_INTERVAL_SECS:-60} \
   IPFS_API_URL=http://127.0.0.1:$ipfs_api_port IPFS_GATEWAY_URL=http://127.0.0.1:$ipfs_gateway_port \
   LISTENER_SECRET=${LISTENER_SECRET:-dev-listener-secret} CORS_ORIGINS=${CORS_ORIGINS:-*} \
+  GATEWAY_LISTEN=$gateway_listen SITES_DOMAIN=localhost \
+  SITE_URL_TEMPLATE="http://{site}.localhost:${gateway_listen##*:}" \
   RUST_LOG=${RUST_LOG:-info} "$target_dir/debug/api" >.data/api.log 2>&1 &
 api_pid=$!
 for _ in $(seq 1 100); do
@@ -93,6 +98,7 @@ DecentraSpace local stack is up (Ctrl-C stops it).
   deployment  $record
   indexer     pid $indexer_pid, metrics http://${INDEXER_METRICS_ADDR:-127.0.0.1:9101}/metrics (log: .data/indexer.log)
   api         http://$api_listen (docs http://$api_listen/docs, log: .data/api.log)
+  gateway     http://<site>.localhost:${gateway_listen##*:} (sites deployed through POST /hosting/deploy)
   ipfs        API http://127.0.0.1:$ipfs_api_port, gateway http://127.0.0.1:$ipfs_gateway_port (log: .data/ipfs.log)
 $(node -e '
   const d = require(process.argv[1]);

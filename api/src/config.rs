@@ -127,6 +127,72 @@ pub struct Config {
     #[arg(long, env = "IPFS_GATEWAY_URL", default_value = "https://ipfs.io")]
     pub ipfs_gateway_url: String,
 
+    /// The GitHub OAuth app's client id (unset: GitHub features answer 503).
+    #[arg(long, env = "GITHUB_CLIENT_ID")]
+    pub github_client_id: Option<String>,
+
+    /// The GitHub OAuth app's client secret.
+    #[arg(long, env = "GITHUB_CLIENT_SECRET", hide_env_values = true)]
+    pub github_client_secret: Option<SecretString>,
+
+    /// Where GitHub sends users back after they authorize (the frontend page that posts the code
+    /// to `/github/link/callback`).
+    #[arg(
+        long,
+        env = "GITHUB_REDIRECT_URL",
+        default_value = "http://localhost:3000/github/callback"
+    )]
+    pub github_redirect_url: String,
+
+    /// GitHub's OAuth host.
+    #[arg(long, env = "GITHUB_OAUTH_URL", default_value = "https://github.com")]
+    pub github_oauth_url: String,
+
+    /// GitHub's REST API.
+    #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
+    pub github_api_url: String,
+
+    /// The secret GitHub signs webhook deliveries with (unset: the webhook answers 503).
+    #[arg(long, env = "GITHUB_WEBHOOK_SECRET", hide_env_values = true)]
+    pub github_webhook_secret: Option<SecretString>,
+
+    /// The AES-256 key GitHub tokens are sealed with, 64 hex characters (unset: derived from
+    /// `JWT_SECRET`, so rotating that secret means linking accounts again).
+    #[arg(long, env = "GITHUB_TOKEN_KEY", hide_env_values = true)]
+    pub github_token_key: Option<SecretString>,
+
+    /// The domain sites are served under: the gateway serves `<site>.<domain>`.
+    #[arg(long, env = "SITES_DOMAIN", default_value = "decentraspace.site")]
+    pub sites_domain: String,
+
+    /// A site's public address, `{site}` standing for its name.
+    #[arg(long, env = "SITE_URL_TEMPLATE", default_value = "https://{site}.decentraspace.site")]
+    pub site_url_template: String,
+
+    /// Where the gateway listens (unset: no gateway in this process).
+    #[arg(long, env = "GATEWAY_LISTEN")]
+    pub gateway_listen: Option<std::net::SocketAddr>,
+
+    /// The largest site archive (tar.gz or zip) a deployment takes, in bytes.
+    #[arg(long, env = "DEPLOY_MAX_ARCHIVE_BYTES", default_value_t = 200 * 1024 * 1024)]
+    pub deploy_max_archive_bytes: u64,
+
+    /// The most files a deployment unpacks.
+    #[arg(long, env = "DEPLOY_MAX_FILES", default_value_t = 20_000)]
+    pub deploy_max_files: usize,
+
+    /// The most bytes a deployment unpacks.
+    #[arg(long, env = "DEPLOY_MAX_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub deploy_max_bytes: u64,
+
+    /// Where deploy jobs unpack sources (a fresh folder per job, removed after it).
+    #[arg(long, env = "DEPLOY_WORK_DIR", default_value_os_t = std::env::temp_dir())]
+    pub deploy_work_dir: std::path::PathBuf,
+
+    /// Seconds between two uptime checks of each live site (0: no prober).
+    #[arg(long, env = "UPTIME_INTERVAL_SECS", default_value_t = 60)]
+    pub uptime_interval_secs: u64,
+
     /// The largest file a Free account may upload, in bytes.
     #[arg(long, env = "STORAGE_MAX_FILE_BYTES_FREE", default_value_t = 100 * 1024 * 1024)]
     pub storage_max_file_free: u64,

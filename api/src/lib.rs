@@ -15,6 +15,9 @@ pub mod auth;
 mod cache;
 mod config;
 pub mod error;
+pub mod github;
+pub mod hosting;
+pub mod ipfs;
 mod leader;
 mod limits;
 pub mod metering;
@@ -99,13 +102,18 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(metering::router())
         .merge(storage::folders::router())
         .merge(storage::manage::router())
+        .merge(hosting::router())
+        .merge(github::router())
         .split_for_parts()
 }
 
 /// The streaming routes (uploads, shared downloads), which sit outside the body limit and
 /// request timeout of [`routes`] (tier limits bound uploads instead), and their OpenAPI document.
 pub fn streaming_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    storage::streaming_router().split_for_parts()
+    storage::streaming_router()
+        .merge(hosting::streaming_router())
+        .merge(github::webhook_router())
+        .split_for_parts()
 }
 
 /// The application as served: [`app`] behind the trailing-slash normalisation.
@@ -196,6 +204,7 @@ fn cors(origins: &[String]) -> CorsLayer {
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
+    gateway: Option<tokio::net::TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let notices = tokio::spawn(stream::run(
@@ -208,8 +217,32 @@ pub async fn serve(
     let tracker = tokio::spawn(relay::tracker::run(state.clone()));
     let payments = tokio::spawn(payments::worker::run(state.clone()));
     let depletion = tokio::spawn(metering::depletion::run(state.clone()));
+    let deploys = tokio::spawn(hosting::run_deploy_jobs(state.clone()));
     let meter = metering::Meter::new(&state)
         .map(|meter| tokio::spawn(meter.run(state.config.meter_interval())));
+    // The gateway and the prober that checks sites through it.
+    let stopping = tokio_util::sync::CancellationToken::new();
+    let (gateway, uptime) = match gateway {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            let interval = state.config.uptime_interval_secs;
+            let uptime = (interval > 0).then(|| {
+                tokio::spawn(hosting::uptime::run(
+                    state.clone(),
+                    addr,
+                    Duration::from_secs(interval),
+                ))
+            });
+            let served = hosting::gateway::serve_gateway(
+                state.clone(),
+                listener,
+                stopping.clone().cancelled_owned(),
+            );
+            tracing::info!(%addr, "gateway listening");
+            (Some(tokio::spawn(served)), uptime)
+        }
+        None => (None, None),
+    };
     let app = app(state);
     let served = axum::serve(
         listener,
@@ -218,13 +251,15 @@ pub async fn serve(
     .with_graceful_shutdown(shutdown)
     .await
     .context("serve");
-    notices.abort();
-    housekeeping.abort();
-    tracker.abort();
-    payments.abort();
-    depletion.abort();
-    if let Some(meter) = meter {
-        meter.abort();
+    stopping.cancel();
+    if let Some(gateway) = gateway {
+        gateway.await.ok();
+    }
+    for task in [notices, housekeeping, tracker, payments, depletion, deploys] {
+        task.abort();
+    }
+    for task in [meter, uptime].into_iter().flatten() {
+        task.abort();
     }
     served
 }

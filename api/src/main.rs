@@ -19,9 +19,17 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listen on {}", config.listen))?;
+    let gateway = match config.gateway_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("gateway: listen on {addr}"))?,
+        ),
+        None => None,
+    };
     let state = AppState::new(config).await?;
     tracing::info!(addr = %listener.local_addr()?, chain_id = state.chain_id(), "api listening");
-    serve(state, listener, shutdown_signal()).await
+    serve(state, listener, gateway, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

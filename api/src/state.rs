@@ -39,7 +39,11 @@ pub struct AppState {
     /// Submits forward requests, paying the gas; unset without a key.
     pub relayer: Option<Arc<Relayer>>,
     /// The IPFS node files are stored on; unset without `IPFS_API_URL`.
-    pub ipfs: Option<crate::storage::ipfs::Ipfs>,
+    pub ipfs: Option<crate::ipfs::Ipfs>,
+    /// GitHub (OAuth and REST); unset without a client id and secret.
+    pub github: Option<Arc<dyn crate::github::client::GitHub>>,
+    /// Seals GitHub tokens at rest and signs link states.
+    pub sealer: crate::github::seal::Sealer,
     /// Sends the billing meter's `deductBatch` transactions; unset without a billing key.
     pub billing: Option<Arc<Relayer>>,
     /// Access and refresh token keys.
@@ -114,7 +118,7 @@ impl AppState {
         let ipfs = config
             .ipfs_api_url
             .as_deref()
-            .map(crate::storage::ipfs::Ipfs::new)
+            .map(crate::ipfs::Ipfs::new)
             .transpose()
             .context("the IPFS client")?;
         if let Some(token) = &config.service_token {
@@ -123,6 +127,29 @@ impl AppState {
                 "SERVICE_TOKEN must be at least 32 characters"
             );
         }
+        let github: Option<Arc<dyn crate::github::client::GitHub>> =
+            match (&config.github_client_id, &config.github_client_secret) {
+                (Some(id), Some(secret)) => {
+                    Some(Arc::new(crate::github::client::GitHubClient::new(
+                        &config.github_oauth_url,
+                        &config.github_api_url,
+                        id,
+                        secret.clone(),
+                        &config.github_redirect_url,
+                    )?))
+                }
+                _ => None,
+            };
+        let token_key = match &config.github_token_key {
+            Some(hex_key) => {
+                let bytes = hex::decode(secrecy::ExposeSecret::expose_secret(hex_key).trim())
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok());
+                Some(bytes.context("GITHUB_TOKEN_KEY must be 64 hex characters (32 bytes)")?)
+            }
+            None => None,
+        };
+        let sealer = crate::github::seal::Sealer::new(token_key, &config.jwt_secret);
         let tokens =
             TokenKeys::new(&config.jwt_secret, config.access_ttl_secs, config.refresh_ttl_secs)?;
         let limits =
@@ -137,6 +164,8 @@ impl AppState {
             relayer,
             billing,
             ipfs,
+            github,
+            sealer,
             oracle,
             payments,
             payment_wake: Arc::default(),

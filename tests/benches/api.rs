@@ -31,6 +31,7 @@ use decentraspace_abi::{
 };
 use decentraspace_tests::{
     IndexerTask, Role, TestApi, TestChain, TestDb, api_config, indexer_config, wait_for_checkpoint,
+    wrk,
 };
 use futures::{StreamExt, stream};
 use serde_json::json;
@@ -108,55 +109,6 @@ async fn main() -> anyhow::Result<()> {
         tx as f64 / seconds
     );
     Ok(())
-}
-
-struct WrkRun {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: u64,
-}
-
-fn wrk(url: &str, header: Option<&str>, seconds: u64, connections: u64) -> anyhow::Result<WrkRun> {
-    let mut command = Command::new("wrk");
-    command.args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s"), "--latency"]);
-    if let Some(header) = header {
-        command.args(["-H", header]);
-    }
-    let output = command.arg(url).output().context("run wrk (`make bench-api` installs it)")?;
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    if !output.status.success() {
-        bail!("wrk failed: {text}{}", String::from_utf8_lossy(&output.stderr));
-    }
-    let field = |prefix: &str| {
-        text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_owned()))
-    };
-    let ms = |v: Option<String>| -> anyhow::Result<f64> {
-        let v = v.context("a latency percentile in wrk's output")?;
-        let (number, unit) =
-            v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
-        let n: f64 = number.parse()?;
-        Ok(match unit {
-            "us" => n / 1_000.0,
-            "ms" => n,
-            "s" => n * 1_000.0,
-            other => bail!("unknown unit {other:?}"),
-        })
-    };
-    let rps: f64 = field("Requests/sec:").context("Requests/sec in wrk's output")?.parse()?;
-    // Non-2xx answers and socket errors (connect, read, write, timeout) both count.
-    let non_2xx: u64 = field("Non-2xx or 3xx responses:").map_or(Ok(0), |v| v.parse())?;
-    let socket: u64 = field("Socket errors:")
-        .map(|v| {
-            v.split(',').filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok()).sum()
-        })
-        .unwrap_or(0);
-    Ok(WrkRun {
-        rps,
-        p50_ms: ms(field("50%"))?,
-        p99_ms: ms(field("99%"))?,
-        errors: non_2xx + socket,
-    })
 }
 
 /// `pgbench -S` (select-only) on the same server, in a scratch database of its own.

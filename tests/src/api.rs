@@ -26,6 +26,8 @@ pub const SIWE_URI: &str = "https://app.decentraspace.test";
 pub struct TestApi {
     /// `http://127.0.0.1:<port>`.
     pub base: String,
+    /// The gateway, `http://127.0.0.1:<port>` (empty for an API served elsewhere).
+    pub gateway: String,
     /// An HTTP client.
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
@@ -78,15 +80,30 @@ impl TestApi {
         let base = format!("http://{}", listener.local_addr()?);
         let state = AppState::new(config).await.context("start the API")?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let handle = tokio::spawn(decentraspace_api::serve(state, listener, async {
-            stopped.await.ok();
-        }));
-        Ok(Self { base, http: reqwest::Client::new(), stop: Some(stop), handle: Some(handle) })
+        let gateway = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let gateway_base = format!("http://{}", gateway.local_addr()?);
+        let handle =
+            tokio::spawn(decentraspace_api::serve(state, listener, Some(gateway), async {
+                stopped.await.ok();
+            }));
+        Ok(Self {
+            base,
+            gateway: gateway_base,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            handle: Some(handle),
+        })
     }
 
     /// A client of an API served elsewhere (e.g. an [`ApiProcess`]) at `base`.
     pub fn at(base: &str) -> Self {
-        Self { base: base.to_owned(), http: reqwest::Client::new(), stop: None, handle: None }
+        Self {
+            base: base.to_owned(),
+            gateway: String::new(),
+            http: reqwest::Client::new(),
+            stop: None,
+            handle: None,
+        }
     }
 
     /// The URL of `path`.
@@ -133,6 +150,31 @@ impl TestApi {
         let (status, body) = self.get("/auth/nonce", None).await?;
         anyhow::ensure!(status == 200, "nonce: {status} {body}");
         body["nonce"].as_str().map(str::to_owned).context("nonce in the answer")
+    }
+
+    /// Signs in as `signer` and waits until its on-chain registration (which a first login
+    /// sends) is indexed: what storage and hosting need.
+    pub async fn login_registered(&self, signer: &PrivateKeySigner) -> anyhow::Result<Session> {
+        let session = self.login(signer).await?;
+        eventually("the registration to be indexed", || async {
+            Ok(self.get("/auth/tier", Some(&session.access)).await?.1["registered"] == true)
+        })
+        .await?;
+        Ok(session)
+    }
+
+    /// Waits (up to 30 s) for deployment `id` to go live or fail; its final state.
+    pub async fn deployment_finished(&self, token: &str, id: i64) -> anyhow::Result<Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (status, body) = self.get(&format!("/hosting/deploy/{id}"), Some(token)).await?;
+            anyhow::ensure!(status == 200, "{status}: {body}");
+            if body["state"] == "live" || body["state"] == "failed" {
+                return Ok(body);
+            }
+            anyhow::ensure!(std::time::Instant::now() < deadline, "deployment {id} stuck: {body}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 
     /// Signs in as `signer` (an EOA): nonce, SIWE message, signature, login.

@@ -6,9 +6,11 @@
 mod api;
 mod chain;
 mod db;
+mod github;
 mod indexer;
 mod ipfs;
 mod paystack;
+mod wrk;
 
 pub use api::{
     ApiProcess, PROBLEMS, SIWE_DOMAIN, SIWE_URI, Session, SiweMessage, TestApi, api_config,
@@ -16,9 +18,14 @@ pub use api::{
 };
 pub use chain::{Role, TestChain, repo_root};
 pub use db::{TestDb, server_url};
+pub use github::{
+    FakeGitHub, GITHUB_CLIENT_ID, GITHUB_CLIENT_SECRET, GITHUB_WEBHOOK_SECRET, github_signature,
+    push_payload,
+};
 pub use indexer::{
     IndexerProcess, IndexerTask, indexer_binary, indexer_config, wait_for_checkpoint,
     workspace_binary,
 };
 pub use ipfs::TestIpfs;
 pub use paystack::{FakePaystack, FakeTransaction, PAYSTACK_SECRET, paystack_signature};
+pub use wrk::{WrkRun, wrk};

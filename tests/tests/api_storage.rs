@@ -5,8 +5,8 @@
 //! nothing recorded.
 
 use decentraspace_tests::{
-    IndexerTask, Session, TestApi, TestChain, TestDb, TestIpfs, api_config, eventually,
-    indexer_config, problem_type,
+    IndexerTask, TestApi, TestChain, TestDb, TestIpfs, api_config, eventually, indexer_config,
+    problem_type,
 };
 use rand::RngCore;
 use serde_json::{Value, json};
@@ -32,16 +32,6 @@ async fn stack() -> anyhow::Result<Stack> {
     config.storage_quota_free = 1024 * 1024 + 512 * 1024;
     let api = TestApi::start_with(config).await?;
     Ok(Stack { chain, db, _indexer: indexer, ipfs, api })
-}
-
-/// Signs in as user `n` and waits for the on-chain registration (storage needs an account).
-async fn registered(stack: &Stack, n: usize) -> anyhow::Result<Session> {
-    let session = stack.api.login(&stack.chain.user(n)).await?;
-    eventually("the registration to be indexed", || async {
-        Ok(stack.api.get("/auth/tier", Some(&session.access)).await?.1["registered"] == true)
-    })
-    .await?;
-    Ok(session)
 }
 
 fn random_bytes(n: usize) -> Vec<u8> {
@@ -81,7 +71,7 @@ async fn stored_files(db: &TestDb) -> anyhow::Result<i64> {
 #[tokio::test]
 async fn an_upload_streams_to_ipfs_and_reads_back_by_cid() -> anyhow::Result<()> {
     let stack = stack().await?;
-    let session = registered(&stack, 0).await?;
+    let session = stack.api.login_registered(&stack.chain.user(0)).await?;
     let token = Some(session.access.as_str());
 
     let bytes = random_bytes(900 * 1024);
@@ -150,7 +140,7 @@ async fn an_upload_streams_to_ipfs_and_reads_back_by_cid() -> anyhow::Result<()>
 async fn uploads_past_the_tier_limits_or_malformed_are_refused_and_nothing_is_recorded()
 -> anyhow::Result<()> {
     let stack = stack().await?;
-    let session = registered(&stack, 1).await?;
+    let session = stack.api.login_registered(&stack.chain.user(1)).await?;
     let token = Some(session.access.as_str());
     let api = &stack.api;
 
@@ -228,7 +218,7 @@ async fn uploads_past_the_tier_limits_or_malformed_are_refused_and_nothing_is_re
         (Some(1), Some(1024 * 1024)),
         "{manage}"
     );
-    let stranger = registered(&stack, 5).await?;
+    let stranger = stack.api.login_registered(&stack.chain.user(5)).await?;
     let path = format!("/storage/manage/{service}/pause");
     assert_eq!(api.post(&path, Some(&stranger.access), &json!({})).await?.0, 404, "not theirs");
     let (status, tx) = api.post(&path, token, &json!({})).await?;
@@ -265,8 +255,11 @@ async fn paid_accounts_keep_files_in_folders_and_nobody_else_sees_them() -> anyh
     use reqwest::Method;
     let stack = stack().await?;
     let api = &stack.api;
-    let (free, paid, other) =
-        (registered(&stack, 2).await?, registered(&stack, 3).await?, registered(&stack, 4).await?);
+    let (free, paid, other) = (
+        stack.api.login_registered(&stack.chain.user(2)).await?,
+        stack.api.login_registered(&stack.chain.user(3)).await?,
+        stack.api.login_registered(&stack.chain.user(4)).await?,
+    );
     let operator = stack.chain.provider_as(stack.chain.role(decentraspace_tests::Role::Operator));
     let accounts =
         AccountRegistry::new(stack.chain.deployment.contracts.account_registry, &operator);

@@ -238,20 +238,25 @@ impl FromRequestParts<AppState> for AdminUser {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let user = AuthUser::from_request_parts(parts, state).await?;
-        // DEFAULT_ADMIN_ROLE (bytes32 zero) on the account registry.
-        let admin = sqlx::query_scalar!(
-            r#"select exists(select 1 from role_members
-                where chain_id = $1 and contract = $2 and role = $3 and account = $4)"#,
-            state.chain_id() as i64,
-            state.deployment.contracts.account_registry.as_slice(),
-            [0u8; 32].as_slice(),
-            user.address.as_slice()
-        )
-        .fetch_one(&state.db)
-        .await?;
-        if admin != Some(true) {
+        if !is_admin(state, user.address).await? {
             return Err(ApiError::Forbidden("this route is for platform admins".into()));
         }
         Ok(Self { address: user.address })
     }
+}
+
+/// Whether `address` holds the platform's admin role on-chain (as indexed).
+pub async fn is_admin(state: &AppState, address: Address) -> Result<bool, ApiError> {
+    // DEFAULT_ADMIN_ROLE (bytes32 zero) on the account registry.
+    let admin = sqlx::query_scalar!(
+        r#"select exists(select 1 from role_members
+            where chain_id = $1 and contract = $2 and role = $3 and account = $4)"#,
+        state.chain_id() as i64,
+        state.deployment.contracts.account_registry.as_slice(),
+        [0u8; 32].as_slice(),
+        address.as_slice()
+    )
+    .fetch_one(&state.db)
+    .await?;
+    Ok(admin == Some(true))
 }

@@ -1,5 +1,6 @@
 //! `/auth/tier`: read one's tier; admins change any account's tier on-chain.
 
+use alloy::primitives::Address;
 use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
 use decentraspace_abi::{AccountRegistry, Tier};
@@ -105,4 +106,17 @@ pub async fn set_tier(
     let outcome = operator.send(registry.setTier(account, tier.into(), expires_at)).await?;
     tracing::info!(target: "api::admin", admin = %admin.address, %account, tier = tier.as_str(), tx = outcome.tx_hash, "tier change sent");
     Ok(Json(outcome))
+}
+
+/// The account's effective tier (`free` or `paid`) at chain time.
+pub async fn effective_tier(state: &AppState, account: Address) -> ApiResult<String> {
+    Ok(sqlx::query_scalar!(
+        r#"select effective_tier(a.tier, a.tier_expires_at, chain_now($1)) as "tier!"
+           from (select 1) one
+           left join accounts a on a.chain_id = $1 and a.address = $2"#,
+        state.chain_id() as i64,
+        account.as_slice()
+    )
+    .fetch_one(&state.db)
+    .await?)
 }

@@ -9,6 +9,7 @@ use sqlx::PgConnection;
 
 use crate::{
     error::{ApiError, ApiResult},
+    routes::tier::effective_tier,
     state::AppState,
 };
 
@@ -65,7 +66,7 @@ pub(super) async fn locked(
 }
 
 pub(super) async fn allowance(state: &AppState, account: Address) -> ApiResult<Allowance> {
-    let tier = tier(state, account).await?;
+    let tier = effective_tier(state, account).await?;
     let used = used_bytes(&mut *state.db.acquire().await?, state, account).await?;
     let (max_file, quota) = limits(state, &tier);
     let left = quota.saturating_sub(used);
@@ -202,7 +203,7 @@ pub(super) async fn record(
     cid: &str,
 ) -> ApiResult<Option<Recorded>> {
     let mut tx = locked(state, account).await?;
-    let (_, quota) = limits(state, &tier(state, account).await?);
+    let (_, quota) = limits(state, &effective_tier(state, account).await?);
     if used_bytes(&mut tx, state, account).await? + size > quota {
         return Ok(None);
     }
@@ -226,17 +227,4 @@ pub(super) async fn record(
     .await?;
     tx.commit().await?;
     Ok(Some(Recorded { id: row.id, access_token: token, created_at: row.created_at }))
-}
-
-/// The account's effective tier (`free` or `paid`) at chain time.
-pub(super) async fn tier(state: &AppState, account: Address) -> ApiResult<String> {
-    Ok(sqlx::query_scalar!(
-        r#"select effective_tier(a.tier, a.tier_expires_at, chain_now($1)) as "tier!"
-           from (select 1) one
-           left join accounts a on a.chain_id = $1 and a.address = $2"#,
-        state.chain_id() as i64,
-        account.as_slice()
-    )
-    .fetch_one(&state.db)
-    .await?)
 }

@@ -156,7 +156,7 @@ fn folder_name(name: &str) -> ApiResult<String> {
 
 /// Folders are for Paid accounts.
 async fn require_paid(state: &AppState, user: &AuthUser) -> ApiResult<()> {
-    let tier = super::account::tier(state, user.address).await?;
+    let tier = crate::routes::tier::effective_tier(state, user.address).await?;
     if tier != "paid" {
         return Err(ApiError::PaidTierRequired(
             "folders are for Paid accounts; upgrade to organise files in folders".into(),

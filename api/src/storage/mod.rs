@@ -3,13 +3,11 @@
 //! service, which is opened on-chain on the first upload (and metered like every service). Paid
 //! accounts keep files in folders. See `docs/adr/0006-storage.md`.
 
-pub mod ipfs;
-
 mod account;
 pub mod folders;
 pub mod manage;
 pub mod shared;
-mod upload;
+pub(crate) mod upload;
 
 use axum::extract::DefaultBodyLimit;
 use chrono::{DateTime, Utc};

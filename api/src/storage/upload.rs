@@ -19,6 +19,7 @@ use super::{
 use crate::{
     auth::AuthUser,
     error::{ApiError, ApiResult, Problem},
+    ipfs::{Added, Ipfs},
     state::AppState,
 };
 
@@ -55,7 +56,7 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 /// A file name safe to keep: its last path segment, without control characters.
-fn file_name(field: &Field<'_>) -> ApiResult<String> {
+pub(crate) fn file_name(field: &Field<'_>) -> ApiResult<String> {
     let raw = field.file_name().unwrap_or_default();
     let name: String = raw
         .rsplit(['/', '\\'])
@@ -91,7 +92,7 @@ fn content_type(field: &Field<'_>, name: &str) -> String {
     }
 }
 
-fn multipart_error(err: axum::extract::multipart::MultipartError) -> ApiError {
+pub(crate) fn multipart_error(err: axum::extract::multipart::MultipartError) -> ApiError {
     ApiError::BadRequest(format!("the upload is not a valid multipart body: {}", err.body_text()))
 }
 
@@ -125,7 +126,7 @@ pub(super) async fn upload(
     }
     // Paused or suspended storage is refused before anything is sent to the node.
     let existing_service = indexed_storage_service(&state, user.address).await?;
-    let mut field = loop {
+    let field = loop {
         let field = multipart
             .next_field()
             .await
@@ -152,43 +153,13 @@ pub(super) async fn upload(
     let name = file_name(&field)?;
     let content_type = content_type(&field, &name);
 
-    // The node reads from a small channel this handler fills from the client: at most
-    // IN_FLIGHT_CHUNKS chunks are held at once, whatever the file's size.
-    let (chunks, received) = mpsc::channel::<Option<Bytes>>(IN_FLIGHT_CHUNKS);
-    let mut adding = AbortOnDrop(tokio::spawn({
-        let (ipfs, name, content_type) = (ipfs.clone(), name.clone(), content_type.clone());
-        async move { ipfs.add(&name, &content_type, node_body(received)).await }
-    }));
-    let mut size: u64 = 0;
-    loop {
-        let chunk = tokio::time::timeout(IDLE_TIMEOUT, field.chunk())
-            .await
-            .map_err(|_| ApiError::BadRequest(format!("the upload stalled for {IDLE_TIMEOUT:?}")))?
-            .map_err(multipart_error)?;
-        let Some(chunk) = chunk else { break };
-        size += chunk.len() as u64;
-        if size > allowance.bytes {
-            // Returning drops `adding`, which breaks the node's request off.
-            return Err(ApiError::TooLarge { slug: allowance.slug, detail: allowance.detail });
-        }
-        if chunks.send(Some(chunk)).await.is_err() {
-            // The node stopped reading: its answer says why.
-            break;
-        }
-    }
-    drop(field);
+    let over = || ApiError::TooLarge { slug: allowance.slug, detail: allowance.detail.clone() };
+    let (added, size) =
+        stream_to_ipfs(&ipfs, field, &name, &content_type, allowance.bytes, over).await?;
     if multipart.next_field().await.map_err(multipart_error)?.is_some() {
+        release(&state, std::slice::from_ref(&added.cid)).await?;
         return Err(ApiError::BadRequest("send one `file` part per upload".into()));
     }
-    // The clean end: only now may the node finish and pin the file.
-    let _ = chunks.send(None).await;
-    let added = (&mut adding.0)
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("the IPFS upload task failed: {e}")))?
-        .map_err(|e| {
-            tracing::warn!(target: "api::storage", err = %e, "IPFS add failed");
-            ApiError::Unavailable("the IPFS node did not store the file; try again".into())
-        })?;
 
     let service_id = match existing_service {
         Some(id) => id,
@@ -227,4 +198,51 @@ pub(super) async fn upload(
             created_at: recorded.created_at,
         }),
     ))
+}
+
+/// Streams a multipart part into the node as one pinned file of at most `max_bytes` (past it,
+/// `over()` is the answer and the node's request is broken off, so nothing is pinned). Answers
+/// what the node stored and the bytes received.
+pub(crate) async fn stream_to_ipfs(
+    ipfs: &Ipfs,
+    mut field: Field<'_>,
+    name: &str,
+    content_type: &str,
+    max_bytes: u64,
+    over: impl Fn() -> ApiError,
+) -> ApiResult<(Added, u64)> {
+    // The node reads from a small channel this handler fills from the client: at most
+    // IN_FLIGHT_CHUNKS chunks are held at once, whatever the file's size.
+    let (chunks, received) = mpsc::channel::<Option<Bytes>>(IN_FLIGHT_CHUNKS);
+    let mut adding = AbortOnDrop(tokio::spawn({
+        let (ipfs, name, content_type) = (ipfs.clone(), name.to_owned(), content_type.to_owned());
+        async move { ipfs.add(&name, &content_type, node_body(received)).await }
+    }));
+    let mut size: u64 = 0;
+    loop {
+        let chunk = tokio::time::timeout(IDLE_TIMEOUT, field.chunk())
+            .await
+            .map_err(|_| ApiError::BadRequest(format!("the upload stalled for {IDLE_TIMEOUT:?}")))?
+            .map_err(multipart_error)?;
+        let Some(chunk) = chunk else { break };
+        size += chunk.len() as u64;
+        if size > max_bytes {
+            // Returning drops `adding`, which breaks the node's request off.
+            return Err(over());
+        }
+        if chunks.send(Some(chunk)).await.is_err() {
+            // The node stopped reading: its answer says why.
+            break;
+        }
+    }
+    // The clean end: only now may the node finish and pin the file.
+    let _ = chunks.send(None).await;
+    let added = (&mut adding.0)
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("the IPFS upload task failed: {e}")))?
+        .map_err(|e| {
+            tracing::warn!(target: "api::storage", err = %e, "IPFS add failed");
+            ApiError::Unavailable("the IPFS node did not store the file; try again".into())
+        })?;
+    Ok((added, size))
 }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, TryStreamExt};
 use serde::{Deserialize, Deserializer};
 
 /// How long the node may look for content before answering (reads only: an `add` lasts as long
@@ -42,8 +42,31 @@ pub struct Ipfs {
     api: String,
 }
 
+/// A directory the node stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedDirectory {
+    /// The directory's CIDv1.
+    pub cid: String,
+    /// Each file's and folder's CIDv1, by its path inside the directory.
+    pub files: std::collections::HashMap<String, String>,
+}
+
+/// What `encodeURIComponent` leaves as is; Kubo's client encodes multipart file names so.
+const URI_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'!')
+    .remove(b'~')
+    .remove(b'*')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')');
+
 #[derive(Deserialize)]
 struct AddLine {
+    #[serde(rename = "Name", default)]
+    name: String,
     #[serde(rename = "Hash")]
     hash: String,
     #[serde(rename = "Size", deserialize_with = "number_or_string")]
@@ -93,6 +116,90 @@ impl Ipfs {
             .mime_str(content_type)
             .map_err(|e| IpfsError::Refused(format!("content type {content_type}: {e}")))?;
         let form = reqwest::multipart::Form::new().part("file", part);
+        // One entry per file; a single file gives one.
+        let added = self
+            .post_add(form)
+            .await?
+            .pop()
+            .ok_or_else(|| IpfsError::Refused("the add reply names no file".into()))?;
+        Ok(Added { cid: added.hash, size: added.size })
+    }
+
+    /// Adds the files under `root` (paths relative to it, with their sizes) as one UnixFS
+    /// directory, pinned, and answers the directory's CIDv1 and each file's. Files stream from
+    /// disk; the multipart body names every folder before its content, as Kubo's own client does.
+    pub async fn add_directory(
+        &self,
+        root: &std::path::Path,
+        files: &[(String, u64)],
+    ) -> Result<AddedDirectory, IpfsError> {
+        // The directory is sent wrapped in one folder, whose entry in the reply is the root.
+        const TOP: &str = "site";
+        let mut folders: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        for (path, _) in files {
+            let mut at = String::new();
+            for segment in path.split('/').rev().skip(1).collect::<Vec<_>>().into_iter().rev() {
+                if !at.is_empty() {
+                    at.push('/');
+                }
+                at.push_str(segment);
+                folders.insert(at.clone());
+            }
+        }
+        let mut form = reqwest::multipart::Form::new();
+        let mut index = 0usize;
+        let mut field = |kind: &str| {
+            let name = if index == 0 { kind.to_owned() } else { format!("{kind}-{index}") };
+            index += 1;
+            name
+        };
+        let encoded =
+            |path: &str| percent_encoding::utf8_percent_encode(path, URI_COMPONENT).to_string();
+        let directory = |path: &str| {
+            reqwest::multipart::Part::bytes(Vec::new())
+                .file_name(encoded(path))
+                .mime_str("application/x-directory")
+                .expect("a valid mime type")
+        };
+        form = form.part(field("dir"), directory(TOP));
+        // BTreeSet order puts every folder before the folders inside it.
+        for folder in &folders {
+            form = form.part(field("dir"), directory(&format!("{TOP}/{folder}")));
+        }
+        for (path, size) in files {
+            // Relative paths only: the caller's tree is the one thing read.
+            if path.split('/').any(|s| s.is_empty() || s == "." || s == "..") || path.contains('\\')
+            {
+                return Err(IpfsError::Refused(format!("{path:?} is not a path inside the tree")));
+            }
+            // Each file is opened when its part is sent, so one is open at a time.
+            let full = root.join(path);
+            let content = futures::stream::once(tokio::fs::File::open(full))
+                .map_ok(tokio_util::io::ReaderStream::new)
+                .try_flatten();
+            let body = reqwest::Body::wrap_stream(content);
+            let part = reqwest::multipart::Part::stream_with_length(body, *size)
+                .file_name(encoded(&format!("{TOP}/{path}")))
+                .mime_str("application/octet-stream")
+                .expect("a valid mime type");
+            form = form.part(field("file"), part);
+        }
+        let mut added = AddedDirectory { cid: String::new(), files: Default::default() };
+        for entry in self.post_add(form).await? {
+            if entry.name == TOP {
+                added.cid = entry.hash;
+            } else if let Some(path) = entry.name.strip_prefix(&format!("{TOP}/")) {
+                added.files.insert(path.to_owned(), entry.hash);
+            }
+        }
+        if added.cid.is_empty() {
+            return Err(IpfsError::Refused("the add reply names no root directory".into()));
+        }
+        Ok(added)
+    }
+
+    /// Posts `form` to `add` (CIDv1, pinned) and reads the reply: one JSON line per entry.
+    async fn post_add(&self, form: reqwest::multipart::Form) -> Result<Vec<AddLine>, IpfsError> {
         let response = self
             .http
             .post(format!("{}/api/v0/add", self.api))
@@ -107,11 +214,13 @@ impl Ipfs {
             .await
             .map_err(|e| IpfsError::Unreachable(error_chain(&e)))?;
         let text = reply(response).await?;
-        // One JSON line per entry; a single file gives one.
-        let line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
-        let added: AddLine = serde_json::from_str(line)
-            .map_err(|e| IpfsError::Refused(format!("unreadable add reply {line:?}: {e}")))?;
-        Ok(Added { cid: added.hash, size: added.size })
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|line| {
+                serde_json::from_str(line)
+                    .map_err(|e| IpfsError::Refused(format!("unreadable add reply {line:?}: {e}")))
+            })
+            .collect()
     }
 
     /// Removes the pin of `cid` (its blocks become garbage the node may collect).

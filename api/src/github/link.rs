@@ -1,0 +1,334 @@
+//! `/github/link`: link GitHub accounts through GitHub's OAuth web flow, list them and their
+//! repositories; `/github/unlink`: unlink one.
+//!
+//! The flow: `POST /github/link` answers the authorize URL with a signed state bound to the
+//! caller; GitHub sends the browser back to the frontend with `code` and `state`, which the
+//! frontend posts to `POST /github/link/callback` with the caller's token. Requiring both the
+//! caller's token and a state made for the caller means nobody can link their GitHub account
+//! into someone else's platform account. A GitHub identity linked elsewhere moves to the caller
+//! (they proved control of it just now); the other account's sites stop deploying from it.
+
+use alloy::primitives::Address;
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{client::Repository, github, github_error};
+use crate::{
+    auth::AuthUser,
+    error::{ApiError, ApiResult, Problem},
+    routes::tier::effective_tier,
+    state::AppState,
+};
+
+/// Linked accounts a tier includes.
+fn link_limit(tier: &str) -> i64 {
+    if tier == "paid" { 3 } else { 1 }
+}
+
+/// A linked GitHub account.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LinkedAccount {
+    /// The link's id.
+    pub id: i64,
+    /// GitHub's user id.
+    pub github_id: i64,
+    /// The GitHub login.
+    pub login: String,
+    /// When it was linked.
+    pub linked_at: DateTime<Utc>,
+    /// Sites deploying from it.
+    pub sites: Vec<String>,
+}
+
+/// Where to send the user to authorize the platform.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LinkStart {
+    /// GitHub's authorize page, carrying `state`.
+    pub authorize_url: String,
+    /// The state GitHub sends back; post it with the code to `/github/link/callback`.
+    pub state: String,
+    /// When the state stops being accepted.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What GitHub sent the browser back with.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LinkCallback {
+    /// The authorization code.
+    pub code: String,
+    /// The state from `POST /github/link`.
+    pub state: String,
+}
+
+/// Which link to remove.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Unlink {
+    /// The link's id.
+    pub id: i64,
+}
+
+async fn linked_count(
+    conn: &mut sqlx::PgConnection,
+    state: &AppState,
+    account: Address,
+) -> ApiResult<i64> {
+    Ok(sqlx::query_scalar!(
+        r#"select count(*) as "n!" from github_accounts
+           where chain_id = $1 and account = $2 and unlinked_at is null"#,
+        state.chain_id() as i64,
+        account.as_slice()
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
+fn over_limit(tier: &str) -> ApiError {
+    ApiError::Forbidden(format!(
+        "the {tier} tier links up to {} GitHub accounts: unlink one{}",
+        link_limit(tier),
+        if tier == "paid" { "" } else { ", or upgrade to link up to 3" }
+    ))
+}
+
+/// The caller's linked GitHub accounts.
+#[utoipa::path(get, path = "/github/link", tag = "github", security(("bearer" = [])),
+    responses((status = 200, body = Vec<LinkedAccount>),
+        (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn list(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> ApiResult<Json<Vec<LinkedAccount>>> {
+    let rows = sqlx::query!(
+        r#"select g.id, g.github_id, g.login, g.linked_at,
+                  coalesce(array_agg(s.name order by s.name) filter (where s.name is not null), '{}') as "sites!"
+           from github_accounts g
+           left join sites s on s.github_account_id = g.id
+           where g.chain_id = $1 and g.account = $2 and g.unlinked_at is null
+           group by g.id order by g.id"#,
+        state.chain_id() as i64,
+        user.address.as_slice()
+    )
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|r| LinkedAccount {
+                id: r.id,
+                github_id: r.github_id,
+                login: r.login,
+                linked_at: r.linked_at,
+                sites: r.sites,
+            })
+            .collect(),
+    ))
+}
+
+/// Starts linking a GitHub account: the authorize URL to send the user to.
+#[utoipa::path(post, path = "/github/link", tag = "github", security(("bearer" = [])),
+    responses((status = 200, body = LinkStart),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The tier links no more accounts", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 503, description = "GitHub is not configured", body = Problem,
+            content_type = "application/problem+json")))]
+pub(super) async fn start(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> ApiResult<Json<LinkStart>> {
+    let github = github(&state)?;
+    let tier = effective_tier(&state, user.address).await?;
+    let count = linked_count(&mut *state.db.acquire().await?, &state, user.address).await?;
+    if count >= link_limit(&tier) {
+        return Err(over_limit(&tier));
+    }
+    let now = Utc::now();
+    let link_state = state.sealer.state(user.address, now.timestamp());
+    Ok(Json(LinkStart {
+        authorize_url: github.authorize_url(&link_state),
+        state: link_state,
+        expires_at: now + chrono::Duration::seconds(super::seal::STATE_TTL_SECS),
+    }))
+}
+
+/// Finishes linking: exchanges GitHub's code and records the identity with its token, sealed.
+#[utoipa::path(post, path = "/github/link/callback", tag = "github", security(("bearer" = [])),
+    request_body = LinkCallback,
+    responses((status = 201, body = LinkedAccount),
+        (status = 400, description = "A state not made for the caller, or expired", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "GitHub refused the code", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn callback(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Json(body): Json<LinkCallback>,
+) -> ApiResult<(axum::http::StatusCode, Json<LinkedAccount>)> {
+    let github = github(&state)?;
+    if !state.sealer.check_state(&body.state, user.address, Utc::now().timestamp()) {
+        return Err(ApiError::BadRequest(
+            "the state is not one this account started, or it expired: start again".into(),
+        ));
+    }
+    if body.code.is_empty() || body.code.len() > 256 {
+        return Err(ApiError::BadRequest("`code` is GitHub's authorization code".into()));
+    }
+    let token = github.exchange_code(&body.code).await.map_err(github_error)?;
+    let identity = github.user(&token).await.map_err(github_error)?;
+    let tier = effective_tier(&state, user.address).await?;
+    let chain = state.chain_id() as i64;
+
+    let mut tx = state.db.begin().await?;
+    // One link at a time per account (its limit is checked inside)…
+    sqlx::query(
+        "select pg_advisory_xact_lock(hashtextextended('github:' || encode($1, 'hex'), 0))",
+    )
+    .bind(user.address.as_slice())
+    .execute(&mut *tx)
+    .await?;
+    // …and per GitHub identity, taken second: two accounts linking it at once go one after the
+    // other instead of racing to the unique index.
+    sqlx::query(
+        "select pg_advisory_xact_lock(hashtextextended('github-id:' || $1::text || ':' || $2::text, 0))",
+    )
+    .bind(chain)
+    .bind(identity.id)
+    .execute(&mut *tx)
+    .await?;
+    let current = sqlx::query!(
+        "select id, account from github_accounts
+         where chain_id = $1 and github_id = $2 and unlinked_at is null for update",
+        chain,
+        identity.id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let relink_here = current.as_ref().is_some_and(|c| c.account == user.address.as_slice());
+    if !relink_here && linked_count(&mut tx, &state, user.address).await? >= link_limit(&tier) {
+        return Err(over_limit(&tier));
+    }
+    if let Some(previous) = &current {
+        // Linked here already (a fresh token) or elsewhere (it moves): the old link ends.
+        sqlx::query!(
+            "update github_accounts set unlinked_at = now(), token_sealed = ''::bytea where id = $1",
+            previous.id
+        )
+            .execute(&mut *tx)
+            .await?;
+        if !relink_here {
+            sqlx::query!(
+                "update sites set github_account_id = null where github_account_id = $1",
+                previous.id
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    let sealed = state.sealer.seal(&token, user.address, identity.id);
+    let id = sqlx::query_scalar!(
+        "insert into github_accounts (chain_id, account, github_id, login, token_sealed)
+         values ($1, $2, $3, $4, $5) returning id",
+        chain,
+        user.address.as_slice(),
+        identity.id,
+        identity.login,
+        sealed
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if let Some(previous) = current.filter(|_| relink_here) {
+        // The account's sites keep deploying, now with the fresh token.
+        sqlx::query!(
+            "update sites set github_account_id = $2 where github_account_id = $1",
+            previous.id,
+            id
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    let linked = list(State(state), user).await?.0.into_iter().find(|l| l.id == id);
+    let linked = linked.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("link {id} vanished")))?;
+    Ok((axum::http::StatusCode::CREATED, Json(linked)))
+}
+
+/// The caller's link `id` with its token, or 404.
+pub(super) async fn token_of(
+    state: &AppState,
+    account: Address,
+    id: i64,
+) -> ApiResult<(i64, secrecy::SecretString)> {
+    let row = sqlx::query!(
+        "select github_id, token_sealed from github_accounts
+         where id = $1 and chain_id = $2 and account = $3 and unlinked_at is null",
+        id,
+        state.chain_id() as i64,
+        account.as_slice()
+    )
+    .fetch_optional(&state.db)
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("you have no linked GitHub account {id}")))?;
+    let token = state
+        .sealer
+        .open(&row.token_sealed, account, row.github_id)
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("link {id}: {e}")))?;
+    Ok((row.github_id, token))
+}
+
+/// The repositories a linked account can read.
+#[utoipa::path(get, path = "/github/link/{id}/repositories", tag = "github", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The link")),
+    responses((status = 200, body = Vec<Repository>),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "GitHub no longer accepts the token: link again", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn repositories(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Vec<Repository>>> {
+    let github = github(&state)?;
+    let (_, token) = token_of(&state, user.address, id).await?;
+    Ok(Json(github.repositories(&token).await.map_err(github_error)?))
+}
+
+/// Unlinks a GitHub account: its token is forgotten and its sites stop deploying from it.
+#[utoipa::path(post, path = "/github/unlink", tag = "github", security(("bearer" = [])),
+    request_body = Unlink,
+    responses((status = 204, description = "Unlinked"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn unlink(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Json(body): Json<Unlink>,
+) -> ApiResult<axum::http::StatusCode> {
+    let mut tx = state.db.begin().await?;
+    // The sealed token goes too: an unlinked account's token is never used again.
+    let unlinked = sqlx::query!(
+        "update github_accounts set unlinked_at = now(), token_sealed = ''::bytea
+         where id = $1 and chain_id = $2 and account = $3 and unlinked_at is null",
+        body.id,
+        state.chain_id() as i64,
+        user.address.as_slice()
+    )
+    .execute(&mut *tx)
+    .await?;
+    if unlinked.rows_affected() == 0 {
+        return Err(ApiError::NotFound(format!("you have no linked GitHub account {}", body.id)));
+    }
+    sqlx::query!("update sites set github_account_id = null where github_account_id = $1", body.id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}

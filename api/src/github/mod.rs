@@ -1,0 +1,60 @@
+//! GitHub: linked accounts (OAuth web flow; tokens sealed at rest), deployments from a linked
+//! repository, and the push webhook that deploys a site's production branch again. The deploy job
+//! itself is hosting's (`crate::hosting`): GitHub only supplies the source tarball.
+
+pub mod client;
+pub mod deploy;
+pub mod link;
+pub mod seal;
+pub mod webhook;
+
+use axum::extract::DefaultBodyLimit;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{error::ApiError, state::AppState};
+use client::{GitHub, GitHubError};
+
+/// The largest webhook delivery GitHub sends (its documented cap).
+const MAX_DELIVERY_BYTES: usize = 25 * 1024 * 1024;
+
+/// The GitHub routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(link::list, link::start))
+        .routes(routes!(link::callback))
+        .routes(routes!(link::repositories))
+        .routes(routes!(link::unlink))
+        .routes(routes!(deploy::deploy))
+}
+
+/// The webhook, outside the API's 1 MiB body limit (push payloads can be larger).
+pub fn webhook_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(webhook::webhook))
+        .layer(DefaultBodyLimit::max(MAX_DELIVERY_BYTES))
+}
+
+/// The configured GitHub client, or 503.
+fn github(state: &AppState) -> Result<&dyn GitHub, ApiError> {
+    state
+        .github
+        .as_deref()
+        .ok_or_else(|| ApiError::Unavailable("GitHub is not configured on this server".into()))
+}
+
+/// What a client is told when GitHub fails.
+fn github_error(err: GitHubError) -> ApiError {
+    match err {
+        GitHubError::Unavailable(reason) => {
+            tracing::warn!(target: "api::github", %reason, "GitHub unavailable");
+            ApiError::Unavailable("GitHub did not answer; try again".into())
+        }
+        GitHubError::Unauthorized(_) => ApiError::Conflict(
+            "GitHub no longer accepts this account's token: link the account again".into(),
+        ),
+        GitHubError::Refused(reason) => ApiError::Unprocessable {
+            slug: "github-refused",
+            detail: format!("GitHub refused: {reason}"),
+        },
+    }
+}

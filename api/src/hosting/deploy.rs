@@ -1,0 +1,277 @@
+//! `/hosting/deploy`: deploy a site from an uploaded archive (queued for the deploy job), read a
+//! deployment with its log, list a site's deployments, and roll back to an earlier one.
+
+use axum::{
+    Json,
+    extract::{Multipart, Path, Query, State, multipart::Field},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::{
+    Deployment, DeploymentPage,
+    sites::{self, claim, hosting_service},
+};
+use crate::{
+    auth::AuthUser,
+    error::{ApiError, ApiResult, Problem},
+    routes::page_limit,
+    state::AppState,
+    storage::upload::{multipart_error, stream_to_ipfs},
+};
+
+/// The longest text part taken (a site name, an output folder).
+const MAX_TEXT_PART: usize = 256;
+
+/// Deploys a static site from an archive. Send `multipart/form-data` with a `site` part (the
+/// site's name: a DNS label, claimed on the first deployment), optionally `output_dir` (the
+/// folder to serve; detected otherwise) and `spa_fallback` (`true`/`false`), then an `archive`
+/// part holding a tar.gz or zip. The archive is stored, then unpacked and published by the deploy
+/// job: follow the deployment at the `Location` answered.
+#[utoipa::path(post, path = "/hosting/deploy", tag = "hosting", security(("bearer" = [])),
+    request_body(content_type = "multipart/form-data",
+        description = "`site`, optional `output_dir` and `spa_fallback`, then `archive` (tar.gz or zip)"),
+    responses(
+        (status = 202, description = "Queued", body = Deployment),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The tier hosts no more sites", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 409, description = "The name is taken, or the site's service is not active",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The archive is over the limit", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn deploy(
+    State(state): State<AppState>,
+    user: AuthUser,
+    mut multipart: Multipart,
+) -> ApiResult<(StatusCode, HeaderMap, Json<Deployment>)> {
+    let ipfs = state
+        .ipfs
+        .clone()
+        .ok_or_else(|| ApiError::Unavailable("no IPFS node is configured".into()))?;
+    let (mut name, mut output_dir, mut spa) = (None, None, None);
+    let field = loop {
+        let field = multipart
+            .next_field()
+            .await
+            .map_err(multipart_error)?
+            .ok_or_else(|| ApiError::BadRequest("the deploy has no `archive` part".into()))?;
+        let part = field.name().unwrap_or_default().to_owned();
+        if part == "archive" {
+            break field;
+        }
+        let text = short_text(field, &part).await?;
+        match part.as_str() {
+            "site" => name = Some(text.trim().to_owned()),
+            "output_dir" => output_dir = Some(text.trim().trim_matches('/').to_owned()),
+            "spa_fallback" => {
+                spa = Some(text.trim().parse::<bool>().map_err(|_| {
+                    ApiError::BadRequest("`spa_fallback` is `true` or `false`".into())
+                })?);
+            }
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unexpected part {other:?}: send `site`, optionally `output_dir` and \
+                     `spa_fallback`, then `archive`"
+                )));
+            }
+        }
+    };
+    let name = name.ok_or_else(|| {
+        ApiError::BadRequest("send the `site` part (the site's name) before `archive`".into())
+    })?;
+    let output_dir = output_dir.filter(|d| !d.is_empty());
+    let site = claim(&state, user.address, &name, spa, output_dir.as_deref()).await?;
+    if let Err(err) = hosting_service(&state, &site).await {
+        sites::release_unused(&state, &site).await?;
+        return Err(err);
+    }
+
+    let limit = state.config.deploy_max_archive_bytes;
+    let over = || ApiError::TooLarge {
+        slug: "archive-too-large",
+        detail: format!("a site's archive may have up to {limit} bytes"),
+    };
+    let (added, _size) =
+        stream_to_ipfs(&ipfs, field, "archive", "application/octet-stream", limit, over).await?;
+    if multipart.next_field().await.map_err(multipart_error)?.is_some() {
+        ipfs.unpin(&added.cid).await.ok();
+        return Err(ApiError::BadRequest("send one `archive` part, last".into()));
+    }
+    let id = sqlx::query_scalar!(
+        "insert into deployments (site_id, source, archive_cid) values ($1, 'upload', $2)
+         returning id",
+        site.id,
+        added.cid
+    )
+    .fetch_one(&state.db)
+    .await?;
+    let deployment = load(&state, id).await?;
+    let mut headers = HeaderMap::new();
+    if let Ok(location) = HeaderValue::from_str(&format!("/hosting/deploy/{id}")) {
+        headers.insert(header::LOCATION, location);
+    }
+    Ok((StatusCode::ACCEPTED, headers, Json(deployment)))
+}
+
+/// A text part of at most [`MAX_TEXT_PART`] bytes, read no further than that.
+async fn short_text(mut field: Field<'_>, part: &str) -> ApiResult<String> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        if bytes.len() + chunk.len() > MAX_TEXT_PART {
+            return Err(ApiError::BadRequest(format!("`{part}` is over {MAX_TEXT_PART} bytes")));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes).map_err(|_| ApiError::BadRequest(format!("`{part}` is not UTF-8")))
+}
+
+/// A deployment, as its owner sees it.
+pub async fn load(state: &AppState, id: i64) -> ApiResult<Deployment> {
+    let d = sqlx::query!(
+        r#"select d.id, s.name as site, d.source, d.state, coalesce(s.current_deployment_id = d.id, false) as "current!",
+                  d.repository, d.git_ref, d.commit_sha, d.content_id, d.files, d.size_bytes,
+                  d.error, d.log, d.created_at, d.finished_at
+           from deployments d join sites s on s.id = d.site_id
+           where d.id = $1"#,
+        id
+    )
+    .fetch_one(&state.db)
+    .await?;
+    Ok(Deployment {
+        id: d.id,
+        site: d.site,
+        source: d.source,
+        state: d.state,
+        current: d.current,
+        repository: d.repository,
+        git_ref: d.git_ref,
+        commit: d.commit_sha,
+        cid: d.content_id,
+        files: d.files,
+        size: d.size_bytes,
+        error: d.error,
+        log: d.log,
+        created_at: d.created_at,
+        finished_at: d.finished_at,
+    })
+}
+
+/// The deployment `id` when it is one of the caller's sites', else 404.
+async fn owned_deployment(state: &AppState, user: &AuthUser, id: i64) -> ApiResult<Deployment> {
+    let owner = sqlx::query_scalar!(
+        "select s.account from deployments d join sites s on s.id = d.site_id
+         where d.id = $1 and s.chain_id = $2",
+        id,
+        state.chain_id() as i64
+    )
+    .fetch_optional(&state.db)
+    .await?;
+    match owner {
+        Some(owner) if owner == user.address.as_slice() => load(state, id).await,
+        _ => Err(ApiError::NotFound(format!("you have no deployment {id}"))),
+    }
+}
+
+/// One of the caller's deployments, with its state and log.
+#[utoipa::path(get, path = "/hosting/deploy/{id}", tag = "hosting", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The deployment")),
+    responses((status = 200, body = Deployment),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn deployment(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Deployment>> {
+    Ok(Json(owned_deployment(&state, &user, id).await?))
+}
+
+/// Which site's deployments, and the page.
+#[derive(Debug, Deserialize, IntoParams)]
+pub(super) struct HistoryQuery {
+    /// The site's name.
+    site: String,
+    /// Deployments per page (1–500, default 50).
+    limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// A site's deployments, newest first.
+#[utoipa::path(get, path = "/hosting/deploy", tag = "hosting", security(("bearer" = [])),
+    params(HistoryQuery),
+    responses((status = 200, body = DeploymentPage),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub(super) async fn history(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(query): Query<HistoryQuery>,
+) -> ApiResult<Json<DeploymentPage>> {
+    let limit = page_limit(query.limit)?;
+    let cursor = match &query.cursor {
+        Some(c) => Some(c.parse::<i64>().map_err(|_| {
+            ApiError::BadRequest(format!("invalid cursor {c:?}: pass the next_cursor of a page"))
+        })?),
+        None => None,
+    };
+    let site = sites::owned(&state, user.address, &query.site).await?;
+    let ids = sqlx::query_scalar!(
+        "select id from deployments where site_id = $1 and id < coalesce($2, 9223372036854775807)
+         order by id desc limit $3",
+        site.id,
+        cursor,
+        limit + 1
+    )
+    .fetch_all(&state.db)
+    .await?;
+    let more = ids.len() as i64 > limit;
+    let mut items = Vec::with_capacity(ids.len());
+    for id in ids.iter().take(limit as usize) {
+        items.push(load(&state, *id).await?);
+    }
+    let next_cursor = if more { items.last().map(|d| d.id.to_string()) } else { None };
+    Ok(Json(DeploymentPage { items, next_cursor }))
+}
+
+/// Serves an earlier live deployment of the site again (or the newest one once more).
+#[utoipa::path(post, path = "/hosting/deploy/{id}/rollback", tag = "hosting", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The deployment to serve")),
+    responses((status = 200, body = Deployment),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The deployment never went live", body = Problem,
+            content_type = "application/problem+json")))]
+pub(super) async fn rollback(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Deployment>> {
+    let deployment = owned_deployment(&state, &user, id).await?;
+    if deployment.state != "live" {
+        return Err(ApiError::Conflict(format!(
+            "deployment {id} is {}: only a deployment that went live can be served",
+            deployment.state
+        )));
+    }
+    sqlx::query!(
+        "update sites set current_deployment_id = $1
+         where id = (select site_id from deployments where id = $1)",
+        id
+    )
+    .execute(&state.db)
+    .await?;
+    sqlx::query!(
+        "update deployments set log = log || $2 where id = $1",
+        id,
+        "served again (rollback)\n"
+    )
+    .execute(&state.db)
+    .await?;
+    Ok(Json(load(&state, id).await?))
+}

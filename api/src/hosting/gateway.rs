@@ -1,0 +1,493 @@
+//! The gateway: serves each site's current deployment by `Host` (`<site>.<SITES_DOMAIN>`).
+//!
+//! A path resolves against the deployment's file list (recorded when it went live), so no
+//! request probes IPFS for what is not there: the file itself, then its folder's `index.html`;
+//! failing both, the site's own `404.html`, else `index.html` for a page path when the site is a
+//! single-page application, else a 404 page. Bytes stream from the IPFS node. Every file is tagged
+//! with its CID (`ETag`), so a client revalidates for free and a changed file is a new tag.
+//! Unknown sites answer 404, expired or cancelled ones 410, paused or suspended ones 503, each
+//! with a page that says so. Every request is recorded for the site's analytics.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{ConnectInfo, Request, State},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use chrono::Utc;
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::file_cache::{FileCache, MAX_FILE as MAX_CACHED_FILE};
+use crate::state::AppState;
+
+/// Requests buffered for the analytics writer before new ones are dropped (counted in a metric).
+const LOG_BUFFER: usize = 65_536;
+/// How often buffered requests are written.
+const LOG_FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// The gateway's shared state.
+#[derive(Clone)]
+struct Gateway {
+    state: AppState,
+    hits: mpsc::Sender<Hit>,
+    /// A daily visitor hash is salted with this (derived from the JWT secret), so the stored
+    /// hashes name no one and cannot be joined across days.
+    salt: [u8; 32],
+    /// Small files by CID.
+    files: std::sync::Arc<FileCache>,
+}
+
+/// One request served, for analytics.
+#[derive(Debug)]
+struct Hit {
+    site_id: i64,
+    at: chrono::DateTime<Utc>,
+    status: u16,
+    bytes: u64,
+    latency_us: u64,
+    visitor: i64,
+}
+
+/// The gateway's router, and the task that writes its request log (run it alongside).
+pub fn router(state: AppState) -> (Router, impl Future<Output = ()>) {
+    let (hits, received) = mpsc::channel(LOG_BUFFER);
+    let salt: [u8; 32] = Sha256::new()
+        .chain_update(b"decentraspace visitor salt\0")
+        .chain_update(state.config.jwt_secret.expose_secret().as_bytes())
+        .finalize()
+        .into();
+    let writer = write_hits(state.clone(), received);
+    let gateway = Gateway { state, hits, salt, files: Default::default() };
+    (Router::new().fallback(serve).with_state(gateway), writer)
+}
+
+/// Serves the gateway on `listener` until `shutdown`.
+pub async fn serve_gateway(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (router, writer) = router(state);
+    let writer = tokio::spawn(writer);
+    let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await;
+    writer.abort();
+    Ok(served?)
+}
+
+/// The site label of a `Host` under the sites domain (`my-site.decentraspace.site[:port]`).
+fn site_label<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
+    let host = host
+        .rsplit_once(':')
+        .map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let label = host.strip_suffix(domain)?.strip_suffix('.')?;
+    (!label.is_empty() && !label.contains('.')).then_some(label)
+}
+
+/// The path's segments, decoded; `None` for a path that climbs (`..`) or is not UTF-8.
+fn segments(path: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    for raw in path.split('/') {
+        let segment = percent_encoding::percent_decode_str(raw).decode_utf8().ok()?;
+        match segment.as_ref() {
+            "" | "." => {}
+            ".." => return None,
+            s if s.contains('/') || s.contains('\0') => return None,
+            s => out.push(s.to_owned()),
+        }
+    }
+    Some(out)
+}
+
+/// The files that may answer a path, in order.
+fn candidates(path: &str) -> Option<Vec<String>> {
+    let parts = segments(path)?;
+    if parts.is_empty() {
+        return Some(vec!["index.html".into()]);
+    }
+    let joined = parts.join("/");
+    Some(if path.ends_with('/') {
+        vec![format!("{joined}/index.html")]
+    } else {
+        vec![joined.clone(), format!("{joined}/index.html")]
+    })
+}
+
+/// A site as the gateway needs it.
+struct Served {
+    id: i64,
+    spa_fallback: bool,
+    deployment: Option<i64>,
+    state: String,
+    expired: bool,
+}
+
+/// A file of a deployment.
+struct File {
+    path: String,
+    cid: String,
+    size_bytes: i64,
+    content_type: String,
+}
+
+async fn serve(
+    State(gateway): State<Gateway>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let started = Instant::now();
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().host())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let Some(label) = site_label(&host, &gateway.state.config.sites_domain) else {
+        return page(
+            StatusCode::NOT_FOUND,
+            "No site here",
+            "This address is not a DecentraSpace site.",
+        );
+    };
+    let site = match find_site(&gateway.state, label).await {
+        Ok(Some(site)) => site,
+        Ok(None) => {
+            return page(StatusCode::NOT_FOUND, "Site not found", "No site has this name.");
+        }
+        Err(err) => {
+            tracing::warn!(target: "api::gateway", %err, "site lookup failed");
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again",
+                "The site could not be looked up.",
+            );
+        }
+    };
+    let visitor = visitor(&gateway.salt, request.headers(), peer.ip());
+    let response =
+        respond(&gateway, &site, request.method(), request.uri().path(), request.headers()).await;
+    let bytes = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(0);
+    let hit = Hit {
+        site_id: site.id,
+        at: Utc::now(),
+        status: response.status().as_u16(),
+        bytes,
+        latency_us: started.elapsed().as_micros() as u64,
+        visitor,
+    };
+    if gateway.hits.try_send(hit).is_err() {
+        metrics::counter!("gateway_requests_unrecorded_total").increment(1);
+    }
+    response
+}
+
+async fn respond(
+    gateway: &Gateway,
+    site: &Served,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> Response {
+    let state = &gateway.state;
+    if site.expired || site.state == "cancelled" {
+        return page(
+            StatusCode::GONE,
+            "Site expired",
+            "This site is no longer hosted. Its owner can upgrade to bring it back.",
+        );
+    }
+    match site.state.as_str() {
+        "active" => {}
+        "paused" => {
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Site paused",
+                "Its owner has paused this site.",
+            );
+        }
+        _ => {
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Site suspended",
+                "This site is suspended.",
+            );
+        }
+    }
+    let Some(deployment) = site.deployment else {
+        return page(
+            StatusCode::NOT_FOUND,
+            "Nothing deployed yet",
+            "This site has no live deployment yet.",
+        );
+    };
+    if method != Method::GET && method != Method::HEAD {
+        let mut response = page(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method not allowed",
+            "Sites answer GET and HEAD.",
+        );
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    let Some(found) = candidates(path) else {
+        return page(StatusCode::BAD_REQUEST, "Bad path", "This path cannot name a file.");
+    };
+    // What answers, in order: the file, the site's own 404 page, and for a page path (no
+    // extension) of a single-page application, its index.html.
+    let mut wanted: Vec<(String, StatusCode)> =
+        found.into_iter().map(|p| (p, StatusCode::OK)).collect();
+    wanted.push(("404.html".into(), StatusCode::NOT_FOUND));
+    let page_path = !path.rsplit('/').next().unwrap_or_default().contains('.');
+    if site.spa_fallback && page_path {
+        wanted.insert(wanted.len() - 1, ("index.html".into(), StatusCode::OK));
+    }
+    let paths: Vec<String> = wanted.iter().map(|(p, _)| p.clone()).collect();
+    let files = match lookup(state, deployment, &paths).await {
+        Ok(files) => files,
+        Err(err) => {
+            tracing::warn!(target: "api::gateway", %err, "file lookup failed");
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again",
+                "The site could not be read.",
+            );
+        }
+    };
+    let Some((file, status)) = wanted
+        .iter()
+        .find_map(|(w, status)| files.iter().find(|f| &f.path == w).map(|f| (f, *status)))
+    else {
+        return page(StatusCode::NOT_FOUND, "Page not found", "This site has no such page.");
+    };
+    file_response(gateway, file, status, method, headers).await
+}
+
+async fn file_response(
+    gateway: &Gateway,
+    file: &File,
+    status: StatusCode,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Response {
+    let etag = format!("\"{}\"", file.cid);
+    let mut response_headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        response_headers.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&file.content_type) {
+        response_headers.insert(header::CONTENT_TYPE, v);
+    }
+    // Pages revalidate every time (a new deployment must show at once); other files for an hour.
+    let cache = if file.content_type.starts_with("text/html") {
+        "no-cache"
+    } else {
+        "public, max-age=3600"
+    };
+    response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    response_headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    if let Ok(v) = HeaderValue::from_str(&format!("/ipfs/{}", file.cid)) {
+        response_headers.insert("x-ipfs-path", v);
+    }
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if matches && status == StatusCode::OK {
+        return (StatusCode::NOT_MODIFIED, response_headers).into_response();
+    }
+    response_headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(file.size_bytes.max(0) as u64));
+    if method == Method::HEAD {
+        return (status, response_headers).into_response();
+    }
+    if let Some(bytes) = gateway.files.get(&file.cid) {
+        return (status, response_headers, bytes).into_response();
+    }
+    let Some(ipfs) = &gateway.state.ipfs else {
+        return page(StatusCode::SERVICE_UNAVAILABLE, "Try again", "No IPFS node is configured.");
+    };
+    // Small files are read whole and kept; larger ones stream through.
+    if (file.size_bytes as usize) <= MAX_CACHED_FILE {
+        return match ipfs.cat(&file.cid).await {
+            Ok(bytes) => {
+                gateway.files.insert(&file.cid, bytes.clone());
+                (status, response_headers, bytes).into_response()
+            }
+            Err(err) => {
+                tracing::warn!(target: "api::gateway", cid = %file.cid, %err, "cannot read from IPFS");
+                page(StatusCode::BAD_GATEWAY, "Try again", "The site's files could not be read.")
+            }
+        };
+    }
+    match ipfs.cat_stream(&file.cid).await {
+        Ok(stream) => (status, response_headers, Body::from_stream(stream)).into_response(),
+        Err(err) => {
+            tracing::warn!(target: "api::gateway", cid = %file.cid, %err, "cannot read from IPFS");
+            page(StatusCode::BAD_GATEWAY, "Try again", "The site's files could not be read.")
+        }
+    }
+}
+
+async fn find_site(state: &AppState, name: &str) -> sqlx::Result<Option<Served>> {
+    sqlx::query_as!(
+        Served,
+        r#"select s.id, s.spa_fallback, s.current_deployment_id as deployment,
+                  coalesce(v.state, 'opening') as "state!",
+                  coalesce(v.expires_at <= chain_now(s.chain_id)
+                           and effective_tier(a.tier, a.tier_expires_at, chain_now(s.chain_id)) = 'free',
+                           false) as "expired!"
+           from sites s
+           left join services v on v.chain_id = s.chain_id and v.service_id = s.service_id
+           left join accounts a on a.chain_id = s.chain_id and a.address = s.account
+           where s.chain_id = $1 and s.name = $2"#,
+        state.chain_id() as i64,
+        name
+    )
+    .fetch_optional(&state.db)
+    .await
+}
+
+async fn lookup(state: &AppState, deployment: i64, paths: &[String]) -> sqlx::Result<Vec<File>> {
+    sqlx::query_as!(
+        File,
+        "select path, cid, size_bytes, content_type from deployment_files
+         where deployment_id = $1 and path = any($2)",
+        deployment,
+        paths
+    )
+    .fetch_all(&state.db)
+    .await
+}
+
+/// A small HTML page for what the gateway itself answers.
+fn page(status: StatusCode, title: &str, text: &str) -> Response {
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+         <body><h1>{title}</h1><p>{text}</p><p><small>{} · DecentraSpace</small></p></body></html>\n",
+        status.as_u16()
+    );
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")],
+        body,
+    )
+        .into_response()
+}
+
+/// The visitor's daily hash: the client's address (the first `X-Forwarded-For` hop when a proxy
+/// put one, else the peer) and user agent, salted and dated.
+fn visitor(salt: &[u8; 32], headers: &HeaderMap, peer: IpAddr) -> i64 {
+    let forwarded = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse::<IpAddr>().ok());
+    let ip = forwarded.unwrap_or(peer);
+    let agent = headers.get(header::USER_AGENT).map(HeaderValue::as_bytes).unwrap_or_default();
+    let digest = Sha256::new()
+        .chain_update(salt)
+        .chain_update(Utc::now().date_naive().to_string())
+        .chain_update(ip.to_string())
+        .chain_update([0])
+        .chain_update(agent)
+        .finalize();
+    i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// Writes the buffered requests every second, in one statement per flush.
+async fn write_hits(state: AppState, mut received: mpsc::Receiver<Hit>) {
+    let mut batch = Vec::new();
+    loop {
+        let deadline = tokio::time::sleep(LOG_FLUSH_EVERY);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                hit = received.recv() => match hit {
+                    Some(hit) => batch.push(hit),
+                    None => break,
+                },
+                () = &mut deadline => break,
+            }
+        }
+        if batch.is_empty() {
+            if received.is_closed() {
+                return;
+            }
+            continue;
+        }
+        let (mut ids, mut ats, mut statuses) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut bytes, mut latencies, mut visitors) = (Vec::new(), Vec::new(), Vec::new());
+        for hit in batch.drain(..) {
+            ids.push(hit.site_id);
+            ats.push(hit.at);
+            statuses.push(hit.status as i16);
+            bytes.push(hit.bytes as i64);
+            latencies.push(i32::try_from(hit.latency_us).unwrap_or(i32::MAX));
+            visitors.push(hit.visitor);
+        }
+        let written = sqlx::query!(
+            "insert into site_requests (site_id, at, status, bytes, latency_us, visitor)
+             select * from unnest($1::bigint[], $2::timestamptz[], $3::smallint[], $4::bigint[],
+                                  $5::int[], $6::bigint[])",
+            &ids,
+            &ats,
+            &statuses,
+            &bytes,
+            &latencies,
+            &visitors
+        )
+        .execute(&state.db)
+        .await;
+        if let Err(err) = written {
+            tracing::warn!(target: "api::gateway", %err, rows = ids.len(), "cannot record requests");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sites_are_told_by_their_host() {
+        let domain = "sites.localhost";
+        assert_eq!(site_label("blog.sites.localhost", domain), Some("blog"));
+        assert_eq!(site_label("blog.sites.localhost:8090", domain), Some("blog"));
+        assert_eq!(site_label("blog.sites.localhost.", domain), Some("blog"));
+        assert_eq!(site_label("sites.localhost", domain), None);
+        assert_eq!(site_label("a.b.sites.localhost", domain), None);
+        assert_eq!(site_label("blogsites.localhost", domain), None);
+        assert_eq!(site_label("blog.example.com", domain), None);
+    }
+
+    #[test]
+    fn paths_resolve_to_files_and_never_climb() {
+        assert_eq!(candidates("/").expect("root"), ["index.html"]);
+        assert_eq!(candidates("/docs/").expect("dir"), ["docs/index.html"]);
+        assert_eq!(candidates("/a/b.css").expect("file"), ["a/b.css", "a/b.css/index.html"]);
+        assert_eq!(
+            candidates("/caf%C3%A9.html").expect("utf-8"),
+            ["café.html", "café.html/index.html"]
+        );
+        assert_eq!(candidates("/./a//b").expect("dots"), ["a/b", "a/b/index.html"]);
+        assert!(candidates("/../etc/passwd").is_none());
+        assert!(candidates("/a/%2e%2e/b").is_none());
+        assert!(candidates("/a%2fb").is_none());
+        assert!(candidates("/%ff").is_none());
+    }
+}

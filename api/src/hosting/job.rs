@@ -1,0 +1,541 @@
+//! The deploy job: takes a queued deployment, fetches its source archive, unpacks it safely, picks
+//! the site's output folder, adds that folder to IPFS as a directory (pinned), and makes it the
+//! site's current deployment, all in one commit at the end.
+//!
+//! Jobs live in the `deployments` table and every API replica runs this loop: a worker claims a
+//! job with `FOR UPDATE SKIP LOCKED` and holds it by a lease it renews while it works. A worker
+//! that dies (kill -9, a lost node) stops renewing; once the lease runs out another worker starts
+//! the job over. Every step can run twice: IPFS content is addressed by its bytes, and the files
+//! and the switch to live are written in the commit that ends the job.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use futures::TryStreamExt;
+use tokio::io::AsyncWriteExt;
+
+use super::unpack::{self, Limits, UnpackError};
+use crate::state::AppState;
+
+/// How long a claimed job stays a worker's without a renewal.
+const LEASE: Duration = Duration::from_secs(60);
+/// How often a working worker renews its lease.
+const RENEW_EVERY: Duration = Duration::from_secs(15);
+/// How often an idle worker looks for work.
+const POLL: Duration = Duration::from_millis(250);
+/// The longest one deployment may take, end to end.
+const DEPLOY_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// Attempts before a job that keeps dying is marked failed.
+const MAX_ATTEMPTS: i32 = 3;
+/// Folders a build usually writes its output to, tried in order when none is configured.
+const OUTPUT_DIRS: &[&str] = &["dist", "build", "public", "out", "_site", "site", "docs"];
+
+/// A claimed job.
+#[derive(Debug)]
+struct Job {
+    id: i64,
+    site_id: i64,
+    source: String,
+    archive_cid: Option<String>,
+    repository: Option<String>,
+    git_ref: Option<String>,
+    commit_sha: Option<String>,
+    github_account_id: Option<i64>,
+    attempts: i32,
+}
+
+/// Why a job failed: what its owner reads.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Failure(String);
+
+impl From<UnpackError> for Failure {
+    fn from(err: UnpackError) -> Self {
+        Self(err.to_string())
+    }
+}
+
+/// Runs deploy jobs until the task is dropped.
+pub async fn run(state: AppState) {
+    loop {
+        match claim(&state).await {
+            Ok(Some(job)) => work(&state, job).await,
+            Ok(None) => tokio::time::sleep(POLL).await,
+            Err(err) => {
+                tracing::warn!(target: "api::deploy", %err, "cannot claim a deploy job");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+async fn claim(state: &AppState) -> sqlx::Result<Option<Job>> {
+    let lease = LEASE.as_secs_f64();
+    sqlx::query_as!(
+        Job,
+        r#"update deployments d
+           set state = 'fetching', lease_until = now() + make_interval(secs => $1),
+               attempts = attempts + 1, updated_at = now()
+           where id = (select id from deployments
+                       where state in ('queued', 'fetching', 'uploading')
+                         and (lease_until is null or lease_until < now())
+                       order by id
+                       for update skip locked
+                       limit 1)
+           returning id, site_id, source, archive_cid, repository, git_ref, commit_sha, github_account_id,
+                     attempts"#,
+        lease
+    )
+    .fetch_optional(&state.db)
+    .await
+}
+
+async fn work(state: &AppState, job: Job) {
+    let id = job.id;
+    // Dropped with this function, whatever ends it: a stopped worker stops renewing.
+    let _renewing = AbortOnDrop(tokio::spawn(renew(state.clone(), id, job.attempts)));
+    let result = if job.attempts > MAX_ATTEMPTS {
+        Err(Failure(format!("gave up after {MAX_ATTEMPTS} attempts that did not finish")))
+    } else {
+        if job.attempts > 1 {
+            log(state, id, &format!("attempt {}: starting over", job.attempts)).await;
+        }
+        // A node that stalls must not hold the job (and this worker) for ever.
+        tokio::time::timeout(DEPLOY_TIMEOUT, deploy(state, &job)).await.unwrap_or_else(|_| {
+            Err(Failure(format!("the deployment took longer than {DEPLOY_TIMEOUT:?}")))
+        })
+    };
+    if let Err(Failure(reason)) = result {
+        tracing::info!(target: "api::deploy", deployment = id, %reason, "deployment failed");
+        // Only while the job is still this attempt's: a worker that lost its lease writes nothing.
+        let failed = sqlx::query!(
+            "update deployments set state = 'failed', error = $3, log = log || $4,
+                                    lease_until = null, finished_at = now(), updated_at = now()
+             where id = $1 and attempts = $2 and state in ('fetching', 'uploading')",
+            id,
+            job.attempts,
+            reason,
+            format!("failed: {reason}\n")
+        )
+        .execute(&state.db)
+        .await;
+        if let Err(err) = failed {
+            tracing::warn!(target: "api::deploy", deployment = id, %err, "cannot record the failure");
+            return;
+        }
+    }
+    release_archive(state, &job).await;
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Keeps the job's lease while the worker runs (as long as the job is still this attempt's).
+async fn renew(state: AppState, id: i64, attempt: i32) {
+    let lease = LEASE.as_secs_f64();
+    loop {
+        tokio::time::sleep(RENEW_EVERY).await;
+        let renewed = sqlx::query!(
+            "update deployments set lease_until = now() + make_interval(secs => $3)
+             where id = $1 and attempts = $2",
+            id,
+            attempt,
+            lease
+        )
+        .execute(&state.db)
+        .await;
+        if let Err(err) = renewed {
+            tracing::warn!(target: "api::deploy", deployment = id, %err, "cannot renew the lease");
+        }
+    }
+}
+
+/// Appends a line to the deployment's log.
+async fn log(state: &AppState, id: i64, line: &str) {
+    let appended = sqlx::query!(
+        "update deployments set log = log || $2 where id = $1",
+        id,
+        format!("{line}\n")
+    )
+    .execute(&state.db)
+    .await;
+    if let Err(err) = appended {
+        tracing::warn!(target: "api::deploy", deployment = id, %err, "cannot append to the log");
+    }
+}
+
+/// Moves the job to `to`, if it is still this attempt's.
+async fn set_state(state: &AppState, job: &Job, to: &str) -> Result<(), Failure> {
+    let moved = sqlx::query!(
+        "update deployments set state = $3, updated_at = now() where id = $1 and attempts = $2",
+        job.id,
+        job.attempts,
+        to
+    )
+    .execute(&state.db)
+    .await
+    .map_err(internal)?;
+    if moved.rows_affected() == 0 {
+        return Err(lost(job));
+    }
+    Ok(())
+}
+
+/// The job went to another worker (this one stalled past its lease).
+fn lost(job: &Job) -> Failure {
+    Failure(format!("attempt {} lost its lease to another worker", job.attempts))
+}
+
+fn internal(err: impl std::fmt::Display) -> Failure {
+    tracing::warn!(target: "api::deploy", %err, "deploy step failed");
+    Failure("an internal error stopped the deployment; deploy again".into())
+}
+
+async fn deploy(state: &AppState, job: &Job) -> Result<(), Failure> {
+    let ipfs = state.ipfs.clone().ok_or_else(|| Failure("no IPFS node is configured".into()))?;
+    let work = tempfile::Builder::new()
+        .prefix("decentraspace-deploy-")
+        .tempdir_in(&state.config.deploy_work_dir)
+        .map_err(internal)?;
+    let archive = work.path().join("archive");
+    match job.source.as_str() {
+        "upload" => {
+            let cid = job.archive_cid.as_deref().ok_or_else(|| Failure("no archive".into()))?;
+            log(state, job.id, &format!("fetching the uploaded archive {cid}")).await;
+            fetch_from_ipfs(state, cid, &archive).await?;
+        }
+        "github" => fetch_from_github(state, job, &archive).await?,
+        other => return Err(Failure(format!("deployments from {other} are not supported"))),
+    }
+
+    let tree = work.path().join("tree");
+    std::fs::create_dir(&tree).map_err(internal)?;
+    let limits = Limits {
+        max_files: state.config.deploy_max_files,
+        max_bytes: state.config.deploy_max_bytes,
+    };
+    let unpacked = tokio::task::spawn_blocking({
+        let (archive, tree) = (archive.clone(), tree.clone());
+        move || unpack::unpack(&archive, &tree, limits)
+    })
+    .await
+    .map_err(internal)??;
+    log(
+        state,
+        job.id,
+        &format!("unpacked {} files, {} bytes", unpacked.files.len(), unpacked.bytes),
+    )
+    .await;
+    for skipped in &unpacked.skipped {
+        log(state, job.id, &format!("skipped {skipped}")).await;
+    }
+
+    let configured = sqlx::query_scalar!("select output_dir from sites where id = $1", job.site_id)
+        .fetch_one(&state.db)
+        .await
+        .map_err(internal)?;
+    let files: Vec<PathBuf> = unpacked.files;
+    let output = output_dir(&tree, &files, configured.as_deref())?;
+    let site_files: Vec<(String, u64)> = files
+        .iter()
+        .filter_map(|f| f.strip_prefix(&output).ok())
+        .map(|rel| {
+            // Unpacked names are checked UTF-8 without backslashes.
+            let path = rel.to_string_lossy().into_owned();
+            let size =
+                std::fs::metadata(tree.join(&output).join(rel)).map(|m| m.len()).unwrap_or(0);
+            (path, size)
+        })
+        .collect();
+    let shown =
+        if output.as_os_str().is_empty() { "/".into() } else { output.display().to_string() };
+    log(state, job.id, &format!("serving {shown} ({} files)", site_files.len())).await;
+
+    set_state(state, job, "uploading").await?;
+    let added = ipfs.add_directory(&tree.join(&output), &site_files).await.map_err(|err| {
+        tracing::warn!(target: "api::deploy", deployment = job.id, %err, "IPFS add failed");
+        Failure("the IPFS node did not take the site; deploy again".into())
+    })?;
+    log(state, job.id, &format!("added to IPFS as {}", added.cid)).await;
+    let published = publish(state, job, &site_files, &added).await;
+    if published.is_err() {
+        release_directory(state, &added.cid).await;
+    }
+    published
+}
+
+/// Records the files and makes the deployment live and current, in one commit, if the job is
+/// still this attempt's.
+async fn publish(
+    state: &AppState,
+    job: &Job,
+    site_files: &[(String, u64)],
+    added: &crate::ipfs::AddedDirectory,
+) -> Result<(), Failure> {
+    let mut paths = Vec::with_capacity(site_files.len());
+    let (mut cids, mut sizes, mut types) = (Vec::new(), Vec::new(), Vec::new());
+    for (path, size) in site_files {
+        let cid = added
+            .files
+            .get(path)
+            .ok_or_else(|| internal(format!("the node's reply lacks {path}")))?;
+        paths.push(path.clone());
+        cids.push(cid.clone());
+        sizes.push(*size as i64);
+        types.push(content_type(path));
+    }
+    let total: i64 = sizes.iter().sum();
+    let mut tx = state.db.begin().await.map_err(internal)?;
+    sqlx::query!("delete from deployment_files where deployment_id = $1", job.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+    sqlx::query!(
+        "insert into deployment_files (deployment_id, path, cid, size_bytes, content_type)
+         select $1, * from unnest($2::text[], $3::text[], $4::bigint[], $5::text[])",
+        job.id,
+        &paths,
+        &cids,
+        &sizes,
+        &types
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(internal)?;
+    let live = sqlx::query!(
+        "update deployments set state = 'live', content_id = $3, files = $4, size_bytes = $5,
+                                log = log || $6, lease_until = null, finished_at = now(),
+                                updated_at = now()
+         where id = $1 and attempts = $2 and state = 'uploading'",
+        job.id,
+        job.attempts,
+        added.cid,
+        paths.len() as i32,
+        total,
+        "live\n"
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(internal)?;
+    if live.rows_affected() == 0 {
+        // Dropping the transaction rolls the files back.
+        return Err(lost(job));
+    }
+    sqlx::query!("update sites set current_deployment_id = $2 where id = $1", job.site_id, job.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+    tx.commit().await.map_err(internal)?;
+    tracing::info!(target: "api::deploy", deployment = job.id, cid = %added.cid, "deployment live");
+    Ok(())
+}
+
+/// Streams the archive `cid` from the node into `to`, within the archive size limit.
+async fn fetch_from_ipfs(state: &AppState, cid: &str, to: &Path) -> Result<(), Failure> {
+    let ipfs = state.ipfs.as_ref().ok_or_else(|| Failure("no IPFS node is configured".into()))?;
+    let stream = ipfs.cat_stream(cid).await.map_err(internal)?;
+    write_bounded(state, stream.map_err(internal), to).await
+}
+
+/// Writes an archive's bytes into `to`, refusing past the archive size limit.
+async fn write_bounded(
+    state: &AppState,
+    stream: impl futures::Stream<Item = Result<bytes::Bytes, Failure>>,
+    to: &Path,
+) -> Result<(), Failure> {
+    let mut stream = std::pin::pin!(stream);
+    let limit = state.config.deploy_max_archive_bytes;
+    let mut file = tokio::fs::File::create(to).await.map_err(internal)?;
+    let mut size = 0u64;
+    while let Some(chunk) = stream.try_next().await? {
+        size += chunk.len() as u64;
+        if size > limit {
+            return Err(Failure(format!("the archive is over {limit} bytes")));
+        }
+        file.write_all(&chunk).await.map_err(internal)?;
+    }
+    file.flush().await.map_err(internal)?;
+    Ok(())
+}
+
+/// Streams the repository's tarball at the deployment's commit from GitHub into `to`, with the
+/// linked account's token, within the archive size limit.
+async fn fetch_from_github(state: &AppState, job: &Job, to: &Path) -> Result<(), Failure> {
+    let github = state.github.as_ref().ok_or_else(|| Failure("GitHub is not configured".into()))?;
+    let (Some(repo), Some(named), Some(link)) =
+        (&job.repository, job.git_ref.as_ref().or(job.commit_sha.as_ref()), job.github_account_id)
+    else {
+        return Err(Failure("the deployment names no repository and commit".into()));
+    };
+    let row = sqlx::query!(
+        "select account, github_id, login, token_sealed, unlinked_at is not null as \"unlinked!\"
+         from github_accounts where id = $1 and chain_id = $2",
+        link,
+        state.chain_id() as i64
+    )
+    .fetch_one(&state.db)
+    .await
+    .map_err(internal)?;
+    if row.unlinked {
+        return Err(Failure(format!("the GitHub account {} was unlinked", row.login)));
+    }
+    let account = alloy::primitives::Address::try_from(row.account.as_slice()).map_err(internal)?;
+    let token = state.sealer.open(&row.token_sealed, account, row.github_id).map_err(internal)?;
+    // The branch (or commit) is resolved here, through GitHub, rather than trusting the commit a
+    // webhook delivery names: a replayed or forged delivery can then only deploy the branch's head.
+    let sha = github.commit(&token, repo, named).await.map_err(|e| Failure(e.to_string()))?;
+    if job.commit_sha.as_deref() != Some(sha.as_str()) {
+        sqlx::query!("update deployments set commit_sha = $2 where id = $1", job.id, sha)
+            .execute(&state.db)
+            .await
+            .map_err(internal)?;
+    }
+    log(state, job.id, &format!("fetching {repo} {named} at {sha} as {}", row.login)).await;
+    let stream = github.tarball(&token, repo, &sha).await.map_err(|e| Failure(e.to_string()))?;
+    write_bounded(state, stream.map_err(|e| Failure(e.to_string())), to).await
+}
+
+/// The folder of the tree to serve: the configured one, else the first of the usual build
+/// folders holding an `index.html`, else the top. A single top folder holding everything (as in
+/// GitHub's tarballs, `<owner>-<repo>-<sha>/`) is looked into first.
+fn output_dir(
+    tree: &Path,
+    files: &[PathBuf],
+    configured: Option<&str>,
+) -> Result<PathBuf, Failure> {
+    let mut top = PathBuf::new();
+    let first: Vec<_> = files.iter().filter_map(|f| f.components().next()).collect();
+    if let Some(only) = first.first()
+        && first.iter().all(|c| c == only)
+        && files.iter().all(|f| f.components().count() > 1)
+    {
+        top.push(only);
+    }
+    if let Some(dir) = configured {
+        let dir = unpack::inside_path(Path::new(dir)).map_err(|_| {
+            Failure(format!("output_dir {dir:?} must be a folder inside the source"))
+        })?;
+        let root = top.join(&dir);
+        if !files.iter().any(|f| f.starts_with(&root)) {
+            return Err(Failure(format!(
+                "the source has no files in output_dir {dir:?}",
+                dir = dir.display()
+            )));
+        }
+        return Ok(root);
+    }
+    let has_index = |dir: &Path| tree.join(dir).join("index.html").is_file();
+    if has_index(&top) {
+        return Ok(top);
+    }
+    for dir in OUTPUT_DIRS {
+        let candidate = top.join(dir);
+        if has_index(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    Err(Failure(format!(
+        "no index.html at the top of the source or in {}; set output_dir",
+        OUTPUT_DIRS.iter().map(|d| format!("{d}/")).collect::<Vec<_>>().join(", ")
+    )))
+}
+
+/// The content type a site's file is served with (text with its charset).
+pub(super) fn content_type(path: &str) -> String {
+    let mime = mime_guess::from_path(path).first_or_octet_stream();
+    let essence = mime.essence_str();
+    if essence.starts_with("text/")
+        || essence == "application/javascript"
+        || essence == "application/json"
+    {
+        format!("{essence}; charset=utf-8")
+    } else {
+        essence.to_owned()
+    }
+}
+
+/// Unpins a site directory that did not go live, unless a live deployment serves the same
+/// content (a deployment of unchanged files has the same CID).
+async fn release_directory(state: &AppState, cid: &str) {
+    let Some(ipfs) = &state.ipfs else { return };
+    let served = sqlx::query_scalar!(
+        r#"select exists(select 1 from deployments where content_id = $1 and state = 'live') as "e!""#,
+        cid
+    )
+    .fetch_one(&state.db)
+    .await;
+    if let Ok(false) = served
+        && let Err(err) = ipfs.unpin(cid).await
+    {
+        tracing::warn!(target: "api::deploy", %cid, %err, "cannot unpin the directory");
+    }
+}
+
+/// Unpins an uploaded archive once its deployment has ended (live or failed): the site's files
+/// are pinned on their own.
+async fn release_archive(state: &AppState, job: &Job) {
+    let (Some(cid), Some(ipfs)) = (&job.archive_cid, &state.ipfs) else { return };
+    let ended = sqlx::query_scalar!(
+        r#"select state in ('live', 'failed') as "ended!" from deployments where id = $1"#,
+        job.id
+    )
+    .fetch_one(&state.db)
+    .await
+    .unwrap_or(false);
+    if ended && let Err(err) = ipfs.unpin(cid).await {
+        tracing::warn!(target: "api::deploy", %cid, %err, "cannot unpin the archive");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(files: &[&str]) -> (tempfile::TempDir, Vec<PathBuf>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for f in files {
+            let path = dir.path().join(f);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, b"x").expect("write");
+        }
+        (dir, files.iter().map(PathBuf::from).collect())
+    }
+
+    #[test]
+    fn the_output_folder_is_found_or_asked_for() {
+        let (dir, files) = tree(&["index.html", "app.js"]);
+        assert_eq!(output_dir(dir.path(), &files, None).expect("top"), PathBuf::new());
+
+        let (dir, files) = tree(&["me-site-abc/README.md", "me-site-abc/dist/index.html"]);
+        assert_eq!(
+            output_dir(dir.path(), &files, None).expect("dist"),
+            PathBuf::from("me-site-abc/dist")
+        );
+        assert_eq!(
+            output_dir(dir.path(), &files, Some("dist")).expect("configured"),
+            PathBuf::from("me-site-abc/dist")
+        );
+        assert!(output_dir(dir.path(), &files, Some("../etc")).is_err());
+        assert!(output_dir(dir.path(), &files, Some("missing")).is_err());
+
+        let (dir, files) = tree(&["src/main.rs", "README.md"]);
+        let err = output_dir(dir.path(), &files, None).expect_err("no index");
+        assert!(err.0.contains("set output_dir"), "{err}");
+    }
+
+    #[test]
+    fn text_is_served_with_its_charset() {
+        assert_eq!(content_type("index.html"), "text/html; charset=utf-8");
+        assert_eq!(content_type("a/app.css"), "text/css; charset=utf-8");
+        assert_eq!(content_type("logo.png"), "image/png");
+        assert_eq!(content_type("blob"), "application/octet-stream");
+    }
+}

@@ -1,0 +1,113 @@
+//! Site hosting: sites (each a hosting service on-chain), their deployments from an uploaded
+//! archive (or GitHub), the deploy job that unpacks a source and adds it to IPFS as a directory,
+//! the gateway that serves each site's current deployment by `Host`, the uptime prober, and the
+//! site analytics they feed. See `docs/adr/0007-hosting.md`.
+
+pub mod analytics;
+mod deploy;
+mod file_cache;
+pub mod gateway;
+mod job;
+pub(crate) mod sites;
+pub mod status;
+pub mod unpack;
+pub mod uptime;
+
+use axum::extract::DefaultBodyLimit;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::state::AppState;
+
+pub use deploy::load as load_deployment;
+pub use job::run as run_deploy_jobs;
+
+/// The hosting routes that take JSON.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(deploy::history))
+        .routes(routes!(deploy::deployment))
+        .routes(routes!(deploy::rollback))
+        .routes(routes!(status::sites))
+        .routes(routes!(status::site))
+        .routes(routes!(status::expiry, status::set_expiry))
+        .routes(routes!(analytics::site_analytics))
+}
+
+/// The upload route, outside the API's body limit and request timeout (the archive limits bound it).
+pub fn streaming_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(deploy::deploy)).layer(DefaultBodyLimit::disable())
+}
+
+/// A deployment of a site.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Deployment {
+    /// The deployment id.
+    pub id: i64,
+    /// The site's name.
+    pub site: String,
+    /// `upload` or `github`.
+    pub source: String,
+    /// `queued`, `fetching`, `uploading`, `live` or `failed`.
+    pub state: String,
+    /// Whether the site serves this deployment now.
+    pub current: bool,
+    /// The repository (GitHub deployments).
+    pub repository: Option<String>,
+    /// The branch or ref asked for (GitHub deployments).
+    pub git_ref: Option<String>,
+    /// The commit deployed (GitHub deployments).
+    pub commit: Option<String>,
+    /// The site's directory on IPFS (CIDv1), once uploaded.
+    pub cid: Option<String>,
+    /// Files deployed.
+    pub files: Option<i32>,
+    /// Their bytes.
+    pub size: Option<i64>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// What the deploy did, line by line.
+    pub log: String,
+    /// When it was asked for.
+    pub created_at: DateTime<Utc>,
+    /// When it went live or failed.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A page of deployments, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeploymentPage {
+    /// The deployments.
+    pub items: Vec<Deployment>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// Queues a deployment of `repository` at `commit` (asked for as `git_ref`) for the deploy job.
+pub(crate) async fn queue_github_deployment(
+    db: impl sqlx::PgExecutor<'_>,
+    site_id: i64,
+    repository: &str,
+    git_ref: &str,
+    commit: &str,
+    github_account_id: i64,
+) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        "insert into deployments (site_id, source, repository, git_ref, commit_sha, github_account_id)
+         values ($1, 'github', $2, $3, $4, $5) returning id",
+        site_id,
+        repository,
+        git_ref,
+        commit,
+        github_account_id
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// The public address of a site.
+pub fn site_url(state: &AppState, name: &str) -> String {
+    state.config.site_url_template.replace("{site}", name)
+}

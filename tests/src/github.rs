@@ -1,0 +1,291 @@
+//! A local HTTP server speaking GitHub's documented OAuth web flow and REST API
+//! (`POST /login/oauth/access_token`, `GET /user`, `GET /user/repos`,
+//! `GET /repos/{owner}/{repo}/commits/{ref}`, `GET /repos/{owner}/{repo}/tarball/{ref}` with its
+//! redirect to a download host), serving repositories whose commits are tarballs the test makes,
+//! and signing webhook deliveries as GitHub does (`X-Hub-Signature-256`, hex HMAC-SHA256).
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use axum::{
+    Form, Json, Router,
+    body::Body,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+/// The fake OAuth app's client id and secret.
+pub const GITHUB_CLIENT_ID: &str = "Iv1.decentraspacefake";
+/// See [`GITHUB_CLIENT_ID`].
+pub const GITHUB_CLIENT_SECRET: &str = "fake-github-client-secret";
+/// The secret webhook deliveries are signed with.
+pub const GITHUB_WEBHOOK_SECRET: &str = "fake-github-webhook-secret";
+
+/// A GitHub user of the fake.
+#[derive(Debug, Clone)]
+struct FakeUser {
+    id: i64,
+    login: String,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Authorization codes not used yet → the user they authorize.
+    codes: Mutex<HashMap<String, FakeUser>>,
+    /// Tokens → users (removing one revokes it).
+    tokens: Mutex<HashMap<String, FakeUser>>,
+    /// `owner/name` → (default branch, readers' logins, branch → head SHA, SHA → tarball).
+    repos: Mutex<HashMap<String, FakeRepo>>,
+    /// Tarball downloads served.
+    downloads: Mutex<u32>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct FakeRepo {
+    default_branch: String,
+    readers: Vec<String>,
+    branches: HashMap<String, String>,
+    tarballs: HashMap<String, Vec<u8>>,
+}
+
+/// The fake GitHub; stops when dropped.
+pub struct FakeGitHub {
+    /// Its base URL (both the OAuth host and the API).
+    pub url: String,
+    inner: Arc<Inner>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeGitHub {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        Json(json!({ "message": message, "documentation_url": "https://docs.github.com/rest" })),
+    )
+        .into_response()
+}
+
+fn bearer_user(inner: &Inner, headers: &HeaderMap) -> Option<FakeUser> {
+    let token = headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")?;
+    inner.tokens.lock().expect("lock").get(token).cloned()
+}
+
+#[derive(Deserialize)]
+struct TokenRequest {
+    client_id: String,
+    client_secret: String,
+    code: String,
+}
+
+async fn access_token(State(inner): State<Arc<Inner>>, Form(form): Form<TokenRequest>) -> Response {
+    if form.client_id != GITHUB_CLIENT_ID || form.client_secret != GITHUB_CLIENT_SECRET {
+        return Json(json!({ "error": "incorrect_client_credentials", "error_description": "The client_id and/or client_secret passed are incorrect." })).into_response();
+    }
+    // A code is good once, as on GitHub.
+    let Some(user) = inner.codes.lock().expect("lock").remove(&form.code) else {
+        return Json(json!({ "error": "bad_verification_code", "error_description": "The code passed is incorrect or expired." })).into_response();
+    };
+    let token = format!("gho_{}", hex::encode(rand::random::<[u8; 16]>()));
+    inner.tokens.lock().expect("lock").insert(token.clone(), user);
+    Json(json!({ "access_token": token, "token_type": "bearer", "scope": "repo,read:user" }))
+        .into_response()
+}
+
+async fn user(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
+    match bearer_user(&inner, &headers) {
+        Some(u) => Json(json!({ "login": u.login, "id": u.id, "type": "User" })).into_response(),
+        None => error(StatusCode::UNAUTHORIZED, "Bad credentials"),
+    }
+}
+
+async fn user_repos(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
+    let Some(u) = bearer_user(&inner, &headers) else {
+        return error(StatusCode::UNAUTHORIZED, "Bad credentials");
+    };
+    let repos = inner.repos.lock().expect("lock");
+    let list: Vec<Value> = repos
+        .iter()
+        .filter(|(_, r)| r.readers.contains(&u.login))
+        .map(|(name, r)| json!({ "full_name": name, "default_branch": r.default_branch, "private": true }))
+        .collect();
+    Json(list).into_response()
+}
+
+/// The repository if `headers`' user may read it.
+fn readable(
+    inner: &Inner,
+    headers: &HeaderMap,
+    owner: &str,
+    repo: &str,
+) -> Result<FakeRepo, (StatusCode, &'static str)> {
+    let u = bearer_user(inner, headers).ok_or((StatusCode::UNAUTHORIZED, "Bad credentials"))?;
+    let repos = inner.repos.lock().expect("lock");
+    match repos.get(&format!("{owner}/{repo}")) {
+        Some(r) if r.readers.contains(&u.login) => Ok(r.clone()),
+        _ => Err((StatusCode::NOT_FOUND, "Not Found")),
+    }
+}
+
+fn resolve(repo: &FakeRepo, git_ref: &str) -> Option<String> {
+    repo.branches
+        .get(git_ref)
+        .cloned()
+        .or_else(|| repo.tarballs.contains_key(git_ref).then(|| git_ref.to_owned()))
+}
+
+async fn commit(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    Path((owner, repo, git_ref)): Path<(String, String, String)>,
+) -> Response {
+    let found = match readable(&inner, &headers, &owner, &repo) {
+        Ok(r) => r,
+        Err((status, message)) => return error(status, message),
+    };
+    match resolve(&found, &git_ref) {
+        Some(sha) => {
+            Json(json!({ "sha": sha, "commit": { "message": "a commit" } })).into_response()
+        }
+        None => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, &format!("No commit found for SHA: {git_ref}"))
+        }
+    }
+}
+
+async fn tarball(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    Path((owner, repo, git_ref)): Path<(String, String, String)>,
+) -> Response {
+    let found = match readable(&inner, &headers, &owner, &repo) {
+        Ok(r) => r,
+        Err((status, message)) => return error(status, message),
+    };
+    let Some(sha) = resolve(&found, &git_ref) else {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    // GitHub answers with a redirect to a short-lived download URL.
+    let location = format!("/_codeload/{owner}/{repo}/legacy.tar.gz/{sha}?token=short-lived");
+    (StatusCode::FOUND, [(header::LOCATION, location)]).into_response()
+}
+
+#[derive(Deserialize)]
+struct CodeloadQuery {
+    token: String,
+}
+
+async fn codeload(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo, sha)): Path<(String, String, String)>,
+    Query(query): Query<CodeloadQuery>,
+) -> Response {
+    if query.token != "short-lived" {
+        return error(StatusCode::FORBIDDEN, "Forbidden");
+    }
+    let repos = inner.repos.lock().expect("lock");
+    match repos.get(&format!("{owner}/{repo}")).and_then(|r| r.tarballs.get(&sha)) {
+        Some(bytes) => {
+            *inner.downloads.lock().expect("lock") += 1;
+            ([(header::CONTENT_TYPE, "application/x-gzip")], Body::from(bytes.clone()))
+                .into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+impl FakeGitHub {
+    /// Starts the fake on a free port.
+    pub async fn start() -> anyhow::Result<Self> {
+        let inner = Arc::new(Inner::default());
+        let app = Router::new()
+            .route("/login/oauth/access_token", post(access_token))
+            .route("/user", get(user))
+            .route("/user/repos", get(user_repos))
+            .route("/repos/{owner}/{repo}/commits/{git_ref}", get(commit))
+            .route("/repos/{owner}/{repo}/tarball/{git_ref}", get(tarball))
+            .route("/_codeload/{owner}/{repo}/legacy.tar.gz/{sha}", get(codeload))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.ok();
+        });
+        Ok(Self { url, inner, server })
+    }
+
+    /// The user `login` (id `id`) authorizes the app: the code GitHub would send back.
+    pub fn authorize(&self, id: i64, login: &str) -> String {
+        let code = hex::encode(rand::random::<[u8; 10]>());
+        self.inner
+            .codes
+            .lock()
+            .expect("lock")
+            .insert(code.clone(), FakeUser { id, login: login.to_owned() });
+        code
+    }
+
+    /// Revokes every token of `login`.
+    pub fn revoke(&self, login: &str) {
+        self.inner.tokens.lock().expect("lock").retain(|_, u| u.login != login);
+    }
+
+    /// A repository `name` (`owner/repo`) readable by `readers`, with `default_branch`.
+    pub fn repository(&self, name: &str, default_branch: &str, readers: &[&str]) {
+        self.inner.repos.lock().expect("lock").insert(
+            name.to_owned(),
+            FakeRepo {
+                default_branch: default_branch.to_owned(),
+                readers: readers.iter().map(|r| (*r).to_owned()).collect(),
+                ..FakeRepo::default()
+            },
+        );
+    }
+
+    /// Pushes a commit `sha` whose tree is the tarball `tar_gz` to `branch`.
+    pub fn push(&self, name: &str, branch: &str, sha: &str, tar_gz: Vec<u8>) {
+        let mut repos = self.inner.repos.lock().expect("lock");
+        let repo = repos.get_mut(name).expect("a repository made with `repository`");
+        repo.branches.insert(branch.to_owned(), sha.to_owned());
+        repo.tarballs.insert(sha.to_owned(), tar_gz);
+    }
+
+    /// Tarballs downloaded so far.
+    pub fn downloads(&self) -> u32 {
+        *self.inner.downloads.lock().expect("lock")
+    }
+}
+
+/// The `push` delivery GitHub sends for `sha` on `branch` of `repository`.
+pub fn push_payload(repository: &str, branch: &str, sha: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "ref": format!("refs/heads/{branch}"),
+        "before": "0000000000000000000000000000000000000000",
+        "after": sha,
+        "created": false, "deleted": false, "forced": false,
+        "repository": { "full_name": repository, "name": repository.split('/').nth(1), "private": true },
+        "pusher": { "name": "octocat" },
+        "commits": [{ "id": sha, "message": "update the site" }],
+    }))
+    .expect("json")
+}
+
+/// GitHub's `X-Hub-Signature-256` of `body`.
+pub fn github_signature(body: &[u8], secret: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}

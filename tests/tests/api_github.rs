@@ -1,0 +1,307 @@
+//! GitHub continuous deployment end to end, against a local server speaking GitHub's OAuth and
+//! REST API (tarballs made in the test, webhooks signed as GitHub signs them), a real IPFS node,
+//! anvil, Postgres, the indexer and the API: link an account, deploy a repository, push to deploy
+//! again, a redelivered push deploys once, bad signatures are refused, tokens are sealed at rest,
+//! another account touches nothing, and unlinking stops deploys.
+
+use std::io::Write;
+
+use decentraspace_tests::{
+    FakeGitHub, GITHUB_CLIENT_ID, GITHUB_CLIENT_SECRET, GITHUB_WEBHOOK_SECRET, IndexerTask,
+    Session, TestApi, TestChain, TestDb, TestIpfs, api_config, github_signature, indexer_config,
+    problem_type, push_payload,
+};
+use serde_json::{Value, json};
+
+const DOMAIN: &str = "sites.test";
+
+struct Stack {
+    chain: TestChain,
+    db: TestDb,
+    _indexer: IndexerTask,
+    _ipfs: TestIpfs,
+    github: FakeGitHub,
+    api: TestApi,
+}
+
+async fn stack() -> anyhow::Result<Stack> {
+    let chain = TestChain::start().await?;
+    let db = TestDb::create().await?;
+    let indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
+    let ipfs = TestIpfs::start().await?;
+    let github = FakeGitHub::start().await?;
+    let mut config = api_config(&chain, &db);
+    config.ipfs_api_url = Some(ipfs.api_url.clone());
+    config.ipfs_gateway_url = ipfs.gateway_url.clone();
+    config.sites_domain = DOMAIN.into();
+    config.uptime_interval_secs = 0;
+    config.github_client_id = Some(GITHUB_CLIENT_ID.into());
+    config.github_client_secret = Some(GITHUB_CLIENT_SECRET.into());
+    config.github_oauth_url = github.url.clone();
+    config.github_api_url = github.url.clone();
+    config.github_webhook_secret = Some(GITHUB_WEBHOOK_SECRET.into());
+    let api = TestApi::start_with(config).await?;
+    Ok(Stack { chain, db, _indexer: indexer, _ipfs: ipfs, github, api })
+}
+
+/// A tarball as GitHub makes them: everything under `<owner>-<repo>-<sha7>/`.
+fn tarball(sha: &str, files: &[(&str, &[u8])]) -> anyhow::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, format!("octocat-blog-{}/{name}", &sha[..7]), *data)?;
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&builder.into_inner()?)?;
+    Ok(gz.finish()?)
+}
+
+/// Links the GitHub user `login` to `session`'s account through the OAuth flow; the link.
+async fn link(
+    stack: &Stack,
+    session: &Session,
+    id: i64,
+    login: &str,
+) -> anyhow::Result<(u16, Value)> {
+    let (status, start) = stack.api.post("/github/link", Some(&session.access), &json!({})).await?;
+    anyhow::ensure!(status == 200, "{status}: {start}");
+    let code = stack.github.authorize(id, login);
+    stack
+        .api
+        .post(
+            "/github/link/callback",
+            Some(&session.access),
+            &json!({"code": code, "state": start["state"]}),
+        )
+        .await
+}
+
+async fn deliver(
+    api: &TestApi,
+    event: &str,
+    delivery: &str,
+    body: &[u8],
+    signature: Option<&str>,
+) -> anyhow::Result<(u16, Value)> {
+    let mut request = api
+        .http
+        .post(api.url("/github/webhook"))
+        .header("content-type", "application/json")
+        .header("x-github-event", event)
+        .header("x-github-delivery", delivery)
+        .body(body.to_vec());
+    if let Some(signature) = signature {
+        request = request.header("x-hub-signature-256", signature);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    Ok((status, serde_json::from_str(&response.text().await?).unwrap_or(Value::Null)))
+}
+
+async fn served(api: &TestApi, site: &str) -> anyhow::Result<(u16, String)> {
+    let response = api
+        .http
+        .get(format!("{}/", api.gateway))
+        .header("host", format!("{site}.{DOMAIN}"))
+        .send()
+        .await?;
+    Ok((response.status().as_u16(), response.text().await?))
+}
+
+const SHA1: &str = "1111111aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const SHA2: &str = "2222222bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+const SHA3: &str = "3333333ccccccccccccccccccccccccccccccccc";
+
+#[tokio::test]
+async fn a_linked_repository_deploys_and_a_push_deploys_it_again_once() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let (api, github) = (&stack.api, &stack.github);
+    let owner = stack.api.login_registered(&stack.chain.user(0)).await?;
+    let token = owner.access.as_str();
+    github.repository("octocat/blog", "main", &["octocat"]);
+    github.push("octocat/blog", "main", SHA1, tarball(SHA1, &[("index.html", b"<h1>gh v1</h1>")])?);
+
+    // The link flow: the authorize URL names the app and carries a state only this account can use.
+    let (status, start) = api.post("/github/link", Some(token), &json!({})).await?;
+    assert_eq!(status, 200, "{start}");
+    let url = start["authorize_url"].as_str().unwrap_or_default();
+    assert!(
+        url.starts_with(&format!(
+            "{}/login/oauth/authorize?client_id={GITHUB_CLIENT_ID}",
+            github.url
+        )),
+        "{url}"
+    );
+    let other = stack.api.login_registered(&stack.chain.user(1)).await?;
+    let code = github.authorize(101, "octocat");
+    let (status, body) = api
+        .post(
+            "/github/link/callback",
+            Some(&other.access),
+            &json!({"code": code, "state": start["state"]}),
+        )
+        .await?;
+    assert_eq!(
+        (status, problem_type(&body).as_str()),
+        (400, "bad-request"),
+        "another account's state: {body}"
+    );
+    let (status, body) = api
+        .post(
+            "/github/link/callback",
+            Some(token),
+            &json!({"code": "not-a-code", "state": start["state"]}),
+        )
+        .await?;
+    assert_eq!((status, problem_type(&body).as_str()), (422, "github-refused"), "{body}");
+    let (status, linked) = api
+        .post("/github/link/callback", Some(token), &json!({"code": code, "state": start["state"]}))
+        .await?;
+    assert_eq!(status, 201, "{linked}");
+    assert_eq!((&linked["login"], &linked["github_id"]), (&json!("octocat"), &json!(101)));
+    let link_id = linked["id"].as_i64().expect("id");
+
+    // The token is sealed at rest; a Free account links one GitHub account.
+    let mut conn = stack.db.connect().await?;
+    let sealed: Vec<u8> =
+        sqlx::query_scalar("select token_sealed from github_accounts where id = $1")
+            .bind(link_id)
+            .fetch_one(&mut conn)
+            .await?;
+    assert!(!sealed.windows(4).any(|w| w == b"gho_"), "no token in clear");
+    let (status, body) = api.post("/github/link", Some(token), &json!({})).await?;
+    assert_eq!((status, problem_type(&body).as_str()), (403, "forbidden"), "{body}");
+    let (status, repos) =
+        api.get(&format!("/github/link/{link_id}/repositories"), Some(token)).await?;
+    assert_eq!(status, 200);
+    assert_eq!(repos[0]["full_name"], "octocat/blog");
+
+    // Deploy the repository's default branch.
+    let request =
+        json!({"site": "gh-blog", "github_account_id": link_id, "repository": "octocat/blog"});
+    let (status, queued) = api.post("/github/deploy", Some(token), &request).await?;
+    assert_eq!(status, 202, "{queued}");
+    assert_eq!((&queued["commit"], &queued["source"]), (&json!(SHA1), &json!("github")));
+    let live = api.deployment_finished(token, queued["id"].as_i64().expect("id")).await?;
+    assert_eq!(live["state"], "live", "{live}");
+    assert_eq!(served(api, "gh-blog").await?, (200, "<h1>gh v1</h1>".into()));
+
+    // Another account can neither use the link nor unlink it.
+    let theirs =
+        json!({"site": "theirs", "github_account_id": link_id, "repository": "octocat/blog"});
+    let (status, _) = api.post("/github/deploy", Some(&other.access), &theirs).await?;
+    assert_eq!(status, 404);
+    let (status, _) =
+        api.post("/github/unlink", Some(&other.access), &json!({"id": link_id})).await?;
+    assert_eq!(status, 404);
+    let (status, _) =
+        api.get(&format!("/github/link/{link_id}/repositories"), Some(&other.access)).await?;
+    assert_eq!(status, 404);
+
+    // A push to main: signed deliveries deploy it, once however often it is delivered.
+    github.push("octocat/blog", "main", SHA2, tarball(SHA2, &[("index.html", b"<h1>gh v2</h1>")])?);
+    let body = push_payload("octocat/blog", "main", SHA2);
+    let (status, _) = deliver(api, "push", "d-1", &body, None).await?;
+    assert_eq!(status, 401, "unsigned");
+    let (status, refused) =
+        deliver(api, "push", "d-1", &body, Some(&github_signature(&body, "wrong"))).await?;
+    assert_eq!((status, problem_type(&refused).as_str()), (401, "invalid-signature"));
+    let signature = github_signature(&body, GITHUB_WEBHOOK_SECRET);
+    let (status, first) = deliver(api, "push", "d-1", &body, Some(&signature)).await?;
+    assert_eq!(
+        (status, &first["deployments"], &first["duplicate"]),
+        (200, &json!(1), &json!(false)),
+        "{first}"
+    );
+    let (status, again) = deliver(api, "push", "d-1", &body, Some(&signature)).await?;
+    assert_eq!(
+        (status, &again["deployments"], &again["duplicate"]),
+        (200, &json!(0), &json!(true)),
+        "{again}"
+    );
+    let (_, history) = api.get("/hosting/deploy?site=gh-blog", Some(token)).await?;
+    let items = history["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2, "one deployment per push: {history}");
+    assert_eq!(items[0]["commit"], SHA2);
+    api.deployment_finished(token, items[0]["id"].as_i64().expect("id")).await?;
+    assert_eq!(served(api, "gh-blog").await?, (200, "<h1>gh v2</h1>".into()));
+    // A delivery naming an older commit (replayed, or forged with the secret) deploys the
+    // branch's head as GitHub reports it, never the commit it names.
+    let stale = push_payload("octocat/blog", "main", SHA1);
+    let (_, outcome) =
+        deliver(api, "push", "d-5", &stale, Some(&github_signature(&stale, GITHUB_WEBHOOK_SECRET)))
+            .await?;
+    assert_eq!(outcome["deployments"], 1, "{outcome}");
+    let (_, history) = api.get("/hosting/deploy?site=gh-blog&limit=1", Some(token)).await?;
+    let head =
+        api.deployment_finished(token, history["items"][0]["id"].as_i64().expect("id")).await?;
+    assert_eq!((&head["state"], &head["commit"]), (&json!("live"), &json!(SHA2)), "{head}");
+    assert_eq!(served(api, "gh-blog").await?, (200, "<h1>gh v2</h1>".into()));
+    // A push to another branch deploys nothing; a ping is answered.
+    let other_branch = push_payload("octocat/blog", "feature", SHA3);
+    let (_, outcome) = deliver(
+        api,
+        "push",
+        "d-2",
+        &other_branch,
+        Some(&github_signature(&other_branch, GITHUB_WEBHOOK_SECRET)),
+    )
+    .await?;
+    assert_eq!(outcome["deployments"], 0);
+    let ping = br#"{"zen":"Keep it logically awesome.","hook_id":1}"#;
+    let (status, _) =
+        deliver(api, "ping", "d-3", ping, Some(&github_signature(ping, GITHUB_WEBHOOK_SECRET)))
+            .await?;
+    assert_eq!(status, 200);
+    assert_eq!(github.downloads(), 3, "one tarball per deployment");
+
+    // Unlinked: the token is gone and pushes no longer deploy.
+    let (status, _) = api.post("/github/unlink", Some(token), &json!({"id": link_id})).await?;
+    assert_eq!(status, 204);
+    let (_, links) = api.get("/github/link", Some(token)).await?;
+    assert_eq!(links, json!([]));
+    github.push("octocat/blog", "main", SHA3, tarball(SHA3, &[("index.html", b"<h1>gh v3</h1>")])?);
+    let body = push_payload("octocat/blog", "main", SHA3);
+    let (_, outcome) =
+        deliver(api, "push", "d-4", &body, Some(&github_signature(&body, GITHUB_WEBHOOK_SECRET)))
+            .await?;
+    assert_eq!(outcome["deployments"], 0, "{outcome}");
+    assert_eq!(served(api, "gh-blog").await?, (200, "<h1>gh v2</h1>".into()));
+    let sealed: Vec<u8> =
+        sqlx::query_scalar("select token_sealed from github_accounts where id = $1")
+            .bind(link_id)
+            .fetch_one(&mut conn)
+            .await?;
+    assert!(sealed.is_empty(), "an unlinked account's token is forgotten");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_github_identity_moves_to_the_account_that_links_it_last() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let api = &stack.api;
+    let (first, second) = (
+        stack.api.login_registered(&stack.chain.user(2)).await?,
+        stack.api.login_registered(&stack.chain.user(3)).await?,
+    );
+    let (status, linked) = link(&stack, &first, 202, "hubot").await?;
+    assert_eq!(status, 201, "{linked}");
+    let (status, moved) = link(&stack, &second, 202, "hubot").await?;
+    assert_eq!(status, 201, "{moved}");
+    assert_ne!(moved["id"], linked["id"]);
+    assert_eq!(api.get("/github/link", Some(&first.access)).await?.1, json!([]));
+    let (_, links) = api.get("/github/link", Some(&second.access)).await?;
+    assert_eq!(links.as_array().map(Vec::len), Some(1));
+    assert_eq!(links[0]["login"], "hubot");
+    // The revoked token is reported as such.
+    stack.github.repository("hubot/site", "main", &["hubot"]);
+    stack.github.revoke("hubot");
+    let (status, body) = api
+        .get(&format!("/github/link/{}/repositories", moved["id"]), Some(&second.access))
+        .await?;
+    assert_eq!((status, problem_type(&body).as_str()), (409, "conflict"), "{body}");
+    Ok(())
+}

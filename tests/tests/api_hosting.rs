@@ -1,0 +1,395 @@
+//! Site hosting end to end against a real IPFS node, anvil, Postgres, the indexer and the API:
+//! an uploaded archive is deployed by the deploy job, added to IPFS as a directory and served by
+//! the gateway by `Host`; a new deployment replaces it and a rollback brings the old one back;
+//! unsafe archives fail without touching what is served; other accounts see nothing; expired and
+//! suspended sites are not served; the analytics count exactly the requests the test made.
+
+use std::{io::Write, time::Duration};
+
+use alloy::primitives::U256;
+use decentraspace_abi::ServiceRegistry;
+use decentraspace_tests::{
+    IndexerTask, Role, TestApi, TestChain, TestDb, TestIpfs, api_config, eventually,
+    indexer_config, problem_type, wait_for_checkpoint,
+};
+use serde_json::{Value, json};
+
+const DOMAIN: &str = "sites.test";
+
+struct Stack {
+    chain: TestChain,
+    db: TestDb,
+    _indexer: IndexerTask,
+    ipfs: TestIpfs,
+    api: TestApi,
+}
+
+/// The stack; `uptime_secs` 0 leaves the prober off (its requests would count as traffic).
+async fn stack(uptime_secs: u64) -> anyhow::Result<Stack> {
+    let chain = TestChain::start().await?;
+    let db = TestDb::create().await?;
+    let indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
+    let ipfs = TestIpfs::start().await?;
+    let mut config = api_config(&chain, &db);
+    config.ipfs_api_url = Some(ipfs.api_url.clone());
+    config.ipfs_gateway_url = ipfs.gateway_url.clone();
+    config.sites_domain = DOMAIN.into();
+    config.site_url_template = format!("http://{{site}}.{DOMAIN}");
+    config.uptime_interval_secs = uptime_secs;
+    config.deploy_max_archive_bytes = 8 * 1024 * 1024;
+    let api = TestApi::start_with(config).await?;
+    Ok(Stack { chain, db, _indexer: indexer, ipfs, api })
+}
+
+async fn indexed(stack: &Stack) -> anyhow::Result<()> {
+    let head = alloy::providers::Provider::get_block_number(&stack.chain.reader()).await?;
+    wait_for_checkpoint(&stack.db, stack.chain.chain_id(), head, Duration::from_secs(30)).await
+}
+
+/// A tar.gz holding `files` under one top folder, as GitHub's tarballs do; `raw` entries are
+/// written with their names as given (an attacker's archive).
+fn tar_gz(top: &str, files: &[(&str, &[u8])], raw: &[(&str, &[u8])]) -> anyhow::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, format!("{top}/{name}"), *data)?;
+    }
+    for (name, data) in raw {
+        let mut header = tar::Header::new_gnu();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        builder.append(&header, *data)?;
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&builder.into_inner()?)?;
+    Ok(gz.finish()?)
+}
+
+/// Posts a deployment: its status and body.
+async fn deploy(
+    api: &TestApi,
+    token: &str,
+    site: &str,
+    fields: &[(&str, &str)],
+    archive: Vec<u8>,
+) -> anyhow::Result<(u16, Value)> {
+    let mut form = reqwest::multipart::Form::new().text("site", site.to_owned());
+    for (name, value) in fields {
+        form = form.text(name.to_string(), value.to_string());
+    }
+    let part = reqwest::multipart::Part::bytes(archive).file_name("site.tar.gz");
+    let response = api
+        .http
+        .post(api.url("/hosting/deploy"))
+        .bearer_auth(token)
+        .multipart(form.part("archive", part))
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((status, serde_json::from_str(&response.text().await?).unwrap_or(Value::Null)))
+}
+
+/// A gateway request for `path` on `site`: status, headers and body.
+async fn visit(
+    api: &TestApi,
+    site: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(u16, reqwest::header::HeaderMap, Vec<u8>)> {
+    let mut request =
+        api.http.get(format!("{}{path}", api.gateway)).header("host", format!("{site}.{DOMAIN}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await?;
+    let (status, headers) = (response.status().as_u16(), response.headers().clone());
+    Ok((status, headers, response.bytes().await?.to_vec()))
+}
+
+const V1_INDEX: &[u8] = b"<!doctype html><h1>blog v1</h1>";
+const V2_INDEX: &[u8] = b"<!doctype html><h1>blog v2</h1>";
+
+#[tokio::test]
+async fn a_deployed_site_is_served_by_host_replaced_and_rolled_back() -> anyhow::Result<()> {
+    let stack = stack(0).await?;
+    let api = &stack.api;
+    let owner = stack.api.login_registered(&stack.chain.user(0)).await?;
+    let token = owner.access.as_str();
+
+    // v1: a GitHub-style tarball whose build output is in dist/, with a 3 MiB file that does
+    // not compress (the archive is past any default body limit).
+    let logo: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+    let mut video = vec![0u8; 3 * 1024 * 1024];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut video);
+    let v1 = tar_gz(
+        "me-blog-1a2b3c",
+        &[
+            ("README.md", b"# blog"),
+            ("dist/index.html", V1_INDEX),
+            ("dist/about/index.html", b"<p>about</p>"),
+            ("dist/css/app.css", b"body { color: red }"),
+            ("dist/logo.png", &logo),
+            ("dist/404.html", b"<p>no such page</p>"),
+            ("dist/media/video.bin", &video),
+        ],
+        &[],
+    )?;
+    assert!(v1.len() > 3 * 1024 * 1024);
+    let (status, queued) = deploy(api, token, "blog", &[("spa_fallback", "false")], v1).await?;
+    assert_eq!(status, 202, "{queued}");
+    assert_eq!(queued["state"], "queued");
+    let first = queued["id"].as_i64().expect("id");
+    let live = api.deployment_finished(token, first).await?;
+    assert_eq!(live["state"], "live", "{live}");
+    assert_eq!(live["files"], 6, "dist/ is served, README.md is not: {live}");
+    assert_eq!(live["current"], true);
+    let log = live["log"].as_str().unwrap_or_default();
+    assert!(log.contains("serving me-blog-1a2b3c/dist"), "{log}");
+    let cid = live["cid"].as_str().expect("cid").to_owned();
+    assert!(cid.starts_with("bafy"), "a CIDv1 directory: {cid}");
+
+    // The gateway serves it by Host, with types and tags; the node has the same bytes by CID.
+    let (status, headers, body) = visit(api, "blog", "/", &[("user-agent", "a")]).await?;
+    assert_eq!((status, body.as_slice()), (200, V1_INDEX));
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert_eq!(headers["cache-control"], "no-cache");
+    let etag = headers["etag"].to_str()?.to_owned();
+    assert_eq!(stack.ipfs.cat(&format!("{cid}/index.html")).await?, V1_INDEX);
+    assert_eq!(stack.ipfs.cat(&format!("{cid}/logo.png")).await?, logo);
+    let (status, _, body) =
+        visit(api, "blog", "/", &[("user-agent", "a"), ("if-none-match", &etag)]).await?;
+    assert_eq!((status, body.len()), (304, 0));
+    let (status, headers, body) = visit(api, "blog", "/logo.png", &[("user-agent", "a")]).await?;
+    assert_eq!((status, headers["content-type"].to_str()?), (200, "image/png"));
+    assert!(body == logo, "the logo's bytes");
+    let (status, _, body) = visit(api, "blog", "/media/video.bin", &[("user-agent", "a")]).await?;
+    assert_eq!(status, 200);
+    assert!(body == video, "the 3 MiB file's bytes");
+    let (status, headers, _) = visit(api, "blog", "/css/app.css", &[("user-agent", "b")]).await?;
+    assert_eq!((status, headers["content-type"].to_str()?), (200, "text/css; charset=utf-8"));
+    let (status, _, body) = visit(api, "blog", "/about", &[("user-agent", "b")]).await?;
+    assert_eq!((status, body.as_slice()), (200, b"<p>about</p>".as_slice()));
+    let (status, _, body) = visit(api, "blog", "/nope", &[("user-agent", "b")]).await?;
+    assert_eq!(
+        (status, body.as_slice()),
+        (404, b"<p>no such page</p>".as_slice()),
+        "the site's 404.html"
+    );
+    let (status, _, _) =
+        visit(api, "blog", "/..%2f..%2fetc%2fpasswd", &[("user-agent", "b")]).await?;
+    assert_eq!(status, 400);
+    let (status, _, body) = visit(api, "unknown", "/", &[]).await?;
+    assert_eq!(status, 404);
+    assert!(String::from_utf8_lossy(&body).contains("Site not found"));
+
+    // v2, a zip at the top: replaces v1.
+    let v2 = zip(&[("index.html", V2_INDEX), ("app.js", b"console.log(2)")])?;
+    let (status, queued) = deploy(api, token, "blog", &[], v2).await?;
+    assert_eq!(status, 202, "{queued}");
+    let second = queued["id"].as_i64().expect("id");
+    assert_eq!(api.deployment_finished(token, second).await?["state"], "live");
+    let (status, _, body) = visit(api, "blog", "/", &[("user-agent", "a")]).await?;
+    assert_eq!((status, body.as_slice()), (200, V2_INDEX));
+
+    // An archive that climbs out fails, and the site keeps serving v2.
+    let evil = tar_gz("x", &[("index.html", b"pwned")], &[("../../escaped.html", b"pwned")])?;
+    let (status, queued) = deploy(api, token, "blog", &[], evil).await?;
+    assert_eq!(status, 202, "{queued}");
+    let failed = api.deployment_finished(token, queued["id"].as_i64().expect("id")).await?;
+    assert_eq!(failed["state"], "failed");
+    assert!(failed["error"].as_str().unwrap_or_default().contains("unsafe archive"), "{failed}");
+    assert!(!std::env::temp_dir().join("escaped.html").exists());
+    let (_, _, body) = visit(api, "blog", "/", &[("user-agent", "a")]).await?;
+    assert_eq!(body.as_slice(), V2_INDEX);
+
+    // Rollback serves v1 again.
+    let (status, rolled) =
+        api.post(&format!("/hosting/deploy/{first}/rollback"), Some(token), &json!({})).await?;
+    assert_eq!((status, &rolled["current"]), (200, &json!(true)), "{rolled}");
+    let (_, _, body) = visit(api, "blog", "/", &[("user-agent", "a")]).await?;
+    assert_eq!(body.as_slice(), V1_INDEX);
+    let (status, history) = api.get("/hosting/deploy?site=blog&limit=2", Some(token)).await?;
+    assert_eq!(status, 200);
+    assert_eq!(history["items"].as_array().map(Vec::len), Some(2));
+    let next = history["next_cursor"].as_str().expect("a second page").to_owned();
+    let (_, rest) =
+        api.get(&format!("/hosting/deploy?site=blog&cursor={next}"), Some(token)).await?;
+    assert_eq!(rest["items"][0]["id"], first);
+    let (status, site) = api.get("/hosting/status/blog", Some(token)).await?;
+    assert_eq!(status, 200);
+    assert_eq!((&site["serving"], &site["state"]), (&json!(true), &json!("active")), "{site}");
+    assert_eq!(site["current_deployment"]["id"], first);
+    assert_eq!(site["url"], format!("http://blog.{DOMAIN}"));
+    assert_eq!(site["ipfs_url"], format!("{}/ipfs/{cid}", stack.ipfs.gateway_url));
+
+    // Another account reads and changes nothing of it.
+    let other = stack.api.login_registered(&stack.chain.user(1)).await?;
+    let theirs = other.access.as_str();
+    for path in [
+        format!("/hosting/deploy/{first}"),
+        "/hosting/status/blog".into(),
+        "/hosting/deploy?site=blog".into(),
+    ] {
+        let (status, body) = api.get(&path, Some(theirs)).await?;
+        assert_eq!((status, problem_type(&body).as_str()), (404, "not-found"), "{path}");
+    }
+    let (status, _) =
+        api.post(&format!("/hosting/deploy/{second}/rollback"), Some(theirs), &json!({})).await?;
+    assert_eq!(status, 404);
+    let (status, body) = deploy(api, theirs, "blog", &[], zip(&[("index.html", b"mine")])?).await?;
+    assert_eq!((status, problem_type(&body).as_str()), (409, "conflict"), "{body}");
+    let (status, _, body) = visit(api, "blog", "/", &[("user-agent", "a")]).await?;
+    assert_eq!((status, body.as_slice()), (200, V1_INDEX));
+    let (status, _) = api.get("/hosting/status", None).await?;
+    assert_eq!(status, 401);
+
+    // Bad deploys: no archive, a bad name, not an archive.
+    let (status, body) = deploy(api, token, "-bad-", &[], zip(&[("index.html", b"x")])?).await?;
+    assert_eq!((status, problem_type(&body).as_str()), (400, "bad-request"), "{body}");
+    let (status, body) = deploy(api, token, "blog", &[("spa_fallback", "maybe")], vec![1]).await?;
+    assert_eq!((status, problem_type(&body).as_str()), (400, "bad-request"), "{body}");
+    let (status, queued) =
+        deploy(api, token, "blog", &[], b"<html>not an archive".to_vec()).await?;
+    assert_eq!(status, 202);
+    let failed = api.deployment_finished(token, queued["id"].as_i64().expect("id")).await?;
+    assert!(
+        failed["error"].as_str().unwrap_or_default().contains("not a tar.gz or zip"),
+        "{failed}"
+    );
+
+    // An archive over the limit is refused while it streams; a Free account hosts one site, and
+    // a refused first deployment holds no name.
+    let mut huge = vec![0u8; 9 * 1024 * 1024];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut huge);
+    let (status, body) = deploy(api, token, "blog", &[], huge).await?;
+    assert_eq!((status, problem_type(&body).as_str()), (413, "archive-too-large"), "{body}");
+    let (status, body) = deploy(api, token, "second", &[], zip(&[("index.html", b"2")])?).await?;
+    assert_eq!(status, 403, "{body}");
+    let (_, sites) = api.get("/hosting/status", Some(token)).await?;
+    let names: Vec<&str> =
+        sites.as_array().expect("sites").iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(names, ["blog"]);
+
+    // The analytics count what the gateway served above, exactly: 12 requests to blog by two
+    // user agents (the unknown site's request belongs to no site).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let analytics = loop {
+        let (status, analytics) = api.get("/analytics/site?site=blog", Some(token)).await?;
+        assert_eq!(status, 200, "{analytics}");
+        if analytics["requests"] == 12 {
+            break analytics;
+        }
+        assert!(std::time::Instant::now() < deadline, "12 requests recorded: {analytics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(analytics["visitors"], 2, "{analytics}");
+    let statuses: Vec<(i64, i64)> = analytics["status_codes"]
+        .as_array()
+        .expect("status codes")
+        .iter()
+        .map(|s| (s["status"].as_i64().unwrap_or(0), s["requests"].as_i64().unwrap_or(0)))
+        .collect();
+    assert_eq!(statuses, [(200, 9), (304, 1), (400, 1), (404, 1)], "{analytics}");
+    assert!(analytics["bytes"].as_i64().is_some_and(|b| b > 3 * 1024 * 1024), "{analytics}");
+    assert!(analytics["load_time"]["p95_ms"].as_f64().is_some_and(|p| p > 0.0), "{analytics}");
+    let (status, _) = api.get("/analytics/site?site=blog", Some(theirs)).await?;
+    assert_eq!(status, 404);
+    Ok(())
+}
+
+/// A zip archive of `files`.
+fn zip(files: &[(&str, &[u8])]) -> anyhow::Result<Vec<u8>> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, data) in files {
+        zip.start_file(*name, options)?;
+        zip.write_all(data)?;
+    }
+    Ok(zip.finish()?.into_inner())
+}
+
+#[tokio::test]
+async fn expired_and_suspended_sites_are_not_served() -> anyhow::Result<()> {
+    let stack = stack(1).await?;
+    let (api, chain) = (&stack.api, &stack.chain);
+    let owner = stack.api.login_registered(&stack.chain.user(2)).await?;
+    let token = owner.access.as_str();
+    let (status, queued) =
+        deploy(api, token, "shop", &[], zip(&[("index.html", b"<p>shop</p>")])?).await?;
+    assert_eq!(status, 202, "{queued}");
+    assert_eq!(
+        api.deployment_finished(token, queued["id"].as_i64().expect("id")).await?["state"],
+        "live"
+    );
+    let (status, _, _) = visit(api, "shop", "/", &[]).await?;
+    assert_eq!(status, 200);
+
+    // The prober checks it through the gateway.
+    eventually("an uptime check", || async {
+        let site = api.get("/hosting/status/shop", Some(token)).await?.1;
+        Ok(site["last_check"]["up"] == true && site["uptime_24h"] == 1.0)
+    })
+    .await?;
+
+    // Only admins read or set the expiry.
+    let (status, _) = api.get("/hosting/expire?site=shop", Some(token)).await?;
+    assert_eq!(status, 403);
+    let (status, _) = api
+        .post("/hosting/expire", Some(token), &json!({"site": "shop", "expires_at": null}))
+        .await?;
+    assert_eq!(status, 403);
+    let admin = api.login(&chain.role(Role::Admin)).await?;
+    let (status, expiry) = api.get("/hosting/expire?site=shop", Some(&admin.access)).await?;
+    assert_eq!((status, &expiry["expired"]), (200, &json!(false)), "{expiry}");
+    assert!(expiry["expires_at"].is_string(), "a Free site has an expiry: {expiry}");
+    let (status, body) = api.get("/hosting/expire?site=nosuch", Some(&admin.access)).await?;
+    assert_eq!((status, problem_type(&body).as_str()), (404, "not-found"));
+
+    // Expired (set in the past by an admin): 410, and back once the expiry is lifted.
+    let past = chrono::Utc::now() - chrono::Duration::hours(1);
+    let (status, tx) = api
+        .post("/hosting/expire", Some(&admin.access), &json!({"site": "shop", "expires_at": past}))
+        .await?;
+    assert_eq!((status, &tx["status"]), (200, &json!("mined")), "{tx}");
+    indexed(&stack).await?;
+    let (_, expiry) = api.get("/hosting/expire?site=shop", Some(&admin.access)).await?;
+    assert_eq!(expiry["expired"], true, "{expiry}");
+    let (status, _, body) = visit(api, "shop", "/", &[]).await?;
+    assert_eq!(status, 410);
+    assert!(String::from_utf8_lossy(&body).contains("expired"));
+    let (status, body) = deploy(api, token, "shop", &[], zip(&[("index.html", b"x")])?).await?;
+    assert_eq!(status, 409, "an expired site takes no deployment: {body}");
+    let (status, _) = api
+        .post("/hosting/expire", Some(&admin.access), &json!({"site": "shop", "expires_at": null}))
+        .await?;
+    assert_eq!(status, 200);
+    indexed(&stack).await?;
+    let (status, _, _) = visit(api, "shop", "/", &[]).await?;
+    assert_eq!(status, 200);
+
+    // Suspended on-chain (as depletion does): 503.
+    let service_id = api.get("/hosting/status/shop", Some(token)).await?.1["service_id"]
+        .as_i64()
+        .expect("a service");
+    let operator = chain.provider_as(chain.role(Role::Operator));
+    ServiceRegistry::new(chain.deployment.contracts.service_registry, &operator)
+        .suspend(U256::from(service_id as u64))
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    indexed(&stack).await?;
+    let (status, _, body) = visit(api, "shop", "/", &[]).await?;
+    assert_eq!(status, 503);
+    assert!(String::from_utf8_lossy(&body).contains("suspended"));
+    let (_, site) = api.get("/hosting/status/shop", Some(token)).await?;
+    assert_eq!((&site["serving"], &site["state"]), (&json!(false), &json!("suspended")));
+    Ok(())
+}
