@@ -36,7 +36,8 @@ anvil_pid=$!
 indexer_pid=
 api_pid=
 ipfs_pid=
-trap 'kill $anvil_pid $indexer_pid $api_pid $ipfs_pid 2>/dev/null || true' EXIT INT TERM
+arlocal_pid=
+trap 'kill $anvil_pid $indexer_pid $api_pid $ipfs_pid $arlocal_pid 2>/dev/null || true' EXIT INT TERM
 for _ in $(seq 1 50); do
   tools/foundry cast chain-id --rpc-url "$rpc_url" >/dev/null 2>&1 && break
   sleep 0.2
@@ -69,6 +70,23 @@ for attempt in $(seq 1 300); do
   sleep 0.2
 done
 
+# A local Arweave gateway (arlocal) and a funded wallet the API pays uploads with, fresh too.
+arlocal_port=${ARLOCAL_PORT:-1984}
+rm -rf .data/arlocal
+mkdir -p .data/arlocal
+arweave_address=$(node tools/arlocal/wallet.cjs .data/arlocal/wallet.json)
+node tools/arlocal/serve.cjs "$arlocal_port" .data/arlocal/db >.data/arlocal.log 2>&1 &
+arlocal_pid=$!
+for attempt in $(seq 1 150); do
+  curl -fs "http://127.0.0.1:$arlocal_port/info" >/dev/null 2>&1 && break
+  if [ "$attempt" = 150 ] || ! kill -0 "$arlocal_pid" 2>/dev/null; then
+    echo "dev: arlocal did not start; see .data/arlocal.log" >&2
+    exit 1
+  fi
+  sleep 0.2
+done
+curl -fs "http://127.0.0.1:$arlocal_port/mint/$arweave_address/100000000000000000" >/dev/null
+
 # The gateway serves each site at http://<site>.localhost:<port> (browsers resolve *.localhost).
 gateway_listen=${GATEWAY_LISTEN:-127.0.0.1:8090}
 
@@ -80,6 +98,8 @@ API_LISTEN=$api_listen DATABASE_URL=$database_url RPC_URL=$rpc_url DEPLOYMENTS_F
   OPERATOR_PRIVATE_KEY=$deployer_key RELAYER_PRIVATE_KEY=$relayer_key \
   BILLING_PRIVATE_KEY=$billing_key METER_INTERVAL_SECS=${METER_INTERVAL_SECS:-60} \
   IPFS_API_URL=http://127.0.0.1:$ipfs_api_port IPFS_GATEWAY_URL=http://127.0.0.1:$ipfs_gateway_port \
+  ARWEAVE_URL=http://127.0.0.1:$arlocal_port ARWEAVE_GATEWAY_URL=http://127.0.0.1:$arlocal_port \
+  ARWEAVE_WALLET_FILE=$root/.data/arlocal/wallet.json \
   LISTENER_SECRET=${LISTENER_SECRET:-dev-listener-secret} CORS_ORIGINS=${CORS_ORIGINS:-*} \
   GATEWAY_LISTEN=$gateway_listen SITES_DOMAIN=localhost \
   SITE_URL_TEMPLATE="http://{site}.localhost:${gateway_listen##*:}" \
@@ -100,6 +120,7 @@ DecentraSpace local stack is up (Ctrl-C stops it).
   api         http://$api_listen (docs http://$api_listen/docs, log: .data/api.log)
   gateway     http://<site>.localhost:${gateway_listen##*:} (sites deployed through POST /hosting/deploy)
   ipfs        API http://127.0.0.1:$ipfs_api_port, gateway http://127.0.0.1:$ipfs_gateway_port (log: .data/ipfs.log)
+  arweave     arlocal http://127.0.0.1:$arlocal_port, wallet $arweave_address (log: .data/arlocal.log)
 $(node -e '
   const d = require(process.argv[1]);
   for (const [name, addr] of Object.entries(d.contracts)) console.log(`  ${name.padEnd(16)}${addr}`);

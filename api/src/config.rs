@@ -127,6 +127,19 @@ pub struct Config {
     #[arg(long, env = "IPFS_GATEWAY_URL", default_value = "https://ipfs.io")]
     pub ipfs_gateway_url: String,
 
+    /// The Arweave node or gateway uploads are posted to (unset: the `arweave` backend answers
+    /// 422).
+    #[arg(long, env = "ARWEAVE_URL")]
+    pub arweave_url: Option<String>,
+
+    /// The operator's Arweave wallet (an RSA JWK file), which signs and pays for uploads.
+    #[arg(long, env = "ARWEAVE_WALLET_FILE")]
+    pub arweave_wallet_file: Option<std::path::PathBuf>,
+
+    /// The public Arweave gateway access links point at.
+    #[arg(long, env = "ARWEAVE_GATEWAY_URL", default_value = "https://arweave.net")]
+    pub arweave_gateway_url: String,
+
     /// The GitHub OAuth app's client id (unset: GitHub features answer 503).
     #[arg(long, env = "GITHUB_CLIENT_ID")]
     pub github_client_id: Option<String>,

@@ -223,6 +223,58 @@ impl Ipfs {
             .collect()
     }
 
+    /// Builds a UnixFS directory of content the node holds (each entry a name and a CID), pins
+    /// it and answers its CIDv1 (base32). It is put together in the node's MFS under a scratch
+    /// path removed afterwards. js-ipfs spells the MFS options in camel case and Kubo in kebab
+    /// case: both are sent.
+    pub async fn directory_of(&self, entries: &[(String, String)]) -> Result<String, IpfsError> {
+        let scratch =
+            format!("/decentraspace-build/{}", alloy::hex::encode(rand::random::<[u8; 16]>()));
+        let v1 = [("cid-version", "1"), ("cidVersion", "1"), ("timeout", NODE_TIMEOUT)];
+        let built = async {
+            self.call("files/mkdir", &[("arg", scratch.as_str()), ("parents", "true")], &v1)
+                .await?;
+            for (name, cid) in entries {
+                let (from, to) = (format!("/ipfs/{cid}"), format!("{scratch}/{name}"));
+                self.call("files/cp", &[("arg", from.as_str()), ("arg", to.as_str())], &v1).await?;
+            }
+            let base32 = [("cid-base", "base32"), ("cidBase", "base32"), ("timeout", NODE_TIMEOUT)];
+            let stat = self.call("files/stat", &[("arg", scratch.as_str())], &base32).await?;
+            let cid = serde_json::from_str::<serde_json::Value>(&stat)
+                .ok()
+                .and_then(|s| s["Hash"].as_str().map(str::to_owned))
+                .ok_or_else(|| IpfsError::Refused(format!("unreadable stat reply {stat:?}")))?;
+            self.call("pin/add", &[("arg", cid.as_str())], &[("timeout", NODE_TIMEOUT)]).await?;
+            Ok(cid)
+        }
+        .await;
+        let removed =
+            self.call("files/rm", &[("arg", scratch.as_str()), ("recursive", "true")], &[]).await;
+        if let Err(err) = removed {
+            tracing::warn!(target: "api::ipfs", %err, scratch, "cannot remove a scratch folder");
+        }
+        built
+    }
+
+    /// One RPC call with its arguments and options; answers the reply's text.
+    async fn call(
+        &self,
+        command: &str,
+        args: &[(&str, &str)],
+        options: &[(&str, &str)],
+    ) -> Result<String, IpfsError> {
+        let response = self
+            .http
+            .post(format!("{}/api/v0/{command}", self.api))
+            .query(args)
+            .query(options)
+            .timeout(READ_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| IpfsError::Unreachable(error_chain(&e)))?;
+        reply(response).await
+    }
+
     /// Removes the pin of `cid` (its blocks become garbage the node may collect).
     pub async fn unpin(&self, cid: &str) -> Result<(), IpfsError> {
         let response = self

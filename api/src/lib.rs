@@ -11,6 +11,7 @@
 //! - every documented path answers with and without a trailing slash, and the OpenAPI document is
 //!   built from the same registrations as the router, so it cannot miss a route.
 
+pub mod arweave;
 pub mod auth;
 mod cache;
 mod config;
@@ -102,6 +103,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(metering::router())
         .merge(storage::folders::router())
         .merge(storage::manage::router())
+        .merge(storage::files::router())
         .merge(hosting::router())
         .merge(github::router())
         .split_for_parts()
@@ -218,6 +220,7 @@ pub async fn serve(
     let payments = tokio::spawn(payments::worker::run(state.clone()));
     let depletion = tokio::spawn(metering::depletion::run(state.clone()));
     let deploys = tokio::spawn(hosting::run_deploy_jobs(state.clone()));
+    let directories = tokio::spawn(storage::directories::run(state.clone()));
     let meter = metering::Meter::new(&state)
         .map(|meter| tokio::spawn(meter.run(state.config.meter_interval())));
     // The gateway and the prober that checks sites through it.
@@ -255,7 +258,7 @@ pub async fn serve(
     if let Some(gateway) = gateway {
         gateway.await.ok();
     }
-    for task in [notices, housekeeping, tracker, payments, depletion, deploys] {
+    for task in [notices, housekeeping, tracker, payments, depletion, deploys, directories] {
         task.abort();
     }
     for task in [meter, uptime].into_iter().flatten() {

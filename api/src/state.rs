@@ -36,10 +36,14 @@ pub struct AppState {
     pub payments: Option<Arc<dyn crate::payments::paystack::CardPayments>>,
     /// Wakes the payment worker when a webhook queues a payment.
     pub payment_wake: Arc<tokio::sync::Notify>,
+    /// Wakes the job that rebuilds folders' IPFS directories.
+    pub directory_wake: Arc<tokio::sync::Notify>,
     /// Submits forward requests, paying the gas; unset without a key.
     pub relayer: Option<Arc<Relayer>>,
     /// The IPFS node files are stored on; unset without `IPFS_API_URL`.
     pub ipfs: Option<crate::ipfs::Ipfs>,
+    /// The Arweave node and the wallet that pays for uploads, when configured.
+    pub arweave: Option<crate::arweave::Arweave>,
     /// GitHub (OAuth and REST); unset without a client id and secret.
     pub github: Option<Arc<dyn crate::github::client::GitHub>>,
     /// Seals GitHub tokens at rest and signs link states.
@@ -121,6 +125,15 @@ impl AppState {
             .map(crate::ipfs::Ipfs::new)
             .transpose()
             .context("the IPFS client")?;
+        let arweave = match (&config.arweave_url, &config.arweave_wallet_file) {
+            (Some(url), Some(file)) => {
+                let jwk = std::fs::read_to_string(file)
+                    .with_context(|| format!("read the Arweave wallet {}", file.display()))?;
+                Some(crate::arweave::Arweave::new(url, &jwk).context("the Arweave client")?)
+            }
+            (Some(_), None) => anyhow::bail!("ARWEAVE_URL needs ARWEAVE_WALLET_FILE"),
+            (None, _) => None,
+        };
         if let Some(token) = &config.service_token {
             anyhow::ensure!(
                 secrecy::ExposeSecret::expose_secret(token).len() >= 32,
@@ -164,11 +177,13 @@ impl AppState {
             relayer,
             billing,
             ipfs,
+            arweave,
             github,
             sealer,
             oracle,
             payments,
             payment_wake: Arc::default(),
+            directory_wake: Arc::default(),
             tokens,
             limits,
             notices,

@@ -4,6 +4,7 @@
 //! role holders, and the API in-process with a client that signs in as a wallet does.
 
 mod api;
+mod arweave;
 mod chain;
 mod db;
 mod github;
@@ -16,6 +17,7 @@ pub use api::{
     ApiProcess, PROBLEMS, SIWE_DOMAIN, SIWE_URI, Session, SiweMessage, TestApi, api_config,
     eventually, problem_type, role_key,
 };
+pub use arweave::TestArweave;
 pub use chain::{Role, TestChain, repo_root};
 pub use db::{TestDb, server_url};
 pub use github::{

@@ -133,6 +133,30 @@ async fn an_upload_streams_to_ipfs_and_reads_back_by_cid() -> anyhow::Result<()>
     );
     assert_eq!(stack.ipfs.cat(page["cid"].as_str().unwrap_or_default()).await?, b"<h1>hi</h1>");
     assert_eq!(stored_files(&stack.db).await?, 2);
+
+    // Any tier lists its files page by page and deletes them; deleted content is unpinned.
+    let (status, listed) = stack.api.get("/storage/manage/files?limit=1", token).await?;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(
+        (listed["files"][0]["cid"].as_str(), listed["files"][0]["backend"].as_str()),
+        (Some(cid.as_str()), Some("ipfs"))
+    );
+    let cursor = listed["next_cursor"].as_str().unwrap_or_default().to_owned();
+    let (_, rest) =
+        stack.api.get(&format!("/storage/manage/files?limit=1&cursor={cursor}"), token).await?;
+    assert_eq!((&rest["files"][0]["id"], &rest["next_cursor"]), (&page["id"], &Value::Null));
+    let other = stack.api.login_registered(&stack.chain.user(5)).await?;
+    let path = format!("/storage/manage/files/{}", file["id"]);
+    let (status, _) =
+        stack.api.send(reqwest::Method::DELETE, &path, Some(&other.access), None).await?;
+    assert_eq!(status, 404, "another account's file");
+    assert!(stack.ipfs.pinned(&cid).await?);
+    let (status, _) = stack.api.send(reqwest::Method::DELETE, &path, token, None).await?;
+    assert_eq!(status, 204);
+    assert!(!stack.ipfs.pinned(&cid).await?, "the deleted file is unpinned");
+    assert_eq!(stack.api.send(reqwest::Method::DELETE, &path, token, None).await?.0, 404);
+    assert_eq!(stack.api.get(&link, None).await?.0, 404, "its link is gone");
+    assert_eq!(stored_files(&stack.db).await?, 2, "deleting marks the record");
     Ok(())
 }
 
@@ -457,6 +481,40 @@ async fn paid_accounts_keep_files_in_folders_and_nobody_else_sees_them() -> anyh
     let (status, _) = api.get(&first_file_link, None).await?;
     assert_eq!(status, 200);
 
+    // Each folder is an IPFS directory of what it holds, rebuilt as that changes.
+    let docs_cid = || async {
+        let (_, root) = api.get("/storage/folder", Some(token)).await?;
+        anyhow::Ok(root["folders"][0]["cid"].as_str().map(str::to_owned))
+    };
+    eventually("the folder's directory to be built", || async {
+        let Some(cid) = docs_cid().await? else { return Ok(false) };
+        Ok(stack.ipfs.cat(&format!("{cid}/f2.txt")).await.is_ok())
+    })
+    .await?;
+    let first = docs_cid().await?.unwrap_or_default();
+    assert_eq!(stack.ipfs.cat(&format!("{first}/f0.txt")).await?, b"file 0");
+    assert!(stack.ipfs.pinned(&first).await?, "the directory is pinned");
+    let f2 = format!("/storage/folder/files/{}", ids[2]);
+    assert_eq!(
+        send(api, Method::PATCH, &f2, token, Some(json!({ "folder_id": null }))).await?.0,
+        204
+    );
+    eventually("the directory to lose the file", || async {
+        Ok(docs_cid().await?.is_some_and(|cid| cid != first))
+    })
+    .await?;
+    let without = docs_cid().await?.unwrap_or_default();
+    assert!(stack.ipfs.cat(&format!("{without}/f2.txt")).await.is_err(), "f2 left the folder");
+    assert_eq!(stack.ipfs.cat(&format!("{without}/f1.txt")).await?, b"file 1");
+    let (status, _) =
+        send(api, Method::PATCH, &f2, token, Some(json!({ "folder_id": docs_id }))).await?;
+    assert_eq!(status, 204);
+    eventually("the directory to hold the file again", || async {
+        Ok(docs_cid().await? == Some(first.clone()))
+    })
+    .await?;
+    assert!(!stack.ipfs.pinned(&without).await?, "a replaced directory is unpinned");
+
     // A non-empty folder goes only when asked recursively, and its files are unpinned.
     let pins = stack.ipfs.pins().await?;
     let (status, problem) =
@@ -474,7 +532,12 @@ async fn paid_accounts_keep_files_in_folders_and_nobody_else_sees_them() -> anyh
         .0,
         204
     );
-    assert_eq!(stack.ipfs.pins().await?, pins - 2, "the deleted files are unpinned");
+    // Its two files and its directory (its empty sub-folder's directory is also another
+    // account's empty folder's, so it stays).
+    eventually("the deleted files and directory to be unpinned", || async {
+        Ok(stack.ipfs.pins().await? == pins - 3)
+    })
+    .await?;
     assert!(stack.ipfs.pinned(&shared_cid).await?, "but not content another account still stores");
     let (_, root) = api.get("/storage/folder", Some(token)).await?;
     assert_eq!(

@@ -166,14 +166,16 @@ pub(super) struct Recorded {
     pub created_at: DateTime<Utc>,
 }
 
-/// Unpins the content no live file refers to any more. Content is addressed by its bytes, so
-/// another file (of any account) may hold the same CID: its pin must stay.
+/// Unpins the IPFS content no live file refers to any more. Content is addressed by its bytes,
+/// so another file (of any account) may hold the same CID: its pin must stay. Arweave content
+/// is permanent: there is nothing to release.
 pub(super) async fn release(state: &AppState, cids: &[String]) -> ApiResult<()> {
     let Some(ipfs) = &state.ipfs else { return Ok(()) };
     let unused = sqlx::query_scalar!(
         r#"select c as "cid!" from unnest($1::text[]) as c
            where not exists (select 1 from storage_files
-                             where content_id = c and deleted_at is null)"#,
+                             where content_id = c and deleted_at is null)
+             and not exists (select 1 from storage_files where content_id = c and backend = 'arweave')"#,
         cids
     )
     .fetch_all(&state.db)
@@ -191,20 +193,29 @@ pub(super) fn access_token() -> String {
     alloy::hex::encode(crate::auth::random_reference())
 }
 
-/// Records a file the node stored, unless the account's quota no longer has room for it (an
+/// A file a backend stored, to record.
+pub(super) struct NewFile<'a> {
+    /// The account's storage service.
+    pub service_id: i64,
+    pub name: &'a str,
+    pub content_type: &'a str,
+    pub size: u64,
+    /// `ipfs` or `arweave`.
+    pub backend: &'a str,
+    /// The CID or the Arweave transaction id.
+    pub content_id: &'a str,
+}
+
+/// Records a file a backend stored, unless the account's quota no longer has room for it (an
 /// upload that ran alongside took it): then `None`, and the caller unpins the content.
 pub(super) async fn record(
     state: &AppState,
     account: Address,
-    service_id: i64,
-    name: &str,
-    content_type: &str,
-    size: u64,
-    cid: &str,
+    file: NewFile<'_>,
 ) -> ApiResult<Option<Recorded>> {
     let mut tx = locked(state, account).await?;
     let (_, quota) = limits(state, &effective_tier(state, account).await?);
-    if used_bytes(&mut tx, state, account).await? + size > quota {
+    if used_bytes(&mut tx, state, account).await? + file.size > quota {
         return Ok(None);
     }
     let token = access_token();
@@ -212,15 +223,16 @@ pub(super) async fn record(
         r#"insert into storage_files
                (chain_id, account, service_id, name, content_type, size_bytes, backend, content_id,
                 access_token)
-           values ($1, $2, $3, $4, $5, $6, 'ipfs', $7, $8)
+           values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
            returning id, created_at"#,
         state.chain_id() as i64,
         account.as_slice(),
-        service_id,
-        name,
-        content_type,
-        size as i64,
-        cid,
+        file.service_id,
+        file.name,
+        file.content_type,
+        file.size as i64,
+        file.backend,
+        file.content_id,
         token
     )
     .fetch_one(&mut *tx)

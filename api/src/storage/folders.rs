@@ -45,6 +45,9 @@ pub struct Folder {
     pub parent_id: Option<i64>,
     /// Its shareable link (`/storage/shared/<secret>`): a listing of what it holds.
     pub share_link: String,
+    /// Its IPFS directory (its IPFS files and folders by name), rebuilt shortly after what it
+    /// holds changes; null until first built.
+    pub cid: Option<String>,
     /// When it was made.
     pub created_at: DateTime<Utc>,
 }
@@ -219,7 +222,7 @@ pub async fn create(
         Folder,
         r#"insert into storage_folders (chain_id, account, parent_id, name, access_token)
            values ($1, $2, $3, $4, $5)
-           returning id, name, parent_id, '/storage/shared/' || access_token as "share_link!", created_at"#,
+           returning id, name, parent_id, '/storage/shared/' || access_token as "share_link!", cid, created_at"#,
         state.chain_id() as i64,
         user.address.as_slice(),
         request.parent_id,
@@ -229,7 +232,9 @@ pub async fn create(
     .fetch_one(&mut *tx)
     .await
     .map_err(conflict_on_duplicate)?;
+    super::directories::changed(&mut tx, &[request.parent_id]).await?;
     tx.commit().await?;
+    super::directories::wake(&state);
     Ok((StatusCode::CREATED, Json(folder)))
 }
 
@@ -261,7 +266,7 @@ pub async fn list(
     let folders = if after.is_none() {
         sqlx::query_as!(
             Folder,
-            r#"select id, name, parent_id, '/storage/shared/' || access_token as "share_link!", created_at
+            r#"select id, name, parent_id, '/storage/shared/' || access_token as "share_link!", cid, created_at
                from storage_folders
                where chain_id = $1 and account = $2 and parent_id is not distinct from $3
                  and deleted_at is null
@@ -323,6 +328,9 @@ pub async fn update(
     require_paid(&state, &user).await?;
     let mut tx = super::account::locked(&state, user.address).await?;
     owned_folder(&mut tx, &state, &user, id).await?;
+    let old_parent = sqlx::query_scalar!("select parent_id from storage_folders where id = $1", id)
+        .fetch_one(&mut *tx)
+        .await?;
     if let Some(parent) = change.parent_id {
         owned_folder(&mut tx, &state, &user, parent).await?;
         // `union` (not `union all`): a walk over any cycle ends.
@@ -351,7 +359,7 @@ pub async fn update(
            set name = coalesce($3, name),
                parent_id = case when $4 then null else coalesce($5, parent_id) end
            where id = $1 and account = $2 and chain_id = $6 and deleted_at is null
-           returning id, name, parent_id, '/storage/shared/' || access_token as "share_link!", created_at"#,
+           returning id, name, parent_id, '/storage/shared/' || access_token as "share_link!", cid, created_at"#,
         id,
         user.address.as_slice(),
         name,
@@ -362,7 +370,9 @@ pub async fn update(
     .fetch_one(&mut *tx)
     .await
     .map_err(conflict_on_duplicate)?;
+    super::directories::changed(&mut tx, &[old_parent, folder.parent_id]).await?;
     tx.commit().await?;
+    super::directories::wake(&state);
     Ok(Json(folder))
 }
 
@@ -417,7 +427,12 @@ pub async fn delete(
     sqlx::query!("update storage_folders set deleted_at = now() where id = any($1)", &subtree)
         .execute(&mut *tx)
         .await?;
+    let parent = sqlx::query_scalar!("select parent_id from storage_folders where id = $1", id)
+        .fetch_one(&mut *tx)
+        .await?;
+    super::directories::changed(&mut tx, &[parent]).await?;
     tx.commit().await?;
+    super::directories::wake(&state);
     super::account::release(&state, &cids).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -442,19 +457,23 @@ pub async fn move_file(
     if let Some(folder) = folder_id {
         owned_folder(&mut tx, &state, &user, folder).await?;
     }
-    let moved = sqlx::query!(
-        "update storage_files set folder_id = $4
-         where id = $1 and chain_id = $2 and account = $3 and deleted_at is null",
+    // The folder it leaves, read in the same statement that moves it.
+    let left = sqlx::query_scalar!(
+        "update storage_files f set folder_id = $4
+         from storage_files old
+         where f.id = $1 and f.chain_id = $2 and f.account = $3 and f.deleted_at is null
+           and old.id = f.id
+         returning old.folder_id",
         id,
         state.chain_id() as i64,
         user.address.as_slice(),
         folder_id
     )
-    .execute(&mut *tx)
-    .await?;
-    if moved.rows_affected() == 0 {
-        return Err(ApiError::NotFound(format!("no file {id} of yours")));
-    }
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("no file {id} of yours")))?;
+    super::directories::changed(&mut tx, &[left, folder_id]).await?;
     tx.commit().await?;
+    super::directories::wake(&state);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,9 +1,11 @@
-//! File storage on IPFS: uploads stream from the client through the API into the node (never held
+//! File storage on IPFS or Arweave: uploads stream from the client through the API (never held
 //! whole in memory), within the account's tier limits, and belong to the account's storage
 //! service, which is opened on-chain on the first upload (and metered like every service). Paid
 //! accounts keep files in folders. See `docs/adr/0006-storage.md`.
 
 mod account;
+pub mod directories;
+pub mod files;
 pub mod folders;
 pub mod manage;
 pub mod shared;
@@ -42,13 +44,13 @@ pub struct StoredFile {
     pub content_type: String,
     /// Its size in bytes.
     pub size: u64,
-    /// `ipfs`.
+    /// `ipfs` or `arweave`.
     pub backend: String,
-    /// The CIDv1 (IPFS).
+    /// The CIDv1 (IPFS) or the transaction id (Arweave).
     pub cid: String,
     /// The account's storage service.
     pub service_id: i64,
-    /// Where anyone can fetch it from the IPFS gateway.
+    /// Where anyone can fetch it: the IPFS or Arweave gateway.
     pub url: String,
     /// Its shareable link on this API (`/storage/shared/<secret>`), served while the storage
     /// service runs.

@@ -77,7 +77,7 @@ pub async fn shared(
     }
     let chain = state.chain_id() as i64;
     let file = sqlx::query!(
-        r#"select f.name, f.content_type, f.size_bytes, f.content_id, s.state as "service_state?"
+        r#"select f.name, f.content_type, f.size_bytes, f.backend, f.content_id, s.state as "service_state?"
            from storage_files f
            left join services s on s.chain_id = f.chain_id and s.service_id = f.service_id
            where f.chain_id = $1 and f.access_token = $2 and f.deleted_at is null"#,
@@ -88,14 +88,28 @@ pub async fn shared(
     .await?;
     if let Some(file) = file {
         check_storage(file.service_state.as_deref())?;
-        let ipfs = state
-            .ipfs
-            .as_ref()
-            .ok_or_else(|| ApiError::Unavailable("no IPFS node is configured".into()))?;
-        let bytes = ipfs.cat_stream(&file.content_id).await.map_err(|e| {
-            tracing::warn!(target: "api::storage", err = %e, cid = file.content_id, "cannot read a shared file");
+        let unreadable = |err: String| {
+            tracing::warn!(target: "api::storage", %err, id = file.content_id, "cannot read a shared file");
             ApiError::Unavailable("the file cannot be read right now; try again".into())
-        })?;
+        };
+        let bytes: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>> = if file
+            .backend
+            == "arweave"
+        {
+            let arweave = state
+                .arweave
+                .as_ref()
+                .ok_or_else(|| ApiError::Unavailable("no Arweave node is configured".into()))?;
+            Box::pin(arweave.data(&file.content_id).await.map_err(|e| unreadable(e.to_string()))?)
+        } else {
+            let ipfs = state
+                .ipfs
+                .as_ref()
+                .ok_or_else(|| ApiError::Unavailable("no IPFS node is configured".into()))?;
+            Box::pin(
+                ipfs.cat_stream(&file.content_id).await.map_err(|e| unreadable(e.to_string()))?,
+            )
+        };
         let disposition = format!(
             "inline; filename*=UTF-8''{}",
             file.name

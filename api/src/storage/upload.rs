@@ -2,6 +2,10 @@
 //! node, counted against the account's allowance as it goes. The node's request ends cleanly
 //! only after the last chunk: a client that breaks off, a refused upload or a dropped handler
 //! breaks the node's request too, so no cut-off file is ever pinned.
+//!
+//! An Arweave upload is spooled to a temporary file first (an Arweave transaction signs the
+//! root of a tree over all its chunks, so every byte is needed before anything is posted), then
+//! posted as one transaction from disk; the file is removed once the request ends.
 
 use axum::{
     Json,
@@ -14,14 +18,22 @@ use tokio::sync::mpsc;
 
 use super::{
     StoredFile,
-    account::{allowance, indexed_storage_service, record, release, storage_service},
+    account::{NewFile, allowance, indexed_storage_service, record, release, storage_service},
 };
 use crate::{
+    arweave::ArweaveError,
     auth::AuthUser,
     error::{ApiError, ApiResult, Problem},
     ipfs::{Added, Ipfs},
     state::AppState,
 };
+
+/// Where a file is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Ipfs,
+    Arweave,
+}
 
 /// Chunks buffered between the client and the node: the memory an upload holds.
 const IN_FLIGHT_CHUNKS: usize = 8;
@@ -96,8 +108,9 @@ pub(crate) fn multipart_error(err: axum::extract::multipart::MultipartError) -> 
     ApiError::BadRequest(format!("the upload is not a valid multipart body: {}", err.body_text()))
 }
 
-/// Stores a file on IPFS (CIDv1, pinned), streamed through. Send `multipart/form-data` with a
-/// `file` part (and optionally, before it, a `backend` part: `ipfs`, the default).
+/// Stores a file on IPFS (CIDv1, pinned), streamed through, or permanently on Arweave (one
+/// transaction signed and paid by the platform). Send `multipart/form-data` with a `file` part
+/// and optionally, before it, a `backend` part: `ipfs` (the default) or `arweave`.
 #[utoipa::path(post, path = "/storage/upload", tag = "storage", security(("bearer" = [])),
     request_body(content_type = "multipart/form-data", description = "A `file` part, optionally preceded by `backend`"),
     responses(
@@ -108,7 +121,7 @@ pub(crate) fn multipart_error(err: axum::extract::multipart::MultipartError) -> 
             content_type = "application/problem+json"),
         (status = 413, description = "Over the tier's file size or storage quota", body = Problem,
             content_type = "application/problem+json"),
-        (status = 422, description = "An unavailable backend", body = Problem,
+        (status = 422, description = "An unknown or unconfigured backend", body = Problem,
             content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn upload(
@@ -116,16 +129,13 @@ pub(super) async fn upload(
     user: AuthUser,
     mut multipart: Multipart,
 ) -> ApiResult<(StatusCode, Json<StoredFile>)> {
-    let ipfs = state
-        .ipfs
-        .clone()
-        .ok_or_else(|| ApiError::Unavailable("no IPFS node is configured".into()))?;
     let allowance = allowance(&state, user.address).await?;
     if allowance.bytes == 0 {
         return Err(ApiError::TooLarge { slug: allowance.slug, detail: allowance.detail });
     }
     // Paused or suspended storage is refused before anything is sent to the node.
     let existing_service = indexed_storage_service(&state, user.address).await?;
+    let mut backend = Backend::Ipfs;
     let field = loop {
         let field = multipart
             .next_field()
@@ -135,13 +145,24 @@ pub(super) async fn upload(
         match field.name() {
             Some("file") => break field,
             Some("backend") => {
-                let backend = field.text().await.map_err(multipart_error)?;
-                if backend != "ipfs" {
-                    return Err(ApiError::Unprocessable {
-                        slug: "storage-backend-unavailable",
-                        detail: format!("backend {backend:?} is not available; use ipfs"),
-                    });
-                }
+                let name = field.text().await.map_err(multipart_error)?;
+                backend = match name.as_str() {
+                    "ipfs" => Backend::Ipfs,
+                    "arweave" if state.arweave.is_some() => Backend::Arweave,
+                    "arweave" => {
+                        return Err(ApiError::Unprocessable {
+                            slug: "storage-backend-unavailable",
+                            detail: "Arweave storage is not configured on this platform; use ipfs"
+                                .into(),
+                        });
+                    }
+                    _ => {
+                        return Err(ApiError::Unprocessable {
+                            slug: "storage-backend-unavailable",
+                            detail: format!("backend {name:?} is unknown; use ipfs or arweave"),
+                        });
+                    }
+                };
             }
             other => {
                 return Err(ApiError::BadRequest(format!(
@@ -152,8 +173,31 @@ pub(super) async fn upload(
     };
     let name = file_name(&field)?;
     let content_type = content_type(&field, &name);
-
     let over = || ApiError::TooLarge { slug: allowance.slug, detail: allowance.detail.clone() };
+    if backend == Backend::Arweave {
+        let spooled = spool(&state, field, allowance.bytes, over).await?;
+        if multipart.next_field().await.map_err(multipart_error)?.is_some() {
+            return Err(ApiError::BadRequest("send one `file` part per upload".into()));
+        }
+        let (file, size) = spooled;
+        let service_id = match existing_service {
+            Some(id) => id,
+            None => storage_service(&state, user.address).await?,
+        };
+        let arweave = state.arweave.as_ref().expect("checked with the backend part");
+        let uploaded =
+            arweave.upload(file.path(), size, &content_type).await.map_err(arweave_error)?;
+        drop(file);
+        let url =
+            format!("{}/{}", state.config.arweave_gateway_url.trim_end_matches('/'), uploaded.id);
+        let stored = Stored { backend, content_id: uploaded.id, size, url };
+        return respond(&state, &user, service_id, name, content_type, stored).await;
+    }
+
+    let ipfs = state
+        .ipfs
+        .clone()
+        .ok_or_else(|| ApiError::Unavailable("no IPFS node is configured".into()))?;
     let (added, size) =
         stream_to_ipfs(&ipfs, field, &name, &content_type, allowance.bytes, over).await?;
     if multipart.next_field().await.map_err(multipart_error)?.is_some() {
@@ -171,10 +215,51 @@ pub(super) async fn upload(
             }
         },
     };
-    let recorded =
-        record(&state, user.address, service_id, &name, &content_type, size, &added.cid).await?;
+    let url = format!("{}/ipfs/{}", state.config.ipfs_gateway_url.trim_end_matches('/'), added.cid);
+    let stored = Stored { backend, content_id: added.cid, size, url };
+    respond(&state, &user, service_id, name, content_type, stored).await
+}
+
+/// Content a backend holds.
+struct Stored {
+    backend: Backend,
+    /// The CID or the Arweave transaction id.
+    content_id: String,
+    size: u64,
+    /// Where anyone can fetch it.
+    url: String,
+}
+
+/// Records the stored file and answers it. When uploads that ran alongside took the rest of the
+/// quota, IPFS content is unpinned; Arweave content is permanent and stays, unrecorded.
+async fn respond(
+    state: &AppState,
+    user: &AuthUser,
+    service_id: i64,
+    name: String,
+    content_type: String,
+    stored: Stored,
+) -> ApiResult<(StatusCode, Json<StoredFile>)> {
+    let backend = match stored.backend {
+        Backend::Ipfs => "ipfs",
+        Backend::Arweave => "arweave",
+    };
+    let file = NewFile {
+        service_id,
+        name: &name,
+        content_type: &content_type,
+        size: stored.size,
+        backend,
+        content_id: &stored.content_id,
+    };
+    let recorded = record(state, user.address, file).await?;
     let Some(recorded) = recorded else {
-        release(&state, std::slice::from_ref(&added.cid)).await?;
+        if stored.backend == Backend::Ipfs {
+            release(state, std::slice::from_ref(&stored.content_id)).await?;
+        } else {
+            tracing::warn!(target: "api::storage", id = stored.content_id,
+                "an Arweave upload past the quota stays on Arweave unrecorded");
+        }
         return Err(ApiError::TooLarge {
             slug: "storage-quota-exceeded",
             detail:
@@ -182,22 +267,66 @@ pub(super) async fn upload(
                     .into(),
         });
     };
-    let url = format!("{}/ipfs/{}", state.config.ipfs_gateway_url.trim_end_matches('/'), added.cid);
     Ok((
         StatusCode::CREATED,
         Json(StoredFile {
             id: recorded.id,
             name,
             content_type,
-            size,
-            backend: "ipfs".into(),
-            cid: added.cid,
+            size: stored.size,
+            backend: backend.into(),
+            cid: stored.content_id,
             service_id,
-            url,
+            url: stored.url,
             share_link: super::share_link(&recorded.access_token),
             created_at: recorded.created_at,
         }),
     ))
+}
+
+fn arweave_error(err: ArweaveError) -> ApiError {
+    match &err {
+        ArweaveError::Unfunded(_) => {
+            tracing::error!(target: "api::storage", err = %err, "the Arweave wallet needs funds")
+        }
+        _ => tracing::warn!(target: "api::storage", err = %err, "Arweave upload failed"),
+    }
+    ApiError::Unavailable("Arweave did not take the file; try again later".into())
+}
+
+/// Writes a multipart part to a temporary file (removed when dropped) of at most `max_bytes`;
+/// answers it with the bytes received.
+async fn spool(
+    state: &AppState,
+    mut field: Field<'_>,
+    max_bytes: u64,
+    over: impl Fn() -> ApiError,
+) -> ApiResult<(tempfile::NamedTempFile, u64)> {
+    use tokio::io::AsyncWriteExt;
+    let spool_error =
+        |e: std::io::Error| ApiError::Internal(anyhow::anyhow!("spool the upload: {e}"));
+    let file = tempfile::Builder::new()
+        .prefix("ds-upload-")
+        .tempfile_in(&state.config.deploy_work_dir)
+        .map_err(spool_error)?;
+    let mut writer =
+        tokio::io::BufWriter::new(tokio::fs::File::from_std(file.reopen().map_err(spool_error)?));
+    let mut size: u64 = 0;
+    loop {
+        let chunk = tokio::time::timeout(IDLE_TIMEOUT, field.chunk())
+            .await
+            .map_err(|_| ApiError::BadRequest(format!("the upload stalled for {IDLE_TIMEOUT:?}")))?
+            .map_err(multipart_error)?;
+        let Some(chunk) = chunk else { break };
+        size += chunk.len() as u64;
+        if size > max_bytes {
+            return Err(over());
+        }
+        writer.write_all(&chunk).await.map_err(spool_error)?;
+    }
+    writer.flush().await.map_err(spool_error)?;
+    writer.into_inner().sync_data().await.map_err(spool_error)?;
+    Ok((file, size))
 }
 
 /// Streams a multipart part into the node as one pinned file of at most `max_bytes` (past it,
