@@ -140,6 +140,22 @@ pub struct Config {
     #[arg(long, env = "ARWEAVE_GATEWAY_URL", default_value = "https://arweave.net")]
     pub arweave_gateway_url: String,
 
+    /// The Fly Machines API dynamic sites run on.
+    #[arg(long, env = "FLY_API_URL", default_value = "https://api.machines.dev")]
+    pub fly_api_url: String,
+
+    /// The Fly app whose machines run dynamic sites (unset: dynamic deploys answer 503).
+    #[arg(long, env = "FLY_APP")]
+    pub fly_app: Option<String>,
+
+    /// The Fly API token (a deploy token scoped to `FLY_APP`).
+    #[arg(long, env = "FLY_API_TOKEN", hide_env_values = true)]
+    pub fly_api_token: Option<SecretString>,
+
+    /// How often dynamic sites' machines are reconciled with their services, in seconds (0: never).
+    #[arg(long, env = "DYNAMIC_RECONCILE_SECS", default_value_t = 15)]
+    pub dynamic_reconcile_secs: u64,
+
     /// The GitHub OAuth app's client id (unset: GitHub features answer 503).
     #[arg(long, env = "GITHUB_CLIENT_ID")]
     pub github_client_id: Option<String>,

@@ -221,6 +221,10 @@ pub async fn serve(
     let depletion = tokio::spawn(metering::depletion::run(state.clone()));
     let deploys = tokio::spawn(hosting::run_deploy_jobs(state.clone()));
     let directories = tokio::spawn(storage::directories::run(state.clone()));
+    let reconcile = (state.config.dynamic_reconcile_secs > 0).then(|| {
+        let every = Duration::from_secs(state.config.dynamic_reconcile_secs);
+        tokio::spawn(hosting::runtime::reconcile::run(state.clone(), every))
+    });
     let meter = metering::Meter::new(&state)
         .map(|meter| tokio::spawn(meter.run(state.config.meter_interval())));
     // The gateway and the prober that checks sites through it.
@@ -261,7 +265,7 @@ pub async fn serve(
     for task in [notices, housekeeping, tracker, payments, depletion, deploys, directories] {
         task.abort();
     }
-    for task in [meter, uptime].into_iter().flatten() {
+    for task in [meter, uptime, reconcile].into_iter().flatten() {
         task.abort();
     }
     served

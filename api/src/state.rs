@@ -44,6 +44,8 @@ pub struct AppState {
     pub ipfs: Option<crate::ipfs::Ipfs>,
     /// The Arweave node and the wallet that pays for uploads, when configured.
     pub arweave: Option<crate::arweave::Arweave>,
+    /// The machine runtime dynamic sites run on, when configured.
+    pub runtime: Option<Arc<dyn crate::hosting::runtime::Runtime>>,
     /// GitHub (OAuth and REST); unset without a client id and secret.
     pub github: Option<Arc<dyn crate::github::client::GitHub>>,
     /// Seals GitHub tokens at rest and signs link states.
@@ -134,6 +136,19 @@ impl AppState {
             (Some(_), None) => anyhow::bail!("ARWEAVE_URL needs ARWEAVE_WALLET_FILE"),
             (None, _) => None,
         };
+        let runtime: Option<Arc<dyn crate::hosting::runtime::Runtime>> =
+            match (&config.fly_app, &config.fly_api_token) {
+                (Some(app), Some(token)) => Some(Arc::new(
+                    crate::hosting::runtime::fly::FlyMachines::new(
+                        &config.fly_api_url,
+                        app,
+                        token.clone(),
+                    )
+                    .context("the Fly Machines client")?,
+                )),
+                (Some(_), None) => anyhow::bail!("FLY_APP needs FLY_API_TOKEN"),
+                (None, _) => None,
+            };
         if let Some(token) = &config.service_token {
             anyhow::ensure!(
                 secrecy::ExposeSecret::expose_secret(token).len() >= 32,
@@ -178,6 +193,7 @@ impl AppState {
             billing,
             ipfs,
             arweave,
+            runtime,
             github,
             sealer,
             oracle,

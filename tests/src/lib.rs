@@ -7,6 +7,7 @@ mod api;
 mod arweave;
 mod chain;
 mod db;
+mod fly;
 mod github;
 mod indexer;
 mod ipfs;
@@ -20,6 +21,7 @@ pub use api::{
 pub use arweave::TestArweave;
 pub use chain::{Role, TestChain, repo_root};
 pub use db::{TestDb, server_url};
+pub use fly::{FLY_APP, FLY_TOKEN, FakeContainer, FakeFly};
 pub use github::{
     FakeGitHub, GITHUB_CLIENT_ID, GITHUB_CLIENT_SECRET, GITHUB_WEBHOOK_SECRET, github_signature,
     push_payload,

@@ -89,7 +89,8 @@ pub(super) async fn deploy(
     let output_dir =
         body.output_dir.as_deref().map(|d| d.trim().trim_matches('/')).filter(|d| !d.is_empty());
     let site =
-        sites::claim(&state, user.address, &body.site, body.spa_fallback, output_dir).await?;
+        sites::claim(&state, user.address, &body.site, "static", body.spa_fallback, output_dir)
+            .await?;
     if let Err(err) = sites::hosting_service(&state, &site).await {
         sites::release_unused(&state, &site).await?;
         return Err(err);

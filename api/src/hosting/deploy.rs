@@ -1,5 +1,6 @@
-//! `/hosting/deploy`: deploy a site from an uploaded archive (queued for the deploy job), read a
-//! deployment with its log, list a site's deployments, and roll back to an earlier one.
+//! `/hosting/deploy`: deploy a static site from an uploaded archive, or a dynamic site (Paid) from
+//! a container image (either queued for the deploy job), read a deployment with its log, list a
+//! site's deployments, and roll back to an earlier one.
 
 use axum::{
     Json,
@@ -24,21 +25,23 @@ use crate::{
 /// The longest text part taken (a site name, an output folder).
 const MAX_TEXT_PART: usize = 256;
 
-/// Deploys a static site from an archive. Send `multipart/form-data` with a `site` part (the
-/// site's name: a DNS label, claimed on the first deployment), optionally `output_dir` (the
-/// folder to serve; detected otherwise) and `spa_fallback` (`true`/`false`), then an `archive`
-/// part holding a tar.gz or zip. The archive is stored, then unpacked and published by the deploy
-/// job: follow the deployment at the `Location` answered.
+/// Deploys a site. Send `multipart/form-data` with a `site` part (the site's name: a DNS label,
+/// claimed on the first deployment), then either, for a static site, optionally `output_dir`
+/// (the folder to serve; detected otherwise) and `spa_fallback` (`true`/`false`), then an
+/// `archive` part holding a tar.gz or zip; or, for a dynamic site (Paid accounts), `runtime` =
+/// `dynamic`, `image` (a container image reference) and `port` (the port it serves HTTP on). The
+/// deploy job publishes the archive, or starts the image on a machine: follow the deployment at
+/// the `Location` answered.
 #[utoipa::path(post, path = "/hosting/deploy", tag = "hosting", security(("bearer" = [])),
     request_body(content_type = "multipart/form-data",
-        description = "`site`, optional `output_dir` and `spa_fallback`, then `archive` (tar.gz or zip)"),
+        description = "`site`, then optional `output_dir` and `spa_fallback` and `archive` (tar.gz or zip); or `runtime=dynamic`, `image` and `port`"),
     responses(
         (status = 202, description = "Queued", body = Deployment),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The tier hosts no more sites", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 409, description = "The name is taken, or the site's service is not active",
+        (status = 403, description = "The tier hosts no more sites, or dynamic sites need the Paid tier",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The name is taken, the site is of the other kind, or its service is not active",
             body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The archive is over the limit", body = Problem,
             content_type = "application/problem+json"),
@@ -48,20 +51,15 @@ pub(super) async fn deploy(
     user: AuthUser,
     mut multipart: Multipart,
 ) -> ApiResult<(StatusCode, HeaderMap, Json<Deployment>)> {
-    let ipfs = state
-        .ipfs
-        .clone()
-        .ok_or_else(|| ApiError::Unavailable("no IPFS node is configured".into()))?;
     let (mut name, mut output_dir, mut spa) = (None, None, None);
+    let (mut runtime, mut image, mut port) = (None, None, None);
     let field = loop {
-        let field = multipart
-            .next_field()
-            .await
-            .map_err(multipart_error)?
-            .ok_or_else(|| ApiError::BadRequest("the deploy has no `archive` part".into()))?;
+        let Some(field) = multipart.next_field().await.map_err(multipart_error)? else {
+            break None;
+        };
         let part = field.name().unwrap_or_default().to_owned();
         if part == "archive" {
-            break field;
+            break Some(field);
         }
         let text = short_text(field, &part).await?;
         match part.as_str() {
@@ -72,19 +70,59 @@ pub(super) async fn deploy(
                     ApiError::BadRequest("`spa_fallback` is `true` or `false`".into())
                 })?);
             }
+            "runtime" => runtime = Some(text.trim().to_owned()),
+            "image" => image = Some(text.trim().to_owned()),
+            "port" => {
+                port =
+                    Some(text.trim().parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                        ApiError::BadRequest("`port` is a TCP port, 1 to 65535".into())
+                    })?);
+            }
             other => {
                 return Err(ApiError::BadRequest(format!(
                     "unexpected part {other:?}: send `site`, optionally `output_dir` and \
-                     `spa_fallback`, then `archive`"
+                     `spa_fallback`, then `archive`; or `site`, `runtime`, `image` and `port`"
                 )));
             }
         }
     };
     let name = name.ok_or_else(|| {
-        ApiError::BadRequest("send the `site` part (the site's name) before `archive`".into())
+        ApiError::BadRequest("send the `site` part (the site's name) first".into())
     })?;
+    match runtime.as_deref().unwrap_or("static") {
+        "static" => {}
+        "dynamic" => {
+            if field.is_some() || output_dir.is_some() || spa.is_some() {
+                return Err(ApiError::BadRequest(
+                    "a dynamic site deploys an `image` and `port`, not an archive".into(),
+                ));
+            }
+            let image = image.ok_or_else(|| {
+                ApiError::BadRequest("a dynamic site needs `image` and `port`".into())
+            })?;
+            let port =
+                port.ok_or_else(|| ApiError::BadRequest("a dynamic site needs `port`".into()))?;
+            return deploy_image(&state, &user, &name, &image, port).await;
+        }
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "`runtime` is `static` (the default) or `dynamic`, not {other:?}"
+            )));
+        }
+    }
+    if image.is_some() || port.is_some() {
+        return Err(ApiError::BadRequest(
+            "`image` and `port` are for dynamic sites: send `runtime=dynamic`".into(),
+        ));
+    }
+    let field =
+        field.ok_or_else(|| ApiError::BadRequest("the deploy has no `archive` part".into()))?;
+    let ipfs = state
+        .ipfs
+        .clone()
+        .ok_or_else(|| ApiError::Unavailable("no IPFS node is configured".into()))?;
     let output_dir = output_dir.filter(|d| !d.is_empty());
-    let site = claim(&state, user.address, &name, spa, output_dir.as_deref()).await?;
+    let site = claim(&state, user.address, &name, "static", spa, output_dir.as_deref()).await?;
     if let Err(err) = hosting_service(&state, &site).await {
         sites::release_unused(&state, &site).await?;
         return Err(err);
@@ -109,12 +147,68 @@ pub(super) async fn deploy(
     )
     .fetch_one(&state.db)
     .await?;
-    let deployment = load(&state, id).await?;
+    queued(&state, id).await
+}
+
+/// The answer to a queued deployment: 202, its `Location`, and the deployment.
+async fn queued(state: &AppState, id: i64) -> ApiResult<(StatusCode, HeaderMap, Json<Deployment>)> {
+    let deployment = load(state, id).await?;
     let mut headers = HeaderMap::new();
     if let Ok(location) = HeaderValue::from_str(&format!("/hosting/deploy/{id}")) {
         headers.insert(header::LOCATION, location);
     }
     Ok((StatusCode::ACCEPTED, headers, Json(deployment)))
+}
+
+/// Checks a container image reference: `[registry/]name[:tag][@digest]`, 1 to 255 characters of
+/// lowercase letters, digits and `. / : _ @ -`.
+fn valid_image(image: &str) -> ApiResult<()> {
+    let ok = (1..=255).contains(&image.len())
+        && image
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b".:/_@-".contains(&b))
+        && image.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && !image.contains("//");
+    if !ok {
+        return Err(ApiError::BadRequest(format!(
+            "image {image:?}: use a container image reference such as registry.example/app:1.2"
+        )));
+    }
+    Ok(())
+}
+
+/// Queues a dynamic site's deployment of `image` serving on `port`.
+async fn deploy_image(
+    state: &AppState,
+    user: &AuthUser,
+    name: &str,
+    image: &str,
+    port: u16,
+) -> ApiResult<(StatusCode, HeaderMap, Json<Deployment>)> {
+    valid_image(image)?;
+    if state.runtime.is_none() {
+        return Err(ApiError::Unavailable("no runtime for dynamic sites is configured".into()));
+    }
+    if crate::routes::tier::effective_tier(state, user.address).await? != "paid" {
+        return Err(ApiError::PaidTierRequired(
+            "dynamic sites are for Paid accounts; upgrade, or deploy a static site".into(),
+        ));
+    }
+    let site = claim(state, user.address, name, "dynamic", None, None).await?;
+    if let Err(err) = hosting_service(state, &site).await {
+        sites::release_unused(state, &site).await?;
+        return Err(err);
+    }
+    let id = sqlx::query_scalar!(
+        "insert into deployments (site_id, source, image, port) values ($1, 'image', $2, $3)
+         returning id",
+        site.id,
+        image,
+        i32::from(port)
+    )
+    .fetch_one(&state.db)
+    .await?;
+    queued(state, id).await
 }
 
 /// A text part of at most [`MAX_TEXT_PART`] bytes, read no further than that.
@@ -134,7 +228,7 @@ pub async fn load(state: &AppState, id: i64) -> ApiResult<Deployment> {
     let d = sqlx::query!(
         r#"select d.id, s.name as site, d.source, d.state, coalesce(s.current_deployment_id = d.id, false) as "current!",
                   d.repository, d.git_ref, d.commit_sha, d.content_id, d.files, d.size_bytes,
-                  d.error, d.log, d.created_at, d.finished_at
+                  d.image, d.port, d.error, d.log, d.created_at, d.finished_at
            from deployments d join sites s on s.id = d.site_id
            where d.id = $1"#,
         id
@@ -153,6 +247,8 @@ pub async fn load(state: &AppState, id: i64) -> ApiResult<Deployment> {
         cid: d.content_id,
         files: d.files,
         size: d.size_bytes,
+        image: d.image,
+        port: d.port,
         error: d.error,
         log: d.log,
         created_at: d.created_at,
@@ -258,6 +354,21 @@ pub(super) async fn rollback(
             "deployment {id} is {}: only a deployment that went live can be served",
             deployment.state
         )));
+    }
+    // A dynamic site's earlier machine is gone: its image is deployed again.
+    if let (Some(image), Some(port)) = (&deployment.image, deployment.port) {
+        let again = sqlx::query_scalar!(
+            "insert into deployments (site_id, source, image, port, log)
+             select site_id, 'image', $2, $3, $4 from deployments where id = $1
+             returning id",
+            id,
+            image,
+            port,
+            format!("rollback to deployment {id}\n")
+        )
+        .fetch_one(&state.db)
+        .await?;
+        return Ok(Json(load(&state, again).await?));
     }
     sqlx::query!(
         "update sites set current_deployment_id = $1

@@ -43,6 +43,8 @@ struct Gateway {
     salt: [u8; 32],
     /// Small files by CID.
     files: std::sync::Arc<FileCache>,
+    /// Requests to dynamic sites' machines.
+    upstream: reqwest::Client,
 }
 
 /// One request served, for analytics.
@@ -65,7 +67,8 @@ pub fn router(state: AppState) -> (Router, impl Future<Output = ()>) {
         .finalize()
         .into();
     let writer = write_hits(state.clone(), received);
-    let gateway = Gateway { state, hits, salt, files: Default::default() };
+    let gateway =
+        Gateway { state, hits, salt, files: Default::default(), upstream: super::proxy::client() };
     (Router::new().fallback(serve).with_state(gateway), writer)
 }
 
@@ -126,6 +129,10 @@ fn candidates(path: &str) -> Option<Vec<String>> {
 /// A site as the gateway needs it.
 struct Served {
     id: i64,
+    /// `static` or `dynamic`.
+    kind: String,
+    /// A dynamic site's running machine (`host:port`).
+    upstream: Option<String>,
     spa_fallback: bool,
     deployment: Option<i64>,
     state: String,
@@ -175,8 +182,22 @@ async fn serve(
         }
     };
     let visitor = visitor(&gateway.salt, request.headers(), peer.ip());
-    let response =
-        respond(&gateway, &site, request.method(), request.uri().path(), request.headers()).await;
+    let response = if let Some(closed) = closed(&site) {
+        closed
+    } else if site.kind == "dynamic" {
+        match &site.upstream {
+            Some(upstream) => {
+                super::proxy::forward(&gateway.upstream, upstream, &host, peer, request).await
+            }
+            None => page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Site starting",
+                "This site's server is not running right now. Try again in a moment.",
+            ),
+        }
+    } else {
+        respond(&gateway, &site, request.method(), request.uri().path(), request.headers()).await
+    };
     let bytes = response
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -196,6 +217,28 @@ async fn serve(
     response
 }
 
+/// The page of a site that is not served (expired, cancelled, paused, suspended), if it is not.
+fn closed(site: &Served) -> Option<Response> {
+    if site.expired || site.state == "cancelled" {
+        return Some(page(
+            StatusCode::GONE,
+            "Site expired",
+            "This site is no longer hosted. Its owner can upgrade to bring it back.",
+        ));
+    }
+    match site.state.as_str() {
+        "active" => None,
+        "paused" => Some(page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Site paused",
+            "Its owner has paused this site.",
+        )),
+        _ => {
+            Some(page(StatusCode::SERVICE_UNAVAILABLE, "Site suspended", "This site is suspended."))
+        }
+    }
+}
+
 async fn respond(
     gateway: &Gateway,
     site: &Served,
@@ -204,30 +247,6 @@ async fn respond(
     headers: &HeaderMap,
 ) -> Response {
     let state = &gateway.state;
-    if site.expired || site.state == "cancelled" {
-        return page(
-            StatusCode::GONE,
-            "Site expired",
-            "This site is no longer hosted. Its owner can upgrade to bring it back.",
-        );
-    }
-    match site.state.as_str() {
-        "active" => {}
-        "paused" => {
-            return page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Site paused",
-                "Its owner has paused this site.",
-            );
-        }
-        _ => {
-            return page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Site suspended",
-                "This site is suspended.",
-            );
-        }
-    }
     let Some(deployment) = site.deployment else {
         return page(
             StatusCode::NOT_FOUND,
@@ -346,7 +365,7 @@ async fn file_response(
 async fn find_site(state: &AppState, name: &str) -> sqlx::Result<Option<Served>> {
     sqlx::query_as!(
         Served,
-        r#"select s.id, s.spa_fallback, s.current_deployment_id as deployment,
+        r#"select s.id, s.kind, i.address as "upstream?", s.spa_fallback, s.current_deployment_id as deployment,
                   coalesce(v.state, 'opening') as "state!",
                   coalesce(v.expires_at <= chain_now(s.chain_id)
                            and effective_tier(a.tier, a.tier_expires_at, chain_now(s.chain_id)) = 'free',
@@ -354,6 +373,7 @@ async fn find_site(state: &AppState, name: &str) -> sqlx::Result<Option<Served>>
            from sites s
            left join services v on v.chain_id = s.chain_id and v.service_id = s.service_id
            left join accounts a on a.chain_id = s.chain_id and a.address = s.account
+           left join site_instances i on i.site_id = s.id and i.state = 'running'
            where s.chain_id = $1 and s.name = $2"#,
         state.chain_id() as i64,
         name
@@ -375,7 +395,7 @@ async fn lookup(state: &AppState, deployment: i64, paths: &[String]) -> sqlx::Re
 }
 
 /// A small HTML page for what the gateway itself answers.
-fn page(status: StatusCode, title: &str, text: &str) -> Response {
+pub(super) fn page(status: StatusCode, title: &str, text: &str) -> Response {
     let body = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title></head>\
          <body><h1>{title}</h1><p>{text}</p><p><small>{} · DecentraSpace</small></p></body></html>\n",

@@ -1,6 +1,7 @@
 //! The deploy job: takes a queued deployment, fetches its source archive, unpacks it safely, picks
 //! the site's output folder, adds that folder to IPFS as a directory (pinned), and makes it the
-//! site's current deployment, all in one commit at the end.
+//! site's current deployment, all in one commit at the end. A dynamic site's deployment (an
+//! image) is started on a machine instead (`runtime::launch`).
 //!
 //! Jobs live in the `deployments` table and every API replica runs this loop: a worker claims a
 //! job with `FOR UPDATE SKIP LOCKED` and holds it by a lease it renews while it works. A worker
@@ -43,6 +44,8 @@ struct Job {
     git_ref: Option<String>,
     commit_sha: Option<String>,
     github_account_id: Option<i64>,
+    image: Option<String>,
+    port: Option<i32>,
     attempts: i32,
 }
 
@@ -76,16 +79,17 @@ async fn claim(state: &AppState) -> sqlx::Result<Option<Job>> {
     sqlx::query_as!(
         Job,
         r#"update deployments d
-           set state = 'fetching', lease_until = now() + make_interval(secs => $1),
+           set state = case when source = 'image' then 'starting' else 'fetching' end,
+               lease_until = now() + make_interval(secs => $1),
                attempts = attempts + 1, updated_at = now()
            where id = (select id from deployments
-                       where state in ('queued', 'fetching', 'uploading')
+                       where state in ('queued', 'fetching', 'uploading', 'starting')
                          and (lease_until is null or lease_until < now())
                        order by id
                        for update skip locked
                        limit 1)
            returning id, site_id, source, archive_cid, repository, git_ref, commit_sha, github_account_id,
-                     attempts"#,
+                     image, port, attempts"#,
         lease
     )
     .fetch_optional(&state.db)
@@ -113,7 +117,7 @@ async fn work(state: &AppState, job: Job) {
         let failed = sqlx::query!(
             "update deployments set state = 'failed', error = $3, log = log || $4,
                                     lease_until = null, finished_at = now(), updated_at = now()
-             where id = $1 and attempts = $2 and state in ('fetching', 'uploading')",
+             where id = $1 and attempts = $2 and state in ('fetching', 'uploading', 'starting')",
             id,
             job.attempts,
             reason,
@@ -200,6 +204,9 @@ fn internal(err: impl std::fmt::Display) -> Failure {
 }
 
 async fn deploy(state: &AppState, job: &Job) -> Result<(), Failure> {
+    if job.source == "image" {
+        return deploy_image(state, job).await;
+    }
     let ipfs = state.ipfs.clone().ok_or_else(|| Failure("no IPFS node is configured".into()))?;
     let work = tempfile::Builder::new()
         .prefix("decentraspace-deploy-")
@@ -270,6 +277,28 @@ async fn deploy(state: &AppState, job: &Job) -> Result<(), Failure> {
         release_directory(state, &added.cid).await;
     }
     published
+}
+
+/// Starts a dynamic site's image on a machine and switches the site to it.
+async fn deploy_image(state: &AppState, job: &Job) -> Result<(), Failure> {
+    use super::runtime::launch::{ImageJob, Outcome, launch};
+    let (Some(image), Some(port)) = (job.image.as_deref(), job.port) else {
+        return Err(Failure("the deployment names no image".into()));
+    };
+    let port = u16::try_from(port).map_err(internal)?;
+    log(state, job.id, &format!("starting {image} (port {port})")).await;
+    let image_job =
+        ImageJob { id: job.id, attempts: job.attempts, site_id: job.site_id, image, port };
+    match launch(state, image_job).await {
+        Outcome::Live(lines) => {
+            for line in lines {
+                log(state, job.id, &line).await;
+            }
+            Ok(())
+        }
+        Outcome::Failed(reason) => Err(Failure(reason)),
+        Outcome::Lost => Err(lost(job)),
+    }
 }
 
 /// Records the files and makes the deployment live and current, in one commit, if the job is

@@ -1,13 +1,16 @@
 //! Site hosting: sites (each a hosting service on-chain), their deployments from an uploaded
 //! archive (or GitHub), the deploy job that unpacks a source and adds it to IPFS as a directory,
-//! the gateway that serves each site's current deployment by `Host`, the uptime prober, and the
-//! site analytics they feed. See `docs/adr/0007-hosting.md`.
+//! dynamic sites run from a container image on the runtime (`runtime`), the gateway that serves
+//! each site's current deployment by `Host`, the uptime prober, and the site analytics they
+//! feed. See `docs/adr/0007-hosting.md`.
 
 pub mod analytics;
 mod deploy;
 mod file_cache;
 pub mod gateway;
 mod job;
+mod proxy;
+pub mod runtime;
 pub(crate) mod sites;
 pub mod status;
 pub mod unpack;
@@ -48,9 +51,10 @@ pub struct Deployment {
     pub id: i64,
     /// The site's name.
     pub site: String,
-    /// `upload` or `github`.
+    /// `upload`, `github` or `image` (a dynamic site).
     pub source: String,
-    /// `queued`, `fetching`, `uploading`, `live` or `failed`.
+    /// `queued`, `fetching`, `uploading` (static) or `starting` (dynamic), then `live` or
+    /// `failed`.
     pub state: String,
     /// Whether the site serves this deployment now.
     pub current: bool,
@@ -66,6 +70,10 @@ pub struct Deployment {
     pub files: Option<i32>,
     /// Their bytes.
     pub size: Option<i64>,
+    /// The container image (dynamic sites).
+    pub image: Option<String>,
+    /// The port it serves HTTP on (dynamic sites).
+    pub port: Option<i32>,
     /// Why it failed.
     pub error: Option<String>,
     /// What the deploy did, line by line.

@@ -25,6 +25,8 @@ pub(crate) struct Site {
     pub name: String,
     pub account: Address,
     pub output_dir: Option<String>,
+    /// `static` or `dynamic`.
+    pub kind: String,
 }
 
 /// The on-chain reference of the site named `name`'s hosting service.
@@ -61,7 +63,7 @@ pub(super) async fn owned(state: &AppState, account: Address, name: &str) -> Api
 
 async fn find(state: &AppState, name: &str) -> ApiResult<Option<Site>> {
     let row = sqlx::query!(
-        "select id, name, account, output_dir from sites
+        "select id, name, account, output_dir, kind from sites
          where chain_id = $1 and name = $2",
         state.chain_id() as i64,
         name
@@ -73,25 +75,29 @@ async fn find(state: &AppState, name: &str) -> ApiResult<Option<Site>> {
         name: r.name,
         account: Address::from_slice(&r.account),
         output_dir: r.output_dir,
+        kind: r.kind,
     }))
 }
 
-/// The caller's site named `name`, claimed for it when the name is free.
+/// The caller's site named `name` of `kind` (`static` or `dynamic`), claimed for it when the
+/// name is free.
 pub(crate) async fn claim(
     state: &AppState,
     account: Address,
     name: &str,
+    kind: &str,
     spa_fallback: Option<bool>,
     output_dir: Option<&str>,
 ) -> ApiResult<Site> {
     valid_name(name)?;
     let inserted = sqlx::query!(
         "insert into sites (chain_id, account, name, kind, spa_fallback, output_dir)
-         values ($1, $2, $3, 'static', coalesce($4, true), $5)
+         values ($1, $2, $3, $4, coalesce($5, true), $6)
          on conflict (chain_id, name) do nothing",
         state.chain_id() as i64,
         account.as_slice(),
         name,
+        kind,
         spa_fallback,
         output_dir
     )
@@ -102,6 +108,12 @@ pub(crate) async fn claim(
     })?;
     if site.account != account {
         return Err(ApiError::Conflict(format!("the site name {name:?} is taken")));
+    }
+    if site.kind != kind {
+        return Err(ApiError::Conflict(format!(
+            "site {name} is a {} site; deploy it as one, or use another name",
+            site.kind
+        )));
     }
     if inserted.rows_affected() == 0 && (spa_fallback.is_some() || output_dir.is_some()) {
         sqlx::query!(
@@ -192,14 +204,20 @@ async fn indexed_service(state: &AppState, site: &Site) -> ApiResult<Option<i64>
     let reference = service_ref(&site.name);
     Ok(sqlx::query_scalar!(
         "select service_id from services
-         where chain_id = $1 and owner = $2 and ref = $3 and kind = 'static_hosting'
+         where chain_id = $1 and owner = $2 and ref = $3 and kind = $4
          order by service_id desc limit 1",
         state.chain_id() as i64,
         site.account.as_slice(),
-        reference.as_slice()
+        reference.as_slice(),
+        service_kind(site).to_string()
     )
     .fetch_optional(&state.db)
     .await?)
+}
+
+/// The on-chain kind of the site's hosting service.
+fn service_kind(site: &Site) -> ServiceKind {
+    if site.kind == "dynamic" { ServiceKind::DynamicHosting } else { ServiceKind::StaticHosting }
 }
 
 async fn open_service(state: &AppState, site: &Site) -> ApiResult<i64> {
@@ -211,7 +229,7 @@ async fn open_service(state: &AppState, site: &Site) -> ApiResult<i64> {
     let receipt = operator
         .send_for_receipt(registry.createServiceFor(
             site.account,
-            ServiceKind::StaticHosting.into(),
+            service_kind(site).into(),
             service_ref(&site.name),
         ))
         .await

@@ -31,12 +31,42 @@ pub struct UptimeCheck {
     pub latency_ms: Option<i32>,
 }
 
+/// A dynamic site's machine and its recent history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Instance {
+    /// The runtime's machine id.
+    pub machine_id: String,
+    /// `starting`, `running`, `stopping`, `stopped`, `crashed` or `destroyed`.
+    pub state: String,
+    /// The deployment it runs.
+    pub deployment_id: i64,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Its last state changes, newest first.
+    pub events: Vec<InstanceEvent>,
+}
+
+/// A state change of a dynamic site's machine.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstanceEvent {
+    /// The machine.
+    pub machine_id: String,
+    /// The state it left (none for a new machine).
+    pub from: Option<String>,
+    /// The state it entered.
+    pub to: String,
+    /// Why.
+    pub reason: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
 /// A site's hosting status.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SiteStatus {
     /// The site's name.
     pub name: String,
-    /// `static` (dynamic sites are designed, not served yet).
+    /// `static` or `dynamic`.
     pub kind: String,
     /// Its hosting service on-chain, once opened.
     pub service_id: Option<i64>,
@@ -61,6 +91,36 @@ pub struct SiteStatus {
     pub uptime_24h: Option<f64>,
     /// The last uptime check.
     pub last_check: Option<UptimeCheck>,
+    /// A dynamic site's machine.
+    pub instance: Option<Instance>,
+}
+
+/// A dynamic site's machine, with its last 20 state changes.
+async fn instance(state: &AppState, site_id: i64) -> ApiResult<Option<Instance>> {
+    let Some(row) = sqlx::query!(
+        "select machine_id, state, deployment_id, updated_at from site_instances where site_id = $1",
+        site_id
+    )
+    .fetch_optional(&state.db)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let events = sqlx::query_as!(
+        InstanceEvent,
+        r#"select machine_id, from_state as "from", to_state as "to", reason, at
+           from site_instance_events where site_id = $1 order by id desc limit 20"#,
+        site_id
+    )
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Some(Instance {
+        machine_id: row.machine_id,
+        state: row.state,
+        deployment_id: row.deployment_id,
+        updated_at: row.updated_at,
+        events,
+    }))
 }
 
 async fn status(state: &AppState, site_id: i64) -> ApiResult<SiteStatus> {
@@ -104,13 +164,18 @@ async fn status(state: &AppState, site_id: i64) -> ApiResult<SiteStatus> {
     .fetch_optional(&state.db)
     .await?;
     let gateway = state.config.ipfs_gateway_url.trim_end_matches('/');
+    let instance = instance(state, site_id).await?;
+    let running = instance.as_ref().is_some_and(|i| i.state == "running");
     Ok(SiteStatus {
         url: site_url(state, &s.name),
         ipfs_url: current
             .as_ref()
             .and_then(|d| d.cid.as_ref())
             .map(|c| format!("{gateway}/ipfs/{c}")),
-        serving: current.is_some() && s.state == "active" && !s.expired,
+        serving: current.is_some()
+            && s.state == "active"
+            && !s.expired
+            && (s.kind == "static" || running),
         name: s.name,
         kind: s.kind,
         service_id: s.service_id,
@@ -121,6 +186,7 @@ async fn status(state: &AppState, site_id: i64) -> ApiResult<SiteStatus> {
         latest_deployment: latest,
         uptime_24h: uptime.share,
         last_check,
+        instance,
     })
 }
 

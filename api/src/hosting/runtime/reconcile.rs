@@ -1,0 +1,146 @@
+//! Keeps every dynamic site's instance where its hosting service says it should be: running
+//! while the service is active (and not expired), stopped while it is paused, suspended or
+//! expired, destroyed once it is cancelled. Each pass first reads the machine from the runtime
+//! (a machine that died moves its instance to `crashed`, and the next pass starts it again),
+//! then acts. One replica at a time (an advisory lock); every move goes through the instance
+//! state machine.
+
+use std::time::Duration;
+
+use super::{
+    Runtime, RuntimeError,
+    instance::{Event, State, transition},
+};
+use crate::{leader::try_lead, state::AppState};
+
+/// Advisory lock key of the reconciler.
+const LEADER_KEY: i64 = 0x6479_6e61; // "dyna"
+
+/// Where an instance should be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Desired {
+    Running,
+    Stopped,
+    Destroyed,
+}
+
+/// Runs passes every `interval` until the task is dropped.
+pub async fn run(state: AppState, interval: Duration) {
+    let Some(runtime) = state.runtime.clone() else { return };
+    loop {
+        if let Err(err) = pass(&state, runtime.as_ref()).await {
+            tracing::warn!(target: "api::runtime", err = format!("{err:#}"), "reconcile pass failed");
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// One pass over every instance; answers how many moved.
+pub async fn pass(state: &AppState, runtime: &dyn Runtime) -> anyhow::Result<usize> {
+    let Some(lock) = try_lead(&state.db, LEADER_KEY).await? else { return Ok(0) };
+    let instances = sqlx::query!(
+        r#"select i.site_id, i.machine_id, i.state, coalesce(v.state, 'opening') as "service!",
+                  coalesce(v.expires_at <= chain_now(s.chain_id)
+                           and effective_tier(a.tier, a.tier_expires_at, chain_now(s.chain_id)) = 'free',
+                           false) as "expired!"
+           from site_instances i
+           join sites s on s.id = i.site_id
+           left join services v on v.chain_id = s.chain_id and v.service_id = s.service_id
+           left join accounts a on a.chain_id = s.chain_id and a.address = s.account
+           where s.chain_id = $1 and i.state <> 'destroyed'
+           order by i.site_id"#,
+        state.chain_id() as i64
+    )
+    .fetch_all(&state.db)
+    .await?;
+    let mut moved = 0;
+    for instance in instances {
+        let Some(at) = State::parse(&instance.state) else { continue };
+        let desired = match (instance.service.as_str(), instance.expired) {
+            ("cancelled", _) => Desired::Destroyed,
+            ("active", false) => Desired::Running,
+            _ => Desired::Stopped,
+        };
+        let reason = match desired {
+            Desired::Running => "its service is active".to_owned(),
+            Desired::Stopped if instance.expired => "its service expired".to_owned(),
+            Desired::Stopped => format!("its service is {}", instance.service),
+            Desired::Destroyed => "its service was cancelled".to_owned(),
+        };
+        let step = Step { state, runtime, site: instance.site_id, machine: &instance.machine_id };
+        match step.reconcile(at, desired, &reason).await {
+            Ok(n) => moved += n,
+            Err(err) => tracing::warn!(target: "api::runtime", site = instance.site_id,
+                err = format!("{err:#}"), "cannot reconcile an instance"),
+        }
+    }
+    drop(lock);
+    Ok(moved)
+}
+
+struct Step<'a> {
+    state: &'a AppState,
+    runtime: &'a dyn Runtime,
+    site: i64,
+    machine: &'a str,
+}
+
+impl Step<'_> {
+    async fn apply(&self, from: State, event: Event, reason: &str) -> anyhow::Result<State> {
+        let mut conn = self.state.db.acquire().await?;
+        let to = transition(&mut conn, self.site, self.machine, from, event, reason).await?;
+        // `None`: another writer moved it meanwhile; this pass leaves it.
+        to.ok_or_else(|| anyhow::anyhow!("the instance moved meanwhile"))
+    }
+
+    async fn reconcile(
+        &self,
+        mut at: State,
+        desired: Desired,
+        reason: &str,
+    ) -> anyhow::Result<usize> {
+        let mut moved = 0;
+        // What the runtime says happened.
+        let machine = match self.runtime.machine(self.machine).await {
+            Ok(machine) => Some(machine),
+            Err(RuntimeError::Gone(_)) => None,
+            Err(err) => return Err(err.into()),
+        };
+        let observed = match (&machine, at) {
+            (Some(m), State::Starting) if m.started() => {
+                Some((Event::Started, "the machine started"))
+            }
+            (Some(m), State::Starting | State::Running) if m.down() => {
+                Some((Event::Exited, "the machine went down"))
+            }
+            (None, State::Starting | State::Running) => {
+                Some((Event::Exited, "the machine is gone"))
+            }
+            (Some(m), State::Stopping) if m.down() => Some((Event::Stopped, "the machine stopped")),
+            (None, State::Stopping) => Some((Event::Stopped, "the machine is gone")),
+            _ => None,
+        };
+        if let Some((event, why)) = observed {
+            at = self.apply(at, event, why).await?;
+            moved += 1;
+        }
+        // What its service asks for.
+        let action = match (desired, at) {
+            (Desired::Destroyed, _) => Some(Event::Destroy),
+            (Desired::Running, State::Stopped | State::Crashed) if machine.is_some() => {
+                Some(Event::Start)
+            }
+            (Desired::Stopped, State::Running) => Some(Event::Stop),
+            _ => None,
+        };
+        let Some(event) = action else { return Ok(moved) };
+        match event {
+            Event::Destroy => self.runtime.destroy(self.machine).await?,
+            Event::Start => self.runtime.start(self.machine).await?,
+            Event::Stop => self.runtime.stop(self.machine).await?,
+            _ => {}
+        }
+        self.apply(at, event, reason).await?;
+        Ok(moved + 1)
+    }
+}
