@@ -156,6 +156,11 @@ pub struct Config {
     #[arg(long, env = "DYNAMIC_RECONCILE_SECS", default_value_t = 15)]
     pub dynamic_reconcile_secs: u64,
 
+    /// What each GitHub link past the tier's included ones (Free 1, Paid 3) costs, in credit
+    /// units (6 decimals; 0: no further links).
+    #[arg(long, env = "GITHUB_EXTRA_LINK_CREDITS", default_value_t = 5_000_000)]
+    pub github_extra_link_credits: u64,
+
     /// The GitHub OAuth app's client id (unset: GitHub features answer 503).
     #[arg(long, env = "GITHUB_CLIENT_ID")]
     pub github_client_id: Option<String>,

@@ -6,10 +6,12 @@
 
 use std::io::Write;
 
+use alloy::primitives::{U256, keccak256};
+use decentraspace_abi::CreditLedger;
 use decentraspace_tests::{
-    FakeGitHub, GITHUB_CLIENT_ID, GITHUB_CLIENT_SECRET, GITHUB_WEBHOOK_SECRET, IndexerTask,
-    Session, TestApi, TestChain, TestDb, TestIpfs, api_config, github_signature, indexer_config,
-    problem_type, push_payload,
+    FakeGitHub, GITHUB_CLIENT_ID, GITHUB_CLIENT_SECRET, GITHUB_WEBHOOK_SECRET, IndexerTask, Role,
+    Session, TestApi, TestChain, TestDb, TestIpfs, api_config, eventually, github_signature,
+    indexer_config, problem_type, push_payload, role_key,
 };
 use serde_json::{Value, json};
 
@@ -40,6 +42,9 @@ async fn stack() -> anyhow::Result<Stack> {
     config.github_oauth_url = github.url.clone();
     config.github_api_url = github.url.clone();
     config.github_webhook_secret = Some(GITHUB_WEBHOOK_SECRET.into());
+    // Links past the tier's included ones are charged with the billing key.
+    config.billing_key = Some(role_key(&chain, Role::Billing).into());
+    config.github_extra_link_credits = 5_000_000;
     let api = TestApi::start_with(config).await?;
     Ok(Stack { chain, db, _indexer: indexer, _ipfs: ipfs, github, api })
 }
@@ -172,8 +177,10 @@ async fn a_linked_repository_deploys_and_a_push_deploys_it_again_once() -> anyho
             .fetch_one(&mut conn)
             .await?;
     assert!(!sealed.windows(4).any(|w| w == b"gho_"), "no token in clear");
+    assert_eq!(linked["charged_credits"], Value::Null, "the tier includes the first link");
+    // A second link costs 5 credits, which the account lacks.
     let (status, body) = api.post("/github/link", Some(token), &json!({})).await?;
-    assert_eq!((status, problem_type(&body).as_str()), (403, "forbidden"), "{body}");
+    assert_eq!((status, problem_type(&body).as_str()), (402, "insufficient-credit"), "{body}");
     let (status, repos) =
         api.get(&format!("/github/link/{link_id}/repositories"), Some(token)).await?;
     assert_eq!(status, 200);
@@ -303,5 +310,56 @@ async fn a_github_identity_moves_to_the_account_that_links_it_last() -> anyhow::
         .get(&format!("/github/link/{}/repositories", moved["id"]), Some(&second.access))
         .await?;
     assert_eq!((status, problem_type(&body).as_str()), (409, "conflict"), "{body}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_link_past_the_included_one_is_charged_on_chain_once() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let api = &stack.api;
+    let user = stack.chain.user(4);
+    let session = api.login_registered(&user).await?;
+    let c = stack.chain.deployment.contracts;
+    let oracle = stack.chain.provider_as(stack.chain.role(Role::PaymentOracle));
+    CreditLedger::new(c.credit_ledger, &oracle)
+        .creditFiat(user.address(), U256::from(7_000_000u64), keccak256("github-funds"))
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    eventually("the credit to be indexed", || async {
+        Ok(api.get("/billing/balance", Some(&session.access)).await?.1["balance"] == "7000000")
+    })
+    .await?;
+
+    // The Free tier's one link is included; the next costs 5 credits, said up front.
+    let (status, first) = link(&stack, &session, 301, "first-gh").await?;
+    assert_eq!((status, &first["charged_credits"]), (201, &Value::Null), "{first}");
+    let (status, start) = api.post("/github/link", Some(&session.access), &json!({})).await?;
+    assert_eq!((status, start["cost_credits"].as_u64()), (200, Some(5_000_000)), "{start}");
+    let code = stack.github.authorize(302, "second-gh");
+    let callback = json!({"code": code, "state": start["state"]});
+    let (status, second) =
+        api.post("/github/link/callback", Some(&session.access), &callback).await?;
+    assert_eq!((status, second["charged_credits"].as_i64()), (201, Some(5_000_000)), "{second}");
+    let ledger = CreditLedger::new(c.credit_ledger, stack.chain.reader());
+    assert_eq!(ledger.balanceOf(user.address()).call().await?, U256::from(2_000_000u64));
+
+    // Linking the same identity again (a fresh token) is no new link: nothing more is charged.
+    let again = json!({"code": stack.github.authorize(302, "second-gh"), "state": start["state"]});
+    let (status, relinked) =
+        api.post("/github/link/callback", Some(&session.access), &again).await?;
+    assert_eq!(status, 201, "{relinked}");
+    assert_eq!(ledger.balanceOf(user.address()).call().await?, U256::from(2_000_000u64));
+
+    // 2 credits left (as indexed): a third link is refused before GitHub is asked.
+    eventually("the charge to be indexed", || async {
+        Ok(api.get("/billing/balance", Some(&session.access)).await?.1["balance"] == "2000000")
+    })
+    .await?;
+    let (status, body) = api.post("/github/link", Some(&session.access), &json!({})).await?;
+    assert_eq!((status, problem_type(&body).as_str()), (402, "insufficient-credit"), "{body}");
+    let (_, links) = api.get("/github/link", Some(&session.access)).await?;
+    assert_eq!(links.as_array().map(Vec::len), Some(2), "{links}");
     Ok(())
 }

@@ -7,6 +7,9 @@
 //! caller's token and a state made for the caller means nobody can link their GitHub account
 //! into someone else's platform account. A GitHub identity linked elsewhere moves to the caller
 //! (they proved control of it just now); the other account's sites stop deploying from it.
+//!
+//! A tier includes some links (Free 1, Paid 3); each further one costs
+//! `GITHUB_EXTRA_LINK_CREDITS`, deducted on-chain when the link completes (`charge`).
 
 use alloy::primitives::Address;
 use axum::{
@@ -43,6 +46,8 @@ pub struct LinkedAccount {
     pub linked_at: DateTime<Utc>,
     /// Sites deploying from it.
     pub sites: Vec<String>,
+    /// What it was charged in credit units, when it was past the tier's included links.
+    pub charged_credits: Option<i64>,
 }
 
 /// Where to send the user to authorize the platform.
@@ -54,6 +59,9 @@ pub struct LinkStart {
     pub state: String,
     /// When the state stops being accepted.
     pub expires_at: DateTime<Utc>,
+    /// What completing this link costs, in credit units, when it is past the tier's included
+    /// links (charged on-chain by the callback).
+    pub cost_credits: Option<u64>,
 }
 
 /// What GitHub sent the browser back with.
@@ -95,6 +103,18 @@ fn over_limit(tier: &str) -> ApiError {
     ))
 }
 
+/// What one more link costs the caller, who has `count` links: `None` while the tier includes
+/// it; 403 when further links are not offered.
+fn extra_cost(state: &AppState, tier: &str, count: i64) -> ApiResult<Option<u64>> {
+    if count < link_limit(tier) {
+        return Ok(None);
+    }
+    match state.config.github_extra_link_credits {
+        0 => Err(over_limit(tier)),
+        units => Ok(Some(units)),
+    }
+}
+
 /// The caller's linked GitHub accounts.
 #[utoipa::path(get, path = "/github/link", tag = "github", security(("bearer" = [])),
     responses((status = 200, body = Vec<LinkedAccount>),
@@ -104,7 +124,7 @@ pub(super) async fn list(
     user: AuthUser,
 ) -> ApiResult<Json<Vec<LinkedAccount>>> {
     let rows = sqlx::query!(
-        r#"select g.id, g.github_id, g.login, g.linked_at,
+        r#"select g.id, g.github_id, g.login, g.linked_at, g.charged_credits,
                   coalesce(array_agg(s.name order by s.name) filter (where s.name is not null), '{}') as "sites!"
            from github_accounts g
            left join sites s on s.github_account_id = g.id
@@ -123,6 +143,7 @@ pub(super) async fn list(
                 login: r.login,
                 linked_at: r.linked_at,
                 sites: r.sites,
+                charged_credits: r.charged_credits,
             })
             .collect(),
     ))
@@ -132,6 +153,8 @@ pub(super) async fn list(
 #[utoipa::path(post, path = "/github/link", tag = "github", security(("bearer" = [])),
     responses((status = 200, body = LinkStart),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "Too little credit for a link past the tier's included ones",
+            body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The tier links no more accounts", body = Problem,
             content_type = "application/problem+json"),
         (status = 503, description = "GitHub is not configured", body = Problem,
@@ -143,8 +166,15 @@ pub(super) async fn start(
     let github = github(&state)?;
     let tier = effective_tier(&state, user.address).await?;
     let count = linked_count(&mut *state.db.acquire().await?, &state, user.address).await?;
-    if count >= link_limit(&tier) {
-        return Err(over_limit(&tier));
+    let cost = extra_cost(&state, &tier, count)?;
+    if let Some(units) = cost
+        && super::charge::balance(&state, user.address).await? < u128::from(units)
+    {
+        return Err(ApiError::InsufficientCredit(format!(
+            "your tier includes {} GitHub links; another costs {}: recharge first",
+            link_limit(&tier),
+            super::charge::credits(units)
+        )));
     }
     let now = Utc::now();
     let link_state = state.sealer.state(user.address, now.timestamp());
@@ -152,6 +182,7 @@ pub(super) async fn start(
         authorize_url: github.authorize_url(&link_state),
         state: link_state,
         expires_at: now + chrono::Duration::seconds(super::seal::STATE_TTL_SECS),
+        cost_credits: cost,
     }))
 }
 
@@ -162,6 +193,8 @@ pub(super) async fn start(
         (status = 400, description = "A state not made for the caller, or expired", body = Problem,
             content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "Too little credit for a link past the tier's included ones",
+            body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "GitHub refused the code", body = Problem,
             content_type = "application/problem+json"),
@@ -211,8 +244,14 @@ pub(super) async fn callback(
     .fetch_optional(&mut *tx)
     .await?;
     let relink_here = current.as_ref().is_some_and(|c| c.account == user.address.as_slice());
-    if !relink_here && linked_count(&mut tx, &state, user.address).await? >= link_limit(&tier) {
-        return Err(over_limit(&tier));
+    let mut charged = None;
+    if !relink_here {
+        let count = linked_count(&mut tx, &state, user.address).await?;
+        if let Some(units) = extra_cost(&state, &tier, count)? {
+            // Charged inside the link's locks: two callbacks cannot both pass the count.
+            super::charge::charge(&state, user.address, units, &body.state).await?;
+            charged = Some(units as i64);
+        }
     }
     if let Some(previous) = &current {
         // Linked here already (a fresh token) or elsewhere (it moves): the old link ends.
@@ -233,13 +272,14 @@ pub(super) async fn callback(
     }
     let sealed = state.sealer.seal(&token, user.address, identity.id);
     let id = sqlx::query_scalar!(
-        "insert into github_accounts (chain_id, account, github_id, login, token_sealed)
-         values ($1, $2, $3, $4, $5) returning id",
+        "insert into github_accounts (chain_id, account, github_id, login, token_sealed, charged_credits)
+         values ($1, $2, $3, $4, $5, $6) returning id",
         chain,
         user.address.as_slice(),
         identity.id,
         identity.login,
-        sealed
+        sealed,
+        charged
     )
     .fetch_one(&mut *tx)
     .await?;

@@ -2,6 +2,7 @@
 //! repository, and the push webhook that deploys a site's production branch again. The deploy job
 //! itself is hosting's (`crate::hosting`): GitHub only supplies the source tarball.
 
+mod charge;
 pub mod client;
 pub mod deploy;
 pub mod link;
