@@ -17,6 +17,8 @@ relayer_key=${RELAYER_PRIVATE_KEY:-0x4bbbf85ce3377467afe5d46f804f221813b2bb87f24
 # anvil's fifth dev account holds the ledger's billing role: the meter sends with a key of its
 # own, so its nonces never race the operator's.
 billing_key=${BILLING_PRIVATE_KEY:-0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a}
+# anvil's sixth dev account holds the domain registry's verifier role, for the same reason.
+verifier_key=${VERIFIER_PRIVATE_KEY:-0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba}
 api_listen=${API_LISTEN:-127.0.0.1:8080}
 mkdir -p .data
 
@@ -45,6 +47,7 @@ done
 chain_id=$(tools/foundry cast chain-id --rpc-url "$rpc_url")
 
 DEPLOYER_PRIVATE_KEY=$deployer_key BILLING=$(tools/foundry cast wallet address --private-key "$billing_key") \
+  VERIFIER=$(tools/foundry cast wallet address --private-key "$verifier_key") \
   tools/foundry forge script contracts/script/Deploy.s.sol \
   --rpc-url "$rpc_url" --broadcast --quiet
 record="deployments/$chain_id.json"
@@ -95,7 +98,7 @@ gateway_listen=${GATEWAY_LISTEN:-127.0.0.1:8090}
 API_LISTEN=$api_listen DATABASE_URL=$database_url RPC_URL=$rpc_url DEPLOYMENTS_FILE=$record \
   SIWE_DOMAIN=${SIWE_DOMAIN:-localhost:8080} SIWE_URI=${SIWE_URI:-http://localhost:8080} \
   JWT_SECRET=$(node -e 'console.log(require("crypto").randomBytes(32).toString("hex"))') \
-  OPERATOR_PRIVATE_KEY=$deployer_key RELAYER_PRIVATE_KEY=$relayer_key \
+  OPERATOR_PRIVATE_KEY=$deployer_key RELAYER_PRIVATE_KEY=$relayer_key VERIFIER_PRIVATE_KEY=$verifier_key \
   BILLING_PRIVATE_KEY=$billing_key METER_INTERVAL_SECS=${METER_INTERVAL_SECS:-60} \
   IPFS_API_URL=http://127.0.0.1:$ipfs_api_port IPFS_GATEWAY_URL=http://127.0.0.1:$ipfs_gateway_port \
   ARWEAVE_URL=http://127.0.0.1:$arlocal_port ARWEAVE_GATEWAY_URL=http://127.0.0.1:$arlocal_port \

@@ -62,6 +62,20 @@ pub struct Config {
     #[arg(long, env = "OPERATOR_PRIVATE_KEY", hide_env_values = true)]
     pub operator_key: Option<SecretString>,
 
+    /// The domain verifier's private key (`VERIFIER_ROLE` on DomainRegistry): records proven
+    /// domain ownership on-chain (unset: `/domain/link` answers 503).
+    #[arg(long, env = "VERIFIER_PRIVATE_KEY", hide_env_values = true)]
+    pub verifier_key: Option<SecretString>,
+
+    /// The DNS resolver domain proofs are looked up through (`ip:port`).
+    #[arg(long, env = "DNS_RESOLVER", default_value = "1.1.1.1:53")]
+    pub dns_resolver: std::net::SocketAddr,
+
+    /// A Handshake-aware resolver (`ip:port`, e.g. hnsd) for Handshake names (unset: Handshake
+    /// proofs answer 503).
+    #[arg(long, env = "HNS_RESOLVER")]
+    pub hns_resolver: Option<std::net::SocketAddr>,
+
     /// How many first-login registrations the operator sends per hour (each costs it gas).
     #[arg(long, env = "REGISTRATIONS_PER_HOUR", default_value_t = 1_000)]
     pub registrations_per_hour: u32,

@@ -15,6 +15,7 @@ pub mod arweave;
 pub mod auth;
 mod cache;
 mod config;
+pub mod domains;
 pub mod error;
 pub mod github;
 pub mod hosting;
@@ -104,6 +105,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(storage::folders::router())
         .merge(storage::manage::router())
         .merge(storage::files::router())
+        .merge(domains::router())
         .merge(hosting::router())
         .merge(github::router())
         .split_for_parts()

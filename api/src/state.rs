@@ -44,6 +44,12 @@ pub struct AppState {
     pub ipfs: Option<crate::ipfs::Ipfs>,
     /// The Arweave node and the wallet that pays for uploads, when configured.
     pub arweave: Option<crate::arweave::Arweave>,
+    /// Records proven domain ownership on-chain, when a verifier key is configured.
+    pub verifier: Option<Operator>,
+    /// Looks up DNS proofs of domain ownership.
+    pub dns: Option<crate::domains::proof::TxtResolver>,
+    /// Looks up Handshake proofs, when a Handshake-aware resolver is configured.
+    pub hns: Option<crate::domains::proof::TxtResolver>,
     /// The machine runtime dynamic sites run on, when configured.
     pub runtime: Option<Arc<dyn crate::hosting::runtime::Runtime>>,
     /// GitHub (OAuth and REST); unset without a client id and secret.
@@ -88,6 +94,22 @@ impl AppState {
             ),
             None => None,
         };
+        let verifier = match &config.verifier_key {
+            Some(key) => Some(
+                Operator::connect(key, &config.rpc_url, deployment.contracts.account_registry)
+                    .await?,
+            ),
+            None => None,
+        };
+        let dns = Some(
+            crate::domains::proof::TxtResolver::new(config.dns_resolver)
+                .context("the DNS resolver")?,
+        );
+        let hns = config
+            .hns_resolver
+            .map(crate::domains::proof::TxtResolver::new)
+            .transpose()
+            .context("the Handshake resolver")?;
         let oracle = match &config.payment_oracle_key {
             Some(key) => Some(
                 Operator::connect(key, &config.rpc_url, deployment.contracts.account_registry)
@@ -193,6 +215,9 @@ impl AppState {
             billing,
             ipfs,
             arweave,
+            verifier,
+            dns,
+            hns,
             runtime,
             github,
             sealer,

@@ -4,23 +4,28 @@
 //! role holders, and the API in-process with a client that signs in as a wallet does.
 
 mod api;
+mod archive;
 mod arweave;
 mod chain;
 mod db;
+mod dns;
 mod fly;
 mod github;
 mod indexer;
 mod ipfs;
 mod paystack;
+mod relay;
 mod wrk;
 
 pub use api::{
     ApiProcess, PROBLEMS, SIWE_DOMAIN, SIWE_URI, Session, SiweMessage, TestApi, api_config,
     eventually, problem_type, role_key,
 };
+pub use archive::site_tar_gz;
 pub use arweave::TestArweave;
 pub use chain::{Role, TestChain, repo_root};
 pub use db::{TestDb, server_url};
+pub use dns::TestDns;
 pub use fly::{FLY_APP, FLY_TOKEN, FakeContainer, FakeFly};
 pub use github::{
     FakeGitHub, GITHUB_CLIENT_ID, GITHUB_CLIENT_SECRET, GITHUB_WEBHOOK_SECRET, github_signature,
@@ -32,4 +37,5 @@ pub use indexer::{
 };
 pub use ipfs::TestIpfs;
 pub use paystack::{FakePaystack, FakeTransaction, PAYSTACK_SECRET, paystack_signature};
+pub use relay::{forward, relay_signed};
 pub use wrk::{WrkRun, wrk};

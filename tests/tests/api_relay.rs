@@ -8,19 +8,17 @@ use std::time::{Duration, Instant};
 use alloy::{
     eips::Encodable2718,
     network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder},
-    primitives::{Address, B256, Bytes, U256, aliases::U48, keccak256},
+    primitives::{Address, B256, Bytes, U256, keccak256},
     providers::Provider,
     rpc::types::TransactionRequest,
     signers::{Signer, local::PrivateKeySigner},
     sol,
     sol_types::{SolCall, SolStruct, eip712_domain},
 };
-use decentraspace_abi::{
-    CreditLedger, Forwarder, ServiceKind, ServiceRegistry, TestToken,
-    eip712::{ForwardRequest, forwarder_domain},
-};
+use decentraspace_abi::{CreditLedger, Forwarder, ServiceKind, ServiceRegistry, TestToken};
 use decentraspace_tests::{
-    IndexerTask, Role, TestApi, TestChain, TestDb, api_config, indexer_config, problem_type,
+    IndexerTask, Role, TestApi, TestChain, TestDb, api_config, forward, indexer_config,
+    problem_type,
 };
 use serde_json::{Value, json};
 
@@ -82,37 +80,6 @@ async fn raw_tx(
         .build(&EthereumWallet::from(signer.clone()))
         .await?;
     Ok(format!("0x{}", alloy::hex::encode(tx.encoded_2718())))
-}
-
-/// A forward request body for `to`/`data`, signed by `signer` but claiming `from`.
-async fn forward(
-    chain: &TestChain,
-    signer: &PrivateKeySigner,
-    from: Address,
-    to: Address,
-    data: Bytes,
-) -> anyhow::Result<Value> {
-    let c = chain.deployment.contracts;
-    let forwarder = Forwarder::new(c.forwarder, chain.reader());
-    let deadline = chrono::Utc::now().timestamp() as u64 + 3_600;
-    let request = ForwardRequest {
-        from,
-        to,
-        value: U256::ZERO,
-        gas: U256::from(500_000),
-        nonce: forwarder.nonces(from).call().await?,
-        deadline: U48::from(deadline),
-        data: data.clone(),
-    };
-    let signature = signer
-        .sign_hash(&request.eip712_signing_hash(&forwarder_domain(chain.chain_id(), c.forwarder)))
-        .await?;
-    Ok(json!({
-        "forward_request": {
-            "from": from.to_string(), "to": to.to_string(), "gas": 500_000, "deadline": deadline,
-            "data": data.to_string(), "signature": Bytes::from(signature.as_bytes()).to_string(),
-        }
-    }))
 }
 
 async fn post_relay(

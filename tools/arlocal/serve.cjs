@@ -9,13 +9,19 @@ http.Server.prototype.listen = function (port, ...rest) {
   return typeof port === 'number' ? listen.call(this, port, '127.0.0.1', ...rest) : listen.call(this, port, ...rest);
 };
 
+const fs = require('fs');
+const path = require('path');
 const ArLocal = require('arlocal').default;
 const [port, dir] = process.argv.slice(2);
 if (!port || !dir) {
   console.error('usage: serve.cjs <port> <data dir>');
   process.exit(2);
 }
-const app = new ArLocal(Number(port), false, dir, false);
+// arlocal writes a `logs` file into its working directory: keep it beside the data.
+const dbPath = path.resolve(dir);
+fs.mkdirSync(path.dirname(dbPath), { recursive: true });
+process.chdir(path.dirname(dbPath));
+const app = new ArLocal(Number(port), false, dbPath, false);
 app.start().then(() => console.log(`arlocal on http://127.0.0.1:${port}`));
 for (const signal of ['SIGINT', 'SIGTERM']) {
   process.on(signal, () => app.stop().finally(() => process.exit(0)));

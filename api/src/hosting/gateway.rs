@@ -160,14 +160,29 @@ async fn serve(
         .or_else(|| request.uri().host())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let Some(label) = site_label(&host, &gateway.state.config.sites_domain) else {
-        return page(
-            StatusCode::NOT_FOUND,
-            "No site here",
-            "This address is not a DecentraSpace site.",
-        );
+    let label = match site_label(&host, &gateway.state.config.sites_domain) {
+        Some(label) => label.to_owned(),
+        // A custom domain linked on-chain to a site's hosting service.
+        None => match linked_site(&gateway.state, &host).await {
+            Ok(Some(name)) => name,
+            Ok(None) => {
+                return page(
+                    StatusCode::NOT_FOUND,
+                    "No site here",
+                    "This address is not a DecentraSpace site.",
+                );
+            }
+            Err(err) => {
+                tracing::warn!(target: "api::gateway", %err, "domain lookup failed");
+                return page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Try again",
+                    "The site could not be looked up.",
+                );
+            }
+        },
     };
-    let site = match find_site(&gateway.state, label).await {
+    let site = match find_site(&gateway.state, &label).await {
         Ok(Some(site)) => site,
         Ok(None) => {
             return page(StatusCode::NOT_FOUND, "Site not found", "No site has this name.");
@@ -360,6 +375,24 @@ async fn file_response(
             page(StatusCode::BAD_GATEWAY, "Try again", "The site's files could not be read.")
         }
     }
+}
+
+/// The site a linked domain serves (the `Host` without its port).
+async fn linked_site(state: &AppState, host: &str) -> sqlx::Result<Option<String>> {
+    let domain = host
+        .rsplit_once(':')
+        .map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host })
+        .trim_end_matches('.');
+    sqlx::query_scalar!(
+        "select s.name from domains d
+         join sites s on s.chain_id = d.chain_id and s.service_id = d.service_id
+         where d.chain_id = $1 and d.name = $2
+           and (d.expires_at is null or d.expires_at > chain_now(d.chain_id))",
+        state.chain_id() as i64,
+        domain
+    )
+    .fetch_optional(&state.db)
+    .await
 }
 
 async fn find_site(state: &AppState, name: &str) -> sqlx::Result<Option<Served>> {

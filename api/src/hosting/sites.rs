@@ -53,7 +53,7 @@ pub(super) fn valid_name(name: &str) -> ApiResult<()> {
 }
 
 /// The caller's site named `name`: 404 when there is none, or it is another account's.
-pub(super) async fn owned(state: &AppState, account: Address, name: &str) -> ApiResult<Site> {
+pub(crate) async fn owned(state: &AppState, account: Address, name: &str) -> ApiResult<Site> {
     let site = find(state, name).await?;
     match site {
         Some(site) if site.account == account => Ok(site),

@@ -404,6 +404,13 @@ async fn why_refused(
         .with_gas_limit(request.gas);
     match state.chain.call(simulated).await {
         Err(err) => match err.as_error_resp().and_then(|e| e.as_revert_data()) {
+            // Acting on what another wallet owns is a permission refusal, not a bad request.
+            Some(data) if policy::revert_reason(&data).contains("NotOwner") => {
+                ApiError::Forbidden(format!(
+                    "the call acts on what another wallet owns: {}",
+                    policy::revert_reason(&data)
+                ))
+            }
             Some(data) => ApiError::Unprocessable {
                 slug: "relay-would-revert",
                 detail: format!("the call would revert: {}", policy::revert_reason(&data)),

@@ -1,0 +1,53 @@
+//! `/domain`: custom domains for hosted sites. Ownership of an external name is proven (a DNS
+//! TXT record, or the same through a Handshake-aware resolver), recorded on-chain by the
+//! verifier (`DomainRegistry.recordVerification`), and the link itself is the owner's own
+//! transaction (`link(node, serviceId)`), signed by the wallet and sent through the relay. The
+//! gateway then serves the site on that host. See `docs/adr/0008-domains.md`.
+
+pub mod link;
+pub mod proof;
+
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    error::{ApiError, ApiResult},
+    state::AppState,
+};
+
+/// The domain routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(link::challenge, link::link)).routes(routes!(link::unlink))
+}
+
+/// The longest domain name (RFC 1035).
+const MAX_NAME: usize = 253;
+
+/// A domain name as the registry keys it: lowercase ASCII (IDNs in their `xn--` form), no
+/// trailing dot, at least two labels of letters, digits and inner hyphens. Names under the
+/// platform's own sites domain are the platform's.
+pub fn normalise(state: &AppState, name: &str) -> ApiResult<String> {
+    let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+    let labels: Vec<&str> = name.split('.').collect();
+    let valid = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            (1..=63).contains(&l.len())
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    if !valid {
+        return Err(ApiError::BadRequest(format!(
+            "{name:?} is not a domain name: use labels of letters, digits and hyphens, such as \
+             www.example.com (internationalised names in their xn-- form)"
+        )));
+    }
+    let platform = state.config.sites_domain.trim_end_matches('.');
+    if name == platform || name.ends_with(&format!(".{platform}")) {
+        return Err(ApiError::Conflict(format!(
+            "{name} is under the platform's own domain; every site already has <name>.{platform}"
+        )));
+    }
+    Ok(name)
+}

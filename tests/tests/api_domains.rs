@@ -1,0 +1,164 @@
+//! Custom domains end to end: anvil, Postgres, the indexer, an IPFS node and the API with its
+//! gateway, and an authoritative DNS server holding the test's TXT records. A domain proven by
+//! its TXT record is recorded on-chain, linked by its owner's own signed transaction through the
+//! relay, and served by the gateway on that host; a missing or wrong proof is a 422 that says
+//! what to set; other accounts can neither use the owner's site nor unlink the domain; unlinking
+//! stops the serving.
+
+use alloy::primitives::{Bytes, keccak256};
+use decentraspace_abi::DomainRegistry;
+use decentraspace_tests::{
+    IndexerTask, Role, TestApi, TestChain, TestDb, TestDns, TestIpfs, api_config, eventually,
+    forward, indexer_config, problem_type, relay_signed, role_key, site_tar_gz,
+};
+use serde_json::{Value, json};
+
+const SITES: &str = "sites.test";
+const ZONE: &str = "example.test";
+
+/// A request to the gateway for `host`: status and body.
+async fn visit(api: &TestApi, host: &str) -> anyhow::Result<(u16, String)> {
+    let response = api.http.get(format!("{}/", api.gateway)).header("host", host).send().await?;
+    Ok((response.status().as_u16(), response.text().await?))
+}
+
+fn call_data(call: &Value) -> anyhow::Result<Bytes> {
+    Ok(call["data"].as_str().unwrap_or_default().parse()?)
+}
+
+#[tokio::test]
+async fn a_proven_domain_is_linked_by_its_owner_and_served() -> anyhow::Result<()> {
+    let chain = TestChain::start().await?;
+    let db = TestDb::create().await?;
+    let _indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
+    let ipfs = TestIpfs::start().await?;
+    let dns = TestDns::start(ZONE).await?;
+    let mut config = api_config(&chain, &db);
+    config.ipfs_api_url = Some(ipfs.api_url.clone());
+    config.ipfs_gateway_url = ipfs.gateway_url.clone();
+    config.sites_domain = SITES.into();
+    config.uptime_interval_secs = 0;
+    config.dns_resolver = dns.addr;
+    config.verifier_key = Some(role_key(&chain, Role::Verifier).into());
+    let api = TestApi::start_with(config).await?;
+    let (owner_wallet, other_wallet) = (chain.user(0), chain.user(1));
+    let owner = api.login_registered(&owner_wallet).await?;
+    let other = api.login_registered(&other_wallet).await?;
+    let registry = chain.deployment.contracts.domain_registry;
+
+    // A site to serve.
+    let archive = site_tar_gz("blog", &[("index.html", b"<h1>blog</h1>")])?;
+    let form = reqwest::multipart::Form::new()
+        .text("site", "blog")
+        .part("archive", reqwest::multipart::Part::bytes(archive).file_name("site.tar.gz"));
+    let response = api
+        .http
+        .post(api.url("/hosting/deploy"))
+        .bearer_auth(&owner.access)
+        .multipart(form)
+        .send()
+        .await?;
+    let queued: Value = response.json().await?;
+    let id = queued["id"].as_i64().unwrap_or_default();
+    assert_eq!(api.deployment_finished(&owner.access, id).await?["state"], "live");
+    assert_eq!(visit(&api, &format!("blog.{SITES}")).await?, (200, "<h1>blog</h1>".into()));
+
+    // The proof to set, bound to the account.
+    let domain = format!("www.{ZONE}");
+    let (status, challenge) =
+        api.get(&format!("/domain/link?domain=WWW.{ZONE}."), Some(&owner.access)).await?;
+    assert_eq!(status, 200, "{challenge}");
+    assert_eq!(challenge["domain"], json!(domain), "names are normalised");
+    let record = challenge["proof"]["name"].as_str().unwrap_or_default().to_owned();
+    let value = challenge["proof"]["value"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(record, format!("_decentraspace.{domain}"));
+    let (_, theirs) =
+        api.get(&format!("/domain/link?domain={domain}"), Some(&other.access)).await?;
+    assert_ne!(theirs["proof"]["value"], json!(value), "each account has its own proof");
+
+    // No record yet, then a wrong one: 422 with what to set.
+    let request = json!({ "domain": domain, "site": "blog" });
+    let (status, problem) = api.post("/domain/link", Some(&owner.access), &request).await?;
+    assert_eq!(
+        (status, problem_type(&problem).as_str()),
+        (422, "domain-proof-missing"),
+        "{problem}"
+    );
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(&record) && detail.contains(&value), "{detail}");
+    dns.add_txt(&record, theirs["proof"]["value"].as_str().unwrap_or_default()).await?;
+    let (status, problem) = api.post("/domain/link", Some(&owner.access), &request).await?;
+    assert_eq!(
+        (status, problem_type(&problem).as_str()),
+        (422, "domain-proof-missing"),
+        "{problem}"
+    );
+    assert!(problem["detail"].as_str().unwrap_or_default().contains("found"), "{problem}");
+    for (bad, why) in [
+        (json!({ "domain": "not a domain", "site": "blog" }), "a bad name"),
+        (json!({ "domain": format!("x.{SITES}"), "site": "blog" }), "the platform's own domain"),
+        (json!({ "domain": domain, "site": "blog", "method": "carrier-pigeon" }), "a bad method"),
+    ] {
+        let (status, _) = api.post("/domain/link", Some(&owner.access), &bad).await?;
+        assert!(status == 400 || status == 409, "{why}: {status}");
+    }
+    // Another account cannot link the domain to the owner's site.
+    let (status, _) = api.post("/domain/link", Some(&other.access), &request).await?;
+    assert_eq!(status, 404, "someone else's site");
+
+    // The right record: the proof is recorded on-chain for the owner; the link is theirs to sign.
+    dns.add_txt(&record, &value).await?;
+    let (status, verified) = api.post("/domain/link", Some(&owner.access), &request).await?;
+    assert_eq!(status, 200, "{verified}");
+    assert_eq!(
+        (verified["method"].as_str(), verified["linked"].as_bool()),
+        (Some("dns"), Some(false))
+    );
+    assert_eq!(
+        verified["records"][0],
+        json!({ "type": "CNAME", "name": domain, "value": format!("blog.{SITES}") })
+    );
+    let node = keccak256(domain.as_bytes());
+    let on_chain = DomainRegistry::new(registry, chain.reader());
+    assert_eq!(on_chain.ownerOf(node).call().await?, owner_wallet.address());
+    let link = call_data(&verified["call"])?;
+    // Another wallet relaying the owner's link is refused.
+    let forged =
+        forward(&chain, &other_wallet, other_wallet.address(), registry, link.clone()).await?;
+    let (status, problem) = api.post("/blockchain/credit/", Some(&other.access), &forged).await?;
+    assert_eq!((status, problem_type(&problem).as_str()), (403, "forbidden"), "{problem}");
+    let sent = relay_signed(&api, &chain, &owner_wallet, &owner.access, registry, link).await?;
+    assert_eq!(sent["status"], "mined", "{sent}");
+
+    // The gateway serves the site on the linked host.
+    eventually("the linked domain to be served", || async {
+        Ok(visit(&api, &domain).await? == (200, "<h1>blog</h1>".to_owned()))
+    })
+    .await?;
+    assert_eq!(visit(&api, &format!("{domain}:8080")).await?.0, 200, "with a port too");
+    let (_, again) = api.post("/domain/link", Some(&owner.access), &request).await?;
+    assert_eq!((again["linked"].as_bool(), &again["call"]), (Some(true), &Value::Null), "{again}");
+
+    // Only the owner unlinks; then the host is no longer served.
+    let unlink = json!({ "domain": domain });
+    let (status, problem) = api.post("/domain/unlink", Some(&other.access), &unlink).await?;
+    assert_eq!((status, problem_type(&problem).as_str()), (403, "forbidden"), "{problem}");
+    let (status, _) = api
+        .post("/domain/unlink", Some(&owner.access), &json!({ "domain": format!("nope.{ZONE}") }))
+        .await?;
+    assert_eq!(status, 404);
+    let (status, call) = api.post("/domain/unlink", Some(&owner.access), &unlink).await?;
+    assert_eq!((status, call["function"].as_str()), (200, Some("unlink")), "{call}");
+    let sent =
+        relay_signed(&api, &chain, &owner_wallet, &owner.access, registry, call_data(&call)?)
+            .await?;
+    assert_eq!(sent["status"], "mined", "{sent}");
+    eventually("the unlinked domain to stop being served", || async {
+        Ok(visit(&api, &domain).await?.0 == 404)
+    })
+    .await?;
+    assert_eq!(visit(&api, &format!("blog.{SITES}")).await?.0, 200, "the site itself still is");
+    let (status, _) = api.post("/domain/unlink", Some(&owner.access), &unlink).await?;
+    assert_eq!(status, 409, "not linked any more");
+    Ok(())
+}
