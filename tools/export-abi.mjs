@@ -15,6 +15,7 @@ const CONTRACTS = [
   'DomainRegistry',
   'Forwarder',
   'TestToken',
+  'TestNameWrapper',
   'ERC1967Proxy',
 ];
 

@@ -62,6 +62,12 @@ mod bindings {
     alloy::sol!(
         #[sol(rpc, abi)]
         #[derive(Debug, PartialEq, Eq, serde::Serialize)]
+        TestNameWrapper,
+        "json/TestNameWrapper.json"
+    );
+    alloy::sol!(
+        #[sol(rpc, abi)]
+        #[derive(Debug, PartialEq, Eq, serde::Serialize)]
         ERC1967Proxy,
         "json/ERC1967Proxy.json"
     );
@@ -69,5 +75,6 @@ mod bindings {
 
 pub use bindings::{
     AccountRegistry, CreditLedger, DomainRegistry, ERC1967Proxy, ERC2771Forwarder, Forwarder,
-    IAccountRegistry, IDomainRegistry, IServiceRegistry, ServiceRegistry, TestToken,
+    IAccountRegistry, IDomainRegistry, IServiceRegistry, ServiceRegistry, TestNameWrapper,
+    TestToken,
 };

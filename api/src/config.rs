@@ -76,6 +76,34 @@ pub struct Config {
     #[arg(long, env = "HNS_RESOLVER")]
     pub hns_resolver: Option<std::net::SocketAddr>,
 
+    /// How often linked external domains' proofs are re-checked, in seconds (0: never).
+    #[arg(long, env = "DOMAIN_RECHECK_SECS", default_value_t = 3_600)]
+    pub domain_recheck_secs: u64,
+
+    /// How long a linked domain's proof may stay missing before it is unlinked, in seconds.
+    #[arg(long, env = "DOMAIN_PROOF_GRACE_SECS", default_value_t = 259_200)]
+    pub domain_proof_grace_secs: u64,
+
+    /// An Ethereum RPC ENS names are read from (unset: ENS proofs answer 503).
+    #[arg(long, env = "ENS_RPC_URL")]
+    pub ens_rpc_url: Option<String>,
+
+    /// The ENS registry on that chain.
+    #[arg(
+        long,
+        env = "ENS_REGISTRY",
+        default_value = "0x00000000000C2E074eC69A0dFb2997BA6C7d2e1e"
+    )]
+    pub ens_registry: alloy::primitives::Address,
+
+    /// The ENS NameWrapper on that chain.
+    #[arg(
+        long,
+        env = "ENS_NAME_WRAPPER",
+        default_value = "0xD4416b13d2b3a9aBae7AcD5D6C2BbDBE25686401"
+    )]
+    pub ens_name_wrapper: alloy::primitives::Address,
+
     /// How many first-login registrations the operator sends per hour (each costs it gas).
     #[arg(long, env = "REGISTRATIONS_PER_HOUR", default_value_t = 1_000)]
     pub registrations_per_hour: u32,

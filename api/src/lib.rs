@@ -223,6 +223,10 @@ pub async fn serve(
     let depletion = tokio::spawn(metering::depletion::run(state.clone()));
     let deploys = tokio::spawn(hosting::run_deploy_jobs(state.clone()));
     let directories = tokio::spawn(storage::directories::run(state.clone()));
+    let reverify = (state.config.domain_recheck_secs > 0).then(|| {
+        let every = Duration::from_secs(state.config.domain_recheck_secs);
+        tokio::spawn(domains::reverify::run(state.clone(), every))
+    });
     let reconcile = (state.config.dynamic_reconcile_secs > 0).then(|| {
         let every = Duration::from_secs(state.config.dynamic_reconcile_secs);
         tokio::spawn(hosting::runtime::reconcile::run(state.clone(), every))
@@ -267,7 +271,7 @@ pub async fn serve(
     for task in [notices, housekeeping, tracker, payments, depletion, deploys, directories] {
         task.abort();
     }
-    for task in [meter, uptime, reconcile].into_iter().flatten() {
+    for task in [meter, uptime, reconcile, reverify].into_iter().flatten() {
         task.abort();
     }
     served

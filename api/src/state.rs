@@ -48,6 +48,8 @@ pub struct AppState {
     pub verifier: Option<Operator>,
     /// Looks up DNS proofs of domain ownership.
     pub dns: Option<crate::domains::proof::TxtResolver>,
+    /// Reads ENS ownership, when an ENS RPC is configured.
+    pub ens: Option<crate::domains::ens::Ens>,
     /// Looks up Handshake proofs, when a Handshake-aware resolver is configured.
     pub hns: Option<crate::domains::proof::TxtResolver>,
     /// The machine runtime dynamic sites run on, when configured.
@@ -110,6 +112,14 @@ impl AppState {
             .map(crate::domains::proof::TxtResolver::new)
             .transpose()
             .context("the Handshake resolver")?;
+        let ens = config
+            .ens_rpc_url
+            .as_deref()
+            .map(|url| {
+                crate::domains::ens::Ens::new(url, config.ens_registry, config.ens_name_wrapper)
+            })
+            .transpose()
+            .context("the ENS reader")?;
         let oracle = match &config.payment_oracle_key {
             Some(key) => Some(
                 Operator::connect(key, &config.rpc_url, deployment.contracts.account_registry)
@@ -217,6 +227,7 @@ impl AppState {
             arweave,
             verifier,
             dns,
+            ens,
             hns,
             runtime,
             github,

@@ -12,7 +12,7 @@ use std::{
 use hickory_server::{
     Server,
     proto::rr::{
-        LowerName, Name, RData, Record,
+        LowerName, Name, RData, Record, RecordType, RrKey,
         rdata::{SOA, TXT},
     },
     store::in_memory::InMemoryZoneHandler,
@@ -69,6 +69,14 @@ impl TestDns {
         let record = Record::from_rdata(name, 60, RData::TXT(TXT::new(vec![value.to_owned()])));
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         anyhow::ensure!(self.zone.upsert(record, serial).await, "the zone refused the record");
+        Ok(())
+    }
+
+    /// Removes every TXT record at `name`.
+    pub async fn remove_txt(&self, name: &str) -> anyhow::Result<()> {
+        let name = Name::from_ascii(format!("{}.", name.trim_end_matches('.')))?;
+        let key = RrKey::new(LowerName::new(&name), RecordType::TXT);
+        anyhow::ensure!(self.zone.records_mut().await.remove(&key).is_some(), "no TXT at {name}");
         Ok(())
     }
 }

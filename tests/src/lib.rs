@@ -9,6 +9,7 @@ mod arweave;
 mod chain;
 mod db;
 mod dns;
+mod ens;
 mod fly;
 mod github;
 mod indexer;
@@ -26,6 +27,7 @@ pub use arweave::TestArweave;
 pub use chain::{Role, TestChain, repo_root};
 pub use db::{TestDb, server_url};
 pub use dns::TestDns;
+pub use ens::{TestEns, ens_namehash};
 pub use fly::{FLY_APP, FLY_TOKEN, FakeContainer, FakeFly};
 pub use github::{
     FakeGitHub, GITHUB_CLIENT_ID, GITHUB_CLIENT_SECRET, GITHUB_WEBHOOK_SECRET, github_signature,

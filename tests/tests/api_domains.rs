@@ -8,8 +8,8 @@
 use alloy::primitives::{Bytes, keccak256};
 use decentraspace_abi::DomainRegistry;
 use decentraspace_tests::{
-    IndexerTask, Role, TestApi, TestChain, TestDb, TestDns, TestIpfs, api_config, eventually,
-    forward, indexer_config, problem_type, relay_signed, role_key, site_tar_gz,
+    IndexerTask, Role, TestApi, TestChain, TestDb, TestDns, TestEns, TestIpfs, api_config,
+    eventually, forward, indexer_config, problem_type, relay_signed, role_key, site_tar_gz,
 };
 use serde_json::{Value, json};
 
@@ -160,5 +160,166 @@ async fn a_proven_domain_is_linked_by_its_owner_and_served() -> anyhow::Result<(
     assert_eq!(visit(&api, &format!("blog.{SITES}")).await?.0, 200, "the site itself still is");
     let (status, _) = api.post("/domain/unlink", Some(&owner.access), &unlink).await?;
     assert_eq!(status, 409, "not linked any more");
+    Ok(())
+}
+
+/// Deploys a static site `name` for `token`, and waits for it to be live.
+async fn deploy_site(api: &TestApi, token: &str, name: &str, page: &str) -> anyhow::Result<()> {
+    let archive = site_tar_gz(name, &[("index.html", page.as_bytes())])?;
+    let form = reqwest::multipart::Form::new()
+        .text("site", name.to_owned())
+        .part("archive", reqwest::multipart::Part::bytes(archive).file_name("site.tar.gz"));
+    let response =
+        api.http.post(api.url("/hosting/deploy")).bearer_auth(token).multipart(form).send().await?;
+    let queued: Value = response.json().await?;
+    let id = queued["id"].as_i64().unwrap_or_default();
+    anyhow::ensure!(api.deployment_finished(token, id).await?["state"] == "live", "not live");
+    Ok(())
+}
+
+#[tokio::test]
+async fn ens_names_link_when_the_wallet_owns_them_directly_or_wrapped() -> anyhow::Result<()> {
+    let chain = TestChain::start().await?;
+    let db = TestDb::create().await?;
+    let _indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
+    let ipfs = TestIpfs::start().await?;
+    let ens = TestEns::deploy(&chain, chain.user(9)).await?;
+    let (owner_wallet, other_wallet) = (chain.user(0), chain.user(1));
+    ens.register("alice.eth", owner_wallet.address()).await?;
+    ens.register("bob.eth", other_wallet.address()).await?;
+    ens.wrap("wrapped.eth", owner_wallet.address()).await?;
+    let mut config = api_config(&chain, &db);
+    config.ipfs_api_url = Some(ipfs.api_url.clone());
+    config.ipfs_gateway_url = ipfs.gateway_url.clone();
+    config.sites_domain = SITES.into();
+    config.uptime_interval_secs = 0;
+    config.verifier_key = Some(role_key(&chain, Role::Verifier).into());
+    config.ens_rpc_url = Some(chain.endpoint());
+    config.ens_registry = ens.registry;
+    config.ens_name_wrapper = ens.wrapper;
+    let api = TestApi::start_with(config).await?;
+    let owner = api.login_registered(&owner_wallet).await?;
+    deploy_site(&api, &owner.access, "blog", "<h1>ens blog</h1>").await?;
+    let registry = DomainRegistry::new(chain.deployment.contracts.domain_registry, chain.reader());
+    let link = |domain: &str| json!({ "domain": domain, "site": "blog", "method": "ens" });
+
+    // Another wallet's name: 403; a name nobody holds: 422.
+    let (status, problem) = api.post("/domain/link", Some(&owner.access), &link("bob.eth")).await?;
+    assert_eq!((status, problem_type(&problem).as_str()), (403, "forbidden"), "{problem}");
+    let (status, problem) =
+        api.post("/domain/link", Some(&owner.access), &link("nobody.eth")).await?;
+    assert_eq!(
+        (status, problem_type(&problem).as_str()),
+        (422, "domain-proof-missing"),
+        "{problem}"
+    );
+    assert_eq!(
+        registry.ownerOf(keccak256("bob.eth")).call().await?,
+        alloy::primitives::Address::ZERO
+    );
+
+    // The wallet's own name: recorded, and pointed at the site's content.
+    let (status, verified) =
+        api.post("/domain/link", Some(&owner.access), &link("alice.eth")).await?;
+    assert_eq!((status, verified["method"].as_str()), (200, Some("ens")), "{verified}");
+    assert_eq!(verified["records"][0]["type"], "contenthash");
+    assert!(verified["records"][0]["value"].as_str().is_some_and(|v| v.starts_with("ipfs://b")));
+    assert_eq!(registry.ownerOf(keccak256("alice.eth")).call().await?, owner_wallet.address());
+    let sent = relay_signed(
+        &api,
+        &chain,
+        &owner_wallet,
+        &owner.access,
+        chain.deployment.contracts.domain_registry,
+        call_data(&verified["call"])?,
+    )
+    .await?;
+    assert_eq!(sent["status"], "mined", "{sent}");
+    eventually("the ENS name to be served", || async {
+        Ok(visit(&api, "alice.eth").await? == (200, "<h1>ens blog</h1>".to_owned()))
+    })
+    .await?;
+
+    // A wrapped name is the wallet's through the NameWrapper.
+    assert_eq!(
+        TestEns::registry_owner(&chain, ens.registry, "wrapped.eth").await?,
+        ens.wrapper,
+        "the registry names the wrapper"
+    );
+    let (status, wrapped) =
+        api.post("/domain/link", Some(&owner.access), &link("wrapped.eth")).await?;
+    assert_eq!(status, 200, "{wrapped}");
+    assert_eq!(registry.ownerOf(keccak256("wrapped.eth")).call().await?, owner_wallet.address());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_domain_whose_proof_is_gone_is_unlinked_after_the_grace_period() -> anyhow::Result<()> {
+    let chain = TestChain::start().await?;
+    let db = TestDb::create().await?;
+    let _indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
+    let ipfs = TestIpfs::start().await?;
+    let dns = TestDns::start(ZONE).await?;
+    let mut config = api_config(&chain, &db);
+    config.ipfs_api_url = Some(ipfs.api_url.clone());
+    config.ipfs_gateway_url = ipfs.gateway_url.clone();
+    config.sites_domain = SITES.into();
+    config.uptime_interval_secs = 0;
+    config.dns_resolver = dns.addr;
+    config.verifier_key = Some(role_key(&chain, Role::Verifier).into());
+    config.domain_recheck_secs = 1;
+    config.domain_proof_grace_secs = 3;
+    let api = TestApi::start_with(config).await?;
+    let wallet = chain.user(0);
+    let owner = api.login_registered(&wallet).await?;
+    deploy_site(&api, &owner.access, "shop", "<h1>shop</h1>").await?;
+    let domain = format!("shop.{ZONE}");
+    let (_, challenge) =
+        api.get(&format!("/domain/link?domain={domain}"), Some(&owner.access)).await?;
+    let record = challenge["proof"]["name"].as_str().unwrap_or_default().to_owned();
+    dns.add_txt(&record, challenge["proof"]["value"].as_str().unwrap_or_default()).await?;
+    let (status, verified) = api
+        .post("/domain/link", Some(&owner.access), &json!({ "domain": domain, "site": "shop" }))
+        .await?;
+    assert_eq!(status, 200, "{verified}");
+    let registry = chain.deployment.contracts.domain_registry;
+    let sent =
+        relay_signed(&api, &chain, &wallet, &owner.access, registry, call_data(&verified["call"])?)
+            .await?;
+    assert_eq!(sent["status"], "mined", "{sent}");
+    eventually("the domain to be served", || async { Ok(visit(&api, &domain).await?.0 == 200) })
+        .await?;
+
+    // While the proof stands, re-checks change nothing.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(visit(&api, &domain).await?.0, 200);
+
+    // The record goes: after the grace period the verifier unlinks the domain on-chain.
+    dns.remove_txt(&record).await?;
+    let mut conn = db.connect().await?;
+    eventually("the missing proof to be noticed", || async {
+        let failing: Option<Option<chrono::DateTime<chrono::Utc>>> =
+            sqlx::query_scalar("select failing_since from domain_checks where name = $1")
+                .bind(&domain)
+                .fetch_optional(&mut db.connect().await?)
+                .await?;
+        Ok(failing.flatten().is_some())
+    })
+    .await?;
+    assert_eq!(visit(&api, &domain).await?.0, 200, "still served within the grace period");
+    eventually("the domain to be unlinked", || async { Ok(visit(&api, &domain).await?.0 == 404) })
+        .await?;
+    let on_chain = DomainRegistry::new(registry, chain.reader())
+        .domainOf(keccak256(domain.as_bytes()))
+        .call()
+        .await?;
+    assert_eq!(on_chain.serviceId, alloy::primitives::U256::ZERO, "unlinked on-chain");
+    assert_eq!(on_chain.owner, wallet.address(), "the name stays its owner's");
+    let last_error: Option<String> =
+        sqlx::query_scalar("select last_error from domain_checks where name = $1")
+            .bind(&domain)
+            .fetch_one(&mut conn)
+            .await?;
+    assert!(last_error.is_some_and(|e| e.contains("no longer holds")));
     Ok(())
 }

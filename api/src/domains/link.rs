@@ -39,7 +39,7 @@ pub struct DomainQuery {
 /// A DNS record the owner sets.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DnsRecord {
-    /// `TXT`, `CNAME` or `ALIAS`.
+    /// `TXT`, `CNAME`, `ALIAS` or (ENS) `contenthash`.
     pub r#type: String,
     /// The record's name.
     pub name: String,
@@ -69,7 +69,7 @@ pub struct LinkRequest {
     pub domain: String,
     /// The caller's site to serve on it.
     pub site: String,
-    /// How ownership is proven: `dns` (default) or `handshake`.
+    /// How ownership is proven: `dns` (default), `handshake` or `ens`.
     pub method: Option<String>,
 }
 
@@ -92,7 +92,7 @@ pub struct Verified {
     pub domain: String,
     /// Its registry key (keccak256 of the name).
     pub node: String,
-    /// `dns` or `handshake`.
+    /// `dns`, `handshake` or `ens`.
     pub method: String,
     /// The owner the proof was recorded for: the caller.
     pub owner: String,
@@ -191,15 +191,11 @@ pub async fn link(
     let method = match request.method.as_deref().unwrap_or("dns") {
         "dns" => OwnershipMethod::Dns,
         "handshake" => OwnershipMethod::Handshake,
-        "ens" => {
-            return Err(ApiError::Unprocessable {
-                slug: "domain-method-unavailable",
-                detail: "ENS names are not linked through this platform yet; use dns or handshake"
-                    .into(),
-            });
-        }
+        "ens" => OwnershipMethod::Ens,
         other => {
-            return Err(ApiError::BadRequest(format!("method is dns or handshake, not {other:?}")));
+            return Err(ApiError::BadRequest(format!(
+                "method is dns, handshake or ens, not {other:?}"
+            )));
         }
     };
     let site = sites::owned(&state, user.address, &request.site).await?;
@@ -224,30 +220,11 @@ pub async fn link(
     }
 
     // The proof, as the name says it now.
-    let resolver = match method {
-        OwnershipMethod::Handshake => state
-            .hns
-            .as_ref()
-            .ok_or_else(|| ApiError::Unavailable("no Handshake resolver is configured".into()))?,
-        _ => state
-            .dns
-            .as_ref()
-            .ok_or_else(|| ApiError::Unavailable("no DNS resolver is configured".into()))?,
-    };
     let (record_name, expected) = proof::challenge(&state, user.address, &domain);
-    let found = resolver.txt(&record_name).await.map_err(|err| {
-        tracing::warn!(target: "api::domains", %err, "TXT lookup failed");
-        ApiError::Unavailable(format!("the TXT record of {domain} could not be read; try again"))
-    })?;
-    if !found.iter().any(|v| v == &expected) {
-        return Err(ApiError::Unprocessable {
-            slug: "domain-proof-missing",
-            detail: format!(
-                "add a TXT record named {record_name} with the value {expected}, wait for it to \
-                 be published, then link again (found {})",
-                if found.is_empty() { "no TXT record".to_owned() } else { format!("{found:?}") }
-            ),
-        });
+    if method == OwnershipMethod::Ens {
+        ens_owner(&state, &domain, user.address).await?;
+    } else {
+        txt_proof(&state, method, &domain, &record_name, &expected).await?;
     }
 
     // Recorded on-chain, unless the caller's proof by this method is recorded already.
@@ -261,14 +238,26 @@ pub async fn link(
     let linked = indexed(&state, &domain).await?.and_then(|r| r.service_id) == Some(service_id);
     let link_call = DomainRegistry::linkCall { node, serviceId: U256::from(service_id as u64) };
     let gateway_host = format!("{}.{}", site.name, state.config.sites_domain.trim_end_matches('.'));
-    Ok(Json(Verified {
-        node: node.to_string(),
-        method: method.as_str().into(),
-        owner: user.address.to_string(),
-        service_id,
-        linked,
-        call: (!linked).then(|| call(&state, link_call.abi_encode(), "link")),
-        records: vec![
+    let records = if method == OwnershipMethod::Ens {
+        // An ENS name points at content by its resolver's contenthash: the site's current
+        // directory on IPFS (a static site's).
+        let cid = sqlx::query_scalar!(
+            "select d.content_id from sites s join deployments d on d.id = s.current_deployment_id
+             where s.id = $1",
+            site.id
+        )
+        .fetch_optional(&state.db)
+        .await?
+        .flatten();
+        cid.map(|cid| DnsRecord {
+            r#type: "contenthash".into(),
+            name: domain.clone(),
+            value: format!("ipfs://{cid}"),
+        })
+        .into_iter()
+        .collect()
+    } else {
+        vec![
             DnsRecord {
                 // A CNAME cannot sit at a zone's apex: there, an ALIAS/ANAME (or flattening).
                 r#type: if domain.matches('.').count() == 1 { "ALIAS" } else { "CNAME" }.into(),
@@ -276,9 +265,76 @@ pub async fn link(
                 value: gateway_host,
             },
             DnsRecord { r#type: "TXT".into(), name: record_name, value: expected },
-        ],
+        ]
+    };
+    Ok(Json(Verified {
+        node: node.to_string(),
+        method: method.as_str().into(),
+        owner: user.address.to_string(),
+        service_id,
+        linked,
+        call: (!linked).then(|| call(&state, link_call.abi_encode(), "link")),
+        records,
         domain,
     }))
+}
+
+/// Checks the TXT proof through the resolver for `method`: 422 naming what to set when it is
+/// missing or wrong.
+async fn txt_proof(
+    state: &AppState,
+    method: OwnershipMethod,
+    domain: &str,
+    record_name: &str,
+    expected: &str,
+) -> ApiResult<()> {
+    let resolver = match method {
+        OwnershipMethod::Handshake => state
+            .hns
+            .as_ref()
+            .ok_or_else(|| ApiError::Unavailable("no Handshake resolver is configured".into()))?,
+        _ => state
+            .dns
+            .as_ref()
+            .ok_or_else(|| ApiError::Unavailable("no DNS resolver is configured".into()))?,
+    };
+    let found = resolver.txt(record_name).await.map_err(|err| {
+        tracing::warn!(target: "api::domains", %err, "TXT lookup failed");
+        ApiError::Unavailable(format!("the TXT record of {domain} could not be read; try again"))
+    })?;
+    if !found.iter().any(|v| v == expected) {
+        return Err(ApiError::Unprocessable {
+            slug: "domain-proof-missing",
+            detail: format!(
+                "add a TXT record named {record_name} with the value {expected}, wait for it to \
+                 be published, then link again (found {})",
+                if found.is_empty() { "no TXT record".to_owned() } else { format!("{found:?}") }
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Checks the caller's wallet owns the ENS name (directly or wrapped): 403 when another does.
+async fn ens_owner(state: &AppState, domain: &str, wallet: Address) -> ApiResult<()> {
+    let ens = state
+        .ens
+        .as_ref()
+        .ok_or_else(|| ApiError::Unavailable("no ENS RPC is configured".into()))?;
+    let owner = ens
+        .owner(domain)
+        .await
+        .map_err(|err| crate::error::chain_unavailable("read the ENS registry", err))?;
+    match owner {
+        Some(owner) if owner == wallet => Ok(()),
+        Some(owner) => Err(ApiError::Forbidden(format!(
+            "{domain} is owned on ENS by {owner}, not by your wallet"
+        ))),
+        None => Err(ApiError::Unprocessable {
+            slug: "domain-proof-missing",
+            detail: format!("{domain} has no owner on ENS: register it to your wallet first"),
+        }),
+    }
 }
 
 /// Records the proof on-chain with the verifier key and waits for the index to have it.

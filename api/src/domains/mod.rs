@@ -1,11 +1,14 @@
 //! `/domain`: custom domains for hosted sites. Ownership of an external name is proven (a DNS
-//! TXT record, or the same through a Handshake-aware resolver), recorded on-chain by the
+//! TXT record, the same through a Handshake-aware resolver, or the wallet owning the ENS name),
+//! recorded on-chain by the
 //! verifier (`DomainRegistry.recordVerification`), and the link itself is the owner's own
 //! transaction (`link(node, serviceId)`), signed by the wallet and sent through the relay. The
 //! gateway then serves the site on that host. See `docs/adr/0008-domains.md`.
 
+pub mod ens;
 pub mod link;
 pub mod proof;
+pub mod reverify;
 
 use utoipa_axum::{router::OpenApiRouter, routes};
 
