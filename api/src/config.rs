@@ -76,6 +76,22 @@ pub struct Config {
     #[arg(long, env = "HNS_RESOLVER")]
     pub hns_resolver: Option<std::net::SocketAddr>,
 
+    /// The registrar's API (Gandi v5) names are bought through.
+    #[arg(long, env = "REGISTRAR_API_URL", default_value = "https://api.gandi.net/v5")]
+    pub registrar_api_url: String,
+
+    /// The registrar's personal access token (unset: purchases answer 503).
+    #[arg(long, env = "REGISTRAR_TOKEN", hide_env_values = true)]
+    pub registrar_token: Option<SecretString>,
+
+    /// The registrant contact names are registered with (the platform's; Gandi's `owner` JSON).
+    #[arg(long, env = "REGISTRAR_CONTACT", default_value = "{}")]
+    pub registrar_contact: String,
+
+    /// The key holding `REGISTRAR_ROLE` on DomainRegistry: records purchases and renewals.
+    #[arg(long, env = "REGISTRAR_PRIVATE_KEY", hide_env_values = true)]
+    pub registrar_key: Option<SecretString>,
+
     /// How often linked external domains' proofs are re-checked, in seconds (0: never).
     #[arg(long, env = "DOMAIN_RECHECK_SECS", default_value_t = 3_600)]
     pub domain_recheck_secs: u64,

@@ -14,6 +14,7 @@
 pub mod arweave;
 pub mod auth;
 mod cache;
+pub mod charges;
 mod config;
 pub mod domains;
 pub mod error;

@@ -48,6 +48,10 @@ pub struct AppState {
     pub verifier: Option<Operator>,
     /// Looks up DNS proofs of domain ownership.
     pub dns: Option<crate::domains::proof::TxtResolver>,
+    /// The registrar names are bought through, when configured.
+    pub registrar: Option<Arc<dyn crate::domains::registrar::Registrar>>,
+    /// Records purchases on-chain, when a registrar key is configured.
+    pub registrar_key: Option<Operator>,
     /// Reads ENS ownership, when an ENS RPC is configured.
     pub ens: Option<crate::domains::ens::Ens>,
     /// Looks up Handshake proofs, when a Handshake-aware resolver is configured.
@@ -112,6 +116,26 @@ impl AppState {
             .map(crate::domains::proof::TxtResolver::new)
             .transpose()
             .context("the Handshake resolver")?;
+        let registrar: Option<Arc<dyn crate::domains::registrar::Registrar>> =
+            match &config.registrar_token {
+                Some(token) => {
+                    let contact = serde_json::from_str(&config.registrar_contact)
+                        .context("REGISTRAR_CONTACT is JSON")?;
+                    Some(Arc::new(crate::domains::registrar::gandi::Gandi::new(
+                        &config.registrar_api_url,
+                        token.clone(),
+                        contact,
+                    )?))
+                }
+                None => None,
+            };
+        let registrar_key = match &config.registrar_key {
+            Some(key) => Some(
+                Operator::connect(key, &config.rpc_url, deployment.contracts.account_registry)
+                    .await?,
+            ),
+            None => None,
+        };
         let ens = config
             .ens_rpc_url
             .as_deref()
@@ -226,6 +250,8 @@ impl AppState {
             ipfs,
             arweave,
             verifier,
+            registrar,
+            registrar_key,
             dns,
             ens,
             hns,

@@ -11,6 +11,7 @@ mod db;
 mod dns;
 mod ens;
 mod fly;
+mod gandi;
 mod github;
 mod indexer;
 mod ipfs;
@@ -29,6 +30,7 @@ pub use db::{TestDb, server_url};
 pub use dns::TestDns;
 pub use ens::{TestEns, ens_namehash};
 pub use fly::{FLY_APP, FLY_TOKEN, FakeContainer, FakeFly};
+pub use gandi::{FakeGandi, GANDI_TOKEN};
 pub use github::{
     FakeGitHub, GITHUB_CLIENT_ID, GITHUB_CLIENT_SECRET, GITHUB_WEBHOOK_SECRET, github_signature,
     push_payload,

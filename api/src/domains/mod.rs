@@ -1,13 +1,16 @@
-//! `/domain`: custom domains for hosted sites. Ownership of an external name is proven (a DNS
-//! TXT record, the same through a Handshake-aware resolver, or the wallet owning the ENS name),
-//! recorded on-chain by the
-//! verifier (`DomainRegistry.recordVerification`), and the link itself is the owner's own
-//! transaction (`link(node, serviceId)`), signed by the wallet and sent through the relay. The
-//! gateway then serves the site on that host. See `docs/adr/0008-domains.md`.
+//! `/domain`: custom domains for hosted sites. A name is bought through the registrar (paid in
+//! credits, recorded on-chain with its expiry), or an external name's ownership is proven (a DNS
+//! TXT record, the same through a Handshake-aware resolver, or the wallet owning the ENS name)
+//! and recorded on-chain by the verifier (`DomainRegistry.recordVerification`). The link itself
+//! is the owner's own transaction (`link(node, serviceId)`), signed by the wallet and sent
+//! through the relay; the gateway then serves the site on that host. Proofs are re-checked
+//! periodically. See `docs/adr/0008-domains.md`.
 
 pub mod ens;
 pub mod link;
 pub mod proof;
+pub mod purchase;
+pub mod registrar;
 pub mod reverify;
 
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -19,7 +22,11 @@ use crate::{
 
 /// The domain routes.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(link::challenge, link::link)).routes(routes!(link::unlink))
+    OpenApiRouter::new()
+        .routes(routes!(link::challenge, link::link))
+        .routes(routes!(link::unlink))
+        .routes(routes!(purchase::price, purchase::buy))
+        .routes(routes!(purchase::renew))
 }
 
 /// The longest domain name (RFC 1035).

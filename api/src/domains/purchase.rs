@@ -1,0 +1,407 @@
+//! `/domain/purchase`: the price of a name (`GET`), buying it (`POST`) and renewing one the caller
+//! bought (`POST /domain/purchase/renew`), paid in credits. The credits are charged first
+//! (on-chain, under a reference derived from the purchase), then the registrar registers or
+//! renews the name; if it fails, the credits are refunded (on-chain, under a reference of their
+//! own) and nothing is recorded. Only a name the registrar took is recorded on-chain
+//! (`recordPurchase`, or `renew`) with its expiry, by the registrar key.
+
+use std::time::Duration;
+
+use alloy::primitives::{Address, keccak256};
+use axum::{
+    Json,
+    extract::{Query, State},
+    http::StatusCode,
+};
+use chrono::{DateTime, Utc};
+use decentraspace_abi::DomainRegistry;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{
+    normalise,
+    registrar::{Quote, RegistrarError},
+};
+use crate::{
+    auth::AuthUser,
+    charges,
+    error::{ApiError, ApiResult, Problem},
+    state::AppState,
+};
+
+/// A registration term's bounds, in years.
+const YEARS: std::ops::RangeInclusive<u32> = 1..=10;
+/// Steps of 100 ms a request waits for the record to be indexed.
+const INDEX_WAIT_STEPS: usize = 100;
+
+/// A name and a term.
+#[derive(Debug, Deserialize, IntoParams, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PurchaseRequest {
+    /// The domain name.
+    pub domain: String,
+    /// Years (1–10, default 1).
+    pub years: Option<u32>,
+}
+
+/// What a name costs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Price {
+    /// The domain.
+    pub domain: String,
+    /// Whether it can be bought now.
+    pub available: bool,
+    /// The term, in years.
+    pub years: u32,
+    /// The price in credit units (6 decimals), when it can be bought.
+    pub credits: Option<String>,
+    /// The registrar's price, in the currency's smallest unit.
+    pub price_subunits: u64,
+    /// Its currency.
+    pub currency: String,
+}
+
+/// A purchase or renewal.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Purchase {
+    /// Its id.
+    pub id: i64,
+    /// The domain.
+    pub domain: String,
+    /// `purchase` or `renewal`.
+    pub kind: String,
+    /// The term bought, in years.
+    pub years: i32,
+    /// What it cost, in credit units.
+    pub credits: String,
+    /// `recorded` once done.
+    pub state: String,
+    /// When the name's registration now ends.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+fn years(requested: Option<u32>) -> ApiResult<u32> {
+    let years = requested.unwrap_or(1);
+    if !YEARS.contains(&years) {
+        return Err(ApiError::BadRequest(format!("years is 1 to 10, not {years}")));
+    }
+    Ok(years)
+}
+
+fn registrar(state: &AppState) -> ApiResult<&dyn super::registrar::Registrar> {
+    state
+        .registrar
+        .as_deref()
+        .ok_or_else(|| ApiError::Unavailable("no registrar is configured".into()))
+}
+
+fn registrar_error(err: RegistrarError) -> ApiError {
+    tracing::warn!(target: "api::domains", %err, "registrar call failed");
+    match err {
+        RegistrarError::Refused(reason) => {
+            ApiError::Unprocessable { slug: "registrar-refused", detail: reason }
+        }
+        RegistrarError::Unavailable(_) => {
+            ApiError::Unavailable("the registrar is unavailable; try again later".into())
+        }
+    }
+}
+
+/// Credit units for a registrar price, at the admin-set rate for its currency.
+async fn credits_for(state: &AppState, quote: &Quote) -> ApiResult<u64> {
+    let rate = sqlx::query_scalar!(
+        "select credits_per_subunit::text from fiat_rates where currency = $1",
+        quote.currency
+    )
+    .fetch_optional(&state.db)
+    .await?
+    .flatten()
+    .and_then(|r| r.parse::<u64>().ok())
+    .ok_or_else(|| ApiError::Unprocessable {
+        slug: "no-fiat-rate",
+        detail: format!("no credit rate is set for {}", quote.currency),
+    })?;
+    rate.checked_mul(quote.price_subunits).ok_or_else(|| ApiError::Unprocessable {
+        slug: "no-fiat-rate",
+        detail: "price out of range".into(),
+    })
+}
+
+/// The price of buying a name.
+#[utoipa::path(get, path = "/domain/purchase", tag = "domains", security(("bearer" = [])),
+    params(PurchaseRequest),
+    responses((status = 200, body = Price),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json")))]
+pub async fn price(
+    State(state): State<AppState>,
+    _user: AuthUser,
+    Query(q): Query<PurchaseRequest>,
+) -> ApiResult<Json<Price>> {
+    let domain = normalise(&state, &q.domain)?;
+    let years = years(q.years)?;
+    let quote = registrar(&state)?.quote(&domain, years).await.map_err(registrar_error)?;
+    let credits =
+        if quote.available { Some(credits_for(&state, &quote).await?.to_string()) } else { None };
+    Ok(Json(Price {
+        domain,
+        available: quote.available,
+        years,
+        credits,
+        price_subunits: quote.price_subunits,
+        currency: quote.currency,
+    }))
+}
+
+/// Buys a name for the caller: charged in credits, registered, then recorded on-chain with its
+/// expiry. A registrar failure after the charge refunds it; nothing is recorded.
+#[utoipa::path(post, path = "/domain/purchase", tag = "domains", security(("bearer" = [])),
+    request_body = PurchaseRequest,
+    responses((status = 201, body = Purchase),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "Too little credit: nothing was charged or recorded", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 409, description = "Not available, or held already", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 422, description = "The registrar refused (credits refunded)", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 503, description = "The registrar is unavailable (credits refunded)", body = Problem,
+            content_type = "application/problem+json")))]
+pub async fn buy(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Json(request): Json<PurchaseRequest>,
+) -> ApiResult<(StatusCode, Json<Purchase>)> {
+    let domain = normalise(&state, &request.domain)?;
+    let years = years(request.years)?;
+    let held = sqlx::query_scalar!(
+        r#"select exists(select 1 from domains where chain_id = $1 and name = $2
+                         and (expires_at is null or expires_at > chain_now(chain_id))) as "held!""#,
+        state.chain_id() as i64,
+        domain
+    )
+    .fetch_one(&state.db)
+    .await?;
+    if held {
+        return Err(ApiError::Conflict(format!("{domain} is held already")));
+    }
+    let quote = registrar(&state)?.quote(&domain, years).await.map_err(registrar_error)?;
+    if !quote.available {
+        return Err(ApiError::Conflict(format!("{domain} is not available for registration")));
+    }
+    let units = credits_for(&state, &quote).await?;
+    let expires_at = Utc::now() + chrono::Duration::days(365 * i64::from(years));
+    let purchase = pay_then(&state, user.address, &domain, "purchase", years, units, &quote, |r| {
+        let domain = domain.clone();
+        async move { r.register(&domain, years).await }
+    })
+    .await?;
+    record(&state, purchase, &domain, user.address, expires_at, None).await
+}
+
+/// Renews a name the caller bought: charged, renewed at the registrar, the new expiry recorded.
+#[utoipa::path(post, path = "/domain/purchase/renew", tag = "domains", security(("bearer" = [])),
+    request_body = PurchaseRequest,
+    responses((status = 200, body = Purchase),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 402, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Another wallet's name", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not a name bought through the platform", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json")))]
+pub async fn renew(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Json(request): Json<PurchaseRequest>,
+) -> ApiResult<(StatusCode, Json<Purchase>)> {
+    let domain = normalise(&state, &request.domain)?;
+    let years = years(request.years)?;
+    let record_row = sqlx::query!(
+        "select owner, method, expires_at from domains where chain_id = $1 and name = $2",
+        state.chain_id() as i64,
+        domain
+    )
+    .fetch_optional(&state.db)
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("no record of {domain}")))?;
+    if record_row.owner != user.address.as_slice() {
+        return Err(ApiError::Forbidden(format!("{domain} belongs to another wallet")));
+    }
+    if record_row.method != "purchase" {
+        return Err(ApiError::Conflict(format!("{domain} was not bought through the platform")));
+    }
+    let quote = registrar(&state)?.renewal_quote(&domain, years).await.map_err(registrar_error)?;
+    if !quote.available {
+        return Err(ApiError::Conflict(format!("{domain} cannot be renewed for {years} years")));
+    }
+    let units = credits_for(&state, &quote).await?;
+    let from = record_row.expires_at.unwrap_or_else(Utc::now).max(Utc::now());
+    let expires_at = from + chrono::Duration::days(365 * i64::from(years));
+    let purchase = pay_then(&state, user.address, &domain, "renewal", years, units, &quote, |r| {
+        let domain = domain.clone();
+        async move { r.renew(&domain, years).await }
+    })
+    .await?;
+    let (_, answer) =
+        record(&state, purchase, &domain, user.address, expires_at, record_row.expires_at).await?;
+    Ok((StatusCode::OK, answer))
+}
+
+/// Records the purchase, charges it, and runs the registrar step; refunds when the step fails.
+/// Answers the purchase's id.
+#[allow(clippy::too_many_arguments)]
+async fn pay_then<F, Fut>(
+    state: &AppState,
+    account: Address,
+    domain: &str,
+    kind: &str,
+    years: u32,
+    units: u64,
+    quote: &Quote,
+    step: F,
+) -> ApiResult<i64>
+where
+    F: FnOnce(std::sync::Arc<dyn super::registrar::Registrar>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), RegistrarError>>,
+{
+    let chain = state.chain_id() as i64;
+    let id = sqlx::query_scalar!(
+        "insert into domain_purchases
+             (chain_id, account, name, kind, years, credits, price_subunits, currency, state)
+         values ($1, $2, $3, $4, $5, $6::text::numeric, $7, $8, 'charging')
+         returning id",
+        chain,
+        account.as_slice(),
+        domain,
+        kind,
+        years as i32,
+        units.to_string(),
+        quote.price_subunits as i64,
+        quote.currency
+    )
+    .fetch_one(&state.db)
+    .await
+    .map_err(|err| match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            ApiError::Conflict(format!("a purchase of {domain} is under way"))
+        }
+        _ => err.into(),
+    })?;
+    let set = |to: &'static str, error: Option<String>| async move {
+        sqlx::query!(
+            "update domain_purchases set state = $2, error = $3, updated_at = now() where id = $1",
+            id,
+            to,
+            error
+        )
+        .execute(&state.db)
+        .await
+    };
+    let usage_ref = keccak256(format!("domain-{kind}:{chain}:{id}"));
+    let short =
+        format!("{domain} costs {} for {years} years; recharge first", charges::credits(units));
+    if let Err(err) = charges::deduct(state, account, units, usage_ref, &short).await {
+        set("failed", Some(err.to_string())).await?;
+        return Err(err);
+    }
+    set("registering", None).await?;
+    let registrar = state
+        .registrar
+        .clone()
+        .ok_or_else(|| ApiError::Unavailable("no registrar is configured".into()))?;
+    if let Err(err) = step(registrar).await {
+        let refund_ref = keccak256(format!("domain-refund:{chain}:{id}"));
+        charges::refund(state, account, units, refund_ref).await?;
+        set("refunded", Some(err.to_string())).await?;
+        let refunded = charges::credits(units);
+        return Err(match registrar_error(err) {
+            ApiError::Unprocessable { slug, detail } => ApiError::Unprocessable {
+                slug,
+                detail: format!("{detail}; your {refunded} were refunded"),
+            },
+            _ => ApiError::Unavailable(format!(
+                "the registrar is unavailable; your {refunded} were refunded, try again later"
+            )),
+        });
+    }
+    set("registered", None).await?;
+    Ok(id)
+}
+
+/// Records the purchase (or renewal) on-chain with the registrar key and waits for the index.
+async fn record(
+    state: &AppState,
+    id: i64,
+    domain: &str,
+    owner: Address,
+    expires_at: DateTime<Utc>,
+    renewing_from: Option<DateTime<Utc>>,
+) -> ApiResult<(StatusCode, Json<Purchase>)> {
+    let registrar_key = state
+        .registrar_key
+        .as_ref()
+        .ok_or_else(|| ApiError::Unavailable("no registrar key is configured".into()))?;
+    let registry = DomainRegistry::new(
+        state.deployment.contracts.domain_registry,
+        registrar_key.provider().clone(),
+    );
+    let expiry = expires_at.timestamp() as u64;
+    let sent = if renewing_from.is_some() {
+        registrar_key.send_for_receipt(registry.renew(keccak256(domain.as_bytes()), expiry)).await
+    } else {
+        registrar_key
+            .send_for_receipt(registry.recordPurchase(domain.to_owned(), owner, expiry))
+            .await
+    };
+    if let Err(err) = sent {
+        sqlx::query!(
+            "update domain_purchases set error = $2, updated_at = now() where id = $1",
+            id,
+            err.to_string()
+        )
+        .execute(&state.db)
+        .await?;
+        return Err(err);
+    }
+    for _ in 0..INDEX_WAIT_STEPS {
+        let indexed = sqlx::query_scalar!(
+            "select expires_at from domains where chain_id = $1 and name = $2 and owner = $3",
+            state.chain_id() as i64,
+            domain,
+            owner.as_slice()
+        )
+        .fetch_optional(&state.db)
+        .await?
+        .flatten();
+        if indexed.is_some_and(|at| at.timestamp() == expires_at.timestamp()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let row = sqlx::query!(
+        r#"update domain_purchases set state = 'recorded', expires_at = $2, updated_at = now()
+           where id = $1
+           returning id, name, kind, years, credits::text as "credits!", state"#,
+        id,
+        expires_at
+    )
+    .fetch_one(&state.db)
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Purchase {
+            id: row.id,
+            domain: row.name,
+            kind: row.kind,
+            years: row.years,
+            credits: row.credits,
+            state: row.state,
+            expires_at: Some(expires_at),
+        }),
+    ))
+}

@@ -1,0 +1,149 @@
+//! [`Registrar`] on Gandi's API v5 (`https://api.gandi.net/v5`): `GET /domain/check` for
+//! availability and prices, `POST /domain/domains` to register, `POST /domain/domains/{fqdn}/renew`
+//! to renew, authorised by a personal access token (`Authorization: Bearer`). Errors come as
+//! `{"code", "message", "cause", "object"}`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Quote, Registrar, RegistrarError};
+
+/// The longest one call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A Gandi account the platform registers names in.
+pub struct Gandi {
+    http: reqwest::Client,
+    api: String,
+    token: SecretString,
+    /// The registrant contact (Gandi's `owner` object), the platform's.
+    owner: serde_json::Value,
+}
+
+impl std::fmt::Debug for Gandi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("Gandi").field("api", &self.api).finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct Check {
+    currency: String,
+    #[serde(default)]
+    products: Vec<Product>,
+}
+
+#[derive(Deserialize)]
+struct Product {
+    status: String,
+    #[serde(default)]
+    process: String,
+    #[serde(default)]
+    prices: Vec<Price>,
+}
+
+#[derive(Deserialize)]
+struct Price {
+    min_duration: u32,
+    max_duration: u32,
+    price_after_taxes: f64,
+}
+
+impl Gandi {
+    /// A client of the API at `api` with `token`, registering names to `owner` (a JSON contact).
+    pub fn new(api: &str, token: SecretString, owner: serde_json::Value) -> anyhow::Result<Self> {
+        anyhow::ensure!(owner.is_object(), "the registrant contact is a JSON object");
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?;
+        Ok(Self { http, api: api.trim_end_matches('/').to_owned(), token, owner })
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<String, RegistrarError> {
+        let response = request
+            .bearer_auth(self.token.expose_secret())
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| RegistrarError::Unavailable(e.to_string()))?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        if status.is_success() {
+            return Ok(body);
+        }
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| {
+                let message = v["message"].as_str()?.to_owned();
+                Some(match v["cause"].as_str() {
+                    Some(cause) if !cause.is_empty() => format!("{message} ({cause})"),
+                    _ => message,
+                })
+            })
+            .unwrap_or_else(|| body.chars().take(200).collect());
+        Err(if status.is_client_error() && status.as_u16() != 429 {
+            RegistrarError::Refused(format!("{status}: {message}"))
+        } else {
+            RegistrarError::Unavailable(format!("{status}: {message}"))
+        })
+    }
+
+    async fn check(&self, name: &str, years: u32, process: &str) -> Result<Quote, RegistrarError> {
+        let body = self
+            .send(
+                self.http
+                    .get(format!("{}/domain/check", self.api))
+                    .query(&[("name", name), ("processes", process)]),
+            )
+            .await?;
+        let check: Check = serde_json::from_str(&body)
+            .map_err(|e| RegistrarError::Unavailable(format!("an unreadable check: {e}")))?;
+        let product =
+            check.products.into_iter().find(|p| p.process.is_empty() || p.process == process);
+        let Some(product) = product else {
+            return Ok(Quote { available: false, price_subunits: 0, currency: check.currency });
+        };
+        let price = product
+            .prices
+            .iter()
+            .find(|p| (p.min_duration..=p.max_duration).contains(&years))
+            .map(|p| (p.price_after_taxes * 100.0).round() as u64 * u64::from(years));
+        let available = product.status == "available" || process == "renew";
+        Ok(Quote {
+            available: available && price.is_some(),
+            price_subunits: price.unwrap_or(0),
+            currency: check.currency,
+        })
+    }
+}
+
+#[async_trait]
+impl Registrar for Gandi {
+    async fn quote(&self, name: &str, years: u32) -> Result<Quote, RegistrarError> {
+        self.check(name, years, "create").await
+    }
+
+    async fn renewal_quote(&self, name: &str, years: u32) -> Result<Quote, RegistrarError> {
+        self.check(name, years, "renew").await
+    }
+
+    async fn register(&self, name: &str, years: u32) -> Result<(), RegistrarError> {
+        let body = json!({ "fqdn": name, "duration": years, "owner": self.owner });
+        self.send(self.http.post(format!("{}/domain/domains", self.api)).json(&body))
+            .await
+            .map(drop)
+    }
+
+    async fn renew(&self, name: &str, years: u32) -> Result<(), RegistrarError> {
+        self.send(
+            self.http
+                .post(format!("{}/domain/domains/{name}/renew", self.api))
+                .json(&json!({ "duration": years })),
+        )
+        .await
+        .map(drop)
+    }
+}

@@ -1,0 +1,43 @@
+//! Registrars for names bought through the platform. The platform registers the name in its own
+//! registrar account (the registrant contact is the platform's); the buyer's ownership is the
+//! on-chain record (`DomainRegistry.recordPurchase`). One implementation: Gandi (`gandi.rs`),
+//! chosen in `docs/adr/0008-domains.md`.
+
+pub mod gandi;
+
+use async_trait::async_trait;
+
+/// What registering a name costs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quote {
+    /// Whether it can be registered now.
+    pub available: bool,
+    /// The price of the whole term, in the currency's smallest unit (cents), taxes included.
+    pub price_subunits: u64,
+    /// The ISO 4217 currency.
+    pub currency: String,
+}
+
+/// Why a registrar call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrarError {
+    /// The registrar refused (its message): the name is taken, the term not sold, …
+    #[error("the registrar refused: {0}")]
+    Refused(String),
+    /// It could not be reached or answered garbage.
+    #[error("the registrar is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A domain registrar.
+#[async_trait]
+pub trait Registrar: Send + Sync + std::fmt::Debug {
+    /// Whether `name` can be registered for `years`, and at what price.
+    async fn quote(&self, name: &str, years: u32) -> Result<Quote, RegistrarError>;
+    /// What renewing `name` for `years` costs.
+    async fn renewal_quote(&self, name: &str, years: u32) -> Result<Quote, RegistrarError>;
+    /// Registers `name` for `years`.
+    async fn register(&self, name: &str, years: u32) -> Result<(), RegistrarError>;
+    /// Renews `name` for `years`.
+    async fn renew(&self, name: &str, years: u32) -> Result<(), RegistrarError>;
+}

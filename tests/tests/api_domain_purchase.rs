@@ -1,0 +1,120 @@
+//! Buying and renewing names end to end: anvil, Postgres, the indexer and the API against a local
+//! server speaking Gandi's API. A purchase is charged in credits on-chain, registered, and
+//! recorded with its expiry; too little credit charges and records nothing; a registrar failure
+//! after the charge refunds it and records nothing; only the owner renews.
+
+use alloy::primitives::{U256, keccak256};
+use decentraspace_abi::{CreditLedger, DomainRegistry};
+use decentraspace_tests::{
+    FakeGandi, GANDI_TOKEN, IndexerTask, Role, TestChain, TestDb, api_config, eventually,
+    indexer_config, problem_type, role_key,
+};
+use serde_json::json;
+
+#[tokio::test]
+async fn names_are_bought_and_renewed_with_credits_and_refunded_on_failure() -> anyhow::Result<()> {
+    let chain = TestChain::start().await?;
+    let db = TestDb::create().await?;
+    let _indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
+    let gandi = FakeGandi::start().await?;
+    let mut config = api_config(&chain, &db);
+    config.registrar_api_url = gandi.url.clone();
+    config.registrar_token = Some(GANDI_TOKEN.to_owned().into());
+    config.registrar_contact = r#"{"type":"company","orgname":"DecentraSpace","email":"domains@decentraspace.io","country":"NG","given":"Ops","family":"Team","streetaddr":"1 Marina","city":"Lagos","zip":"101001","phone":"+234.1000000"}"#.into();
+    config.registrar_key = Some(role_key(&chain, Role::Registrar).into());
+    config.billing_key = Some(role_key(&chain, Role::Billing).into());
+    config.payment_oracle_key = Some(role_key(&chain, Role::PaymentOracle).into());
+    let api = decentraspace_tests::TestApi::start_with(config).await?;
+    // 1 EUR cent = 0.01 credit: 10.00 EUR a year is 10 credits.
+    let mut conn = db.connect().await?;
+    sqlx::query("insert into fiat_rates (currency, credits_per_subunit, updated_by) values ('EUR', 10000, '\\x00')")
+        .execute(&mut conn)
+        .await?;
+    let (wallet, other_wallet) = (chain.user(0), chain.user(1));
+    let user = api.login_registered(&wallet).await?;
+    let other = api.login_registered(&other_wallet).await?;
+    let ledger = CreditLedger::new(chain.deployment.contracts.credit_ledger, chain.reader());
+    let registry = DomainRegistry::new(chain.deployment.contracts.domain_registry, chain.reader());
+    let balance = || async { anyhow::Ok(ledger.balanceOf(wallet.address()).call().await?) };
+
+    // The price, then a purchase without the credit: 402, nothing charged or recorded.
+    let (status, price) =
+        api.get("/domain/purchase?domain=mine.test&years=2", Some(&user.access)).await?;
+    assert_eq!(status, 200, "{price}");
+    assert_eq!(
+        (price["available"].as_bool(), price["credits"].as_str()),
+        (Some(true), Some("20000000"))
+    );
+    let buy = json!({ "domain": "mine.test", "years": 1 });
+    let (status, problem) = api.post("/domain/purchase", Some(&user.access), &buy).await?;
+    assert_eq!(
+        (status, problem_type(&problem).as_str()),
+        (402, "insufficient-credit"),
+        "{problem}"
+    );
+    assert_eq!(
+        registry.ownerOf(keccak256("mine.test")).call().await?,
+        alloy::primitives::Address::ZERO
+    );
+    assert_eq!(gandi.years("mine.test"), None, "the registrar was not asked");
+
+    // 25 credits. A registrar failure after the charge: refunded, nothing recorded.
+    let oracle = chain.provider_as(chain.role(Role::PaymentOracle));
+    CreditLedger::new(chain.deployment.contracts.credit_ledger, &oracle)
+        .creditFiat(wallet.address(), U256::from(25_000_000u64), keccak256("purchase-funds"))
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    let (status, problem) = api
+        .post("/domain/purchase", Some(&user.access), &json!({ "domain": "fail-me.test" }))
+        .await?;
+    assert_eq!(status, 503, "{problem}");
+    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("refunded")), "{problem}");
+    assert_eq!(balance().await?, U256::from(25_000_000u64), "the charge was refunded");
+    assert_eq!(
+        registry.ownerOf(keccak256("fail-me.test")).call().await?,
+        alloy::primitives::Address::ZERO
+    );
+
+    // A name that is taken: 409 before anything is charged.
+    let (status, _) = api
+        .post("/domain/purchase", Some(&user.access), &json!({ "domain": "taken.test" }))
+        .await?;
+    assert_eq!(status, 409);
+
+    // The purchase: charged 10 credits, registered, recorded with a year's expiry.
+    let (status, bought) = api.post("/domain/purchase", Some(&user.access), &buy).await?;
+    assert_eq!(status, 201, "{bought}");
+    assert_eq!(
+        (bought["state"].as_str(), bought["credits"].as_str()),
+        (Some("recorded"), Some("10000000"))
+    );
+    assert_eq!(balance().await?, U256::from(15_000_000u64));
+    assert_eq!(gandi.years("mine.test"), Some(1));
+    let record = registry.domainOf(keccak256("mine.test")).call().await?;
+    assert_eq!(record.owner, wallet.address());
+    let year_later = chrono::Utc::now().timestamp() as u64 + 365 * 86_400;
+    assert!(record.expiresAt.abs_diff(year_later) < 600, "expires in a year: {}", record.expiresAt);
+    let (status, _) = api.post("/domain/purchase", Some(&other.access), &buy).await?;
+    assert_eq!(status, 409, "held already");
+
+    // Only the owner renews; a renewal extends the expiry by the term.
+    let (status, problem) = api.post("/domain/purchase/renew", Some(&other.access), &buy).await?;
+    assert_eq!((status, problem_type(&problem).as_str()), (403, "forbidden"), "{problem}");
+    let (status, renewed) = api.post("/domain/purchase/renew", Some(&user.access), &buy).await?;
+    assert_eq!(status, 200, "{renewed}");
+    assert_eq!(gandi.years("mine.test"), Some(2));
+    let renewed_record = registry.domainOf(keccak256("mine.test")).call().await?;
+    assert_eq!(renewed_record.expiresAt, record.expiresAt + 365 * 86_400);
+    assert_eq!(balance().await?, U256::from(5_000_000u64));
+    eventually("the purchases to be listed as recorded", || async {
+        let recorded: i64 =
+            sqlx::query_scalar("select count(*) from domain_purchases where state = 'recorded'")
+                .fetch_one(&mut db.connect().await?)
+                .await?;
+        Ok(recorded == 2)
+    })
+    .await?;
+    Ok(())
+}
