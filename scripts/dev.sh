@@ -19,6 +19,9 @@ relayer_key=${RELAYER_PRIVATE_KEY:-0x4bbbf85ce3377467afe5d46f804f221813b2bb87f24
 billing_key=${BILLING_PRIVATE_KEY:-0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a}
 # anvil's sixth dev account holds the domain registry's verifier role, for the same reason.
 verifier_key=${VERIFIER_PRIVATE_KEY:-0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba}
+# anvil's fourth dev account holds the registrar role: it records names bought under the
+# platform's namespace (no registrar account is needed for those).
+registrar_key=${REGISTRAR_PRIVATE_KEY:-0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6}
 api_listen=${API_LISTEN:-127.0.0.1:8080}
 mkdir -p .data
 
@@ -48,6 +51,7 @@ chain_id=$(tools/foundry cast chain-id --rpc-url "$rpc_url")
 
 DEPLOYER_PRIVATE_KEY=$deployer_key BILLING=$(tools/foundry cast wallet address --private-key "$billing_key") \
   VERIFIER=$(tools/foundry cast wallet address --private-key "$verifier_key") \
+  REGISTRAR=$(tools/foundry cast wallet address --private-key "$registrar_key") \
   tools/foundry forge script contracts/script/Deploy.s.sol \
   --rpc-url "$rpc_url" --broadcast --quiet
 record="deployments/$chain_id.json"
@@ -99,6 +103,7 @@ API_LISTEN=$api_listen DATABASE_URL=$database_url RPC_URL=$rpc_url DEPLOYMENTS_F
   SIWE_DOMAIN=${SIWE_DOMAIN:-localhost:8080} SIWE_URI=${SIWE_URI:-http://localhost:8080} \
   JWT_SECRET=$(node -e 'console.log(require("crypto").randomBytes(32).toString("hex"))') \
   OPERATOR_PRIVATE_KEY=$deployer_key RELAYER_PRIVATE_KEY=$relayer_key VERIFIER_PRIVATE_KEY=$verifier_key \
+  REGISTRAR_PRIVATE_KEY=$registrar_key PLATFORM_NAMESPACE=${PLATFORM_NAMESPACE:-dspace.test} \
   BILLING_PRIVATE_KEY=$billing_key METER_INTERVAL_SECS=${METER_INTERVAL_SECS:-60} \
   IPFS_API_URL=http://127.0.0.1:$ipfs_api_port IPFS_GATEWAY_URL=http://127.0.0.1:$ipfs_gateway_port \
   ARWEAVE_URL=http://127.0.0.1:$arlocal_port ARWEAVE_GATEWAY_URL=http://127.0.0.1:$arlocal_port \

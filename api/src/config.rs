@@ -88,9 +88,34 @@ pub struct Config {
     #[arg(long, env = "REGISTRAR_CONTACT", default_value = "{}")]
     pub registrar_contact: String,
 
+    /// The platform's own namespace (e.g. `dspace.id`): `<name>.<namespace>` is bought directly,
+    /// without a registrar (unset: not offered). Not the sites domain.
+    #[arg(long, env = "PLATFORM_NAMESPACE")]
+    pub platform_namespace: Option<String>,
+
+    /// What a name under the platform's namespace costs a year, in credit units.
+    #[arg(long, env = "PLATFORM_NAME_CREDITS_PER_YEAR", default_value_t = 2_000_000)]
+    pub platform_name_credits_per_year: u64,
+
     /// The key holding `REGISTRAR_ROLE` on DomainRegistry: records purchases and renewals.
     #[arg(long, env = "REGISTRAR_PRIVATE_KEY", hide_env_values = true)]
     pub registrar_key: Option<SecretString>,
+
+    /// How often interrupted purchases are settled, in seconds (0: never).
+    #[arg(long, env = "DOMAIN_RECOVERY_SECS", default_value_t = 60)]
+    pub domain_recovery_secs: u64,
+
+    /// How long a purchase may sit between the charge and the record before recovery settles it.
+    #[arg(long, env = "DOMAIN_RECOVERY_AFTER_SECS", default_value_t = 600)]
+    pub domain_recovery_after_secs: u64,
+
+    /// How often owners of purchased names ending soon are reminded, in seconds (0: never).
+    #[arg(long, env = "DOMAIN_REMINDER_SECS", default_value_t = 3_600)]
+    pub domain_reminder_secs: u64,
+
+    /// How many days before a purchased name ends its owner is reminded.
+    #[arg(long, env = "DOMAIN_REMIND_BEFORE_DAYS", default_value_t = 30)]
+    pub domain_remind_before_days: u32,
 
     /// How often linked external domains' proofs are re-checked, in seconds (0: never).
     #[arg(long, env = "DOMAIN_RECHECK_SECS", default_value_t = 3_600)]

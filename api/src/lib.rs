@@ -24,6 +24,7 @@ pub mod ipfs;
 mod leader;
 mod limits;
 pub mod metering;
+pub mod notices;
 mod openapi;
 pub mod payments;
 pub mod relay;
@@ -107,6 +108,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(storage::manage::router())
         .merge(storage::files::router())
         .merge(domains::router())
+        .merge(notices::router())
         .merge(hosting::router())
         .merge(github::router())
         .split_for_parts()
@@ -224,6 +226,14 @@ pub async fn serve(
     let depletion = tokio::spawn(metering::depletion::run(state.clone()));
     let deploys = tokio::spawn(hosting::run_deploy_jobs(state.clone()));
     let directories = tokio::spawn(storage::directories::run(state.clone()));
+    let recovery = (state.config.domain_recovery_secs > 0).then(|| {
+        let every = Duration::from_secs(state.config.domain_recovery_secs);
+        tokio::spawn(domains::recovery::run(state.clone(), every))
+    });
+    let reminders = (state.config.domain_reminder_secs > 0).then(|| {
+        let every = Duration::from_secs(state.config.domain_reminder_secs);
+        tokio::spawn(domains::reminders::run(state.clone(), every))
+    });
     let reverify = (state.config.domain_recheck_secs > 0).then(|| {
         let every = Duration::from_secs(state.config.domain_recheck_secs);
         tokio::spawn(domains::reverify::run(state.clone(), every))
@@ -272,7 +282,7 @@ pub async fn serve(
     for task in [notices, housekeeping, tracker, payments, depletion, deploys, directories] {
         task.abort();
     }
-    for task in [meter, uptime, reconcile, reverify].into_iter().flatten() {
+    for task in [meter, uptime, reconcile, reverify, reminders, recovery].into_iter().flatten() {
         task.abort();
     }
     served

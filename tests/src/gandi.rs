@@ -120,6 +120,22 @@ async fn renew(
         .into_response()
 }
 
+async fn domain(
+    State(registered): State<Arc<Registered>>,
+    Path(fqdn): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&headers) {
+        return error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    match registered.names.lock().expect("lock").get(&fqdn) {
+        Some(_) => {
+            Json(json!({ "fqdn": fqdn, "status": ["clientTransferProhibited"] })).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "domain not found"),
+    }
+}
+
 impl FakeGandi {
     /// Starts it on a free loopback port.
     pub async fn start() -> anyhow::Result<Self> {
@@ -127,6 +143,7 @@ impl FakeGandi {
         let app = Router::new()
             .route("/v5/domain/check", get(check))
             .route("/v5/domain/domains", post(register))
+            .route("/v5/domain/domains/{fqdn}", get(domain))
             .route("/v5/domain/domains/{fqdn}/renew", post(renew))
             .with_state(registered.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -135,6 +152,11 @@ impl FakeGandi {
             axum::serve(listener, app).await.ok();
         });
         Ok(Self { url, registered, server })
+    }
+
+    /// Registers `fqdn` at the fake directly (as if a request had reached it before a crash).
+    pub fn hold(&self, fqdn: &str) {
+        self.registered.names.lock().expect("lock").insert(fqdn.to_owned(), 1);
     }
 
     /// Years registered for `fqdn` at the fake, if it is registered.

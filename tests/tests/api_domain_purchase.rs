@@ -118,3 +118,152 @@ async fn names_are_bought_and_renewed_with_credits_and_refunded_on_failure() -> 
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn platform_names_are_bought_directly_and_owners_are_reminded_before_they_end()
+-> anyhow::Result<()> {
+    let chain = TestChain::start().await?;
+    let db = TestDb::create().await?;
+    let _indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
+    let mut config = api_config(&chain, &db);
+    config.platform_namespace = Some("dspace.test".into());
+    config.platform_name_credits_per_year = 2_000_000;
+    config.registrar_key = Some(role_key(&chain, Role::Registrar).into());
+    config.billing_key = Some(role_key(&chain, Role::Billing).into());
+    config.domain_reminder_secs = 1;
+    // A name's first and renewed expiries (one and two years out) are both within the window.
+    config.domain_remind_before_days = 800;
+    let api = decentraspace_tests::TestApi::start_with(config).await?;
+    let wallet = chain.user(0);
+    let user = api.login_registered(&wallet).await?;
+    let oracle = chain.provider_as(chain.role(Role::PaymentOracle));
+    CreditLedger::new(chain.deployment.contracts.credit_ledger, &oracle)
+        .creditFiat(wallet.address(), U256::from(5_000_000u64), keccak256("namespace-funds"))
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    let ledger = CreditLedger::new(chain.deployment.contracts.credit_ledger, chain.reader());
+    let registry = DomainRegistry::new(chain.deployment.contracts.domain_registry, chain.reader());
+
+    // The platform's own names need no registrar; other names do (none is configured here).
+    let (status, price) =
+        api.get("/domain/purchase?domain=alice.dspace.test", Some(&user.access)).await?;
+    assert_eq!((status, price["credits"].as_str()), (200, Some("2000000")), "{price}");
+    let (status, _) = api
+        .post("/domain/purchase", Some(&user.access), &json!({ "domain": "a.b.dspace.test" }))
+        .await?;
+    assert_eq!(status, 400, "one label under the namespace");
+    let (status, _) = api
+        .post("/domain/purchase", Some(&user.access), &json!({ "domain": "elsewhere.test" }))
+        .await?;
+    assert_eq!(status, 503, "no registrar");
+    let buy = json!({ "domain": "alice.dspace.test" });
+    let (status, bought) = api.post("/domain/purchase", Some(&user.access), &buy).await?;
+    assert_eq!(status, 201, "{bought}");
+    assert_eq!(ledger.balanceOf(wallet.address()).call().await?, U256::from(3_000_000u64));
+    assert_eq!(registry.ownerOf(keccak256("alice.dspace.test")).call().await?, wallet.address());
+
+    // The owner is reminded once per expiry: listed, and again after a renewal moves it.
+    let expiring = || async {
+        let (_, page) = api.get("/notices", Some(&user.access)).await?;
+        anyhow::Ok(
+            page["items"]
+                .as_array()
+                .map(|items| items.iter().filter(|n| n["kind"] == "domain_expiring").count())
+                .unwrap_or(0),
+        )
+    };
+    eventually("the reminder", || async { Ok(expiring().await? == 1) }).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    assert_eq!(expiring().await?, 1, "not repeated for the same expiry");
+    let (_, page) = api.get("/notices", Some(&user.access)).await?;
+    assert_eq!(page["items"][0]["data"]["domain"], "alice.dspace.test", "{page}");
+    let (status, _) = api.post("/domain/purchase/renew", Some(&user.access), &buy).await?;
+    assert_eq!(status, 200);
+    assert_eq!(ledger.balanceOf(wallet.address()).call().await?, U256::from(1_000_000u64));
+    eventually("a reminder for the new expiry", || async { Ok(expiring().await? == 2) }).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn purchases_interrupted_between_the_charge_and_the_record_are_settled() -> anyhow::Result<()>
+{
+    let chain = TestChain::start().await?;
+    let db = TestDb::create().await?;
+    let _indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
+    let gandi = FakeGandi::start().await?;
+    let mut config = api_config(&chain, &db);
+    config.registrar_api_url = gandi.url.clone();
+    config.registrar_token = Some(GANDI_TOKEN.to_owned().into());
+    config.registrar_key = Some(role_key(&chain, Role::Registrar).into());
+    config.payment_oracle_key = Some(role_key(&chain, Role::PaymentOracle).into());
+    config.domain_recovery_secs = 1;
+    config.domain_recovery_after_secs = 0;
+    let wallet = chain.user(0);
+    let c = chain.deployment.contracts;
+    let oracle = chain.provider_as(chain.role(Role::PaymentOracle));
+    CreditLedger::new(c.credit_ledger, &oracle)
+        .creditFiat(wallet.address(), U256::from(30_000_000u64), keccak256("recovery-funds"))
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+
+    // Three purchases as a crash left them: charged and taken by the registrar; charged and not
+    // taken; never charged.
+    let mut conn = db.connect().await?;
+    let billing = chain.provider_as(chain.role(Role::Billing));
+    let ledger = CreditLedger::new(c.credit_ledger, &billing);
+    let mut ids = Vec::new();
+    for (name, state, charge) in [
+        ("held.test", "registering", true),
+        ("lost.test", "charging", true),
+        ("never.test", "charging", false),
+    ] {
+        let id: i64 = sqlx::query_scalar(
+            "insert into domain_purchases (chain_id, account, name, kind, years, credits, price_subunits, currency, state)
+             values ($1, $2, $3, 'purchase', 1, 10000000, 1000, 'EUR', $4) returning id",
+        )
+        .bind(chain.chain_id() as i64)
+        .bind(wallet.address().as_slice())
+        .bind(name)
+        .bind(state)
+        .fetch_one(&mut conn)
+        .await?;
+        if charge {
+            let reference = keccak256(format!("domain-purchase:{}:{id}", chain.chain_id()));
+            ledger
+                .deduct(wallet.address(), U256::ZERO, U256::from(10_000_000u64), reference)
+                .send()
+                .await?
+                .get_receipt()
+                .await?;
+        }
+        ids.push(id);
+    }
+    gandi.hold("held.test");
+    assert_eq!(ledger.balanceOf(wallet.address()).call().await?, U256::from(10_000_000u64));
+
+    let _api = decentraspace_tests::TestApi::start_with(config).await?;
+    eventually("the purchases to be settled", || async {
+        let states: Vec<String> =
+            sqlx::query_scalar("select state from domain_purchases order by id")
+                .fetch_all(&mut db.connect().await?)
+                .await?;
+        Ok(states == ["recorded", "refunded", "failed"])
+    })
+    .await?;
+    let registry = DomainRegistry::new(c.domain_registry, chain.reader());
+    assert_eq!(registry.ownerOf(keccak256("held.test")).call().await?, wallet.address());
+    assert_eq!(
+        registry.ownerOf(keccak256("lost.test")).call().await?,
+        alloy::primitives::Address::ZERO
+    );
+    assert_eq!(
+        ledger.balanceOf(wallet.address()).call().await?,
+        U256::from(20_000_000u64),
+        "the charge the registrar never used is refunded, once"
+    );
+    Ok(())
+}

@@ -10,7 +10,9 @@ pub mod ens;
 pub mod link;
 pub mod proof;
 pub mod purchase;
+pub mod recovery;
 pub mod registrar;
+pub mod reminders;
 pub mod reverify;
 
 use utoipa_axum::{router::OpenApiRouter, routes};

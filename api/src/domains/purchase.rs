@@ -80,6 +80,16 @@ pub struct Purchase {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// The on-chain reference of purchase `id`'s charge.
+pub(super) fn charge_ref(chain: i64, kind: &str, id: i64) -> alloy::primitives::B256 {
+    keccak256(format!("domain-{kind}:{chain}:{id}"))
+}
+
+/// The on-chain reference of purchase `id`'s refund.
+pub(super) fn refund_ref(chain: i64, id: i64) -> alloy::primitives::B256 {
+    keccak256(format!("domain-refund:{chain}:{id}"))
+}
+
 fn years(requested: Option<u32>) -> ApiResult<u32> {
     let years = requested.unwrap_or(1);
     if !YEARS.contains(&years) {
@@ -88,11 +98,32 @@ fn years(requested: Option<u32>) -> ApiResult<u32> {
     Ok(years)
 }
 
-fn registrar(state: &AppState) -> ApiResult<&dyn super::registrar::Registrar> {
+fn registrar(state: &AppState) -> ApiResult<std::sync::Arc<dyn super::registrar::Registrar>> {
     state
         .registrar
-        .as_deref()
+        .clone()
         .ok_or_else(|| ApiError::Unavailable("no registrar is configured".into()))
+}
+
+/// The price of a name under the platform's own namespace (registered directly, no registrar):
+/// `None` for other names; 400 for a name more than one label under it.
+pub(super) fn platform_price(
+    state: &AppState,
+    domain: &str,
+    years: u32,
+) -> ApiResult<Option<(Quote, u64)>> {
+    let Some(namespace) = state.config.platform_namespace.as_deref() else { return Ok(None) };
+    let Some(label) = domain.strip_suffix(&format!(".{}", namespace.trim_end_matches('.'))) else {
+        return Ok(None);
+    };
+    if label.contains('.') {
+        return Err(ApiError::BadRequest(format!(
+            "names under {namespace} are one label: <name>.{namespace}"
+        )));
+    }
+    let units = state.config.platform_name_credits_per_year.saturating_mul(u64::from(years));
+    let quote = Quote { available: true, price_subunits: 0, currency: "credits".into() };
+    Ok(Some((quote, units)))
 }
 
 fn registrar_error(err: RegistrarError) -> ApiError {
@@ -141,9 +172,18 @@ pub async fn price(
 ) -> ApiResult<Json<Price>> {
     let domain = normalise(&state, &q.domain)?;
     let years = years(q.years)?;
-    let quote = registrar(&state)?.quote(&domain, years).await.map_err(registrar_error)?;
-    let credits =
-        if quote.available { Some(credits_for(&state, &quote).await?.to_string()) } else { None };
+    let (quote, credits) = match platform_price(&state, &domain, years)? {
+        Some((quote, units)) => (quote, Some(units.to_string())),
+        None => {
+            let quote = registrar(&state)?.quote(&domain, years).await.map_err(registrar_error)?;
+            let credits = if quote.available {
+                Some(credits_for(&state, &quote).await?.to_string())
+            } else {
+                None
+            };
+            (quote, credits)
+        }
+    };
     Ok(Json(Price {
         domain,
         available: quote.available,
@@ -187,17 +227,32 @@ pub async fn buy(
     if held {
         return Err(ApiError::Conflict(format!("{domain} is held already")));
     }
-    let quote = registrar(&state)?.quote(&domain, years).await.map_err(registrar_error)?;
-    if !quote.available {
-        return Err(ApiError::Conflict(format!("{domain} is not available for registration")));
-    }
-    let units = credits_for(&state, &quote).await?;
     let expires_at = Utc::now() + chrono::Duration::days(365 * i64::from(years));
-    let purchase = pay_then(&state, user.address, &domain, "purchase", years, units, &quote, |r| {
+    let (quote, units, registrar) = match platform_price(&state, &domain, years)? {
+        Some((quote, units)) => (quote, units, None),
+        None => {
+            let registrar = registrar(&state)?;
+            let quote = registrar.quote(&domain, years).await.map_err(registrar_error)?;
+            if !quote.available {
+                return Err(ApiError::Conflict(format!(
+                    "{domain} is not available for registration"
+                )));
+            }
+            let units = credits_for(&state, &quote).await?;
+            (quote, units, Some(registrar))
+        }
+    };
+    let step = || {
         let domain = domain.clone();
-        async move { r.register(&domain, years).await }
-    })
-    .await?;
+        async move {
+            match registrar {
+                Some(registrar) => registrar.register(&domain, years).await,
+                None => Ok(()),
+            }
+        }
+    };
+    let purchase =
+        pay_then(&state, user.address, &domain, "purchase", years, units, &quote, step).await?;
     record(&state, purchase, &domain, user.address, expires_at, None).await
 }
 
@@ -235,24 +290,40 @@ pub async fn renew(
     if record_row.method != "purchase" {
         return Err(ApiError::Conflict(format!("{domain} was not bought through the platform")));
     }
-    let quote = registrar(&state)?.renewal_quote(&domain, years).await.map_err(registrar_error)?;
-    if !quote.available {
-        return Err(ApiError::Conflict(format!("{domain} cannot be renewed for {years} years")));
-    }
-    let units = credits_for(&state, &quote).await?;
+    let (quote, units, registrar) = match platform_price(&state, &domain, years)? {
+        Some((quote, units)) => (quote, units, None),
+        None => {
+            let registrar = registrar(&state)?;
+            let quote = registrar.renewal_quote(&domain, years).await.map_err(registrar_error)?;
+            if !quote.available {
+                return Err(ApiError::Conflict(format!(
+                    "{domain} cannot be renewed for {years} years"
+                )));
+            }
+            let units = credits_for(&state, &quote).await?;
+            (quote, units, Some(registrar))
+        }
+    };
     let from = record_row.expires_at.unwrap_or_else(Utc::now).max(Utc::now());
     let expires_at = from + chrono::Duration::days(365 * i64::from(years));
-    let purchase = pay_then(&state, user.address, &domain, "renewal", years, units, &quote, |r| {
+    let step = || {
         let domain = domain.clone();
-        async move { r.renew(&domain, years).await }
-    })
-    .await?;
+        async move {
+            match registrar {
+                Some(registrar) => registrar.renew(&domain, years).await,
+                None => Ok(()),
+            }
+        }
+    };
+    let purchase =
+        pay_then(&state, user.address, &domain, "renewal", years, units, &quote, step).await?;
     let (_, answer) =
         record(&state, purchase, &domain, user.address, expires_at, record_row.expires_at).await?;
     Ok((StatusCode::OK, answer))
 }
 
-/// Records the purchase, charges it, and runs the registrar step; refunds when the step fails.
+/// Records the purchase, charges it, and runs the registrar step (none for the platform's own
+/// names); refunds when the step fails.
 /// Answers the purchase's id.
 #[allow(clippy::too_many_arguments)]
 async fn pay_then<F, Fut>(
@@ -266,7 +337,7 @@ async fn pay_then<F, Fut>(
     step: F,
 ) -> ApiResult<i64>
 where
-    F: FnOnce(std::sync::Arc<dyn super::registrar::Registrar>) -> Fut,
+    F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<(), RegistrarError>>,
 {
     let chain = state.chain_id() as i64;
@@ -302,7 +373,7 @@ where
         .execute(&state.db)
         .await
     };
-    let usage_ref = keccak256(format!("domain-{kind}:{chain}:{id}"));
+    let usage_ref = charge_ref(chain, kind, id);
     let short =
         format!("{domain} costs {} for {years} years; recharge first", charges::credits(units));
     if let Err(err) = charges::deduct(state, account, units, usage_ref, &short).await {
@@ -310,12 +381,8 @@ where
         return Err(err);
     }
     set("registering", None).await?;
-    let registrar = state
-        .registrar
-        .clone()
-        .ok_or_else(|| ApiError::Unavailable("no registrar is configured".into()))?;
-    if let Err(err) = step(registrar).await {
-        let refund_ref = keccak256(format!("domain-refund:{chain}:{id}"));
+    if let Err(err) = step().await {
+        let refund_ref = refund_ref(chain, id);
         charges::refund(state, account, units, refund_ref).await?;
         set("refunded", Some(err.to_string())).await?;
         let refunded = charges::credits(units);
@@ -334,7 +401,7 @@ where
 }
 
 /// Records the purchase (or renewal) on-chain with the registrar key and waits for the index.
-async fn record(
+pub(super) async fn record(
     state: &AppState,
     id: i64,
     domain: &str,

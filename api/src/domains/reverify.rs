@@ -12,7 +12,7 @@ use chrono::Utc;
 use decentraspace_abi::DomainRegistry;
 
 use super::proof;
-use crate::{leader::try_lead, state::AppState, stream::PlatformNotice};
+use crate::{leader::try_lead, state::AppState};
 
 /// Advisory lock key of the job.
 const LEADER_KEY: i64 = 0x646f_6d73; // "doms"
@@ -92,20 +92,15 @@ pub async fn pass(state: &AppState) -> anyhow::Result<usize> {
                 .execute(&state.db)
                 .await?;
                 let deadline = since + grace;
+                let dedupe = format!("{}@{}", domain.name, since.timestamp());
                 if domain.failing_since.is_none() {
-                    notify(
-                        state,
-                        owner,
-                        "domain_proof_missing",
-                        &domain.name,
-                        &why,
-                        Some(deadline),
-                    )
-                    .await;
+                    let (name, at) = (&domain.name, Some(deadline));
+                    notify(state, owner, "domain_proof_missing", name, &why, at, &dedupe).await;
                 }
                 if Utc::now() >= deadline {
                     unlink(state, &domain.name).await?;
-                    notify(state, owner, "domain_unlinked", &domain.name, &why, None).await;
+                    notify(state, owner, "domain_unlinked", &domain.name, &why, None, &dedupe)
+                        .await;
                     unlinked += 1;
                 }
             }
@@ -150,6 +145,7 @@ async fn unlink(state: &AppState, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A listed notice and an SSE event for the owner, once per `dedupe`.
 async fn notify(
     state: &AppState,
     owner: Address,
@@ -157,14 +153,10 @@ async fn notify(
     name: &str,
     why: &str,
     unlinks_at: Option<chrono::DateTime<Utc>>,
+    dedupe: &str,
 ) {
-    let notice = PlatformNotice {
-        chain_id: state.chain_id(),
-        event: event.into(),
-        account: owner.to_string(),
-        data: serde_json::json!({ "domain": name, "reason": why, "unlinks_at": unlinks_at }),
-    };
-    if let Err(err) = notice.publish(&state.db).await {
-        tracing::warn!(target: "api::domains", %err, "cannot publish a domain notice");
+    let data = serde_json::json!({ "domain": name, "reason": why, "unlinks_at": unlinks_at });
+    if let Err(err) = crate::notices::post(state, owner, event, dedupe, data).await {
+        tracing::warn!(target: "api::domains", %err, "cannot post a domain notice");
     }
 }

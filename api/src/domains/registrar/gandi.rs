@@ -137,6 +137,14 @@ impl Registrar for Gandi {
             .map(drop)
     }
 
+    async fn holds(&self, name: &str) -> Result<bool, RegistrarError> {
+        match self.send(self.http.get(format!("{}/domain/domains/{name}", self.api))).await {
+            Ok(_) => Ok(true),
+            Err(RegistrarError::Refused(reason)) if reason.starts_with("404") => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
     async fn renew(&self, name: &str, years: u32) -> Result<(), RegistrarError> {
         self.send(
             self.http

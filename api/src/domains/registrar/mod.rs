@@ -40,4 +40,6 @@ pub trait Registrar: Send + Sync + std::fmt::Debug {
     async fn register(&self, name: &str, years: u32) -> Result<(), RegistrarError>;
     /// Renews `name` for `years`.
     async fn renew(&self, name: &str, years: u32) -> Result<(), RegistrarError>;
+    /// Whether `name` is registered in the platform's account.
+    async fn holds(&self, name: &str) -> Result<bool, RegistrarError>;
 }

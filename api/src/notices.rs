@@ -1,0 +1,130 @@
+//! Notices for an account: written once per subject (a job that runs again does not repeat
+//! one), published as a platform SSE event to its connected clients, and listed by
+//! `GET /notices`.
+
+use alloy::primitives::Address;
+use axum::{
+    Json,
+    extract::{Query, State},
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    auth::AuthUser,
+    error::{ApiError, ApiResult, Problem},
+    routes::page_limit,
+    state::AppState,
+    stream::PlatformNotice,
+};
+
+/// The notice routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
+}
+
+/// A notice.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Notice {
+    /// Its id.
+    pub id: i64,
+    /// What it is: `domain_expiring`, `domain_proof_missing`, `domain_unlinked`.
+    pub kind: String,
+    /// Its details.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A page of notices, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NoticePage {
+    /// The notices.
+    pub items: Vec<Notice>,
+    /// Pass as `cursor` for the next page; null at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// Which page.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct NoticeQuery {
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Notices per page (1–500, default 50).
+    pub limit: Option<i64>,
+}
+
+/// Posts a notice about `dedupe` to `account`, unless one of this kind was posted about it
+/// already: written, then published to the account's live streams. Answers whether it is new.
+pub async fn post(
+    state: &AppState,
+    account: Address,
+    kind: &str,
+    dedupe: &str,
+    data: serde_json::Value,
+) -> anyhow::Result<bool> {
+    let inserted = sqlx::query!(
+        "insert into notices (chain_id, account, kind, dedupe, data) values ($1, $2, $3, $4, $5)
+         on conflict (chain_id, kind, dedupe) do nothing",
+        state.chain_id() as i64,
+        account.as_slice(),
+        kind,
+        dedupe,
+        data
+    )
+    .execute(&state.db)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Ok(false);
+    }
+    let notice = PlatformNotice {
+        chain_id: state.chain_id(),
+        event: kind.into(),
+        account: account.to_string(),
+        data,
+    };
+    notice.publish(&state.db).await?;
+    Ok(true)
+}
+
+/// The caller's notices, newest first.
+#[utoipa::path(get, path = "/notices", tag = "notices", security(("bearer" = [])),
+    params(NoticeQuery),
+    responses((status = 200, body = NoticePage),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn list(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(q): Query<NoticeQuery>,
+) -> ApiResult<Json<NoticePage>> {
+    let limit = page_limit(q.limit)?;
+    let before = match q.cursor.as_deref() {
+        None => i64::MAX,
+        Some(c) => c
+            .parse::<i64>()
+            .map_err(|_| ApiError::BadRequest("cursor: use the next_cursor of a page".into()))?,
+    };
+    let mut items = sqlx::query_as!(
+        Notice,
+        "select id, kind, data, created_at from notices
+         where chain_id = $1 and account = $2 and id < $3
+         order by id desc limit $4",
+        state.chain_id() as i64,
+        user.address.as_slice(),
+        before,
+        limit + 1
+    )
+    .fetch_all(&state.db)
+    .await?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|n| n.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(NoticePage { items, next_cursor }))
+}
