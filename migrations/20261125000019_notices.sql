@@ -9,6 +9,6 @@ create table notices (
     dedupe text not null,
     data jsonb not null,
     created_at timestamptz not null default now(),
-    unique (chain_id, kind, dedupe)
+    unique (chain_id, account, kind, dedupe)
 );
 create index notices_by_account on notices (chain_id, account, id desc);

@@ -79,10 +79,12 @@ pub async fn deduct(
         credits: U256::from(units),
         usageRef: usage_ref,
     };
-    let sent = billing
-        .send(ledger, call.abi_encode().into(), DEDUCT_GAS, None)
-        .await
-        .map_err(|err| ApiError::Unavailable(format!("the charge was not sent: {err}")))?;
+    let sent =
+        billing.send(ledger, call.abi_encode().into(), DEDUCT_GAS, None).await.map_err(|err| {
+            // A transport error may name the node's URL (and its key): logged, never answered.
+            tracing::warn!(target: "api::charges", %err, "the charge was not sent");
+            ApiError::Unavailable("the charge could not be sent; try again in a moment".into())
+        })?;
     let deadline = tokio::time::Instant::now() + RECEIPT_WAIT;
     loop {
         match state.chain.get_transaction_receipt(sent.tx_hash).await {

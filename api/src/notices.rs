@@ -68,7 +68,7 @@ pub async fn post(
 ) -> anyhow::Result<bool> {
     let inserted = sqlx::query!(
         "insert into notices (chain_id, account, kind, dedupe, data) values ($1, $2, $3, $4, $5)
-         on conflict (chain_id, kind, dedupe) do nothing",
+         on conflict (chain_id, account, kind, dedupe) do nothing",
         state.chain_id() as i64,
         account.as_slice(),
         kind,

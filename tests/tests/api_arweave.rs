@@ -4,12 +4,14 @@
 //! proofs) and read back byte for byte through the gateway and the file's shareable link.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
+use decentraspace_abi::{AccountRegistry, Tier};
 use decentraspace_api::arweave::{
     merkle::{Chunk, Tree, chunk_ranges},
     transaction::{Unsigned, Wallet},
 };
 use decentraspace_tests::{
-    IndexerTask, TestApi, TestArweave, TestChain, TestDb, api_config, indexer_config, problem_type,
+    IndexerTask, Role, TestApi, TestArweave, TestChain, TestDb, api_config, eventually,
+    indexer_config, problem_type,
 };
 use rand::RngCore;
 use serde_json::{Value, json};
@@ -48,9 +50,26 @@ async fn arweave_uploads_are_signed_transactions_that_read_back_through_the_gate
     config.arweave_url = Some(arweave.url.clone());
     config.arweave_wallet_file = Some(arweave.wallet_file.clone());
     config.arweave_gateway_url = arweave.url.clone();
-    config.storage_max_file_free = 2 * 1024 * 1024;
+    config.storage_max_file_paid = 2 * 1024 * 1024;
+    config.storage_quota_paid = 2148 * 1024;
     let api = TestApi::start_with(config).await?;
     let session = api.login_registered(&chain.user(0)).await?;
+
+    // Permanent storage is for Paid accounts.
+    let (status, problem) =
+        upload_to_arweave(&api, &session.access, "a.txt", "text/plain", b"x".to_vec()).await?;
+    assert_eq!((status, problem_type(&problem).as_str()), (403, "paid-tier-required"), "{problem}");
+    let operator = chain.provider_as(chain.role(Role::Operator));
+    AccountRegistry::new(chain.deployment.contracts.account_registry, &operator)
+        .setTier(chain.user(0).address(), Tier::Paid.into(), 0)
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    eventually("the upgrade to be indexed", || async {
+        Ok(api.get("/auth/tier", Some(&session.access)).await?.1["tier"] == "paid")
+    })
+    .await?;
 
     // A small file goes inline with its transaction.
     let note = b"permanent note".to_vec();
@@ -65,6 +84,17 @@ async fn arweave_uploads_are_signed_transactions_that_read_back_through_the_gate
     let tags = arweave.tags(&id).await?;
     assert!(tags.contains(&("Content-Type".into(), "text/plain".into())), "{tags:?}");
     assert!(tags.contains(&("App-Name".into(), "DecentraSpace".into())), "{tags:?}");
+
+    // Over the tier's file size: refused, nothing recorded.
+    let (status, problem) = upload_to_arweave(
+        &api,
+        &session.access,
+        "big.bin",
+        "application/octet-stream",
+        random_bytes(3 * 1024 * 1024),
+    )
+    .await?;
+    assert_eq!((status, problem_type(&problem).as_str()), (413, "file-too-large"), "{problem}");
 
     // 700 KiB: three chunks, posted after the transaction with their proofs.
     let photo = random_bytes(700 * 1024);
@@ -85,16 +115,6 @@ async fn arweave_uploads_are_signed_transactions_that_read_back_through_the_gate
     assert_eq!(shared.status(), 200);
     assert!(shared.bytes().await?.as_ref() == photo.as_slice(), "the link serves the bytes");
 
-    // Over the tier's file size: refused, nothing recorded.
-    let (status, problem) = upload_to_arweave(
-        &api,
-        &session.access,
-        "big.bin",
-        "application/octet-stream",
-        random_bytes(3 * 1024 * 1024),
-    )
-    .await?;
-    assert_eq!((status, problem_type(&problem).as_str()), (413, "file-too-large"), "{problem}");
     let mut conn = db.connect().await?;
     let recorded: Vec<(String, i64)> = sqlx::query_as(
         "select backend, size_bytes from storage_files where deleted_at is null order by id",
@@ -104,6 +124,26 @@ async fn arweave_uploads_are_signed_transactions_that_read_back_through_the_gate
     assert_eq!(
         recorded,
         vec![("arweave".to_owned(), note.len() as i64), ("arweave".to_owned(), photo.len() as i64)]
+    );
+
+    // Deleting an Arweave file removes its record, not its bytes from the quota: they stay on
+    // Arweave for good. (Were they freed, 1,500 KiB would fit the 2,148 KiB quota.)
+    let photo_id = file["id"].as_i64().unwrap_or_default();
+    let path = format!("/storage/manage/files/{photo_id}");
+    let (status, _) = api.send(reqwest::Method::DELETE, &path, Some(&session.access), None).await?;
+    assert_eq!(status, 204);
+    let (status, problem) = upload_to_arweave(
+        &api,
+        &session.access,
+        "again.bin",
+        "application/octet-stream",
+        random_bytes(1_500 * 1024),
+    )
+    .await?;
+    assert_eq!(
+        (status, problem_type(&problem).as_str()),
+        (413, "storage-quota-exceeded"),
+        "{problem}"
     );
     Ok(())
 }

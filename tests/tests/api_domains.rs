@@ -33,12 +33,15 @@ async fn a_proven_domain_is_linked_by_its_owner_and_served() -> anyhow::Result<(
     let _indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
     let ipfs = TestIpfs::start().await?;
     let dns = TestDns::start(ZONE).await?;
+    // A Handshake name's zone, answered by an HNS-aware resolver of its own.
+    let hns = TestDns::start("blog.hnsname").await?;
     let mut config = api_config(&chain, &db);
     config.ipfs_api_url = Some(ipfs.api_url.clone());
     config.ipfs_gateway_url = ipfs.gateway_url.clone();
     config.sites_domain = SITES.into();
     config.uptime_interval_secs = 0;
     config.dns_resolver = dns.addr;
+    config.hns_resolver = Some(hns.addr);
     config.verifier_key = Some(role_key(&chain, Role::Verifier).into());
     let api = TestApi::start_with(config).await?;
     let (owner_wallet, other_wallet) = (chain.user(0), chain.user(1));
@@ -160,6 +163,25 @@ async fn a_proven_domain_is_linked_by_its_owner_and_served() -> anyhow::Result<(
     assert_eq!(visit(&api, &format!("blog.{SITES}")).await?.0, 200, "the site itself still is");
     let (status, _) = api.post("/domain/unlink", Some(&owner.access), &unlink).await?;
     assert_eq!(status, 409, "not linked any more");
+
+    // A Handshake name is proven the same way, through the HNS-aware resolver: the DNS
+    // resolver's answer does not count for it.
+    let hns_link = json!({ "domain": "blog.hnsname", "site": "blog", "method": "handshake" });
+    let (_, hns_proof) = api.get("/domain/link?domain=blog.hnsname", Some(&owner.access)).await?;
+    let (hns_record, hns_value) = (
+        hns_proof["proof"]["name"].as_str().unwrap_or_default().to_owned(),
+        hns_proof["proof"]["value"].as_str().unwrap_or_default().to_owned(),
+    );
+    let (status, _) = api.post("/domain/link", Some(&owner.access), &hns_link).await?;
+    assert_eq!(status, 422, "no proof yet");
+    hns.add_txt(&hns_record, &hns_value).await?;
+    let (status, verified) = api.post("/domain/link", Some(&owner.access), &hns_link).await?;
+    assert_eq!((status, verified["method"].as_str()), (200, Some("handshake")), "{verified}");
+    let on_chain = DomainRegistry::new(registry, chain.reader())
+        .domainOf(keccak256("blog.hnsname"))
+        .call()
+        .await?;
+    assert_eq!((on_chain.owner, on_chain.method), (owner_wallet.address(), 4), "Handshake");
     Ok(())
 }
 

@@ -92,7 +92,7 @@ pub struct Verified {
     pub domain: String,
     /// Its registry key (keccak256 of the name).
     pub node: String,
-    /// `dns`, `handshake` or `ens`.
+    /// `dns`, `handshake`, `ens`, or `purchase` (a name bought through the platform).
     pub method: String,
     /// The owner the proof was recorded for: the caller.
     pub owner: String,
@@ -219,18 +219,32 @@ pub async fn link(
         )));
     }
 
+    // A name the caller bought through the platform is theirs on-chain: no proof to make.
+    let bought = current
+        .as_ref()
+        .is_some_and(|r| r.held && r.method == "purchase" && r.owner == user.address.as_slice());
+    let method = if bought { OwnershipMethod::Purchase } else { method };
+    // ENS proves ENS names; a DNS name's ENS record may be stale, and must not displace its
+    // DNS owner.
+    if method == OwnershipMethod::Ens && !domain.ends_with(".eth") {
+        return Err(ApiError::BadRequest(format!(
+            "{domain} is not an ENS name: prove it with dns (or handshake)"
+        )));
+    }
+
     // The proof, as the name says it now.
     let (record_name, expected) = proof::challenge(&state, user.address, &domain);
-    if method == OwnershipMethod::Ens {
-        ens_owner(&state, &domain, user.address).await?;
-    } else {
-        txt_proof(&state, method, &domain, &record_name, &expected).await?;
+    match method {
+        OwnershipMethod::Purchase => {}
+        OwnershipMethod::Ens => ens_owner(&state, &domain, user.address).await?,
+        _ => txt_proof(&state, method, &domain, &record_name, &expected).await?,
     }
 
     // Recorded on-chain, unless the caller's proof by this method is recorded already.
-    let recorded = current.as_ref().is_some_and(|r| {
-        r.held && r.owner == user.address.as_slice() && r.method == method.as_str()
-    });
+    let recorded = bought
+        || current.as_ref().is_some_and(|r| {
+            r.held && r.owner == user.address.as_slice() && r.method == method.as_str()
+        });
     if !recorded {
         record_proof(&state, &domain, user.address, method).await?;
     }
@@ -257,15 +271,19 @@ pub async fn link(
         .into_iter()
         .collect()
     } else {
-        vec![
-            DnsRecord {
-                // A CNAME cannot sit at a zone's apex: there, an ALIAS/ANAME (or flattening).
-                r#type: if domain.matches('.').count() == 1 { "ALIAS" } else { "CNAME" }.into(),
-                name: domain.clone(),
-                value: gateway_host,
-            },
-            DnsRecord { r#type: "TXT".into(), name: record_name, value: expected },
-        ]
+        vec![DnsRecord {
+            // A CNAME cannot sit at a zone's apex: there, an ALIAS/ANAME (or flattening).
+            r#type: if domain.matches('.').count() == 1 { "ALIAS" } else { "CNAME" }.into(),
+            name: domain.clone(),
+            value: gateway_host,
+        }]
+        .into_iter()
+        .chain((method != OwnershipMethod::Purchase).then_some(DnsRecord {
+            r#type: "TXT".into(),
+            name: record_name,
+            value: expected,
+        }))
+        .collect()
     };
     Ok(Json(Verified {
         node: node.to_string(),
@@ -358,6 +376,14 @@ async fn record_proof(
     for _ in 0..INDEX_WAIT_STEPS {
         let record = indexed(state, domain).await?;
         if record.is_some_and(|r| r.owner == owner.as_slice() && r.method == method.as_str()) {
+            // A fresh proof: any missing-proof history of the name is over.
+            sqlx::query!(
+                "delete from domain_checks where chain_id = $1 and name = $2",
+                state.chain_id() as i64,
+                domain
+            )
+            .execute(&state.db)
+            .await?;
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -252,7 +252,8 @@ pub async fn buy(
         }
     };
     let purchase =
-        pay_then(&state, user.address, &domain, "purchase", years, units, &quote, step).await?;
+        pay_then(&state, user.address, &domain, "purchase", years, units, &quote, expires_at, step)
+            .await?;
     record(&state, purchase, &domain, user.address, expires_at, None).await
 }
 
@@ -316,7 +317,8 @@ pub async fn renew(
         }
     };
     let purchase =
-        pay_then(&state, user.address, &domain, "renewal", years, units, &quote, step).await?;
+        pay_then(&state, user.address, &domain, "renewal", years, units, &quote, expires_at, step)
+            .await?;
     let (_, answer) =
         record(&state, purchase, &domain, user.address, expires_at, record_row.expires_at).await?;
     Ok((StatusCode::OK, answer))
@@ -334,6 +336,7 @@ async fn pay_then<F, Fut>(
     years: u32,
     units: u64,
     quote: &Quote,
+    expires_at: DateTime<Utc>,
     step: F,
 ) -> ApiResult<i64>
 where
@@ -343,8 +346,9 @@ where
     let chain = state.chain_id() as i64;
     let id = sqlx::query_scalar!(
         "insert into domain_purchases
-             (chain_id, account, name, kind, years, credits, price_subunits, currency, state)
-         values ($1, $2, $3, $4, $5, $6::text::numeric, $7, $8, 'charging')
+             (chain_id, account, name, kind, years, credits, price_subunits, currency, state,
+              expires_at)
+         values ($1, $2, $3, $4, $5, $6::text::numeric, $7, $8, 'charging', $9)
          returning id",
         chain,
         account.as_slice(),
@@ -353,7 +357,8 @@ where
         years as i32,
         units.to_string(),
         quote.price_subunits as i64,
-        quote.currency
+        quote.currency,
+        expires_at
     )
     .fetch_one(&state.db)
     .await
@@ -363,41 +368,75 @@ where
         }
         _ => err.into(),
     })?;
-    let set = |to: &'static str, error: Option<String>| async move {
-        sqlx::query!(
-            "update domain_purchases set state = $2, error = $3, updated_at = now() where id = $1",
-            id,
-            to,
-            error
-        )
-        .execute(&state.db)
-        .await
-    };
     let usage_ref = charge_ref(chain, kind, id);
     let short =
         format!("{domain} costs {} for {years} years; recharge first", charges::credits(units));
-    if let Err(err) = charges::deduct(state, account, units, usage_ref, &short).await {
-        set("failed", Some(err.to_string())).await?;
-        return Err(err);
+    let settling = || {
+        ApiError::Unavailable(format!(
+            "purchase {id} of {domain} did not finish; it is settled shortly: recorded if the \
+             name was registered, else any charge is refunded"
+        ))
+    };
+    match charges::deduct(state, account, units, usage_ref, &short).await {
+        Ok(_) => {}
+        // Refused for sure: nothing was charged.
+        Err(err @ (ApiError::InsufficientCredit(_) | ApiError::Conflict(_))) => {
+            advance(state, id, "charging", "failed", Some(err.to_string())).await?;
+            return Err(err);
+        }
+        // The charge may still be mined: recovery settles the purchase from the ledger.
+        Err(err) => {
+            tracing::warn!(target: "api::domains", purchase = id, %err, "charge outcome unknown");
+            return Err(settling());
+        }
     }
-    set("registering", None).await?;
-    if let Err(err) = step().await {
-        let refund_ref = refund_ref(chain, id);
-        charges::refund(state, account, units, refund_ref).await?;
-        set("refunded", Some(err.to_string())).await?;
-        let refunded = charges::credits(units);
-        return Err(match registrar_error(err) {
-            ApiError::Unprocessable { slug, detail } => ApiError::Unprocessable {
-                slug,
-                detail: format!("{detail}; your {refunded} were refunded"),
-            },
-            _ => ApiError::Unavailable(format!(
-                "the registrar is unavailable; your {refunded} were refunded, try again later"
-            )),
-        });
+    if !advance(state, id, "charging", "registering", None).await? {
+        return Err(settling());
     }
-    set("registered", None).await?;
+    match step().await {
+        Ok(()) => {}
+        // The registrar said no: nothing was registered; the charge goes back now.
+        Err(RegistrarError::Refused(reason)) => {
+            charges::refund(state, account, units, refund_ref(chain, id)).await?;
+            advance(state, id, "registering", "refunded", Some(reason.clone())).await?;
+            return Err(ApiError::Unprocessable {
+                slug: "registrar-refused",
+                detail: format!("{reason}; your {} were refunded", charges::credits(units)),
+            });
+        }
+        // No answer: the name may be registered. Recovery asks the registrar, then records it or
+        // refunds.
+        Err(err @ RegistrarError::Unavailable(_)) => {
+            tracing::warn!(target: "api::domains", purchase = id, %err, "registrar unavailable");
+            return Err(settling());
+        }
+    }
+    if !advance(state, id, "registering", "registered", None).await? {
+        return Err(settling());
+    }
     Ok(id)
+}
+
+/// Moves purchase `id` from `from` to `to`, if it is still in `from` (a live request and the
+/// recovery pass never both act on one); answers whether it moved.
+pub(super) async fn advance(
+    state: &AppState,
+    id: i64,
+    from: &str,
+    to: &str,
+    error: Option<String>,
+) -> sqlx::Result<bool> {
+    let moved = sqlx::query!(
+        "update domain_purchases set state = $3, error = coalesce($4, error), updated_at = now()
+         where id = $1 and state = $2",
+        id,
+        from,
+        to,
+        error
+    )
+    .execute(&state.db)
+    .await?;
+    Ok(moved.rows_affected() == 1)
 }
 
 /// Records the purchase (or renewal) on-chain with the registrar key and waits for the index.
@@ -418,12 +457,33 @@ pub(super) async fn record(
         registrar_key.provider().clone(),
     );
     let expiry = expires_at.timestamp() as u64;
-    let sent = if renewing_from.is_some() {
-        registrar_key.send_for_receipt(registry.renew(keccak256(domain.as_bytes()), expiry)).await
+    let node = keccak256(domain.as_bytes());
+    // Recorded already (a record whose answer was lost)? Then only the row is behind.
+    let on_chain = registry
+        .domainOf(node)
+        .call()
+        .await
+        .map_err(|e| crate::error::chain_unavailable("read the domain's record", e))?;
+    let purchased = on_chain.method == u8::from(decentraspace_abi::OwnershipMethod::Purchase);
+    let held_until = on_chain.expiresAt;
+    let done = on_chain.owner == owner && purchased && held_until >= expiry;
+    let taken = renewing_from.is_none()
+        && !on_chain.owner.is_zero()
+        && on_chain.owner != owner
+        && purchased
+        && held_until > Utc::now().timestamp() as u64;
+    if taken {
+        return Err(ApiError::Conflict(format!("{domain} was bought by another wallet meanwhile")));
+    }
+    let sent = if done {
+        Ok(())
+    } else if renewing_from.is_some() {
+        registrar_key.send_for_receipt(registry.renew(node, expiry)).await.map(|_| ())
     } else {
         registrar_key
             .send_for_receipt(registry.recordPurchase(domain.to_owned(), owner, expiry))
             .await
+            .map(|_| ())
     };
     if let Err(err) = sent {
         sqlx::query!(
@@ -452,13 +512,14 @@ pub(super) async fn record(
     }
     let row = sqlx::query!(
         r#"update domain_purchases set state = 'recorded', expires_at = $2, updated_at = now()
-           where id = $1
+           where id = $1 and state in ('registered', 'recorded')
            returning id, name, kind, years, credits::text as "credits!", state"#,
         id,
         expires_at
     )
-    .fetch_one(&state.db)
-    .await?;
+    .fetch_optional(&state.db)
+    .await?
+    .ok_or_else(|| ApiError::Conflict(format!("purchase {id} was settled meanwhile")))?;
     Ok((
         StatusCode::CREATED,
         Json(Purchase {

@@ -12,7 +12,7 @@ use alloy::primitives::Address;
 use chrono::Utc;
 use decentraspace_abi::CreditLedger;
 
-use super::purchase::{charge_ref, platform_price, record, refund_ref};
+use super::purchase::{advance, charge_ref, platform_price, record, refund_ref};
 use crate::{charges, leader::try_lead, state::AppState};
 
 /// Advisory lock key of the job.
@@ -32,8 +32,10 @@ pub async fn run(state: AppState, interval: Duration) {
 pub async fn pass(state: &AppState) -> anyhow::Result<usize> {
     let Some(lock) = try_lead(&state.db, LEADER_KEY).await? else { return Ok(0) };
     let chain = state.chain_id() as i64;
-    let stuck = sqlx::query!(
-        r#"select id, account, name, kind, years, credits::text as "credits!", state, created_at
+    let stuck = sqlx::query_as!(
+        Stuck,
+        r#"select id, account, name, kind, credits::text as "credits!", state,
+                  expires_at as "expires_at!"
            from domain_purchases
            where chain_id = $1 and state in ('charging', 'registering', 'registered')
              and updated_at < now() - make_interval(secs => $2::float8)
@@ -46,69 +48,95 @@ pub async fn pass(state: &AppState) -> anyhow::Result<usize> {
     let ledger = CreditLedger::new(state.deployment.contracts.credit_ledger, &state.chain);
     let mut settled = 0;
     for purchase in stuck {
-        let account = Address::from_slice(&purchase.account);
-        let units: u64 = purchase.credits.parse().unwrap_or(0);
-        let charged =
-            ledger.isUsageRefUsed(charge_ref(chain, &purchase.kind, purchase.id)).call().await?;
-        let settle = |to: &'static str, why: &'static str| {
-            sqlx::query!(
-                "update domain_purchases set state = $2, error = $3, updated_at = now() where id = $1",
-                purchase.id,
-                to,
-                why
-            )
-            .execute(&state.db)
-        };
-        if !charged {
-            settle("failed", "interrupted before the charge").await?;
-            settled += 1;
-            continue;
+        // One purchase that cannot be settled now never holds up the others.
+        match settle(state, &ledger, chain, &purchase).await {
+            Ok(true) => settled += 1,
+            Ok(false) => {}
+            Err(err) => tracing::warn!(target: "api::domains", purchase = purchase.id,
+                err = format!("{err:#}"), "cannot settle a purchase now"),
         }
-        let platform_name = platform_price(state, &purchase.name, 1).ok().flatten().is_some();
-        let took = match (purchase.state.as_str(), purchase.kind.as_str()) {
-            ("registered", _) => true,
-            _ if platform_name => true,
-            (_, "purchase") => match &state.registrar {
-                Some(registrar) => match registrar.holds(&purchase.name).await {
-                    Ok(held) => held,
-                    // Unknown now: the next pass asks again.
-                    Err(err) => {
-                        tracing::info!(target: "api::domains", %err, "registrar not readable now");
-                        continue;
-                    }
-                },
-                None => continue,
-            },
-            _ => false,
-        };
-        if took {
-            let years = chrono::Duration::days(365 * i64::from(purchase.years));
-            let current = sqlx::query_scalar!(
-                "select expires_at from domains where chain_id = $1 and name = $2 and owner = $3",
-                chain,
-                purchase.name,
-                purchase.account
-            )
-            .fetch_optional(&state.db)
-            .await?
-            .flatten();
-            let (expires_at, renewing) = if purchase.kind == "renewal" {
-                (current.unwrap_or_else(Utc::now).max(purchase.created_at) + years, current)
-            } else {
-                (purchase.created_at + years, None)
-            };
-            let _recorded =
-                record(state, purchase.id, &purchase.name, account, expires_at, renewing)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("record {}: {e}", purchase.name))?;
-        } else {
-            charges::refund(state, account, units, refund_ref(chain, purchase.id))
-                .await
-                .map_err(|e| anyhow::anyhow!("refund {}: {e}", purchase.name))?;
-            settle("refunded", "interrupted: the registrar does not hold the name").await?;
-        }
-        settled += 1;
     }
     drop(lock);
     Ok(settled)
+}
+
+/// A purchase as recovery reads it.
+struct Stuck {
+    id: i64,
+    account: Vec<u8>,
+    name: String,
+    kind: String,
+    credits: String,
+    state: String,
+    expires_at: chrono::DateTime<Utc>,
+}
+
+/// Settles one stuck purchase; answers whether it did (`false`: not decidable now).
+async fn settle(
+    state: &AppState,
+    ledger: &CreditLedger::CreditLedgerInstance<&alloy::providers::DynProvider>,
+    chain: i64,
+    purchase: &Stuck,
+) -> anyhow::Result<bool> {
+    let account = Address::from_slice(&purchase.account);
+    let units: u64 = purchase.credits.parse().unwrap_or(0);
+    let charged =
+        ledger.isUsageRefUsed(charge_ref(chain, &purchase.kind, purchase.id)).call().await?;
+    if !charged {
+        let why = "interrupted before the charge".to_owned();
+        return Ok(advance(state, purchase.id, &purchase.state, "failed", Some(why)).await?);
+    }
+    let platform_name = platform_price(state, &purchase.name, 1).ok().flatten().is_some();
+    let took = match (purchase.state.as_str(), purchase.kind.as_str()) {
+        ("registered", _) => true,
+        _ if platform_name => true,
+        (_, "purchase") => {
+            let Some(registrar) = &state.registrar else { return Ok(false) };
+            match registrar.holds(&purchase.name).await {
+                Ok(held) => held,
+                // Unknown now: the next pass asks again.
+                Err(err) => {
+                    tracing::info!(target: "api::domains", %err, "registrar not readable now");
+                    return Ok(false);
+                }
+            }
+        }
+        _ => false,
+    };
+    if took {
+        if purchase.state != "registered"
+            && !advance(state, purchase.id, &purchase.state, "registered", None).await?
+        {
+            return Ok(false);
+        }
+        // The expiry the purchase was bought for, and for a renewal the record it extends.
+        let renewing = if purchase.kind == "renewal" { Some(purchase.expires_at) } else { None };
+        let expires_at = purchase.expires_at;
+        match record(state, purchase.id, &purchase.name, account, expires_at, renewing).await {
+            Ok(_) => return Ok(true),
+            // Another wallet holds the name now: this buyer gets the charge back.
+            Err(crate::error::ApiError::Conflict(reason)) if reason.contains("another wallet") => {
+                refund_once(state, account, units, chain, purchase.id).await?;
+                return Ok(
+                    advance(state, purchase.id, "registered", "refunded", Some(reason)).await?
+                );
+            }
+            Err(err) => anyhow::bail!("record {}: {err}", purchase.name),
+        }
+    }
+    refund_once(state, account, units, chain, purchase.id).await?;
+    let why = "interrupted: the registrar does not hold the name".to_owned();
+    Ok(advance(state, purchase.id, &purchase.state, "refunded", Some(why)).await?)
+}
+
+async fn refund_once(
+    state: &AppState,
+    account: Address,
+    units: u64,
+    chain: i64,
+    id: i64,
+) -> anyhow::Result<()> {
+    charges::refund(state, account, units, refund_ref(chain, id))
+        .await
+        .map_err(|e| anyhow::anyhow!("refund purchase {id}: {e}"))
 }

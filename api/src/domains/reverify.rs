@@ -98,7 +98,12 @@ pub async fn pass(state: &AppState) -> anyhow::Result<usize> {
                     notify(state, owner, "domain_proof_missing", name, &why, at, &dedupe).await;
                 }
                 if Utc::now() >= deadline {
-                    unlink(state, &domain.name).await?;
+                    // One unlink that fails now (a lagging index, the chain) holds up no other.
+                    if let Err(err) = unlink(state, &domain.name).await {
+                        tracing::warn!(target: "api::domains", name = domain.name, err = format!("{err:#}"),
+                            "cannot unlink now");
+                        continue;
+                    }
                     notify(state, owner, "domain_unlinked", &domain.name, &why, None, &dedupe)
                         .await;
                     unlinked += 1;

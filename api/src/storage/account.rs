@@ -36,11 +36,12 @@ fn limits(state: &AppState, tier: &str) -> (u64, u64) {
     }
 }
 
-/// Bytes the account's live files hold.
+/// Bytes the account's files hold: its live files, and every Arweave file it ever stored
+/// (Arweave keeps them for good, so deleting one frees no quota).
 async fn used_bytes(conn: &mut PgConnection, state: &AppState, account: Address) -> ApiResult<u64> {
     let used = sqlx::query_scalar!(
         r#"select coalesce(sum(size_bytes), 0)::bigint as "used!" from storage_files
-           where chain_id = $1 and account = $2 and deleted_at is null"#,
+           where chain_id = $1 and account = $2 and (deleted_at is null or backend = 'arweave')"#,
         state.chain_id() as i64,
         account.as_slice()
     )

@@ -117,6 +117,8 @@ pub(crate) fn multipart_error(err: axum::extract::multipart::MultipartError) -> 
         (status = 201, description = "Stored", body = StoredFile),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Arweave for a Free account", body = Problem,
+            content_type = "application/problem+json"),
         (status = 409, description = "The storage service is paused or suspended", body = Problem,
             content_type = "application/problem+json"),
         (status = 413, description = "Over the tier's file size or storage quota", body = Problem,
@@ -171,6 +173,14 @@ pub(super) async fn upload(
             }
         }
     };
+    // Arweave storage is permanent and paid for by the platform: Paid accounts only.
+    if backend == Backend::Arweave
+        && crate::routes::tier::effective_tier(&state, user.address).await? != "paid"
+    {
+        return Err(ApiError::PaidTierRequired(
+            "Arweave storage is for Paid accounts; upgrade, or store the file on IPFS".into(),
+        ));
+    }
     let name = file_name(&field)?;
     let content_type = content_type(&field, &name);
     let over = || ApiError::TooLarge { slug: allowance.slug, detail: allowance.detail.clone() };

@@ -94,16 +94,24 @@ pub(in crate::hosting) async fn launch(state: &AppState, job: ImageJob<'_>) -> O
     }
     let machine = match runtime.machine(&machine.id).await {
         Ok(machine) if !machine.private_ip.is_empty() => machine,
-        Ok(_) => return Outcome::Failed("the runtime gave the machine no address".into()),
-        Err(err) => return unavailable(err),
+        Ok(_) => {
+            discard(runtime.as_ref(), &machine.id).await;
+            return Outcome::Failed("the runtime gave the machine no address".into());
+        }
+        Err(err) => {
+            discard(runtime.as_ref(), &machine.id).await;
+            return unavailable(err);
+        }
     };
     let upstream = address(&machine.private_ip, job.port);
     log.push(format!("machine {} started at {upstream}", machine.id));
     let replaced = match switch(state, &job, &machine.id, &upstream).await {
         Ok(Some(replaced)) => replaced,
+        // Another worker has the job (and this machine): it is left to it.
         Ok(None) => return Outcome::Lost,
         Err(err) => {
             tracing::warn!(target: "api::deploy", deployment = job.id, %err, "cannot switch");
+            discard(runtime.as_ref(), &machine.id).await;
             return Outcome::Failed(
                 "an internal error stopped the deployment; deploy again".into(),
             );
