@@ -67,6 +67,11 @@ pub struct Config {
     #[arg(long, env = "VERIFIER_PRIVATE_KEY", hide_env_values = true)]
     pub verifier_key: Option<SecretString>,
 
+    /// The key domain proofs (TXT values) are derived with (unset: derived from `JWT_SECRET`,
+    /// which then must not rotate while domains are linked).
+    #[arg(long, env = "DOMAIN_PROOF_KEY", hide_env_values = true)]
+    pub domain_proof_key: Option<SecretString>,
+
     /// The DNS resolver domain proofs are looked up through (`ip:port`).
     #[arg(long, env = "DNS_RESOLVER", default_value = "1.1.1.1:53")]
     pub dns_resolver: std::net::SocketAddr,

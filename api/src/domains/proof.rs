@@ -85,9 +85,9 @@ impl TxtResolver {
 
 /// The record a domain's owner sets, and the value it must hold for `account`.
 pub fn challenge(state: &AppState, account: Address, domain: &str) -> (String, String) {
+    let key = state.config.domain_proof_key.as_ref().unwrap_or(&state.config.jwt_secret);
     let mut mac =
-        Hmac::<Sha256>::new_from_slice(state.config.jwt_secret.expose_secret().as_bytes())
-            .expect("HMAC takes any key");
+        Hmac::<Sha256>::new_from_slice(key.expose_secret().as_bytes()).expect("HMAC takes any key");
     mac.update(format!("domain-proof\0{}\0{account}\0{domain}", state.chain_id()).as_bytes());
     let token = alloy::hex::encode(&mac.finalize().into_bytes()[..16]);
     (format!("{PREFIX}.{domain}"), format!("decentraspace-verify={token}"))

@@ -1,7 +1,8 @@
 //! The one-off charge for a GitHub link past the tier's included ones, through
-//! [`crate::charges`]. Its reference is derived from the link's OAuth state, so a retried callback
-//! cannot charge twice: the ledger refuses a reference it has seen, which reads as "already
-//! charged".
+//! [`crate::charges`]. Its reference names the account, the GitHub identity and the slot it takes
+//! (the links held before it), so linking the same identity into the same slot again (a retry
+//! after a charge whose link was not recorded) charges nothing more: the ledger refuses a
+//! reference it has seen, which reads as "already charged".
 
 use alloy::primitives::{Address, keccak256};
 
@@ -9,14 +10,17 @@ use crate::{charges, error::ApiResult, state::AppState};
 
 pub(super) use charges::{balance, credits};
 
-/// Deducts `units` from `account` for the link started with `link_state`; 402 when short.
+/// Deducts `units` from `account` for linking GitHub identity `github_id` as its link number
+/// `held + 1`; 402 when short.
 pub(super) async fn charge(
     state: &AppState,
     account: Address,
     units: u64,
-    link_state: &str,
+    github_id: i64,
+    held: i64,
 ) -> ApiResult<bool> {
-    let usage_ref = keccak256(format!("github-link:{}:{account}:{link_state}", state.chain_id()));
+    let usage_ref =
+        keccak256(format!("github-link:{}:{account}:{github_id}:{held}", state.chain_id()));
     let short = format!("linking another GitHub account costs {}; recharge first", credits(units));
     charges::deduct(state, account, units, usage_ref, &short).await
 }

@@ -249,7 +249,7 @@ pub(super) async fn callback(
         let count = linked_count(&mut tx, &state, user.address).await?;
         if let Some(units) = extra_cost(&state, &tier, count)? {
             // Charged inside the link's locks: two callbacks cannot both pass the count.
-            super::charge::charge(&state, user.address, units, &body.state).await?;
+            super::charge::charge(&state, user.address, units, identity.id, count).await?;
             charged = Some(units as i64);
         }
     }

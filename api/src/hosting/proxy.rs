@@ -66,11 +66,9 @@ pub(super) async fn forward(
     let url = format!("http://{upstream}{path}");
     let mut headers = forwardable(&parts.headers);
     headers.remove(header::HOST);
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(earlier) => format!("{earlier}, {}", peer.ip()),
-        None => peer.ip().to_string(),
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    // The gateway is the edge: what a client claims in these headers is replaced, not trusted.
+    headers.remove("forwarded");
+    if let Ok(value) = HeaderValue::from_str(&peer.ip().to_string()) {
         headers.insert("x-forwarded-for", value);
     }
     if let Ok(value) = HeaderValue::from_str(host) {
