@@ -16,6 +16,17 @@ use serde_json::{Value, json};
 const SITES: &str = "sites.test";
 const ZONE: &str = "example.test";
 
+/// The API's settings here: IPFS for the sites, the sites domain, no prober, the verifier key.
+fn domain_config(chain: &TestChain, db: &TestDb, ipfs: &TestIpfs) -> decentraspace_api::Config {
+    let mut config = api_config(chain, db);
+    config.ipfs_api_url = Some(ipfs.api_url.clone());
+    config.ipfs_gateway_url = ipfs.gateway_url.clone();
+    config.sites_domain = SITES.into();
+    config.uptime_interval_secs = 0;
+    config.verifier_key = Some(role_key(chain, Role::Verifier).into());
+    config
+}
+
 /// A request to the gateway for `host`: status and body.
 async fn visit(api: &TestApi, host: &str) -> anyhow::Result<(u16, String)> {
     let response = api.http.get(format!("{}/", api.gateway)).header("host", host).send().await?;
@@ -35,14 +46,9 @@ async fn a_proven_domain_is_linked_by_its_owner_and_served() -> anyhow::Result<(
     let dns = TestDns::start(ZONE).await?;
     // A Handshake name's zone, answered by an HNS-aware resolver of its own.
     let hns = TestDns::start("blog.hnsname").await?;
-    let mut config = api_config(&chain, &db);
-    config.ipfs_api_url = Some(ipfs.api_url.clone());
-    config.ipfs_gateway_url = ipfs.gateway_url.clone();
-    config.sites_domain = SITES.into();
-    config.uptime_interval_secs = 0;
+    let mut config = domain_config(&chain, &db, &ipfs);
     config.dns_resolver = dns.addr;
     config.hns_resolver = Some(hns.addr);
-    config.verifier_key = Some(role_key(&chain, Role::Verifier).into());
     let api = TestApi::start_with(config).await?;
     let (owner_wallet, other_wallet) = (chain.user(0), chain.user(1));
     let owner = api.login_registered(&owner_wallet).await?;
@@ -210,12 +216,7 @@ async fn ens_names_link_when_the_wallet_owns_them_directly_or_wrapped() -> anyho
     ens.register("alice.eth", owner_wallet.address()).await?;
     ens.register("bob.eth", other_wallet.address()).await?;
     ens.wrap("wrapped.eth", owner_wallet.address()).await?;
-    let mut config = api_config(&chain, &db);
-    config.ipfs_api_url = Some(ipfs.api_url.clone());
-    config.ipfs_gateway_url = ipfs.gateway_url.clone();
-    config.sites_domain = SITES.into();
-    config.uptime_interval_secs = 0;
-    config.verifier_key = Some(role_key(&chain, Role::Verifier).into());
+    let mut config = domain_config(&chain, &db, &ipfs);
     config.ens_rpc_url = Some(chain.endpoint());
     config.ens_registry = ens.registry;
     config.ens_name_wrapper = ens.wrapper;
@@ -282,13 +283,8 @@ async fn a_domain_whose_proof_is_gone_is_unlinked_after_the_grace_period() -> an
     let _indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
     let ipfs = TestIpfs::start().await?;
     let dns = TestDns::start(ZONE).await?;
-    let mut config = api_config(&chain, &db);
-    config.ipfs_api_url = Some(ipfs.api_url.clone());
-    config.ipfs_gateway_url = ipfs.gateway_url.clone();
-    config.sites_domain = SITES.into();
-    config.uptime_interval_secs = 0;
+    let mut config = domain_config(&chain, &db, &ipfs);
     config.dns_resolver = dns.addr;
-    config.verifier_key = Some(role_key(&chain, Role::Verifier).into());
     config.domain_recheck_secs = 1;
     config.domain_proof_grace_secs = 3;
     let api = TestApi::start_with(config).await?;

@@ -158,6 +158,40 @@ async fn credits_for(state: &AppState, quote: &Quote) -> ApiResult<u64> {
     })
 }
 
+/// Buying a name, or renewing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Term {
+    Purchase,
+    Renewal,
+}
+
+/// What `years` of `domain` cost in credits, with the registrar to ask (none for the platform's
+/// own names); 409 when the registrar does not offer it.
+async fn priced(
+    state: &AppState,
+    domain: &str,
+    years: u32,
+    term: Term,
+) -> ApiResult<(Quote, u64, Option<std::sync::Arc<dyn super::registrar::Registrar>>)> {
+    if let Some((quote, units)) = platform_price(state, domain, years)? {
+        return Ok((quote, units, None));
+    }
+    let registrar = registrar(state)?;
+    let quote = match term {
+        Term::Purchase => registrar.quote(domain, years).await,
+        Term::Renewal => registrar.renewal_quote(domain, years).await,
+    }
+    .map_err(registrar_error)?;
+    if !quote.available {
+        return Err(ApiError::Conflict(match term {
+            Term::Purchase => format!("{domain} is not available for registration"),
+            Term::Renewal => format!("{domain} cannot be renewed for {years} years"),
+        }));
+    }
+    let units = credits_for(state, &quote).await?;
+    Ok((quote, units, Some(registrar)))
+}
+
 /// The price of buying a name.
 #[utoipa::path(get, path = "/domain/purchase", tag = "domains", security(("bearer" = [])),
     params(PurchaseRequest),
@@ -228,20 +262,7 @@ pub async fn buy(
         return Err(ApiError::Conflict(format!("{domain} is held already")));
     }
     let expires_at = Utc::now() + chrono::Duration::days(365 * i64::from(years));
-    let (quote, units, registrar) = match platform_price(&state, &domain, years)? {
-        Some((quote, units)) => (quote, units, None),
-        None => {
-            let registrar = registrar(&state)?;
-            let quote = registrar.quote(&domain, years).await.map_err(registrar_error)?;
-            if !quote.available {
-                return Err(ApiError::Conflict(format!(
-                    "{domain} is not available for registration"
-                )));
-            }
-            let units = credits_for(&state, &quote).await?;
-            (quote, units, Some(registrar))
-        }
-    };
+    let (quote, units, registrar) = priced(&state, &domain, years, Term::Purchase).await?;
     let step = || {
         let domain = domain.clone();
         async move {
@@ -291,20 +312,7 @@ pub async fn renew(
     if record_row.method != "purchase" {
         return Err(ApiError::Conflict(format!("{domain} was not bought through the platform")));
     }
-    let (quote, units, registrar) = match platform_price(&state, &domain, years)? {
-        Some((quote, units)) => (quote, units, None),
-        None => {
-            let registrar = registrar(&state)?;
-            let quote = registrar.renewal_quote(&domain, years).await.map_err(registrar_error)?;
-            if !quote.available {
-                return Err(ApiError::Conflict(format!(
-                    "{domain} cannot be renewed for {years} years"
-                )));
-            }
-            let units = credits_for(&state, &quote).await?;
-            (quote, units, Some(registrar))
-        }
-    };
+    let (quote, units, registrar) = priced(&state, &domain, years, Term::Renewal).await?;
     let from = record_row.expires_at.unwrap_or_else(Utc::now).max(Utc::now());
     let expires_at = from + chrono::Duration::days(365 * i64::from(years));
     let step = || {

@@ -104,6 +104,14 @@ fn content_type(field: &Field<'_>, name: &str) -> String {
     }
 }
 
+/// The part's next chunk, or `None` at its end; a client idle for [`IDLE_TIMEOUT`] is dropped.
+async fn next_chunk(field: &mut Field<'_>) -> ApiResult<Option<Bytes>> {
+    tokio::time::timeout(IDLE_TIMEOUT, field.chunk())
+        .await
+        .map_err(|_| ApiError::BadRequest(format!("the upload stalled for {IDLE_TIMEOUT:?}")))?
+        .map_err(multipart_error)
+}
+
 pub(crate) fn multipart_error(err: axum::extract::multipart::MultipartError) -> ApiError {
     ApiError::BadRequest(format!("the upload is not a valid multipart body: {}", err.body_text()))
 }
@@ -323,11 +331,7 @@ async fn spool(
         tokio::io::BufWriter::new(tokio::fs::File::from_std(file.reopen().map_err(spool_error)?));
     let mut size: u64 = 0;
     loop {
-        let chunk = tokio::time::timeout(IDLE_TIMEOUT, field.chunk())
-            .await
-            .map_err(|_| ApiError::BadRequest(format!("the upload stalled for {IDLE_TIMEOUT:?}")))?
-            .map_err(multipart_error)?;
-        let Some(chunk) = chunk else { break };
+        let Some(chunk) = next_chunk(&mut field).await? else { break };
         size += chunk.len() as u64;
         if size > max_bytes {
             return Err(over());
@@ -359,11 +363,7 @@ pub(crate) async fn stream_to_ipfs(
     }));
     let mut size: u64 = 0;
     loop {
-        let chunk = tokio::time::timeout(IDLE_TIMEOUT, field.chunk())
-            .await
-            .map_err(|_| ApiError::BadRequest(format!("the upload stalled for {IDLE_TIMEOUT:?}")))?
-            .map_err(multipart_error)?;
-        let Some(chunk) = chunk else { break };
+        let Some(chunk) = next_chunk(&mut field).await? else { break };
         size += chunk.len() as u64;
         if size > max_bytes {
             // Returning drops `adding`, which breaks the node's request off.
