@@ -177,6 +177,27 @@ impl TestApi {
         }
     }
 
+    /// Deploys a static site `name` holding one `index.html` for `token`, and waits until it
+    /// is live.
+    pub async fn deploy_site(&self, token: &str, name: &str, page: &str) -> anyhow::Result<()> {
+        let archive = crate::site_tar_gz(name, &[("index.html", page.as_bytes())])?;
+        let form = reqwest::multipart::Form::new()
+            .text("site", name.to_owned())
+            .part("archive", reqwest::multipart::Part::bytes(archive).file_name("site.tar.gz"));
+        let response = self
+            .http
+            .post(self.url("/hosting/deploy"))
+            .bearer_auth(token)
+            .multipart(form)
+            .send()
+            .await?;
+        let queued: Value = response.json().await?;
+        let id = queued["id"].as_i64().unwrap_or_default();
+        let done = self.deployment_finished(token, id).await?;
+        anyhow::ensure!(done["state"] == "live", "site {name} not live: {done}");
+        Ok(())
+    }
+
     /// Signs in as `signer` (an EOA): nonce, SIWE message, signature, login.
     pub async fn login(&self, signer: &PrivateKeySigner) -> anyhow::Result<Session> {
         let message = SiweMessage::new(signer.address(), self.nonce().await?).text();

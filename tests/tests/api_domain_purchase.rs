@@ -6,8 +6,8 @@
 use alloy::primitives::{U256, keccak256};
 use decentraspace_abi::{CreditLedger, DomainRegistry};
 use decentraspace_tests::{
-    FakeGandi, GANDI_TOKEN, IndexerTask, Role, TestChain, TestDb, api_config, eventually,
-    indexer_config, problem_type, role_key,
+    FakeGandi, GANDI_TOKEN, IndexerTask, Role, TestChain, TestDb, TestIpfs, api_config, eventually,
+    indexer_config, problem_type, relay_signed, role_key,
 };
 use serde_json::json;
 
@@ -133,12 +133,17 @@ async fn platform_names_are_bought_directly_and_owners_are_reminded_before_they_
     let chain = TestChain::start().await?;
     let db = TestDb::create().await?;
     let _indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
+    let ipfs = TestIpfs::start().await?;
     let mut config = api_config(&chain, &db);
     config.platform_namespace = Some("dspace.test".into());
     config.platform_name_credits_per_year = 2_000_000;
     config.registrar_key = Some(role_key(&chain, Role::Registrar).into());
     config.billing_key = Some(role_key(&chain, Role::Billing).into());
     config.domain_reminder_secs = 1;
+    config.ipfs_api_url = Some(ipfs.api_url.clone());
+    config.ipfs_gateway_url = ipfs.gateway_url.clone();
+    config.sites_domain = "sites.test".into();
+    config.uptime_interval_secs = 0;
     // A name's first and renewed expiries (one and two years out) are both within the window.
     config.domain_remind_before_days = 800;
     let api = decentraspace_tests::TestApi::start_with(config).await?;
@@ -171,6 +176,40 @@ async fn platform_names_are_bought_directly_and_owners_are_reminded_before_they_
     assert_eq!(status, 201, "{bought}");
     assert_eq!(ledger.balanceOf(wallet.address()).call().await?, U256::from(3_000_000u64));
     assert_eq!(registry.ownerOf(keccak256("alice.dspace.test")).call().await?, wallet.address());
+
+    // A bought name links to the owner's site without a proof, and the gateway serves it there.
+    api.deploy_site(&user.access, "alice", "<h1>alice</h1>").await?;
+    let (status, verified) = api
+        .post(
+            "/domain/link",
+            Some(&user.access),
+            &json!({ "domain": "alice.dspace.test", "site": "alice" }),
+        )
+        .await?;
+    assert_eq!((status, verified["method"].as_str()), (200, Some("purchase")), "{verified}");
+    assert_eq!(verified["records"].as_array().map(Vec::len), Some(1), "only the CNAME: {verified}");
+    let link: alloy::primitives::Bytes =
+        verified["call"]["data"].as_str().unwrap_or_default().parse()?;
+    let sent = relay_signed(
+        &api,
+        &chain,
+        &wallet,
+        &user.access,
+        chain.deployment.contracts.domain_registry,
+        link,
+    )
+    .await?;
+    assert_eq!(sent["status"], "mined", "{sent}");
+    eventually("the bought name to be served", || async {
+        let response = api
+            .http
+            .get(format!("{}/", api.gateway))
+            .header("host", "alice.dspace.test")
+            .send()
+            .await?;
+        Ok(response.status() == 200 && response.text().await? == "<h1>alice</h1>")
+    })
+    .await?;
 
     // The owner is reminded once per expiry: listed, and again after a renewal moves it.
     let expiring = || async {

@@ -9,7 +9,7 @@ use alloy::primitives::{Bytes, keccak256};
 use decentraspace_abi::DomainRegistry;
 use decentraspace_tests::{
     IndexerTask, Role, TestApi, TestChain, TestDb, TestDns, TestEns, TestIpfs, api_config,
-    eventually, forward, indexer_config, problem_type, relay_signed, role_key, site_tar_gz,
+    eventually, forward, indexer_config, problem_type, relay_signed, role_key,
 };
 use serde_json::{Value, json};
 
@@ -56,20 +56,7 @@ async fn a_proven_domain_is_linked_by_its_owner_and_served() -> anyhow::Result<(
     let registry = chain.deployment.contracts.domain_registry;
 
     // A site to serve.
-    let archive = site_tar_gz("blog", &[("index.html", b"<h1>blog</h1>")])?;
-    let form = reqwest::multipart::Form::new()
-        .text("site", "blog")
-        .part("archive", reqwest::multipart::Part::bytes(archive).file_name("site.tar.gz"));
-    let response = api
-        .http
-        .post(api.url("/hosting/deploy"))
-        .bearer_auth(&owner.access)
-        .multipart(form)
-        .send()
-        .await?;
-    let queued: Value = response.json().await?;
-    let id = queued["id"].as_i64().unwrap_or_default();
-    assert_eq!(api.deployment_finished(&owner.access, id).await?["state"], "live");
+    api.deploy_site(&owner.access, "blog", "<h1>blog</h1>").await?;
     assert_eq!(visit(&api, &format!("blog.{SITES}")).await?, (200, "<h1>blog</h1>".into()));
 
     // The proof to set, bound to the account.
@@ -191,20 +178,6 @@ async fn a_proven_domain_is_linked_by_its_owner_and_served() -> anyhow::Result<(
     Ok(())
 }
 
-/// Deploys a static site `name` for `token`, and waits for it to be live.
-async fn deploy_site(api: &TestApi, token: &str, name: &str, page: &str) -> anyhow::Result<()> {
-    let archive = site_tar_gz(name, &[("index.html", page.as_bytes())])?;
-    let form = reqwest::multipart::Form::new()
-        .text("site", name.to_owned())
-        .part("archive", reqwest::multipart::Part::bytes(archive).file_name("site.tar.gz"));
-    let response =
-        api.http.post(api.url("/hosting/deploy")).bearer_auth(token).multipart(form).send().await?;
-    let queued: Value = response.json().await?;
-    let id = queued["id"].as_i64().unwrap_or_default();
-    anyhow::ensure!(api.deployment_finished(token, id).await?["state"] == "live", "not live");
-    Ok(())
-}
-
 #[tokio::test]
 async fn ens_names_link_when_the_wallet_owns_them_directly_or_wrapped() -> anyhow::Result<()> {
     let chain = TestChain::start().await?;
@@ -222,7 +195,7 @@ async fn ens_names_link_when_the_wallet_owns_them_directly_or_wrapped() -> anyho
     config.ens_name_wrapper = ens.wrapper;
     let api = TestApi::start_with(config).await?;
     let owner = api.login_registered(&owner_wallet).await?;
-    deploy_site(&api, &owner.access, "blog", "<h1>ens blog</h1>").await?;
+    api.deploy_site(&owner.access, "blog", "<h1>ens blog</h1>").await?;
     let registry = DomainRegistry::new(chain.deployment.contracts.domain_registry, chain.reader());
     let link = |domain: &str| json!({ "domain": domain, "site": "blog", "method": "ens" });
 
@@ -290,7 +263,7 @@ async fn a_domain_whose_proof_is_gone_is_unlinked_after_the_grace_period() -> an
     let api = TestApi::start_with(config).await?;
     let wallet = chain.user(0);
     let owner = api.login_registered(&wallet).await?;
-    deploy_site(&api, &owner.access, "shop", "<h1>shop</h1>").await?;
+    api.deploy_site(&owner.access, "shop", "<h1>shop</h1>").await?;
     let domain = format!("shop.{ZONE}");
     let (_, challenge) =
         api.get(&format!("/domain/link?domain={domain}"), Some(&owner.access)).await?;
