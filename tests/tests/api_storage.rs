@@ -486,12 +486,19 @@ async fn paid_accounts_keep_files_in_folders_and_nobody_else_sees_them() -> anyh
         let (_, root) = api.get("/storage/folder", Some(token)).await?;
         anyhow::Ok(root["folders"][0]["cid"].as_str().map(str::to_owned))
     };
-    eventually("the folder's directory to be built", || async {
-        let Some(cid) = docs_cid().await? else { return Ok(false) };
-        Ok(stack.ipfs.cat(&format!("{cid}/f2.txt")).await.is_ok())
-    })
-    .await?;
+    // No change waits for the rebuild job (each change marks its folders stale in its own
+    // transaction, so a change answered is a change counted here).
+    let built = || async {
+        let stale: i64 = sqlx::query_scalar(
+            "select count(*) from storage_folders where cid_version > cid_built and deleted_at is null",
+        )
+        .fetch_one(&mut stack.db.connect().await?)
+        .await?;
+        anyhow::Ok(stale == 0)
+    };
+    eventually("the directories to be built", built).await?;
     let first = docs_cid().await?.unwrap_or_default();
+    assert_eq!(stack.ipfs.cat(&format!("{first}/f2.txt")).await?, b"file 2");
     assert_eq!(stack.ipfs.cat(&format!("{first}/f0.txt")).await?, b"file 0");
     assert!(stack.ipfs.pinned(&first).await?, "the directory is pinned");
     let f2 = format!("/storage/folder/files/{}", ids[2]);
@@ -499,21 +506,20 @@ async fn paid_accounts_keep_files_in_folders_and_nobody_else_sees_them() -> anyh
         send(api, Method::PATCH, &f2, token, Some(json!({ "folder_id": null }))).await?.0,
         204
     );
-    eventually("the directory to lose the file", || async {
-        Ok(docs_cid().await?.is_some_and(|cid| cid != first))
-    })
-    .await?;
+    eventually("the directory without the file to be built", built).await?;
     let without = docs_cid().await?.unwrap_or_default();
+    assert_ne!(without, first);
     assert!(stack.ipfs.cat(&format!("{without}/f2.txt")).await.is_err(), "f2 left the folder");
     assert_eq!(stack.ipfs.cat(&format!("{without}/f1.txt")).await?, b"file 1");
     let (status, _) =
         send(api, Method::PATCH, &f2, token, Some(json!({ "folder_id": docs_id }))).await?;
     assert_eq!(status, 204);
-    eventually("the directory to hold the file again", || async {
-        Ok(docs_cid().await? == Some(first.clone()))
+    eventually("the directory with the file again to be built", built).await?;
+    assert_eq!(docs_cid().await?, Some(first.clone()), "the same content, the same CID");
+    eventually("the replaced directory to be unpinned", || async {
+        Ok(!stack.ipfs.pinned(&without).await?)
     })
     .await?;
-    assert!(!stack.ipfs.pinned(&without).await?, "a replaced directory is unpinned");
 
     // A non-empty folder goes only when asked recursively, and its files are unpinned.
     let pins = stack.ipfs.pins().await?;
