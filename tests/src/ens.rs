@@ -23,14 +23,7 @@ alloy::sol! {
     }
 }
 
-/// EIP-137 namehash.
-pub fn ens_namehash(name: &str) -> B256 {
-    let mut node = B256::ZERO;
-    for label in name.rsplit('.').filter(|l| !l.is_empty()) {
-        node = keccak256([node.as_slice(), keccak256(label.as_bytes()).as_slice()].concat());
-    }
-    node
-}
+pub use decentraspace_api::domains::ens::namehash as ens_namehash;
 
 /// ENS on the test chain, administered by one wallet (the root's owner).
 pub struct TestEns {

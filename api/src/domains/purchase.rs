@@ -263,18 +263,8 @@ pub async fn buy(
     }
     let expires_at = Utc::now() + chrono::Duration::days(365 * i64::from(years));
     let (quote, units, registrar) = priced(&state, &domain, years, Term::Purchase).await?;
-    let step = || {
-        let domain = domain.clone();
-        async move {
-            match registrar {
-                Some(registrar) => registrar.register(&domain, years).await,
-                None => Ok(()),
-            }
-        }
-    };
-    let purchase =
-        pay_then(&state, user.address, &domain, "purchase", years, units, &quote, expires_at, step)
-            .await?;
+    let order = Order { domain: &domain, term: Term::Purchase, years, units, expires_at };
+    let purchase = pay_then(&state, user.address, &order, &quote, registrar).await?;
     record(&state, purchase, &domain, user.address, expires_at, None).await
 }
 
@@ -315,42 +305,38 @@ pub async fn renew(
     let (quote, units, registrar) = priced(&state, &domain, years, Term::Renewal).await?;
     let from = record_row.expires_at.unwrap_or_else(Utc::now).max(Utc::now());
     let expires_at = from + chrono::Duration::days(365 * i64::from(years));
-    let step = || {
-        let domain = domain.clone();
-        async move {
-            match registrar {
-                Some(registrar) => registrar.renew(&domain, years).await,
-                None => Ok(()),
-            }
-        }
-    };
-    let purchase =
-        pay_then(&state, user.address, &domain, "renewal", years, units, &quote, expires_at, step)
-            .await?;
+    let order = Order { domain: &domain, term: Term::Renewal, years, units, expires_at };
+    let purchase = pay_then(&state, user.address, &order, &quote, registrar).await?;
     let (_, answer) =
         record(&state, purchase, &domain, user.address, expires_at, record_row.expires_at).await?;
     Ok((StatusCode::OK, answer))
 }
 
-/// Records the purchase, charges it, and runs the registrar step (none for the platform's own
-/// names); refunds when the step fails.
-/// Answers the purchase's id.
-#[allow(clippy::too_many_arguments)]
-async fn pay_then<F, Fut>(
-    state: &AppState,
-    account: Address,
-    domain: &str,
-    kind: &str,
+/// What is bought: a term of a name, its price in credit units, and the expiry it gives.
+#[derive(Clone, Copy)]
+struct Order<'a> {
+    domain: &'a str,
+    term: Term,
     years: u32,
     units: u64,
-    quote: &Quote,
     expires_at: DateTime<Utc>,
-    step: F,
-) -> ApiResult<i64>
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<(), RegistrarError>>,
-{
+}
+
+/// Records the order, charges it, and has the registrar register or renew the name (no
+/// registrar: the platform's own names); refunds when the registrar refuses. Answers the
+/// purchase's id.
+async fn pay_then(
+    state: &AppState,
+    account: Address,
+    order: &Order<'_>,
+    quote: &Quote,
+    registrar: Option<std::sync::Arc<dyn super::registrar::Registrar>>,
+) -> ApiResult<i64> {
+    let Order { domain, term, years, units, expires_at } = *order;
+    let kind = match term {
+        Term::Purchase => "purchase",
+        Term::Renewal => "renewal",
+    };
     let chain = state.chain_id() as i64;
     let id = sqlx::query_scalar!(
         "insert into domain_purchases
@@ -401,7 +387,12 @@ where
     if !advance(state, id, "charging", "registering", None).await? {
         return Err(settling());
     }
-    match step().await {
+    let registered = match (&registrar, term) {
+        (None, _) => Ok(()),
+        (Some(registrar), Term::Purchase) => registrar.register(domain, years).await,
+        (Some(registrar), Term::Renewal) => registrar.renew(domain, years).await,
+    };
+    match registered {
         Ok(()) => {}
         // The registrar said no: nothing was registered; the charge goes back now.
         Err(RegistrarError::Refused(reason)) => {

@@ -89,12 +89,17 @@ pub async fn serve_gateway(
 
 /// The site label of a `Host` under the sites domain (`my-site.decentraspace.site[:port]`).
 fn site_label<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
+    let host = bare_host(host);
+    let label = host.strip_suffix(domain)?.strip_suffix('.')?;
+    (!label.is_empty() && !label.contains('.')).then_some(label)
+}
+
+/// A `Host` without its port and trailing dot.
+fn bare_host(host: &str) -> &str {
     let host = host
         .rsplit_once(':')
         .map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
-    let host = host.strip_suffix('.').unwrap_or(host);
-    let label = host.strip_suffix(domain)?.strip_suffix('.')?;
-    (!label.is_empty() && !label.contains('.')).then_some(label)
+    host.strip_suffix('.').unwrap_or(host)
 }
 
 /// The path's segments, decoded; `None` for a path that climbs (`..`) or is not UTF-8.
@@ -379,10 +384,7 @@ async fn file_response(
 
 /// The site a linked domain serves (the `Host` without its port).
 async fn linked_site(state: &AppState, host: &str) -> sqlx::Result<Option<String>> {
-    let domain = host
-        .rsplit_once(':')
-        .map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host })
-        .trim_end_matches('.');
+    let domain = bare_host(host);
     sqlx::query_scalar!(
         "select s.name from domains d
          join sites s on s.chain_id = d.chain_id and s.service_id = d.service_id
