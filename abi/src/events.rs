@@ -4,7 +4,7 @@ use std::{collections::HashMap, fmt, sync::LazyLock};
 
 use alloy::{
     json_abi::JsonAbi,
-    primitives::{Address, B256, Log},
+    primitives::{Address, B256, IntoLogData, Log, LogData},
     sol_types::SolEventInterface,
 };
 
@@ -214,6 +214,68 @@ impl DecodedLog {
     }
 }
 
+impl PlatformEvent {
+    /// The event's topics and data, as the contract emitted them.
+    pub fn log_data(&self) -> LogData {
+        match self {
+            Self::AccountRegistry(e) => e.to_log_data(),
+            Self::CreditLedger(e) => e.to_log_data(),
+            Self::ServiceRegistry(e) => e.to_log_data(),
+            Self::DomainRegistry(e) => e.to_log_data(),
+        }
+    }
+}
+
+/// Why stored arguments do not make an event of the bindings.
+#[derive(Debug, thiserror::Error)]
+#[error("{contract} has no event {name} with these arguments: {reason}")]
+pub struct ArgsJsonError {
+    /// The contract.
+    pub contract: PlatformContract,
+    /// The event's name.
+    pub name: String,
+    /// What did not fit.
+    pub reason: String,
+}
+
+impl DecodedLog {
+    /// Rebuilds a decoded event from its name and its arguments as
+    /// [`PlatformEvent::args_json_string`] wrote them: the inverse of that function, so a store
+    /// can keep the arguments alone and still give back the exact log
+    /// ([`PlatformEvent::log_data`]).
+    pub fn from_args_json(
+        contract: PlatformContract,
+        name: &str,
+        args: &str,
+    ) -> Result<Self, ArgsJsonError> {
+        let fail = |reason: String| ArgsJsonError { contract, name: name.to_owned(), reason };
+        // The bindings' events serialise as `{"EventName": {fields}}`.
+        let tagged = format!("{{{}:{args}}}", serde_json::Value::from(name));
+        let parsed = match contract {
+            PlatformContract::AccountRegistry => {
+                serde_json::from_str(&tagged).map(PlatformEvent::AccountRegistry)
+            }
+            PlatformContract::CreditLedger => {
+                serde_json::from_str(&tagged).map(PlatformEvent::CreditLedger)
+            }
+            PlatformContract::ServiceRegistry => {
+                serde_json::from_str(&tagged).map(PlatformEvent::ServiceRegistry)
+            }
+            PlatformContract::DomainRegistry => {
+                serde_json::from_str(&tagged).map(PlatformEvent::DomainRegistry)
+            }
+        };
+        let event = parsed.map_err(|e| fail(e.to_string()))?;
+        // The name as the bindings know it (and a check that the variant is the one named).
+        let topic0 = event.log_data().topics().first().copied();
+        let known = topic0
+            .and_then(|t| event_name(contract, t))
+            .filter(|known| *known == name)
+            .ok_or_else(|| fail("the arguments name another event".into()))?;
+        Ok(Self { contract, name: known, event })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use alloy::{
@@ -299,5 +361,86 @@ mod tests {
             assert!(abi.events.contains_key("RoleGranted"), "{contract} lacks RoleGranted");
             assert!(abi.events.contains_key("Upgraded"), "{contract} lacks Upgraded");
         }
+    }
+
+    /// A value of `ty` made from `seed` (enums are `uint8`s: the seed stays a valid variant).
+    fn sample(ty: &alloy::dyn_abi::DynSolType, seed: u8) -> alloy::dyn_abi::DynSolValue {
+        use alloy::dyn_abi::{DynSolType as T, DynSolValue as V};
+        match ty {
+            T::Address => V::Address(Address::repeat_byte(seed)),
+            T::Bool => V::Bool(seed % 2 == 1),
+            T::Uint(bits) => V::Uint(U256::from(seed), *bits),
+            T::Int(bits) => V::Int(alloy::primitives::I256::try_from(seed).unwrap(), *bits),
+            T::FixedBytes(n) => V::FixedBytes(B256::repeat_byte(seed), *n),
+            T::Bytes => V::Bytes(vec![seed; 40]),
+            T::String => V::String(format!("name-{seed}.eth")),
+            T::Array(inner) => V::Array(vec![sample(inner, seed), sample(inner, seed + 1)]),
+            T::FixedArray(inner, n) => {
+                V::FixedArray((0..*n).map(|_| sample(inner, seed)).collect())
+            }
+            T::Tuple(types) => {
+                V::Tuple(types.iter().enumerate().map(|(i, t)| sample(t, seed + i as u8)).collect())
+            }
+            other => panic!("no sample for {other}"),
+        }
+    }
+
+    #[test]
+    fn every_event_comes_back_exactly_from_its_json_arguments() {
+        use alloy::dyn_abi::{DynSolType, DynSolValue};
+        let c = contracts();
+        let mut checked = 0;
+        for contract in PlatformContract::ALL {
+            for event in contract.abi().events() {
+                let mut topics = vec![event.selector()];
+                let mut data = Vec::new();
+                for (i, input) in event.inputs.iter().enumerate() {
+                    let ty: DynSolType = input.selector_type().parse().unwrap();
+                    let value = sample(&ty, 1 + i as u8);
+                    if !input.indexed {
+                        data.push(value);
+                    } else if let Some(word) = value.as_word() {
+                        topics.push(word);
+                    } else {
+                        // An indexed dynamic value is logged as its hash.
+                        topics.push(alloy::primitives::keccak256(value.abi_encode_packed()));
+                    }
+                }
+                let data = DynSolValue::Tuple(data).abi_encode_params();
+                let log = Log::new(contract.address(&c), topics, data.into()).unwrap();
+
+                let decoded = DecodedLog::decode(&c, &log).unwrap();
+                let args = decoded.event.args_json_string();
+                let rebuilt = DecodedLog::from_args_json(contract, &event.name, &args)
+                    .unwrap_or_else(|e| panic!("{}: {e}", event.name));
+                assert_eq!(rebuilt, decoded, "{} from {args}", event.name);
+                assert_eq!(rebuilt.event.log_data(), log.data, "{} from {args}", event.name);
+                checked += 1;
+            }
+        }
+        assert!(checked >= 40, "only {checked} events checked");
+    }
+
+    #[test]
+    fn arguments_of_another_event_or_malformed_ones_are_refused() {
+        let deducted = PlatformEvent::CreditLedger(
+            CreditLedger::CreditLedgerEvents::CreditsDeducted(CreditLedger::CreditsDeducted {
+                account: Address::repeat_byte(1),
+                serviceId: U256::from(7),
+                credits: U256::from(3),
+                balanceAfter: U256::from(4),
+                usageRef: B256::repeat_byte(9),
+            }),
+        );
+        let args = deducted.args_json_string();
+        let ledger = PlatformContract::CreditLedger;
+        assert!(DecodedLog::from_args_json(ledger, "CreditsDeducted", &args).is_ok());
+        assert!(DecodedLog::from_args_json(ledger, "FiatCredited", &args).is_err());
+        assert!(
+            DecodedLog::from_args_json(PlatformContract::ServiceRegistry, "CreditsDeducted", &args)
+                .is_err()
+        );
+        assert!(DecodedLog::from_args_json(ledger, "CreditsDeducted", "{\"account\":1}").is_err());
+        assert!(DecodedLog::from_args_json(ledger, "CreditsDeducted", "not json").is_err());
     }
 }

@@ -19,55 +19,57 @@ pub use enums::{
     AccountStatus, InvalidEnumValue, OwnershipMethod, ServiceKind, ServiceState, Tier,
     UnknownEnumName,
 };
-pub use events::{DecodeError, DecodedLog, PlatformContract, PlatformEvent, event_name};
+pub use events::{
+    ArgsJsonError, DecodeError, DecodedLog, PlatformContract, PlatformEvent, event_name,
+};
 
 #[allow(missing_docs, unreachable_pub, clippy::too_many_arguments)]
 mod bindings {
     alloy::sol!(
         #[sol(rpc, abi)]
-        #[derive(Debug, PartialEq, Eq, serde::Serialize)]
+        #[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
         AccountRegistry,
         "json/AccountRegistry.json"
     );
     alloy::sol!(
         #[sol(rpc, abi)]
-        #[derive(Debug, PartialEq, Eq, serde::Serialize)]
+        #[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
         CreditLedger,
         "json/CreditLedger.json"
     );
     alloy::sol!(
         #[sol(rpc, abi)]
-        #[derive(Debug, PartialEq, Eq, serde::Serialize)]
+        #[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
         ServiceRegistry,
         "json/ServiceRegistry.json"
     );
     alloy::sol!(
         #[sol(rpc, abi)]
-        #[derive(Debug, PartialEq, Eq, serde::Serialize)]
+        #[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
         DomainRegistry,
         "json/DomainRegistry.json"
     );
     alloy::sol!(
         #[sol(rpc, abi)]
-        #[derive(Debug, PartialEq, Eq, serde::Serialize)]
+        #[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
         Forwarder,
         "json/Forwarder.json"
     );
     alloy::sol!(
         #[sol(rpc, abi)]
-        #[derive(Debug, PartialEq, Eq, serde::Serialize)]
+        #[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
         TestToken,
         "json/TestToken.json"
     );
     alloy::sol!(
         #[sol(rpc, abi)]
-        #[derive(Debug, PartialEq, Eq, serde::Serialize)]
+        #[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
         TestNameWrapper,
         "json/TestNameWrapper.json"
     );
     alloy::sol!(
         #[sol(rpc, abi)]
-        #[derive(Debug, PartialEq, Eq, serde::Serialize)]
+        #[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
         ERC1967Proxy,
         "json/ERC1967Proxy.json"
     );

@@ -67,7 +67,7 @@ pub struct Config {
     pub fetch_concurrency: usize,
 
     /// How many events one database transaction may hold.
-    #[arg(long, env = "BATCH_EVENTS", default_value_t = 50_000)]
+    #[arg(long, env = "BATCH_EVENTS", default_value_t = 25_000)]
     pub batch_events: usize,
 
     /// A backfill batch of at least this many events sets the history tables' secondary indexes

@@ -1,15 +1,15 @@
 //! A platform log as the indexer stores it.
 
-use alloy::{
-    primitives::{Address, B256, Bytes, Log as PrimitiveLog, LogData},
-    rpc::types::Log,
-};
+use alloy::primitives::{Address, B256, Log as PrimitiveLog, LogData};
 use decentraspace_abi::{
     CreditLedger, DecodedLog, PlatformContract, PlatformContracts, ServiceRegistry,
 };
 use tracing::warn;
 
-use crate::projection::{EntityKey, account_of, entity_of};
+use crate::{
+    projection::{EntityKey, account_of, entity_of},
+    rpc::RpcLog,
+};
 
 /// Where an event sits in the chain: its order is the fold's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -68,7 +68,7 @@ pub enum EventError {
 
 impl IndexedEvent {
     /// Takes a log from `eth_getLogs`.
-    pub fn from_rpc(contracts: &PlatformContracts, log: &Log) -> Result<Self, EventError> {
+    pub fn from_rpc(contracts: &PlatformContracts, log: RpcLog) -> Result<Self, EventError> {
         let (Some(block_number), Some(log_index), Some(block_hash), Some(tx_hash), Some(tx_index)) = (
             log.block_number,
             log.log_index,
@@ -85,7 +85,10 @@ impl IndexedEvent {
             log.block_timestamp,
             tx_hash,
             tx_index,
-            &log.inner,
+            PrimitiveLog {
+                address: log.address,
+                data: LogData::new_unchecked(log.topics, log.data),
+            },
         )
     }
 
@@ -97,11 +100,11 @@ impl IndexedEvent {
         block_time: Option<u64>,
         tx_hash: B256,
         tx_index: u64,
-        log: &PrimitiveLog,
+        log: PrimitiveLog,
     ) -> Result<Self, EventError> {
         let contract = PlatformContract::at(contracts, log.address)
             .ok_or(EventError::ForeignContract(log.address))?;
-        let decoded = match DecodedLog::decode(contracts, log) {
+        let decoded = match DecodedLog::decode(contracts, &log) {
             Ok(decoded) => Some(decoded),
             Err(err) => {
                 warn!(
@@ -116,7 +119,7 @@ impl IndexedEvent {
         };
         let entity = decoded.as_ref().and_then(|d| entity_of(log.address, &d.event));
         let derived = Derived {
-            entity_hash: entity.as_ref().map(EntityKey::hash64),
+            entity_hash: entity.as_ref().filter(|k| k.is_found_by_hash()).map(EntityKey::hash64),
             entity,
             account: decoded.as_ref().and_then(|d| account_of(&d.event)),
             args: None,
@@ -130,7 +133,7 @@ impl IndexedEvent {
             contract,
             address: log.address,
             decoded,
-            raw: log.data.clone(),
+            raw: log.data,
             derived,
         })
     }
@@ -149,7 +152,8 @@ impl IndexedEvent {
         }
     }
 
-    /// The compact key of [`entity`](Self::entity) (see `events.entity_hash`).
+    /// The compact key of [`entity`](Self::entity) (see `events.entity_hash`), for the entities
+    /// found by it ([`EntityKey::is_found_by_hash`]).
     pub fn entity_hash(&self) -> Option<i64> {
         self.derived.entity_hash
     }
@@ -169,9 +173,10 @@ impl IndexedEvent {
         self.derived.account
     }
 
-    /// The raw data bytes.
-    pub fn data(&self) -> &Bytes {
-        &self.raw.data
+    /// The raw topics and data to store: only for an event the bindings do not know (a known one
+    /// is stored by its arguments, from which [`DecodedLog::from_args_json`] gives the log back).
+    pub fn raw_to_store(&self) -> Option<&LogData> {
+        self.decoded.is_none().then_some(&self.raw)
     }
 
     /// The ledger columns this event fills (read through the `credit_entries` view), if it is a

@@ -8,6 +8,11 @@ use decentraspace_abi::Deployment;
 use decentraspace_indexer::{Cli, Command, Indexer, metrics, store, verify};
 use tracing::{error, info};
 
+// A backfill allocates and frees large numbers of short-lived buffers (fetched logs, decoded
+// arguments, COPY rows); mimalloc keeps that off the system allocator's slow paths.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()

@@ -22,7 +22,7 @@ use crate::{
     config::{Config, Finality},
     event::IndexedEvent,
     metrics,
-    rpc::{ChainReader, Header, RpcError, backoff},
+    rpc::{ChainReader, Header, RpcError, RpcLog, backoff},
     store::{self, BlockRef, Checkpoint, StoreError},
 };
 
@@ -258,7 +258,7 @@ impl Indexer {
                 let contracts = self.deployment.contracts;
                 in_flight.push_back(tokio::spawn(async move {
                     let logs = chain.logs(a, b).await?;
-                    Ok::<_, RpcError>((b, decode(&contracts, &logs)))
+                    Ok::<_, RpcError>((b, decode(&contracts, logs)))
                 }));
             }
             let Some(task) = in_flight.pop_front() else { return Ok(()) };
@@ -356,7 +356,7 @@ impl Indexer {
             debug!(target: "indexer::sync", from, to, "logs from another branch; retrying");
             return Ok(());
         }
-        let mut events = self.decode(&logs);
+        let mut events = decode(&self.deployment.contracts, logs);
         for e in &mut events {
             e.block_time =
                 e.block_time.or_else(|| hashes.get(&e.position.block_number).map(|h| h.timestamp));
@@ -463,10 +463,6 @@ impl Indexer {
         Ok(())
     }
 
-    fn decode(&self, logs: &[alloy::rpc::types::Log]) -> Vec<IndexedEvent> {
-        decode(&self.deployment.contracts, logs)
-    }
-
     async fn head_subscription(&self) -> Option<futures::stream::BoxStream<'static, u64>> {
         let url = self.config.ws_url.as_ref()?;
         let connect = async {
@@ -545,9 +541,9 @@ impl Indexer {
 /// Decodes fetched logs; a log that is not a platform event is logged and skipped.
 fn decode(
     contracts: &decentraspace_abi::PlatformContracts,
-    logs: &[alloy::rpc::types::Log],
+    logs: Vec<RpcLog>,
 ) -> Vec<IndexedEvent> {
-    logs.iter()
+    logs.into_iter()
         .filter_map(|log| match IndexedEvent::from_rpc(contracts, log) {
             Ok(event) => Some(event.with_args()),
             Err(err) => {

@@ -118,6 +118,11 @@ impl TestChain {
         self.anvil.endpoint()
     }
 
+    /// The anvil process's id (benchmarks read its CPU time).
+    pub fn anvil_pid(&self) -> u32 {
+        self.anvil.child().id()
+    }
+
     /// The chain id.
     pub fn chain_id(&self) -> u64 {
         self.anvil.chain_id()

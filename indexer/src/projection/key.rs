@@ -59,6 +59,13 @@ impl fmt::Display for EntityKey {
 }
 
 impl EntityKey {
+    /// Whether the events that change this entity are found by `events.entity_hash`. A balance's
+    /// are not: every ledger movement states the balance after it, so a re-fold needs only the
+    /// account's latest movement, and the high-volume ledger events stay out of the entity index.
+    pub fn is_found_by_hash(&self) -> bool {
+        !matches!(self, Self::Balance(_))
+    }
+
     /// The key's compact form in `events.entity_hash`: the first 8 bytes of keccak256 of its text.
     pub fn hash64(&self) -> i64 {
         let digest = alloy::primitives::keccak256(self.to_string());

@@ -54,11 +54,12 @@ impl CopyRows {
         self
     }
 
-    /// A `bytea` made of several slices (the concatenated topics).
-    pub(crate) fn bytes_concat<'a>(
+    /// A `bytea` made of several slices (the concatenated topics), or null.
+    pub(crate) fn opt_bytes_concat<'a>(
         &mut self,
-        parts: impl Iterator<Item = &'a [u8]> + Clone,
+        parts: Option<impl Iterator<Item = &'a [u8]> + Clone>,
     ) -> &mut Self {
+        let Some(parts) = parts else { return self.null() };
         let len: usize = parts.clone().map(<[u8]>::len).sum();
         let len = i32::try_from(len).expect("a COPY field is under 2 GiB");
         self.buf.extend_from_slice(&len.to_be_bytes());

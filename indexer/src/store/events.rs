@@ -1,7 +1,7 @@
 //! The events table and the history rows derived from it.
 
 use alloy::primitives::{Address, B256, Bytes, Log, LogData};
-use decentraspace_abi::PlatformContracts;
+use decentraspace_abi::{DecodedLog, PlatformContract, PlatformContracts};
 use sqlx::PgConnection;
 
 use super::{StoreError, copy::CopyRows};
@@ -46,7 +46,7 @@ async fn copy_events(
     events: &[IndexedEvent],
 ) -> Result<(), StoreError> {
     let started = std::time::Instant::now();
-    // About 500 bytes a ledger event: 6 hashes and addresses, the raw log, its JSON arguments.
+    // About 500 bytes a ledger event: 5 hashes and addresses, its JSON arguments, ledger columns.
     let mut rows = CopyRows::with_capacity(events.len() * 512);
     for e in events {
         let entry = e.credit_entry();
@@ -64,8 +64,8 @@ async fn copy_events(
             .opt_bytes(e.name().map(str::as_bytes))
             .opt_bytes(args.as_deref().map(str::as_bytes))
             .opt_bytes(e.account().as_ref().map(|a| a.as_slice()))
-            .bytes_concat(e.raw.topics().iter().map(|t| t.as_slice()))
-            .bytes(e.data())
+            .opt_bytes_concat(e.raw_to_store().map(|raw| raw.topics().iter().map(|t| t.as_slice())))
+            .opt_bytes(e.raw_to_store().map(|raw| raw.data.as_ref()))
             .opt_int8(e.entity_hash())
             .opt_bytes(entry.as_ref().map(|c| c.kind.as_bytes()))
             .opt_int8(entry.as_ref().and_then(|c| c.service_id))
@@ -126,8 +126,9 @@ async fn insert_events(
         names.push(e.name());
         args.push(e.args_json());
         accounts.push(e.account().map(|a| a.to_vec()));
-        topics.push(e.raw.topics().iter().flat_map(|t| t.0).collect::<Vec<u8>>());
-        data.push(e.data().to_vec());
+        let raw = e.raw_to_store();
+        topics.push(raw.map(|raw| raw.topics().iter().flat_map(|t| t.0).collect::<Vec<u8>>()));
+        data.push(raw.map(|raw| raw.data.to_vec()));
         entities.push(e.entity_hash());
         let entry = e.credit_entry();
         kinds.push(entry.as_ref().map(|c| c.kind));
@@ -160,8 +161,8 @@ async fn insert_events(
         &names as &[Option<&str>],
         &args as &[Option<String>],
         &accounts as &[Option<Vec<u8>>],
-        &topics,
-        &data,
+        &topics as &[Option<Vec<u8>>],
+        &data as &[Option<Vec<u8>>],
         &entities as &[Option<i64>],
         &kinds as &[Option<&str>],
         &services as &[Option<i64>],
@@ -250,7 +251,7 @@ pub(crate) async fn delete_after(
         StoredEvent,
         r#"delete from events where chain_id = $1 and block_number > $2
            returning block_number, log_index, block_hash, extract(epoch from block_time)::bigint as block_time,
-                     tx_hash, tx_index, address, topics, data"#,
+                     tx_hash, tx_index, address, event_name, args::text, topics, data"#,
         chain,
         block
     )
@@ -267,26 +268,60 @@ pub(crate) async fn delete_after(
     Ok(keys)
 }
 
-/// The stored events that changed `keys`, in chain order.
+/// The stored events a fold of `keys` needs, in chain order: every event that changed an entity
+/// found by hash, and a balance's latest ledger movement (which states the balance).
 pub(crate) async fn for_entities(
     conn: &mut PgConnection,
     contracts: &PlatformContracts,
     chain_id: u64,
     keys: &[EntityKey],
 ) -> Result<Vec<IndexedEvent>, StoreError> {
-    let hashes: Vec<i64> = keys.iter().map(EntityKey::hash64).collect();
-    let rows = sqlx::query_as!(
+    let (by_hash, balances): (Vec<&EntityKey>, Vec<&EntityKey>) =
+        keys.iter().partition(|k| k.is_found_by_hash());
+    let hashes: Vec<i64> = by_hash.into_iter().map(EntityKey::hash64).collect();
+    let accounts: Vec<Vec<u8>> = balances
+        .into_iter()
+        .filter_map(|k| match k {
+            EntityKey::Balance(account) => Some(account.to_vec()),
+            _ => None,
+        })
+        .collect();
+    let mut rows = sqlx::query_as!(
         StoredEvent,
         r#"select block_number, log_index, block_hash, extract(epoch from block_time)::bigint as block_time,
-                  tx_hash, tx_index, address, topics, data
+                  tx_hash, tx_index, address, event_name, args::text, topics, data
            from events
-           where chain_id = $1 and entity_hash = any($2)
-           order by block_number, log_index"#,
+           where chain_id = $1 and entity_hash = any($2)"#,
         chain_id as i64,
         &hashes
     )
     .fetch_all(&mut *conn)
     .await?;
+    // Each account's newest movement with a balance after it, walking events_by_account back.
+    rows.extend(
+        sqlx::query_as!(
+            StoredEvent,
+            r#"select e.block_number as "block_number!", e.log_index as "log_index!",
+                      e.block_hash as "block_hash!", e.block_time, e.tx_hash as "tx_hash!",
+                      e.tx_index as "tx_index!", e.address as "address!", e.event_name, e.args,
+                      e.topics, e.data
+               from unnest($2::bytea[]) as a(account)
+               cross join lateral (
+                   select block_number, log_index, block_hash,
+                          extract(epoch from block_time)::bigint as block_time, tx_hash, tx_index,
+                          address, event_name, args::text, topics, data
+                   from events
+                   where chain_id = $1 and account = a.account and balance_after is not null
+                   order by block_number desc, log_index desc
+                   limit 1
+               ) as e"#,
+            chain_id as i64,
+            &accounts
+        )
+        .fetch_all(&mut *conn)
+        .await?,
+    );
+    rows.sort_by_key(|r| (r.block_number, r.log_index));
     let mut events = Vec::with_capacity(rows.len());
     for row in rows {
         let event = row.into_event(contracts)?;
@@ -300,7 +335,7 @@ pub(crate) async fn for_entities(
 
 /// Every stored event from `after` on (exclusive), in chain order, at most `limit`: the source of
 /// a full re-fold.
-pub(crate) async fn page(
+pub async fn page(
     conn: &mut PgConnection,
     contracts: &PlatformContracts,
     chain_id: u64,
@@ -311,7 +346,7 @@ pub(crate) async fn page(
     let rows = sqlx::query_as!(
         StoredEvent,
         r#"select block_number, log_index, block_hash, extract(epoch from block_time)::bigint as block_time,
-                  tx_hash, tx_index, address, topics, data
+                  tx_hash, tx_index, address, event_name, args::text, topics, data
            from events
            where chain_id = $1 and (block_number, log_index) > ($2, $3::int)
            order by block_number, log_index
@@ -344,8 +379,10 @@ struct StoredEvent {
     tx_hash: Vec<u8>,
     tx_index: i32,
     address: Vec<u8>,
-    topics: Vec<u8>,
-    data: Vec<u8>,
+    event_name: Option<String>,
+    args: Option<String>,
+    topics: Option<Vec<u8>>,
+    data: Option<Vec<u8>>,
 }
 
 impl StoredEvent {
@@ -353,12 +390,26 @@ impl StoredEvent {
         let corrupt =
             |what: &str| StoreError::Corrupt(format!("events row {}: {what}", self.block_number));
         let address = Address::try_from(self.address.as_slice()).map_err(|_| corrupt("address"))?;
-        if !self.topics.len().is_multiple_of(32) {
-            return Err(corrupt("topics"));
-        }
-        let topics: Vec<B256> = self.topics.chunks_exact(32).map(B256::from_slice).collect();
-        let data = LogData::new(topics, Bytes::from(self.data.clone()))
-            .ok_or_else(|| corrupt("topics"))?;
+        let data = match (&self.topics, &self.data, &self.event_name, &self.args) {
+            // Stored raw: an unknown event, or a row written before arguments sufficed.
+            (Some(topics), Some(data), _, _) => {
+                if !topics.len().is_multiple_of(32) {
+                    return Err(corrupt("topics"));
+                }
+                let topics: Vec<B256> = topics.chunks_exact(32).map(B256::from_slice).collect();
+                LogData::new(topics, Bytes::from(data.clone())).ok_or_else(|| corrupt("topics"))?
+            }
+            // Stored by its arguments: the log is rebuilt from them.
+            (_, _, Some(name), Some(args)) => {
+                let contract = PlatformContract::at(contracts, address)
+                    .ok_or_else(|| corrupt("not a platform contract"))?;
+                DecodedLog::from_args_json(contract, name, args)
+                    .map_err(|e| corrupt(&e.to_string()))?
+                    .event
+                    .log_data()
+            }
+            _ => return Err(corrupt("neither raw log nor arguments")),
+        };
         IndexedEvent::from_parts(
             contracts,
             EventPosition {
@@ -369,7 +420,7 @@ impl StoredEvent {
             self.block_time.map(|t| t as u64),
             B256::try_from(self.tx_hash.as_slice()).map_err(|_| corrupt("tx hash"))?,
             self.tx_index as u64,
-            &Log { address, data },
+            Log { address, data },
         )
         .map_err(|e| corrupt(&e.to_string()))
     }
