@@ -4,7 +4,9 @@
 //! (`BENCH_BATCH` items per transaction, default 5,000), then times:
 //! - the floor: plain `eth_getLogs` over the same blocks, same chunking, no database;
 //! - the indexer binary (release) from process start until its checkpoint reaches the last block,
-//!   with its peak RSS;
+//!   with its peak RSS and the CPU time the indexer, anvil and Postgres used meanwhile
+//!   (`BENCH_RUNS=n` repeats it on fresh databases and reports the medians);
+//! - `indexer reindex` over what the last backfill stored;
 //! - head latency over a websocket (measured first, on a database of its own): each of 200
 //!   single-event transactions, from its submission
 //!   (anvil mines on submission) to the indexer's NOTIFY covering its block (the rows are committed
@@ -84,6 +86,8 @@ async fn main() -> anyhow::Result<()> {
     let seconds = median(|r| r.seconds);
     let peak_rss_mb = results.iter().map(|r| r.peak_rss_mb).max().unwrap_or(0);
     let rate = events as f64 / seconds;
+    let reindex_seconds = reindex(&chain, &db)?;
+    println!("indexer_reindex events={events} seconds={reindex_seconds:.2}");
     // Where the machine's two cores went during the backfill (user + system time of each process).
     println!(
         "indexer_backfill_cpu runs={runs} indexer_seconds={:.2} anvil_seconds={:.2} postgres_seconds={:.2}",
@@ -219,8 +223,7 @@ struct CpuSeconds {
 
 /// Runs the release indexer binary until it reaches `last`.
 async fn backfill(chain: &TestChain, db: &TestDb, last: u64) -> anyhow::Result<Backfill> {
-    let bin = decentraspace_tests::repo_root().join("target/release/indexer");
-    let bin = std::env::var("INDEXER_BIN").map(Into::into).unwrap_or(bin);
+    let bin = indexer_bin();
     let ticks = clock_ticks()?;
     let (anvil_before, postgres_before) = (cpu_ticks(chain.anvil_pid(), false), postgres_ticks());
     let started = Instant::now();
@@ -262,6 +265,30 @@ async fn backfill(chain: &TestChain, db: &TestDb, last: u64) -> anyhow::Result<B
     child.wait().ok();
     reached?;
     Ok(Backfill { seconds, peak_rss_mb: peak_kb / 1024, cpu })
+}
+
+/// The release indexer binary (`INDEXER_BIN`, which `make bench-indexer` sets).
+fn indexer_bin() -> std::path::PathBuf {
+    std::env::var("INDEXER_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|_| decentraspace_tests::repo_root().join("target/release/indexer"))
+}
+
+/// Times `indexer reindex` over what a backfill stored: every projection folded again from the
+/// events table, known events rebuilt from their stored arguments.
+fn reindex(chain: &TestChain, db: &TestDb) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let status = Command::new(indexer_bin())
+        .arg("reindex")
+        .env("RPC_URL", chain.endpoint())
+        .env("DEPLOYMENTS_FILE", &chain.deployment_file)
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .status()
+        .context("run indexer reindex")?;
+    anyhow::ensure!(status.success(), "indexer reindex failed: {status}");
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// Clock ticks per second, the unit of `/proc/<pid>/stat`'s times.

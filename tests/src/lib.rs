@@ -17,6 +17,7 @@ mod indexer;
 mod ipfs;
 mod paystack;
 mod relay;
+mod rpc_hold;
 mod wrk;
 
 pub use api::{
@@ -42,4 +43,5 @@ pub use indexer::{
 pub use ipfs::TestIpfs;
 pub use paystack::{FakePaystack, FakeTransaction, PAYSTACK_SECRET, paystack_signature};
 pub use relay::{forward, relay_signed};
+pub use rpc_hold::{Hold, HoldingRpc};
 pub use wrk::{WrkRun, wrk};

@@ -16,8 +16,8 @@ use anyhow::Context;
 use decentraspace_abi::{AccountRegistry, CreditLedger, ServiceKind, ServiceRegistry, Tier};
 use decentraspace_api::{AppState, metering::Meter};
 use decentraspace_tests::{
-    ApiProcess, IndexerTask, Role, Session, TestApi, TestChain, TestDb, api_config, eventually,
-    indexer_config, problem_type, role_key, wait_for_checkpoint,
+    ApiProcess, Hold, HoldingRpc, IndexerTask, Role, Session, TestApi, TestChain, TestDb,
+    api_config, eventually, indexer_config, problem_type, role_key, wait_for_checkpoint,
 };
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -518,19 +518,28 @@ async fn a_meter_killed_mid_batch_never_charges_twice() -> anyhow::Result<()> {
     let head = chain.mine_at(t0 + 2 * HOUR).await?;
     wait_for_checkpoint(&db, chain.chain_id(), head, Duration::from_secs(30)).await?;
 
-    // The API binary meters every second, four charges a transaction (ten transactions for the
-    // forty sites). Round r kills it with SIGKILL while a batch is handed to the node once r
-    // batches have gone through (after a seeded random delay of 0–3 ms, to land before, during or
-    // after the broadcast), then starts it again.
+    // The API binary meters every second, two charges a transaction (twenty transactions for
+    // the forty sites), through a relay that holds each broadcast for 200 ms: in even rounds
+    // before the node gets it, in odd rounds after the node took it and before the API hears
+    // back. Round r kills the API with SIGKILL while its (r mod 3 + 1)-th broadcast is held
+    // (after a seeded random delay of 0–3 ms), then starts it again.
+    let rpc =
+        HoldingRpc::start(chain.endpoint(), "eth_sendRawTransaction", Duration::from_millis(200))
+            .await?;
     let settings = [
         ("BILLING_PRIVATE_KEY", role_key(&chain, Role::Billing)),
         ("METER_INTERVAL_SECS", "1".to_owned()),
-        ("METER_BATCH_SIZE", "4".to_owned()),
+        ("METER_BATCH_SIZE", "2".to_owned()),
+        ("RPC_URL", rpc.url.clone()),
     ];
     let mut conn = db.connect().await?;
     let mut seed = 0x5eed_u64;
     let mut kills_mid_batch = 0;
-    for round in 0..10i64 {
+    // Kills with the broadcast held before the node, and after it.
+    let mut kills_by_hold = [0; 2];
+    for round in 0..10usize {
+        rpc.set(if round % 2 == 0 { Hold::Request } else { Hold::Response });
+        let kill_at = rpc.held() + 1 + round % 3;
         let mut api = ApiProcess::spawn(&chain, &db, &settings)?;
         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         let jitter = Duration::from_micros((seed >> 33) % 3_000);
@@ -544,9 +553,10 @@ async fn a_meter_killed_mid_batch_never_charges_twice() -> anyhow::Result<()> {
             )
             .fetch_one(&mut conn)
             .await?;
-            if sending > 0 && through >= 4 * round {
+            if sending > 0 && rpc.holding() > 0 && rpc.held() >= kill_at {
                 tokio::time::sleep(jitter).await;
                 kills_mid_batch += 1;
+                kills_by_hold[round % 2] += 1;
                 break;
             }
             if through > 0 && open == 0 {
@@ -557,12 +567,18 @@ async fn a_meter_killed_mid_batch_never_charges_twice() -> anyhow::Result<()> {
         }
         api.kill9();
     }
+    println!("{kills_mid_batch} kills mid-batch; held before / after the node: {kills_by_hold:?}");
     assert!(
         kills_mid_batch >= 5,
         "only {kills_mid_batch} kills landed while a batch was in flight"
     );
+    assert!(
+        kills_by_hold.iter().all(|k| *k >= 2),
+        "kills with the broadcast held before / after the node: {kills_by_hold:?}"
+    );
 
     // A last run finishes the work.
+    rpc.set(Hold::Off);
     let _api = ApiProcess::spawn(&chain, &db, &settings)?;
     eventually("every charge to be settled", || {
         let db = &db;
