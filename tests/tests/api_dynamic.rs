@@ -242,7 +242,7 @@ async fn dynamic_sites_run_their_image_behind_the_gateway() -> anyhow::Result<()
     assert_eq!(visit(&api, "my-app", None).await?.1, format!("hello v2 for my-app.{DOMAIN}"));
     assert_eq!(fly.machines()[2].2, "destroyed", "the machine that did not start is destroyed");
 
-    // Rolling back deploys the earlier image again.
+    // Rolling back deploys the earlier image again: a new deployment, queued.
     let (status, again) = api
         .post(
             &format!("/hosting/deploy/{first_id}/rollback"),
@@ -250,7 +250,7 @@ async fn dynamic_sites_run_their_image_behind_the_gateway() -> anyhow::Result<()
             &serde_json::json!({}),
         )
         .await?;
-    assert_eq!(status, 200, "{again}");
+    assert_eq!(status, 202, "{again}");
     let again_id = again["id"].as_i64().unwrap_or_default();
     assert_ne!(again_id, first_id);
     assert_eq!(api.deployment_finished(&paid.access, again_id).await?["state"], "live");

@@ -6,6 +6,7 @@ use axum::{
     Json,
     extract::{Multipart, Path, Query, State, multipart::Field},
     http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -338,7 +339,9 @@ pub(super) async fn history(
 /// Serves an earlier live deployment of the site again (or the newest one once more).
 #[utoipa::path(post, path = "/hosting/deploy/{id}/rollback", tag = "hosting", security(("bearer" = [])),
     params(("id" = i64, Path, description = "The deployment to serve")),
-    responses((status = 200, body = Deployment),
+    responses((status = 200, description = "A static site serves the deployment again", body = Deployment),
+        (status = 202, description = "A dynamic site's image is deployed again: the new deployment is queued (its URL in `Location`)",
+            body = Deployment),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The deployment never went live", body = Problem,
@@ -347,7 +350,7 @@ pub(super) async fn rollback(
     State(state): State<AppState>,
     user: AuthUser,
     Path(id): Path<i64>,
-) -> ApiResult<Json<Deployment>> {
+) -> ApiResult<Response> {
     let deployment = owned_deployment(&state, &user, id).await?;
     if deployment.state != "live" {
         return Err(ApiError::Conflict(format!(
@@ -368,7 +371,7 @@ pub(super) async fn rollback(
         )
         .fetch_one(&state.db)
         .await?;
-        return Ok(Json(load(&state, again).await?));
+        return Ok(queued(&state, again).await?.into_response());
     }
     sqlx::query!(
         "update sites set current_deployment_id = $1
@@ -384,5 +387,5 @@ pub(super) async fn rollback(
     )
     .execute(&state.db)
     .await?;
-    Ok(Json(load(&state, id).await?))
+    Ok(Json(load(&state, id).await?).into_response())
 }
