@@ -244,6 +244,35 @@ impl FakeFly {
             .collect()
     }
 
+    /// Adds a started machine tagged as launched for `deployment` of `site`, as one a crash left
+    /// behind (or another environment launched); answers its id.
+    pub fn add_machine(&self, site: &str, deployment: i64, image: &str) -> String {
+        let machine = FakeMachine {
+            id: hex::encode(rand::random::<[u8; 7]>()),
+            name: format!("{site}-{deployment}"),
+            state: "started".to_owned(),
+            image: image.to_owned(),
+            metadata: HashMap::from([
+                ("decentraspace_site".to_owned(), site.to_owned()),
+                ("decentraspace_deployment".to_owned(), deployment.to_string()),
+            ]),
+        };
+        let id = machine.id.clone();
+        self.machines.lock().expect("lock").push(machine);
+        id
+    }
+
+    /// A machine's state (empty for an unknown id).
+    pub fn state(&self, id: &str) -> String {
+        self.machines
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.state.clone())
+            .unwrap_or_default()
+    }
+
     /// Sets a machine's state, as when it exits on its own.
     pub fn set_state(&self, id: &str, state: &str) {
         if let Some(m) = self.machines.lock().expect("lock").iter_mut().find(|m| m.id == id) {

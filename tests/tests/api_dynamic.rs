@@ -256,13 +256,29 @@ async fn dynamic_sites_run_their_image_behind_the_gateway() -> anyhow::Result<()
     assert_eq!(api.deployment_finished(&paid.access, again_id).await?["state"], "live");
     assert_eq!(visit(&api, "my-app", None).await?.1, format!("hello v1 for my-app.{DOMAIN}"));
 
+    // A machine a crash left behind (tagged with the replaced second deployment) is destroyed; one
+    // whose deployment this platform does not know is left alone.
+    let orphan = fly.add_machine("my-app", second_id, "registry.example/app:2");
+    let foreign = fly.add_machine("my-app", 987_654_321, "registry.example/other:1");
+    eventually("the orphaned machine to be destroyed", || async {
+        Ok(fly.state(&orphan) == "destroyed")
+    })
+    .await?;
+    assert_eq!(fly.state(&foreign), "started");
+    assert_eq!(visit(&api, "my-app", None).await?.1, format!("hello v1 for my-app.{DOMAIN}"));
+
     // Cancelling the service destroys the machine.
     registry.cancel(U256::from(service_id)).send().await?.get_receipt().await?;
     eventually("the machine to be destroyed", || async {
         Ok(instance_state(&api, &paid.access, "my-app").await?["state"] == "destroyed")
     })
     .await?;
-    assert!(fly.machines().iter().all(|m| m.2 == "destroyed"), "{:?}", fly.machines());
+    assert!(
+        fly.machines().iter().filter(|m| m.0 != foreign).all(|m| m.2 == "destroyed"),
+        "{:?}",
+        fly.machines()
+    );
+    assert_eq!(fly.state(&foreign), "started", "another environment's machine is left alone");
     assert_eq!(visit(&api, "my-app", None).await?.0, 410);
     Ok(())
 }

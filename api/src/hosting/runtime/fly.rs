@@ -39,11 +39,20 @@ struct MachineReply {
     state: String,
     #[serde(default)]
     private_ip: String,
+    #[serde(default)]
+    config: MachineConfig,
+}
+
+#[derive(Deserialize, Default)]
+struct MachineConfig {
+    #[serde(default)]
+    metadata: std::collections::HashMap<String, String>,
 }
 
 impl From<MachineReply> for Machine {
     fn from(m: MachineReply) -> Self {
-        Machine { id: m.id, state: m.state, private_ip: m.private_ip }
+        let deployment = m.config.metadata.get(DEPLOYMENT_KEY).and_then(|d| d.parse().ok());
+        Machine { id: m.id, state: m.state, private_ip: m.private_ip, deployment }
     }
 }
 
@@ -162,6 +171,13 @@ impl Runtime for FlyMachines {
         self.send(self.http.post(self.url(&format!("/{id}/stop"))).timeout(CALL_TIMEOUT))
             .await
             .map(drop)
+    }
+
+    async fn machines(&self) -> Result<Vec<Machine>, RuntimeError> {
+        // The list leaves destroyed machines out unless asked for them.
+        let body = self.send(self.http.get(self.url("")).timeout(CALL_TIMEOUT)).await?;
+        let machines: Vec<MachineReply> = Self::parse(&body)?;
+        Ok(machines.into_iter().map(Machine::from).collect())
     }
 
     async fn destroy(&self, id: &str) -> Result<(), RuntimeError> {

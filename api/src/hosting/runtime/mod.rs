@@ -6,7 +6,7 @@
 //! - `launch`: the deploy job's part: launch a deployment's machine, wait for it, switch to it.
 //! - `reconcile`: one replica at a time keeps every instance where its service says it should be
 //!   (running while the service is active, stopped while paused or suspended, destroyed once
-//!   cancelled) and notices machines that died.
+//!   cancelled), notices machines that died, and destroys machines nothing refers to any more.
 
 pub mod fly;
 pub mod instance;
@@ -39,6 +39,9 @@ pub struct Machine {
     pub state: String,
     /// Its private address, which the gateway reaches it at.
     pub private_ip: String,
+    /// The deployment it was launched for, from its metadata (`None` on a machine the platform
+    /// did not launch).
+    pub deployment: Option<i64>,
 }
 
 impl Machine {
@@ -81,4 +84,6 @@ pub trait Runtime: Send + Sync + std::fmt::Debug {
     async fn stop(&self, id: &str) -> Result<(), RuntimeError>;
     /// Destroys a machine (stopping it first if need be).
     async fn destroy(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Every machine that is not destroyed.
+    async fn machines(&self) -> Result<Vec<Machine>, RuntimeError>;
 }

@@ -74,8 +74,52 @@ pub async fn pass(state: &AppState, runtime: &dyn Runtime) -> anyhow::Result<usi
                 err = format!("{err:#}"), "cannot reconcile an instance"),
         }
     }
+    match sweep(state, runtime).await {
+        Ok(swept) => moved += swept,
+        Err(err) => tracing::warn!(target: "api::runtime", err = format!("{err:#}"),
+            "cannot sweep orphaned machines"),
+    }
     drop(lock);
     Ok(moved)
+}
+
+/// Destroys the machines nothing refers to any more: launched for a deployment of this platform
+/// that has ended (live or failed), and not any site's instance. A crash between launching a
+/// replacement and destroying the machine it replaced, or between a failed start and its
+/// clean-up, leaves such a machine running and billed. Machines of deployments still in flight
+/// are left to their job, and machines whose deployment is not in this database (another
+/// environment sharing the Fly app, or a machine launched by hand) are never touched.
+async fn sweep(state: &AppState, runtime: &dyn Runtime) -> anyhow::Result<usize> {
+    let machines = runtime.machines().await?;
+    let (ids, deployments): (Vec<String>, Vec<i64>) =
+        machines.iter().filter_map(|m| Some((m.id.clone(), m.deployment?))).unzip();
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    // The machines list came first: a machine switched to meanwhile is an instance by now, since
+    // a deployment goes live and becomes its site's instance in one commit.
+    let orphans = sqlx::query_scalar!(
+        r#"select m.id as "id!" from unnest($1::text[], $2::bigint[]) as m(id, deployment)
+           join deployments d on d.id = m.deployment and d.state in ('live', 'failed')
+           where not exists (select 1 from site_instances i
+                             where i.machine_id = m.id and i.state <> 'destroyed')"#,
+        &ids,
+        &deployments
+    )
+    .fetch_all(&state.db)
+    .await?;
+    let mut destroyed = 0;
+    for id in orphans {
+        match runtime.destroy(&id).await {
+            Ok(()) | Err(RuntimeError::Gone(_)) => {
+                tracing::warn!(target: "api::runtime", machine = id, "orphaned machine destroyed");
+                destroyed += 1;
+            }
+            Err(err) => tracing::warn!(target: "api::runtime", machine = id, %err,
+                "cannot destroy an orphaned machine"),
+        }
+    }
+    Ok(destroyed)
 }
 
 struct Step<'a> {
