@@ -53,6 +53,8 @@ struct Derived {
     entity_hash: Option<i64>,
     account: Option<Address>,
     args: Option<String>,
+    /// Whether the log is not the one its arguments encode back to (worked out with the args).
+    non_canonical: Option<bool>,
 }
 
 /// A log the indexer cannot store: not from a platform contract, or not mined.
@@ -123,6 +125,7 @@ impl IndexedEvent {
             entity,
             account: decoded.as_ref().and_then(|d| account_of(&d.event)),
             args: None,
+            non_canonical: None,
         };
         Ok(Self {
             position,
@@ -141,7 +144,16 @@ impl IndexedEvent {
     /// Works out the decoded arguments' JSON now (fetched events are stored; stored ones need not).
     pub fn with_args(mut self) -> Self {
         self.derived.args = self.decoded.as_ref().map(|d| d.event.args_json_string());
+        self.derived.non_canonical = Some(self.non_canonical());
         self
+    }
+
+    /// Whether the log decodes but is not what its arguments encode back to (dirty padding,
+    /// trailing bytes, invalid UTF-8 in a string): its raw form must then be kept.
+    fn non_canonical(&self) -> bool {
+        self.derived.non_canonical.unwrap_or_else(|| {
+            self.decoded.as_ref().is_some_and(|d| d.event.log_data() != self.raw)
+        })
     }
 
     /// The decoded arguments as JSON text, when the bindings know the event.
@@ -173,10 +185,11 @@ impl IndexedEvent {
         self.derived.account
     }
 
-    /// The raw topics and data to store: only for an event the bindings do not know (a known one
-    /// is stored by its arguments, from which [`DecodedLog::from_args_json`] gives the log back).
+    /// The raw topics and data to store: only for an event the bindings do not know, or one whose
+    /// log is not exactly what its arguments encode (a known one is stored by its arguments, from
+    /// which [`DecodedLog::from_args_json`] gives the log back).
     pub fn raw_to_store(&self) -> Option<&LogData> {
-        self.decoded.is_none().then_some(&self.raw)
+        (self.decoded.is_none() || self.non_canonical()).then_some(&self.raw)
     }
 
     /// The ledger columns this event fills (read through the `credit_entries` view), if it is a

@@ -174,6 +174,11 @@ impl Indexer {
         let head = self.chain.head().await?;
         let safe = self.safe_block(head).await?;
         metrics::heads(head, checkpoint.map_or(0, |c| c.block_number));
+        // Caught up with the final blocks: the indexes a backfill set aside come back first, so
+        // that a reorg's re-fold below reads through them.
+        if next > safe && self.indexes_deferred.load(Ordering::Relaxed) {
+            self.restore_indexes().await?;
+        }
         if let Some(c) = checkpoint
             && c.block_number >= head
             && c.block_number > safe
@@ -191,9 +196,6 @@ impl Indexer {
                 self.handle_reorg(conn, tip).await?;
                 return Ok(true);
             }
-        }
-        if next > safe && self.indexes_deferred.load(Ordering::Relaxed) {
-            self.restore_indexes().await?;
         }
         if next > head {
             return Ok(false);

@@ -256,12 +256,13 @@ async fn dynamic_sites_run_their_image_behind_the_gateway() -> anyhow::Result<()
     assert_eq!(api.deployment_finished(&paid.access, again_id).await?["state"], "live");
     assert_eq!(visit(&api, "my-app", None).await?.1, format!("hello v1 for my-app.{DOMAIN}"));
 
-    // A machine a crash left behind (tagged with the replaced second deployment) is destroyed; one
-    // whose deployment this platform does not know is left alone.
-    let orphan = fly.add_machine("my-app", second_id, "registry.example/app:2");
-    let foreign = fly.add_machine("my-app", 987_654_321, "registry.example/other:1");
+    // The replaced machine, as if a crash had stopped its removal, is found and destroyed. A
+    // machine tagged with the same deployment but not recorded for it (another environment's, or a
+    // clone made by hand) is left alone.
+    fly.set_state(&second_machine, "started");
+    let foreign = fly.add_machine("my-app", second_id, "registry.example/app:2");
     eventually("the orphaned machine to be destroyed", || async {
-        Ok(fly.state(&orphan) == "destroyed")
+        Ok(fly.state(&second_machine) == "destroyed")
     })
     .await?;
     assert_eq!(fly.state(&foreign), "started");

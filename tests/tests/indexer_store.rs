@@ -144,3 +144,30 @@ async fn a_rolled_back_balance_is_its_latest_remaining_movement() -> anyhow::Res
     assert_eq!(store::events::count(&mut conn, CHAIN).await?, 0);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_known_event_logged_in_a_non_canonical_form_keeps_its_raw_log() -> anyhow::Result<()> {
+    let db = TestDb::create().await?;
+    let mut conn = db.connect().await?;
+    let account = Address::repeat_byte(0x31);
+    let canonical = deduction(account, 90, 1);
+    // The same event with dirty padding in the account's topic: it decodes to the same arguments,
+    // which encode back to clean padding.
+    let mut topics = canonical.topics().to_vec();
+    topics[1].0[..12].fill(0xff);
+    let dirty = LogData::new_unchecked(topics, canonical.data.clone());
+    let written = [event(10, 0, dirty.clone())];
+    assert!(written[0].decoded.is_some(), "the dirty log must still decode");
+    store::write_batch(&mut conn, CHAIN, &written, &[], None, checkpoint(10)).await?;
+
+    let raw_kept: bool = sqlx::query_scalar(
+        "select topics is not null and data is not null and args is not null from events",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    assert!(raw_kept, "a log its arguments do not give back is stored raw too");
+    let read = store::events::page(&mut conn, &contracts(), CHAIN, None, 10).await?;
+    assert_eq!(read[0].raw, dirty, "the log comes back as the node gave it");
+    assert_eq!(balance(&mut conn, account).await?, Some(U256::from(90)));
+    Ok(())
+}

@@ -83,12 +83,12 @@ pub async fn pass(state: &AppState, runtime: &dyn Runtime) -> anyhow::Result<usi
     Ok(moved)
 }
 
-/// Destroys the machines nothing refers to any more: launched for a deployment of this platform
-/// that has ended (live or failed), and not any site's instance. A crash between launching a
+/// Destroys the machines nothing refers to any more: recorded as the machine of a deployment of
+/// this platform that has ended (live or failed), and not any site's instance. A crash between launching a
 /// replacement and destroying the machine it replaced, or between a failed start and its
 /// clean-up, leaves such a machine running and billed. Machines of deployments still in flight
-/// are left to their job, and machines whose deployment is not in this database (another
-/// environment sharing the Fly app, or a machine launched by hand) are never touched.
+/// are left to their job, and machines this database has not recorded (another environment
+/// sharing the Fly app, a machine launched or cloned by hand) are never touched.
 async fn sweep(state: &AppState, runtime: &dyn Runtime) -> anyhow::Result<usize> {
     let machines = runtime.machines().await?;
     let (ids, deployments): (Vec<String>, Vec<i64>) =
@@ -100,7 +100,8 @@ async fn sweep(state: &AppState, runtime: &dyn Runtime) -> anyhow::Result<usize>
     // a deployment goes live and becomes its site's instance in one commit.
     let orphans = sqlx::query_scalar!(
         r#"select m.id as "id!" from unnest($1::text[], $2::bigint[]) as m(id, deployment)
-           join deployments d on d.id = m.deployment and d.state in ('live', 'failed')
+           join deployments d on d.id = m.deployment and d.machine_id = m.id
+                                and d.state in ('live', 'failed')
            where not exists (select 1 from site_instances i
                              where i.machine_id = m.id and i.state <> 'destroyed')"#,
         &ids,
