@@ -156,11 +156,12 @@ impl IndexedEvent {
         })
     }
 
-    /// The decoded arguments as JSON text, when the bindings know the event.
-    pub fn args_json(&self) -> Option<String> {
+    /// The decoded arguments as JSON text, when the bindings know the event (borrowed when
+    /// [`with_args`](Self::with_args) worked them out already, as for every fetched event).
+    pub fn args_json(&self) -> Option<std::borrow::Cow<'_, str>> {
         match &self.derived.args {
-            Some(args) => Some(args.clone()),
-            None => self.decoded.as_ref().map(|d| d.event.args_json_string()),
+            Some(args) => Some(std::borrow::Cow::Borrowed(args)),
+            None => self.decoded.as_ref().map(|d| d.event.args_json_string().into()),
         }
     }
 

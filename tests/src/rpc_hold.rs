@@ -111,10 +111,12 @@ impl HoldingRpc {
 }
 
 async fn relay(State(shared): State<Arc<Shared>>, body: Bytes) -> Result<Bytes, StatusCode> {
-    let calls_method = serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| {
-        let calls = v.as_array().cloned().unwrap_or_else(|| vec![v]);
-        calls.iter().any(|c| c["method"] == shared.method)
-    });
+    // A single call or a batch of them.
+    let calls_method = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Array(calls)) => calls.iter().any(|c| c["method"] == shared.method),
+        Ok(call) => call["method"] == shared.method,
+        Err(_) => false,
+    };
     let hold = if calls_method { shared.hold.load(Ordering::SeqCst) } else { Hold::Off as u8 };
     if hold != Hold::Off as u8 {
         shared.held.fetch_add(1, Ordering::SeqCst);

@@ -124,7 +124,7 @@ async fn insert_events(
         addresses.push(e.address.to_vec());
         contracts.push(e.contract.name());
         names.push(e.name());
-        args.push(e.args_json());
+        args.push(e.args_json().map(std::borrow::Cow::into_owned));
         accounts.push(e.account().map(|a| a.to_vec()));
         let raw = e.raw_to_store();
         topics.push(raw.map(|raw| raw.topics().iter().flat_map(|t| t.0).collect::<Vec<u8>>()));
