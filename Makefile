@@ -19,8 +19,11 @@ CARGO ?= cargo
 SQLX_VERSION := 0.9.0
 TOOLS_DIR ?= $(HOME)/.cache/decentraspace/tools
 SQLX := $(TOOLS_DIR)/bin/sqlx
+# schemathesis (API schema fuzzing), pinned in tools/schemathesis/requirements.txt, in a venv of its own.
+VENV := $(TOOLS_DIR)/venv
+export SCHEMATHESIS := $(VENV)/bin/schemathesis
 
-.PHONY: bench bench-api bench-indexer bench-meter bench-upload help install contracts abi abi-check test test-contracts test-rust lint fmt coverage gas dev db sqlx-prepare sqlx-check migrate
+.PHONY: schemathesis bench bench-api bench-indexer bench-meter bench-upload help install contracts abi abi-check test test-contracts test-rust lint fmt coverage gas dev db sqlx-prepare sqlx-check migrate
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -43,7 +46,15 @@ abi-check: contracts ## Fail when abi/json differs from the contracts
 test-contracts: contracts ## Foundry suite with the ci profile (1,000 fuzz runs, 256 invariant runs at depth 50)
 	FOUNDRY_PROFILE=ci $(FORGE) test
 
-test-rust: contracts ## Rust unit and end-to-end tests (anvil + the deploy script, Postgres)
+$(SCHEMATHESIS): tools/schemathesis/requirements.txt
+	@echo "installing schemathesis into $(VENV) (tools/schemathesis/requirements.txt)"
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tools/schemathesis/requirements.txt
+	@touch $@
+
+schemathesis: $(SCHEMATHESIS) ## Install the pinned schemathesis the API schema test drives
+
+test-rust: contracts $(SCHEMATHESIS) ## Rust unit and end-to-end tests (anvil + the deploy script, Postgres)
 	$(CARGO) build --workspace --bins --locked
 	DATABASE_URL="$$(scripts/postgres.sh)" $(CARGO) test --workspace --locked
 

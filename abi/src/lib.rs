@@ -12,6 +12,7 @@
 mod deployment;
 pub mod eip712;
 mod enums;
+mod errors;
 mod events;
 
 pub use deployment::{Deployment, DeploymentError, PlatformContracts, PlatformRoles};
@@ -19,6 +20,7 @@ pub use enums::{
     AccountStatus, InvalidEnumValue, OwnershipMethod, ServiceKind, ServiceState, Tier,
     UnknownEnumName,
 };
+pub use errors::PlatformRevert;
 pub use events::{
     ArgsJsonError, DecodeError, DecodedLog, PlatformContract, PlatformEvent, event_name,
 };

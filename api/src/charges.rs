@@ -54,9 +54,10 @@ pub async fn deduct(
     usage_ref: B256,
     short: &str,
 ) -> ApiResult<bool> {
-    let billing = state.billing.as_ref().ok_or_else(|| {
-        ApiError::Unavailable("no billing key is configured to charge credits".into())
-    })?;
+    let billing = state
+        .billing
+        .as_ref()
+        .ok_or_else(|| ApiError::NotConfigured("no billing key is configured to charge credits"))?;
     let ledger = state.deployment.contracts.credit_ledger;
     let contract = CreditLedger::new(ledger, &state.chain);
     let deduct = contract.deduct(account, U256::ZERO, U256::from(units), usage_ref);
@@ -117,7 +118,7 @@ pub async fn refund(
     let oracle = state
         .oracle
         .as_ref()
-        .ok_or_else(|| ApiError::Unavailable("no payment oracle key is configured".into()))?;
+        .ok_or_else(|| ApiError::NotConfigured("no payment oracle key is configured"))?;
     let ledger =
         CreditLedger::new(state.deployment.contracts.credit_ledger, oracle.provider().clone());
     if ledger.isPaymentRefUsed(refund_ref).call().await.unwrap_or(false) {

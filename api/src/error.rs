@@ -131,6 +131,10 @@ pub enum ApiError {
     /// A dependency (database, chain) is unavailable.
     #[error("{0}")]
     Unavailable(String),
+    /// What the request needs is not configured on this platform (a provider, a key): not a
+    /// passing outage, so retrying does not help.
+    #[error("{0}")]
+    NotConfigured(&'static str),
     /// A bug or an unexpected failure; the cause is logged, never sent.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -210,6 +214,11 @@ impl ApiError {
             Self::Unavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "A dependency is unavailable")
             }
+            Self::NotConfigured(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not-configured",
+                "This feature is not configured on this platform",
+            ),
             Self::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", "An unexpected error occurred")
             }

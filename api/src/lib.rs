@@ -14,14 +14,16 @@
 pub mod arweave;
 pub mod auth;
 mod cache;
+pub mod chain;
 pub mod charges;
 mod config;
 pub mod domains;
 pub mod error;
 pub mod github;
 pub mod hosting;
+mod http;
 pub mod ipfs;
-mod leader;
+pub mod jobs;
 mod limits;
 pub mod metering;
 pub mod notices;
@@ -126,24 +128,54 @@ pub fn streaming_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 /// The application as served: [`app`] behind the trailing-slash normalisation.
 pub type App = tower::util::MapRequest<Router, fn(Request) -> Request>;
 
-/// The whole application: routes, the OpenAPI document and UI, and the HTTP layers.
-pub fn app(state: AppState) -> App {
+/// Every route, streaming or not, and the whole OpenAPI document as `/openapi.json` serves it.
+fn all_routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut openapi) = routes();
     let (streaming, streaming_doc) = streaming_routes();
     openapi.merge(streaming_doc);
+    openapi::complete(&mut openapi);
+    (router, streaming, openapi)
+}
+
+/// The OpenAPI document `/openapi.json` serves.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    all_routes().2
+}
+
+/// The whole application: routes, the OpenAPI document and UI, and the HTTP layers.
+pub fn app(state: AppState) -> App {
+    let (router, streaming, openapi) = all_routes();
     let config = state.config.clone();
     let router = router
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(not_found)
+        .layer(middleware::from_fn(http::input::refuse_nul_in_json))
         .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
-        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, config.request_timeout()))
-        .merge(streaming)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            config.request_timeout(),
+        ))
+        .merge(streaming);
+    layered(router, state)
+}
+
+/// `router` behind the layers every route of the API sits behind: a panic answered as a 500
+/// problem (and counted), a NUL in the path or query refused, the per-IP budget, metrics, every
+/// error as problem+json, compression, CORS, request ids and traces, and the trailing-slash
+/// normalisation.
+pub fn layered(router: Router<AppState>, state: AppState) -> App {
+    let config = state.config.clone();
+    let router = router
+        // Innermost, so a panic becomes a response that the layers outside it count and trace.
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
+        .layer(middleware::from_fn(http::input::refuse_nul_in_uri))
         .layer(middleware::from_fn_with_state(state.clone(), limits::per_ip))
         .layer(middleware::from_fn(routes::health::track))
         .layer(middleware::from_fn(error::as_problem))
         .layer(CompressionLayer::new())
         .layer(cors(&config.cors_origins))
-        .layer(CatchPanicLayer::custom(|_| ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
             let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
@@ -206,67 +238,53 @@ fn cors(origins: &[String]) -> CorsLayer {
     layer.allow_origin(AllowOrigin::list(allowed))
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, with the background tasks it needs
-/// (live notices, housekeeping).
+/// Every background job of the API, as configured: what [`serve`] supervises.
+pub fn jobs(state: &AppState, gateway: Option<SocketAddr>) -> anyhow::Result<Vec<jobs::Job>> {
+    let config = &state.config;
+    let every = |secs: u64| (secs > 0).then(|| Duration::from_secs(secs));
+    let mut jobs = vec![
+        stream::job(state),
+        housekeeping(state),
+        relay::tracker::job(state),
+        payments::worker::job(state),
+        hosting::deploy_worker(state),
+    ];
+    jobs.extend(metering::depletion::job(state));
+    jobs.extend(storage::directories::job(state));
+    jobs.extend(every(config.domain_recovery_secs).map(|d| domains::recovery::job(state, d)));
+    jobs.extend(every(config.domain_reminder_secs).map(|d| domains::reminders::job(state, d)));
+    jobs.extend(every(config.domain_recheck_secs).map(|d| domains::reverify::job(state, d)));
+    jobs.extend(
+        every(config.dynamic_reconcile_secs)
+            .and_then(|d| hosting::runtime::reconcile::job(state, d)),
+    );
+    jobs.extend(metering::Meter::new(state).map(|meter| meter.job(config.meter_interval())));
+    if let (Some(gateway), Some(interval)) = (gateway, every(config.uptime_interval_secs)) {
+        jobs.push(hosting::uptime::job(state, gateway, interval)?);
+    }
+    Ok(jobs)
+}
+
+/// Serves the API on `listener` (and the site gateway on `gateway`) until `shutdown` resolves,
+/// with every background job supervised beside it.
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
     gateway: Option<tokio::net::TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let notices = tokio::spawn(stream::run(
-        state.db.clone(),
-        state.chain_id(),
-        state.notices.clone(),
-        state.reads.clone(),
-    ));
-    let housekeeping = tokio::spawn(housekeeping(state.clone()));
-    let tracker = tokio::spawn(relay::tracker::run(state.clone()));
-    let payments = tokio::spawn(payments::worker::run(state.clone()));
-    let depletion = tokio::spawn(metering::depletion::run(state.clone()));
-    let deploys = tokio::spawn(hosting::run_deploy_jobs(state.clone()));
-    let directories = tokio::spawn(storage::directories::run(state.clone()));
-    let recovery = (state.config.domain_recovery_secs > 0).then(|| {
-        let every = Duration::from_secs(state.config.domain_recovery_secs);
-        tokio::spawn(domains::recovery::run(state.clone(), every))
-    });
-    let reminders = (state.config.domain_reminder_secs > 0).then(|| {
-        let every = Duration::from_secs(state.config.domain_reminder_secs);
-        tokio::spawn(domains::reminders::run(state.clone(), every))
-    });
-    let reverify = (state.config.domain_recheck_secs > 0).then(|| {
-        let every = Duration::from_secs(state.config.domain_recheck_secs);
-        tokio::spawn(domains::reverify::run(state.clone(), every))
-    });
-    let reconcile = (state.config.dynamic_reconcile_secs > 0).then(|| {
-        let every = Duration::from_secs(state.config.dynamic_reconcile_secs);
-        tokio::spawn(hosting::runtime::reconcile::run(state.clone(), every))
-    });
-    let meter = metering::Meter::new(&state)
-        .map(|meter| tokio::spawn(meter.run(state.config.meter_interval())));
-    // The gateway and the prober that checks sites through it.
+    let gateway_addr = gateway.as_ref().map(|g| g.local_addr()).transpose()?;
     let stopping = tokio_util::sync::CancellationToken::new();
-    let (gateway, uptime) = match gateway {
-        Some(listener) => {
-            let addr = listener.local_addr()?;
-            let interval = state.config.uptime_interval_secs;
-            let uptime = (interval > 0).then(|| {
-                tokio::spawn(hosting::uptime::run(
-                    state.clone(),
-                    addr,
-                    Duration::from_secs(interval),
-                ))
-            });
-            let served = hosting::gateway::serve_gateway(
-                state.clone(),
-                listener,
-                stopping.clone().cancelled_owned(),
-            );
-            tracing::info!(%addr, "gateway listening");
-            (Some(tokio::spawn(served)), uptime)
-        }
-        None => (None, None),
-    };
+    let supervisor = jobs::Supervisor::new(jobs(&state, gateway_addr)?, state.jobs.clone())
+        .start(stopping.clone());
+    let gateway = gateway.map(|listener| {
+        tracing::info!(addr = ?gateway_addr, "gateway listening");
+        tokio::spawn(hosting::gateway::serve_gateway(
+            state.clone(),
+            listener,
+            stopping.clone().cancelled_owned(),
+        ))
+    });
     let app = app(state);
     let served = axum::serve(
         listener,
@@ -279,34 +297,31 @@ pub async fn serve(
     if let Some(gateway) = gateway {
         gateway.await.ok();
     }
-    for task in [notices, housekeeping, tracker, payments, depletion, deploys, directories] {
-        task.abort();
-    }
-    for task in [meter, uptime, reconcile, reverify, reminders, recovery].into_iter().flatten() {
-        task.abort();
-    }
+    supervisor.await.ok();
     served
 }
 
 /// Forgets expired nonces and refresh tokens and idle rate-limit keys, once a minute.
-async fn housekeeping(state: AppState) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    loop {
-        tick.tick().await;
-        state.limits.prune();
-        let pruned =
-            sqlx::query!("delete from auth_nonces where expires_at < now() - interval '1 day'")
-                .execute(&state.db)
-                .await
-                .and(
-                    sqlx::query!(
-                        "delete from refresh_tokens where expires_at < now() - interval '1 day'"
-                    )
+fn housekeeping(state: &AppState) -> jobs::Job {
+    let state = state.clone();
+    jobs::Job::periodic(
+        "housekeeping",
+        || jobs::Schedule::every(Duration::from_secs(60)).first_after(Duration::from_secs(60)),
+        move || {
+            let state = state.clone();
+            async move {
+                state.limits.prune();
+                sqlx::query!("delete from auth_nonces where expires_at < now() - interval '1 day'")
                     .execute(&state.db)
-                    .await,
-                );
-        if let Err(err) = pruned {
-            tracing::warn!(target: "api::housekeeping", %err, "pruning failed");
-        }
-    }
+                    .await?;
+                sqlx::query!(
+                    "delete from refresh_tokens where expires_at < now() - interval '1 day'"
+                )
+                .execute(&state.db)
+                .await?;
+                Ok(())
+            }
+        },
+    )
+    .optional()
 }

@@ -13,9 +13,6 @@ async fn main() -> anyhow::Result<()> {
         .json()
         .init();
     let config = Config::parse();
-    decentraspace_indexer::store::migrate(&config.database_url)
-        .await
-        .context("apply migrations")?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listen on {}", config.listen))?;
@@ -28,6 +25,7 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     let state = AppState::new(config).await?;
+    decentraspace_db::migrate(&state.db).await.context("apply migrations")?;
     tracing::info!(addr = %listener.local_addr()?, chain_id = state.chain_id(), "api listening");
     serve(state, listener, gateway, shutdown_signal()).await
 }

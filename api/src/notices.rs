@@ -14,7 +14,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::AuthUser,
-    error::{ApiError, ApiResult, Problem},
+    error::{ApiError, ApiResult},
     routes::page_limit,
     state::AppState,
     stream::PlatformNotice,
@@ -54,6 +54,7 @@ pub struct NoticeQuery {
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Notices per page (1–500, default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -93,9 +94,7 @@ pub async fn post(
 /// The caller's notices, newest first.
 #[utoipa::path(get, path = "/notices", tag = "notices", security(("bearer" = [])),
     params(NoticeQuery),
-    responses((status = 200, body = NoticePage),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = NoticePage)))]
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,

@@ -72,13 +72,13 @@ pub struct AppState {
     pub reads: Arc<crate::ReadCaches>,
     /// Indexed-block and platform notices for `/v1/stream`, fed by NOTIFY.
     pub notices: broadcast::Sender<Notice>,
+    /// Which required background jobs are down (readiness reads it).
+    pub jobs: crate::jobs::JobHealth,
 }
 
 impl AppState {
     /// Connects to the database and the chain and loads the deployment record.
     pub async fn new(config: Config) -> anyhow::Result<Self> {
-        let deployment =
-            Deployment::load(&config.deployments_file).context("load the deployment record")?;
         let db = PgPoolOptions::new()
             .max_connections(config.database_pool_size)
             .acquire_timeout(std::time::Duration::from_secs(5))
@@ -88,6 +88,15 @@ impl AppState {
             .connect(&config.database_url)
             .await
             .context("connect to the database")?;
+        Self::with_db(config, db).await
+    }
+
+    /// The state over an open database pool (`config.database_url` is not used), connecting to
+    /// the chain and loading the deployment record. Nothing is sent to the chain until a route
+    /// or job needs it.
+    pub async fn with_db(config: Config, db: PgPool) -> anyhow::Result<Self> {
+        let deployment =
+            Deployment::load(&config.deployments_file).context("load the deployment record")?;
         let chain = ProviderBuilder::new()
             .connect(&config.rpc_url)
             .await
@@ -266,14 +275,15 @@ impl AppState {
             limits,
             notices,
             reads: Arc::default(),
+            jobs: crate::jobs::JobHealth::default(),
         })
     }
 
     /// The operator, or 503 when no operator key is configured.
     pub fn operator(&self) -> Result<&Operator, crate::error::ApiError> {
-        self.operator.as_ref().ok_or_else(|| {
-            crate::error::ApiError::Unavailable("no operator key is configured".into())
-        })
+        self.operator
+            .as_ref()
+            .ok_or_else(|| crate::error::ApiError::NotConfigured("no operator key is configured"))
     }
 
     /// The chain id of the deployment.

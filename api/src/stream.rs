@@ -1,21 +1,22 @@
 //! Live notices: one task listens to the indexer's NOTIFY, loads the newly indexed events once,
 //! and fans them out to every `/v1/stream` client, which filters them in memory. The platform's
 //! own notices (services suspended for lack of credit) travel the same way, through NOTIFY on
-//! [`PLATFORM_CHANNEL`], so that every replica's clients see what any replica did.
+//! [`channels::PLATFORM`], so that every replica's clients see what any replica did.
 
 use std::{sync::Arc, time::Duration};
 
+use decentraspace_db::channels::{self, IndexedBatch};
 use serde::Deserialize;
 use sqlx::{PgPool, postgres::PgListener};
 use tokio::sync::broadcast;
 
-use crate::routes::public::{EventView, load_events_in_blocks};
+use crate::{
+    jobs::Job,
+    routes::public::{EventView, load_events_in_blocks},
+};
 
 /// The most events one notice carries; a larger batch (a backfill) is announced without them.
 pub const MAX_NOTICE_EVENTS: i64 = 2_000;
-
-/// The channel platform notices are sent on (payload: a [`PlatformNotice`] as JSON).
-pub const PLATFORM_CHANNEL: &str = "decentraspace_platform";
 
 /// What `/v1/stream` fans out.
 #[derive(Debug, Clone)]
@@ -45,7 +46,7 @@ impl PlatformNotice {
     /// inside a transaction that rolls back is never seen).
     pub async fn publish(&self, db: &PgPool) -> anyhow::Result<()> {
         sqlx::query("select pg_notify($1, $2)")
-            .bind(PLATFORM_CHANNEL)
+            .bind(channels::PLATFORM)
             .bind(serde_json::to_string(self)?)
             .execute(db)
             .await?;
@@ -66,36 +67,37 @@ pub struct ChainNotice {
     pub events: Option<Arc<Vec<EventView>>>,
 }
 
-/// The indexer's NOTIFY payload.
-#[derive(Debug, Deserialize)]
-struct Payload {
-    chain_id: u64,
-    from_block: u64,
-    to_block: u64,
-    events: u64,
-    reorg: bool,
-}
-
-/// Listens until the process ends, reconnecting after database failures.
-pub async fn run(
-    db: PgPool,
-    chain_id: u64,
-    notices: broadcast::Sender<Notice>,
-    reads: std::sync::Arc<crate::ReadCaches>,
-) {
-    let mut attempt = 0u32;
-    loop {
-        let listened = listen(&db, chain_id, &notices, &reads).await;
-        // Without notices, cached reads could go stale: stop caching until listening again.
-        reads.set_live(false);
-        match listened {
-            Ok(()) => return,
-            Err(err) => {
-                attempt = attempt.saturating_add(1);
-                tracing::warn!(target: "api::stream", %err, attempt, "notice listener failed; reconnecting");
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt.min(25)))).await;
+/// The listener's job: listens until the process ends, reconnecting after database failures.
+/// Cached reads are served only while it listens (a panic or a stop turns caching off).
+pub fn job(state: &crate::AppState) -> Job {
+    let (db, chain_id) = (state.db.clone(), state.chain_id());
+    let (notices, reads) = (state.notices.clone(), state.reads.clone());
+    Job::new("notices", move || {
+        let (db, notices, reads) = (db.clone(), notices.clone(), reads.clone());
+        async move {
+            let _off = CachingOff(reads.clone());
+            let mut attempt = 0u32;
+            loop {
+                let listened = listen(&db, chain_id, &notices, &reads).await;
+                // Without notices, cached reads could go stale: stop caching until listening again.
+                reads.set_live(false);
+                if let Err(err) = listened {
+                    attempt = attempt.saturating_add(1);
+                    tracing::warn!(target: "api::stream", %err, attempt, "notice listener failed; reconnecting");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt.min(25))))
+                        .await;
+                }
             }
         }
+    })
+}
+
+/// Turns caching off when the listener ends, however it ends.
+struct CachingOff(Arc<crate::ReadCaches>);
+
+impl Drop for CachingOff {
+    fn drop(&mut self) {
+        self.0.set_live(false);
     }
 }
 
@@ -106,7 +108,7 @@ async fn listen(
     reads: &crate::ReadCaches,
 ) -> anyhow::Result<()> {
     let mut listener = PgListener::connect_with(db).await?;
-    listener.listen_all([decentraspace_indexer::store::NOTIFY_CHANNEL, PLATFORM_CHANNEL]).await?;
+    listener.listen_all([channels::INDEXED, channels::PLATFORM]).await?;
     reads.set_live(true);
     loop {
         // `None`: the connection dropped and notices may have been missed while it reconnects.
@@ -114,7 +116,7 @@ async fn listen(
             reads.invalidate();
             continue;
         };
-        if notification.channel() == PLATFORM_CHANNEL {
+        if notification.channel() == channels::PLATFORM {
             match serde_json::from_str::<PlatformNotice>(notification.payload()) {
                 Ok(notice) if notice.chain_id == chain_id => {
                     let _ = notices.send(Notice::Platform(Arc::new(notice)));
@@ -126,7 +128,7 @@ async fn listen(
             }
             continue;
         }
-        let payload: Payload = match serde_json::from_str(notification.payload()) {
+        let payload: IndexedBatch = match serde_json::from_str(notification.payload()) {
             Ok(p) => p,
             Err(err) => {
                 tracing::warn!(target: "api::stream", %err, "unreadable indexer notice");

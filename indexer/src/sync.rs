@@ -14,6 +14,7 @@ use alloy::{
 };
 use anyhow::Context;
 use decentraspace_abi::Deployment;
+use decentraspace_db::{channels, locks::Lock};
 use futures::{StreamExt, TryStreamExt, stream};
 use sqlx::PgConnection;
 use tracing::{debug, error, info, warn};
@@ -32,8 +33,6 @@ const DEFAULT_FINALITY_DEPTH: u64 = 200;
 const HEAD_STEP: u64 = 100;
 /// The most blocks one backfill pass plans before looking at the head again.
 const BACKFILL_PASS: u64 = 1_000_000;
-/// Postgres advisory lock namespace for the per-chain writer election.
-const LEADER_LOCK_BASE: i64 = 0x6473_7061_6365_0000;
 
 /// Why a sync step stopped.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +129,7 @@ impl Indexer {
     }
 
     async fn acquire_leadership(&self, conn: &mut PgConnection) -> Result<(), StoreError> {
-        let key = LEADER_LOCK_BASE + self.chain_id() as i64;
+        let key = Lock::IndexerWriter { chain_id: self.chain_id() }.key();
         let acquired: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
             .bind(key)
             .fetch_one(&mut *conn)
@@ -489,7 +488,7 @@ impl Indexer {
         let listen = async {
             let mut listener =
                 sqlx::postgres::PgListener::connect(&self.config.database_url).await?;
-            listener.listen(store::WAKE_CHANNEL).await?;
+            listener.listen(channels::WAKE_INDEXER).await?;
             Ok::<_, sqlx::Error>(listener)
         };
         match listen.await {

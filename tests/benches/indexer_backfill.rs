@@ -343,7 +343,7 @@ async fn head_latency(chain: &TestChain, db: &TestDb, n: usize) -> anyhow::Resul
     config.poll_interval_ms = 1_000;
     let indexer = decentraspace_tests::IndexerTask::start(config).await?;
     let mut listener = sqlx::postgres::PgListener::connect(&db.url).await?;
-    listener.listen(decentraspace_indexer::store::NOTIFY_CHANNEL).await?;
+    listener.listen(decentraspace_db::channels::INDEXED).await?;
     let head = chain.reader().get_block_number().await?;
     wait_for_checkpoint(db, chain.chain_id(), head, Duration::from_secs(60)).await?;
     while tokio::time::timeout(Duration::from_millis(200), listener.recv()).await.is_ok() {}

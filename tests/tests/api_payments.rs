@@ -120,6 +120,14 @@ async fn fiat_entries(db: &TestDb) -> anyhow::Result<i64> {
 async fn a_paid_card_payment_is_credited_once_however_often_paystack_says_so() -> anyhow::Result<()>
 {
     let Stack { chain, db, api, paystack, user, account, _indexer } = stack().await?;
+    // With a card provider configured, card payments are offered, in the configured currencies.
+    let (status, methods) = api.get("/billing/payment-methods", Some(&user.access)).await?;
+    assert_eq!(status, 200, "{methods}");
+    let methods = methods["methods"].as_array().cloned().unwrap_or_default();
+    let card = methods.iter().find(|m| m["method"] == "card").expect("card offered");
+    assert_eq!(card["provider"], "paystack");
+    assert!(card["currencies"].as_array().is_some_and(|c| c.iter().any(|c| c == "NGN")));
+
     let reference = initialize(&api, &user, 500_000).await?;
     paystack.settle(&reference, "success", None, None);
     let body = paystack.charge_success(&reference);

@@ -266,6 +266,21 @@ async fn the_relay_refuses_what_it_must_not_send() -> anyhow::Result<()> {
     let (alice, bob) = (chain.user(12), chain.user(13));
     let session = api.login(&alice).await?;
     let register = Bytes::from(decentraspace_abi::AccountRegistry::registerCall {}.abi_encode());
+    // Bob's service, which Alice's wallet has no say over.
+    let as_bob = chain.provider_as(bob.clone());
+    decentraspace_abi::AccountRegistry::new(c.account_registry, &as_bob)
+        .register()
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    let bobs = ServiceRegistry::new(c.service_registry, &as_bob);
+    let create = bobs.createService(ServiceKind::StaticHosting.into(), keccak256("bob"));
+    let bobs_service = create.call().await?;
+    create.send().await?.get_receipt().await?;
+    let pause_bobs =
+        Bytes::from(ServiceRegistry::pauseCall { serviceId: bobs_service }.abi_encode());
+    let alice_nonce = chain.reader().get_transaction_count(alice.address()).await?;
 
     let cases: Vec<(&str, Value, u16, &str)> = vec![
         (
@@ -331,6 +346,25 @@ async fn the_relay_refuses_what_it_must_not_send() -> anyhow::Result<()> {
             "relay-would-revert",
         ),
         (
+            "a raw transaction that would revert",
+            json!({ "raw_transaction": raw_tx(&chain, &alice, c.service_registry, ServiceRegistry::pauseCall { serviceId: U256::from(999) }.abi_encode().into(), chain.chain_id()).await? }),
+            422,
+            "relay-would-revert",
+        ),
+        (
+            "a raw transaction acting on another wallet's service",
+            json!({ "raw_transaction": raw_tx(&chain, &alice, c.service_registry, pause_bobs.clone(), chain.chain_id()).await? }),
+            403,
+            "forbidden",
+        ),
+        (
+            "a forward request acting on another wallet's service",
+            forward(&chain, &alice, alice.address(), c.service_registry, pause_bobs.clone())
+                .await?,
+            403,
+            "forbidden",
+        ),
+        (
             "both modes at once",
             json!({ "raw_transaction": "0x00", "forward_request": null }),
             400,
@@ -356,6 +390,8 @@ async fn the_relay_refuses_what_it_must_not_send() -> anyhow::Result<()> {
         .fetch_one(&mut conn)
         .await?;
     assert_eq!(recorded, 0);
+    // Nor did any of Alice's signed transactions reach the chain: she spent no gas.
+    assert_eq!(chain.reader().get_transaction_count(alice.address()).await?, alice_nonce);
     Ok(())
 }
 

@@ -491,14 +491,23 @@ fn named(url: &str, name: &str) -> String {
 }
 
 /// The advisory locks of this database, as (application name, granted), granted first.
-async fn advisory_locks(conn: &mut PgConnection) -> anyhow::Result<Vec<(String, bool)>> {
+async fn advisory_locks(
+    conn: &mut PgConnection,
+    chain_id: u64,
+) -> anyhow::Result<Vec<(String, bool)>> {
+    // The writer's lock only: sqlx takes an advisory lock of its own while migrating, which
+    // would read as one indexer holding and the other waiting.
+    let key = decentraspace_db::locks::Lock::IndexerWriter { chain_id }.key();
     Ok(sqlx::query_as(
         "select a.application_name, l.granted from pg_locks l \
          join pg_stat_activity a on a.pid = l.pid \
          where l.locktype = 'advisory' \
            and l.database = (select oid from pg_database where datname = current_database()) \
+           and l.classid::bigint = $1 and l.objid::bigint = $2 and l.objsubid = 1 \
          order by l.granted desc, a.application_name",
     )
+    .bind(key >> 32)
+    .bind(key & 0xffff_ffff)
     .fetch_all(&mut *conn)
     .await?)
 }
@@ -506,12 +515,13 @@ async fn advisory_locks(conn: &mut PgConnection) -> anyhow::Result<Vec<(String, 
 /// Waits until the advisory locks are exactly `want`.
 async fn wait_for_locks(
     conn: &mut PgConnection,
+    chain_id: u64,
     want: impl Fn(&[(String, bool)]) -> bool,
     what: &str,
 ) -> anyhow::Result<Vec<(String, bool)>> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let locks = advisory_locks(conn).await?;
+        let locks = advisory_locks(conn, chain_id).await?;
         if want(&locks) {
             return Ok(locks);
         }
@@ -544,6 +554,7 @@ async fn the_standby_takes_over_from_a_killed_leader_missing_and_duplicating_not
     let mut b = IndexerProcess::spawn(&config("indexer-b"), "run")?;
     let locks = wait_for_locks(
         &mut conn,
+        chain.chain_id(),
         |l| l.len() == 2 && l[0].1 && !l[1].1 && l[0].0 != l[1].0,
         "one leader and one standby",
     )
@@ -554,7 +565,7 @@ async fn the_standby_takes_over_from_a_killed_leader_missing_and_duplicating_not
     let start = chain.deployment.deploy_block;
     wait_for_checkpoint(&db, chain.chain_id(), start + 1, Duration::from_secs(30)).await?;
     assert_eq!(
-        advisory_locks(&mut conn).await?,
+        advisory_locks(&mut conn, chain.chain_id()).await?,
         locks,
         "the same leader and standby throughout; indexer-a logged:\n{}\nindexer-b logged:\n{}",
         a.log(),
@@ -584,7 +595,7 @@ async fn the_standby_takes_over_from_a_killed_leader_missing_and_duplicating_not
     deduct_batches(&chain, &customers, 5, 1_000, next_ref).await?;
     let new_head = chain.reader().get_block_number().await?;
     wait_for_checkpoint(&db, chain.chain_id(), new_head, Duration::from_secs(30)).await?;
-    let locks = advisory_locks(&mut conn).await?;
+    let locks = advisory_locks(&mut conn, chain.chain_id()).await?;
     assert_eq!(locks, [(standby_name.to_owned(), true)], "the standby leads alone");
     assert!(standby.child.try_wait()?.is_none(), "the new leader is running");
 
@@ -593,6 +604,7 @@ async fn the_standby_takes_over_from_a_killed_leader_missing_and_duplicating_not
     let _restarted = IndexerProcess::spawn(&config(restarted_name), "run")?;
     wait_for_locks(
         &mut conn,
+        chain.chain_id(),
         |l| l == [(standby_name.to_owned(), true), (restarted_name.to_owned(), false)],
         "the restarted instance stands by",
     )

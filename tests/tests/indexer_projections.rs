@@ -190,7 +190,7 @@ async fn every_event_lands_in_its_projection() -> anyhow::Result<()> {
     let head = chain.reader().get_block_number().await?;
 
     let mut listener = sqlx::postgres::PgListener::connect(&db.url).await?;
-    listener.listen(store::NOTIFY_CHANNEL).await?;
+    listener.listen(decentraspace_db::channels::INDEXED).await?;
     let indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
     wait_for_checkpoint(&db, chain_id, head, Duration::from_secs(30)).await?;
     indexer.stop().await?;

@@ -387,7 +387,7 @@ struct Rollbacks {
 impl Rollbacks {
     async fn listen(db: &TestDb, chain_id: u64) -> anyhow::Result<Self> {
         let mut listener = PgListener::connect(&db.url).await?;
-        listener.listen(decentraspace_indexer::store::NOTIFY_CHANNEL).await?;
+        listener.listen(decentraspace_db::channels::INDEXED).await?;
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&seen);
         let task = tokio::spawn(async move {

@@ -168,7 +168,8 @@ fn token_response(tokens: tokens::IssuedTokens) -> TokenResponse {
 /// whole login).
 #[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body = RefreshRequest,
     responses((status = 200, body = TokenResponse),
-        (status = 401, body = Problem, content_type = "application/problem+json")))]
+        (status = 401, description = "The refresh token is unknown, expired, revoked or reused",
+            body = Problem, content_type = "application/problem+json")))]
 pub async fn refresh(
     State(state): State<AppState>,
     Json(request): Json<RefreshRequest>,
@@ -180,7 +181,9 @@ pub async fn refresh(
 
 /// Ends a login: its refresh tokens stop working (access tokens expire on their own).
 #[utoipa::path(post, path = "/auth/logout", tag = "auth", request_body = RefreshRequest,
-    responses((status = 204), (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204),
+        (status = 401, description = "The refresh token is unknown, expired, revoked or reused",
+            body = Problem, content_type = "application/problem+json")))]
 pub async fn logout(
     State(state): State<AppState>,
     Json(request): Json<RefreshRequest>,

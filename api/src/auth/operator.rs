@@ -16,7 +16,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use utoipa::ToSchema;
 
-use crate::error::ApiError;
+use crate::chain::ChainError;
 
 /// How long a request waits for its transaction's receipt before answering `pending`.
 const RECEIPT_WAIT: Duration = Duration::from_secs(15);
@@ -65,12 +65,12 @@ impl Operator {
         &self.provider
     }
 
-    /// Sends a call as the operator and waits a little for its receipt. A call the chain refuses
-    /// (it reverts in estimation) is answered as a conflict naming the contract's error.
+    /// Sends a call as the operator and waits a little for its receipt: `pending` when it is not
+    /// mined in that time. A call the chain refuses (it reverts in estimation) is not sent.
     pub async fn send<D: CallDecoder>(
         &self,
         call: CallBuilder<&DynProvider, D, Ethereum>,
-    ) -> Result<TxOutcome, ApiError> {
+    ) -> Result<TxOutcome, ChainError> {
         let pending = self.submit(call).await?;
         let tx_hash = pending.tx_hash().to_string();
         match pending.with_timeout(Some(RECEIPT_WAIT)).get_receipt().await {
@@ -83,39 +83,31 @@ impl Operator {
         }
     }
 
-    /// Sends a call, one at a time; a call the chain refuses (it reverts in estimation) is a
-    /// conflict naming the contract's error.
+    /// Sends a call, one at a time.
     async fn submit<D: CallDecoder>(
         &self,
         call: CallBuilder<&DynProvider, D, Ethereum>,
-    ) -> Result<alloy::providers::PendingTransactionBuilder<Ethereum>, ApiError> {
+    ) -> Result<alloy::providers::PendingTransactionBuilder<Ethereum>, ChainError> {
         let _sending = self.sending.lock().await;
-        call.send().await.map_err(|err| match err.as_revert_data() {
-            Some(data) => ApiError::Conflict(format!(
-                "the chain refused the transaction: {}",
-                crate::relay::policy::revert_reason(&data)
-            )),
-            None => crate::error::chain_unavailable("send the transaction", err),
-        })
+        call.send().await.map_err(ChainError::from_send)
     }
 
-    /// Sends a call as the operator and waits for its receipt (for callers that need its logs).
-    /// A refused call is a conflict naming the contract's error; a transaction not mined in time
-    /// is unavailable.
+    /// Sends a call as the operator and waits for its receipt (for callers that need its logs):
+    /// a transaction not mined in time is [`ChainError::Timeout`], one that reverted
+    /// [`ChainError::Reverted`].
     pub async fn send_for_receipt<D: CallDecoder>(
         &self,
         call: CallBuilder<&DynProvider, D, Ethereum>,
-    ) -> Result<alloy::rpc::types::TransactionReceipt, ApiError> {
+    ) -> Result<alloy::rpc::types::TransactionReceipt, ChainError> {
         let pending = self.submit(call).await?;
-        let receipt =
-            pending.with_timeout(Some(RECEIPT_WAIT)).get_receipt().await.map_err(|_| {
-                ApiError::Unavailable("the transaction was not mined in time; try again".into())
-            })?;
+        let hash = *pending.tx_hash();
+        let receipt = pending
+            .with_timeout(Some(RECEIPT_WAIT))
+            .get_receipt()
+            .await
+            .map_err(|_| ChainError::Timeout(hash))?;
         if !receipt.status() {
-            return Err(ApiError::Conflict(format!(
-                "the transaction {} reverted on-chain",
-                receipt.transaction_hash
-            )));
+            return Err(ChainError::Reverted(receipt.transaction_hash));
         }
         Ok(receipt)
     }

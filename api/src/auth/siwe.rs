@@ -30,6 +30,11 @@ const EIP1271_GAS: u64 = 500_000;
 const CLOCK_SKEW_SECS: i64 = 60;
 /// The longest signature accepted (contract wallets may concatenate several).
 const MAX_SIGNATURE_BYTES: usize = 4096;
+/// The longest message accepted. A wallet's message is a few hundred bytes; resources (URIs)
+/// may add some, not kilobytes.
+pub const MAX_MESSAGE_BYTES: usize = 8192;
+/// The longest statement accepted (EIP-4361: one human-readable line).
+pub const MAX_STATEMENT_CHARS: usize = 1024;
 
 /// What a login message must match.
 #[derive(Debug, Clone)]
@@ -73,6 +78,15 @@ pub fn check_message(
     expected: &Expected<'_>,
     now: DateTime<Utc>,
 ) -> Result<LoginMessage, ApiError> {
+    if text.len() > MAX_MESSAGE_BYTES {
+        return Err(refuse(
+            LoginFailure::Malformed,
+            format!(
+                "the message has {} bytes; at most {MAX_MESSAGE_BYTES} are accepted",
+                text.len()
+            ),
+        ));
+    }
     let message: siwe::Message = text.parse().map_err(|err| {
         refuse(LoginFailure::Malformed, format!("not an EIP-4361 message: {err}"))
     })?;
@@ -81,6 +95,17 @@ pub fn check_message(
         .map_err(|_| refuse(LoginFailure::Malformed, "the signature must be 0x-prefixed hex"))?;
     if signature.is_empty() || signature.len() > MAX_SIGNATURE_BYTES {
         return Err(refuse(LoginFailure::Malformed, "the signature is empty or too long"));
+    }
+    if let Some(statement) = &message.statement
+        && statement.chars().count() > MAX_STATEMENT_CHARS
+    {
+        return Err(refuse(
+            LoginFailure::Malformed,
+            format!(
+                "the statement has {} characters; at most {MAX_STATEMENT_CHARS} are accepted (one line)",
+                statement.chars().count()
+            ),
+        ));
     }
     if message.domain.as_str() != expected.domain {
         return Err(refuse(
@@ -259,5 +284,27 @@ mod tests {
             Err(ApiError::Login { failure, .. }) => assert_eq!(failure, LoginFailure::Malformed),
             other => panic!("expected a malformed signature, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn refuses_oversized_messages_and_statements_saying_the_bound() {
+        let signer = PrivateKeySigner::random();
+        let now = Utc::now();
+        let sig = "0x".to_owned() + &"11".repeat(65);
+        let ok = message(signer.address(), now, "");
+        let long_statement =
+            ok.replace("Sign in to DecentraSpace", &"a".repeat(MAX_STATEMENT_CHARS + 1));
+        let huge = ok.replace("Sign in to DecentraSpace", &"a".repeat(1_000_000));
+        for (text, says) in [(long_statement, "statement has 1025"), (huge, "at most 8192")] {
+            match check_message(&text, &sig, &expected(), now) {
+                Err(ApiError::Login { failure: LoginFailure::Malformed, detail }) => {
+                    assert!(detail.contains(says), "{detail}");
+                }
+                other => panic!("expected a malformed message, got {other:?}"),
+            }
+        }
+        let at_bound = ok.replace("Sign in to DecentraSpace", &"a".repeat(MAX_STATEMENT_CHARS));
+        let signed = signer.sign_message_sync(at_bound.as_bytes()).expect("sign");
+        check_message(&at_bound, &signed.to_string(), &expected(), now).expect("at the bound");
     }
 }

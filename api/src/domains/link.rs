@@ -148,9 +148,7 @@ fn call(state: &AppState, data: Vec<u8>, function: &str) -> OwnerCall {
 /// The proof to set up for a domain, and where it stands on-chain.
 #[utoipa::path(get, path = "/domain/link", tag = "domains", security(("bearer" = [])),
     params(DomainQuery),
-    responses((status = 200, body = Challenge),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Challenge)))]
 pub async fn challenge(
     State(state): State<AppState>,
     user: AuthUser,
@@ -173,15 +171,13 @@ pub async fn challenge(
 #[utoipa::path(post, path = "/domain/link", tag = "domains", security(("bearer" = [])),
     request_body = LinkRequest,
     responses((status = 200, body = Verified),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such site of the caller's", body = Problem,
             content_type = "application/problem+json"),
         (status = 409, description = "The name is held by a purchase, or the site has no service yet",
             body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The proof is missing or wrong: the answer says what to set",
             body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::Unavailable))]
 pub async fn link(
     State(state): State<AppState>,
     user: AuthUser,
@@ -310,11 +306,11 @@ async fn txt_proof(
         OwnershipMethod::Handshake => state
             .hns
             .as_ref()
-            .ok_or_else(|| ApiError::Unavailable("no Handshake resolver is configured".into()))?,
+            .ok_or_else(|| ApiError::NotConfigured("no Handshake resolver is configured"))?,
         _ => state
             .dns
             .as_ref()
-            .ok_or_else(|| ApiError::Unavailable("no DNS resolver is configured".into()))?,
+            .ok_or_else(|| ApiError::NotConfigured("no DNS resolver is configured"))?,
     };
     let found = resolver.txt(record_name).await.map_err(|err| {
         tracing::warn!(target: "api::domains", %err, "TXT lookup failed");
@@ -335,10 +331,8 @@ async fn txt_proof(
 
 /// Checks the caller's wallet owns the ENS name (directly or wrapped): 403 when another does.
 async fn ens_owner(state: &AppState, domain: &str, wallet: Address) -> ApiResult<()> {
-    let ens = state
-        .ens
-        .as_ref()
-        .ok_or_else(|| ApiError::Unavailable("no ENS RPC is configured".into()))?;
+    let ens =
+        state.ens.as_ref().ok_or_else(|| ApiError::NotConfigured("no ENS RPC is configured"))?;
     let owner = ens
         .owner(domain)
         .await
@@ -365,7 +359,7 @@ async fn record_proof(
     let verifier = state
         .verifier
         .as_ref()
-        .ok_or_else(|| ApiError::Unavailable("no verifier key is configured".into()))?;
+        .ok_or_else(|| ApiError::NotConfigured("no verifier key is configured"))?;
     let registry = DomainRegistry::new(
         state.deployment.contracts.domain_registry,
         verifier.provider().clone(),
@@ -398,11 +392,9 @@ async fn record_proof(
 #[utoipa::path(post, path = "/domain/unlink", tag = "domains", security(("bearer" = [])),
     request_body = UnlinkRequest,
     responses((status = 200, body = OwnerCall),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Another wallet owns the domain", body = Problem,
             content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        crate::openapi::NotFound,
         (status = 409, description = "It is not linked", body = Problem,
             content_type = "application/problem+json")))]
 pub async fn unlink(

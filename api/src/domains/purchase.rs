@@ -99,10 +99,7 @@ fn years(requested: Option<u32>) -> ApiResult<u32> {
 }
 
 fn registrar(state: &AppState) -> ApiResult<std::sync::Arc<dyn super::registrar::Registrar>> {
-    state
-        .registrar
-        .clone()
-        .ok_or_else(|| ApiError::Unavailable("no registrar is configured".into()))
+    state.registrar.clone().ok_or_else(|| ApiError::NotConfigured("no registrar is configured"))
 }
 
 /// The price of a name under the platform's own namespace (registered directly, no registrar):
@@ -196,9 +193,7 @@ async fn priced(
 #[utoipa::path(get, path = "/domain/purchase", tag = "domains", security(("bearer" = [])),
     params(PurchaseRequest),
     responses((status = 200, body = Price),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::Unavailable))]
 pub async fn price(
     State(state): State<AppState>,
     _user: AuthUser,
@@ -233,8 +228,6 @@ pub async fn price(
 #[utoipa::path(post, path = "/domain/purchase", tag = "domains", security(("bearer" = [])),
     request_body = PurchaseRequest,
     responses((status = 201, body = Purchase),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "Too little credit: nothing was charged or recorded", body = Problem,
             content_type = "application/problem+json"),
         (status = 409, description = "Not available, or held already", body = Problem,
@@ -265,22 +258,20 @@ pub async fn buy(
     let (quote, units, registrar) = priced(&state, &domain, years, Term::Purchase).await?;
     let order = Order { domain: &domain, term: Term::Purchase, years, units, expires_at };
     let purchase = pay_then(&state, user.address, &order, &quote, registrar).await?;
-    record(&state, purchase, &domain, user.address, expires_at, None).await
+    Ok(record(&state, purchase, &domain, user.address, expires_at, None).await?)
 }
 
 /// Renews a name the caller bought: charged, renewed at the registrar, the new expiry recorded.
 #[utoipa::path(post, path = "/domain/purchase/renew", tag = "domains", security(("bearer" = [])),
     request_body = PurchaseRequest,
     responses((status = 200, body = Purchase),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 402, body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Another wallet's name", body = Problem,
             content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        crate::openapi::NotFound,
         (status = 409, description = "Not a name bought through the platform", body = Problem,
             content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::Unavailable))]
 pub async fn renew(
     State(state): State<AppState>,
     user: AuthUser,
@@ -438,6 +429,32 @@ pub(super) async fn advance(
     Ok(moved.rows_affected() == 1)
 }
 
+/// Why a purchase was not recorded on-chain.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RecordError {
+    /// Another wallet bought the name meanwhile (it holds a live purchase record).
+    #[error("{0} was bought by another wallet meanwhile")]
+    TakenMeanwhile(String),
+    /// The chain refused or did not answer, or the database failed.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl From<sqlx::Error> for RecordError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Api(err.into())
+    }
+}
+
+impl From<RecordError> for ApiError {
+    fn from(err: RecordError) -> Self {
+        match err {
+            RecordError::TakenMeanwhile(_) => ApiError::Conflict(err.to_string()),
+            RecordError::Api(err) => err,
+        }
+    }
+}
+
 /// Records the purchase (or renewal) on-chain with the registrar key and waits for the index.
 pub(super) async fn record(
     state: &AppState,
@@ -446,11 +463,11 @@ pub(super) async fn record(
     owner: Address,
     expires_at: DateTime<Utc>,
     renewing_from: Option<DateTime<Utc>>,
-) -> ApiResult<(StatusCode, Json<Purchase>)> {
+) -> Result<(StatusCode, Json<Purchase>), RecordError> {
     let registrar_key = state
         .registrar_key
         .as_ref()
-        .ok_or_else(|| ApiError::Unavailable("no registrar key is configured".into()))?;
+        .ok_or_else(|| ApiError::NotConfigured("no registrar key is configured"))?;
     let registry = DomainRegistry::new(
         state.deployment.contracts.domain_registry,
         registrar_key.provider().clone(),
@@ -472,7 +489,7 @@ pub(super) async fn record(
         && purchased
         && held_until > Utc::now().timestamp() as u64;
     if taken {
-        return Err(ApiError::Conflict(format!("{domain} was bought by another wallet meanwhile")));
+        return Err(RecordError::TakenMeanwhile(domain.to_owned()));
     }
     let sent = if done {
         Ok(())
@@ -492,7 +509,7 @@ pub(super) async fn record(
         )
         .execute(&state.db)
         .await?;
-        return Err(err);
+        return Err(ApiError::from(err).into());
     }
     for _ in 0..INDEX_WAIT_STEPS {
         let indexed = sqlx::query_scalar!(

@@ -11,26 +11,32 @@ use std::time::Duration;
 use alloy::primitives::Address;
 use chrono::Utc;
 use decentraspace_abi::CreditLedger;
+use decentraspace_db::locks::{Lock, try_lead};
 
-use super::purchase::{advance, charge_ref, platform_price, record, refund_ref};
-use crate::{charges, leader::try_lead, state::AppState};
+use super::purchase::{RecordError, advance, charge_ref, platform_price, record, refund_ref};
 
-/// Advisory lock key of the job.
-const LEADER_KEY: i64 = 0x7265_636f; // "reco"
+use crate::{
+    charges,
+    jobs::{Job, Schedule},
+    state::AppState,
+};
 
-/// Runs a pass every `interval` until the task is dropped.
-pub async fn run(state: AppState, interval: Duration) {
-    loop {
-        tokio::time::sleep(interval).await;
-        if let Err(err) = pass(&state).await {
-            tracing::warn!(target: "api::domains", err = format!("{err:#}"), "purchase recovery failed");
-        }
-    }
+/// The job: a pass every `interval`.
+pub fn job(state: &AppState, interval: Duration) -> Job {
+    let state = state.clone();
+    Job::periodic(
+        "domain-recovery",
+        move || Schedule::every(interval).first_after(interval),
+        move || {
+            let state = state.clone();
+            async move { pass(&state).await.map(drop) }
+        },
+    )
 }
 
 /// One pass; answers how many purchases it settled.
 pub async fn pass(state: &AppState) -> anyhow::Result<usize> {
-    let Some(lock) = try_lead(&state.db, LEADER_KEY).await? else { return Ok(0) };
+    let Some(lock) = try_lead(&state.db, Lock::DomainRecovery).await? else { return Ok(0) };
     let chain = state.chain_id() as i64;
     let stuck = sqlx::query_as!(
         Stuck,
@@ -115,11 +121,10 @@ async fn settle(
         match record(state, purchase.id, &purchase.name, account, expires_at, renewing).await {
             Ok(_) => return Ok(true),
             // Another wallet holds the name now: this buyer gets the charge back.
-            Err(crate::error::ApiError::Conflict(reason)) if reason.contains("another wallet") => {
+            Err(taken @ RecordError::TakenMeanwhile(_)) => {
                 refund_once(state, account, units, chain, purchase.id).await?;
-                return Ok(
-                    advance(state, purchase.id, "registered", "refunded", Some(reason)).await?
-                );
+                let why = taken.to_string();
+                return Ok(advance(state, purchase.id, "registered", "refunded", Some(why)).await?);
             }
             Err(err) => anyhow::bail!("record {}: {err}", purchase.name),
         }

@@ -6,25 +6,29 @@
 use std::time::Duration;
 
 use alloy::primitives::Address;
+use decentraspace_db::locks::{Lock, try_lead};
 
-use crate::{leader::try_lead, state::AppState};
+use crate::{
+    jobs::{Job, Schedule},
+    state::AppState,
+};
 
-/// Advisory lock key of the job.
-const LEADER_KEY: i64 = 0x7265_6d64; // "remd"
-
-/// Runs a pass every `interval` until the task is dropped.
-pub async fn run(state: AppState, interval: Duration) {
-    loop {
-        if let Err(err) = pass(&state).await {
-            tracing::warn!(target: "api::domains", err = format!("{err:#}"), "reminder pass failed");
-        }
-        tokio::time::sleep(interval).await;
-    }
+/// The job: a pass every `interval`.
+pub fn job(state: &AppState, interval: Duration) -> Job {
+    let state = state.clone();
+    Job::periodic(
+        "domain-reminders",
+        move || Schedule::every(interval),
+        move || {
+            let state = state.clone();
+            async move { pass(&state).await.map(drop) }
+        },
+    )
 }
 
 /// One pass; answers how many reminders were new.
 pub async fn pass(state: &AppState) -> anyhow::Result<usize> {
-    let Some(lock) = try_lead(&state.db, LEADER_KEY).await? else { return Ok(0) };
+    let Some(lock) = try_lead(&state.db, Lock::DomainReminders).await? else { return Ok(0) };
     let days = state.config.domain_remind_before_days as f64;
     let ending = sqlx::query!(
         r#"select name, owner, expires_at as "expires_at!" from domains

@@ -10,12 +10,14 @@ use std::time::Duration;
 use alloy::primitives::{Address, keccak256};
 use chrono::Utc;
 use decentraspace_abi::DomainRegistry;
+use decentraspace_db::locks::{Lock, try_lead};
 
 use super::proof;
-use crate::{leader::try_lead, state::AppState};
 
-/// Advisory lock key of the job.
-const LEADER_KEY: i64 = 0x646f_6d73; // "doms"
+use crate::{
+    jobs::{Job, Schedule},
+    state::AppState,
+};
 
 /// What one check found.
 enum Found {
@@ -27,19 +29,22 @@ enum Found {
     Unknown(String),
 }
 
-/// Runs a pass every `interval` until the task is dropped.
-pub async fn run(state: AppState, interval: Duration) {
-    loop {
-        tokio::time::sleep(interval).await;
-        if let Err(err) = pass(&state).await {
-            tracing::warn!(target: "api::domains", err = format!("{err:#}"), "re-verification failed");
-        }
-    }
+/// The job: a pass every `interval`.
+pub fn job(state: &AppState, interval: Duration) -> Job {
+    let state = state.clone();
+    Job::periodic(
+        "domain-reverify",
+        move || Schedule::every(interval).first_after(interval),
+        move || {
+            let state = state.clone();
+            async move { pass(&state).await.map(drop) }
+        },
+    )
 }
 
 /// One pass over the linked external domains; answers how many were unlinked.
 pub async fn pass(state: &AppState) -> anyhow::Result<usize> {
-    let Some(lock) = try_lead(&state.db, LEADER_KEY).await? else { return Ok(0) };
+    let Some(lock) = try_lead(&state.db, Lock::DomainReverify).await? else { return Ok(0) };
     let chain = state.chain_id() as i64;
     let linked = sqlx::query!(
         r#"select d.node, d.name, d.owner, d.method, c.failing_since

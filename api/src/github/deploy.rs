@@ -44,8 +44,6 @@ pub struct GitHubDeploy {
 #[utoipa::path(post, path = "/github/deploy", tag = "github", security(("bearer" = [])),
     request_body = GitHubDeploy,
     responses((status = 202, description = "Queued", body = Deployment),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The tier hosts no more sites", body = Problem,
             content_type = "application/problem+json"),
         (status = 404, description = "No such link", body = Problem, content_type = "application/problem+json"),
@@ -53,7 +51,7 @@ pub struct GitHubDeploy {
             body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "GitHub has no such repository or ref for this account", body = Problem,
             content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::Unavailable))]
 pub(super) async fn deploy(
     State(state): State<AppState>,
     user: AuthUser,

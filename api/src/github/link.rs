@@ -17,10 +17,13 @@ use axum::{
     extract::{Path, State},
 };
 use chrono::{DateTime, Utc};
+use decentraspace_abi::Tier;
+use decentraspace_db::locks::{Lock, lock_in};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{client::Repository, github, github_error};
+
 use crate::{
     auth::AuthUser,
     error::{ApiError, ApiResult, Problem},
@@ -29,8 +32,11 @@ use crate::{
 };
 
 /// Linked accounts a tier includes.
-fn link_limit(tier: &str) -> i64 {
-    if tier == "paid" { 3 } else { 1 }
+fn link_limit(tier: Tier) -> i64 {
+    match tier {
+        Tier::Paid => 3,
+        Tier::Free => 1,
+    }
 }
 
 /// A linked GitHub account.
@@ -95,17 +101,20 @@ async fn linked_count(
     .await?)
 }
 
-fn over_limit(tier: &str) -> ApiError {
+fn over_limit(tier: Tier) -> ApiError {
     ApiError::Forbidden(format!(
         "the {tier} tier links up to {} GitHub accounts: unlink one{}",
         link_limit(tier),
-        if tier == "paid" { "" } else { ", or upgrade to link up to 3" }
+        match tier {
+            Tier::Paid => "",
+            Tier::Free => ", or upgrade to link up to 3",
+        }
     ))
 }
 
 /// What one more link costs the caller, who has `count` links: `None` while the tier includes
 /// it; 403 when further links are not offered.
-fn extra_cost(state: &AppState, tier: &str, count: i64) -> ApiResult<Option<u64>> {
+fn extra_cost(state: &AppState, tier: Tier, count: i64) -> ApiResult<Option<u64>> {
     if count < link_limit(tier) {
         return Ok(None);
     }
@@ -117,8 +126,7 @@ fn extra_cost(state: &AppState, tier: &str, count: i64) -> ApiResult<Option<u64>
 
 /// The caller's linked GitHub accounts.
 #[utoipa::path(get, path = "/github/link", tag = "github", security(("bearer" = [])),
-    responses((status = 200, body = Vec<LinkedAccount>),
-        (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Vec<LinkedAccount>)))]
 pub(super) async fn list(
     State(state): State<AppState>,
     user: AuthUser,
@@ -152,7 +160,6 @@ pub(super) async fn list(
 /// Starts linking a GitHub account: the authorize URL to send the user to.
 #[utoipa::path(post, path = "/github/link", tag = "github", security(("bearer" = [])),
     responses((status = 200, body = LinkStart),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "Too little credit for a link past the tier's included ones",
             body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The tier links no more accounts", body = Problem,
@@ -166,13 +173,13 @@ pub(super) async fn start(
     let github = github(&state)?;
     let tier = effective_tier(&state, user.address).await?;
     let count = linked_count(&mut *state.db.acquire().await?, &state, user.address).await?;
-    let cost = extra_cost(&state, &tier, count)?;
+    let cost = extra_cost(&state, tier, count)?;
     if let Some(units) = cost
         && super::charge::balance(&state, user.address).await? < u128::from(units)
     {
         return Err(ApiError::InsufficientCredit(format!(
             "your tier includes {} GitHub links; another costs {}: recharge first",
-            link_limit(&tier),
+            link_limit(tier),
             super::charge::credits(units)
         )));
     }
@@ -192,13 +199,12 @@ pub(super) async fn start(
     responses((status = 201, body = LinkedAccount),
         (status = 400, description = "A state not made for the caller, or expired", body = Problem,
             content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "Too little credit for a link past the tier's included ones",
             body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        crate::openapi::Forbidden,
         (status = 422, description = "GitHub refused the code", body = Problem,
             content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::Unavailable))]
 pub(super) async fn callback(
     State(state): State<AppState>,
     user: AuthUser,
@@ -220,21 +226,11 @@ pub(super) async fn callback(
 
     let mut tx = state.db.begin().await?;
     // One link at a time per account (its limit is checked inside)…
-    sqlx::query(
-        "select pg_advisory_xact_lock(hashtextextended('github:' || encode($1, 'hex'), 0))",
-    )
-    .bind(user.address.as_slice())
-    .execute(&mut *tx)
-    .await?;
+    lock_in(&mut tx, Lock::GitHubAccount { account: user.address.as_slice() }).await?;
     // …and per GitHub identity, taken second: two accounts linking it at once go one after the
     // other instead of racing to the unique index.
-    sqlx::query(
-        "select pg_advisory_xact_lock(hashtextextended('github-id:' || $1::text || ':' || $2::text, 0))",
-    )
-    .bind(chain)
-    .bind(identity.id)
-    .execute(&mut *tx)
-    .await?;
+    lock_in(&mut tx, Lock::GitHubIdentity { chain_id: chain as u64, github_id: identity.id })
+        .await?;
     let current = sqlx::query!(
         "select id, account from github_accounts
          where chain_id = $1 and github_id = $2 and unlinked_at is null for update",
@@ -247,7 +243,7 @@ pub(super) async fn callback(
     let mut charged = None;
     if !relink_here {
         let count = linked_count(&mut tx, &state, user.address).await?;
-        if let Some(units) = extra_cost(&state, &tier, count)? {
+        if let Some(units) = extra_cost(&state, tier, count)? {
             // Charged inside the link's locks: two callbacks cannot both pass the count.
             super::charge::charge(&state, user.address, units, identity.id, count).await?;
             charged = Some(units as i64);
@@ -326,11 +322,10 @@ pub(super) async fn token_of(
 #[utoipa::path(get, path = "/github/link/{id}/repositories", tag = "github", security(("bearer" = [])),
     params(("id" = i64, Path, description = "The link")),
     responses((status = 200, body = Vec<Repository>),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        crate::openapi::NotFound,
         (status = 409, description = "GitHub no longer accepts the token: link again", body = Problem,
             content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::Unavailable))]
 pub(super) async fn repositories(
     State(state): State<AppState>,
     user: AuthUser,
@@ -345,8 +340,7 @@ pub(super) async fn repositories(
 #[utoipa::path(post, path = "/github/unlink", tag = "github", security(("bearer" = [])),
     request_body = Unlink,
     responses((status = 204, description = "Unlinked"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::NotFound))]
 pub(super) async fn unlink(
     State(state): State<AppState>,
     user: AuthUser,

@@ -40,7 +40,7 @@ fn github(state: &AppState) -> Result<&dyn GitHub, ApiError> {
     state
         .github
         .as_deref()
-        .ok_or_else(|| ApiError::Unavailable("GitHub is not configured on this server".into()))
+        .ok_or_else(|| ApiError::NotConfigured("GitHub is not configured on this server"))
 }
 
 /// What a client is told when GitHub fails.

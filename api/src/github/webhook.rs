@@ -65,7 +65,6 @@ fn signed(secret: &[u8], body: &[u8], signature: &str) -> bool {
 #[utoipa::path(post, path = "/github/webhook", tag = "github",
     request_body(content = String, content_type = "application/json", description = "GitHub's delivery"),
     responses((status = 200, body = DeliveryOutcome),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong X-Hub-Signature-256", body = Problem,
             content_type = "application/problem+json"),
         (status = 503, description = "No webhook secret is configured", body = Problem,
@@ -79,7 +78,7 @@ pub(super) async fn webhook(
         .config
         .github_webhook_secret
         .as_ref()
-        .ok_or_else(|| ApiError::Unavailable("GitHub webhooks are not configured".into()))?;
+        .ok_or_else(|| ApiError::NotConfigured("GitHub webhooks are not configured"))?;
     let signature = header(&headers, "x-hub-signature-256")
         .ok_or_else(|| ApiError::InvalidSignature("X-Hub-Signature-256 is missing".into()))?;
     if !signed(secret.expose_secret().as_bytes(), &body, signature) {

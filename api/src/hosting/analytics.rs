@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::status::visible_site;
 use crate::{
     auth::AuthUser,
-    error::{ApiError, ApiResult, Problem},
+    error::{ApiError, ApiResult},
     state::AppState,
 };
 
@@ -24,7 +24,7 @@ const MAX_WINDOW_DAYS: i64 = 366;
 pub struct SiteAnalyticsQuery {
     /// The site's name.
     pub site: String,
-    /// From (RFC 3339; default 7 days ago).
+    /// From (RFC 3339; default 7 days before `to`); before `to`, and at most 366 days before it.
     pub from: Option<DateTime<Utc>>,
     /// Until (RFC 3339, exclusive; default now).
     pub to: Option<DateTime<Utc>>,
@@ -101,9 +101,7 @@ pub struct SiteAnalytics {
 #[utoipa::path(get, path = "/analytics/site", tag = "analytics", security(("bearer" = [])),
     params(SiteAnalyticsQuery),
     responses((status = 200, body = SiteAnalytics),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::NotFound))]
 pub(super) async fn site_analytics(
     State(state): State<AppState>,
     user: AuthUser,

@@ -8,6 +8,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use decentraspace_abi::Tier;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -38,15 +39,13 @@ const MAX_TEXT_PART: usize = 256;
         description = "`site`, then optional `output_dir` and `spa_fallback` and `archive` (tar.gz or zip); or `runtime=dynamic`, `image` and `port`"),
     responses(
         (status = 202, description = "Queued", body = Deployment),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The tier hosts no more sites, or dynamic sites need the Paid tier",
             body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The name is taken, the site is of the other kind, or its service is not active",
             body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The archive is over the limit", body = Problem,
             content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::Unavailable))]
 pub(super) async fn deploy(
     State(state): State<AppState>,
     user: AuthUser,
@@ -118,10 +117,8 @@ pub(super) async fn deploy(
     }
     let field =
         field.ok_or_else(|| ApiError::BadRequest("the deploy has no `archive` part".into()))?;
-    let ipfs = state
-        .ipfs
-        .clone()
-        .ok_or_else(|| ApiError::Unavailable("no IPFS node is configured".into()))?;
+    let ipfs =
+        state.ipfs.clone().ok_or_else(|| ApiError::NotConfigured("no IPFS node is configured"))?;
     let output_dir = output_dir.filter(|d| !d.is_empty());
     let site = claim(&state, user.address, &name, "static", spa, output_dir.as_deref()).await?;
     if let Err(err) = hosting_service(&state, &site).await {
@@ -188,9 +185,9 @@ async fn deploy_image(
 ) -> ApiResult<(StatusCode, HeaderMap, Json<Deployment>)> {
     valid_image(image)?;
     if state.runtime.is_none() {
-        return Err(ApiError::Unavailable("no runtime for dynamic sites is configured".into()));
+        return Err(ApiError::NotConfigured("no runtime for dynamic sites is configured"));
     }
-    if crate::routes::tier::effective_tier(state, user.address).await? != "paid" {
+    if crate::routes::tier::effective_tier(state, user.address).await? != Tier::Paid {
         return Err(ApiError::PaidTierRequired(
             "dynamic sites are for Paid accounts; upgrade, or deploy a static site".into(),
         ));
@@ -221,7 +218,10 @@ async fn short_text(mut field: Field<'_>, part: &str) -> ApiResult<String> {
         }
         bytes.extend_from_slice(&chunk);
     }
-    String::from_utf8(bytes).map_err(|_| ApiError::BadRequest(format!("`{part}` is not UTF-8")))
+    let text = String::from_utf8(bytes)
+        .map_err(|_| ApiError::BadRequest(format!("`{part}` is not UTF-8")))?;
+    crate::http::input::refuse_nul_in_text(part, &text)?;
+    Ok(text)
 }
 
 /// A deployment, as its owner sees it.
@@ -277,8 +277,7 @@ async fn owned_deployment(state: &AppState, user: &AuthUser, id: i64) -> ApiResu
 #[utoipa::path(get, path = "/hosting/deploy/{id}", tag = "hosting", security(("bearer" = [])),
     params(("id" = i64, Path, description = "The deployment")),
     responses((status = 200, body = Deployment),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::NotFound))]
 pub(super) async fn deployment(
     State(state): State<AppState>,
     user: AuthUser,
@@ -293,6 +292,7 @@ pub(super) struct HistoryQuery {
     /// The site's name.
     site: String,
     /// Deployments per page (1–500, default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -302,9 +302,7 @@ pub(super) struct HistoryQuery {
 #[utoipa::path(get, path = "/hosting/deploy", tag = "hosting", security(("bearer" = [])),
     params(HistoryQuery),
     responses((status = 200, body = DeploymentPage),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::NotFound))]
 pub(super) async fn history(
     State(state): State<AppState>,
     user: AuthUser,
@@ -342,8 +340,7 @@ pub(super) async fn history(
     responses((status = 200, description = "A static site serves the deployment again", body = Deployment),
         (status = 202, description = "A dynamic site's image is deployed again: the new deployment is queued (its URL in `Location`)",
             body = Deployment),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        crate::openapi::NotFound,
         (status = 409, description = "The deployment never went live", body = Problem,
             content_type = "application/problem+json")))]
 pub(super) async fn rollback(

@@ -14,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+use anyhow::Context;
 use futures::TryStreamExt;
 use tokio::io::AsyncWriteExt;
 
@@ -60,18 +61,23 @@ impl From<UnpackError> for Failure {
     }
 }
 
-/// Runs deploy jobs until the task is dropped.
-pub async fn run(state: AppState) {
-    loop {
-        match claim(&state).await {
-            Ok(Some(job)) => work(&state, job).await,
-            Ok(None) => tokio::time::sleep(POLL).await,
-            Err(err) => {
-                tracing::warn!(target: "api::deploy", %err, "cannot claim a deploy job");
-                tokio::time::sleep(Duration::from_secs(2)).await;
+/// The deploy worker's job: claims and works queued deployments one after another, looking again
+/// every [`POLL`] when none is queued.
+pub fn worker(state: &AppState) -> crate::jobs::Job {
+    let state = state.clone();
+    crate::jobs::Job::periodic(
+        "deploy-worker",
+        || crate::jobs::Schedule::every(POLL),
+        move || {
+            let state = state.clone();
+            async move {
+                while let Some(job) = claim(&state).await.context("claim a deploy job")? {
+                    work(&state, job).await;
+                }
+                Ok(())
             }
-        }
-    }
+        },
+    )
 }
 
 async fn claim(state: &AppState) -> sqlx::Result<Option<Job>> {

@@ -25,7 +25,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::state::AppState;
 
 pub use deploy::load as load_deployment;
-pub use job::run as run_deploy_jobs;
+pub use job::worker as deploy_worker;
 
 /// The hosting routes that take JSON.
 pub fn router() -> OpenApiRouter<AppState> {

@@ -4,9 +4,14 @@
 //! in the index instead of being opened twice.
 
 use alloy::primitives::{Address, B256, keccak256};
-use decentraspace_abi::{ServiceKind, ServiceRegistry};
+use decentraspace_abi::{
+    PlatformRevert, ServiceKind,
+    ServiceRegistry::{self, ServiceRegistryErrors},
+};
+use decentraspace_db::locks::{Lock, lock_in};
 
 use crate::{
+    chain::ChainError,
     error::{ApiError, ApiResult},
     state::AppState,
 };
@@ -137,10 +142,7 @@ pub(crate) async fn hosting_service(state: &AppState, site: &Site) -> ApiResult<
     // One request at a time per site finds or opens its service: two first deployments at once
     // would otherwise open two.
     let mut lock = state.db.begin().await?;
-    sqlx::query("select pg_advisory_xact_lock(hashtextextended('site:' || $1::text, 0))")
-        .bind(site.id)
-        .execute(&mut *lock)
-        .await?;
+    lock_in(&mut lock, Lock::Site { site_id: site.id }).await?;
     let known = sqlx::query_scalar!("select service_id from sites where id = $1", site.id)
         .fetch_optional(&state.db)
         .await?
@@ -234,12 +236,12 @@ async fn open_service(state: &AppState, site: &Site) -> ApiResult<i64> {
         ))
         .await
         .map_err(|err| match err {
-            ApiError::Conflict(reason) if reason.contains("TierLimitExceeded") => {
-                ApiError::Forbidden(
-                    "your tier hosts no more sites: upgrade, or cancel a site first".into(),
-                )
-            }
-            other => other,
+            ChainError::Refused(PlatformRevert::ServiceRegistry(
+                ServiceRegistryErrors::ServiceRegistryTierLimitExceeded(_),
+            )) => ApiError::Forbidden(
+                "your tier hosts no more sites: upgrade, or cancel a site first".into(),
+            ),
+            other => other.into(),
         })?;
     let created = receipt
         .decoded_log::<ServiceRegistry::ServiceCreated>()

@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{Deployment, deploy::load, site_url};
 use crate::{
     auth::{AdminUser, AuthUser, TxOutcome, is_admin},
-    error::{ApiError, ApiResult, Problem},
+    error::{ApiError, ApiResult},
     state::AppState,
 };
 
@@ -192,8 +192,7 @@ async fn status(state: &AppState, site_id: i64) -> ApiResult<SiteStatus> {
 
 /// The caller's sites with their status.
 #[utoipa::path(get, path = "/hosting/status", tag = "hosting", security(("bearer" = [])),
-    responses((status = 200, body = Vec<SiteStatus>),
-        (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Vec<SiteStatus>)))]
 pub(super) async fn sites(
     State(state): State<AppState>,
     user: AuthUser,
@@ -239,8 +238,7 @@ pub(super) async fn visible_site(
 #[utoipa::path(get, path = "/hosting/status/{site}", tag = "hosting", security(("bearer" = [])),
     params(("site" = String, Path, description = "The site's name")),
     responses((status = 200, body = SiteStatus),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::NotFound))]
 pub(super) async fn site(
     State(state): State<AppState>,
     user: AuthUser,
@@ -295,9 +293,8 @@ pub struct ExpiryQuery {
 #[utoipa::path(get, path = "/hosting/expire", tag = "hosting", security(("bearer" = [])),
     params(ExpiryQuery),
     responses((status = 200, body = Expiry),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::Forbidden,
+        crate::openapi::NotFound))]
 pub(super) async fn expiry(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -325,10 +322,8 @@ pub(super) async fn expiry(
 #[utoipa::path(post, path = "/hosting/expire", tag = "hosting", security(("bearer" = [])),
     request_body = SetExpiry,
     responses((status = 200, body = TxOutcome),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::Forbidden,
+        crate::openapi::NotFound))]
 pub(super) async fn set_expiry(
     State(state): State<AppState>,
     _admin: AdminUser,

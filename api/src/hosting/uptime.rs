@@ -7,39 +7,37 @@ use std::{
     time::{Duration, Instant},
 };
 
+use decentraspace_db::locks::{Lock, try_lead};
 use futures::StreamExt;
 
-use crate::{leader::try_lead, state::AppState};
+use crate::{
+    jobs::{Job, Schedule},
+    state::AppState,
+};
 
-/// The advisory lock of the prober's pass.
-const LEADER_KEY: i64 = 0x6473_7570_7469_6d65; // "dsuptime"
 /// The longest a site may take to answer.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Sites checked at once.
 const PARALLEL: usize = 16;
 
-/// Probes every served site through the gateway at `gateway` until the task is dropped.
-pub async fn run(state: AppState, gateway: SocketAddr, interval: Duration) {
-    let http = match reqwest::Client::builder()
+/// The prober's job: every served site through the gateway at `gateway`, every `interval`. Best
+/// effort: readiness does not depend on it.
+pub fn job(state: &AppState, gateway: SocketAddr, interval: Duration) -> anyhow::Result<Job> {
+    let http = reqwest::Client::builder()
         .timeout(CHECK_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent("DecentraSpace-Uptime/1")
-        .build()
-    {
-        Ok(http) => http,
-        Err(err) => {
-            tracing::error!(target: "api::uptime", %err, "cannot build the prober's client");
-            return;
-        }
-    };
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if let Err(err) = pass(&state, &http, gateway).await {
-            tracing::warn!(target: "api::uptime", %err, "uptime pass failed");
-        }
-    }
+        .build()?;
+    let state = state.clone();
+    Ok(Job::periodic(
+        "uptime",
+        move || Schedule::every(interval),
+        move || {
+            let (state, http) = (state.clone(), http.clone());
+            async move { pass(&state, &http, gateway).await.map(drop) }
+        },
+    )
+    .optional())
 }
 
 /// One pass over the served sites, when this replica leads.
@@ -48,7 +46,7 @@ pub async fn pass(
     http: &reqwest::Client,
     gateway: SocketAddr,
 ) -> anyhow::Result<usize> {
-    let Some(lock) = try_lead(&state.db, LEADER_KEY).await? else { return Ok(0) };
+    let Some(lock) = try_lead(&state.db, Lock::Uptime).await? else { return Ok(0) };
     let sites = sqlx::query!(
         r#"select s.id, s.name from sites s
            join services v on v.chain_id = s.chain_id and v.service_id = s.service_id

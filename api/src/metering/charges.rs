@@ -18,9 +18,13 @@ use alloy::{
     sol_types::SolCall,
 };
 use anyhow::Context;
-use decentraspace_abi::CreditLedger;
+use decentraspace_abi::{
+    CreditLedger::{self, CreditLedgerErrors},
+    PlatformRevert,
+};
 
 use super::meter::{Meter, Report};
+use crate::chain::ChainError;
 
 /// How long a receipt is waited for before the batch is left to the next pass.
 const RECEIPT_WAIT: Duration = Duration::from_secs(60);
@@ -171,15 +175,21 @@ impl Meter {
         let Some(data) = err.as_error_resp().and_then(|e| e.as_revert_data()) else {
             return Err(err).context("estimate a deductBatch");
         };
-        let reason = crate::relay::policy::revert_reason(&data);
-        anyhow::ensure!(reason.contains("UsageRefUsed"), "the ledger refuses the batch: {reason}");
+        let refusal = ChainError::from_revert_data(data);
+        anyhow::ensure!(
+            matches!(
+                refusal.revert(),
+                Some(PlatformRevert::CreditLedger(CreditLedgerErrors::CreditLedgerUsageRefUsed(_)))
+            ),
+            "the ledger refuses the batch: {refusal}"
+        );
         let used =
             self.settle_by_refs(batch.iter().map(|c| (c.id, c.usage_ref.as_slice()))).await?;
         // The node said a reference was used but none reads as used (a node behind another):
         // stop here rather than estimate the same batch again and again.
         anyhow::ensure!(
             used > 0,
-            "the ledger refuses the batch ({reason}) but no reference reads as used"
+            "the ledger refuses the batch ({refusal}) but no reference reads as used"
         );
         Ok(None)
     }

@@ -16,10 +16,13 @@ use std::{
 
 use alloy::primitives::{Address, U256};
 use decentraspace_abi::ServiceRegistry;
+use decentraspace_db::locks::{Lock, try_lead};
+use futures::StreamExt;
 use sqlx::Connection;
 
 use crate::{
     auth::Operator,
+    jobs::{Job, Pass, Schedule},
     state::AppState,
     stream::{Notice, PlatformNotice},
 };
@@ -28,28 +31,48 @@ use crate::{
 const POLL: Duration = Duration::from_secs(5);
 /// A suspension sent but not indexed yet is not sent again before this.
 const RESEND_AFTER: Duration = Duration::from_secs(60);
-/// Advisory lock key of the depletion pass.
-const DEPLETION_LOCK: i64 = 0x6473_7061_6365_0300;
 /// Suspensions per pass.
 const PER_PASS: i64 = 500;
 
-/// Suspends depleted accounts' services until the process ends (nothing without an operator key).
-pub async fn run(state: AppState) {
-    let Some(operator) = state.operator.clone() else { return };
-    let mut notices = state.notices.subscribe();
-    let mut sent: HashMap<i64, Instant> = HashMap::new();
-    loop {
-        tokio::select! {
-            notice = notices.recv() => {
-                if matches!(notice, Ok(Notice::Platform(_))) {
-                    continue;
-                }
-            }
-            () = tokio::time::sleep(POLL) => {}
-        }
-        if let Err(err) = pass(&state, &operator, &mut sent).await {
-            tracing::warn!(target: "api::depletion", err = format!("{err:#}"), "depletion pass failed");
-        }
+/// The job that suspends depleted accounts' services: after every indexed batch, and at least
+/// every [`POLL`] (none without an operator key).
+pub fn job(state: &AppState) -> Option<Job> {
+    let operator = state.operator.clone()?;
+    let notices = state.notices.clone();
+    let state = state.clone();
+    Some(Job::repeating(
+        "depletion",
+        move || Schedule::every(POLL).first_after(POLL).woken_by(chain_notices(&notices)),
+        move || Suspensions {
+            state: state.clone(),
+            operator: operator.clone(),
+            sent: HashMap::new(),
+        },
+    ))
+}
+
+/// A turn for every batch the indexer commits (platform notices wake nothing).
+fn chain_notices(
+    notices: &tokio::sync::broadcast::Sender<Notice>,
+) -> impl futures::Stream<Item = ()> + Send + 'static {
+    tokio_stream::wrappers::BroadcastStream::new(notices.subscribe()).filter_map(|notice| {
+        std::future::ready(match notice {
+            Ok(Notice::Platform(_)) => None,
+            _ => Some(()),
+        })
+    })
+}
+
+/// The job's turns, and the suspensions it sent (not sent again before [`RESEND_AFTER`]).
+struct Suspensions {
+    state: AppState,
+    operator: Operator,
+    sent: HashMap<i64, Instant>,
+}
+
+impl Pass for Suspensions {
+    async fn run(&mut self) -> anyhow::Result<()> {
+        pass(&self.state, &self.operator, &mut self.sent).await.map(drop)
     }
 }
 
@@ -85,7 +108,7 @@ pub async fn pass(
     if due.is_empty() {
         return Ok(0);
     }
-    let Some(lock) = crate::leader::try_lead(&state.db, DEPLETION_LOCK).await? else {
+    let Some(lock) = try_lead(&state.db, Lock::Depletion).await? else {
         return Ok(0);
     };
     let registry = ServiceRegistry::new(

@@ -24,15 +24,39 @@ use alloy::{
 };
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use decentraspace_db::locks::{Lock, lock_in, try_lead};
 use sqlx::{Connection, PgPool};
+use tokio::time::Instant;
 
 use super::plan::{self, Change};
-use crate::{relay::Relayer, state::AppState};
 
-/// Advisory lock key of the meter (held for a pass).
-const METER_LOCK: i64 = 0x6473_7061_6365_0200;
-/// Advisory lock key of planning (held by the planning transaction).
-const PLAN_LOCK: i64 = 0x6473_7061_6365_0201;
+use crate::{
+    jobs::{Job, Pass, Schedule},
+    relay::Relayer,
+    state::AppState,
+};
+
+/// The meter's turns: a full cycle when one is due, else following the open charges.
+struct Cycles {
+    meter: Meter,
+    interval: Duration,
+    next_cycle: Instant,
+}
+
+impl Pass for Cycles {
+    async fn run(&mut self) -> anyhow::Result<()> {
+        let planning = Instant::now() >= self.next_cycle;
+        if planning {
+            self.next_cycle += self.interval;
+        }
+        let report = self.meter.pass(planning).await?;
+        if planning {
+            tracing::info!(target: "api::meter", ?report, "meter cycle done");
+        }
+        Ok(())
+    }
+}
+
 /// How often charges still open are followed between cycles.
 const SETTLE_EVERY: Duration = Duration::from_secs(3);
 
@@ -94,27 +118,15 @@ impl Meter {
         })
     }
 
-    /// Runs a cycle every `interval` (the first one interval after start) and follows open
-    /// charges in between, until the process ends.
-    pub async fn run(self, interval: Duration) {
-        let mut next_cycle = tokio::time::Instant::now() + interval;
-        loop {
-            tokio::time::sleep_until(next_cycle.min(tokio::time::Instant::now() + SETTLE_EVERY))
-                .await;
-            let planning = tokio::time::Instant::now() >= next_cycle;
-            if planning {
-                next_cycle += interval;
-            }
-            match self.pass(planning).await {
-                Ok(report) if planning => {
-                    tracing::info!(target: "api::meter", ?report, "meter cycle done");
-                }
-                Ok(_) => {}
-                Err(err) => {
-                    tracing::warn!(target: "api::meter", err = format!("{err:#}"), "meter pass failed");
-                }
-            }
-        }
+    /// The meter's job: a cycle every `interval` (the first one interval after start), and the
+    /// open charges followed in between.
+    pub fn job(self, interval: Duration) -> Job {
+        let period = interval.min(SETTLE_EVERY);
+        Job::repeating(
+            "meter",
+            move || Schedule::every(period).first_after(period),
+            move || Cycles { meter: self.clone(), interval, next_cycle: Instant::now() + interval },
+        )
     }
 
     /// One full cycle: follow what is open, plan the active time up to the indexed head, send.
@@ -133,7 +145,7 @@ impl Meter {
         if !planning && !self.in_flight().await? {
             return Ok(Report::default());
         }
-        let Some(lock) = crate::leader::try_lead(&self.db, METER_LOCK).await? else {
+        let Some(lock) = try_lead(&self.db, Lock::Meter).await? else {
             return Ok(Report { busy: true, ..Report::default() });
         };
         let mut report = Report::default();
@@ -182,7 +194,7 @@ impl Meter {
         let chain_id = self.chain_id as i64;
         // Read and write under one lock, in one transaction: the starts read are the starts moved.
         let mut tx = self.db.begin().await?;
-        sqlx::query("select pg_advisory_xact_lock($1)").bind(PLAN_LOCK).execute(&mut *tx).await?;
+        lock_in(&mut tx, Lock::MeterPlan).await?;
         let due = sqlx::query_as!(
             Due,
             r#"with due as (

@@ -155,8 +155,6 @@ fn validate(request: &UsageRequest) -> ApiResult<U256> {
     responses(
         (status = 201, description = "Recorded", body = Usage),
         (status = 200, description = "Recorded before under this reference", body = Usage),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Neither the service token nor an admin", body = Problem,
             content_type = "application/problem+json"),
         (status = 404, description = "No such service", body = Problem, content_type = "application/problem+json"),
@@ -235,9 +233,8 @@ pub async fn record(
     params(("id" = i64, Path, description = "The usage id")),
     responses(
         (status = 200, body = Usage),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::Forbidden,
+        crate::openapi::NotFound))]
 pub async fn show(
     State(state): State<AppState>,
     _caller: ServiceOrAdmin,

@@ -115,7 +115,6 @@ const MAX_AMOUNT: u64 = 10_000_000_000;
     request_body = RechargeRequest,
     responses((status = 201, description = "A card payment", body = Payment),
         (status = 200, description = "What to sign for a token recharge", body = crypto::CryptoRecharge),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No rate for the currency", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Card payments are not configured or Paystack is down", body = Problem,
             content_type = "application/problem+json")))]
@@ -164,7 +163,7 @@ pub async fn recharge(
     let provider = state
         .payments
         .as_ref()
-        .ok_or_else(|| ApiError::Unavailable("card payments are not configured".into()))?;
+        .ok_or_else(|| ApiError::NotConfigured("card payments are not configured"))?;
     let rate = sqlx::query_scalar!(
         "select credits_per_subunit::text from fiat_rates where currency = $1",
         currency
@@ -197,7 +196,7 @@ pub async fn recharge(
                 tracing::warn!(target: "api::payments", %cause, "paystack unavailable at initialization");
                 ApiError::Unavailable("Paystack is unavailable; retry shortly".into())
             }
-            paystack::PaystackError::Refused(message) => {
+            paystack::PaystackError::Refused(message) | paystack::PaystackError::Unknown(message) => {
                 // Paystack's message describes our setup (a key, a currency not enabled): logged.
                 tracing::error!(target: "api::payments", %message, "paystack refused an initialization");
                 ApiError::Unavailable("card payments are unavailable right now; retry later".into())
@@ -254,7 +253,7 @@ async fn load(
 /// A card payment of the signed-in wallet, end to end.
 #[utoipa::path(get, path = "/billing/recharge/{reference}", tag = "billing", security(("bearer" = [])),
     params(("reference" = String, Path, description = "The reference the recharge answered")),
-    responses((status = 200, body = Payment), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Payment), crate::openapi::NotFound))]
 pub async fn recharge_status(
     State(state): State<AppState>,
     user: AuthUser,
@@ -290,7 +289,9 @@ pub struct WebhookAck {
     request_body(content = String, content_type = "application/json", description = "Paystack's event, as Paystack sends it"),
     params(("x-paystack-signature" = String, Header, description = "hex HMAC-SHA512 of the body with the secret key")),
     responses((status = 200, body = WebhookAck),
-        (status = 401, body = Problem, content_type = "application/problem+json")))]
+        (status = 401, description = "The signature does not match the body", body = Problem,
+            content_type = "application/problem+json"),
+        crate::openapi::Unavailable))]
 pub async fn webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -299,7 +300,7 @@ pub async fn webhook(
     let provider = state
         .payments
         .as_ref()
-        .ok_or_else(|| ApiError::Unavailable("card payments are not configured".into()))?;
+        .ok_or_else(|| ApiError::NotConfigured("card payments are not configured"))?;
     let signature =
         headers.get("x-paystack-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !provider.signature_valid(&body, signature) {
@@ -360,8 +361,8 @@ pub struct FiatRate {
 /// Sets how many credit units one subunit of a currency buys (audited).
 #[utoipa::path(put, path = "/billing/fiat-rates", tag = "admin", security(("bearer" = [])),
     request_body = FiatRate,
-    responses((status = 204), (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204),
+        crate::openapi::Forbidden))]
 pub async fn set_fiat_rate(
     State(state): State<AppState>,
     admin: AdminUser,

@@ -65,6 +65,10 @@ pub enum PaystackError {
     /// Paystack refused the call (4xx, `status: false`).
     #[error("paystack refused: {0}")]
     Refused(String),
+    /// Paystack does not know what the call names (HTTP 400 or 404 with `status: false`: how
+    /// its verify endpoint answers a reference it never saw).
+    #[error("paystack does not know it: {0}")]
+    Unknown(String),
 }
 
 impl PaystackError {
@@ -119,6 +123,13 @@ impl Paystack {
         })?;
         match (envelope.status, envelope.data) {
             (true, Some(data)) if status.is_success() => Ok(data),
+            _ if matches!(
+                status,
+                reqwest::StatusCode::BAD_REQUEST | reqwest::StatusCode::NOT_FOUND
+            ) =>
+            {
+                Err(PaystackError::Unknown(envelope.message))
+            }
             _ => Err(PaystackError::Refused(envelope.message)),
         }
     }

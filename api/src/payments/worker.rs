@@ -7,11 +7,18 @@
 use std::time::Duration;
 
 use alloy::primitives::{Address, U256};
-use decentraspace_abi::CreditLedger;
+use decentraspace_abi::{
+    CreditLedger::{self, CreditLedgerErrors},
+    PlatformRevert,
+};
 use sqlx::PgConnection;
 
 use super::{payment_ref, paystack::PaystackError};
-use crate::{error::ApiError, state::AppState};
+use crate::{
+    chain::ChainError,
+    jobs::{Job, Schedule},
+    state::AppState,
+};
 
 /// How often due payments are looked for without a wake-up.
 const INTERVAL: Duration = Duration::from_millis(500);
@@ -31,17 +38,18 @@ struct Due {
     age_secs: f64,
 }
 
-/// Works until the process ends.
-pub async fn run(state: AppState) {
-    loop {
-        tokio::select! {
-            () = state.payment_wake.notified() => {}
-            () = tokio::time::sleep(INTERVAL) => {}
-        }
-        if let Err(err) = pass(&state).await {
-            tracing::warn!(target: "api::payments", err = format!("{err:#}"), "payment pass failed");
-        }
-    }
+/// The worker's job: a pass every [`INTERVAL`], and at once when a webhook queues a payment.
+pub fn job(state: &AppState) -> Job {
+    let state = state.clone();
+    let wake = state.payment_wake.clone();
+    Job::periodic(
+        "card-payments",
+        move || Schedule::every(INTERVAL).first_after(INTERVAL).woken_by_notify(wake.clone()),
+        move || {
+            let state = state.clone();
+            async move { pass(&state).await.map(drop) }
+        },
+    )
 }
 
 /// Handles every due payment once. Returns how many were handled.
@@ -88,9 +96,7 @@ async fn handle(state: &AppState, conn: &mut PgConnection, due: Due) -> anyhow::
     let initialized = due.status == "initialized";
     let confirmed = match provider.verify(&due.reference).await {
         Ok(transaction) => transaction,
-        Err(PaystackError::Refused(message))
-            if message.to_ascii_lowercase().contains("not found") =>
-        {
+        Err(PaystackError::Unknown(message)) => {
             if initialized && due.age_secs < ABANDONED_AFTER_SECS {
                 return check_again_later(conn, &due.reference).await;
             }
@@ -161,11 +167,13 @@ async fn credit(state: &AppState, conn: &mut PgConnection, due: &Due) -> anyhow:
             crediting(conn, &due.reference, Some(tx_hash.as_slice())).await
         }
         // Already credited (a resend after a lost answer): the indexer will show it.
-        Err(ApiError::Conflict(reason)) if reason.contains("PaymentRefUsed") => {
-            crediting(conn, &due.reference, None).await
-        }
+        Err(ChainError::Refused(PlatformRevert::CreditLedger(
+            CreditLedgerErrors::CreditLedgerPaymentRefUsed(_),
+        ))) => crediting(conn, &due.reference, None).await,
         // Paid but refused by the chain (a role not granted, say): a person must look.
-        Err(ApiError::Conflict(reason)) => end(conn, &due.reference, "flagged", &reason).await,
+        Err(err @ (ChainError::Refused(_) | ChainError::RefusedUnknown(_))) => {
+            end(conn, &due.reference, "flagged", &err.to_string()).await
+        }
         // Reverted: most likely an earlier credit of the same reference landed first; the
         // indexed credit decides (and a resend names the reason if it was something else).
         Ok(_) => crediting(conn, &due.reference, None).await,

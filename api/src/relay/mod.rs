@@ -10,7 +10,7 @@ pub mod tracker;
 
 use alloy::{
     consensus::{Transaction, TxEnvelope, transaction::SignerRecoverable},
-    eips::Decodable2718,
+    eips::{BlockId, Decodable2718},
     network::TransactionBuilder,
     primitives::{Address, B256, Bytes, U256, aliases::U48},
     providers::Provider,
@@ -23,6 +23,7 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use decentraspace_abi::{ERC2771Forwarder, Forwarder};
+use decentraspace_db::locks::{Lock, lock_in};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -144,11 +145,9 @@ impl From<Row> for RelayedTx {
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key answers the first result")),
     responses(
         (status = 202, body = RelayedTx), (status = 200, description = "Replayed idempotency key", body = RelayedTx),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Signed by another wallet", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Signed by another wallet, or acting on what another wallet owns", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not relayable: wrong chain, foreign contract, function not allowed, invalid or reverting request",
             body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn relay(
     State(state): State<AppState>,
@@ -229,6 +228,19 @@ async fn relay_raw(
     let tokens = accepted_tokens(state).await?;
     let call =
         policy::check_raw_call(&state.deployment.contracts, &tokens, target, envelope.input())?;
+    // The call is run as the wallet would send it before anything is broadcast: a call that
+    // would revert costs the wallet gas for nothing, and is refused as a forward request is.
+    if let Err(refusal) = simulate_raw(state, signer, target, &envelope).await {
+        // A copy of this transaction sent meanwhile may be why it no longer runs: answer its
+        // record.
+        let mut conn = state.db.acquire().await?;
+        if let Some(existing) =
+            already_relayed(&mut conn, state, account, key.as_deref(), request_hash).await?
+        {
+            return Ok((StatusCode::OK, existing));
+        }
+        return Err(refusal);
+    }
     let id = match reserve(state, account, "raw", &call, key, request_hash).await? {
         Reserved::New(id) => id,
         Reserved::Existing(tx) => return Ok((StatusCode::OK, tx)),
@@ -270,7 +282,7 @@ async fn relay_forward(
     key: Option<String>,
 ) -> ApiResult<(StatusCode, RelayedTx)> {
     let relayer = state.relayer.as_ref().ok_or_else(|| {
-        ApiError::Unavailable("no relayer is configured; send a raw transaction instead".into())
+        ApiError::NotConfigured("no relayer is configured; send a raw transaction instead")
     })?;
     if request.from != account {
         return Err(ApiError::Forbidden(format!(
@@ -404,22 +416,42 @@ async fn why_refused(
         .with_gas_limit(request.gas);
     match state.chain.call(simulated).await {
         Err(err) => match err.as_error_resp().and_then(|e| e.as_revert_data()) {
-            // Acting on what another wallet owns is a permission refusal, not a bad request.
-            Some(data) if policy::revert_reason(&data).contains("NotOwner") => {
-                ApiError::Forbidden(format!(
-                    "the call acts on what another wallet owns: {}",
-                    policy::revert_reason(&data)
-                ))
-            }
-            Some(data) => ApiError::Unprocessable {
-                slug: "relay-would-revert",
-                detail: format!("the call would revert: {}", policy::revert_reason(&data)),
-            },
+            Some(data) => policy::refusal(&data),
             None => crate::error::chain_unavailable("simulate the call", err),
         },
         Ok(_) => ApiError::Unprocessable {
             slug: "relay-would-revert",
             detail: "the forwarder would refuse the request (out of gas for the call?)".into(),
+        },
+    }
+}
+
+/// Runs a raw transaction's call from its signer against the pending state (so a transaction
+/// that depends on one relayed just before it, an approval then a recharge, sees it).
+async fn simulate_raw(
+    state: &AppState,
+    signer: Address,
+    target: Address,
+    envelope: &TxEnvelope,
+) -> ApiResult<()> {
+    let simulated = TransactionRequest::default()
+        .with_from(signer)
+        .with_to(target)
+        .with_input(envelope.input().clone())
+        .with_gas_limit(envelope.gas_limit());
+    match state.chain.call(simulated).block(BlockId::pending()).await {
+        Ok(_) => Ok(()),
+        Err(err) => match err.as_error_resp() {
+            Some(resp) => match resp.as_revert_data() {
+                Some(data) => Err(policy::refusal(&data)),
+                // A node error without revert data (out of gas, an invalid opcode): still a call
+                // that cannot succeed as signed.
+                None => Err(ApiError::Unprocessable {
+                    slug: "relay-would-revert",
+                    detail: format!("the call would fail: {}", resp.message),
+                }),
+            },
+            None => Err(crate::error::chain_unavailable("simulate the transaction", err)),
         },
     }
 }
@@ -510,12 +542,7 @@ async fn reserve(
 ) -> ApiResult<Reserved> {
     let mut tx = state.db.begin().await?;
     // Serializes one account's reservations (quota and keys); other accounts are not held up.
-    sqlx::query!(
-        "select pg_advisory_xact_lock(hashtextextended(encode($1, 'hex'), 7))",
-        account.as_slice()
-    )
-    .execute(&mut *tx)
-    .await?;
+    lock_in(&mut tx, Lock::RelayAccount { account: account.as_slice() }).await?;
     if let Some(existing) =
         already_relayed(&mut tx, state, account, key.as_deref(), request_hash).await?
     {
@@ -573,7 +600,7 @@ async fn load(state: &AppState, account: Address, id: i64) -> ApiResult<RelayedT
 #[utoipa::path(get, path = "/blockchain/credit/{id}", tag = "blockchain", security(("bearer" = [])),
     params(("id" = i64, Path, description = "The id the relay answered")),
     responses((status = 200, body = RelayedTx),
-        (status = 404, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::NotFound))]
 pub async fn status(
     State(state): State<AppState>,
     user: AuthUser,

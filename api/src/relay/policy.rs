@@ -4,10 +4,11 @@
 
 use alloy::{
     primitives::{Address, Bytes},
-    sol_types::{SolCall, SolInterface},
+    sol_types::SolCall,
 };
 use decentraspace_abi::{
-    AccountRegistry, CreditLedger, DomainRegistry, PlatformContracts, ServiceRegistry,
+    AccountRegistry, CreditLedger, DomainRegistry, PlatformContracts, PlatformRevert,
+    ServiceRegistry,
 };
 
 use crate::error::ApiError;
@@ -116,19 +117,29 @@ fn selector(input: &Bytes) -> Result<[u8; 4], ApiError> {
 
 /// Every contract-level error the platform defines, decoded by name (for refusals).
 pub fn revert_reason(data: &[u8]) -> String {
-    if let Ok(e) = AccountRegistry::AccountRegistryErrors::abi_decode(data) {
-        return format!("{e:?}");
+    match PlatformRevert::decode(data) {
+        Some(revert) => revert.to_string(),
+        None => format!("0x{}", alloy::hex::encode(data)),
     }
-    if let Ok(e) = CreditLedger::CreditLedgerErrors::abi_decode(data) {
-        return format!("{e:?}");
+}
+
+/// The refusal of a call whose simulation reverted with `data`, the same for both relay modes:
+/// acting on what another wallet owns is a permission refusal (403); any other revert means the
+/// call cannot be carried out (422), and nothing is sent.
+pub fn refusal(data: &[u8]) -> ApiError {
+    match PlatformRevert::decode(data) {
+        Some(revert) if revert.is_not_owner() => {
+            ApiError::Forbidden(format!("the call acts on what another wallet owns: {revert}"))
+        }
+        Some(revert) => ApiError::Unprocessable {
+            slug: "relay-would-revert",
+            detail: format!("the call would revert: {revert}"),
+        },
+        None => ApiError::Unprocessable {
+            slug: "relay-would-revert",
+            detail: format!("the call would revert: 0x{}", alloy::hex::encode(data)),
+        },
     }
-    if let Ok(e) = ServiceRegistry::ServiceRegistryErrors::abi_decode(data) {
-        return format!("{e:?}");
-    }
-    if let Ok(e) = DomainRegistry::DomainRegistryErrors::abi_decode(data) {
-        return format!("{e:?}");
-    }
-    format!("0x{}", alloy::hex::encode(data))
 }
 
 #[cfg(test)]

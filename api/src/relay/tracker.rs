@@ -11,7 +11,13 @@ use alloy::{
     providers::Provider,
 };
 
-use crate::state::AppState;
+use decentraspace_db::locks::{Lock, try_lead};
+use sqlx::Connection;
+
+use crate::{
+    jobs::{Job, Schedule},
+    state::AppState,
+};
 
 /// How often open transactions are checked.
 const INTERVAL: Duration = Duration::from_millis(500);
@@ -21,8 +27,6 @@ const MAX_BUMPS: i32 = 5;
 const BUMP: f64 = 1.25;
 /// A record never sent (the API stopped between recording and sending) fails after this.
 const UNSENT_AFTER_SECS: f64 = 300.0;
-/// Advisory lock key of the tracker.
-const TRACKER_LOCK: i64 = 0x6473_7061_6365_0100;
 
 struct Open {
     id: i64,
@@ -38,31 +42,24 @@ struct Open {
     age_secs: f64,
 }
 
-/// Tracks until the process ends.
-pub async fn run(state: AppState) {
-    let mut tick = tokio::time::interval(INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if let Err(err) = pass(&state).await {
-            tracing::warn!(target: "api::relay", err = format!("{err:#}"), "tracking pass failed");
-        }
-    }
+/// The tracker's job: a pass every [`INTERVAL`].
+pub fn job(state: &AppState) -> Job {
+    let state = state.clone();
+    Job::periodic(
+        "relay-tracker",
+        || Schedule::every(INTERVAL),
+        move || {
+            let state = state.clone();
+            async move { pass(&state).await.map(drop) }
+        },
+    )
 }
 
 /// One pass over the open transactions. Returns how many changed.
 pub async fn pass(state: &AppState) -> anyhow::Result<usize> {
-    let mut conn = state.db.acquire().await?;
-    let leader: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
-        .bind(TRACKER_LOCK)
-        .fetch_one(&mut *conn)
-        .await?;
-    if !leader {
-        return Ok(0);
-    }
-    let tracked = track_open(state, &mut conn).await;
-    // Release on this connection (it goes back to the pool); a lost connection releases it too.
-    sqlx::query("select pg_advisory_unlock($1)").bind(TRACKER_LOCK).execute(&mut *conn).await?;
+    let Some(mut lock) = try_lead(&state.db, Lock::RelayTracker).await? else { return Ok(0) };
+    let tracked = track_open(state, &mut lock).await;
+    lock.close().await.ok();
     tracked
 }
 

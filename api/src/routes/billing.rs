@@ -12,7 +12,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{Cursor, page_limit, show_address, show_hex};
 use crate::{
     auth::AuthUser,
-    error::{ApiError, ApiResult, Problem},
+    error::{ApiError, ApiResult},
     state::AppState,
 };
 
@@ -43,8 +43,7 @@ pub struct Balance {
 
 /// The caller's credit balance, as indexed.
 #[utoipa::path(get, path = "/billing/balance", tag = "billing", security(("bearer" = [])),
-    responses((status = 200, body = Balance),
-        (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Balance)))]
 pub async fn balance(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Balance>> {
     let cache = &state.reads.balances;
     if let Some(cached) = cache.get(&user.address) {
@@ -83,6 +82,7 @@ pub struct HistoryQuery {
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size (1–500, default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -126,9 +126,7 @@ const KINDS: &[&str] = &["recharge", "fiat", "deduction", "skipped"];
 
 /// The caller's credit movements, newest first.
 #[utoipa::path(get, path = "/billing/history", tag = "billing", security(("bearer" = [])), params(HistoryQuery),
-    responses((status = 200, body = HistoryPage),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = HistoryPage)))]
 pub async fn history(
     State(state): State<AppState>,
     user: AuthUser,
@@ -226,8 +224,7 @@ pub struct PaymentMethods {
 
 /// The ways to buy credits: tokens the ledger accepts (rates from the indexed chain) and card.
 #[utoipa::path(get, path = "/billing/payment-methods", tag = "billing", security(("bearer" = [])),
-    responses((status = 200, body = PaymentMethods),
-        (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = PaymentMethods)))]
 pub async fn payment_methods(
     State(state): State<AppState>,
     _user: AuthUser,
@@ -247,9 +244,12 @@ pub async fn payment_methods(
             chain_id: state.chain_id(),
         })
         .collect();
-    methods.push(PaymentMethod::Card {
-        provider: "paystack",
-        currencies: state.config.card_currencies.clone(),
-    });
+    // Card payments are offered only where they can be taken.
+    if state.payments.is_some() {
+        methods.push(PaymentMethod::Card {
+            provider: "paystack",
+            currencies: state.config.card_currencies.clone(),
+        });
+    }
     Ok(Json(PaymentMethods { methods }))
 }

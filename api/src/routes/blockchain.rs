@@ -27,9 +27,6 @@ use crate::{
 /// How far a delivery's timestamp may be from now.
 const MAX_DELIVERY_AGE_SECS: i64 = 300;
 
-/// The channel the indexer listens on to fetch a block now (see the indexer's `WAKE_CHANNEL`).
-pub const WAKE_CHANNEL: &str = decentraspace_indexer::store::WAKE_CHANNEL;
-
 /// The blockchain routes.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(ownership)).routes(routes!(listener))
@@ -72,8 +69,7 @@ pub struct Ownership {
 /// `fresh=true`).
 #[utoipa::path(get, path = "/blockchain/ownership", tag = "blockchain", params(OwnershipQuery),
     responses((status = 200, body = Ownership),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::Unavailable))]
 pub async fn ownership(
     State(state): State<AppState>,
     Query(q): Query<OwnershipQuery>,
@@ -166,7 +162,6 @@ pub struct ListenerAck {
         ("X-Timestamp" = u64, Header, description = "Unix seconds when the delivery was signed"),
         ("X-Delivery-Id" = Option<String>, Header, description = "The provider's delivery id, for de-duplication")),
     responses((status = 200, body = ListenerAck),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong signature", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "No listener secret configured", body = Problem, content_type = "application/problem+json")))]
 pub async fn listener(
@@ -175,7 +170,7 @@ pub async fn listener(
     body: Bytes,
 ) -> ApiResult<Json<ListenerAck>> {
     let secret = state.config.listener_secret.as_ref().ok_or_else(|| {
-        ApiError::Unavailable("the chain-event listener is not configured (LISTENER_SECRET)".into())
+        ApiError::NotConfigured("the chain-event listener is not configured (LISTENER_SECRET)")
     })?;
     let signature = headers
         .get("x-signature")
@@ -236,9 +231,13 @@ pub async fn listener(
     let duplicate = recorded.rows_affected() == 0;
     if !duplicate {
         let payload = serde_json::json!({ "chain_id": state.chain_id(), "block_number": delivery.block_number });
-        sqlx::query!("select pg_notify($1, $2)", WAKE_CHANNEL, payload.to_string())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "select pg_notify($1, $2)",
+            decentraspace_db::channels::WAKE_INDEXER,
+            payload.to_string()
+        )
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     Ok(Json(ListenerAck { delivery_id, duplicate, block_number: delivery.block_number }))

@@ -13,7 +13,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::AuthUser,
-    error::{ApiError, ApiResult, Problem},
+    error::{ApiError, ApiResult},
     state::AppState,
 };
 
@@ -27,7 +27,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct CreditAnalyticsQuery {
     /// `day` (default), `week` or `month`.
     pub bucket: Option<String>,
-    /// From (RFC 3339; default 30 days ago).
+    /// From (RFC 3339; default 30 days before `to`); before `to`, and at most three years
+    /// (1,098 days) before it.
     pub from: Option<DateTime<Utc>>,
     /// Until (RFC 3339, exclusive; default now).
     pub to: Option<DateTime<Utc>>,
@@ -87,16 +88,15 @@ pub struct CreditAnalytics {
     pub burn_rate_per_day: String,
     /// The current balance.
     pub balance: String,
-    /// When the balance runs out at the burn rate (null when nothing is being spent).
+    /// When the balance runs out at the burn rate; null when nothing is being spent, or when the
+    /// balance would last more than 100 years at this rate (no date that far out is meaningful).
     pub projected_depletion: Option<DateTime<Utc>>,
 }
 
 /// Where the caller's credits went.
 #[utoipa::path(get, path = "/analytics/credit", tag = "analytics", security(("bearer" = [])),
     params(CreditAnalyticsQuery),
-    responses((status = 200, body = CreditAnalytics),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = CreditAnalytics)))]
 pub async fn credit_analytics(
     State(state): State<AppState>,
     user: AuthUser,
@@ -168,8 +168,7 @@ pub async fn credit_analytics(
                       round(coalesce(sum(credits) filter (where kind = 'deduction' and block_time >= now() - interval '7 days'), 0) / 7) as burn,
                       coalesce((select balance from credit_balances where chain_id = $1 and account = $2), 0) as balance
                from credit_entries where chain_id = $1 and account = $2)
-           select spent::text as "spent!", recharged::text as "recharged!", burn::text as "burn!", balance::text as "balance!",
-                  case when burn > 0 then now() + (balance / burn)::float8 * interval '1 day' end as projected_depletion
+           select spent::text as "spent!", recharged::text as "recharged!", burn::text as "burn!", balance::text as "balance!"
            from t"#,
         chain,
         account,
@@ -193,8 +192,49 @@ pub async fn credit_analytics(
         by_kind: kinds.into_iter().map(|k| KindSpend { kind: k.kind, spent: k.spent }).collect(),
         spent: totals.spent,
         recharged: totals.recharged,
+        projected_depletion: projected_depletion(&totals.balance, &totals.burn, Utc::now()),
         burn_rate_per_day: totals.burn,
         balance: totals.balance,
-        projected_depletion: totals.projected_depletion,
     }))
+}
+
+/// The furthest depletion date projected; past it the answer is null.
+const MAX_PROJECTION_DAYS: f64 = 100.0 * 365.25;
+
+/// When `balance` runs out at `burn_per_day` from `now`: none without spend, or further out than
+/// [`MAX_PROJECTION_DAYS`] (a tiny spend against a large balance would otherwise name a year
+/// beyond any date type, or beyond RFC 3339's four digits).
+fn projected_depletion(
+    balance: &str,
+    burn_per_day: &str,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let balance: f64 = balance.parse().ok()?;
+    let burn: f64 = burn_per_day.parse().ok()?;
+    if burn <= 0.0 || !balance.is_finite() {
+        return None;
+    }
+    let days = balance.max(0.0) / burn;
+    if days > MAX_PROJECTION_DAYS {
+        return None;
+    }
+    now.checked_add_signed(Duration::milliseconds((days * 86_400_000.0) as i64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depletion_is_projected_within_a_century_only() {
+        let now = Utc::now();
+        assert_eq!(projected_depletion("700", "100", now), Some(now + Duration::days(7)));
+        assert_eq!(projected_depletion("0", "100", now), Some(now));
+        assert_eq!(projected_depletion("700", "0", now), None);
+        // A balance far beyond any spend: no date, rather than one past what dates can hold.
+        let huge = "115792089237316195423570985008687907853269984665640564039457584007913129639935";
+        assert_eq!(projected_depletion(huge, "1", now), None);
+        assert_eq!(projected_depletion("3660000", "100", now), None);
+        assert!(projected_depletion("3650000", "100", now).is_some());
+    }
 }

@@ -50,9 +50,13 @@ pub struct Readiness {
     pub indexer_lag: Option<u64>,
     /// The largest lag still ready.
     pub max_lag: u64,
+    /// Required background jobs that are down (failed, waiting to start again); empty when all
+    /// run.
+    pub jobs_down: Vec<String>,
 }
 
-/// Readiness: database, RPC and indexer lag within bounds (503 otherwise, with the same body).
+/// Readiness: database, RPC and indexer lag within bounds, and every required background job
+/// running (503 otherwise, with the same body).
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
@@ -70,7 +74,11 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
         _ => None,
     };
     let max_lag = state.config.ready_max_lag_blocks;
-    let ok = database && chain_head.is_some() && indexer_lag.is_some_and(|lag| lag <= max_lag);
+    let jobs_down = state.jobs.down();
+    let ok = database
+        && chain_head.is_some()
+        && indexer_lag.is_some_and(|lag| lag <= max_lag)
+        && jobs_down.is_empty();
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = Readiness {
         status: if ok { "ready" } else { "not_ready" },
@@ -79,6 +87,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
         indexed_block,
         indexer_lag,
         max_lag,
+        jobs_down,
     };
     (status, Json(body))
 }

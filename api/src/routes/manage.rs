@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     auth::{AdminUser, TxOutcome},
-    error::{ApiError, ApiResult, Problem},
+    error::{ApiError, ApiResult},
     state::AppState,
 };
 
@@ -44,6 +44,7 @@ pub struct AccountQuery {
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size (1–500, default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -74,8 +75,7 @@ pub struct AccountPage {
 /// Lists and searches accounts.
 #[utoipa::path(get, path = "/auth/manage", tag = "admin", security(("bearer" = [])), params(AccountQuery),
     responses((status = 200, body = AccountPage),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::Forbidden))]
 pub async fn list_accounts(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -151,8 +151,8 @@ pub struct AccountDetail {
 #[utoipa::path(get, path = "/auth/manage/{address}", tag = "admin", security(("bearer" = [])),
     params(("address" = String, Path, description = "The wallet")),
     responses((status = 200, body = AccountDetail),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::Forbidden,
+        crate::openapi::NotFound))]
 pub async fn account_detail(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -205,9 +205,8 @@ pub struct SetStatus {
 #[utoipa::path(put, path = "/auth/manage/{address}/status", tag = "admin", security(("bearer" = [])),
     params(("address" = String, Path, description = "The wallet")), request_body = SetStatus,
     responses((status = 200, body = TxOutcome),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::Forbidden,
+        crate::openapi::Conflict))]
 pub async fn set_status(
     State(state): State<AppState>,
     admin: AdminUser,
@@ -245,8 +244,7 @@ pub struct FreeTierDuration {
 #[utoipa::path(put, path = "/auth/manage/free-tier-duration", tag = "admin", security(("bearer" = [])),
     request_body = FreeTierDuration,
     responses((status = 200, body = TxOutcome),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::Forbidden))]
 pub async fn set_free_tier_duration(
     State(state): State<AppState>,
     admin: AdminUser,

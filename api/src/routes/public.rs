@@ -18,7 +18,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{Cursor, page_limit, parse_address, show_address, show_hex};
 use crate::{
-    error::{ApiError, ApiResult, Problem},
+    error::{ApiError, ApiResult},
     state::AppState,
     stream::Notice,
 };
@@ -87,6 +87,7 @@ pub struct EventQuery {
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size (1–500, default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -124,8 +125,7 @@ impl From<EventRow> for EventView {
 
 /// Platform events, filtered, in chain order.
 #[utoipa::path(get, path = "/v1/events", tag = "public", params(EventQuery),
-    responses((status = 200, body = EventPage),
-        (status = 400, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = EventPage)))]
 pub async fn events(
     State(state): State<AppState>,
     Query(q): Query<EventQuery>,
@@ -221,8 +221,7 @@ pub struct AccountView {
 #[utoipa::path(get, path = "/v1/accounts/{address}", tag = "public",
     params(("address" = String, Path, description = "0x-prefixed wallet address")),
     responses((status = 200, body = AccountView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::NotFound))]
 pub async fn account(
     State(state): State<AppState>,
     Path(address): Path<String>,
@@ -283,7 +282,7 @@ pub struct ServiceView {
 #[utoipa::path(get, path = "/v1/services/{id}", tag = "public",
     params(("id" = i64, Path, description = "On-chain service id")),
     responses((status = 200, body = ServiceView),
-        (status = 404, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::NotFound))]
 pub async fn service(
     State(state): State<AppState>,
     Path(id): Path<i64>,
@@ -347,7 +346,7 @@ pub struct DomainView {
 #[utoipa::path(get, path = "/v1/domains/{name}", tag = "public",
     params(("name" = String, Path, description = "Domain name, e.g. example.com")),
     responses((status = 200, body = DomainView),
-        (status = 404, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::NotFound))]
 pub async fn domain(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -8,7 +8,10 @@ use axum::{
     extract::{Path, State},
 };
 use chrono::{DateTime, Utc};
-use decentraspace_abi::ServiceRegistry;
+use decentraspace_abi::{
+    PlatformRevert,
+    ServiceRegistry::{self, ServiceRegistryErrors},
+};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -16,6 +19,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::show_hex;
 use crate::{
     auth::{AuthUser, TxOutcome},
+    chain::ChainError,
     error::{ApiError, ApiResult, Problem},
     state::AppState,
 };
@@ -49,8 +53,7 @@ pub struct MyService {
 
 /// The caller's services, with state and price.
 #[utoipa::path(get, path = "/services", tag = "services", security(("bearer" = [])),
-    responses((status = 200, body = Vec<MyService>),
-        (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Vec<MyService>)))]
 pub async fn my_services(
     State(state): State<AppState>,
     user: AuthUser,
@@ -132,12 +135,13 @@ pub(crate) async fn change(
         operator.send(registry.pause(service)).await
     };
     match sent {
-        Err(ApiError::Conflict(reason)) if reason.contains("InsufficientCredit") => {
-            Err(ApiError::InsufficientCredit(
-                "resuming needs a balance of at least one hour of the service's price; recharge first".into(),
-            ))
-        }
-        other => other.map(Json),
+        Err(ChainError::Refused(PlatformRevert::ServiceRegistry(
+            ServiceRegistryErrors::ServiceRegistryInsufficientCredit(_),
+        ))) => Err(ApiError::InsufficientCredit(
+            "resuming needs a balance of at least one hour of the service's price; recharge first"
+                .into(),
+        )),
+        other => Ok(Json(other?)),
     }
 }
 
@@ -145,7 +149,7 @@ pub(crate) async fn change(
 #[utoipa::path(post, path = "/services/{id}/pause", tag = "services", security(("bearer" = [])),
     params(("id" = i64, Path, description = "The service")),
     responses((status = 200, body = TxOutcome),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        crate::openapi::NotFound,
         (status = 409, description = "Not active", body = Problem, content_type = "application/problem+json")))]
 pub async fn pause(
     State(state): State<AppState>,
@@ -159,7 +163,7 @@ pub async fn pause(
 #[utoipa::path(post, path = "/services/{id}/resume", tag = "services", security(("bearer" = [])),
     params(("id" = i64, Path, description = "The service")),
     responses((status = 200, body = TxOutcome),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        crate::openapi::NotFound,
         (status = 409, description = "Not paused, expired or the account suspended", body = Problem,
             content_type = "application/problem+json"),
         (status = 402, description = "Not enough credit for one hour", body = Problem,

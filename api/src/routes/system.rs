@@ -8,11 +8,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{
-    auth::AdminUser,
-    error::{ApiResult, Problem},
-    state::AppState,
-};
+use crate::{auth::AdminUser, error::ApiResult, state::AppState};
 
 /// The system route.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -104,7 +100,7 @@ pub struct SystemHealth {
 /// API, database, indexer, relayer and background-work health.
 #[utoipa::path(get, path = "/analytics/system", tag = "admin", security(("bearer" = [])),
     responses((status = 200, body = SystemHealth),
-        (status = 403, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::Forbidden))]
 pub async fn system(
     State(state): State<AppState>,
     _admin: AdminUser,

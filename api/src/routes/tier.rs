@@ -37,8 +37,7 @@ pub struct TierView {
 
 /// The caller's tier.
 #[utoipa::path(get, path = "/auth/tier", tag = "auth", security(("bearer" = [])),
-    responses((status = 200, body = TierView),
-        (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = TierView)))]
 pub async fn read_tier(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<TierView>> {
     let row = sqlx::query!(
         "select tier, status, tier_expires_at from accounts where chain_id = $1 and address = $2",
@@ -80,8 +79,7 @@ pub struct SetTier {
 /// transaction; reads reflect it once indexed.
 #[utoipa::path(post, path = "/auth/tier", tag = "auth", security(("bearer" = [])), request_body = SetTier,
     responses((status = 200, body = TxOutcome),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        crate::openapi::Forbidden,
         (status = 409, description = "The chain refused (e.g. the account is not registered)", body = Problem,
             content_type = "application/problem+json")))]
 pub async fn set_tier(
@@ -108,9 +106,10 @@ pub async fn set_tier(
     Ok(Json(outcome))
 }
 
-/// The account's effective tier (`free` or `paid`) at chain time.
-pub async fn effective_tier(state: &AppState, account: Address) -> ApiResult<String> {
-    Ok(sqlx::query_scalar!(
+/// The account's effective tier at chain time (a lapsed Paid tier is Free; an unregistered
+/// wallet is Free).
+pub async fn effective_tier(state: &AppState, account: Address) -> ApiResult<Tier> {
+    let tier = sqlx::query_scalar!(
         r#"select effective_tier(a.tier, a.tier_expires_at, chain_now($1)) as "tier!"
            from (select 1) one
            left join accounts a on a.chain_id = $1 and a.address = $2"#,
@@ -118,5 +117,6 @@ pub async fn effective_tier(state: &AppState, account: Address) -> ApiResult<Str
         account.as_slice()
     )
     .fetch_one(&state.db)
-    .await?)
+    .await?;
+    tier.parse().map_err(|err| ApiError::Internal(anyhow::anyhow!("indexed tier: {err}")))
 }

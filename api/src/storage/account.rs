@@ -4,10 +4,16 @@
 
 use alloy::primitives::{Address, keccak256};
 use chrono::{DateTime, Utc};
-use decentraspace_abi::{ServiceKind, ServiceRegistry};
+use decentraspace_abi::{
+    PlatformRevert, ServiceKind,
+    ServiceRegistry::{self, ServiceRegistryErrors},
+    Tier,
+};
+use decentraspace_db::locks::{Lock, lock_in};
 use sqlx::PgConnection;
 
 use crate::{
+    chain::ChainError,
     error::{ApiError, ApiResult},
     routes::tier::effective_tier,
     state::AppState,
@@ -27,9 +33,9 @@ pub(super) struct Allowance {
 }
 
 /// A tier's storage limits: the largest file and the quota.
-fn limits(state: &AppState, tier: &str) -> (u64, u64) {
+fn limits(state: &AppState, tier: Tier) -> (u64, u64) {
     let config = &state.config;
-    if tier == "paid" {
+    if tier == Tier::Paid {
         (config.storage_max_file_paid, config.storage_quota_paid)
     } else {
         (config.storage_max_file_free, config.storage_quota_free)
@@ -57,19 +63,14 @@ pub(super) async fn locked(
     account: Address,
 ) -> ApiResult<sqlx::Transaction<'static, sqlx::Postgres>> {
     let mut tx = state.db.begin().await?;
-    sqlx::query(
-        "select pg_advisory_xact_lock(hashtextextended('storage:' || encode($1, 'hex'), 0))",
-    )
-    .bind(account.as_slice())
-    .execute(&mut *tx)
-    .await?;
+    lock_in(&mut tx, Lock::StorageAccount { account: account.as_slice() }).await?;
     Ok(tx)
 }
 
 pub(super) async fn allowance(state: &AppState, account: Address) -> ApiResult<Allowance> {
     let tier = effective_tier(state, account).await?;
     let used = used_bytes(&mut *state.db.acquire().await?, state, account).await?;
-    let (max_file, quota) = limits(state, &tier);
+    let (max_file, quota) = limits(state, tier);
     let left = quota.saturating_sub(used);
     Ok(if left < max_file {
         Allowance {
@@ -118,7 +119,9 @@ pub(super) async fn storage_service(state: &AppState, account: Address) -> ApiRe
         }
         // Opened by an earlier request moments ago (the one storage service a tier allows),
         // and not indexed yet: wait for the index.
-        Err(ApiError::Conflict(reason)) if reason.contains("TierLimitExceeded") => {
+        Err(ChainError::Refused(PlatformRevert::ServiceRegistry(
+            ServiceRegistryErrors::ServiceRegistryTierLimitExceeded(_),
+        ))) => {
             for _ in 0..INDEX_WAIT_STEPS {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 if let Some(id) = indexed_storage_service(state, account).await? {
@@ -129,7 +132,7 @@ pub(super) async fn storage_service(state: &AppState, account: Address) -> ApiRe
                 "your storage service is being opened; try again in a moment".into(),
             ))
         }
-        Err(err) => Err(err),
+        Err(err) => Err(err.into()),
     }
 }
 
@@ -215,7 +218,7 @@ pub(super) async fn record(
     file: NewFile<'_>,
 ) -> ApiResult<Option<Recorded>> {
     let mut tx = locked(state, account).await?;
-    let (_, quota) = limits(state, &effective_tier(state, account).await?);
+    let (_, quota) = limits(state, effective_tier(state, account).await?);
     if used_bytes(&mut tx, state, account).await? + file.size > quota {
         return Ok(None);
     }

@@ -6,12 +6,15 @@
 
 use std::{collections::HashSet, time::Duration};
 
+use decentraspace_db::locks::{Lock, try_lead};
 use sqlx::PgConnection;
 
-use crate::{ipfs::Ipfs, leader::try_lead, state::AppState};
+use crate::{
+    ipfs::Ipfs,
+    jobs::{Job, Schedule},
+    state::AppState,
+};
 
-/// Advisory lock key of the rebuild job.
-const LEADER_KEY: i64 = 0x6469_7273; // "dirs"
 /// How often the job looks for stale folders when nothing wakes it.
 const IDLE: Duration = Duration::from_secs(5);
 /// Folders built per query.
@@ -43,23 +46,24 @@ pub(super) fn wake(state: &AppState) {
 }
 
 /// The rebuild job: a pass when woken, or every few seconds.
-pub async fn run(state: AppState) {
-    let Some(ipfs) = state.ipfs.clone() else { return };
-    loop {
-        if let Err(err) = pass(&state, &ipfs).await {
-            tracing::warn!(target: "api::storage", err = format!("{err:#}"), "folder directory pass failed");
-        }
-        tokio::select! {
-            () = state.directory_wake.notified() => {}
-            () = tokio::time::sleep(IDLE) => {}
-        }
-    }
+pub fn job(state: &AppState) -> Option<Job> {
+    let ipfs = state.ipfs.clone()?;
+    let wake = state.directory_wake.clone();
+    let state = state.clone();
+    Some(Job::periodic(
+        "folder-directories",
+        move || Schedule::every(IDLE).woken_by_notify(wake.clone()),
+        move || {
+            let (state, ipfs) = (state.clone(), ipfs.clone());
+            async move { pass(&state, &ipfs).await.map(drop) }
+        },
+    ))
 }
 
 /// Builds every stale folder whose sub-folders are built, deepest first, until none is left
 /// (or one fails: it is tried again on the next pass). Answers the folders built.
 pub async fn pass(state: &AppState, ipfs: &Ipfs) -> anyhow::Result<usize> {
-    let Some(lock) = try_lead(&state.db, LEADER_KEY).await? else { return Ok(0) };
+    let Some(lock) = try_lead(&state.db, Lock::StorageDirectories).await? else { return Ok(0) };
     let mut built = 0;
     let mut failed = HashSet::new();
     loop {

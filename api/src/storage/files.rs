@@ -14,7 +14,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::AuthUser,
-    error::{ApiError, ApiResult, Problem},
+    error::{ApiError, ApiResult},
     routes::page_limit,
     state::AppState,
 };
@@ -62,15 +62,14 @@ pub struct FilesQuery {
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Files per page (1–500, default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
 /// Lists the caller's files, in every folder, by id.
 #[utoipa::path(get, path = "/storage/manage/files", tag = "storage", security(("bearer" = [])),
     params(FilesQuery),
-    responses((status = 200, body = FilePage),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = FilePage)))]
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,
@@ -112,8 +111,7 @@ pub async fn list(
 #[utoipa::path(delete, path = "/storage/manage/files/{id}", tag = "storage", security(("bearer" = [])),
     params(("id" = i64, Path, description = "The file")),
     responses((status = 204, description = "Deleted"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::NotFound))]
 pub async fn delete(
     State(state): State<AppState>,
     user: AuthUser,

@@ -10,6 +10,7 @@ use axum::{
     http::StatusCode,
 };
 use chrono::{DateTime, Utc};
+use decentraspace_abi::Tier;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -130,6 +131,7 @@ pub struct ListQuery {
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Files per page (1–500, default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -160,7 +162,7 @@ fn folder_name(name: &str) -> ApiResult<String> {
 /// Folders are for Paid accounts.
 async fn require_paid(state: &AppState, user: &AuthUser) -> ApiResult<()> {
     let tier = crate::routes::tier::effective_tier(state, user.address).await?;
-    if tier != "paid" {
+    if tier != Tier::Paid {
         return Err(ApiError::PaidTierRequired(
             "folders are for Paid accounts; upgrade to organise files in folders".into(),
         ));
@@ -203,7 +205,6 @@ fn conflict_on_duplicate(err: sqlx::Error) -> ApiError {
 #[utoipa::path(post, path = "/storage/folder", tag = "storage", security(("bearer" = [])),
     request_body = NewFolder,
     responses((status = 201, body = Folder),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "A Free account", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such parent of yours", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The name is taken there", body = Problem, content_type = "application/problem+json")))]
@@ -242,9 +243,8 @@ pub async fn create(
 #[utoipa::path(get, path = "/storage/folder", tag = "storage", security(("bearer" = [])),
     params(ListQuery),
     responses((status = 200, body = FolderPage),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "A Free account", body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::NotFound))]
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,
@@ -310,9 +310,8 @@ pub async fn list(
 #[utoipa::path(patch, path = "/storage/folder/{id}", tag = "storage", security(("bearer" = [])),
     params(("id" = i64, Path, description = "The folder")), request_body = FolderChange,
     responses((status = 200, body = Folder),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        crate::openapi::Forbidden,
+        crate::openapi::NotFound,
         (status = 409, description = "The name is taken there", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A move into itself", body = Problem, content_type = "application/problem+json")))]
 pub async fn update(
@@ -381,8 +380,8 @@ pub async fn update(
 #[utoipa::path(delete, path = "/storage/folder/{id}", tag = "storage", security(("bearer" = [])),
     params(("id" = i64, Path, description = "The folder"), DeleteQuery),
     responses((status = 204, description = "Deleted"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        crate::openapi::Forbidden,
+        crate::openapi::NotFound,
         (status = 409, description = "Not empty (ask recursively)", body = Problem,
             content_type = "application/problem+json")))]
 pub async fn delete(
@@ -441,8 +440,8 @@ pub async fn delete(
 #[utoipa::path(patch, path = "/storage/folder/files/{id}", tag = "storage", security(("bearer" = [])),
     params(("id" = i64, Path, description = "The file")), request_body = FileMove,
     responses((status = 204, description = "Moved"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::Forbidden,
+        crate::openapi::NotFound))]
 pub async fn move_file(
     State(state): State<AppState>,
     user: AuthUser,

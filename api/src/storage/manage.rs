@@ -36,8 +36,7 @@ pub struct StorageService {
 
 /// The caller's storage services with what they hold.
 #[utoipa::path(get, path = "/storage/manage", tag = "storage", security(("bearer" = [])),
-    responses((status = 200, body = Vec<StorageService>),
-        (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Vec<StorageService>)))]
 pub async fn show(
     State(state): State<AppState>,
     user: AuthUser,
@@ -64,7 +63,7 @@ pub async fn show(
 #[utoipa::path(post, path = "/storage/manage/{id}/pause", tag = "storage", security(("bearer" = [])),
     params(("id" = i64, Path, description = "The storage service")),
     responses((status = 200, body = TxOutcome),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        crate::openapi::NotFound,
         (status = 409, description = "Not active", body = Problem, content_type = "application/problem+json")))]
 pub async fn pause(
     State(state): State<AppState>,
@@ -80,8 +79,8 @@ pub async fn pause(
     responses((status = 200, body = TxOutcome),
         (status = 402, description = "Not enough credit for one hour", body = Problem,
             content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::NotFound,
+        crate::openapi::Conflict))]
 pub async fn resume(
     State(state): State<AppState>,
     user: AuthUser,

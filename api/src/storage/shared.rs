@@ -67,7 +67,7 @@ fn check_storage(state: Option<&str>) -> ApiResult<()> {
         (status = 200, description = "The file's bytes (its content type), or a folder listing (JSON)", body = SharedFolder),
         (status = 403, description = "The owner's storage is paused or suspended", body = Problem,
             content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::NotFound))]
 pub async fn shared(
     State(state): State<AppState>,
     Path(token): Path<String>,
@@ -99,13 +99,13 @@ pub async fn shared(
             let arweave = state
                 .arweave
                 .as_ref()
-                .ok_or_else(|| ApiError::Unavailable("no Arweave node is configured".into()))?;
+                .ok_or_else(|| ApiError::NotConfigured("no Arweave node is configured"))?;
             Box::pin(arweave.data(&file.content_id).await.map_err(|e| unreadable(e.to_string()))?)
         } else {
             let ipfs = state
                 .ipfs
                 .as_ref()
-                .ok_or_else(|| ApiError::Unavailable("no IPFS node is configured".into()))?;
+                .ok_or_else(|| ApiError::NotConfigured("no IPFS node is configured"))?;
             Box::pin(
                 ipfs.cat_stream(&file.content_id).await.map_err(|e| unreadable(e.to_string()))?,
             )

@@ -13,6 +13,7 @@ use axum::{
     http::StatusCode,
 };
 use bytes::Bytes;
+use decentraspace_abi::Tier;
 use futures::Stream;
 use tokio::sync::mpsc;
 
@@ -123,8 +124,6 @@ pub(crate) fn multipart_error(err: axum::extract::multipart::MultipartError) -> 
     request_body(content_type = "multipart/form-data", description = "A `file` part, optionally preceded by `backend`"),
     responses(
         (status = 201, description = "Stored", body = StoredFile),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Arweave for a Free account", body = Problem,
             content_type = "application/problem+json"),
         (status = 409, description = "The storage service is paused or suspended", body = Problem,
@@ -133,7 +132,7 @@ pub(crate) fn multipart_error(err: axum::extract::multipart::MultipartError) -> 
             content_type = "application/problem+json"),
         (status = 422, description = "An unknown or unconfigured backend", body = Problem,
             content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json")))]
+        crate::openapi::Unavailable))]
 pub(super) async fn upload(
     State(state): State<AppState>,
     user: AuthUser,
@@ -156,6 +155,7 @@ pub(super) async fn upload(
             Some("file") => break field,
             Some("backend") => {
                 let name = field.text().await.map_err(multipart_error)?;
+                crate::http::input::refuse_nul_in_text("backend", &name)?;
                 backend = match name.as_str() {
                     "ipfs" => Backend::Ipfs,
                     "arweave" if state.arweave.is_some() => Backend::Arweave,
@@ -183,7 +183,7 @@ pub(super) async fn upload(
     };
     // Arweave storage is permanent and paid for by the platform: Paid accounts only.
     if backend == Backend::Arweave
-        && crate::routes::tier::effective_tier(&state, user.address).await? != "paid"
+        && crate::routes::tier::effective_tier(&state, user.address).await? != Tier::Paid
     {
         return Err(ApiError::PaidTierRequired(
             "Arweave storage is for Paid accounts; upgrade, or store the file on IPFS".into(),
@@ -212,10 +212,8 @@ pub(super) async fn upload(
         return respond(&state, &user, service_id, name, content_type, stored).await;
     }
 
-    let ipfs = state
-        .ipfs
-        .clone()
-        .ok_or_else(|| ApiError::Unavailable("no IPFS node is configured".into()))?;
+    let ipfs =
+        state.ipfs.clone().ok_or_else(|| ApiError::NotConfigured("no IPFS node is configured"))?;
     let (added, size) =
         stream_to_ipfs(&ipfs, field, &name, &content_type, allowance.bytes, over).await?;
     if multipart.next_field().await.map_err(multipart_error)?.is_some() {

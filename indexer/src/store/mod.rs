@@ -8,6 +8,7 @@ mod projections;
 
 use alloy::primitives::B256;
 use decentraspace_abi::PlatformContracts;
+use decentraspace_db::channels::{self, IndexedBatch};
 use sqlx::{Connection, PgConnection, postgres::PgPoolOptions};
 use tracing::warn;
 
@@ -15,13 +16,6 @@ use crate::{
     event::{EventPosition, IndexedEvent},
     projection::{self, EntityKey, ProjectionState},
 };
-
-/// The channel the indexer notifies after each committed batch or rollback.
-pub const NOTIFY_CHANNEL: &str = "decentraspace_events";
-
-/// The channel that wakes the indexer to look at the chain now (the API's chain-event listener
-/// notifies it; the payload names the block but is not trusted).
-pub const WAKE_CHANNEL: &str = "decentraspace_wake";
 
 /// A Postgres failure, or stored data the indexer cannot read.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +57,7 @@ impl StoreError {
 /// Applies the migrations shared by the indexer and the API.
 pub async fn migrate(database_url: &str) -> Result<(), StoreError> {
     let pool = PgPoolOptions::new().max_connections(1).connect(database_url).await?;
-    sqlx::migrate!("../migrations").run(&pool).await?;
+    decentraspace_db::migrate(&pool).await?;
     pool.close().await;
     Ok(())
 }
@@ -326,11 +320,9 @@ async fn notify(
     events: usize,
     reorg: bool,
 ) -> Result<(), StoreError> {
-    let payload = serde_json::json!({
-        "chain_id": chain_id, "from_block": from, "to_block": to, "events": events, "reorg": reorg,
-    });
-    sqlx::query!("select pg_notify($1, $2)", NOTIFY_CHANNEL, payload.to_string())
-        .execute(conn)
-        .await?;
+    let payload =
+        IndexedBatch { chain_id, from_block: from, to_block: to, events: events as u64, reorg };
+    let payload = serde_json::to_string(&payload).expect("a batch serialises");
+    sqlx::query!("select pg_notify($1, $2)", channels::INDEXED, payload).execute(conn).await?;
     Ok(())
 }

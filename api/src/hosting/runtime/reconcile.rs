@@ -7,14 +7,17 @@
 
 use std::time::Duration;
 
+use decentraspace_db::locks::{Lock, try_lead};
+
 use super::{
     Runtime, RuntimeError,
     instance::{Event, State, transition},
 };
-use crate::{leader::try_lead, state::AppState};
 
-/// Advisory lock key of the reconciler.
-const LEADER_KEY: i64 = 0x6479_6e61; // "dyna"
+use crate::{
+    jobs::{Job, Schedule},
+    state::AppState,
+};
 
 /// Where an instance should be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,19 +28,22 @@ enum Desired {
 }
 
 /// Runs passes every `interval` until the task is dropped.
-pub async fn run(state: AppState, interval: Duration) {
-    let Some(runtime) = state.runtime.clone() else { return };
-    loop {
-        if let Err(err) = pass(&state, runtime.as_ref()).await {
-            tracing::warn!(target: "api::runtime", err = format!("{err:#}"), "reconcile pass failed");
-        }
-        tokio::time::sleep(interval).await;
-    }
+pub fn job(state: &AppState, interval: Duration) -> Option<Job> {
+    let runtime = state.runtime.clone()?;
+    let state = state.clone();
+    Some(Job::periodic(
+        "dynamic-reconcile",
+        move || Schedule::every(interval),
+        move || {
+            let (state, runtime) = (state.clone(), runtime.clone());
+            async move { pass(&state, runtime.as_ref()).await.map(drop) }
+        },
+    ))
 }
 
 /// One pass over every instance; answers how many moved.
 pub async fn pass(state: &AppState, runtime: &dyn Runtime) -> anyhow::Result<usize> {
-    let Some(lock) = try_lead(&state.db, LEADER_KEY).await? else { return Ok(0) };
+    let Some(lock) = try_lead(&state.db, Lock::DynamicReconcile).await? else { return Ok(0) };
     let instances = sqlx::query!(
         r#"select i.site_id, i.machine_id, i.state, coalesce(v.state, 'opening') as "service!",
                   coalesce(v.expires_at <= chain_now(s.chain_id)

@@ -1,0 +1,165 @@
+//! [`ChainError`]: why a transaction the platform signs did not go through, or may not have.
+
+use alloy::{
+    contract::Error as ContractError,
+    primitives::{B256, Bytes},
+    transports::{RpcError, TransportErrorKind},
+};
+use decentraspace_abi::PlatformRevert;
+
+use crate::error::ApiError;
+
+/// Why a chain write failed. Each variant says where the transaction stands: refused before
+/// anything was sent, sent and reverted, or unknown (the node did not answer in time).
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// A platform contract refuses the call (found by estimating or simulating it: nothing was
+    /// sent and no gas was spent). Match the decoded error's variant.
+    #[error("the chain refused the transaction: {0}")]
+    Refused(PlatformRevert),
+    /// The call reverts with data no platform contract defines (a bare `revert()`, a panic).
+    #[error("the chain refused the transaction: {}", show_revert(.0))]
+    RefusedUnknown(Bytes),
+    /// The transaction was mined and reverted.
+    #[error("the transaction {0} reverted on-chain")]
+    Reverted(B256),
+    /// The node refused the transaction itself (under-priced, malformed): nothing was sent.
+    #[error("the node refused the transaction: {0}")]
+    Rejected(String),
+    /// The node refused the transaction and the chain's count of the key's transactions is not
+    /// the nonce it was signed with (another sender used it, or it ran ahead): count again from
+    /// the chain and retry.
+    #[error("the signing key's nonce is out of step: {0}")]
+    Nonce(String),
+    /// Sent, but not mined within the wait: it may still be, under this hash.
+    #[error("the transaction {0} was not mined in time")]
+    Timeout(B256),
+    /// The node did not answer (the cause, which may name the node's URL and key, is logged,
+    /// never shown).
+    #[error("the chain node is unavailable")]
+    Unreachable(String),
+}
+
+fn show_revert(data: &Bytes) -> String {
+    if data.is_empty() { "a revert without a reason".into() } else { data.to_string() }
+}
+
+impl ChainError {
+    /// Whether trying again later may succeed: the node was unreachable, the transaction was not
+    /// mined yet, or the nonce was out of step. A refusal or a revert stays one.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unreachable(_) | Self::Timeout(_) | Self::Nonce(_))
+    }
+
+    /// The platform contract's error, when a contract refused the call.
+    pub fn revert(&self) -> Option<&PlatformRevert> {
+        match self {
+            Self::Refused(revert) => Some(revert),
+            _ => None,
+        }
+    }
+
+    /// Classifies an error from sending (or estimating) a contract call.
+    pub fn from_send(err: ContractError) -> Self {
+        match err.as_revert_data() {
+            Some(data) => Self::from_revert_data(data),
+            None => match err {
+                ContractError::TransportError(rpc) => Self::from_rpc(rpc),
+                other => Self::Rejected(other.to_string()),
+            },
+        }
+    }
+
+    /// Classifies revert data.
+    pub fn from_revert_data(data: Bytes) -> Self {
+        match PlatformRevert::decode(&data) {
+            Some(revert) => Self::Refused(revert),
+            None => Self::RefusedUnknown(data),
+        }
+    }
+
+    /// Classifies an RPC error: the node's own refusals (with or without revert data) apart from
+    /// transport failures.
+    pub fn from_rpc(err: RpcError<TransportErrorKind>) -> Self {
+        if let Some(data) = err.as_error_resp().and_then(|resp| resp.as_revert_data()) {
+            return Self::from_revert_data(data);
+        }
+        match err.as_error_resp() {
+            Some(resp) => Self::Rejected(resp.message.to_string()),
+            None => Self::Unreachable(err.to_string()),
+        }
+    }
+}
+
+impl From<ChainError> for ApiError {
+    /// The edge's answer: a refusal of what another wallet owns is 403, other refusals and
+    /// reverts 409 naming the contract's error, a node that does not answer (or a transaction not
+    /// mined in time) 503.
+    fn from(err: ChainError) -> Self {
+        match err {
+            ChainError::Refused(revert) if revert.is_not_owner() => {
+                ApiError::Forbidden(format!("the call acts on what another wallet owns: {revert}"))
+            }
+            ChainError::Refused(_) | ChainError::RefusedUnknown(_) | ChainError::Reverted(_) => {
+                ApiError::Conflict(err.to_string())
+            }
+            ChainError::Rejected(_) | ChainError::Nonce(_) => {
+                tracing::warn!(target: "api::chain", %err, "the node refused a transaction");
+                ApiError::Unavailable(
+                    "the chain node refused the transaction; retry shortly".into(),
+                )
+            }
+            ChainError::Timeout(hash) => ApiError::Unavailable(format!(
+                "the transaction {hash} was not mined in time; try again"
+            )),
+            ChainError::Unreachable(cause) => {
+                crate::error::chain_unavailable("send the transaction", cause)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy::{
+        primitives::{Address, U256},
+        sol_types::SolError,
+    };
+    use decentraspace_abi::{CreditLedger, ServiceRegistry};
+
+    use super::*;
+
+    #[test]
+    fn refusals_are_classified_by_variant_and_answered_at_the_edge() {
+        let not_owner = ServiceRegistry::ServiceRegistryNotOwner {
+            serviceId: U256::from(1),
+            caller: Address::repeat_byte(1),
+        }
+        .abi_encode();
+        let err = ChainError::from_revert_data(not_owner.into());
+        assert!(!err.is_retryable());
+        assert!(matches!(ApiError::from(err), ApiError::Forbidden(_)));
+
+        let short = CreditLedger::CreditLedgerInsufficientBalance {
+            account: Address::ZERO,
+            balance: U256::ZERO,
+            required: U256::from(1),
+        }
+        .abi_encode();
+        let err = ChainError::from_revert_data(short.into());
+        assert!(matches!(
+            err.revert(),
+            Some(PlatformRevert::CreditLedger(
+                CreditLedger::CreditLedgerErrors::CreditLedgerInsufficientBalance(_)
+            ))
+        ));
+        assert!(matches!(ApiError::from(err), ApiError::Conflict(_)));
+
+        let unknown = ChainError::from_revert_data(Bytes::from_static(&[1, 2, 3, 4]));
+        assert!(matches!(unknown, ChainError::RefusedUnknown(_)));
+        assert!(ChainError::Unreachable("down".into()).is_retryable());
+        assert!(ChainError::Timeout(B256::ZERO).is_retryable());
+        assert!(ChainError::Nonce("nonce too low".into()).is_retryable());
+        assert!(!ChainError::Reverted(B256::ZERO).is_retryable());
+    }
+}

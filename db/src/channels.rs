@@ -1,0 +1,52 @@
+//! The NOTIFY channels between the indexer and the API replicas, and what each carries.
+//! A notification is delivered when its transaction commits, so one sent inside a transaction
+//! that rolls back is never seen.
+
+use serde::{Deserialize, Serialize};
+
+/// The indexer announces every committed batch (and every rollback) here; the payload is an
+/// [`IndexedBatch`] as JSON.
+pub const INDEXED: &str = "decentraspace_events";
+
+/// Wakes the indexer to look at the chain now (the API's chain-event listener sends it; the
+/// payload names a block but is not trusted).
+pub const WAKE_INDEXER: &str = "decentraspace_wake";
+
+/// Platform notices for the live stream of every replica (the API sends and listens; the payload
+/// is the API's `PlatformNotice` as JSON).
+pub const PLATFORM: &str = "decentraspace_platform";
+
+/// What the indexer committed: a batch of blocks, or a rollback to a fork.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexedBatch {
+    /// The chain.
+    pub chain_id: u64,
+    /// First block of the batch (after a rollback: the first block rolled back).
+    pub from_block: u64,
+    /// Last block of the batch.
+    pub to_block: u64,
+    /// Events committed.
+    pub events: u64,
+    /// Whether blocks were rolled back.
+    pub reorg: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_are_distinct_and_batches_round_trip() {
+        let names = [INDEXED, WAKE_INDEXER, PLATFORM];
+        let unique: std::collections::HashSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len());
+        let batch =
+            IndexedBatch { chain_id: 137, from_block: 5, to_block: 9, events: 3, reorg: false };
+        let text = serde_json::to_string(&batch).expect("serialises");
+        assert_eq!(
+            text,
+            r#"{"chain_id":137,"from_block":5,"to_block":9,"events":3,"reorg":false}"#
+        );
+        assert_eq!(serde_json::from_str::<IndexedBatch>(&text).expect("parses"), batch);
+    }
+}
