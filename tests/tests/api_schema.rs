@@ -35,7 +35,10 @@ fn fuzz(base: &str, headers: &[String], label: &str) -> anyhow::Result<()> {
     let hooks = repo_root().join("tools/schemathesis");
     let report = std::env::temp_dir().join(format!("schemathesis-{label}-{}", std::process::id()));
     let mut command = Command::new(schemathesis()?);
+    // Its cache and reports go to a temporary folder, not into the checkout.
+    std::fs::create_dir_all(&report)?;
     command
+        .current_dir(&report)
         .env("SCHEMATHESIS_HOOKS", "hooks")
         .env("PYTHONPATH", &hooks)
         .env("NO_COLOR", "1")
