@@ -13,11 +13,13 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    auth::AuthUser,
-    error::{ApiError, ApiResult},
-    routes::page_limit,
+    http::{
+        auth::AuthUser,
+        error::{ApiError, ApiResult},
+        pagination::page_limit,
+    },
+    public::stream::PlatformNotice,
     state::AppState,
-    stream::PlatformNotice,
 };
 
 /// The notice routes.

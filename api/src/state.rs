@@ -11,10 +11,10 @@ use tokio::sync::broadcast;
 
 use crate::{
     Config,
-    auth::{Operator, TokenKeys},
-    limits::RateLimits,
-    relay::Relayer,
-    stream::Notice,
+    accounts::tokens::TokenKeys,
+    chain::{Operator, Relayer},
+    http::limits::RateLimits,
+    public::stream::Notice,
 };
 
 /// The API's shared state.
@@ -33,7 +33,7 @@ pub struct AppState {
     /// Sends the payment oracle's transactions (card credits); unset without a key.
     pub oracle: Option<Operator>,
     /// The card-payment provider (Paystack); unset without a secret key.
-    pub payments: Option<Arc<dyn crate::payments::paystack::CardPayments>>,
+    pub payments: Option<Arc<dyn crate::billing::paystack::CardPayments>>,
     /// Wakes the payment worker when a webhook queues a payment.
     pub payment_wake: Arc<tokio::sync::Notify>,
     /// Wakes the job that rebuilds folders' IPFS directories.
@@ -160,9 +160,9 @@ impl AppState {
             ),
             None => None,
         };
-        let payments: Option<Arc<dyn crate::payments::paystack::CardPayments>> =
+        let payments: Option<Arc<dyn crate::billing::paystack::CardPayments>> =
             match &config.paystack_secret_key {
-                Some(key) => Some(Arc::new(crate::payments::paystack::Paystack::new(
+                Some(key) => Some(Arc::new(crate::billing::paystack::Paystack::new(
                     &config.paystack_base_url,
                     key.clone(),
                 )?)),
@@ -280,10 +280,10 @@ impl AppState {
     }
 
     /// The operator, or 503 when no operator key is configured.
-    pub fn operator(&self) -> Result<&Operator, crate::error::ApiError> {
-        self.operator
-            .as_ref()
-            .ok_or_else(|| crate::error::ApiError::NotConfigured("no operator key is configured"))
+    pub fn operator(&self) -> Result<&Operator, crate::http::error::ApiError> {
+        self.operator.as_ref().ok_or_else(|| {
+            crate::http::error::ApiError::NotConfigured("no operator key is configured")
+        })
     }
 
     /// The chain id of the deployment.
@@ -295,5 +295,30 @@ impl AppState {
 impl FromRef<AppState> for PgPool {
     fn from_ref(state: &AppState) -> Self {
         state.db.clone()
+    }
+}
+
+/// The cached hot reads, all invalidated together when the indexer commits.
+#[derive(Debug, Default)]
+pub struct ReadCaches {
+    /// `/billing/balance` by account.
+    pub balances:
+        crate::http::cache::ReadCache<alloy::primitives::Address, crate::billing::ledger::Balance>,
+    /// `/v1/accounts/{address}` by account.
+    pub accounts:
+        crate::http::cache::ReadCache<alloy::primitives::Address, crate::public::v1::AccountView>,
+}
+
+impl ReadCaches {
+    /// Forgets every cached read.
+    pub fn invalidate(&self) {
+        self.balances.invalidate();
+        self.accounts.invalidate();
+    }
+
+    /// Turns caching on or off (off while indexer notices are not received).
+    pub fn set_live(&self, live: bool) {
+        self.balances.set_live(live);
+        self.accounts.set_live(live);
     }
 }

@@ -15,7 +15,7 @@ use alloy::{
 };
 use anyhow::Context;
 use decentraspace_abi::{AccountRegistry, CreditLedger, ServiceKind, ServiceRegistry, Tier};
-use decentraspace_api::{AppState, metering::Meter};
+use decentraspace_api::{AppState, billing::Meter};
 use decentraspace_tests::{
     IndexerTask, Role, TestChain, TestDb, api_config, indexer_config, role_key, wait_for_checkpoint,
 };

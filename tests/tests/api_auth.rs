@@ -244,7 +244,7 @@ async fn private_routes_refuse_missing_tampered_and_expired_tokens() -> anyhow::
     assert_eq!((status, problem_type(&body).as_str()), (401, "unauthorized"), "{body}");
 
     // A token signed with the right key but expired an hour ago.
-    let keys = decentraspace_api::auth::TokenKeys::new(
+    let keys = decentraspace_api::accounts::tokens::TokenKeys::new(
         &"test-secret-test-secret-test-secret-0123".to_owned().into(),
         900,
         3600,

@@ -14,7 +14,7 @@ use alloy::{
 };
 use anyhow::Context;
 use decentraspace_abi::{AccountRegistry, CreditLedger, ServiceKind, ServiceRegistry, Tier};
-use decentraspace_api::{AppState, metering::Meter};
+use decentraspace_api::{AppState, billing::Meter};
 use decentraspace_tests::{
     ApiProcess, Hold, HoldingRpc, IndexerTask, Role, Session, TestApi, TestChain, TestDb,
     api_config, eventually, indexer_config, problem_type, role_key, wait_for_checkpoint,

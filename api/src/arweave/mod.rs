@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures::Stream;
 use sha2::{Digest, Sha256};
 
-use self::{
+use crate::arweave::{
     merkle::{Chunk, MAX_CHUNK, Tree, chunk_ranges},
     transaction::{Unsigned, Wallet},
 };

@@ -7,7 +7,7 @@ use alloy::{
 };
 use decentraspace_abi::PlatformRevert;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// Why a chain write failed. Each variant says where the transaction stands: refused before
 /// anything was sent, sent and reverted, or unknown (the node did not answer in time).
@@ -113,7 +113,7 @@ impl From<ChainError> for ApiError {
                 "the transaction {hash} was not mined in time; try again"
             )),
             ChainError::Unreachable(cause) => {
-                crate::error::chain_unavailable("send the transaction", cause)
+                crate::http::error::chain_unavailable("send the transaction", cause)
             }
         }
     }

@@ -20,9 +20,11 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{normalise, proof};
 use crate::{
-    auth::AuthUser,
-    error::{ApiError, ApiResult, Problem},
     hosting::sites,
+    http::{
+        auth::AuthUser,
+        error::{ApiError, ApiResult, Problem},
+    },
     state::AppState,
 };
 
@@ -177,7 +179,7 @@ pub async fn challenge(
             body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The proof is missing or wrong: the answer says what to set",
             body = Problem, content_type = "application/problem+json"),
-        crate::openapi::Unavailable))]
+        crate::http::openapi::Unavailable))]
 pub async fn link(
     State(state): State<AppState>,
     user: AuthUser,
@@ -336,7 +338,7 @@ async fn ens_owner(state: &AppState, domain: &str, wallet: Address) -> ApiResult
     let owner = ens
         .owner(domain)
         .await
-        .map_err(|err| crate::error::chain_unavailable("read the ENS registry", err))?;
+        .map_err(|err| crate::http::error::chain_unavailable("read the ENS registry", err))?;
     match owner {
         Some(owner) if owner == wallet => Ok(()),
         Some(owner) => Err(ApiError::Forbidden(format!(
@@ -394,7 +396,7 @@ async fn record_proof(
     responses((status = 200, body = OwnerCall),
         (status = 403, description = "Another wallet owns the domain", body = Problem,
             content_type = "application/problem+json"),
-        crate::openapi::NotFound,
+        crate::http::openapi::NotFound,
         (status = 409, description = "It is not linked", body = Problem,
             content_type = "application/problem+json")))]
 pub async fn unlink(

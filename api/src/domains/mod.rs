@@ -18,7 +18,7 @@ pub mod reverify;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    error::{ApiError, ApiResult},
+    http::error::{ApiError, ApiResult},
     state::AppState,
 };
 
@@ -29,6 +29,18 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(link::unlink))
         .routes(routes!(purchase::price, purchase::buy))
         .routes(routes!(purchase::renew))
+}
+
+/// The domain jobs, each every its configured interval unless 0: settling interrupted purchases,
+/// expiry reminders, and re-verifying linked domains' proofs.
+pub fn jobs(state: &AppState) -> Vec<crate::jobs::Job> {
+    let config = &state.config;
+    let every = |secs: u64| (secs > 0).then(|| std::time::Duration::from_secs(secs));
+    let mut jobs = Vec::new();
+    jobs.extend(every(config.domain_recovery_secs).map(|d| recovery::job(state, d)));
+    jobs.extend(every(config.domain_reminder_secs).map(|d| reminders::job(state, d)));
+    jobs.extend(every(config.domain_recheck_secs).map(|d| reverify::job(state, d)));
+    jobs
 }
 
 /// The longest domain name (RFC 1035).

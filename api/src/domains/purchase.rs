@@ -23,9 +23,11 @@ use super::{
     registrar::{Quote, RegistrarError},
 };
 use crate::{
-    auth::AuthUser,
-    charges,
-    error::{ApiError, ApiResult, Problem},
+    billing::charges,
+    http::{
+        auth::AuthUser,
+        error::{ApiError, ApiResult, Problem},
+    },
     state::AppState,
 };
 
@@ -193,7 +195,7 @@ async fn priced(
 #[utoipa::path(get, path = "/domain/purchase", tag = "domains", security(("bearer" = [])),
     params(PurchaseRequest),
     responses((status = 200, body = Price),
-        crate::openapi::Unavailable))]
+        crate::http::openapi::Unavailable))]
 pub async fn price(
     State(state): State<AppState>,
     _user: AuthUser,
@@ -268,10 +270,10 @@ pub async fn buy(
         (status = 402, body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Another wallet's name", body = Problem,
             content_type = "application/problem+json"),
-        crate::openapi::NotFound,
+        crate::http::openapi::NotFound,
         (status = 409, description = "Not a name bought through the platform", body = Problem,
             content_type = "application/problem+json"),
-        crate::openapi::Unavailable))]
+        crate::http::openapi::Unavailable))]
 pub async fn renew(
     State(state): State<AppState>,
     user: AuthUser,
@@ -479,7 +481,7 @@ pub(super) async fn record(
         .domainOf(node)
         .call()
         .await
-        .map_err(|e| crate::error::chain_unavailable("read the domain's record", e))?;
+        .map_err(|e| crate::http::error::chain_unavailable("read the domain's record", e))?;
     let purchased = on_chain.method == u8::from(decentraspace_abi::OwnershipMethod::Purchase);
     let held_until = on_chain.expiresAt;
     let done = on_chain.owner == owner && purchased && held_until >= expiry;

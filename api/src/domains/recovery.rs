@@ -16,7 +16,7 @@ use decentraspace_db::locks::{Lock, try_lead};
 use super::purchase::{RecordError, advance, charge_ref, platform_price, record, refund_ref};
 
 use crate::{
-    charges,
+    billing::charges,
     jobs::{Job, Schedule},
     state::AppState,
 };

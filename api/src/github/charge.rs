@@ -1,12 +1,12 @@
 //! The one-off charge for a GitHub link past the tier's included ones, through
-//! [`crate::charges`]. Its reference names the account, the GitHub identity and the slot it takes
+//! [`crate::billing::charges`]. Its reference names the account, the GitHub identity and the slot it takes
 //! (the links held before it), so linking the same identity into the same slot again (a retry
 //! after a charge whose link was not recorded) charges nothing more: the ledger refuses a
 //! reference it has seen, which reads as "already charged".
 
 use alloy::primitives::{Address, keccak256};
 
-use crate::{charges, error::ApiResult, state::AppState};
+use crate::{billing::charges, http::error::ApiResult, state::AppState};
 
 pub(super) use charges::{balance, credits};
 

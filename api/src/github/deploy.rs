@@ -15,9 +15,11 @@ use super::{
     link::token_of,
 };
 use crate::{
-    auth::AuthUser,
-    error::{ApiError, ApiResult, Problem},
     hosting::{Deployment, queue_github_deployment, sites},
+    http::{
+        auth::AuthUser,
+        error::{ApiError, ApiResult, Problem},
+    },
     state::AppState,
 };
 
@@ -51,7 +53,7 @@ pub struct GitHubDeploy {
             body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "GitHub has no such repository or ref for this account", body = Problem,
             content_type = "application/problem+json"),
-        crate::openapi::Unavailable))]
+        crate::http::openapi::Unavailable))]
 pub(super) async fn deploy(
     State(state): State<AppState>,
     user: AuthUser,

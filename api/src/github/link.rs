@@ -25,9 +25,11 @@ use utoipa::ToSchema;
 use super::{client::Repository, github, github_error};
 
 use crate::{
-    auth::AuthUser,
-    error::{ApiError, ApiResult, Problem},
-    routes::tier::effective_tier,
+    accounts::tier::effective_tier,
+    http::{
+        auth::AuthUser,
+        error::{ApiError, ApiResult, Problem},
+    },
     state::AppState,
 };
 
@@ -201,10 +203,10 @@ pub(super) async fn start(
             content_type = "application/problem+json"),
         (status = 402, description = "Too little credit for a link past the tier's included ones",
             body = Problem, content_type = "application/problem+json"),
-        crate::openapi::Forbidden,
+        crate::http::openapi::Forbidden,
         (status = 422, description = "GitHub refused the code", body = Problem,
             content_type = "application/problem+json"),
-        crate::openapi::Unavailable))]
+        crate::http::openapi::Unavailable))]
 pub(super) async fn callback(
     State(state): State<AppState>,
     user: AuthUser,
@@ -322,10 +324,10 @@ pub(super) async fn token_of(
 #[utoipa::path(get, path = "/github/link/{id}/repositories", tag = "github", security(("bearer" = [])),
     params(("id" = i64, Path, description = "The link")),
     responses((status = 200, body = Vec<Repository>),
-        crate::openapi::NotFound,
+        crate::http::openapi::NotFound,
         (status = 409, description = "GitHub no longer accepts the token: link again", body = Problem,
             content_type = "application/problem+json"),
-        crate::openapi::Unavailable))]
+        crate::http::openapi::Unavailable))]
 pub(super) async fn repositories(
     State(state): State<AppState>,
     user: AuthUser,
@@ -340,7 +342,7 @@ pub(super) async fn repositories(
 #[utoipa::path(post, path = "/github/unlink", tag = "github", security(("bearer" = [])),
     request_body = Unlink,
     responses((status = 204, description = "Unlinked"),
-        crate::openapi::NotFound))]
+        crate::http::openapi::NotFound))]
 pub(super) async fn unlink(
     State(state): State<AppState>,
     user: AuthUser,

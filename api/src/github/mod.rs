@@ -12,7 +12,7 @@ pub mod webhook;
 use axum::extract::DefaultBodyLimit;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{error::ApiError, state::AppState};
+use crate::{http::error::ApiError, state::AppState};
 use client::{GitHub, GitHubError};
 
 /// The largest webhook delivery GitHub sends (its documented cap).

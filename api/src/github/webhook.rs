@@ -17,8 +17,8 @@ use sha2::Sha256;
 use utoipa::ToSchema;
 
 use crate::{
-    error::{ApiError, ApiResult, Problem},
     hosting::queue_github_deployment,
+    http::error::{ApiError, ApiResult, Problem},
     state::AppState,
 };
 

@@ -11,8 +11,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::status::visible_site;
 use crate::{
-    auth::AuthUser,
-    error::{ApiError, ApiResult},
+    http::{
+        auth::AuthUser,
+        error::{ApiError, ApiResult},
+    },
     state::AppState,
 };
 
@@ -101,7 +103,7 @@ pub struct SiteAnalytics {
 #[utoipa::path(get, path = "/analytics/site", tag = "analytics", security(("bearer" = [])),
     params(SiteAnalyticsQuery),
     responses((status = 200, body = SiteAnalytics),
-        crate::openapi::NotFound))]
+        crate::http::openapi::NotFound))]
 pub(super) async fn site_analytics(
     State(state): State<AppState>,
     user: AuthUser,

@@ -17,9 +17,11 @@ use super::{
     sites::{self, claim, hosting_service},
 };
 use crate::{
-    auth::AuthUser,
-    error::{ApiError, ApiResult, Problem},
-    routes::page_limit,
+    http::{
+        auth::AuthUser,
+        error::{ApiError, ApiResult, Problem},
+        pagination::page_limit,
+    },
     state::AppState,
     storage::upload::{multipart_error, stream_to_ipfs},
 };
@@ -45,7 +47,7 @@ const MAX_TEXT_PART: usize = 256;
             body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The archive is over the limit", body = Problem,
             content_type = "application/problem+json"),
-        crate::openapi::Unavailable))]
+        crate::http::openapi::Unavailable))]
 pub(super) async fn deploy(
     State(state): State<AppState>,
     user: AuthUser,
@@ -187,7 +189,7 @@ async fn deploy_image(
     if state.runtime.is_none() {
         return Err(ApiError::NotConfigured("no runtime for dynamic sites is configured"));
     }
-    if crate::routes::tier::effective_tier(state, user.address).await? != Tier::Paid {
+    if crate::accounts::tier::effective_tier(state, user.address).await? != Tier::Paid {
         return Err(ApiError::PaidTierRequired(
             "dynamic sites are for Paid accounts; upgrade, or deploy a static site".into(),
         ));
@@ -277,7 +279,7 @@ async fn owned_deployment(state: &AppState, user: &AuthUser, id: i64) -> ApiResu
 #[utoipa::path(get, path = "/hosting/deploy/{id}", tag = "hosting", security(("bearer" = [])),
     params(("id" = i64, Path, description = "The deployment")),
     responses((status = 200, body = Deployment),
-        crate::openapi::NotFound))]
+        crate::http::openapi::NotFound))]
 pub(super) async fn deployment(
     State(state): State<AppState>,
     user: AuthUser,
@@ -302,7 +304,7 @@ pub(super) struct HistoryQuery {
 #[utoipa::path(get, path = "/hosting/deploy", tag = "hosting", security(("bearer" = [])),
     params(HistoryQuery),
     responses((status = 200, body = DeploymentPage),
-        crate::openapi::NotFound))]
+        crate::http::openapi::NotFound))]
 pub(super) async fn history(
     State(state): State<AppState>,
     user: AuthUser,
@@ -340,7 +342,7 @@ pub(super) async fn history(
     responses((status = 200, description = "A static site serves the deployment again", body = Deployment),
         (status = 202, description = "A dynamic site's image is deployed again: the new deployment is queued (its URL in `Location`)",
             body = Deployment),
-        crate::openapi::NotFound,
+        crate::http::openapi::NotFound,
         (status = 409, description = "The deployment never went live", body = Problem,
             content_type = "application/problem+json")))]
 pub(super) async fn rollback(

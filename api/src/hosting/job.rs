@@ -63,7 +63,7 @@ impl From<UnpackError> for Failure {
 
 /// The deploy worker's job: claims and works queued deployments one after another, looking again
 /// every [`POLL`] when none is queued.
-pub fn worker(state: &AppState) -> crate::jobs::Job {
+pub(super) fn worker(state: &AppState) -> crate::jobs::Job {
     let state = state.clone();
     crate::jobs::Job::periodic(
         "deploy-worker",

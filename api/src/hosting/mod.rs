@@ -1,20 +1,16 @@
 //! Site hosting: sites (each a hosting service on-chain), their deployments from an uploaded
 //! archive (or GitHub), the deploy job that unpacks a source and adds it to IPFS as a directory,
-//! dynamic sites run from a container image on the runtime (`runtime`), the gateway that serves
-//! each site's current deployment by `Host`, the uptime prober, and the site analytics they
-//! feed. See `docs/adr/0007-hosting.md`.
+//! dynamic sites run from a container image on the runtime (`runtime`), and the site analytics
+//! the gateway feeds. The gateway itself is its own feature (`gateway`). See
+//! `docs/adr/0007-hosting.md`.
 
 pub mod analytics;
 mod deploy;
-mod file_cache;
-pub mod gateway;
 mod job;
-mod proxy;
 pub mod runtime;
 pub(crate) mod sites;
 pub mod status;
 pub mod unpack;
-pub mod uptime;
 
 use axum::extract::DefaultBodyLimit;
 use chrono::{DateTime, Utc};
@@ -25,7 +21,19 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::state::AppState;
 
 pub use deploy::load as load_deployment;
-pub use job::worker as deploy_worker;
+
+/// The hosting jobs: the deploy worker, and the reconciler of dynamic sites' machines (with a
+/// runtime, every `DYNAMIC_RECONCILE_SECS` unless 0).
+pub fn jobs(state: &AppState) -> Vec<crate::jobs::Job> {
+    let every = state.config.dynamic_reconcile_secs;
+    let mut jobs = vec![job::worker(state)];
+    jobs.extend(
+        (every > 0)
+            .then(|| runtime::reconcile::job(state, std::time::Duration::from_secs(every)))
+            .flatten(),
+    );
+    jobs
+}
 
 /// The hosting routes that take JSON.
 pub fn router() -> OpenApiRouter<AppState> {

@@ -12,7 +12,7 @@ use decentraspace_db::locks::{Lock, lock_in};
 
 use crate::{
     chain::ChainError,
-    error::{ApiError, ApiResult},
+    http::error::{ApiError, ApiResult},
     state::AppState,
 };
 

@@ -13,8 +13,11 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{Deployment, deploy::load, site_url};
 use crate::{
-    auth::{AdminUser, AuthUser, TxOutcome, is_admin},
-    error::{ApiError, ApiResult},
+    chain::TxOutcome,
+    http::{
+        auth::{AdminUser, AuthUser, is_admin},
+        error::{ApiError, ApiResult},
+    },
     state::AppState,
 };
 
@@ -238,7 +241,7 @@ pub(super) async fn visible_site(
 #[utoipa::path(get, path = "/hosting/status/{site}", tag = "hosting", security(("bearer" = [])),
     params(("site" = String, Path, description = "The site's name")),
     responses((status = 200, body = SiteStatus),
-        crate::openapi::NotFound))]
+        crate::http::openapi::NotFound))]
 pub(super) async fn site(
     State(state): State<AppState>,
     user: AuthUser,
@@ -293,8 +296,8 @@ pub struct ExpiryQuery {
 #[utoipa::path(get, path = "/hosting/expire", tag = "hosting", security(("bearer" = [])),
     params(ExpiryQuery),
     responses((status = 200, body = Expiry),
-        crate::openapi::Forbidden,
-        crate::openapi::NotFound))]
+        crate::http::openapi::Forbidden,
+        crate::http::openapi::NotFound))]
 pub(super) async fn expiry(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -322,8 +325,8 @@ pub(super) async fn expiry(
 #[utoipa::path(post, path = "/hosting/expire", tag = "hosting", security(("bearer" = [])),
     request_body = SetExpiry,
     responses((status = 200, body = TxOutcome),
-        crate::openapi::Forbidden,
-        crate::openapi::NotFound))]
+        crate::http::openapi::Forbidden,
+        crate::http::openapi::NotFound))]
 pub(super) async fn set_expiry(
     State(state): State<AppState>,
     _admin: AdminUser,

@@ -11,7 +11,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// Middleware: refuses a NUL in the path or the query (as `%00`). Runs before routing, on every
 /// route, streaming ones included.

@@ -5,7 +5,6 @@
 //! per account.
 
 pub mod policy;
-mod relayer;
 pub mod tracker;
 
 use alloy::{
@@ -28,12 +27,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-pub use relayer::Relayer;
-
 use crate::{
-    auth::AuthUser,
-    error::{ApiError, ApiResult, Problem},
-    routes::{show_address, show_hex},
+    http::{
+        auth::AuthUser,
+        error::{ApiError, ApiResult, Problem},
+        format::{show_address, show_hex},
+    },
     state::AppState,
 };
 
@@ -43,6 +42,11 @@ const FORWARDER_OVERHEAD_GAS: u64 = 80_000;
 const MIN_DEADLINE_MARGIN_SECS: u64 = 60;
 /// The longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 128;
+
+/// The relay's job: the tracker that follows relayed transactions to their end.
+pub fn jobs(state: &AppState) -> Vec<crate::jobs::Job> {
+    vec![tracker::job(state)]
+}
 
 /// The relay routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -339,7 +343,7 @@ async fn relay_forward(
     let execution = forwarder.execute(data.clone()).from(relayer.address()).call().await;
     if let Err(err) = execution {
         if err.as_revert_data().is_none() {
-            return Err(crate::error::chain_unavailable("simulate the request", err));
+            return Err(crate::http::error::chain_unavailable("simulate the request", err));
         }
         // A copy of this request sent meanwhile has used its nonce: answer that copy's record.
         let mut conn = state.db.acquire().await?;
@@ -378,7 +382,7 @@ async fn relay_forward(
                 Ok(())
             }
             Err(err) => {
-                let unreachable = matches!(err, relayer::SendError::Unreachable(_));
+                let unreachable = matches!(err, crate::chain::relayer::SendError::Unreachable(_));
                 Err(refused(&task_state, id, &err.to_string(), unreachable).await)
             }
         }
@@ -405,7 +409,7 @@ async fn why_refused(
             };
         }
         Ok(true) => {}
-        Err(err) => return crate::error::chain_unavailable("verify the request", err),
+        Err(err) => return crate::http::error::chain_unavailable("verify the request", err),
     }
     let mut input = request.data.to_vec();
     input.extend_from_slice(request.from.as_slice());
@@ -417,7 +421,7 @@ async fn why_refused(
     match state.chain.call(simulated).await {
         Err(err) => match err.as_error_resp().and_then(|e| e.as_revert_data()) {
             Some(data) => policy::refusal(&data),
-            None => crate::error::chain_unavailable("simulate the call", err),
+            None => crate::http::error::chain_unavailable("simulate the call", err),
         },
         Ok(_) => ApiError::Unprocessable {
             slug: "relay-would-revert",
@@ -451,7 +455,7 @@ async fn simulate_raw(
                     detail: format!("the call would fail: {}", resp.message),
                 }),
             },
-            None => Err(crate::error::chain_unavailable("simulate the transaction", err)),
+            None => Err(crate::http::error::chain_unavailable("simulate the transaction", err)),
         },
     }
 }
@@ -471,7 +475,7 @@ async fn refused(state: &AppState, id: i64, message: &str, unreachable: bool) ->
         return err.into();
     }
     if unreachable {
-        crate::error::chain_unavailable("send the transaction", message)
+        crate::http::error::chain_unavailable("send the transaction", message)
     } else {
         ApiError::Unprocessable {
             slug: "relay-rejected",
@@ -600,7 +604,7 @@ async fn load(state: &AppState, account: Address, id: i64) -> ApiResult<RelayedT
 #[utoipa::path(get, path = "/blockchain/credit/{id}", tag = "blockchain", security(("bearer" = [])),
     params(("id" = i64, Path, description = "The id the relay answered")),
     responses((status = 200, body = RelayedTx),
-        crate::openapi::NotFound))]
+        crate::http::openapi::NotFound))]
 pub async fn status(
     State(state): State<AppState>,
     user: AuthUser,

@@ -11,7 +11,7 @@ use decentraspace_abi::{
     ServiceRegistry,
 };
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 alloy::sol! {
     /// ERC-20 `approve`, for paying credits with a token (raw transactions only).

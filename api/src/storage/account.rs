@@ -13,9 +13,9 @@ use decentraspace_db::locks::{Lock, lock_in};
 use sqlx::PgConnection;
 
 use crate::{
+    accounts::tier::effective_tier,
     chain::ChainError,
-    error::{ApiError, ApiResult},
-    routes::tier::effective_tier,
+    http::error::{ApiError, ApiResult},
     state::AppState,
 };
 
@@ -194,7 +194,7 @@ pub(super) async fn release(state: &AppState, cids: &[String]) -> ApiResult<()> 
 
 /// A new secret for a shareable link: 128 random bits, hex.
 pub(super) fn access_token() -> String {
-    alloy::hex::encode(crate::auth::random_reference())
+    alloy::hex::encode(crate::random::reference())
 }
 
 /// A file a backend stored, to record.

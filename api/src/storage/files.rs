@@ -13,9 +13,11 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    auth::AuthUser,
-    error::{ApiError, ApiResult},
-    routes::page_limit,
+    http::{
+        auth::AuthUser,
+        error::{ApiError, ApiResult},
+        pagination::page_limit,
+    },
     state::AppState,
 };
 
@@ -111,7 +113,7 @@ pub async fn list(
 #[utoipa::path(delete, path = "/storage/manage/files/{id}", tag = "storage", security(("bearer" = [])),
     params(("id" = i64, Path, description = "The file")),
     responses((status = 204, description = "Deleted"),
-        crate::openapi::NotFound))]
+        crate::http::openapi::NotFound))]
 pub async fn delete(
     State(state): State<AppState>,
     user: AuthUser,

@@ -18,9 +18,11 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use sqlx::PgConnection;
 
 use crate::{
-    auth::AuthUser,
-    error::{ApiError, ApiResult, Problem},
-    routes::page_limit,
+    http::{
+        auth::AuthUser,
+        error::{ApiError, ApiResult, Problem},
+        pagination::page_limit,
+    },
     state::AppState,
 };
 
@@ -161,7 +163,7 @@ fn folder_name(name: &str) -> ApiResult<String> {
 
 /// Folders are for Paid accounts.
 async fn require_paid(state: &AppState, user: &AuthUser) -> ApiResult<()> {
-    let tier = crate::routes::tier::effective_tier(state, user.address).await?;
+    let tier = crate::accounts::tier::effective_tier(state, user.address).await?;
     if tier != Tier::Paid {
         return Err(ApiError::PaidTierRequired(
             "folders are for Paid accounts; upgrade to organise files in folders".into(),
@@ -244,7 +246,7 @@ pub async fn create(
     params(ListQuery),
     responses((status = 200, body = FolderPage),
         (status = 403, description = "A Free account", body = Problem, content_type = "application/problem+json"),
-        crate::openapi::NotFound))]
+        crate::http::openapi::NotFound))]
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,
@@ -310,8 +312,8 @@ pub async fn list(
 #[utoipa::path(patch, path = "/storage/folder/{id}", tag = "storage", security(("bearer" = [])),
     params(("id" = i64, Path, description = "The folder")), request_body = FolderChange,
     responses((status = 200, body = Folder),
-        crate::openapi::Forbidden,
-        crate::openapi::NotFound,
+        crate::http::openapi::Forbidden,
+        crate::http::openapi::NotFound,
         (status = 409, description = "The name is taken there", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A move into itself", body = Problem, content_type = "application/problem+json")))]
 pub async fn update(
@@ -380,8 +382,8 @@ pub async fn update(
 #[utoipa::path(delete, path = "/storage/folder/{id}", tag = "storage", security(("bearer" = [])),
     params(("id" = i64, Path, description = "The folder"), DeleteQuery),
     responses((status = 204, description = "Deleted"),
-        crate::openapi::Forbidden,
-        crate::openapi::NotFound,
+        crate::http::openapi::Forbidden,
+        crate::http::openapi::NotFound,
         (status = 409, description = "Not empty (ask recursively)", body = Problem,
             content_type = "application/problem+json")))]
 pub async fn delete(
@@ -440,8 +442,8 @@ pub async fn delete(
 #[utoipa::path(patch, path = "/storage/folder/files/{id}", tag = "storage", security(("bearer" = [])),
     params(("id" = i64, Path, description = "The file")), request_body = FileMove,
     responses((status = 204, description = "Moved"),
-        crate::openapi::Forbidden,
-        crate::openapi::NotFound))]
+        crate::http::openapi::Forbidden,
+        crate::http::openapi::NotFound))]
 pub async fn move_file(
     State(state): State<AppState>,
     user: AuthUser,

@@ -10,9 +10,12 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    auth::{AuthUser, TxOutcome},
-    error::{ApiResult, Problem},
-    routes::services::change,
+    chain::TxOutcome,
+    http::{
+        auth::AuthUser,
+        error::{ApiResult, Problem},
+    },
+    services::change,
     state::AppState,
 };
 
@@ -63,7 +66,7 @@ pub async fn show(
 #[utoipa::path(post, path = "/storage/manage/{id}/pause", tag = "storage", security(("bearer" = [])),
     params(("id" = i64, Path, description = "The storage service")),
     responses((status = 200, body = TxOutcome),
-        crate::openapi::NotFound,
+        crate::http::openapi::NotFound,
         (status = 409, description = "Not active", body = Problem, content_type = "application/problem+json")))]
 pub async fn pause(
     State(state): State<AppState>,
@@ -79,8 +82,8 @@ pub async fn pause(
     responses((status = 200, body = TxOutcome),
         (status = 402, description = "Not enough credit for one hour", body = Problem,
             content_type = "application/problem+json"),
-        crate::openapi::NotFound,
-        crate::openapi::Conflict))]
+        crate::http::openapi::NotFound,
+        crate::http::openapi::Conflict))]
 pub async fn resume(
     State(state): State<AppState>,
     user: AuthUser,

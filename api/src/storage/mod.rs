@@ -19,6 +19,16 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::state::AppState;
 
+/// The storage routes that take JSON (folders, files, the storage service).
+pub fn router() -> OpenApiRouter<AppState> {
+    folders::router().merge(manage::router()).merge(files::router())
+}
+
+/// The storage jobs: rebuilding folders' IPFS directories (with an IPFS node).
+pub fn jobs(state: &AppState) -> Vec<crate::jobs::Job> {
+    directories::job(state).into_iter().collect()
+}
+
 /// The streaming routes (uploads and shared downloads). They sit outside the API's body limit and
 /// request timeout (a transfer lasts as long as it takes); the tier limits bound uploads instead.
 pub fn streaming_router() -> OpenApiRouter<AppState> {

@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 
 use super::share_link;
 use crate::{
-    error::{ApiError, ApiResult, Problem},
+    http::error::{ApiError, ApiResult, Problem},
     state::AppState,
 };
 
@@ -67,7 +67,7 @@ fn check_storage(state: Option<&str>) -> ApiResult<()> {
         (status = 200, description = "The file's bytes (its content type), or a folder listing (JSON)", body = SharedFolder),
         (status = 403, description = "The owner's storage is paused or suspended", body = Problem,
             content_type = "application/problem+json"),
-        crate::openapi::NotFound))]
+        crate::http::openapi::NotFound))]
 pub async fn shared(
     State(state): State<AppState>,
     Path(token): Path<String>,

@@ -23,8 +23,10 @@ use super::{
 };
 use crate::{
     arweave::ArweaveError,
-    auth::AuthUser,
-    error::{ApiError, ApiResult, Problem},
+    http::{
+        auth::AuthUser,
+        error::{ApiError, ApiResult, Problem},
+    },
     ipfs::{Added, Ipfs},
     state::AppState,
 };
@@ -132,7 +134,7 @@ pub(crate) fn multipart_error(err: axum::extract::multipart::MultipartError) -> 
             content_type = "application/problem+json"),
         (status = 422, description = "An unknown or unconfigured backend", body = Problem,
             content_type = "application/problem+json"),
-        crate::openapi::Unavailable))]
+        crate::http::openapi::Unavailable))]
 pub(super) async fn upload(
     State(state): State<AppState>,
     user: AuthUser,
@@ -183,7 +185,7 @@ pub(super) async fn upload(
     };
     // Arweave storage is permanent and paid for by the platform: Paid accounts only.
     if backend == Backend::Arweave
-        && crate::routes::tier::effective_tier(&state, user.address).await? != Tier::Paid
+        && crate::accounts::tier::effective_tier(&state, user.address).await? != Tier::Paid
     {
         return Err(ApiError::PaidTierRequired(
             "Arweave storage is for Paid accounts; upgrade, or store the file on IPFS".into(),

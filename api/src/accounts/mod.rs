@@ -1,0 +1,37 @@
+//! Accounts: signing in with a wallet (SIWE, access and refresh tokens), one's tier, and the
+//! admins' management of accounts and of the free tier's duration.
+
+mod login;
+pub mod manage;
+pub mod siwe;
+pub mod tier;
+pub mod tokens;
+
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::state::AppState;
+
+/// The accounts' job: forgetting nonces and refresh tokens a day past their expiry, hourly.
+/// Best effort: readiness does not depend on it.
+pub fn jobs(state: &AppState) -> Vec<crate::jobs::Job> {
+    let db = state.db.clone();
+    let hourly = std::time::Duration::from_secs(3600);
+    vec![
+        crate::jobs::Job::periodic(
+            "expired-sessions",
+            move || {
+                crate::jobs::Schedule::every(hourly).first_after(std::time::Duration::from_secs(60))
+            },
+            move || {
+                let db = db.clone();
+                async move { tokens::forget_expired(&db).await }
+            },
+        )
+        .optional(),
+    ]
+}
+
+/// The `/auth` routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    login::router().merge(tier::router()).merge(manage::router())
+}

@@ -1,0 +1,23 @@
+//! The site gateway: serves each site's current deployment by `Host` (files from IPFS through a
+//! small cache, or a dynamic site's machine through the proxy), records traffic and load times,
+//! and the uptime prober that checks every served site through it. See `docs/adr/0007-hosting.md`.
+
+mod file_cache;
+mod proxy;
+pub mod serve;
+pub mod uptime;
+
+pub use serve::serve_gateway;
+
+/// The gateway's jobs: the uptime prober of the gateway at `gateway`, every
+/// `UPTIME_INTERVAL_SECS` unless 0.
+pub fn jobs(
+    state: &crate::AppState,
+    gateway: std::net::SocketAddr,
+) -> anyhow::Result<Vec<crate::jobs::Job>> {
+    let every = state.config.uptime_interval_secs;
+    if every == 0 {
+        return Ok(Vec::new());
+    }
+    Ok(vec![uptime::job(state, gateway, std::time::Duration::from_secs(every))?])
+}

@@ -1,0 +1,104 @@
+//! Request budgets per client IP and per account (token buckets, GCRA via `governor`).
+//!
+//! The buckets live in this process: behind a load balancer each replica enforces its own share,
+//! which bounds abuse without a shared store on the request path.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    num::NonZeroU32,
+    time::Duration,
+};
+
+use alloy::primitives::Address;
+use axum::{
+    extract::{ConnectInfo, Request, State},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
+
+use crate::{http::error::ApiError, state::AppState};
+
+/// The per-IP and per-account limiters.
+#[derive(Debug)]
+pub struct RateLimits {
+    ip: DefaultKeyedRateLimiter<IpAddr>,
+    account: DefaultKeyedRateLimiter<Address>,
+}
+
+fn quota(per_second: u32) -> Quota {
+    let rate = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(per_second.max(1).saturating_mul(2)).unwrap_or(NonZeroU32::MIN);
+    Quota::per_second(rate).allow_burst(burst)
+}
+
+impl RateLimits {
+    /// Budgets of `per_ip` and `per_account` requests per second, bursts of twice that.
+    pub fn new(per_ip: u32, per_account: u32) -> Self {
+        Self {
+            ip: RateLimiter::keyed(quota(per_ip)),
+            account: RateLimiter::keyed(quota(per_account)),
+        }
+    }
+
+    /// Spends one request of `account`'s budget.
+    pub fn check_account(&self, account: Address) -> Result<(), ApiError> {
+        self.account.check_key(&account).map_err(|not_until| ApiError::RateLimited {
+            retry_after_secs: retry_after(
+                not_until.wait_time_from(governor::clock::DefaultClock::default().now()),
+            ),
+        })
+    }
+
+    fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
+        self.ip.check_key(&ip).map_err(|not_until| ApiError::RateLimited {
+            retry_after_secs: retry_after(
+                not_until.wait_time_from(governor::clock::DefaultClock::default().now()),
+            ),
+        })
+    }
+
+    /// Forgets idle keys so the maps do not grow without bound.
+    pub fn prune(&self) {
+        self.ip.retain_recent();
+        self.account.retain_recent();
+    }
+}
+
+fn retry_after(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
+/// Middleware: spends one request of the client IP's budget.
+pub(crate) async fn per_ip(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    if let Some(ip) = ip
+        && let Err(err) = state.limits.check_ip(ip)
+    {
+        return err.into_response();
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_account_over_its_budget_is_told_when_to_retry() {
+        let limits = RateLimits::new(1, 1);
+        let account = Address::repeat_byte(1);
+        assert!(limits.check_account(account).is_ok());
+        assert!(limits.check_account(account).is_ok());
+        match limits.check_account(account) {
+            Err(ApiError::RateLimited { retry_after_secs }) => assert!(retry_after_secs >= 1),
+            other => panic!("expected a rate limit, got {other:?}"),
+        }
+        // Another account has its own budget.
+        assert!(limits.check_account(Address::repeat_byte(2)).is_ok());
+    }
+}
