@@ -13,7 +13,6 @@
 
 pub mod accounts;
 mod app;
-pub mod arweave;
 pub mod billing;
 pub mod chain;
 mod config;
@@ -22,7 +21,6 @@ pub mod gateway;
 pub mod github;
 pub mod hosting;
 pub mod http;
-pub mod ipfs;
 pub mod jobs;
 pub mod notices;
 pub mod public;

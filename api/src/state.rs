@@ -33,7 +33,7 @@ pub struct AppState {
     /// Sends the payment oracle's transactions (card credits); unset without a key.
     pub oracle: Option<Operator>,
     /// The card-payment provider (Paystack); unset without a secret key.
-    pub payments: Option<Arc<dyn crate::billing::paystack::CardPayments>>,
+    pub payments: Option<Arc<dyn decentraspace_clients::paystack::CardPayments>>,
     /// Wakes the payment worker when a webhook queues a payment.
     pub payment_wake: Arc<tokio::sync::Notify>,
     /// Wakes the job that rebuilds folders' IPFS directories.
@@ -41,25 +41,25 @@ pub struct AppState {
     /// Submits forward requests, paying the gas; unset without a key.
     pub relayer: Option<Arc<Relayer>>,
     /// The IPFS node files are stored on; unset without `IPFS_API_URL`.
-    pub ipfs: Option<crate::ipfs::Ipfs>,
+    pub ipfs: Option<decentraspace_clients::ipfs::Ipfs>,
     /// The Arweave node and the wallet that pays for uploads, when configured.
-    pub arweave: Option<crate::arweave::Arweave>,
+    pub arweave: Option<decentraspace_clients::arweave::Arweave>,
     /// Records proven domain ownership on-chain, when a verifier key is configured.
     pub verifier: Option<Operator>,
     /// Looks up DNS proofs of domain ownership.
     pub dns: Option<crate::domains::proof::TxtResolver>,
     /// The registrar names are bought through, when configured.
-    pub registrar: Option<Arc<dyn crate::domains::registrar::Registrar>>,
+    pub registrar: Option<Arc<dyn decentraspace_clients::registrar::Registrar>>,
     /// Records purchases on-chain, when a registrar key is configured.
     pub registrar_key: Option<Operator>,
     /// Reads ENS ownership, when an ENS RPC is configured.
-    pub ens: Option<crate::domains::ens::Ens>,
+    pub ens: Option<decentraspace_clients::ens::Ens>,
     /// Looks up Handshake proofs, when a Handshake-aware resolver is configured.
     pub hns: Option<crate::domains::proof::TxtResolver>,
     /// The machine runtime dynamic sites run on, when configured.
     pub runtime: Option<Arc<dyn crate::hosting::runtime::Runtime>>,
     /// GitHub (OAuth and REST); unset without a client id and secret.
-    pub github: Option<Arc<dyn crate::github::client::GitHub>>,
+    pub github: Option<Arc<dyn decentraspace_clients::github::GitHub>>,
     /// Seals GitHub tokens at rest and signs link states.
     pub sealer: crate::github::seal::Sealer,
     /// Sends the billing meter's `deductBatch` transactions; unset without a billing key.
@@ -125,12 +125,12 @@ impl AppState {
             .map(crate::domains::proof::TxtResolver::new)
             .transpose()
             .context("the Handshake resolver")?;
-        let registrar: Option<Arc<dyn crate::domains::registrar::Registrar>> =
+        let registrar: Option<Arc<dyn decentraspace_clients::registrar::Registrar>> =
             match &config.registrar_token {
                 Some(token) => {
                     let contact = serde_json::from_str(&config.registrar_contact)
                         .context("REGISTRAR_CONTACT is JSON")?;
-                    Some(Arc::new(crate::domains::registrar::gandi::Gandi::new(
+                    Some(Arc::new(decentraspace_clients::registrar::gandi::Gandi::new(
                         &config.registrar_api_url,
                         token.clone(),
                         contact,
@@ -149,7 +149,11 @@ impl AppState {
             .ens_rpc_url
             .as_deref()
             .map(|url| {
-                crate::domains::ens::Ens::new(url, config.ens_registry, config.ens_name_wrapper)
+                decentraspace_clients::ens::Ens::new(
+                    url,
+                    config.ens_registry,
+                    config.ens_name_wrapper,
+                )
             })
             .transpose()
             .context("the ENS reader")?;
@@ -160,9 +164,9 @@ impl AppState {
             ),
             None => None,
         };
-        let payments: Option<Arc<dyn crate::billing::paystack::CardPayments>> =
+        let payments: Option<Arc<dyn decentraspace_clients::paystack::CardPayments>> =
             match &config.paystack_secret_key {
-                Some(key) => Some(Arc::new(crate::billing::paystack::Paystack::new(
+                Some(key) => Some(Arc::new(decentraspace_clients::paystack::Paystack::new(
                     &config.paystack_base_url,
                     key.clone(),
                 )?)),
@@ -189,14 +193,17 @@ impl AppState {
         let ipfs = config
             .ipfs_api_url
             .as_deref()
-            .map(crate::ipfs::Ipfs::new)
+            .map(decentraspace_clients::ipfs::Ipfs::new)
             .transpose()
             .context("the IPFS client")?;
         let arweave = match (&config.arweave_url, &config.arweave_wallet_file) {
             (Some(url), Some(file)) => {
                 let jwk = std::fs::read_to_string(file)
                     .with_context(|| format!("read the Arweave wallet {}", file.display()))?;
-                Some(crate::arweave::Arweave::new(url, &jwk).context("the Arweave client")?)
+                Some(
+                    decentraspace_clients::arweave::Arweave::new(url, &jwk)
+                        .context("the Arweave client")?,
+                )
             }
             (Some(_), None) => anyhow::bail!("ARWEAVE_URL needs ARWEAVE_WALLET_FILE"),
             (None, _) => None,
@@ -220,10 +227,10 @@ impl AppState {
                 "SERVICE_TOKEN must be at least 32 characters"
             );
         }
-        let github: Option<Arc<dyn crate::github::client::GitHub>> =
+        let github: Option<Arc<dyn decentraspace_clients::github::GitHub>> =
             match (&config.github_client_id, &config.github_client_secret) {
                 (Some(id), Some(secret)) => {
-                    Some(Arc::new(crate::github::client::GitHubClient::new(
+                    Some(Arc::new(decentraspace_clients::github::GitHubClient::new(
                         &config.github_oauth_url,
                         &config.github_api_url,
                         id,

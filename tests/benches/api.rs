@@ -143,8 +143,11 @@ fn pgbench(test_url: &str, seconds: u64) -> anyhow::Result<f64> {
 /// the seconds from the first request to the last receipt, and how many failed on a nonce.
 async fn relay(chain: &TestChain, api: &TestApi, n: usize) -> anyhow::Result<(usize, f64, usize)> {
     let c = chain.deployment.contracts;
-    let keys =
-        decentraspace_api::accounts::tokens::TokenKeys::new(&JWT_SECRET.to_owned().into(), 3_600, 3_600)?;
+    let keys = decentraspace_api::accounts::tokens::TokenKeys::new(
+        &JWT_SECRET.to_owned().into(),
+        3_600,
+        3_600,
+    )?;
     let data: Bytes = AccountRegistry::registerCall {}.abi_encode().into();
     let deadline = chrono::Utc::now().timestamp() as u64 + 3_600;
     let domain = forwarder_domain(chain.chain_id(), c.forwarder);

@@ -23,7 +23,7 @@ alloy::sol! {
     }
 }
 
-pub use decentraspace_api::domains::ens::namehash as ens_namehash;
+pub use decentraspace_clients::ens::namehash as ens_namehash;
 
 /// ENS on the test chain, administered by one wallet (the root's owner).
 pub struct TestEns {

@@ -5,7 +5,7 @@
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
 use decentraspace_abi::{AccountRegistry, Tier};
-use decentraspace_api::arweave::{
+use decentraspace_clients::arweave::{
     merkle::{Chunk, Tree, chunk_ranges},
     transaction::{Unsigned, Wallet},
 };

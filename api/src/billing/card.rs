@@ -181,7 +181,7 @@ pub async fn recharge(
         format!("{}@wallet.decentraspace.io", user.address.to_string().to_lowercase())
     });
     let initialized = provider
-        .initialize(&super::paystack::Initialize {
+        .initialize(&decentraspace_clients::paystack::Initialize {
             email,
             amount,
             currency: currency.clone(),
@@ -190,11 +190,11 @@ pub async fn recharge(
         })
         .await
         .map_err(|err| match err {
-            super::paystack::PaystackError::Unavailable(cause) => {
+            decentraspace_clients::paystack::PaystackError::Unavailable(cause) => {
                 tracing::warn!(target: "api::payments", %cause, "paystack unavailable at initialization");
                 ApiError::Unavailable("Paystack is unavailable; retry shortly".into())
             }
-            super::paystack::PaystackError::Refused(message) | super::paystack::PaystackError::Unknown(message) => {
+            decentraspace_clients::paystack::PaystackError::Refused(message) | decentraspace_clients::paystack::PaystackError::Unknown(message) => {
                 // Paystack's message describes our setup (a key, a currency not enabled): logged.
                 tracing::error!(target: "api::payments", %message, "paystack refused an initialization");
                 ApiError::Unavailable("card payments are unavailable right now; retry later".into())

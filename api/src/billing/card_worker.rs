@@ -13,12 +13,13 @@ use decentraspace_abi::{
 };
 use sqlx::PgConnection;
 
-use super::{card::payment_ref, paystack::PaystackError};
+use super::card::payment_ref;
 use crate::{
     chain::ChainError,
     jobs::{Job, Schedule},
     state::AppState,
 };
+use decentraspace_clients::paystack::PaystackError;
 
 /// How often due payments are looked for without a wake-up.
 const INTERVAL: Duration = Duration::from_millis(500);

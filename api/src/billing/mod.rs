@@ -10,7 +10,6 @@ pub mod charges;
 pub mod depletion;
 pub mod ledger;
 pub mod metering;
-pub mod paystack;
 pub mod token;
 pub mod usage;
 

@@ -6,12 +6,10 @@
 //! through the relay; the gateway then serves the site on that host. Proofs are re-checked
 //! periodically. See `docs/adr/0008-domains.md`.
 
-pub mod ens;
 pub mod link;
 pub mod proof;
 pub mod purchase;
 pub mod recovery;
-pub mod registrar;
 pub mod reminders;
 pub mod reverify;
 

@@ -18,10 +18,7 @@ use decentraspace_abi::DomainRegistry;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{
-    normalise,
-    registrar::{Quote, RegistrarError},
-};
+use super::normalise;
 use crate::{
     billing::charges,
     http::{
@@ -30,6 +27,7 @@ use crate::{
     },
     state::AppState,
 };
+use decentraspace_clients::registrar::{Quote, RegistrarError};
 
 /// A registration term's bounds, in years.
 const YEARS: std::ops::RangeInclusive<u32> = 1..=10;
@@ -100,7 +98,9 @@ fn years(requested: Option<u32>) -> ApiResult<u32> {
     Ok(years)
 }
 
-fn registrar(state: &AppState) -> ApiResult<std::sync::Arc<dyn super::registrar::Registrar>> {
+fn registrar(
+    state: &AppState,
+) -> ApiResult<std::sync::Arc<dyn decentraspace_clients::registrar::Registrar>> {
     state.registrar.clone().ok_or_else(|| ApiError::NotConfigured("no registrar is configured"))
 }
 
@@ -171,7 +171,8 @@ async fn priced(
     domain: &str,
     years: u32,
     term: Term,
-) -> ApiResult<(Quote, u64, Option<std::sync::Arc<dyn super::registrar::Registrar>>)> {
+) -> ApiResult<(Quote, u64, Option<std::sync::Arc<dyn decentraspace_clients::registrar::Registrar>>)>
+{
     if let Some((quote, units)) = platform_price(state, domain, years)? {
         return Ok((quote, units, None));
     }
@@ -323,7 +324,7 @@ async fn pay_then(
     account: Address,
     order: &Order<'_>,
     quote: &Quote,
-    registrar: Option<std::sync::Arc<dyn super::registrar::Registrar>>,
+    registrar: Option<std::sync::Arc<dyn decentraspace_clients::registrar::Registrar>>,
 ) -> ApiResult<i64> {
     let Order { domain, term, years, units, expires_at } = *order;
     let kind = match term {

@@ -9,11 +9,7 @@ use axum::{
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{
-    client::{valid_ref, valid_repository},
-    github, github_error,
-    link::token_of,
-};
+use super::{github, github_error, link::token_of};
 use crate::{
     hosting::{Deployment, queue_github_deployment, sites},
     http::{
@@ -22,6 +18,7 @@ use crate::{
     },
     state::AppState,
 };
+use decentraspace_clients::github::{valid_ref, valid_repository};
 
 /// What to deploy.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -22,7 +22,7 @@ use decentraspace_db::locks::{Lock, lock_in};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{client::Repository, github, github_error};
+use super::{github, github_error};
 
 use crate::{
     accounts::tier::effective_tier,
@@ -320,6 +320,17 @@ pub(super) async fn token_of(
     Ok((row.github_id, token))
 }
 
+/// A repository a linked account can read.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Repository {
+    /// `owner/name`.
+    pub full_name: String,
+    /// The default branch.
+    pub default_branch: String,
+    /// Whether it is private.
+    pub private: bool,
+}
+
 /// The repositories a linked account can read.
 #[utoipa::path(get, path = "/github/link/{id}/repositories", tag = "github", security(("bearer" = [])),
     params(("id" = i64, Path, description = "The link")),
@@ -335,7 +346,17 @@ pub(super) async fn repositories(
 ) -> ApiResult<Json<Vec<Repository>>> {
     let github = github(&state)?;
     let (_, token) = token_of(&state, user.address, id).await?;
-    Ok(Json(github.repositories(&token).await.map_err(github_error)?))
+    let repositories = github.repositories(&token).await.map_err(github_error)?;
+    Ok(Json(
+        repositories
+            .into_iter()
+            .map(|r| Repository {
+                full_name: r.full_name,
+                default_branch: r.default_branch,
+                private: r.private,
+            })
+            .collect(),
+    ))
 }
 
 /// Unlinks a GitHub account: its token is forgotten and its sites stop deploying from it.

@@ -3,7 +3,6 @@
 //! itself is hosting's (`crate::hosting`): GitHub only supplies the source tarball.
 
 mod charge;
-pub mod client;
 pub mod deploy;
 pub mod link;
 pub mod seal;
@@ -13,7 +12,7 @@ use axum::extract::DefaultBodyLimit;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{http::error::ApiError, state::AppState};
-use client::{GitHub, GitHubError};
+use decentraspace_clients::github::{GitHub, GitHubError};
 
 /// The largest webhook delivery GitHub sends (its documented cap).
 const MAX_DELIVERY_BYTES: usize = 25 * 1024 * 1024;

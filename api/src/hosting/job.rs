@@ -313,7 +313,7 @@ async fn publish(
     state: &AppState,
     job: &Job,
     site_files: &[(String, u64)],
-    added: &crate::ipfs::AddedDirectory,
+    added: &decentraspace_clients::ipfs::AddedDirectory,
 ) -> Result<(), Failure> {
     let mut paths = Vec::with_capacity(site_files.len());
     let (mut cids, mut sizes, mut types) = (Vec::new(), Vec::new(), Vec::new());

@@ -10,10 +10,10 @@ use decentraspace_db::locks::{Lock, try_lead};
 use sqlx::PgConnection;
 
 use crate::{
-    ipfs::Ipfs,
     jobs::{Job, Schedule},
     state::AppState,
 };
+use decentraspace_clients::ipfs::Ipfs;
 
 /// How often the job looks for stale folders when nothing wakes it.
 const IDLE: Duration = Duration::from_secs(5);

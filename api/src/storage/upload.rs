@@ -22,13 +22,15 @@ use super::{
     account::{NewFile, allowance, indexed_storage_service, record, release, storage_service},
 };
 use crate::{
-    arweave::ArweaveError,
     http::{
         auth::AuthUser,
         error::{ApiError, ApiResult, Problem},
     },
-    ipfs::{Added, Ipfs},
     state::AppState,
+};
+use decentraspace_clients::{
+    arweave::ArweaveError,
+    ipfs::{Added, Ipfs},
 };
 
 /// Where a file is stored.

@@ -9,7 +9,6 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 /// The REST API version every call asks for.
 const API_VERSION: &str = "2022-11-28";
@@ -40,7 +39,7 @@ pub struct User {
 }
 
 /// A repository the user can read.
-#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Repository {
     /// `owner/name`.
     pub full_name: String,

@@ -6,11 +6,22 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use secrecy::{ExposeSecret, SecretString};
+use reqwest::StatusCode;
+use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{Quote, Registrar, RegistrarError};
+use crate::http::{Failure, send_bearer};
+
+/// Gandi's error message: `message`, with its `cause` when it gives one.
+fn message(body: &serde_json::Value) -> Option<String> {
+    let message = body["message"].as_str()?.to_owned();
+    Some(match body["cause"].as_str() {
+        Some(cause) if !cause.is_empty() => format!("{message} ({cause})"),
+        _ => message,
+    })
+}
 
 /// The longest one call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -63,31 +74,18 @@ impl Gandi {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<String, RegistrarError> {
-        let response = request
-            .bearer_auth(self.token.expose_secret())
-            .timeout(CALL_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| RegistrarError::Unavailable(e.to_string()))?;
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        if status.is_success() {
-            return Ok(body);
-        }
-        let message = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| {
-                let message = v["message"].as_str()?.to_owned();
-                Some(match v["cause"].as_str() {
-                    Some(cause) if !cause.is_empty() => format!("{message} ({cause})"),
-                    _ => message,
-                })
-            })
-            .unwrap_or_else(|| body.chars().take(200).collect());
-        Err(if status.is_client_error() && status.as_u16() != 429 {
-            RegistrarError::Refused(format!("{status}: {message}"))
-        } else {
-            RegistrarError::Unavailable(format!("{status}: {message}"))
+        send_bearer(request.timeout(CALL_TIMEOUT), &self.token, message).await.map_err(|failure| {
+            match failure {
+                Failure::Unreachable(cause) => RegistrarError::Unavailable(cause),
+                Failure::Status { status, message }
+                    if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS =>
+                {
+                    RegistrarError::Refused(format!("{status}: {message}"))
+                }
+                Failure::Status { status, message } => {
+                    RegistrarError::Unavailable(format!("{status}: {message}"))
+                }
+            }
         })
     }
 

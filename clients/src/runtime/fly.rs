@@ -6,11 +6,12 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{Machine, MachineSpec, Runtime, RuntimeError};
+use crate::http::{Failure, send_bearer};
 
 /// The longest one call may take (a `wait` adds its own timeout to this).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -72,25 +73,15 @@ impl FlyMachines {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<String, RuntimeError> {
-        let response = request
-            .bearer_auth(self.token.expose_secret())
-            .send()
-            .await
-            .map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        if status.is_success() {
-            return Ok(body);
-        }
         // The API answers `{"error": "..."}`.
-        let message = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| body.chars().take(200).collect());
-        Err(match status.as_u16() {
-            404 => RuntimeError::Gone(message),
-            408 | 429 | 500.. => RuntimeError::Unreachable(format!("{status}: {message}")),
-            _ => RuntimeError::Refused(format!("{status}: {message}")),
+        let message = |body: &serde_json::Value| body["error"].as_str().map(str::to_owned);
+        send_bearer(request, &self.token, message).await.map_err(|failure| match failure {
+            Failure::Unreachable(cause) => RuntimeError::Unreachable(cause),
+            Failure::Status { status, message } => match status.as_u16() {
+                404 => RuntimeError::Gone(message),
+                408 | 429 | 500.. => RuntimeError::Unreachable(format!("{status}: {message}")),
+                _ => RuntimeError::Refused(format!("{status}: {message}")),
+            },
         })
     }
 
