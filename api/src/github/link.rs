@@ -320,7 +320,7 @@ pub(super) async fn token_of(
     Ok((row.github_id, token))
 }
 
-/// A repository a linked account can read.
+/// A repository the user can read.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Repository {
     /// `owner/name`.
