@@ -85,7 +85,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 /// The whole application: routes, the OpenAPI document and UI, and the HTTP layers.
 pub fn app(state: AppState) -> App {
     let (router, streaming, openapi) = all_routes();
-    let config = state.config.clone();
+    let config = state.platform.config.clone();
     let router = router
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(not_found)
@@ -104,14 +104,14 @@ pub fn app(state: AppState) -> App {
 /// error as problem+json, compression, CORS, request ids and traces, and the trailing-slash
 /// normalisation.
 pub fn layered(router: Router<AppState>, state: AppState) -> App {
-    let config = state.config.clone();
+    let config = state.platform.config.clone();
     let router = router
         // Innermost, so a panic becomes a response that the layers outside it count and trace.
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
         .layer(middleware::from_fn(http::input::refuse_nul_in_uri))
-        .layer(middleware::from_fn_with_state(state.clone(), http::limits::per_ip))
+        .layer(middleware::from_fn_with_state(state.limits.clone(), http::limits::per_ip))
         .layer(middleware::from_fn(system::health::track))
         .layer(middleware::from_fn(http::error::as_problem))
         .layer(CompressionLayer::new())
@@ -184,15 +184,15 @@ pub fn background_jobs(
     gateway: Option<SocketAddr>,
 ) -> anyhow::Result<Vec<jobs::Job>> {
     let mut jobs = vec![housekeeping(state)];
-    jobs.extend(public::jobs(state));
-    jobs.extend(accounts::jobs(state));
-    jobs.extend(billing::jobs(state));
-    jobs.extend(relay::jobs(state));
-    jobs.extend(storage::jobs(state));
-    jobs.extend(hosting::jobs(state));
-    jobs.extend(domains::jobs(state));
+    jobs.extend(public::jobs(&state.public));
+    jobs.extend(accounts::jobs(&state.accounts));
+    jobs.extend(billing::jobs(&state.billing));
+    jobs.extend(relay::jobs(&state.relay));
+    jobs.extend(storage::jobs(&state.storage));
+    jobs.extend(hosting::jobs(&state.hosting));
+    jobs.extend(domains::jobs(&state.domains));
     if let Some(gateway) = gateway {
-        jobs.extend(gateway::jobs(state, gateway)?);
+        jobs.extend(gateway::jobs(&state.gateway, gateway)?);
     }
     Ok(jobs)
 }
@@ -213,7 +213,7 @@ pub async fn serve(
     let gateway = gateway.map(|listener| {
         tracing::info!(addr = ?gateway_addr, "gateway listening");
         tokio::spawn(gateway::serve_gateway(
-            state.clone(),
+            state.gateway.clone(),
             listener,
             stopping.clone().cancelled_owned(),
         ))

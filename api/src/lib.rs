@@ -23,9 +23,11 @@ pub mod hosting;
 pub mod http;
 pub mod jobs;
 pub mod notices;
+pub mod platform;
 pub mod public;
 mod random;
 pub mod relay;
+pub mod seal;
 pub mod services;
 mod state;
 pub mod storage;
@@ -36,4 +38,4 @@ pub use app::{
 };
 pub use config::Config;
 pub use http::{limits::RateLimits, openapi::ApiDoc};
-pub use state::{AppState, ReadCaches};
+pub use state::AppState;

@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     let state = AppState::new(config).await?;
-    decentraspace_db::migrate(&state.db).await.context("apply migrations")?;
+    decentraspace_db::migrate(&state.platform.db).await.context("apply migrations")?;
     tracing::info!(addr = %listener.local_addr()?, chain_id = state.chain_id(), "api listening");
     serve(state, listener, gateway, shutdown_signal()).await
 }

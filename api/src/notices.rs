@@ -8,22 +8,55 @@ use axum::{
     extract::{Query, State},
 };
 use chrono::{DateTime, Utc};
+use decentraspace_db::channels;
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{
-    http::{
-        auth::AuthUser,
-        error::{ApiError, ApiResult},
-        pagination::page_limit,
-    },
-    public::stream::PlatformNotice,
-    state::AppState,
+use crate::http::auth::Auth;
+use crate::http::{
+    auth::AuthUser,
+    error::{ApiError, ApiResult},
+    pagination::page_limit,
 };
+use crate::platform::Platform;
+use axum::extract::FromRef;
+
+/// A platform notice about one account.
+#[derive(Debug, Clone, serde::Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlatformNotice {
+    /// The chain.
+    pub chain_id: u64,
+    /// The SSE event name (`services_suspended`).
+    pub event: String,
+    /// The account it is about (checksummed).
+    pub account: String,
+    /// The details.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+impl PlatformNotice {
+    /// Sends the notice to every replica's stream (NOTIFY is delivered at commit, so a notice sent
+    /// inside a transaction that rolls back is never seen).
+    pub async fn publish(&self, db: &PgPool) -> anyhow::Result<()> {
+        sqlx::query("select pg_notify($1, $2)")
+            .bind(channels::PLATFORM)
+            .bind(serde_json::to_string(self)?)
+            .execute(db)
+            .await?;
+        Ok(())
+    }
+}
 
 /// The notice routes.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Platform: FromRef<S>,
+    Auth: FromRef<S>,
+{
     OpenApiRouter::new().routes(routes!(list))
 }
 
@@ -63,7 +96,7 @@ pub struct NoticeQuery {
 /// Posts a notice about `dedupe` to `account`, unless one of this kind was posted about it
 /// already: written, then published to the account's live streams. Answers whether it is new.
 pub async fn post(
-    state: &AppState,
+    state: &Platform,
     account: Address,
     kind: &str,
     dedupe: &str,
@@ -98,7 +131,7 @@ pub async fn post(
     params(NoticeQuery),
     responses((status = 200, body = NoticePage)))]
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<Platform>,
     user: AuthUser,
     Query(q): Query<NoticeQuery>,
 ) -> ApiResult<Json<NoticePage>> {

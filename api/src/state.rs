@@ -1,8 +1,10 @@
-//! What every handler shares.
+//! The composition root: every feature's state, built once from the configuration, and the
+//! `FromRef` impls that give each handler the part it uses. Nothing but the application (`app.rs`)
+//! depends on this module; features know only their own state and [`Platform`].
 
 use std::sync::Arc;
 
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::providers::{Provider, ProviderBuilder};
 use anyhow::Context;
 use axum::extract::FromRef;
 use decentraspace_abi::Deployment;
@@ -11,69 +13,83 @@ use tokio::sync::broadcast;
 
 use crate::{
     Config,
-    accounts::tokens::TokenKeys,
+    accounts::{AccountsState, tokens::Sessions},
+    billing::{BillingState, charges::Charges},
     chain::{Operator, Relayer},
-    http::limits::RateLimits,
-    public::stream::Notice,
+    domains::DomainsState,
+    gateway::GatewayState,
+    github::GitHubState,
+    hosting::HostingState,
+    http::{
+        auth::{AccessTokens, Auth},
+        cache::{Caches, ReadCache},
+        limits::RateLimits,
+    },
+    jobs::JobHealth,
+    platform::Platform,
+    public::PublicState,
+    relay::RelayState,
+    storage::StorageState,
+    system::SystemState,
 };
 
-/// The API's shared state.
+/// The API's state: the shared platform, the extractors' [`Auth`], and each feature's state.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// The database (indexed tables and the API's own).
-    pub db: PgPool,
-    /// The configuration.
-    pub config: Arc<Config>,
-    /// The platform contracts.
-    pub deployment: Arc<Deployment>,
-    /// A read-only chain client (EIP-1271 checks, readiness).
-    pub chain: DynProvider,
-    /// Sends the operator's transactions (first-login registration); unset without a key.
-    pub operator: Option<Operator>,
-    /// Sends the payment oracle's transactions (card credits); unset without a key.
-    pub oracle: Option<Operator>,
-    /// The card-payment provider (Paystack); unset without a secret key.
-    pub payments: Option<Arc<dyn decentraspace_clients::paystack::CardPayments>>,
-    /// Wakes the payment worker when a webhook queues a payment.
-    pub payment_wake: Arc<tokio::sync::Notify>,
-    /// Wakes the job that rebuilds folders' IPFS directories.
-    pub directory_wake: Arc<tokio::sync::Notify>,
-    /// Submits forward requests, paying the gas; unset without a key.
-    pub relayer: Option<Arc<Relayer>>,
-    /// The IPFS node files are stored on; unset without `IPFS_API_URL`.
-    pub ipfs: Option<decentraspace_clients::ipfs::Ipfs>,
-    /// The Arweave node and the wallet that pays for uploads, when configured.
-    pub arweave: Option<decentraspace_clients::arweave::Arweave>,
-    /// Records proven domain ownership on-chain, when a verifier key is configured.
-    pub verifier: Option<Operator>,
-    /// Looks up DNS proofs of domain ownership.
-    pub dns: Option<crate::domains::proof::TxtResolver>,
-    /// The registrar names are bought through, when configured.
-    pub registrar: Option<Arc<dyn decentraspace_clients::registrar::Registrar>>,
-    /// Records purchases on-chain, when a registrar key is configured.
-    pub registrar_key: Option<Operator>,
-    /// Reads ENS ownership, when an ENS RPC is configured.
-    pub ens: Option<decentraspace_clients::ens::Ens>,
-    /// Looks up Handshake proofs, when a Handshake-aware resolver is configured.
-    pub hns: Option<crate::domains::proof::TxtResolver>,
-    /// The machine runtime dynamic sites run on, when configured.
-    pub runtime: Option<Arc<dyn crate::hosting::runtime::Runtime>>,
-    /// GitHub (OAuth and REST); unset without a client id and secret.
-    pub github: Option<Arc<dyn decentraspace_clients::github::GitHub>>,
-    /// Seals GitHub tokens at rest and signs link states.
-    pub sealer: crate::github::seal::Sealer,
-    /// Sends the billing meter's `deductBatch` transactions; unset without a billing key.
-    pub billing: Option<Arc<Relayer>>,
-    /// Access and refresh token keys.
-    pub tokens: TokenKeys,
+    /// What every feature shares.
+    pub platform: Platform,
+    /// What the extractors that guard routes need.
+    pub auth: Auth,
     /// Per-IP and per-account request budgets.
     pub limits: Arc<RateLimits>,
-    /// Hot reads cached until the indexer's next commit.
-    pub reads: Arc<crate::ReadCaches>,
-    /// Indexed-block and platform notices for `/v1/stream`, fed by NOTIFY.
-    pub notices: broadcast::Sender<Notice>,
     /// Which required background jobs are down (readiness reads it).
-    pub jobs: crate::jobs::JobHealth,
+    pub jobs: JobHealth,
+    /// Accounts: sign-in, tiers, management.
+    pub accounts: AccountsState,
+    /// Billing: the ledger's mirror, recharges, usage, the meter, depletion.
+    pub billing: BillingState,
+    /// Storage on IPFS and Arweave.
+    pub storage: StorageState,
+    /// Sites and their deployments.
+    pub hosting: HostingState,
+    /// The site gateway.
+    pub gateway: GatewayState,
+    /// GitHub links and deploys.
+    pub github: GitHubState,
+    /// Domains: proofs, links, purchases.
+    pub domains: DomainsState,
+    /// The transaction relay.
+    pub relay: RelayState,
+    /// The public API and its stream.
+    pub public: PublicState,
+    /// Health, readiness, metrics, system analytics.
+    pub system: SystemState,
+}
+
+/// `FromRef<AppState>` for a field of [`AppState`].
+macro_rules! from_app {
+    ($($ty:ty => $field:ident),+ $(,)?) => {
+        $(impl FromRef<AppState> for $ty {
+            fn from_ref(state: &AppState) -> Self {
+                state.$field.clone()
+            }
+        })+
+    };
+}
+
+from_app! {
+    Platform => platform,
+    Auth => auth,
+    AccountsState => accounts,
+    BillingState => billing,
+    StorageState => storage,
+    HostingState => hosting,
+    GatewayState => gateway,
+    GitHubState => github,
+    DomainsState => domains,
+    RelayState => relay,
+    PublicState => public,
+    SystemState => system,
 }
 
 impl AppState {
@@ -249,83 +265,77 @@ impl AppState {
             }
             None => None,
         };
-        let sealer = crate::github::seal::Sealer::new(token_key, &config.jwt_secret);
-        let tokens =
-            TokenKeys::new(&config.jwt_secret, config.access_ttl_secs, config.refresh_ttl_secs)?;
+        let sealer = crate::seal::Sealer::new(token_key, &config.jwt_secret);
+        let access = AccessTokens::new(&config.jwt_secret, config.access_ttl_secs)?;
         let limits =
             Arc::new(RateLimits::new(config.rate_limit_per_ip, config.rate_limit_per_account));
         let (notices, _) = broadcast::channel(1024);
-        Ok(Self {
-            db,
-            config: Arc::new(config),
+        let config = Arc::new(config);
+        let platform = Platform {
+            db: db.clone(),
+            config: config.clone(),
             deployment: Arc::new(deployment),
             chain,
             operator,
-            relayer,
-            billing,
-            ipfs,
-            arweave,
-            verifier,
-            registrar,
-            registrar_key,
-            dns,
-            ens,
-            hns,
-            runtime,
-            github,
-            sealer,
-            oracle,
-            payments,
-            payment_wake: Arc::default(),
-            directory_wake: Arc::default(),
-            tokens,
+        };
+        let auth = Auth::new(
+            access.clone(),
+            limits.clone(),
+            db,
+            platform.chain_id(),
+            platform.deployment.contracts.account_registry,
+            config.service_token.clone(),
+        );
+        let charges = Charges { platform: platform.clone(), billing, oracle };
+        let (balances, accounts_cache) =
+            (Arc::new(ReadCache::default()), Arc::new(ReadCache::default()));
+        let caches = Caches::new(vec![balances.clone(), accounts_cache.clone()]);
+        let jobs = JobHealth::default();
+        Ok(Self {
+            accounts: AccountsState {
+                platform: platform.clone(),
+                sessions: Sessions::new(access, config.refresh_ttl_secs),
+            },
+            billing: BillingState {
+                charges: charges.clone(),
+                payments,
+                payment_wake: Arc::default(),
+                notices: notices.clone(),
+                balances,
+            },
+            storage: StorageState {
+                platform: platform.clone(),
+                ipfs: ipfs.clone(),
+                arweave,
+                directory_wake: Arc::default(),
+            },
+            hosting: HostingState {
+                platform: platform.clone(),
+                ipfs: ipfs.clone(),
+                runtime,
+                github: github.clone(),
+                sealer: sealer.clone(),
+            },
+            gateway: GatewayState { platform: platform.clone(), ipfs },
+            github: GitHubState { charges: charges.clone(), github, sealer },
+            domains: DomainsState { charges, dns, hns, ens, registrar, registrar_key, verifier },
+            relay: RelayState { platform: platform.clone(), relayer: relayer.clone() },
+            public: PublicState {
+                platform: platform.clone(),
+                notices,
+                accounts: accounts_cache,
+                caches,
+            },
+            system: SystemState { platform: platform.clone(), relayer, jobs: jobs.clone() },
+            platform,
+            auth,
             limits,
-            notices,
-            reads: Arc::default(),
-            jobs: crate::jobs::JobHealth::default(),
-        })
-    }
-
-    /// The operator, or 503 when no operator key is configured.
-    pub fn operator(&self) -> Result<&Operator, crate::http::error::ApiError> {
-        self.operator.as_ref().ok_or_else(|| {
-            crate::http::error::ApiError::NotConfigured("no operator key is configured")
+            jobs,
         })
     }
 
     /// The chain id of the deployment.
     pub fn chain_id(&self) -> u64 {
-        self.deployment.chain_id
-    }
-}
-
-impl FromRef<AppState> for PgPool {
-    fn from_ref(state: &AppState) -> Self {
-        state.db.clone()
-    }
-}
-
-/// The cached hot reads, all invalidated together when the indexer commits.
-#[derive(Debug, Default)]
-pub struct ReadCaches {
-    /// `/billing/balance` by account.
-    pub balances:
-        crate::http::cache::ReadCache<alloy::primitives::Address, crate::billing::ledger::Balance>,
-    /// `/v1/accounts/{address}` by account.
-    pub accounts:
-        crate::http::cache::ReadCache<alloy::primitives::Address, crate::public::v1::AccountView>,
-}
-
-impl ReadCaches {
-    /// Forgets every cached read.
-    pub fn invalidate(&self) {
-        self.balances.invalidate();
-        self.accounts.invalidate();
-    }
-
-    /// Turns caching on or off (off while indexer notices are not received).
-    pub fn set_live(&self, live: bool) {
-        self.balances.set_live(live);
-        self.accounts.set_live(live);
+        self.platform.chain_id()
     }
 }

@@ -143,11 +143,8 @@ fn pgbench(test_url: &str, seconds: u64) -> anyhow::Result<f64> {
 /// the seconds from the first request to the last receipt, and how many failed on a nonce.
 async fn relay(chain: &TestChain, api: &TestApi, n: usize) -> anyhow::Result<(usize, f64, usize)> {
     let c = chain.deployment.contracts;
-    let keys = decentraspace_api::accounts::tokens::TokenKeys::new(
-        &JWT_SECRET.to_owned().into(),
-        3_600,
-        3_600,
-    )?;
+    let keys =
+        decentraspace_api::http::auth::AccessTokens::new(&JWT_SECRET.to_owned().into(), 3_600)?;
     let data: Bytes = AccountRegistry::registerCall {}.abi_encode().into();
     let deadline = chrono::Utc::now().timestamp() as u64 + 3_600;
     let domain = forwarder_domain(chain.chain_id(), c.forwarder);
@@ -164,7 +161,7 @@ async fn relay(chain: &TestChain, api: &TestApi, n: usize) -> anyhow::Result<(us
             data: data.clone(),
         };
         let signature = wallet.sign_hash(&request.eip712_signing_hash(&domain)).await?;
-        let token = keys.access_token(wallet.address(), chrono::Utc::now())?;
+        let token = keys.sign(wallet.address(), chrono::Utc::now())?;
         let body = json!({ "forward_request": {
             "from": wallet.address().to_string(), "to": c.account_registry.to_string(), "gas": 200_000,
             "deadline": deadline, "data": data.to_string(), "signature": Bytes::from(signature.as_bytes()).to_string(),

@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
     config.billing_key = Some(role_key(&chain, Role::Billing).into());
     config.meter_batch_size = env_or("METER_BATCH_SIZE", config.meter_batch_size as usize) as u64;
     let batch_size = config.meter_batch_size;
-    let meter = Meter::new(&AppState::new(config).await?).context("a billing key")?;
+    let meter = Meter::new(&AppState::new(config).await?.billing).context("a billing key")?;
 
     let started = Instant::now();
     let cycle = meter.cycle().await?;

@@ -244,13 +244,11 @@ async fn private_routes_refuse_missing_tampered_and_expired_tokens() -> anyhow::
     assert_eq!((status, problem_type(&body).as_str()), (401, "unauthorized"), "{body}");
 
     // A token signed with the right key but expired an hour ago.
-    let keys = decentraspace_api::accounts::tokens::TokenKeys::new(
+    let keys = decentraspace_api::http::auth::AccessTokens::new(
         &"test-secret-test-secret-test-secret-0123".to_owned().into(),
         900,
-        3600,
     )?;
-    let expired =
-        keys.access_token(chain.user(5).address(), Utc::now() - chrono::Duration::hours(1))?;
+    let expired = keys.sign(chain.user(5).address(), Utc::now() - chrono::Duration::hours(1))?;
     let (status, body) = api.get("/billing/balance", Some(&expired)).await?;
     assert_eq!(status, 401, "{body}");
     assert!(body["detail"].as_str().is_some_and(|d| d.contains("expired")), "{body}");

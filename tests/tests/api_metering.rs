@@ -54,7 +54,7 @@ async fn stack() -> anyhow::Result<Stack> {
     config.service_token = Some(SERVICE_TOKEN.to_owned().into());
     let api = TestApi::start_with(config.clone()).await?;
     config.billing_key = Some(role_key(&chain, Role::Billing).into());
-    let meter = Meter::new(&AppState::new(config).await?).context("a billing key")?;
+    let meter = Meter::new(&AppState::new(config).await?.billing).context("a billing key")?;
     Ok(Stack { chain, db, _indexer: indexer, api, meter })
 }
 

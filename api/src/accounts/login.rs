@@ -1,20 +1,30 @@
 //! Signing in and out: a nonce, a SIWE login that issues an access and a refresh token, their
 //! rotation, and logout.
 
-use axum::{Json, extract::State, http::StatusCode};
+use axum::{
+    Json,
+    extract::{FromRef, State},
+    http::StatusCode,
+};
 use chrono::Utc;
 use rand::{Rng, distr::Alphanumeric};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{
-    http::error::{ApiError, ApiResult, LoginFailure, Problem},
-    state::AppState,
+use super::AccountsState;
+use crate::http::{
+    auth::Auth,
+    error::{ApiError, ApiResult, LoginFailure, Problem},
 };
 
 /// The routes under `/auth` that sign in and out.
-pub(super) fn router() -> OpenApiRouter<AppState> {
+pub(super) fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    AccountsState: FromRef<S>,
+    Auth: FromRef<S>,
+{
     OpenApiRouter::new()
         .routes(routes!(nonce))
         .routes(routes!(login))
@@ -64,7 +74,7 @@ pub(super) struct RefreshRequest {
 /// Issues a single-use nonce for a SIWE message.
 #[utoipa::path(get, path = "/auth/nonce", tag = "auth",
     responses((status = 200, body = NonceResponse)))]
-pub(super) async fn nonce(State(state): State<AppState>) -> ApiResult<Json<NonceResponse>> {
+pub(super) async fn nonce(State(state): State<AccountsState>) -> ApiResult<Json<NonceResponse>> {
     let nonce: String = rand::rng().sample_iter(&Alphanumeric).take(24).map(char::from).collect();
     let expires = Utc::now() + state.config.nonce_ttl();
     sqlx::query!("insert into auth_nonces (nonce, expires_at) values ($1, $2)", nonce, expires)
@@ -83,7 +93,7 @@ pub(super) async fn nonce(State(state): State<AppState>) -> ApiResult<Json<Nonce
             content_type = "application/problem+json"),
     ))]
 pub(super) async fn login(
-    State(state): State<AppState>,
+    State(state): State<AccountsState>,
     Json(request): Json<LoginRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
     let expected = super::siwe::Expected {
@@ -115,7 +125,7 @@ pub(super) async fn login(
         return Err(invalid_nonce());
     }
     let mut conn = state.db.acquire().await?;
-    let tokens = state.tokens.issue(&mut conn, message.address).await?;
+    let tokens = state.sessions.issue(&mut conn, message.address).await?;
     drop(conn);
     if let Some(operator) = &state.operator {
         operator
@@ -154,11 +164,11 @@ fn token_response(tokens: super::tokens::IssuedTokens) -> TokenResponse {
         (status = 401, description = "The refresh token is unknown, expired, revoked or reused",
             body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn refresh(
-    State(state): State<AppState>,
+    State(state): State<AccountsState>,
     Json(request): Json<RefreshRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
     let mut conn = state.db.acquire().await?;
-    let (_, tokens) = state.tokens.rotate(&mut conn, &request.refresh_token).await?;
+    let (_, tokens) = state.sessions.rotate(&mut conn, &request.refresh_token).await?;
     Ok(Json(token_response(tokens)))
 }
 
@@ -168,7 +178,7 @@ pub(super) async fn refresh(
         (status = 401, description = "The refresh token is unknown, expired, revoked or reused",
             body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn logout(
-    State(state): State<AppState>,
+    State(state): State<AccountsState>,
     Json(request): Json<RefreshRequest>,
 ) -> ApiResult<StatusCode> {
     let mut conn = state.db.acquire().await?;

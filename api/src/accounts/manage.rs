@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::accounts::AccountsState;
+use crate::http::auth::Auth;
 use crate::{
     chain::TxOutcome,
     http::{
@@ -20,12 +22,17 @@ use crate::{
         format::{parse_address, show_address},
         pagination::page_limit,
     },
-    public::v1::{ServiceRow, ServiceView},
-    state::AppState,
+    services::view::{ServiceRow, ServiceView},
 };
+use axum::extract::FromRef;
 
 /// The admin routes.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    AccountsState: FromRef<S>,
+    Auth: FromRef<S>,
+{
     OpenApiRouter::new()
         .routes(routes!(list_accounts))
         .routes(routes!(account_detail))
@@ -78,7 +85,7 @@ pub struct AccountPage {
     responses((status = 200, body = AccountPage),
         crate::http::openapi::Forbidden))]
 pub async fn list_accounts(
-    State(state): State<AppState>,
+    State(state): State<AccountsState>,
     _admin: AdminUser,
     Query(q): Query<AccountQuery>,
 ) -> ApiResult<Json<AccountPage>> {
@@ -155,7 +162,7 @@ pub struct AccountDetail {
         crate::http::openapi::Forbidden,
         crate::http::openapi::NotFound))]
 pub async fn account_detail(
-    State(state): State<AppState>,
+    State(state): State<AccountsState>,
     _admin: AdminUser,
     Path(address): Path<String>,
 ) -> ApiResult<Json<AccountDetail>> {
@@ -209,7 +216,7 @@ pub struct SetStatus {
         crate::http::openapi::Forbidden,
         crate::http::openapi::Conflict))]
 pub async fn set_status(
-    State(state): State<AppState>,
+    State(state): State<AccountsState>,
     admin: AdminUser,
     Path(address): Path<String>,
     Json(request): Json<SetStatus>,
@@ -247,7 +254,7 @@ pub struct FreeTierDuration {
     responses((status = 200, body = TxOutcome),
         crate::http::openapi::Forbidden))]
 pub async fn set_free_tier_duration(
-    State(state): State<AppState>,
+    State(state): State<AccountsState>,
     admin: AdminUser,
     Json(request): Json<FreeTierDuration>,
 ) -> ApiResult<Json<TxOutcome>> {

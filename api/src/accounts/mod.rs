@@ -9,11 +9,23 @@ pub mod tokens;
 
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::state::AppState;
+use crate::http::auth::Auth;
+use crate::platform::{Platform, feature_state};
+use axum::extract::FromRef;
+
+/// What the accounts' routes use: the platform, and the sessions they issue.
+#[derive(Debug, Clone)]
+pub struct AccountsState {
+    /// The shared state.
+    pub platform: Platform,
+    /// Issues, rotates and revokes sessions.
+    pub sessions: tokens::Sessions,
+}
+feature_state!(AccountsState);
 
 /// The accounts' job: forgetting nonces and refresh tokens a day past their expiry, hourly.
 /// Best effort: readiness does not depend on it.
-pub fn jobs(state: &AppState) -> Vec<crate::jobs::Job> {
+pub fn jobs(state: &AccountsState) -> Vec<crate::jobs::Job> {
     let db = state.db.clone();
     let hourly = std::time::Duration::from_secs(3600);
     vec![
@@ -32,6 +44,11 @@ pub fn jobs(state: &AppState) -> Vec<crate::jobs::Job> {
 }
 
 /// The `/auth` routes.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    AccountsState: FromRef<S>,
+    Auth: FromRef<S>,
+{
     login::router().merge(tier::router()).merge(manage::router())
 }

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::http::auth::Auth;
+use crate::{accounts::AccountsState, platform::Platform};
 use crate::{
     chain::TxOutcome,
     http::{
@@ -15,11 +17,16 @@ use crate::{
         error::{ApiError, ApiResult, Problem},
         format::parse_address,
     },
-    state::AppState,
 };
+use axum::extract::FromRef;
 
 /// The tier routes.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    AccountsState: FromRef<S>,
+    Auth: FromRef<S>,
+{
     OpenApiRouter::new().routes(routes!(read_tier, set_tier))
 }
 
@@ -41,7 +48,10 @@ pub struct TierView {
 /// The caller's tier.
 #[utoipa::path(get, path = "/auth/tier", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = TierView)))]
-pub async fn read_tier(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<TierView>> {
+pub async fn read_tier(
+    State(state): State<AccountsState>,
+    user: AuthUser,
+) -> ApiResult<Json<TierView>> {
     let row = sqlx::query!(
         "select tier, status, tier_expires_at from accounts where chain_id = $1 and address = $2",
         state.chain_id() as i64,
@@ -86,7 +96,7 @@ pub struct SetTier {
         (status = 409, description = "The chain refused (e.g. the account is not registered)", body = Problem,
             content_type = "application/problem+json")))]
 pub async fn set_tier(
-    State(state): State<AppState>,
+    State(state): State<AccountsState>,
     admin: AdminUser,
     Json(request): Json<SetTier>,
 ) -> ApiResult<Json<TxOutcome>> {
@@ -111,7 +121,7 @@ pub async fn set_tier(
 
 /// The account's effective tier at chain time (a lapsed Paid tier is Free; an unregistered
 /// wallet is Free).
-pub async fn effective_tier(state: &AppState, account: Address) -> ApiResult<Tier> {
+pub async fn effective_tier(state: &Platform, account: Address) -> ApiResult<Tier> {
     let tier = sqlx::query_scalar!(
         r#"select effective_tier(a.tier, a.tier_expires_at, chain_now($1)) as "tier!"
            from (select 1) one

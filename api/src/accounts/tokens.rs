@@ -1,44 +1,19 @@
-//! Access tokens (short-lived HS256 JWTs) and refresh tokens (random, stored hashed, rotated on
-//! every use; presenting one that was already used revokes its whole family, since only a thief
-//! or a replay would do that).
+//! Sessions: an access token (a short-lived JWT, `http::auth`) and a refresh token (random, stored
+//! hashed, rotated on every use; presenting one that was already used revokes its whole family,
+//! since only a thief or a replay would do that).
 
 use alloy::primitives::Address;
-use chrono::{DateTime, Duration, Utc};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
+use chrono::{Duration, Utc};
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 
-use crate::http::error::ApiError;
+use crate::http::{auth::AccessTokens, error::ApiError};
 
-/// The claims of an access token.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Claims {
-    /// The wallet, as 0x-hex.
-    pub sub: String,
-    /// Issued at (unix seconds).
-    pub iat: i64,
-    /// Expires at (unix seconds).
-    pub exp: i64,
-    /// Token type; always `access`.
-    pub typ: String,
-}
-
-/// Signs and checks access tokens.
-#[derive(Clone)]
-pub struct TokenKeys {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
-    access_ttl: Duration,
+/// Issues, rotates and revokes sessions: an access token and a refresh token per login.
+#[derive(Debug, Clone)]
+pub struct Sessions {
+    access: AccessTokens,
     refresh_ttl: Duration,
-}
-
-impl std::fmt::Debug for TokenKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenKeys").field("access_ttl", &self.access_ttl).finish_non_exhaustive()
-    }
 }
 
 /// A refresh token's secret is this many random bytes.
@@ -55,60 +30,11 @@ pub struct IssuedTokens {
     pub expires_in: u64,
 }
 
-impl TokenKeys {
-    /// Keys from the configured secret (at least 32 bytes).
-    pub fn new(
-        secret: &SecretString,
-        access_ttl_secs: u64,
-        refresh_ttl_secs: u64,
-    ) -> anyhow::Result<Self> {
-        let secret = secret.expose_secret().as_bytes();
-        anyhow::ensure!(secret.len() >= 32, "JWT_SECRET must be at least 32 bytes");
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 5;
-        validation.set_required_spec_claims(&["exp", "sub", "iat"]);
-        Ok(Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            validation,
-            access_ttl: Duration::seconds(access_ttl_secs as i64),
-            refresh_ttl: Duration::seconds(refresh_ttl_secs as i64),
-        })
-    }
-
-    /// Signs an access token for `account`.
-    pub fn access_token(&self, account: Address, now: DateTime<Utc>) -> Result<String, ApiError> {
-        let claims = Claims {
-            sub: account.to_string(),
-            iat: now.timestamp(),
-            exp: (now + self.access_ttl).timestamp(),
-            typ: "access".into(),
-        };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(
-            |err| ApiError::Internal(anyhow::Error::new(err).context("sign an access token")),
-        )
-    }
-
-    /// The account an access token was issued to, if it is valid now.
-    pub fn verify(&self, token: &str) -> Result<Address, ApiError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|err| {
-                use jsonwebtoken::errors::ErrorKind;
-                ApiError::Unauthorized(match err.kind() {
-                    ErrorKind::ExpiredSignature => {
-                        "the access token has expired; refresh it".into()
-                    }
-                    ErrorKind::InvalidSignature => "the access token's signature is invalid".into(),
-                    _ => "the access token is malformed".into(),
-                })
-            })?;
-        if data.claims.typ != "access" {
-            return Err(ApiError::Unauthorized("not an access token".into()));
-        }
-        data.claims
-            .sub
-            .parse()
-            .map_err(|_| ApiError::Unauthorized("the access token is malformed".into()))
+impl Sessions {
+    /// Sessions whose access tokens `access` signs, with refresh tokens living
+    /// `refresh_ttl_secs`.
+    pub fn new(access: AccessTokens, refresh_ttl_secs: u64) -> Self {
+        Self { access, refresh_ttl: Duration::seconds(refresh_ttl_secs as i64) }
     }
 
     /// Issues an access token and a refresh token in a new family (a login).
@@ -142,9 +68,9 @@ impl TokenKeys {
         .execute(&mut *conn)
         .await?;
         Ok(IssuedTokens {
-            access_token: self.access_token(account, now)?,
+            access_token: self.access.sign(account, now)?,
             refresh_token,
-            expires_in: self.access_ttl.num_seconds() as u64,
+            expires_in: self.access.ttl_secs(),
         })
     }
 
@@ -240,47 +166,4 @@ pub(super) async fn forget_expired(db: &sqlx::PgPool) -> anyhow::Result<()> {
 
 fn hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn keys() -> TokenKeys {
-        TokenKeys::new(&SecretString::from("k".repeat(32)), 900, 3600).expect("keys")
-    }
-
-    #[test]
-    fn an_access_token_verifies_to_its_account() {
-        let account = Address::repeat_byte(7);
-        let token = keys().access_token(account, Utc::now()).expect("token");
-        assert_eq!(keys().verify(&token).expect("valid"), account);
-    }
-
-    #[test]
-    fn tampered_expired_and_foreign_tokens_are_refused() {
-        let account = Address::repeat_byte(7);
-        let token = keys().access_token(account, Utc::now()).expect("token");
-        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
-        // Claim another account with the original signature.
-        let other = keys().access_token(Address::repeat_byte(8), Utc::now()).expect("token");
-        parts[1] = other.split('.').nth(1).expect("payload").to_owned();
-        assert!(keys().verify(&parts.join(".")).is_err());
-
-        let old = keys().access_token(account, Utc::now() - Duration::hours(1)).expect("token");
-        assert!(
-            matches!(keys().verify(&old), Err(ApiError::Unauthorized(m)) if m.contains("expired"))
-        );
-
-        let foreign = TokenKeys::new(&SecretString::from("x".repeat(32)), 900, 3600)
-            .expect("keys")
-            .access_token(account, Utc::now())
-            .expect("token");
-        assert!(keys().verify(&foreign).is_err());
-    }
-
-    #[test]
-    fn refuses_short_secrets() {
-        assert!(TokenKeys::new(&SecretString::from("short"), 900, 3600).is_err());
-    }
 }

@@ -11,16 +11,21 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{
-    http::{
-        auth::AuthUser,
-        error::{ApiError, ApiResult},
-    },
-    state::AppState,
+use crate::billing::BillingState;
+use crate::http::auth::Auth;
+use crate::http::{
+    auth::AuthUser,
+    error::{ApiError, ApiResult},
 };
+use axum::extract::FromRef;
 
 /// The analytics route.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    BillingState: FromRef<S>,
+    Auth: FromRef<S>,
+{
     OpenApiRouter::new().routes(routes!(credit_analytics))
 }
 
@@ -100,7 +105,7 @@ pub struct CreditAnalytics {
     params(CreditAnalyticsQuery),
     responses((status = 200, body = CreditAnalytics)))]
 pub async fn credit_analytics(
-    State(state): State<AppState>,
+    State(state): State<BillingState>,
     user: AuthUser,
     Query(q): Query<CreditAnalyticsQuery>,
 ) -> ApiResult<Json<CreditAnalytics>> {

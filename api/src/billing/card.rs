@@ -17,17 +17,22 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{
-    http::{
-        auth::{AdminUser, AuthUser},
-        error::{ApiError, ApiResult, Problem},
-        format::{show_address, show_hex},
-    },
-    state::AppState,
+use crate::billing::BillingState;
+use crate::http::auth::Auth;
+use crate::http::{
+    auth::{AdminUser, AuthUser},
+    error::{ApiError, ApiResult, Problem},
+    format::{show_address, show_hex},
 };
+use axum::extract::FromRef;
 
 /// The payment routes.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    BillingState: FromRef<S>,
+    Auth: FromRef<S>,
+{
     OpenApiRouter::new()
         .routes(routes!(recharge))
         .routes(routes!(recharge_status))
@@ -117,7 +122,7 @@ const MAX_AMOUNT: u64 = 10_000_000_000;
         (status = 503, description = "Card payments are not configured or Paystack is down", body = Problem,
             content_type = "application/problem+json")))]
 pub async fn recharge(
-    State(state): State<AppState>,
+    State(state): State<BillingState>,
     user: AuthUser,
     Json(request): Json<RechargeRequest>,
 ) -> ApiResult<(StatusCode, Json<RechargeAnswer>)> {
@@ -219,7 +224,7 @@ pub async fn recharge(
 }
 
 async fn load(
-    state: &AppState,
+    state: &BillingState,
     account: Option<alloy::primitives::Address>,
     reference: &str,
 ) -> ApiResult<Payment> {
@@ -253,7 +258,7 @@ async fn load(
     params(("reference" = String, Path, description = "The reference the recharge answered")),
     responses((status = 200, body = Payment), crate::http::openapi::NotFound))]
 pub async fn recharge_status(
-    State(state): State<AppState>,
+    State(state): State<BillingState>,
     user: AuthUser,
     Path(reference): Path<String>,
 ) -> ApiResult<Json<Payment>> {
@@ -291,7 +296,7 @@ pub struct WebhookAck {
             content_type = "application/problem+json"),
         crate::http::openapi::Unavailable))]
 pub async fn webhook(
-    State(state): State<AppState>,
+    State(state): State<BillingState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<WebhookAck>> {
@@ -362,7 +367,7 @@ pub struct FiatRate {
     responses((status = 204),
         crate::http::openapi::Forbidden))]
 pub async fn set_fiat_rate(
-    State(state): State<AppState>,
+    State(state): State<BillingState>,
     admin: AdminUser,
     Json(rate): Json<FiatRate>,
 ) -> ApiResult<StatusCode> {

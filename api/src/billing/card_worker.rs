@@ -14,10 +14,10 @@ use decentraspace_abi::{
 use sqlx::PgConnection;
 
 use super::card::payment_ref;
+use crate::billing::BillingState;
 use crate::{
     chain::ChainError,
     jobs::{Job, Schedule},
-    state::AppState,
 };
 use decentraspace_clients::paystack::PaystackError;
 
@@ -40,7 +40,7 @@ struct Due {
 }
 
 /// The worker's job: a pass every [`INTERVAL`], and at once when a webhook queues a payment.
-pub fn job(state: &AppState) -> Job {
+pub fn job(state: &BillingState) -> Job {
     let state = state.clone();
     let wake = state.payment_wake.clone();
     Job::periodic(
@@ -54,7 +54,7 @@ pub fn job(state: &AppState) -> Job {
 }
 
 /// Handles every due payment once. Returns how many were handled.
-pub async fn pass(state: &AppState) -> anyhow::Result<usize> {
+pub async fn pass(state: &BillingState) -> anyhow::Result<usize> {
     let mut handled = 0;
     loop {
         let mut tx = state.db.begin().await?;
@@ -87,7 +87,7 @@ pub async fn pass(state: &AppState) -> anyhow::Result<usize> {
     }
 }
 
-async fn handle(state: &AppState, conn: &mut PgConnection, due: Due) -> anyhow::Result<()> {
+async fn handle(state: &BillingState, conn: &mut PgConnection, due: Due) -> anyhow::Result<()> {
     if due.status == "crediting" {
         return follow_credit(state, conn, &due).await;
     }
@@ -153,7 +153,7 @@ async fn handle(state: &AppState, conn: &mut PgConnection, due: Due) -> anyhow::
 }
 
 /// Sends `creditFiat`; the ledger credits a reference once, so a resend is harmless.
-async fn credit(state: &AppState, conn: &mut PgConnection, due: &Due) -> anyhow::Result<()> {
+async fn credit(state: &BillingState, conn: &mut PgConnection, due: &Due) -> anyhow::Result<()> {
     let Some(oracle) = state.oracle.as_ref() else {
         tracing::error!(target: "api::payments", reference = due.reference, "paid, but no payment oracle key is configured");
         return retry_later(conn, &due.reference, due.attempts).await;
@@ -201,7 +201,11 @@ async fn crediting(
 }
 
 /// A credit sent: `credited` once indexed; sent again if it never lands.
-async fn follow_credit(state: &AppState, conn: &mut PgConnection, due: &Due) -> anyhow::Result<()> {
+async fn follow_credit(
+    state: &BillingState,
+    conn: &mut PgConnection,
+    due: &Due,
+) -> anyhow::Result<()> {
     let reference = payment_ref(&due.reference);
     let indexed = sqlx::query_scalar!(
         r#"select exists(select 1 from credit_entries where chain_id = $1 and kind = 'fiat' and reference = $2) as "indexed!""#,

@@ -12,10 +12,25 @@ use alloy::{
 };
 use decentraspace_abi::CreditLedger;
 
+use crate::http::error::{ApiError, ApiResult};
 use crate::{
-    http::error::{ApiError, ApiResult},
-    state::AppState,
+    chain::{Operator, Relayer},
+    platform::{Platform, feature_state},
 };
+use std::sync::Arc;
+
+/// The platform with the keys that charge and credit accounts: the billing key (`BILLING_ROLE`:
+/// deductions) and the payment oracle (`PAYMENT_ORACLE_ROLE`: credits and refunds).
+#[derive(Debug, Clone)]
+pub struct Charges {
+    /// The shared state.
+    pub platform: Platform,
+    /// Sends deductions (and the meter's batches); unset without a billing key.
+    pub billing: Option<Arc<Relayer>>,
+    /// Sends credits; unset without a payment oracle key.
+    pub oracle: Option<Operator>,
+}
+feature_state!(Charges);
 
 /// Gas for one deduction (it costs about 60k).
 const DEDUCT_GAS: u64 = 150_000;
@@ -33,7 +48,7 @@ pub fn credits(units: u64) -> String {
 }
 
 /// The account's indexed credit balance, in credit units.
-pub async fn balance(state: &AppState, account: Address) -> ApiResult<u128> {
+pub async fn balance(state: &Charges, account: Address) -> ApiResult<u128> {
     let balance = sqlx::query_scalar!(
         r#"select coalesce((select balance::text from credit_balances
                             where chain_id = $1 and account = $2), '0') as "balance!""#,
@@ -48,7 +63,7 @@ pub async fn balance(state: &AppState, account: Address) -> ApiResult<u128> {
 /// Deducts `units` from `account` under `usage_ref`: `Ok(true)` once charged (now, or by an
 /// earlier try under the same reference); 402 saying `short` when the balance is too low.
 pub async fn deduct(
-    state: &AppState,
+    state: &Charges,
     account: Address,
     units: u64,
     usage_ref: B256,
@@ -110,7 +125,7 @@ pub async fn deduct(
 
 /// Credits `units` back to `account` under `refund_ref` (once: the ledger takes a reference once).
 pub async fn refund(
-    state: &AppState,
+    state: &Charges,
     account: Address,
     units: u64,
     refund_ref: B256,

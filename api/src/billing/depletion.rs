@@ -20,11 +20,12 @@ use decentraspace_db::locks::{Lock, try_lead};
 use futures::StreamExt;
 use sqlx::Connection;
 
+use crate::billing::BillingState;
 use crate::{
     chain::Operator,
     jobs::{Job, Pass, Schedule},
-    public::stream::{Notice, PlatformNotice},
-    state::AppState,
+    notices::PlatformNotice,
+    public::stream::Notice,
 };
 
 /// Passes run after every indexer notice, and at least this often.
@@ -36,7 +37,7 @@ const PER_PASS: i64 = 500;
 
 /// The job that suspends depleted accounts' services: after every indexed batch, and at least
 /// every [`POLL`] (none without an operator key).
-pub fn job(state: &AppState) -> Option<Job> {
+pub fn job(state: &BillingState) -> Option<Job> {
     let operator = state.operator.clone()?;
     let notices = state.notices.clone();
     let state = state.clone();
@@ -65,7 +66,7 @@ fn chain_notices(
 
 /// The job's turns, and the suspensions it sent (not sent again before [`RESEND_AFTER`]).
 struct Suspensions {
-    state: AppState,
+    state: BillingState,
     operator: Operator,
     sent: HashMap<i64, Instant>,
 }
@@ -78,7 +79,7 @@ impl Pass for Suspensions {
 
 /// One pass: suspends what is due. Returns how many suspensions were sent.
 pub async fn pass(
-    state: &AppState,
+    state: &BillingState,
     operator: &Operator,
     sent: &mut HashMap<i64, Instant>,
 ) -> anyhow::Result<usize> {

@@ -9,21 +9,26 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{
-    http::{
-        auth::AuthUser,
-        error::{ApiError, ApiResult},
-        format::{show_address, show_hex},
-        pagination::{Cursor, page_limit},
-    },
-    state::AppState,
+use crate::billing::BillingState;
+use crate::http::auth::Auth;
+use crate::http::{
+    auth::AuthUser,
+    error::{ApiError, ApiResult},
+    format::{show_address, show_hex},
+    pagination::{Cursor, page_limit},
 };
+use axum::extract::FromRef;
 
 /// Credits have 6 decimals.
 pub const CREDIT_DECIMALS: u8 = 6;
 
 /// The billing read routes.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    BillingState: FromRef<S>,
+    Auth: FromRef<S>,
+{
     OpenApiRouter::new()
         .routes(routes!(balance))
         .routes(routes!(history))
@@ -47,8 +52,11 @@ pub struct Balance {
 /// The caller's credit balance, as indexed.
 #[utoipa::path(get, path = "/billing/balance", tag = "billing", security(("bearer" = [])),
     responses((status = 200, body = Balance)))]
-pub async fn balance(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Balance>> {
-    let cache = &state.reads.balances;
+pub async fn balance(
+    State(state): State<BillingState>,
+    user: AuthUser,
+) -> ApiResult<Json<Balance>> {
+    let cache = &state.balances;
     if let Some(cached) = cache.get(&user.address) {
         return Ok(Json(cached));
     }
@@ -131,7 +139,7 @@ const KINDS: &[&str] = &["recharge", "fiat", "deduction", "skipped"];
 #[utoipa::path(get, path = "/billing/history", tag = "billing", security(("bearer" = [])), params(HistoryQuery),
     responses((status = 200, body = HistoryPage)))]
 pub async fn history(
-    State(state): State<AppState>,
+    State(state): State<BillingState>,
     user: AuthUser,
     Query(q): Query<HistoryQuery>,
 ) -> ApiResult<Json<HistoryPage>> {
@@ -229,7 +237,7 @@ pub struct PaymentMethods {
 #[utoipa::path(get, path = "/billing/payment-methods", tag = "billing", security(("bearer" = [])),
     responses((status = 200, body = PaymentMethods)))]
 pub async fn payment_methods(
-    State(state): State<AppState>,
+    State(state): State<BillingState>,
     _user: AuthUser,
 ) -> ApiResult<Json<PaymentMethods>> {
     let tokens = sqlx::query!(

@@ -15,13 +15,42 @@ pub mod usage;
 
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::state::AppState;
-
+use crate::http::auth::Auth;
+use crate::{http::cache::ReadCache, public::stream::Notice};
+use alloy::primitives::Address;
+use axum::extract::FromRef;
+use decentraspace_clients::paystack::CardPayments;
 pub use metering::{Meter, Report};
+use std::sync::Arc;
+use tokio::sync::{Notify, broadcast};
+
+/// What billing uses: the platform and the keys that charge and credit ([`charges::Charges`]),
+/// the card provider, the notice bus depletion wakes on, and the balance cache.
+#[derive(Debug, Clone)]
+pub struct BillingState {
+    /// The platform, with the billing and payment-oracle keys.
+    pub charges: charges::Charges,
+    /// The card-payment provider (Paystack); unset without a secret key.
+    pub payments: Option<Arc<dyn CardPayments>>,
+    /// Wakes the card-payment worker when a webhook queues a payment.
+    pub payment_wake: Arc<Notify>,
+    /// Indexed-block notices (depletion runs after each batch).
+    pub notices: broadcast::Sender<Notice>,
+    /// `/billing/balance` by account, until the indexer's next commit.
+    pub balances: Arc<ReadCache<Address, ledger::Balance>>,
+}
+
+impl std::ops::Deref for BillingState {
+    type Target = charges::Charges;
+
+    fn deref(&self) -> &Self::Target {
+        &self.charges
+    }
+}
 
 /// The billing jobs: confirming card payments, suspending depleted accounts' services (with an
 /// operator key) and the meter (with a billing key).
-pub fn jobs(state: &AppState) -> Vec<crate::jobs::Job> {
+pub fn jobs(state: &BillingState) -> Vec<crate::jobs::Job> {
     let mut jobs = vec![card_worker::job(state)];
     jobs.extend(depletion::job(state));
     jobs.extend(Meter::new(state).map(|meter| meter.job(state.config.meter_interval())));
@@ -29,6 +58,11 @@ pub fn jobs(state: &AppState) -> Vec<crate::jobs::Job> {
 }
 
 /// The `/billing` and `/analytics/credit` routes.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    BillingState: FromRef<S>,
+    Auth: FromRef<S>,
+{
     ledger::router().merge(card::router()).merge(usage::router()).merge(analytics::router())
 }

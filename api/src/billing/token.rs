@@ -11,12 +11,10 @@ use decentraspace_abi::CreditLedger;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{
-    http::{
-        error::{ApiError, ApiResult},
-        format::show_address,
-    },
-    state::AppState,
+use crate::billing::BillingState;
+use crate::http::{
+    error::{ApiError, ApiResult},
+    format::show_address,
 };
 
 sol! {
@@ -75,7 +73,7 @@ pub struct CryptoRecharge {
 
 /// Works out the recharge of `amount` of `token` for `account`.
 pub async fn prepare(
-    state: &AppState,
+    state: &BillingState,
     account: Address,
     token: Address,
     amount: U256,
@@ -127,7 +125,7 @@ pub async fn prepare(
 
 /// The permit to sign, when the token supports EIP-2612 and EIP-5267 (its domain on-chain).
 async fn permit(
-    state: &AppState,
+    state: &BillingState,
     owner: Address,
     token: Address,
     spender: Address,

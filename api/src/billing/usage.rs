@@ -14,14 +14,14 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::metering::plan::recorded_usage_ref;
-use crate::{
-    http::{
-        error::{ApiError, ApiResult, Problem},
-        format::{show_address, show_hex},
-        service::ServiceOrAdmin,
-    },
-    state::AppState,
+use crate::billing::BillingState;
+use crate::http::auth::Auth;
+use crate::http::{
+    auth::ServiceOrAdmin,
+    error::{ApiError, ApiResult, Problem},
+    format::{show_address, show_hex},
 };
+use axum::extract::FromRef;
 
 /// The most credit units one record may ask for (one million credits).
 const MAX_CREDITS: u64 = 1_000_000_000_000;
@@ -31,7 +31,12 @@ const MAX_REFERENCE: usize = 128;
 const MAX_DESCRIPTION: usize = 280;
 
 /// The usage routes.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    BillingState: FromRef<S>,
+    Auth: FromRef<S>,
+{
     OpenApiRouter::new().routes(routes!(record)).routes(routes!(show))
 }
 
@@ -165,7 +170,7 @@ fn validate(request: &UsageRequest) -> ApiResult<U256> {
         (status = 422, description = "The reference was used with other values", body = Problem,
             content_type = "application/problem+json")))]
 pub async fn record(
-    State(state): State<AppState>,
+    State(state): State<BillingState>,
     caller: ServiceOrAdmin,
     Json(request): Json<UsageRequest>,
 ) -> ApiResult<(StatusCode, Json<Usage>)> {
@@ -238,7 +243,7 @@ pub async fn record(
         crate::http::openapi::Forbidden,
         crate::http::openapi::NotFound))]
 pub async fn show(
-    State(state): State<AppState>,
+    State(state): State<BillingState>,
     _caller: ServiceOrAdmin,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Usage>> {
@@ -256,7 +261,7 @@ pub async fn show(
     Ok(Json(row.into()))
 }
 
-async fn load(state: &AppState, usage_ref: &[u8]) -> ApiResult<Usage> {
+async fn load(state: &BillingState, usage_ref: &[u8]) -> ApiResult<Usage> {
     let row = sqlx::query_as!(
         Row,
         r#"select id, service_id, account, credits::text as "credits!", reference, description,

@@ -7,8 +7,6 @@ use alloy::{
 };
 use decentraspace_abi::PlatformRevert;
 
-use crate::http::error::ApiError;
-
 /// Why a chain write failed. Each variant says where the transaction stands: refused before
 /// anything was sent, sent and reverted, or unknown (the node did not answer in time).
 #[derive(Debug, thiserror::Error)]
@@ -91,34 +89,6 @@ impl ChainError {
     }
 }
 
-impl From<ChainError> for ApiError {
-    /// The edge's answer: a refusal of what another wallet owns is 403, other refusals and
-    /// reverts 409 naming the contract's error, a node that does not answer (or a transaction not
-    /// mined in time) 503.
-    fn from(err: ChainError) -> Self {
-        match err {
-            ChainError::Refused(revert) if revert.is_not_owner() => {
-                ApiError::Forbidden(format!("the call acts on what another wallet owns: {revert}"))
-            }
-            ChainError::Refused(_) | ChainError::RefusedUnknown(_) | ChainError::Reverted(_) => {
-                ApiError::Conflict(err.to_string())
-            }
-            ChainError::Rejected(_) | ChainError::Nonce(_) => {
-                tracing::warn!(target: "api::chain", %err, "the node refused a transaction");
-                ApiError::Unavailable(
-                    "the chain node refused the transaction; retry shortly".into(),
-                )
-            }
-            ChainError::Timeout(hash) => ApiError::Unavailable(format!(
-                "the transaction {hash} was not mined in time; try again"
-            )),
-            ChainError::Unreachable(cause) => {
-                crate::http::error::chain_unavailable("send the transaction", cause)
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use alloy::{
@@ -130,7 +100,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refusals_are_classified_by_variant_and_answered_at_the_edge() {
+    fn refusals_are_classified_by_variant() {
         let not_owner = ServiceRegistry::ServiceRegistryNotOwner {
             serviceId: U256::from(1),
             caller: Address::repeat_byte(1),
@@ -138,7 +108,7 @@ mod tests {
         .abi_encode();
         let err = ChainError::from_revert_data(not_owner.into());
         assert!(!err.is_retryable());
-        assert!(matches!(ApiError::from(err), ApiError::Forbidden(_)));
+        assert!(err.revert().is_some_and(PlatformRevert::is_not_owner));
 
         let short = CreditLedger::CreditLedgerInsufficientBalance {
             account: Address::ZERO,
@@ -153,7 +123,6 @@ mod tests {
                 CreditLedger::CreditLedgerErrors::CreditLedgerInsufficientBalance(_)
             ))
         ));
-        assert!(matches!(ApiError::from(err), ApiError::Conflict(_)));
 
         let unknown = ChainError::from_revert_data(Bytes::from_static(&[1, 2, 3, 4]));
         assert!(matches!(unknown, ChainError::RefusedUnknown(_)));

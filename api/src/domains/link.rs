@@ -19,13 +19,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{normalise, proof};
+use crate::domains::DomainsState;
 use crate::{
     hosting::sites,
     http::{
         auth::AuthUser,
         error::{ApiError, ApiResult, Problem},
     },
-    state::AppState,
 };
 
 /// Steps of 100 ms a request waits for a recorded proof to be indexed.
@@ -126,7 +126,7 @@ struct Indexed {
     held: bool,
 }
 
-async fn indexed(state: &AppState, domain: &str) -> ApiResult<Option<Indexed>> {
+async fn indexed(state: &DomainsState, domain: &str) -> ApiResult<Option<Indexed>> {
     Ok(sqlx::query_as!(
         Indexed,
         r#"select owner, method, service_id,
@@ -139,7 +139,7 @@ async fn indexed(state: &AppState, domain: &str) -> ApiResult<Option<Indexed>> {
     .await?)
 }
 
-fn call(state: &AppState, data: Vec<u8>, function: &str) -> OwnerCall {
+fn call(state: &DomainsState, data: Vec<u8>, function: &str) -> OwnerCall {
     OwnerCall {
         to: state.deployment.contracts.domain_registry.to_string(),
         data: Bytes::from(data).to_string(),
@@ -152,7 +152,7 @@ fn call(state: &AppState, data: Vec<u8>, function: &str) -> OwnerCall {
     params(DomainQuery),
     responses((status = 200, body = Challenge)))]
 pub async fn challenge(
-    State(state): State<AppState>,
+    State(state): State<DomainsState>,
     user: AuthUser,
     Query(q): Query<DomainQuery>,
 ) -> ApiResult<Json<Challenge>> {
@@ -181,7 +181,7 @@ pub async fn challenge(
             body = Problem, content_type = "application/problem+json"),
         crate::http::openapi::Unavailable))]
 pub async fn link(
-    State(state): State<AppState>,
+    State(state): State<DomainsState>,
     user: AuthUser,
     Json(request): Json<LinkRequest>,
 ) -> ApiResult<Json<Verified>> {
@@ -298,7 +298,7 @@ pub async fn link(
 /// Checks the TXT proof through the resolver for `method`: 422 naming what to set when it is
 /// missing or wrong.
 async fn txt_proof(
-    state: &AppState,
+    state: &DomainsState,
     method: OwnershipMethod,
     domain: &str,
     record_name: &str,
@@ -332,7 +332,7 @@ async fn txt_proof(
 }
 
 /// Checks the caller's wallet owns the ENS name (directly or wrapped): 403 when another does.
-async fn ens_owner(state: &AppState, domain: &str, wallet: Address) -> ApiResult<()> {
+async fn ens_owner(state: &DomainsState, domain: &str, wallet: Address) -> ApiResult<()> {
     let ens =
         state.ens.as_ref().ok_or_else(|| ApiError::NotConfigured("no ENS RPC is configured"))?;
     let owner = ens
@@ -353,7 +353,7 @@ async fn ens_owner(state: &AppState, domain: &str, wallet: Address) -> ApiResult
 
 /// Records the proof on-chain with the verifier key and waits for the index to have it.
 async fn record_proof(
-    state: &AppState,
+    state: &DomainsState,
     domain: &str,
     owner: Address,
     method: OwnershipMethod,
@@ -400,7 +400,7 @@ async fn record_proof(
         (status = 409, description = "It is not linked", body = Problem,
             content_type = "application/problem+json")))]
 pub async fn unlink(
-    State(state): State<AppState>,
+    State(state): State<DomainsState>,
     user: AuthUser,
     Json(request): Json<UnlinkRequest>,
 ) -> ApiResult<Json<OwnerCall>> {

@@ -15,13 +15,18 @@ pub mod reverify;
 
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{
-    http::error::{ApiError, ApiResult},
-    state::AppState,
-};
+use crate::http::auth::Auth;
+use crate::http::error::{ApiError, ApiResult};
+use axum::extract::FromRef;
+use std::sync::Arc;
 
 /// The domain routes.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    DomainsState: FromRef<S>,
+    Auth: FromRef<S>,
+{
     OpenApiRouter::new()
         .routes(routes!(link::challenge, link::link))
         .routes(routes!(link::unlink))
@@ -29,9 +34,37 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(purchase::renew))
 }
 
+/// What domains use: the platform with the keys that charge and refund purchases, the proof
+/// resolvers and ENS, the registrar and its key, and the verifier key.
+#[derive(Debug, Clone)]
+pub struct DomainsState {
+    /// The platform, with the billing and payment-oracle keys.
+    pub charges: crate::billing::charges::Charges,
+    /// Looks up DNS proofs.
+    pub dns: Option<proof::TxtResolver>,
+    /// Looks up Handshake proofs, when a Handshake-aware resolver is configured.
+    pub hns: Option<proof::TxtResolver>,
+    /// Reads ENS ownership, when an ENS RPC is configured.
+    pub ens: Option<decentraspace_clients::ens::Ens>,
+    /// The registrar names are bought through, when configured.
+    pub registrar: Option<Arc<dyn decentraspace_clients::registrar::Registrar>>,
+    /// Records purchases on-chain, when a registrar key is configured.
+    pub registrar_key: Option<crate::chain::Operator>,
+    /// Records proven domain ownership on-chain, when a verifier key is configured.
+    pub verifier: Option<crate::chain::Operator>,
+}
+
+impl std::ops::Deref for DomainsState {
+    type Target = crate::billing::charges::Charges;
+
+    fn deref(&self) -> &Self::Target {
+        &self.charges
+    }
+}
+
 /// The domain jobs, each every its configured interval unless 0: settling interrupted purchases,
 /// expiry reminders, and re-verifying linked domains' proofs.
-pub fn jobs(state: &AppState) -> Vec<crate::jobs::Job> {
+pub fn jobs(state: &DomainsState) -> Vec<crate::jobs::Job> {
     let config = &state.config;
     let every = |secs: u64| (secs > 0).then(|| std::time::Duration::from_secs(secs));
     let mut jobs = Vec::new();
@@ -47,7 +80,7 @@ const MAX_NAME: usize = 253;
 /// A domain name as the registry keys it: lowercase ASCII (IDNs in their `xn--` form), no
 /// trailing dot, at least two labels of letters, digits and inner hyphens. Names under the
 /// platform's own sites domain are the platform's.
-pub fn normalise(state: &AppState, name: &str) -> ApiResult<String> {
+pub fn normalise(state: &DomainsState, name: &str) -> ApiResult<String> {
     let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
     let labels: Vec<&str> = name.split('.').collect();
     let valid = !name.is_empty()

@@ -10,13 +10,13 @@ use sha2::Sha256;
 
 pub use decentraspace_clients::dns::{LookupError, TxtResolver};
 
-use crate::state::AppState;
+use crate::domains::DomainsState;
 
 /// The record's prefix.
 pub const PREFIX: &str = "_decentraspace";
 
 /// The record a domain's owner sets, and the value it must hold for `account`.
-pub fn challenge(state: &AppState, account: Address, domain: &str) -> (String, String) {
+pub fn challenge(state: &DomainsState, account: Address, domain: &str) -> (String, String) {
     let key = state.config.domain_proof_key.as_ref().unwrap_or(&state.config.jwt_secret);
     let mut mac =
         Hmac::<Sha256>::new_from_slice(key.expose_secret().as_bytes()).expect("HMAC takes any key");

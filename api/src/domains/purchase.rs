@@ -19,13 +19,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::normalise;
+use crate::domains::DomainsState;
 use crate::{
     billing::charges,
     http::{
         auth::AuthUser,
         error::{ApiError, ApiResult, Problem},
     },
-    state::AppState,
 };
 use decentraspace_clients::registrar::{Quote, RegistrarError};
 
@@ -99,7 +99,7 @@ fn years(requested: Option<u32>) -> ApiResult<u32> {
 }
 
 fn registrar(
-    state: &AppState,
+    state: &DomainsState,
 ) -> ApiResult<std::sync::Arc<dyn decentraspace_clients::registrar::Registrar>> {
     state.registrar.clone().ok_or_else(|| ApiError::NotConfigured("no registrar is configured"))
 }
@@ -107,7 +107,7 @@ fn registrar(
 /// The price of a name under the platform's own namespace (registered directly, no registrar):
 /// `None` for other names; 400 for a name more than one label under it.
 pub(super) fn platform_price(
-    state: &AppState,
+    state: &DomainsState,
     domain: &str,
     years: u32,
 ) -> ApiResult<Option<(Quote, u64)>> {
@@ -138,7 +138,7 @@ fn registrar_error(err: RegistrarError) -> ApiError {
 }
 
 /// Credit units for a registrar price, at the admin-set rate for its currency.
-async fn credits_for(state: &AppState, quote: &Quote) -> ApiResult<u64> {
+async fn credits_for(state: &DomainsState, quote: &Quote) -> ApiResult<u64> {
     let rate = sqlx::query_scalar!(
         "select credits_per_subunit::text from fiat_rates where currency = $1",
         quote.currency
@@ -167,7 +167,7 @@ enum Term {
 /// What `years` of `domain` cost in credits, with the registrar to ask (none for the platform's
 /// own names); 409 when the registrar does not offer it.
 async fn priced(
-    state: &AppState,
+    state: &DomainsState,
     domain: &str,
     years: u32,
     term: Term,
@@ -198,7 +198,7 @@ async fn priced(
     responses((status = 200, body = Price),
         crate::http::openapi::Unavailable))]
 pub async fn price(
-    State(state): State<AppState>,
+    State(state): State<DomainsState>,
     _user: AuthUser,
     Query(q): Query<PurchaseRequest>,
 ) -> ApiResult<Json<Price>> {
@@ -240,7 +240,7 @@ pub async fn price(
         (status = 503, description = "The registrar is unavailable (credits refunded)", body = Problem,
             content_type = "application/problem+json")))]
 pub async fn buy(
-    State(state): State<AppState>,
+    State(state): State<DomainsState>,
     user: AuthUser,
     Json(request): Json<PurchaseRequest>,
 ) -> ApiResult<(StatusCode, Json<Purchase>)> {
@@ -276,7 +276,7 @@ pub async fn buy(
             content_type = "application/problem+json"),
         crate::http::openapi::Unavailable))]
 pub async fn renew(
-    State(state): State<AppState>,
+    State(state): State<DomainsState>,
     user: AuthUser,
     Json(request): Json<PurchaseRequest>,
 ) -> ApiResult<(StatusCode, Json<Purchase>)> {
@@ -320,7 +320,7 @@ struct Order<'a> {
 /// registrar: the platform's own names); refunds when the registrar refuses. Answers the
 /// purchase's id.
 async fn pay_then(
-    state: &AppState,
+    state: &DomainsState,
     account: Address,
     order: &Order<'_>,
     quote: &Quote,
@@ -413,7 +413,7 @@ async fn pay_then(
 /// Moves purchase `id` from `from` to `to`, if it is still in `from` (a live request and the
 /// recovery pass never both act on one); answers whether it moved.
 pub(super) async fn advance(
-    state: &AppState,
+    state: &DomainsState,
     id: i64,
     from: &str,
     to: &str,
@@ -460,7 +460,7 @@ impl From<RecordError> for ApiError {
 
 /// Records the purchase (or renewal) on-chain with the registrar key and waits for the index.
 pub(super) async fn record(
-    state: &AppState,
+    state: &DomainsState,
     id: i64,
     domain: &str,
     owner: Address,

@@ -15,14 +15,14 @@ use decentraspace_db::locks::{Lock, try_lead};
 
 use super::purchase::{RecordError, advance, charge_ref, platform_price, record, refund_ref};
 
+use crate::domains::DomainsState;
 use crate::{
     billing::charges,
     jobs::{Job, Schedule},
-    state::AppState,
 };
 
 /// The job: a pass every `interval`.
-pub fn job(state: &AppState, interval: Duration) -> Job {
+pub fn job(state: &DomainsState, interval: Duration) -> Job {
     let state = state.clone();
     Job::periodic(
         "domain-recovery",
@@ -35,7 +35,7 @@ pub fn job(state: &AppState, interval: Duration) -> Job {
 }
 
 /// One pass; answers how many purchases it settled.
-pub async fn pass(state: &AppState) -> anyhow::Result<usize> {
+pub async fn pass(state: &DomainsState) -> anyhow::Result<usize> {
     let Some(lock) = try_lead(&state.db, Lock::DomainRecovery).await? else { return Ok(0) };
     let chain = state.chain_id() as i64;
     let stuck = sqlx::query_as!(
@@ -79,7 +79,7 @@ struct Stuck {
 
 /// Settles one stuck purchase; answers whether it did (`false`: not decidable now).
 async fn settle(
-    state: &AppState,
+    state: &DomainsState,
     ledger: &CreditLedger::CreditLedgerInstance<&alloy::providers::DynProvider>,
     chain: i64,
     purchase: &Stuck,
@@ -135,7 +135,7 @@ async fn settle(
 }
 
 async fn refund_once(
-    state: &AppState,
+    state: &DomainsState,
     account: Address,
     units: u64,
     chain: i64,

@@ -8,13 +8,11 @@ use std::time::Duration;
 use alloy::primitives::Address;
 use decentraspace_db::locks::{Lock, try_lead};
 
-use crate::{
-    jobs::{Job, Schedule},
-    state::AppState,
-};
+use crate::domains::DomainsState;
+use crate::jobs::{Job, Schedule};
 
 /// The job: a pass every `interval`.
-pub fn job(state: &AppState, interval: Duration) -> Job {
+pub fn job(state: &DomainsState, interval: Duration) -> Job {
     let state = state.clone();
     Job::periodic(
         "domain-reminders",
@@ -27,7 +25,7 @@ pub fn job(state: &AppState, interval: Duration) -> Job {
 }
 
 /// One pass; answers how many reminders were new.
-pub async fn pass(state: &AppState) -> anyhow::Result<usize> {
+pub async fn pass(state: &DomainsState) -> anyhow::Result<usize> {
     let Some(lock) = try_lead(&state.db, Lock::DomainReminders).await? else { return Ok(0) };
     let days = state.config.domain_remind_before_days as f64;
     let ending = sqlx::query!(

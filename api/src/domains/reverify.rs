@@ -14,10 +14,8 @@ use decentraspace_db::locks::{Lock, try_lead};
 
 use super::proof;
 
-use crate::{
-    jobs::{Job, Schedule},
-    state::AppState,
-};
+use crate::domains::DomainsState;
+use crate::jobs::{Job, Schedule};
 
 /// What one check found.
 enum Found {
@@ -30,7 +28,7 @@ enum Found {
 }
 
 /// The job: a pass every `interval`.
-pub fn job(state: &AppState, interval: Duration) -> Job {
+pub fn job(state: &DomainsState, interval: Duration) -> Job {
     let state = state.clone();
     Job::periodic(
         "domain-reverify",
@@ -43,7 +41,7 @@ pub fn job(state: &AppState, interval: Duration) -> Job {
 }
 
 /// One pass over the linked external domains; answers how many were unlinked.
-pub async fn pass(state: &AppState) -> anyhow::Result<usize> {
+pub async fn pass(state: &DomainsState) -> anyhow::Result<usize> {
     let Some(lock) = try_lead(&state.db, Lock::DomainReverify).await? else { return Ok(0) };
     let chain = state.chain_id() as i64;
     let linked = sqlx::query!(
@@ -120,7 +118,7 @@ pub async fn pass(state: &AppState) -> anyhow::Result<usize> {
     Ok(unlinked)
 }
 
-async fn check(state: &AppState, method: &str, name: &str, owner: Address) -> Found {
+async fn check(state: &DomainsState, method: &str, name: &str, owner: Address) -> Found {
     if method == "ens" {
         let Some(ens) = &state.ens else { return Found::Unknown("no ENS RPC".into()) };
         return match ens.owner(name).await {
@@ -141,7 +139,7 @@ async fn check(state: &AppState, method: &str, name: &str, owner: Address) -> Fo
 }
 
 /// Unlinks the domain on-chain with the verifier key.
-async fn unlink(state: &AppState, name: &str) -> anyhow::Result<()> {
+async fn unlink(state: &DomainsState, name: &str) -> anyhow::Result<()> {
     let verifier = state.verifier.as_ref().ok_or_else(|| anyhow::anyhow!("no verifier key"))?;
     let registry = DomainRegistry::new(
         state.deployment.contracts.domain_registry,
@@ -157,7 +155,7 @@ async fn unlink(state: &AppState, name: &str) -> anyhow::Result<()> {
 
 /// A listed notice and an SSE event for the owner, once per `dedupe`.
 async fn notify(
-    state: &AppState,
+    state: &DomainsState,
     owner: Address,
     event: &str,
     name: &str,

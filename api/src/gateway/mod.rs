@@ -9,10 +9,20 @@ pub mod uptime;
 
 pub use serve::serve_gateway;
 
+/// What the gateway uses: the platform and the IPFS node it reads sites from.
+#[derive(Debug, Clone)]
+pub struct GatewayState {
+    /// The shared state.
+    pub platform: crate::platform::Platform,
+    /// The IPFS node; unset without `IPFS_API_URL`.
+    pub ipfs: Option<decentraspace_clients::ipfs::Ipfs>,
+}
+crate::platform::feature_state!(GatewayState);
+
 /// The gateway's jobs: the uptime prober of the gateway at `gateway`, every
 /// `UPTIME_INTERVAL_SECS` unless 0.
 pub fn jobs(
-    state: &crate::AppState,
+    state: &GatewayState,
     gateway: std::net::SocketAddr,
 ) -> anyhow::Result<Vec<crate::jobs::Job>> {
     let every = state.config.uptime_interval_secs;

@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::file_cache::{FileCache, MAX_FILE as MAX_CACHED_FILE};
-use crate::state::AppState;
+use crate::gateway::GatewayState;
 
 /// Requests buffered for the analytics writer before new ones are dropped (counted in a metric).
 const LOG_BUFFER: usize = 65_536;
@@ -36,7 +36,7 @@ const LOG_FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// The gateway's shared state.
 #[derive(Clone)]
 struct Gateway {
-    state: AppState,
+    state: GatewayState,
     hits: mpsc::Sender<Hit>,
     /// A daily visitor hash is salted with this (derived from the JWT secret), so the stored
     /// hashes name no one and cannot be joined across days.
@@ -59,7 +59,7 @@ struct Hit {
 }
 
 /// The gateway's router, and the task that writes its request log (run it alongside).
-pub fn router(state: AppState) -> (Router, impl Future<Output = ()>) {
+pub fn router(state: GatewayState) -> (Router, impl Future<Output = ()>) {
     let (hits, received) = mpsc::channel(LOG_BUFFER);
     let salt: [u8; 32] = Sha256::new()
         .chain_update(b"decentraspace visitor salt\0")
@@ -74,7 +74,7 @@ pub fn router(state: AppState) -> (Router, impl Future<Output = ()>) {
 
 /// Serves the gateway on `listener` until `shutdown`.
 pub async fn serve_gateway(
-    state: AppState,
+    state: GatewayState,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -383,7 +383,7 @@ async fn file_response(
 }
 
 /// The site a linked domain serves (the `Host` without its port).
-async fn linked_site(state: &AppState, host: &str) -> sqlx::Result<Option<String>> {
+async fn linked_site(state: &GatewayState, host: &str) -> sqlx::Result<Option<String>> {
     let domain = bare_host(host);
     sqlx::query_scalar!(
         "select s.name from domains d
@@ -397,7 +397,7 @@ async fn linked_site(state: &AppState, host: &str) -> sqlx::Result<Option<String
     .await
 }
 
-async fn find_site(state: &AppState, name: &str) -> sqlx::Result<Option<Served>> {
+async fn find_site(state: &GatewayState, name: &str) -> sqlx::Result<Option<Served>> {
     sqlx::query_as!(
         Served,
         r#"select s.id, s.kind, i.address as "upstream?", s.spa_fallback, s.current_deployment_id as deployment,
@@ -417,7 +417,11 @@ async fn find_site(state: &AppState, name: &str) -> sqlx::Result<Option<Served>>
     .await
 }
 
-async fn lookup(state: &AppState, deployment: i64, paths: &[String]) -> sqlx::Result<Vec<File>> {
+async fn lookup(
+    state: &GatewayState,
+    deployment: i64,
+    paths: &[String],
+) -> sqlx::Result<Vec<File>> {
     sqlx::query_as!(
         File,
         "select path, cid, size_bytes, content_type from deployment_files
@@ -465,7 +469,7 @@ fn visitor(salt: &[u8; 32], headers: &HeaderMap, peer: IpAddr) -> i64 {
 }
 
 /// Writes the buffered requests every second, in one statement per flush.
-async fn write_hits(state: AppState, mut received: mpsc::Receiver<Hit>) {
+async fn write_hits(state: GatewayState, mut received: mpsc::Receiver<Hit>) {
     let mut batch = Vec::new();
     loop {
         let deadline = tokio::time::sleep(LOG_FLUSH_EVERY);

@@ -10,10 +10,8 @@ use std::{
 use decentraspace_db::locks::{Lock, try_lead};
 use futures::StreamExt;
 
-use crate::{
-    jobs::{Job, Schedule},
-    state::AppState,
-};
+use crate::gateway::GatewayState;
+use crate::jobs::{Job, Schedule};
 
 /// The longest a site may take to answer.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,7 +20,7 @@ const PARALLEL: usize = 16;
 
 /// The prober's job: every served site through the gateway at `gateway`, every `interval`. Best
 /// effort: readiness does not depend on it.
-pub fn job(state: &AppState, gateway: SocketAddr, interval: Duration) -> anyhow::Result<Job> {
+pub fn job(state: &GatewayState, gateway: SocketAddr, interval: Duration) -> anyhow::Result<Job> {
     let http = reqwest::Client::builder()
         .timeout(CHECK_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
@@ -42,7 +40,7 @@ pub fn job(state: &AppState, gateway: SocketAddr, interval: Duration) -> anyhow:
 
 /// One pass over the served sites, when this replica leads.
 pub async fn pass(
-    state: &AppState,
+    state: &GatewayState,
     http: &reqwest::Client,
     gateway: SocketAddr,
 ) -> anyhow::Result<usize> {

@@ -6,14 +6,15 @@
 
 use alloy::primitives::{Address, keccak256};
 
-use crate::{billing::charges, http::error::ApiResult, state::AppState};
+use crate::{billing::charges, http::error::ApiResult};
 
+use crate::github::GitHubState;
 pub(super) use charges::{balance, credits};
 
 /// Deducts `units` from `account` for linking GitHub identity `github_id` as its link number
 /// `held + 1`; 402 when short.
 pub(super) async fn charge(
-    state: &AppState,
+    state: &GitHubState,
     account: Address,
     units: u64,
     github_id: i64,

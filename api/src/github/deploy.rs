@@ -10,13 +10,13 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::{github, github_error, link::token_of};
+use crate::github::GitHubState;
 use crate::{
     hosting::{Deployment, queue_github_deployment, sites},
     http::{
         auth::AuthUser,
         error::{ApiError, ApiResult, Problem},
     },
-    state::AppState,
 };
 use decentraspace_clients::github::{valid_ref, valid_repository};
 
@@ -52,7 +52,7 @@ pub struct GitHubDeploy {
             content_type = "application/problem+json"),
         crate::http::openapi::Unavailable))]
 pub(super) async fn deploy(
-    State(state): State<AppState>,
+    State(state): State<GitHubState>,
     user: AuthUser,
     Json(body): Json<GitHubDeploy>,
 ) -> ApiResult<(StatusCode, HeaderMap, Json<Deployment>)> {

@@ -24,13 +24,13 @@ use utoipa::ToSchema;
 
 use super::{github, github_error};
 
+use crate::github::GitHubState;
 use crate::{
     accounts::tier::effective_tier,
     http::{
         auth::AuthUser,
         error::{ApiError, ApiResult, Problem},
     },
-    state::AppState,
 };
 
 /// Linked accounts a tier includes.
@@ -90,7 +90,7 @@ pub struct Unlink {
 
 async fn linked_count(
     conn: &mut sqlx::PgConnection,
-    state: &AppState,
+    state: &GitHubState,
     account: Address,
 ) -> ApiResult<i64> {
     Ok(sqlx::query_scalar!(
@@ -116,7 +116,7 @@ fn over_limit(tier: Tier) -> ApiError {
 
 /// What one more link costs the caller, who has `count` links: `None` while the tier includes
 /// it; 403 when further links are not offered.
-fn extra_cost(state: &AppState, tier: Tier, count: i64) -> ApiResult<Option<u64>> {
+fn extra_cost(state: &GitHubState, tier: Tier, count: i64) -> ApiResult<Option<u64>> {
     if count < link_limit(tier) {
         return Ok(None);
     }
@@ -130,7 +130,7 @@ fn extra_cost(state: &AppState, tier: Tier, count: i64) -> ApiResult<Option<u64>
 #[utoipa::path(get, path = "/github/link", tag = "github", security(("bearer" = [])),
     responses((status = 200, body = Vec<LinkedAccount>)))]
 pub(super) async fn list(
-    State(state): State<AppState>,
+    State(state): State<GitHubState>,
     user: AuthUser,
 ) -> ApiResult<Json<Vec<LinkedAccount>>> {
     let rows = sqlx::query!(
@@ -169,7 +169,7 @@ pub(super) async fn list(
         (status = 503, description = "GitHub is not configured", body = Problem,
             content_type = "application/problem+json")))]
 pub(super) async fn start(
-    State(state): State<AppState>,
+    State(state): State<GitHubState>,
     user: AuthUser,
 ) -> ApiResult<Json<LinkStart>> {
     let github = github(&state)?;
@@ -190,7 +190,7 @@ pub(super) async fn start(
     Ok(Json(LinkStart {
         authorize_url: github.authorize_url(&link_state),
         state: link_state,
-        expires_at: now + chrono::Duration::seconds(super::seal::STATE_TTL_SECS),
+        expires_at: now + chrono::Duration::seconds(crate::seal::STATE_TTL_SECS),
         cost_credits: cost,
     }))
 }
@@ -208,7 +208,7 @@ pub(super) async fn start(
             content_type = "application/problem+json"),
         crate::http::openapi::Unavailable))]
 pub(super) async fn callback(
-    State(state): State<AppState>,
+    State(state): State<GitHubState>,
     user: AuthUser,
     Json(body): Json<LinkCallback>,
 ) -> ApiResult<(axum::http::StatusCode, Json<LinkedAccount>)> {
@@ -299,7 +299,7 @@ pub(super) async fn callback(
 
 /// The caller's link `id` with its token, or 404.
 pub(super) async fn token_of(
-    state: &AppState,
+    state: &GitHubState,
     account: Address,
     id: i64,
 ) -> ApiResult<(i64, secrecy::SecretString)> {
@@ -340,7 +340,7 @@ pub struct Repository {
             content_type = "application/problem+json"),
         crate::http::openapi::Unavailable))]
 pub(super) async fn repositories(
-    State(state): State<AppState>,
+    State(state): State<GitHubState>,
     user: AuthUser,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Vec<Repository>>> {
@@ -365,7 +365,7 @@ pub(super) async fn repositories(
     responses((status = 204, description = "Unlinked"),
         crate::http::openapi::NotFound))]
 pub(super) async fn unlink(
-    State(state): State<AppState>,
+    State(state): State<GitHubState>,
     user: AuthUser,
     Json(body): Json<Unlink>,
 ) -> ApiResult<axum::http::StatusCode> {

@@ -5,20 +5,47 @@
 mod charge;
 pub mod deploy;
 pub mod link;
-pub mod seal;
 pub mod webhook;
 
 use axum::extract::DefaultBodyLimit;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{http::error::ApiError, state::AppState};
+use crate::http::auth::Auth;
+use crate::http::error::ApiError;
+use axum::extract::FromRef;
 use decentraspace_clients::github::{GitHub, GitHubError};
+use std::sync::Arc;
 
 /// The largest webhook delivery GitHub sends (its documented cap).
 const MAX_DELIVERY_BYTES: usize = 25 * 1024 * 1024;
 
+/// What GitHub linking and deploys use: the platform with the keys that charge extra links,
+/// GitHub itself, and the sealer of linked accounts' tokens.
+#[derive(Debug, Clone)]
+pub struct GitHubState {
+    /// The platform, with the billing and payment-oracle keys.
+    pub charges: crate::billing::charges::Charges,
+    /// GitHub; unset without a client id and secret.
+    pub github: Option<Arc<dyn GitHub>>,
+    /// Seals tokens at rest and signs link states.
+    pub sealer: crate::seal::Sealer,
+}
+
+impl std::ops::Deref for GitHubState {
+    type Target = crate::billing::charges::Charges;
+
+    fn deref(&self) -> &Self::Target {
+        &self.charges
+    }
+}
+
 /// The GitHub routes.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    GitHubState: FromRef<S>,
+    Auth: FromRef<S>,
+{
     OpenApiRouter::new()
         .routes(routes!(link::list, link::start))
         .routes(routes!(link::callback))
@@ -28,14 +55,19 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// The webhook, outside the API's 1 MiB body limit (push payloads can be larger).
-pub fn webhook_router() -> OpenApiRouter<AppState> {
+pub fn webhook_router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    GitHubState: FromRef<S>,
+    Auth: FromRef<S>,
+{
     OpenApiRouter::new()
         .routes(routes!(webhook::webhook))
         .layer(DefaultBodyLimit::max(MAX_DELIVERY_BYTES))
 }
 
 /// The configured GitHub client, or 503.
-fn github(state: &AppState) -> Result<&dyn GitHub, ApiError> {
+fn github(state: &GitHubState) -> Result<&dyn GitHub, ApiError> {
     state
         .github
         .as_deref()

@@ -16,10 +16,10 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use utoipa::ToSchema;
 
+use crate::github::GitHubState;
 use crate::{
     hosting::queue_github_deployment,
     http::error::{ApiError, ApiResult, Problem},
-    state::AppState,
 };
 
 /// What the webhook did with a delivery.
@@ -70,7 +70,7 @@ fn signed(secret: &[u8], body: &[u8], signature: &str) -> bool {
         (status = 503, description = "No webhook secret is configured", body = Problem,
             content_type = "application/problem+json")))]
 pub(super) async fn webhook(
-    State(state): State<AppState>,
+    State(state): State<GitHubState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<DeliveryOutcome>)> {

@@ -10,12 +10,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::status::visible_site;
-use crate::{
-    http::{
-        auth::AuthUser,
-        error::{ApiError, ApiResult},
-    },
-    state::AppState,
+use crate::hosting::HostingState;
+use crate::http::{
+    auth::AuthUser,
+    error::{ApiError, ApiResult},
 };
 
 /// The longest window one request may ask for.
@@ -105,7 +103,8 @@ pub struct SiteAnalytics {
     responses((status = 200, body = SiteAnalytics),
         crate::http::openapi::NotFound))]
 pub(super) async fn site_analytics(
-    State(state): State<AppState>,
+    State(state): State<HostingState>,
+    State(auth): State<crate::http::auth::Auth>,
     user: AuthUser,
     Query(query): Query<SiteAnalyticsQuery>,
 ) -> ApiResult<Json<SiteAnalytics>> {
@@ -123,7 +122,7 @@ pub(super) async fn site_analytics(
         return Err(ApiError::BadRequest(format!("the window is at most {MAX_WINDOW_DAYS} days")));
     }
     let name = query.site;
-    let (site_id, _) = visible_site(&state, &user, &name).await?;
+    let (site_id, _) = visible_site(&state, &auth, &user, &name).await?;
     let days = sqlx::query_as!(
         TrafficDay,
         r#"select (at at time zone 'utc')::date as "day!", count(*) as "requests!",

@@ -16,13 +16,13 @@ use super::{
     Deployment, DeploymentPage,
     sites::{self, claim, hosting_service},
 };
+use crate::{hosting::HostingState, platform::Platform};
 use crate::{
     http::{
         auth::AuthUser,
         error::{ApiError, ApiResult, Problem},
         pagination::page_limit,
     },
-    state::AppState,
     storage::upload::{multipart_error, stream_to_ipfs},
 };
 
@@ -49,7 +49,7 @@ const MAX_TEXT_PART: usize = 256;
             content_type = "application/problem+json"),
         crate::http::openapi::Unavailable))]
 pub(super) async fn deploy(
-    State(state): State<AppState>,
+    State(state): State<HostingState>,
     user: AuthUser,
     mut multipart: Multipart,
 ) -> ApiResult<(StatusCode, HeaderMap, Json<Deployment>)> {
@@ -151,7 +151,10 @@ pub(super) async fn deploy(
 }
 
 /// The answer to a queued deployment: 202, its `Location`, and the deployment.
-async fn queued(state: &AppState, id: i64) -> ApiResult<(StatusCode, HeaderMap, Json<Deployment>)> {
+async fn queued(
+    state: &HostingState,
+    id: i64,
+) -> ApiResult<(StatusCode, HeaderMap, Json<Deployment>)> {
     let deployment = load(state, id).await?;
     let mut headers = HeaderMap::new();
     if let Ok(location) = HeaderValue::from_str(&format!("/hosting/deploy/{id}")) {
@@ -179,7 +182,7 @@ fn valid_image(image: &str) -> ApiResult<()> {
 
 /// Queues a dynamic site's deployment of `image` serving on `port`.
 async fn deploy_image(
-    state: &AppState,
+    state: &HostingState,
     user: &AuthUser,
     name: &str,
     image: &str,
@@ -227,7 +230,7 @@ async fn short_text(mut field: Field<'_>, part: &str) -> ApiResult<String> {
 }
 
 /// A deployment, as its owner sees it.
-pub async fn load(state: &AppState, id: i64) -> ApiResult<Deployment> {
+pub async fn load(state: &Platform, id: i64) -> ApiResult<Deployment> {
     let d = sqlx::query!(
         r#"select d.id, s.name as site, d.source, d.state, coalesce(s.current_deployment_id = d.id, false) as "current!",
                   d.repository, d.git_ref, d.commit_sha, d.content_id, d.files, d.size_bytes,
@@ -260,7 +263,7 @@ pub async fn load(state: &AppState, id: i64) -> ApiResult<Deployment> {
 }
 
 /// The deployment `id` when it is one of the caller's sites', else 404.
-async fn owned_deployment(state: &AppState, user: &AuthUser, id: i64) -> ApiResult<Deployment> {
+async fn owned_deployment(state: &HostingState, user: &AuthUser, id: i64) -> ApiResult<Deployment> {
     let owner = sqlx::query_scalar!(
         "select s.account from deployments d join sites s on s.id = d.site_id
          where d.id = $1 and s.chain_id = $2",
@@ -281,7 +284,7 @@ async fn owned_deployment(state: &AppState, user: &AuthUser, id: i64) -> ApiResu
     responses((status = 200, body = Deployment),
         crate::http::openapi::NotFound))]
 pub(super) async fn deployment(
-    State(state): State<AppState>,
+    State(state): State<HostingState>,
     user: AuthUser,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Deployment>> {
@@ -306,7 +309,7 @@ pub(super) struct HistoryQuery {
     responses((status = 200, body = DeploymentPage),
         crate::http::openapi::NotFound))]
 pub(super) async fn history(
-    State(state): State<AppState>,
+    State(state): State<HostingState>,
     user: AuthUser,
     Query(query): Query<HistoryQuery>,
 ) -> ApiResult<Json<DeploymentPage>> {
@@ -346,7 +349,7 @@ pub(super) async fn history(
         (status = 409, description = "The deployment never went live", body = Problem,
             content_type = "application/problem+json")))]
 pub(super) async fn rollback(
-    State(state): State<AppState>,
+    State(state): State<HostingState>,
     user: AuthUser,
     Path(id): Path<i64>,
 ) -> ApiResult<Response> {

@@ -19,7 +19,7 @@ use futures::TryStreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::unpack::{self, Limits, UnpackError};
-use crate::state::AppState;
+use crate::hosting::HostingState;
 
 /// How long a claimed job stays a worker's without a renewal.
 const LEASE: Duration = Duration::from_secs(60);
@@ -63,7 +63,7 @@ impl From<UnpackError> for Failure {
 
 /// The deploy worker's job: claims and works queued deployments one after another, looking again
 /// every [`POLL`] when none is queued.
-pub(super) fn worker(state: &AppState) -> crate::jobs::Job {
+pub(super) fn worker(state: &HostingState) -> crate::jobs::Job {
     let state = state.clone();
     crate::jobs::Job::periodic(
         "deploy-worker",
@@ -80,7 +80,7 @@ pub(super) fn worker(state: &AppState) -> crate::jobs::Job {
     )
 }
 
-async fn claim(state: &AppState) -> sqlx::Result<Option<Job>> {
+async fn claim(state: &HostingState) -> sqlx::Result<Option<Job>> {
     let lease = LEASE.as_secs_f64();
     sqlx::query_as!(
         Job,
@@ -102,7 +102,7 @@ async fn claim(state: &AppState) -> sqlx::Result<Option<Job>> {
     .await
 }
 
-async fn work(state: &AppState, job: Job) {
+async fn work(state: &HostingState, job: Job) {
     let id = job.id;
     // Dropped with this function, whatever ends it: a stopped worker stops renewing.
     let _renewing = AbortOnDrop(tokio::spawn(renew(state.clone(), id, job.attempts)));
@@ -149,7 +149,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// Keeps the job's lease while the worker runs (as long as the job is still this attempt's).
-async fn renew(state: AppState, id: i64, attempt: i32) {
+async fn renew(state: HostingState, id: i64, attempt: i32) {
     let lease = LEASE.as_secs_f64();
     loop {
         tokio::time::sleep(RENEW_EVERY).await;
@@ -169,7 +169,7 @@ async fn renew(state: AppState, id: i64, attempt: i32) {
 }
 
 /// Appends a line to the deployment's log.
-async fn log(state: &AppState, id: i64, line: &str) {
+async fn log(state: &HostingState, id: i64, line: &str) {
     let appended = sqlx::query!(
         "update deployments set log = log || $2 where id = $1",
         id,
@@ -183,7 +183,7 @@ async fn log(state: &AppState, id: i64, line: &str) {
 }
 
 /// Moves the job to `to`, if it is still this attempt's.
-async fn set_state(state: &AppState, job: &Job, to: &str) -> Result<(), Failure> {
+async fn set_state(state: &HostingState, job: &Job, to: &str) -> Result<(), Failure> {
     let moved = sqlx::query!(
         "update deployments set state = $3, updated_at = now() where id = $1 and attempts = $2",
         job.id,
@@ -209,7 +209,7 @@ fn internal(err: impl std::fmt::Display) -> Failure {
     Failure("an internal error stopped the deployment; deploy again".into())
 }
 
-async fn deploy(state: &AppState, job: &Job) -> Result<(), Failure> {
+async fn deploy(state: &HostingState, job: &Job) -> Result<(), Failure> {
     if job.source == "image" {
         return deploy_image(state, job).await;
     }
@@ -286,7 +286,7 @@ async fn deploy(state: &AppState, job: &Job) -> Result<(), Failure> {
 }
 
 /// Starts a dynamic site's image on a machine and switches the site to it.
-async fn deploy_image(state: &AppState, job: &Job) -> Result<(), Failure> {
+async fn deploy_image(state: &HostingState, job: &Job) -> Result<(), Failure> {
     use super::runtime::launch::{ImageJob, Outcome, launch};
     let (Some(image), Some(port)) = (job.image.as_deref(), job.port) else {
         return Err(Failure("the deployment names no image".into()));
@@ -310,7 +310,7 @@ async fn deploy_image(state: &AppState, job: &Job) -> Result<(), Failure> {
 /// Records the files and makes the deployment live and current, in one commit, if the job is
 /// still this attempt's.
 async fn publish(
-    state: &AppState,
+    state: &HostingState,
     job: &Job,
     site_files: &[(String, u64)],
     added: &decentraspace_clients::ipfs::AddedDirectory,
@@ -374,7 +374,7 @@ async fn publish(
 }
 
 /// Streams the archive `cid` from the node into `to`, within the archive size limit.
-async fn fetch_from_ipfs(state: &AppState, cid: &str, to: &Path) -> Result<(), Failure> {
+async fn fetch_from_ipfs(state: &HostingState, cid: &str, to: &Path) -> Result<(), Failure> {
     let ipfs = state.ipfs.as_ref().ok_or_else(|| Failure("no IPFS node is configured".into()))?;
     let stream = ipfs.cat_stream(cid).await.map_err(internal)?;
     write_bounded(state, stream.map_err(internal), to).await
@@ -382,7 +382,7 @@ async fn fetch_from_ipfs(state: &AppState, cid: &str, to: &Path) -> Result<(), F
 
 /// Writes an archive's bytes into `to`, refusing past the archive size limit.
 async fn write_bounded(
-    state: &AppState,
+    state: &HostingState,
     stream: impl futures::Stream<Item = Result<bytes::Bytes, Failure>>,
     to: &Path,
 ) -> Result<(), Failure> {
@@ -403,7 +403,7 @@ async fn write_bounded(
 
 /// Streams the repository's tarball at the deployment's commit from GitHub into `to`, with the
 /// linked account's token, within the archive size limit.
-async fn fetch_from_github(state: &AppState, job: &Job, to: &Path) -> Result<(), Failure> {
+async fn fetch_from_github(state: &HostingState, job: &Job, to: &Path) -> Result<(), Failure> {
     let github = state.github.as_ref().ok_or_else(|| Failure("GitHub is not configured".into()))?;
     let (Some(repo), Some(named), Some(link)) =
         (&job.repository, job.git_ref.as_ref().or(job.commit_sha.as_ref()), job.github_account_id)
@@ -499,7 +499,7 @@ pub(super) fn content_type(path: &str) -> String {
 
 /// Unpins a site directory that did not go live, unless a live deployment serves the same
 /// content (a deployment of unchanged files has the same CID).
-async fn release_directory(state: &AppState, cid: &str) {
+async fn release_directory(state: &HostingState, cid: &str) {
     let Some(ipfs) = &state.ipfs else { return };
     let served = sqlx::query_scalar!(
         r#"select exists(select 1 from deployments where content_id = $1 and state = 'live') as "e!""#,
@@ -516,7 +516,7 @@ async fn release_directory(state: &AppState, cid: &str) {
 
 /// Unpins an uploaded archive once its deployment has ended (live or failed): the site's files
 /// are pinned on their own.
-async fn release_archive(state: &AppState, job: &Job) {
+async fn release_archive(state: &HostingState, job: &Job) {
     let (Some(cid), Some(ipfs)) = (&job.archive_cid, &state.ipfs) else { return };
     let ended = sqlx::query_scalar!(
         r#"select state in ('live', 'failed') as "ended!" from deployments where id = $1"#,

@@ -18,13 +18,37 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::state::AppState;
-
+use crate::http::auth::Auth;
+use crate::{
+    platform::{Platform, feature_state},
+    seal::Sealer,
+};
+use axum::extract::FromRef;
+use decentraspace_clients::{github::GitHub, ipfs::Ipfs};
 pub use deploy::load as load_deployment;
+use runtime::Runtime;
+use std::sync::Arc;
+
+/// What hosting uses: the platform, the IPFS node sites are published to, the runtime dynamic sites
+/// run on, and GitHub (with the sealer of linked accounts' tokens) to fetch sources.
+#[derive(Debug, Clone)]
+pub struct HostingState {
+    /// The shared state.
+    pub platform: Platform,
+    /// The IPFS node; unset without `IPFS_API_URL`.
+    pub ipfs: Option<Ipfs>,
+    /// The machine runtime dynamic sites run on, when configured.
+    pub runtime: Option<Arc<dyn Runtime>>,
+    /// GitHub; unset without a client id and secret.
+    pub github: Option<Arc<dyn GitHub>>,
+    /// Opens linked accounts' tokens.
+    pub sealer: Sealer,
+}
+feature_state!(HostingState);
 
 /// The hosting jobs: the deploy worker, and the reconciler of dynamic sites' machines (with a
 /// runtime, every `DYNAMIC_RECONCILE_SECS` unless 0).
-pub fn jobs(state: &AppState) -> Vec<crate::jobs::Job> {
+pub fn jobs(state: &HostingState) -> Vec<crate::jobs::Job> {
     let every = state.config.dynamic_reconcile_secs;
     let mut jobs = vec![job::worker(state)];
     jobs.extend(
@@ -36,7 +60,12 @@ pub fn jobs(state: &AppState) -> Vec<crate::jobs::Job> {
 }
 
 /// The hosting routes that take JSON.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    HostingState: FromRef<S>,
+    Auth: FromRef<S>,
+{
     OpenApiRouter::new()
         .routes(routes!(deploy::history))
         .routes(routes!(deploy::deployment))
@@ -48,7 +77,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// The upload route, outside the API's body limit and request timeout (the archive limits bound it).
-pub fn streaming_router() -> OpenApiRouter<AppState> {
+pub fn streaming_router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    HostingState: FromRef<S>,
+    Auth: FromRef<S>,
+{
     OpenApiRouter::new().routes(routes!(deploy::deploy)).layer(DefaultBodyLimit::disable())
 }
 
@@ -124,6 +158,6 @@ pub(crate) async fn queue_github_deployment(
 }
 
 /// The public address of a site.
-pub fn site_url(state: &AppState, name: &str) -> String {
+pub fn site_url(state: &HostingState, name: &str) -> String {
     state.config.site_url_template.replace("{site}", name)
 }

@@ -10,10 +10,10 @@ use decentraspace_abi::{
 };
 use decentraspace_db::locks::{Lock, lock_in};
 
+use crate::platform::Platform;
 use crate::{
     chain::ChainError,
     http::error::{ApiError, ApiResult},
-    state::AppState,
 };
 
 /// Steps of 100 ms a request waits for a just-opened hosting service to be indexed.
@@ -58,7 +58,7 @@ pub(super) fn valid_name(name: &str) -> ApiResult<()> {
 }
 
 /// The caller's site named `name`: 404 when there is none, or it is another account's.
-pub(crate) async fn owned(state: &AppState, account: Address, name: &str) -> ApiResult<Site> {
+pub(crate) async fn owned(state: &Platform, account: Address, name: &str) -> ApiResult<Site> {
     let site = find(state, name).await?;
     match site {
         Some(site) if site.account == account => Ok(site),
@@ -66,7 +66,7 @@ pub(crate) async fn owned(state: &AppState, account: Address, name: &str) -> Api
     }
 }
 
-async fn find(state: &AppState, name: &str) -> ApiResult<Option<Site>> {
+async fn find(state: &Platform, name: &str) -> ApiResult<Option<Site>> {
     let row = sqlx::query!(
         "select id, name, account, output_dir, kind from sites
          where chain_id = $1 and name = $2",
@@ -87,7 +87,7 @@ async fn find(state: &AppState, name: &str) -> ApiResult<Option<Site>> {
 /// The caller's site named `name` of `kind` (`static` or `dynamic`), claimed for it when the
 /// name is free.
 pub(crate) async fn claim(
-    state: &AppState,
+    state: &Platform,
     account: Address,
     name: &str,
     kind: &str,
@@ -138,7 +138,7 @@ pub(crate) async fn claim(
 
 /// The site's hosting service, opened on-chain when it has none yet. A service that is not
 /// active (paused, suspended, cancelled) or has expired takes no deployment.
-pub(crate) async fn hosting_service(state: &AppState, site: &Site) -> ApiResult<i64> {
+pub(crate) async fn hosting_service(state: &Platform, site: &Site) -> ApiResult<i64> {
     // One request at a time per site finds or opens its service: two first deployments at once
     // would otherwise open two.
     let mut lock = state.db.begin().await?;
@@ -190,7 +190,7 @@ pub(crate) async fn hosting_service(state: &AppState, site: &Site) -> ApiResult<
 
 /// Gives the name back when the site never got a service or a deployment (its first deployment
 /// was refused), so a refused request holds no name.
-pub(crate) async fn release_unused(state: &AppState, site: &Site) -> ApiResult<()> {
+pub(crate) async fn release_unused(state: &Platform, site: &Site) -> ApiResult<()> {
     sqlx::query!(
         "delete from sites where id = $1 and service_id is null
          and not exists (select 1 from deployments where site_id = $1)",
@@ -202,7 +202,7 @@ pub(crate) async fn release_unused(state: &AppState, site: &Site) -> ApiResult<(
 }
 
 /// The service opened for the site, as indexed (found by its reference).
-async fn indexed_service(state: &AppState, site: &Site) -> ApiResult<Option<i64>> {
+async fn indexed_service(state: &Platform, site: &Site) -> ApiResult<Option<i64>> {
     let reference = service_ref(&site.name);
     Ok(sqlx::query_scalar!(
         "select service_id from services
@@ -222,7 +222,7 @@ fn service_kind(site: &Site) -> ServiceKind {
     if site.kind == "dynamic" { ServiceKind::DynamicHosting } else { ServiceKind::StaticHosting }
 }
 
-async fn open_service(state: &AppState, site: &Site) -> ApiResult<i64> {
+async fn open_service(state: &Platform, site: &Site) -> ApiResult<i64> {
     let operator = state.operator()?;
     let registry = ServiceRegistry::new(
         state.deployment.contracts.service_registry,

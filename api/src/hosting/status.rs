@@ -12,13 +12,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{Deployment, deploy::load, site_url};
+use crate::hosting::HostingState;
 use crate::{
     chain::TxOutcome,
     http::{
-        auth::{AdminUser, AuthUser, is_admin},
+        auth::{AdminUser, Auth, AuthUser},
         error::{ApiError, ApiResult},
     },
-    state::AppState,
 };
 
 /// The last uptime check of a site.
@@ -99,7 +99,7 @@ pub struct SiteStatus {
 }
 
 /// A dynamic site's machine, with its last 20 state changes.
-async fn instance(state: &AppState, site_id: i64) -> ApiResult<Option<Instance>> {
+async fn instance(state: &HostingState, site_id: i64) -> ApiResult<Option<Instance>> {
     let Some(row) = sqlx::query!(
         "select machine_id, state, deployment_id, updated_at from site_instances where site_id = $1",
         site_id
@@ -126,7 +126,7 @@ async fn instance(state: &AppState, site_id: i64) -> ApiResult<Option<Instance>>
     }))
 }
 
-async fn status(state: &AppState, site_id: i64) -> ApiResult<SiteStatus> {
+async fn status(state: &HostingState, site_id: i64) -> ApiResult<SiteStatus> {
     let s = sqlx::query!(
         r#"select s.name, s.kind, s.service_id, s.current_deployment_id,
                   coalesce(v.state, 'opening') as "state!",
@@ -197,7 +197,7 @@ async fn status(state: &AppState, site_id: i64) -> ApiResult<SiteStatus> {
 #[utoipa::path(get, path = "/hosting/status", tag = "hosting", security(("bearer" = [])),
     responses((status = 200, body = Vec<SiteStatus>)))]
 pub(super) async fn sites(
-    State(state): State<AppState>,
+    State(state): State<HostingState>,
     user: AuthUser,
 ) -> ApiResult<Json<Vec<SiteStatus>>> {
     let ids = sqlx::query_scalar!(
@@ -216,7 +216,8 @@ pub(super) async fn sites(
 
 /// The site's id when the caller owns it (or is an admin), else 404.
 pub(super) async fn visible_site(
-    state: &AppState,
+    state: &HostingState,
+    auth: &Auth,
     user: &AuthUser,
     name: &str,
 ) -> ApiResult<(i64, Address)> {
@@ -228,9 +229,7 @@ pub(super) async fn visible_site(
     .fetch_optional(&state.db)
     .await?;
     match site {
-        Some(s)
-            if s.account == user.address.as_slice() || is_admin(state, user.address).await? =>
-        {
+        Some(s) if s.account == user.address.as_slice() || auth.is_admin(user.address).await? => {
             Ok((s.id, Address::from_slice(&s.account)))
         }
         _ => Err(ApiError::NotFound(format!("you have no site named {name:?}"))),
@@ -243,11 +242,12 @@ pub(super) async fn visible_site(
     responses((status = 200, body = SiteStatus),
         crate::http::openapi::NotFound))]
 pub(super) async fn site(
-    State(state): State<AppState>,
+    State(state): State<HostingState>,
+    State(auth): State<Auth>,
     user: AuthUser,
     Path(name): Path<String>,
 ) -> ApiResult<Json<SiteStatus>> {
-    let (id, _) = visible_site(&state, &user, &name).await?;
+    let (id, _) = visible_site(&state, &auth, &user, &name).await?;
     Ok(Json(status(&state, id).await?))
 }
 
@@ -273,7 +273,7 @@ pub struct SetExpiry {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-async fn site_service(state: &AppState, name: &str) -> ApiResult<i64> {
+async fn site_service(state: &HostingState, name: &str) -> ApiResult<i64> {
     sqlx::query_scalar!(
         "select service_id from sites where chain_id = $1 and name = $2",
         state.chain_id() as i64,
@@ -299,7 +299,7 @@ pub struct ExpiryQuery {
         crate::http::openapi::Forbidden,
         crate::http::openapi::NotFound))]
 pub(super) async fn expiry(
-    State(state): State<AppState>,
+    State(state): State<HostingState>,
     _admin: AdminUser,
     Query(query): Query<ExpiryQuery>,
 ) -> ApiResult<Json<Expiry>> {
@@ -328,7 +328,7 @@ pub(super) async fn expiry(
         crate::http::openapi::Forbidden,
         crate::http::openapi::NotFound))]
 pub(super) async fn set_expiry(
-    State(state): State<AppState>,
+    State(state): State<HostingState>,
     _admin: AdminUser,
     Json(body): Json<SetExpiry>,
 ) -> ApiResult<Json<TxOutcome>> {

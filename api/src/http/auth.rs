@@ -1,15 +1,179 @@
-//! The extractors that guard routes: a signed-in wallet (`Authorization: Bearer <access token>`,
-//! spending one request of the account's budget), and a platform admin (the on-chain admin role,
-//! as indexed).
+//! Who is calling: access tokens (short-lived HS256 JWTs naming a wallet) and the extractors that
+//! guard routes. A signed-in wallet ([`AuthUser`]) spends one request of its account's budget; a
+//! platform admin ([`AdminUser`]) holds the admin role on-chain, as indexed, so a revoked role
+//! takes effect at the next indexed block; an internal service ([`ServiceOrAdmin`]) presents the
+//! configured service token. Every extractor works for any state that gives an [`Auth`].
+
+use std::sync::Arc;
 
 use alloy::primitives::Address;
 use axum::{
-    extract::FromRequestParts,
+    extract::{FromRef, FromRequestParts},
     http::{header, request::Parts},
 };
+use chrono::{DateTime, Duration, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use subtle::ConstantTimeEq;
 
-use super::error::ApiError;
-use crate::state::AppState;
+use super::{error::ApiError, limits::RateLimits};
+
+/// The claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The wallet, as 0x-hex.
+    pub sub: String,
+    /// Issued at (unix seconds).
+    pub iat: i64,
+    /// Expires at (unix seconds).
+    pub exp: i64,
+    /// Token type; always `access`.
+    pub typ: String,
+}
+
+/// Signs and checks access tokens.
+#[derive(Clone)]
+pub struct AccessTokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for AccessTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("AccessTokens").field("ttl", &self.ttl).finish_non_exhaustive()
+    }
+}
+
+impl AccessTokens {
+    /// Keys from the configured secret (at least 32 bytes); tokens live `ttl_secs`.
+    pub fn new(secret: &SecretString, ttl_secs: u64) -> anyhow::Result<Self> {
+        let secret = secret.expose_secret().as_bytes();
+        anyhow::ensure!(secret.len() >= 32, "JWT_SECRET must be at least 32 bytes");
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp", "sub", "iat"]);
+        Ok(Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            ttl: Duration::seconds(ttl_secs as i64),
+        })
+    }
+
+    /// How long a token lives, in seconds.
+    pub fn ttl_secs(&self) -> u64 {
+        self.ttl.num_seconds() as u64
+    }
+
+    /// Signs an access token for `account`, issued at `now`.
+    pub fn sign(&self, account: Address, now: DateTime<Utc>) -> Result<String, ApiError> {
+        let claims = Claims {
+            sub: account.to_string(),
+            iat: now.timestamp(),
+            exp: (now + self.ttl).timestamp(),
+            typ: "access".into(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(
+            |err| ApiError::Internal(anyhow::Error::new(err).context("sign an access token")),
+        )
+    }
+
+    /// The account an access token was issued to, if it is valid now.
+    pub fn verify(&self, token: &str) -> Result<Address, ApiError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|err| {
+                use jsonwebtoken::errors::ErrorKind;
+                ApiError::Unauthorized(match err.kind() {
+                    ErrorKind::ExpiredSignature => {
+                        "the access token has expired; refresh it".into()
+                    }
+                    ErrorKind::InvalidSignature => "the access token's signature is invalid".into(),
+                    _ => "the access token is malformed".into(),
+                })
+            })?;
+        if data.claims.typ != "access" {
+            return Err(ApiError::Unauthorized("not an access token".into()));
+        }
+        data.claims
+            .sub
+            .parse()
+            .map_err(|_| ApiError::Unauthorized("the access token is malformed".into()))
+    }
+}
+
+/// What the extractors need: the token keys, the per-account budgets, the indexed admin role, and
+/// the internal services' token.
+#[derive(Debug, Clone)]
+pub struct Auth(Arc<AuthInner>);
+
+#[derive(Debug)]
+struct AuthInner {
+    tokens: AccessTokens,
+    limits: Arc<RateLimits>,
+    db: PgPool,
+    chain_id: u64,
+    admin_registry: Address,
+    service_token: Option<SecretString>,
+}
+
+impl Auth {
+    /// Checks tokens with `tokens`, spends `limits`, and reads admins of `admin_registry` on
+    /// `chain_id` from `db`; `service_token` authenticates internal services.
+    pub fn new(
+        tokens: AccessTokens,
+        limits: Arc<RateLimits>,
+        db: PgPool,
+        chain_id: u64,
+        admin_registry: Address,
+        service_token: Option<SecretString>,
+    ) -> Self {
+        Self(Arc::new(AuthInner { tokens, limits, db, chain_id, admin_registry, service_token }))
+    }
+
+    /// The access-token keys.
+    pub fn tokens(&self) -> &AccessTokens {
+        &self.0.tokens
+    }
+
+    /// Whether `address` holds the platform's admin role on-chain (as indexed).
+    pub async fn is_admin(&self, address: Address) -> Result<bool, ApiError> {
+        // DEFAULT_ADMIN_ROLE (bytes32 zero) on the account registry.
+        let admin = sqlx::query_scalar!(
+            r#"select exists(select 1 from role_members
+                where chain_id = $1 and contract = $2 and role = $3 and account = $4)"#,
+            self.0.chain_id as i64,
+            self.0.admin_registry.as_slice(),
+            [0u8; 32].as_slice(),
+            address.as_slice()
+        )
+        .fetch_one(&self.0.db)
+        .await?;
+        Ok(admin == Some(true))
+    }
+}
+
+/// The bearer token of a request, if it sends one in the expected form.
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::Unauthorized("send `Authorization: Bearer <access token>`".into())
+    })?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .map(str::trim)
+        .ok_or_else(|| {
+            ApiError::Unauthorized(
+                "the Authorization header must be `Bearer <access token>`".into(),
+            )
+        })
+}
 
 /// The authenticated wallet of a request (`Authorization: Bearer <access token>`). Spends one
 /// request of the account's rate budget.
@@ -19,27 +183,17 @@ pub struct AuthUser {
     pub address: Address,
 }
 
-impl FromRequestParts<AppState> for AuthUser {
+impl<S> FromRequestParts<S> for AuthUser
+where
+    S: Send + Sync,
+    Auth: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            ApiError::Unauthorized("send `Authorization: Bearer <access token>`".into())
-        })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-            .ok_or_else(|| {
-                ApiError::Unauthorized(
-                    "the Authorization header must be `Bearer <access token>`".into(),
-                )
-            })?;
-        let address = state.tokens.verify(token.trim())?;
-        state.limits.check_account(address)?;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let auth = Auth::from_ref(state);
+        let address = auth.0.tokens.verify(bearer(parts)?)?;
+        auth.0.limits.check_account(address)?;
         Ok(Self { address })
     }
 }
@@ -51,33 +205,105 @@ pub struct AdminUser {
     pub address: Address,
 }
 
-impl FromRequestParts<AppState> for AdminUser {
+impl<S> FromRequestParts<S> for AdminUser
+where
+    S: Send + Sync,
+    Auth: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let user = AuthUser::from_request_parts(parts, state).await?;
-        if !is_admin(state, user.address).await? {
+        if !Auth::from_ref(state).is_admin(user.address).await? {
             return Err(ApiError::Forbidden("this route is for platform admins".into()));
         }
         Ok(Self { address: user.address })
     }
 }
 
-/// Whether `address` holds the platform's admin role on-chain (as indexed).
-pub async fn is_admin(state: &AppState, address: Address) -> Result<bool, ApiError> {
-    // DEFAULT_ADMIN_ROLE (bytes32 zero) on the account registry.
-    let admin = sqlx::query_scalar!(
-        r#"select exists(select 1 from role_members
-            where chain_id = $1 and contract = $2 and role = $3 and account = $4)"#,
-        state.chain_id() as i64,
-        state.deployment.contracts.account_registry.as_slice(),
-        [0u8; 32].as_slice(),
-        address.as_slice()
-    )
-    .fetch_one(&state.db)
-    .await?;
-    Ok(admin == Some(true))
+/// A caller allowed to record usage: an internal service (the storage and hosting workers, a
+/// metering sidecar, with the configured service token) or a platform admin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceOrAdmin {
+    /// The bearer token is the service token.
+    Service,
+    /// An admin's access token.
+    Admin(Address),
+}
+
+impl ServiceOrAdmin {
+    /// Who recorded something, as stored: `service` or the admin's checksummed address.
+    pub fn recorded_by(&self) -> String {
+        match self {
+            Self::Service => "service".into(),
+            Self::Admin(address) => address.to_checksum(None),
+        }
+    }
+}
+
+impl<S> FromRequestParts<S> for ServiceOrAdmin
+where
+    S: Send + Sync,
+    Auth: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(expected) = &Auth::from_ref(state).0.service_token
+            && let Ok(presented) = bearer(parts)
+            // Digests first, so the comparison takes the same time whatever the lengths.
+            && bool::from(
+                Sha256::digest(presented.as_bytes())
+                    .ct_eq(&Sha256::digest(expected.expose_secret().as_bytes())),
+            )
+        {
+            return Ok(Self::Service);
+        }
+        // Not the service token: it must be an admin's access token.
+        let admin = AdminUser::from_request_parts(parts, state).await?;
+        Ok(Self::Admin(admin.address))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> AccessTokens {
+        AccessTokens::new(&SecretString::from("k".repeat(32)), 900).expect("keys")
+    }
+
+    #[test]
+    fn an_access_token_verifies_to_its_account() {
+        let account = Address::repeat_byte(7);
+        let token = keys().sign(account, Utc::now()).expect("token");
+        assert_eq!(keys().verify(&token).expect("valid"), account);
+    }
+
+    #[test]
+    fn tampered_expired_and_foreign_tokens_are_refused() {
+        let account = Address::repeat_byte(7);
+        let token = keys().sign(account, Utc::now()).expect("token");
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        // Claim another account with the original signature.
+        let other = keys().sign(Address::repeat_byte(8), Utc::now()).expect("token");
+        parts[1] = other.split('.').nth(1).expect("payload").to_owned();
+        assert!(keys().verify(&parts.join(".")).is_err());
+
+        let old = keys().sign(account, Utc::now() - Duration::hours(1)).expect("token");
+        assert!(
+            matches!(keys().verify(&old), Err(ApiError::Unauthorized(m)) if m.contains("expired"))
+        );
+
+        let foreign = AccessTokens::new(&SecretString::from("x".repeat(32)), 900)
+            .expect("keys")
+            .sign(account, Utc::now())
+            .expect("token");
+        assert!(keys().verify(&foreign).is_err());
+    }
+
+    #[test]
+    fn refuses_short_secrets() {
+        assert!(AccessTokens::new(&SecretString::from("short"), 900).is_err());
+    }
 }

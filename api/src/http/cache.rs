@@ -80,6 +80,50 @@ impl<K: Eq + Hash, V: Clone> ReadCache<K, V> {
     }
 }
 
+/// What the notice listener needs of a cache, whatever it holds.
+pub trait Invalidate: Send + Sync + std::fmt::Debug {
+    /// The indexed data changed: forget everything.
+    fn invalidate(&self);
+    /// Whether invalidations are being received; off, the cache neither serves nor keeps.
+    fn set_live(&self, live: bool);
+}
+
+impl<K, V> Invalidate for ReadCache<K, V>
+where
+    K: Eq + Hash + Send + std::fmt::Debug,
+    V: Clone + Send + std::fmt::Debug,
+{
+    fn invalidate(&self) {
+        ReadCache::invalidate(self);
+    }
+
+    fn set_live(&self, live: bool) {
+        ReadCache::set_live(self, live);
+    }
+}
+
+/// Every read cache of the API, invalidated together when the indexer commits. Features own their
+/// caches; the notice listener only knows them through this.
+#[derive(Debug, Clone, Default)]
+pub struct Caches(std::sync::Arc<Vec<std::sync::Arc<dyn Invalidate>>>);
+
+impl Caches {
+    /// The registry of `caches`.
+    pub fn new(caches: Vec<std::sync::Arc<dyn Invalidate>>) -> Self {
+        Self(std::sync::Arc::new(caches))
+    }
+
+    /// Forgets every cached read.
+    pub fn invalidate(&self) {
+        self.0.iter().for_each(|cache| cache.invalidate());
+    }
+
+    /// Turns caching on or off (off while indexer notices are not received).
+    pub fn set_live(&self, live: bool) {
+        self.0.iter().for_each(|cache| cache.set_live(live));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

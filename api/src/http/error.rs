@@ -10,6 +10,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
+
+use crate::chain::ChainError;
 use utoipa::ToSchema;
 
 /// Where the problem types live; `type` is this followed by the slug.
@@ -148,6 +150,32 @@ impl From<sqlx::Error> for ApiError {
                 Self::Unavailable("the database is unavailable; retry shortly".into())
             }
             _ => Self::Internal(anyhow::Error::new(err).context("database query")),
+        }
+    }
+}
+
+/// The edge's answer to a chain write that did not go through: a refusal of what another wallet
+/// owns is 403, other refusals and reverts 409 naming the contract's error, a node that refused or
+/// did not answer (or a transaction not mined in time) 503.
+impl From<ChainError> for ApiError {
+    fn from(err: ChainError) -> Self {
+        match err {
+            ChainError::Refused(revert) if revert.is_not_owner() => {
+                ApiError::Forbidden(format!("the call acts on what another wallet owns: {revert}"))
+            }
+            ChainError::Refused(_) | ChainError::RefusedUnknown(_) | ChainError::Reverted(_) => {
+                ApiError::Conflict(err.to_string())
+            }
+            ChainError::Rejected(_) | ChainError::Nonce(_) => {
+                tracing::warn!(target: "api::chain", %err, "the node refused a transaction");
+                ApiError::Unavailable(
+                    "the chain node refused the transaction; retry shortly".into(),
+                )
+            }
+            ChainError::Timeout(hash) => ApiError::Unavailable(format!(
+                "the transaction {hash} was not mined in time; try again"
+            )),
+            ChainError::Unreachable(cause) => chain_unavailable("send the transaction", cause),
         }
     }
 }
@@ -333,6 +361,33 @@ mod tests {
         assert_eq!(problem.status, 500);
         assert_eq!(problem.kind, format!("{PROBLEM_BASE}internal"));
         assert!(problem.detail.is_none());
+    }
+
+    #[test]
+    fn chain_refusals_are_answered_by_what_they_mean() {
+        use alloy::{
+            primitives::{Address, U256},
+            sol_types::SolError,
+        };
+        use decentraspace_abi::{CreditLedger, ServiceRegistry};
+
+        let not_owner = ServiceRegistry::ServiceRegistryNotOwner {
+            serviceId: U256::from(1),
+            caller: Address::repeat_byte(1),
+        }
+        .abi_encode();
+        let err = ApiError::from(ChainError::from_revert_data(not_owner.into()));
+        assert!(matches!(err, ApiError::Forbidden(_)), "{err:?}");
+        let short = CreditLedger::CreditLedgerInsufficientBalance {
+            account: Address::ZERO,
+            balance: U256::ZERO,
+            required: U256::from(1),
+        }
+        .abi_encode();
+        let err = ApiError::from(ChainError::from_revert_data(short.into()));
+        assert!(matches!(err, ApiError::Conflict(_)), "{err:?}");
+        let err = ApiError::from(ChainError::Unreachable("http://key@node".into()));
+        assert!(matches!(&err, ApiError::Unavailable(m) if !m.contains("key@node")), "{err:?}");
     }
 
     #[test]

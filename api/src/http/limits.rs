@@ -17,7 +17,7 @@ use axum::{
 };
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 
-use crate::{http::error::ApiError, state::AppState};
+use super::error::ApiError;
 
 /// The per-IP and per-account limiters.
 #[derive(Debug)]
@@ -71,13 +71,13 @@ fn retry_after(wait: Duration) -> u64 {
 
 /// Middleware: spends one request of the client IP's budget.
 pub(crate) async fn per_ip(
-    State(state): State<AppState>,
+    State(limits): State<std::sync::Arc<RateLimits>>,
     request: Request,
     next: Next,
 ) -> Response {
     let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     if let Some(ip) = ip
-        && let Err(err) = state.limits.check_ip(ip)
+        && let Err(err) = limits.check_ip(ip)
     {
         return err.into_response();
     }

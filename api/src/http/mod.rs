@@ -10,4 +10,3 @@ pub(crate) mod input;
 pub mod limits;
 pub mod openapi;
 pub mod pagination;
-pub mod service;

@@ -6,12 +6,14 @@
 use std::{sync::Arc, time::Duration};
 
 use decentraspace_db::channels::{self, IndexedBatch};
-use serde::Deserialize;
 use sqlx::{PgPool, postgres::PgListener};
 use tokio::sync::broadcast;
 
+use super::PublicState;
+use crate::http::cache::Caches;
 use crate::{
     jobs::Job,
+    notices::PlatformNotice,
     public::v1::{EventView, load_events_in_blocks},
 };
 
@@ -25,33 +27,6 @@ pub enum Notice {
     Chain(ChainNotice),
     /// The platform did something an account's clients should hear of.
     Platform(Arc<PlatformNotice>),
-}
-
-/// A platform notice about one account.
-#[derive(Debug, Clone, serde::Serialize, Deserialize, utoipa::ToSchema)]
-pub struct PlatformNotice {
-    /// The chain.
-    pub chain_id: u64,
-    /// The SSE event name (`services_suspended`).
-    pub event: String,
-    /// The account it is about (checksummed).
-    pub account: String,
-    /// The details.
-    #[schema(value_type = Object)]
-    pub data: serde_json::Value,
-}
-
-impl PlatformNotice {
-    /// Sends the notice to every replica's stream (NOTIFY is delivered at commit, so a notice sent
-    /// inside a transaction that rolls back is never seen).
-    pub async fn publish(&self, db: &PgPool) -> anyhow::Result<()> {
-        sqlx::query("select pg_notify($1, $2)")
-            .bind(channels::PLATFORM)
-            .bind(serde_json::to_string(self)?)
-            .execute(db)
-            .await?;
-        Ok(())
-    }
 }
 
 /// What the indexer committed.
@@ -69,9 +44,9 @@ pub struct ChainNotice {
 
 /// The listener's job: listens until the process ends, reconnecting after database failures.
 /// Cached reads are served only while it listens (a panic or a stop turns caching off).
-pub fn job(state: &crate::AppState) -> Job {
+pub fn job(state: &PublicState) -> Job {
     let (db, chain_id) = (state.db.clone(), state.chain_id());
-    let (notices, reads) = (state.notices.clone(), state.reads.clone());
+    let (notices, reads) = (state.notices.clone(), state.caches.clone());
     Job::new("notices", move || {
         let (db, notices, reads) = (db.clone(), notices.clone(), reads.clone());
         async move {
@@ -93,7 +68,7 @@ pub fn job(state: &crate::AppState) -> Job {
 }
 
 /// Turns caching off when the listener ends, however it ends.
-struct CachingOff(Arc<crate::ReadCaches>);
+struct CachingOff(Caches);
 
 impl Drop for CachingOff {
     fn drop(&mut self) {
@@ -105,7 +80,7 @@ async fn listen(
     db: &PgPool,
     chain_id: u64,
     notices: &broadcast::Sender<Notice>,
-    reads: &crate::ReadCaches,
+    reads: &Caches,
 ) -> anyhow::Result<()> {
     let mut listener = PgListener::connect_with(db).await?;
     listener.listen_all([channels::INDEXED, channels::PLATFORM]).await?;

@@ -16,6 +16,8 @@ use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::http::auth::Auth;
+use crate::public::PublicState;
 use crate::{
     http::{
         error::{ApiError, ApiResult},
@@ -23,11 +25,17 @@ use crate::{
         pagination::{Cursor, page_limit},
     },
     public::stream::Notice,
-    state::AppState,
+    services::view::{ServiceRow, ServiceView},
 };
+use axum::extract::FromRef;
 
 /// The `/v1` routes.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    PublicState: FromRef<S>,
+    Auth: FromRef<S>,
+{
     OpenApiRouter::new()
         .routes(routes!(events))
         .routes(routes!(account))
@@ -130,7 +138,7 @@ impl From<EventRow> for EventView {
 #[utoipa::path(get, path = "/v1/events", tag = "public", params(EventQuery),
     responses((status = 200, body = EventPage)))]
 pub async fn events(
-    State(state): State<AppState>,
+    State(state): State<PublicState>,
     Query(q): Query<EventQuery>,
 ) -> ApiResult<Json<EventPage>> {
     let limit = page_limit(q.limit)?;
@@ -226,11 +234,11 @@ pub struct AccountView {
     responses((status = 200, body = AccountView),
         crate::http::openapi::NotFound))]
 pub async fn account(
-    State(state): State<AppState>,
+    State(state): State<PublicState>,
     Path(address): Path<String>,
 ) -> ApiResult<Json<AccountView>> {
     let address = parse_address(&address)?;
-    let cache = &state.reads.accounts;
+    let cache = &state.accounts;
     if let Some(cached) = cache.get(&address) {
         return Ok(Json(cached));
     }
@@ -262,32 +270,13 @@ pub async fn account(
     Ok(Json(view))
 }
 
-/// A service as indexed.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ServiceView {
-    /// The on-chain service id.
-    pub id: i64,
-    /// The owner's wallet.
-    pub owner: String,
-    /// `static_hosting`, `dynamic_hosting`, `storage`, `domain` or `database`.
-    pub kind: String,
-    /// `active`, `paused`, `suspended` or `cancelled`.
-    pub state: String,
-    /// The off-chain reference the owner registered (32 bytes, hex).
-    pub reference: String,
-    /// When it was created.
-    pub created_at: DateTime<Utc>,
-    /// When it expires while its owner is on the Free tier (null: never).
-    pub expires_at: Option<DateTime<Utc>>,
-}
-
 /// One service.
 #[utoipa::path(get, path = "/v1/services/{id}", tag = "public",
     params(("id" = i64, Path, description = "On-chain service id")),
     responses((status = 200, body = ServiceView),
         crate::http::openapi::NotFound))]
 pub async fn service(
-    State(state): State<AppState>,
+    State(state): State<PublicState>,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<ServiceView>> {
     let row = sqlx::query_as!(
@@ -301,31 +290,6 @@ pub async fn service(
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("no service {id}")))?;
     Ok(Json(row.into()))
-}
-
-/// A `services` row, as read for a [`ServiceView`].
-pub(crate) struct ServiceRow {
-    pub(crate) service_id: i64,
-    pub(crate) owner: Vec<u8>,
-    pub(crate) kind: String,
-    pub(crate) state: String,
-    pub(crate) reference: Vec<u8>,
-    pub(crate) created_at: DateTime<Utc>,
-    pub(crate) expires_at: Option<DateTime<Utc>>,
-}
-
-impl From<ServiceRow> for ServiceView {
-    fn from(r: ServiceRow) -> Self {
-        Self {
-            id: r.service_id,
-            owner: show_address(&r.owner),
-            kind: r.kind,
-            state: r.state,
-            reference: show_hex(&r.reference),
-            created_at: r.created_at,
-            expires_at: r.expires_at,
-        }
-    }
 }
 
 /// A domain as recorded in the domain registry.
@@ -351,7 +315,7 @@ pub struct DomainView {
     responses((status = 200, body = DomainView),
         crate::http::openapi::NotFound))]
 pub async fn domain(
-    State(state): State<AppState>,
+    State(state): State<PublicState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<DomainView>> {
     let name = name.trim().to_ascii_lowercase();
@@ -391,7 +355,7 @@ pub struct StreamQuery {
 #[utoipa::path(get, path = "/v1/stream", tag = "public", params(StreamQuery),
     responses((status = 200, description = "A `text/event-stream`", content_type = "text/event-stream")))]
 pub async fn live(
-    State(state): State<AppState>,
+    State(state): State<PublicState>,
     Query(q): Query<StreamQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let account = q.account.as_deref().map(parse_address).transpose()?.map(|a| a.to_checksum(None));

@@ -27,14 +27,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{
-    http::{
-        auth::AuthUser,
-        error::{ApiError, ApiResult, Problem},
-        format::{show_address, show_hex},
-    },
-    state::AppState,
+use crate::http::auth::Auth;
+use crate::http::{
+    auth::AuthUser,
+    error::{ApiError, ApiResult, Problem},
+    format::{show_address, show_hex},
 };
+use axum::extract::FromRef;
+use std::sync::Arc;
 
 /// Gas the forwarder itself needs on top of the request's (signature check, nonce, call).
 const FORWARDER_OVERHEAD_GAS: u64 = 80_000;
@@ -43,13 +43,28 @@ const MIN_DEADLINE_MARGIN_SECS: u64 = 60;
 /// The longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 128;
 
+/// What the relay uses: the platform and the relayer key that pays relayed requests' gas.
+#[derive(Debug, Clone)]
+pub struct RelayState {
+    /// The shared state.
+    pub platform: crate::platform::Platform,
+    /// Submits forward requests, paying the gas; unset without a key.
+    pub relayer: Option<Arc<crate::chain::Relayer>>,
+}
+crate::platform::feature_state!(RelayState);
+
 /// The relay's job: the tracker that follows relayed transactions to their end.
-pub fn jobs(state: &AppState) -> Vec<crate::jobs::Job> {
+pub fn jobs(state: &RelayState) -> Vec<crate::jobs::Job> {
     vec![tracker::job(state)]
 }
 
 /// The relay routes.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    RelayState: FromRef<S>,
+    Auth: FromRef<S>,
+{
     OpenApiRouter::new().routes(routes!(relay)).routes(routes!(status))
 }
 
@@ -154,7 +169,7 @@ impl From<Row> for RelayedTx {
             body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn relay(
-    State(state): State<AppState>,
+    State(state): State<RelayState>,
     user: AuthUser,
     headers: HeaderMap,
     Json(request): Json<RelayRequest>,
@@ -185,7 +200,7 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
 }
 
 async fn relay_raw(
-    state: &AppState,
+    state: &RelayState,
     account: Address,
     raw: Bytes,
     key: Option<String>,
@@ -280,7 +295,7 @@ async fn relay_raw(
 }
 
 async fn relay_forward(
-    state: &AppState,
+    state: &RelayState,
     account: Address,
     request: ForwardRequestBody,
     key: Option<String>,
@@ -396,7 +411,7 @@ async fn relay_forward(
 /// Why a forward request the forwarder refused would fail: its signature, nonce or deadline, or
 /// the call itself (run as the forwarder runs it, ERC-2771 sender appended, to get its error).
 async fn why_refused(
-    state: &AppState,
+    state: &RelayState,
     forwarder: &Forwarder::ForwarderInstance<&alloy::providers::DynProvider>,
     data: &ERC2771Forwarder::ForwardRequestData,
     request: &ForwardRequestBody,
@@ -433,7 +448,7 @@ async fn why_refused(
 /// Runs a raw transaction's call from its signer against the pending state (so a transaction
 /// that depends on one relayed just before it, an approval then a recharge, sees it).
 async fn simulate_raw(
-    state: &AppState,
+    state: &RelayState,
     signer: Address,
     target: Address,
     envelope: &TxEnvelope,
@@ -461,7 +476,7 @@ async fn simulate_raw(
 }
 
 /// Records a send the node refused, and the error to answer.
-async fn refused(state: &AppState, id: i64, message: &str, unreachable: bool) -> ApiError {
+async fn refused(state: &RelayState, id: i64, message: &str, unreachable: bool) -> ApiError {
     // A transport error may name the node's URL (and its key): it is logged, never stored.
     let stored = if unreachable { "the chain node was unavailable" } else { message };
     let recorded = sqlx::query!(
@@ -484,7 +499,7 @@ async fn refused(state: &AppState, id: i64, message: &str, unreachable: bool) ->
     }
 }
 
-async fn accepted_tokens(state: &AppState) -> ApiResult<Vec<Address>> {
+async fn accepted_tokens(state: &RelayState) -> ApiResult<Vec<Address>> {
     let rows = sqlx::query_scalar!(
         "select token from token_rates where chain_id = $1 and rate > 0",
         state.chain_id() as i64
@@ -503,7 +518,7 @@ enum Reserved {
 /// the key was used for another request) or by its content (the same signed request).
 async fn already_relayed(
     conn: &mut sqlx::PgConnection,
-    state: &AppState,
+    state: &RelayState,
     account: Address,
     key: Option<&str>,
     request_hash: B256,
@@ -537,7 +552,7 @@ async fn already_relayed(
 /// answers its first record (or 422 when the request differs), the same signed request already
 /// relayed answers its record, and the hourly quota is counted and spent together.
 async fn reserve(
-    state: &AppState,
+    state: &RelayState,
     account: Address,
     mode: &str,
     call: &policy::AllowedCall,
@@ -585,7 +600,7 @@ async fn reserve(
     Ok(Reserved::New(id))
 }
 
-async fn load(state: &AppState, account: Address, id: i64) -> ApiResult<RelayedTx> {
+async fn load(state: &RelayState, account: Address, id: i64) -> ApiResult<RelayedTx> {
     let row = sqlx::query_as!(
         Row,
         r#"select id, mode, status, target, function, tx_hash, block_number, error, created_at
@@ -606,7 +621,7 @@ async fn load(state: &AppState, account: Address, id: i64) -> ApiResult<RelayedT
     responses((status = 200, body = RelayedTx),
         crate::http::openapi::NotFound))]
 pub async fn status(
-    State(state): State<AppState>,
+    State(state): State<RelayState>,
     user: AuthUser,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<RelayedTx>> {

@@ -14,10 +14,8 @@ use alloy::{
 use decentraspace_db::locks::{Lock, try_lead};
 use sqlx::Connection;
 
-use crate::{
-    jobs::{Job, Schedule},
-    state::AppState,
-};
+use crate::jobs::{Job, Schedule};
+use crate::relay::RelayState;
 
 /// How often open transactions are checked.
 const INTERVAL: Duration = Duration::from_millis(500);
@@ -43,7 +41,7 @@ struct Open {
 }
 
 /// The tracker's job: a pass every [`INTERVAL`].
-pub fn job(state: &AppState) -> Job {
+pub fn job(state: &RelayState) -> Job {
     let state = state.clone();
     Job::periodic(
         "relay-tracker",
@@ -56,14 +54,14 @@ pub fn job(state: &AppState) -> Job {
 }
 
 /// One pass over the open transactions. Returns how many changed.
-pub async fn pass(state: &AppState) -> anyhow::Result<usize> {
+pub async fn pass(state: &RelayState) -> anyhow::Result<usize> {
     let Some(mut lock) = try_lead(&state.db, Lock::RelayTracker).await? else { return Ok(0) };
     let tracked = track_open(state, &mut lock).await;
     lock.close().await.ok();
     tracked
 }
 
-async fn track_open(state: &AppState, conn: &mut sqlx::PgConnection) -> anyhow::Result<usize> {
+async fn track_open(state: &RelayState, conn: &mut sqlx::PgConnection) -> anyhow::Result<usize> {
     let open = sqlx::query_as!(
         Open,
         r#"select id, account, mode, status, tx_hash, replaced_tx_hashes as "replaced_tx_hashes!", nonce, calldata,
@@ -89,7 +87,11 @@ async fn track_open(state: &AppState, conn: &mut sqlx::PgConnection) -> anyhow::
     Ok(changed)
 }
 
-async fn track(state: &AppState, conn: &mut sqlx::PgConnection, row: Open) -> anyhow::Result<bool> {
+async fn track(
+    state: &RelayState,
+    conn: &mut sqlx::PgConnection,
+    row: Open,
+) -> anyhow::Result<bool> {
     if row.status == "received" {
         if row.age_secs > UNSENT_AFTER_SECS {
             sqlx::query!(
@@ -141,7 +143,7 @@ async fn track(state: &AppState, conn: &mut sqlx::PgConnection, row: Open) -> an
 
 /// Sends a stuck forward request again at its nonce with higher fees.
 async fn bump(
-    state: &AppState,
+    state: &RelayState,
     conn: &mut sqlx::PgConnection,
     row: &Open,
     current: B256,
@@ -204,7 +206,7 @@ async fn bump(
 /// A transaction the node no longer has, whose sender (the wallet for a raw transaction, the
 /// relayer for a forward request) has used its nonce for another transaction.
 async fn replaced_by_sender(
-    state: &AppState,
+    state: &RelayState,
     conn: &mut sqlx::PgConnection,
     row: &Open,
     current: B256,

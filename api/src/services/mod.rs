@@ -3,6 +3,8 @@
 //! also sign `pause`/`resume` and send it through `/blockchain/credit`). Paused time is never
 //! charged; resuming needs a balance of at least one hour of the service's price.
 
+pub mod view;
+
 use axum::{
     Json,
     extract::{Path, State},
@@ -16,6 +18,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::http::auth::Auth;
+use crate::platform::Platform;
 use crate::{
     chain::{ChainError, TxOutcome},
     http::{
@@ -23,11 +27,16 @@ use crate::{
         error::{ApiError, ApiResult, Problem},
         format::show_hex,
     },
-    state::AppState,
 };
+use axum::extract::FromRef;
 
 /// The service routes.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Platform: FromRef<S>,
+    Auth: FromRef<S>,
+{
     OpenApiRouter::new().routes(routes!(my_services)).routes(routes!(pause)).routes(routes!(resume))
 }
 
@@ -57,7 +66,7 @@ pub struct MyService {
 #[utoipa::path(get, path = "/services", tag = "services", security(("bearer" = [])),
     responses((status = 200, body = Vec<MyService>)))]
 pub async fn my_services(
-    State(state): State<AppState>,
+    State(state): State<Platform>,
     user: AuthUser,
 ) -> ApiResult<Json<Vec<MyService>>> {
     let rows = sqlx::query!(
@@ -99,7 +108,7 @@ pub async fn my_services(
 
 /// Checks (from the indexed registry) that the caller owns `id`, of `kind` when given; another's
 /// service is as absent as a missing one.
-async fn owned(state: &AppState, user: &AuthUser, id: i64, kind: Option<&str>) -> ApiResult<()> {
+async fn owned(state: &Platform, user: &AuthUser, id: i64, kind: Option<&str>) -> ApiResult<()> {
     let service = sqlx::query!(
         "select owner, kind from services where chain_id = $1 and service_id = $2",
         state.chain_id() as i64,
@@ -118,7 +127,7 @@ async fn owned(state: &AppState, user: &AuthUser, id: i64, kind: Option<&str>) -
 
 /// Pauses or resumes one of the caller's services (of `kind` when given) through the operator.
 pub(crate) async fn change(
-    state: &AppState,
+    state: &Platform,
     user: &AuthUser,
     id: i64,
     kind: Option<&str>,
@@ -154,7 +163,7 @@ pub(crate) async fn change(
         crate::http::openapi::NotFound,
         (status = 409, description = "Not active", body = Problem, content_type = "application/problem+json")))]
 pub async fn pause(
-    State(state): State<AppState>,
+    State(state): State<Platform>,
     user: AuthUser,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<TxOutcome>> {
@@ -171,7 +180,7 @@ pub async fn pause(
         (status = 402, description = "Not enough credit for one hour", body = Problem,
             content_type = "application/problem+json")))]
 pub async fn resume(
-    State(state): State<AppState>,
+    State(state): State<Platform>,
     user: AuthUser,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<TxOutcome>> {

@@ -12,11 +12,11 @@ use decentraspace_abi::{
 use decentraspace_db::locks::{Lock, lock_in};
 use sqlx::PgConnection;
 
+use crate::storage::StorageState;
 use crate::{
     accounts::tier::effective_tier,
     chain::ChainError,
     http::error::{ApiError, ApiResult},
-    state::AppState,
 };
 
 /// Steps of 100 ms a request waits for a just-opened storage service to be indexed.
@@ -33,7 +33,7 @@ pub(super) struct Allowance {
 }
 
 /// A tier's storage limits: the largest file and the quota.
-fn limits(state: &AppState, tier: Tier) -> (u64, u64) {
+fn limits(state: &StorageState, tier: Tier) -> (u64, u64) {
     let config = &state.config;
     if tier == Tier::Paid {
         (config.storage_max_file_paid, config.storage_quota_paid)
@@ -44,7 +44,11 @@ fn limits(state: &AppState, tier: Tier) -> (u64, u64) {
 
 /// Bytes the account's files hold: its live files, and every Arweave file it ever stored
 /// (Arweave keeps them for good, so deleting one frees no quota).
-async fn used_bytes(conn: &mut PgConnection, state: &AppState, account: Address) -> ApiResult<u64> {
+async fn used_bytes(
+    conn: &mut PgConnection,
+    state: &StorageState,
+    account: Address,
+) -> ApiResult<u64> {
     let used = sqlx::query_scalar!(
         r#"select coalesce(sum(size_bytes), 0)::bigint as "used!" from storage_files
            where chain_id = $1 and account = $2 and (deleted_at is null or backend = 'arweave')"#,
@@ -59,7 +63,7 @@ async fn used_bytes(conn: &mut PgConnection, state: &AppState, account: Address)
 /// A transaction holding the account's storage lock: recording files and changing folders run
 /// one at a time per account, so what is checked inside still holds at the writes.
 pub(super) async fn locked(
-    state: &AppState,
+    state: &StorageState,
     account: Address,
 ) -> ApiResult<sqlx::Transaction<'static, sqlx::Postgres>> {
     let mut tx = state.db.begin().await?;
@@ -67,7 +71,7 @@ pub(super) async fn locked(
     Ok(tx)
 }
 
-pub(super) async fn allowance(state: &AppState, account: Address) -> ApiResult<Allowance> {
+pub(super) async fn allowance(state: &StorageState, account: Address) -> ApiResult<Allowance> {
     let tier = effective_tier(state, account).await?;
     let used = used_bytes(&mut *state.db.acquire().await?, state, account).await?;
     let (max_file, quota) = limits(state, tier);
@@ -91,7 +95,7 @@ pub(super) async fn allowance(state: &AppState, account: Address) -> ApiResult<A
 
 /// The account's storage service, opened on-chain (by the operator) when it has none yet. Paused
 /// or suspended storage takes no uploads.
-pub(super) async fn storage_service(state: &AppState, account: Address) -> ApiResult<i64> {
+pub(super) async fn storage_service(state: &StorageState, account: Address) -> ApiResult<i64> {
     if let Some(id) = indexed_storage_service(state, account).await? {
         return Ok(id);
     }
@@ -138,7 +142,7 @@ pub(super) async fn storage_service(state: &AppState, account: Address) -> ApiRe
 
 /// The account's open storage service as indexed; paused or suspended storage is a conflict.
 pub(super) async fn indexed_storage_service(
-    state: &AppState,
+    state: &StorageState,
     account: Address,
 ) -> ApiResult<Option<i64>> {
     let existing = sqlx::query!(
@@ -173,7 +177,7 @@ pub(super) struct Recorded {
 /// Unpins the IPFS content no live file refers to any more. Content is addressed by its bytes,
 /// so another file (of any account) may hold the same CID: its pin must stay. Arweave content
 /// is permanent: there is nothing to release.
-pub(super) async fn release(state: &AppState, cids: &[String]) -> ApiResult<()> {
+pub(super) async fn release(state: &StorageState, cids: &[String]) -> ApiResult<()> {
     let Some(ipfs) = &state.ipfs else { return Ok(()) };
     let unused = sqlx::query_scalar!(
         r#"select c as "cid!" from unnest($1::text[]) as c
@@ -213,7 +217,7 @@ pub(super) struct NewFile<'a> {
 /// Records a file a backend stored, unless the account's quota no longer has room for it (an
 /// upload that ran alongside took it): then `None`, and the caller unpins the content.
 pub(super) async fn record(
-    state: &AppState,
+    state: &StorageState,
     account: Address,
     file: NewFile<'_>,
 ) -> ApiResult<Option<Recorded>> {

@@ -9,10 +9,8 @@ use std::{collections::HashSet, time::Duration};
 use decentraspace_db::locks::{Lock, try_lead};
 use sqlx::PgConnection;
 
-use crate::{
-    jobs::{Job, Schedule},
-    state::AppState,
-};
+use crate::jobs::{Job, Schedule};
+use crate::storage::StorageState;
 use decentraspace_clients::ipfs::Ipfs;
 
 /// How often the job looks for stale folders when nothing wakes it.
@@ -41,12 +39,12 @@ pub(super) async fn changed(conn: &mut PgConnection, folders: &[Option<i64>]) ->
 }
 
 /// Wakes the rebuild job (after the change committed).
-pub(super) fn wake(state: &AppState) {
+pub(super) fn wake(state: &StorageState) {
     state.directory_wake.notify_one();
 }
 
 /// The rebuild job: a pass when woken, or every few seconds.
-pub fn job(state: &AppState) -> Option<Job> {
+pub fn job(state: &StorageState) -> Option<Job> {
     let ipfs = state.ipfs.clone()?;
     let wake = state.directory_wake.clone();
     let state = state.clone();
@@ -62,7 +60,7 @@ pub fn job(state: &AppState) -> Option<Job> {
 
 /// Builds every stale folder whose sub-folders are built, deepest first, until none is left
 /// (or one fails: it is tried again on the next pass). Answers the folders built.
-pub async fn pass(state: &AppState, ipfs: &Ipfs) -> anyhow::Result<usize> {
+pub async fn pass(state: &StorageState, ipfs: &Ipfs) -> anyhow::Result<usize> {
     let Some(lock) = try_lead(&state.db, Lock::StorageDirectories).await? else { return Ok(0) };
     let mut built = 0;
     let mut failed = HashSet::new();
@@ -127,7 +125,7 @@ pub async fn pass(state: &AppState, ipfs: &Ipfs) -> anyhow::Result<usize> {
 
 /// The folder's directory: its IPFS files and built sub-folders by name. Folder names are unique
 /// among siblings; a file whose name is taken gets its id before the extension.
-async fn build(state: &AppState, ipfs: &Ipfs, folder: i64) -> anyhow::Result<String> {
+async fn build(state: &StorageState, ipfs: &Ipfs, folder: i64) -> anyhow::Result<String> {
     let folders = sqlx::query!(
         r#"select name, cid as "cid!" from storage_folders
            where parent_id = $1 and deleted_at is null and cid is not null order by id"#,
@@ -165,7 +163,7 @@ fn numbered(name: &str, id: i64) -> String {
 }
 
 /// Unpins a directory no live folder has (two folders with the same content share one CID).
-async fn unpin_unless_used(state: &AppState, ipfs: &Ipfs, cid: &str) -> anyhow::Result<()> {
+async fn unpin_unless_used(state: &StorageState, ipfs: &Ipfs, cid: &str) -> anyhow::Result<()> {
     let used = sqlx::query_scalar!(
         r#"select exists(select 1 from storage_folders where cid = $1 and deleted_at is null) as "used!""#,
         cid

@@ -12,17 +12,22 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{
-    http::{
-        auth::AuthUser,
-        error::{ApiError, ApiResult},
-        pagination::page_limit,
-    },
-    state::AppState,
+use crate::http::auth::Auth;
+use crate::http::{
+    auth::AuthUser,
+    error::{ApiError, ApiResult},
+    pagination::page_limit,
 };
+use crate::storage::StorageState;
+use axum::extract::FromRef;
 
 /// The file routes.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    StorageState: FromRef<S>,
+    Auth: FromRef<S>,
+{
     OpenApiRouter::new().routes(routes!(list)).routes(routes!(delete))
 }
 
@@ -73,7 +78,7 @@ pub struct FilesQuery {
     params(FilesQuery),
     responses((status = 200, body = FilePage)))]
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<StorageState>,
     user: AuthUser,
     Query(q): Query<FilesQuery>,
 ) -> ApiResult<Json<FilePage>> {
@@ -115,7 +120,7 @@ pub async fn list(
     responses((status = 204, description = "Deleted"),
         crate::http::openapi::NotFound))]
 pub async fn delete(
-    State(state): State<AppState>,
+    State(state): State<StorageState>,
     user: AuthUser,
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {

@@ -17,20 +17,25 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use sqlx::PgConnection;
 
-use crate::{
-    http::{
-        auth::AuthUser,
-        error::{ApiError, ApiResult, Problem},
-        pagination::page_limit,
-    },
-    state::AppState,
+use crate::http::auth::Auth;
+use crate::http::{
+    auth::AuthUser,
+    error::{ApiError, ApiResult, Problem},
+    pagination::page_limit,
 };
+use crate::storage::StorageState;
+use axum::extract::FromRef;
 
 /// The longest folder name.
 const MAX_NAME: usize = 255;
 
 /// The folder routes.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    StorageState: FromRef<S>,
+    Auth: FromRef<S>,
+{
     OpenApiRouter::new()
         .routes(routes!(create, list))
         .routes(routes!(update, delete))
@@ -162,7 +167,7 @@ fn folder_name(name: &str) -> ApiResult<String> {
 }
 
 /// Folders are for Paid accounts.
-async fn require_paid(state: &AppState, user: &AuthUser) -> ApiResult<()> {
+async fn require_paid(state: &StorageState, user: &AuthUser) -> ApiResult<()> {
     let tier = crate::accounts::tier::effective_tier(state, user.address).await?;
     if tier != Tier::Paid {
         return Err(ApiError::PaidTierRequired(
@@ -175,7 +180,7 @@ async fn require_paid(state: &AppState, user: &AuthUser) -> ApiResult<()> {
 /// Checks `folder` is a live folder of the caller's.
 async fn owned_folder(
     conn: &mut PgConnection,
-    state: &AppState,
+    state: &StorageState,
     user: &AuthUser,
     folder: i64,
 ) -> ApiResult<()> {
@@ -211,7 +216,7 @@ fn conflict_on_duplicate(err: sqlx::Error) -> ApiError {
         (status = 404, description = "No such parent of yours", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The name is taken there", body = Problem, content_type = "application/problem+json")))]
 pub async fn create(
-    State(state): State<AppState>,
+    State(state): State<StorageState>,
     user: AuthUser,
     Json(request): Json<NewFolder>,
 ) -> ApiResult<(StatusCode, Json<Folder>)> {
@@ -248,7 +253,7 @@ pub async fn create(
         (status = 403, description = "A Free account", body = Problem, content_type = "application/problem+json"),
         crate::http::openapi::NotFound))]
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<StorageState>,
     user: AuthUser,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<FolderPage>> {
@@ -317,7 +322,7 @@ pub async fn list(
         (status = 409, description = "The name is taken there", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A move into itself", body = Problem, content_type = "application/problem+json")))]
 pub async fn update(
-    State(state): State<AppState>,
+    State(state): State<StorageState>,
     user: AuthUser,
     Path(id): Path<i64>,
     Json(change): Json<FolderChange>,
@@ -387,7 +392,7 @@ pub async fn update(
         (status = 409, description = "Not empty (ask recursively)", body = Problem,
             content_type = "application/problem+json")))]
 pub async fn delete(
-    State(state): State<AppState>,
+    State(state): State<StorageState>,
     user: AuthUser,
     Path(id): Path<i64>,
     Query(q): Query<DeleteQuery>,
@@ -445,7 +450,7 @@ pub async fn delete(
         crate::http::openapi::Forbidden,
         crate::http::openapi::NotFound))]
 pub async fn move_file(
-    State(state): State<AppState>,
+    State(state): State<StorageState>,
     user: AuthUser,
     Path(id): Path<i64>,
     Json(request): Json<FileMove>,

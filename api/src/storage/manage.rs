@@ -9,6 +9,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::http::auth::Auth;
+use crate::storage::StorageState;
 use crate::{
     chain::TxOutcome,
     http::{
@@ -16,11 +18,16 @@ use crate::{
         error::{ApiResult, Problem},
     },
     services::change,
-    state::AppState,
 };
+use axum::extract::FromRef;
 
 /// The storage management routes.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    StorageState: FromRef<S>,
+    Auth: FromRef<S>,
+{
     OpenApiRouter::new().routes(routes!(show)).routes(routes!(pause)).routes(routes!(resume))
 }
 
@@ -41,7 +48,7 @@ pub struct StorageService {
 #[utoipa::path(get, path = "/storage/manage", tag = "storage", security(("bearer" = [])),
     responses((status = 200, body = Vec<StorageService>)))]
 pub async fn show(
-    State(state): State<AppState>,
+    State(state): State<StorageState>,
     user: AuthUser,
 ) -> ApiResult<Json<Vec<StorageService>>> {
     let services = sqlx::query_as!(
@@ -69,7 +76,7 @@ pub async fn show(
         crate::http::openapi::NotFound,
         (status = 409, description = "Not active", body = Problem, content_type = "application/problem+json")))]
 pub async fn pause(
-    State(state): State<AppState>,
+    State(state): State<StorageState>,
     user: AuthUser,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<TxOutcome>> {
@@ -85,7 +92,7 @@ pub async fn pause(
         crate::http::openapi::NotFound,
         crate::http::openapi::Conflict))]
 pub async fn resume(
-    State(state): State<AppState>,
+    State(state): State<StorageState>,
     user: AuthUser,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<TxOutcome>> {

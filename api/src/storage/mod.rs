@@ -17,21 +17,50 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::state::AppState;
+use crate::http::auth::Auth;
+use crate::platform::{Platform, feature_state};
+use axum::extract::FromRef;
+use decentraspace_clients::{arweave::Arweave, ipfs::Ipfs};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// What storage uses: the platform and the storage backends.
+#[derive(Debug, Clone)]
+pub struct StorageState {
+    /// The shared state.
+    pub platform: Platform,
+    /// The IPFS node files are stored on; unset without `IPFS_API_URL`.
+    pub ipfs: Option<Ipfs>,
+    /// The Arweave node and the wallet that pays for uploads, when configured.
+    pub arweave: Option<Arweave>,
+    /// Wakes the job that rebuilds folders' IPFS directories.
+    pub directory_wake: Arc<Notify>,
+}
+feature_state!(StorageState);
 
 /// The storage routes that take JSON (folders, files, the storage service).
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    StorageState: FromRef<S>,
+    Auth: FromRef<S>,
+{
     folders::router().merge(manage::router()).merge(files::router())
 }
 
 /// The storage jobs: rebuilding folders' IPFS directories (with an IPFS node).
-pub fn jobs(state: &AppState) -> Vec<crate::jobs::Job> {
+pub fn jobs(state: &StorageState) -> Vec<crate::jobs::Job> {
     directories::job(state).into_iter().collect()
 }
 
 /// The streaming routes (uploads and shared downloads). They sit outside the API's body limit and
 /// request timeout (a transfer lasts as long as it takes); the tier limits bound uploads instead.
-pub fn streaming_router() -> OpenApiRouter<AppState> {
+pub fn streaming_router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    StorageState: FromRef<S>,
+    Auth: FromRef<S>,
+{
     OpenApiRouter::new()
         .routes(routes!(upload::upload))
         .routes(routes!(shared::shared))

@@ -16,10 +16,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::share_link;
-use crate::{
-    http::error::{ApiError, ApiResult, Problem},
-    state::AppState,
-};
+use crate::http::error::{ApiError, ApiResult, Problem};
+use crate::storage::StorageState;
 
 /// A shared folder's listing.
 #[derive(Debug, Serialize, ToSchema)]
@@ -69,7 +67,7 @@ fn check_storage(state: Option<&str>) -> ApiResult<()> {
             content_type = "application/problem+json"),
         crate::http::openapi::NotFound))]
 pub async fn shared(
-    State(state): State<AppState>,
+    State(state): State<StorageState>,
     Path(token): Path<String>,
 ) -> ApiResult<Response> {
     if token.len() != 32 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {

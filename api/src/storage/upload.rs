@@ -21,13 +21,11 @@ use super::{
     StoredFile,
     account::{NewFile, allowance, indexed_storage_service, record, release, storage_service},
 };
-use crate::{
-    http::{
-        auth::AuthUser,
-        error::{ApiError, ApiResult, Problem},
-    },
-    state::AppState,
+use crate::http::{
+    auth::AuthUser,
+    error::{ApiError, ApiResult, Problem},
 };
+use crate::storage::StorageState;
 use decentraspace_clients::{
     arweave::ArweaveError,
     ipfs::{Added, Ipfs},
@@ -138,7 +136,7 @@ pub(crate) fn multipart_error(err: axum::extract::multipart::MultipartError) -> 
             content_type = "application/problem+json"),
         crate::http::openapi::Unavailable))]
 pub(super) async fn upload(
-    State(state): State<AppState>,
+    State(state): State<StorageState>,
     user: AuthUser,
     mut multipart: Multipart,
 ) -> ApiResult<(StatusCode, Json<StoredFile>)> {
@@ -253,7 +251,7 @@ struct Stored {
 /// Records the stored file and answers it. When uploads that ran alongside took the rest of the
 /// quota, IPFS content is unpinned; Arweave content is permanent and stays, unrecorded.
 async fn respond(
-    state: &AppState,
+    state: &StorageState,
     user: &AuthUser,
     service_id: i64,
     name: String,
@@ -317,7 +315,7 @@ fn arweave_error(err: ArweaveError) -> ApiError {
 /// Writes a multipart part to a temporary file (removed when dropped) of at most `max_bytes`;
 /// answers it with the bytes received.
 async fn spool(
-    state: &AppState,
+    state: &StorageState,
     mut field: Field<'_>,
     max_bytes: u64,
     over: impl Fn() -> ApiError,

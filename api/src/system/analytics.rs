@@ -8,13 +8,18 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{
-    http::{auth::AdminUser, error::ApiResult},
-    state::AppState,
-};
+use crate::http::auth::Auth;
+use crate::http::{auth::AdminUser, error::ApiResult};
+use crate::system::SystemState;
+use axum::extract::FromRef;
 
 /// The system route.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    SystemState: FromRef<S>,
+    Auth: FromRef<S>,
+{
     OpenApiRouter::new().routes(routes!(system))
 }
 
@@ -105,7 +110,7 @@ pub struct SystemHealth {
     responses((status = 200, body = SystemHealth),
         crate::http::openapi::Forbidden))]
 pub async fn system(
-    State(state): State<AppState>,
+    State(state): State<SystemState>,
     _admin: AdminUser,
 ) -> ApiResult<Json<SystemHealth>> {
     let chain = state.chain_id() as i64;

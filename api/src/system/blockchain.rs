@@ -18,19 +18,24 @@ use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{
-    http::{
-        error::{ApiError, ApiResult, Problem},
-        format::{parse_address, show_address, show_hex},
-    },
-    state::AppState,
+use crate::http::auth::Auth;
+use crate::http::{
+    error::{ApiError, ApiResult, Problem},
+    format::{parse_address, show_address, show_hex},
 };
+use crate::system::SystemState;
+use axum::extract::FromRef;
 
 /// How far a delivery's timestamp may be from now.
 const MAX_DELIVERY_AGE_SECS: i64 = 300;
 
 /// The blockchain routes.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    SystemState: FromRef<S>,
+    Auth: FromRef<S>,
+{
     OpenApiRouter::new().routes(routes!(ownership)).routes(routes!(listener))
 }
 
@@ -73,7 +78,7 @@ pub struct Ownership {
     responses((status = 200, body = Ownership),
         crate::http::openapi::Unavailable))]
 pub async fn ownership(
-    State(state): State<AppState>,
+    State(state): State<SystemState>,
     Query(q): Query<OwnershipQuery>,
 ) -> ApiResult<Json<Ownership>> {
     let domain = q.domain.trim().trim_end_matches('.').to_ascii_lowercase();
@@ -167,7 +172,7 @@ pub struct ListenerAck {
         (status = 401, description = "Missing or wrong signature", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "No listener secret configured", body = Problem, content_type = "application/problem+json")))]
 pub async fn listener(
-    State(state): State<AppState>,
+    State(state): State<SystemState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<ListenerAck>> {

@@ -15,10 +15,17 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::state::AppState;
+use crate::http::auth::Auth;
+use crate::system::SystemState;
+use axum::extract::FromRef;
 
 /// The operational routes.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    SystemState: FromRef<S>,
+    Auth: FromRef<S>,
+{
     OpenApiRouter::new().routes(routes!(health)).routes(routes!(ready)).routes(routes!(metrics))
 }
 
@@ -59,7 +66,7 @@ pub struct Readiness {
 /// running (503 otherwise, with the same body).
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
-pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+pub async fn ready(State(state): State<SystemState>) -> (StatusCode, Json<Readiness>) {
     let indexed = sqlx::query_scalar!(
         "select block_number from indexer_checkpoints where chain_id = $1",
         state.chain_id() as i64

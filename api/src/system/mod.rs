@@ -8,9 +8,30 @@ pub mod health;
 
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::state::AppState;
+use crate::http::auth::Auth;
+use crate::platform::{Platform, feature_state};
+use axum::extract::FromRef;
+use std::sync::Arc;
+
+/// What the operational routes use: the platform, the relayer (its balance), and which jobs are
+/// down.
+#[derive(Debug, Clone)]
+pub struct SystemState {
+    /// The shared state.
+    pub platform: Platform,
+    /// The relayer, whose balance health reports.
+    pub relayer: Option<Arc<crate::chain::Relayer>>,
+    /// Which required background jobs are down.
+    pub jobs: crate::jobs::JobHealth,
+}
+feature_state!(SystemState);
 
 /// The operational and `/blockchain` read routes.
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    SystemState: FromRef<S>,
+    Auth: FromRef<S>,
+{
     health::router().merge(analytics::router()).merge(blockchain::router())
 }

@@ -30,10 +30,10 @@ use tokio::time::Instant;
 
 use super::plan::{self, Change};
 
+use crate::billing::BillingState;
 use crate::{
     chain::Relayer,
     jobs::{Job, Pass, Schedule},
-    state::AppState,
 };
 
 /// The meter's turns: a full cycle when one is due, else following the open charges.
@@ -106,7 +106,7 @@ struct Due {
 
 impl Meter {
     /// The meter of `state`, or `None` when no billing key is configured.
-    pub fn new(state: &AppState) -> Option<Self> {
+    pub fn new(state: &BillingState) -> Option<Self> {
         Some(Self {
             db: state.db.clone(),
             chain_id: state.chain_id(),

@@ -8,7 +8,7 @@ use super::{
     MachineSpec, Runtime, RuntimeError,
     instance::{self, Event, State},
 };
-use crate::state::AppState;
+use crate::hosting::HostingState;
 
 /// How long a machine may take to start.
 const START_TIMEOUT_SECS: u64 = 120;
@@ -46,7 +46,7 @@ fn unavailable(err: RuntimeError) -> Outcome {
 }
 
 /// Launches and switches to the job's machine.
-pub(in crate::hosting) async fn launch(state: &AppState, job: ImageJob<'_>) -> Outcome {
+pub(in crate::hosting) async fn launch(state: &HostingState, job: ImageJob<'_>) -> Outcome {
     let Some(runtime) = state.runtime.clone() else {
         return Outcome::Failed("no runtime for dynamic sites is configured".into());
     };
@@ -127,7 +127,7 @@ pub(in crate::hosting) async fn launch(state: &AppState, job: ImageJob<'_>) -> O
 /// Makes the deployment live and current and its machine the site's instance, in one commit, if
 /// the job is still this attempt's: `None` when it is not; else the machine it replaced, if any.
 async fn switch(
-    state: &AppState,
+    state: &HostingState,
     job: &ImageJob<'_>,
     machine: &str,
     upstream: &str,

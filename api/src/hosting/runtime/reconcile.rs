@@ -14,10 +14,8 @@ use super::{
     instance::{Event, State, transition},
 };
 
-use crate::{
-    jobs::{Job, Schedule},
-    state::AppState,
-};
+use crate::hosting::HostingState;
+use crate::jobs::{Job, Schedule};
 
 /// Where an instance should be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +26,7 @@ enum Desired {
 }
 
 /// Runs passes every `interval` until the task is dropped.
-pub fn job(state: &AppState, interval: Duration) -> Option<Job> {
+pub fn job(state: &HostingState, interval: Duration) -> Option<Job> {
     let runtime = state.runtime.clone()?;
     let state = state.clone();
     Some(Job::periodic(
@@ -42,7 +40,7 @@ pub fn job(state: &AppState, interval: Duration) -> Option<Job> {
 }
 
 /// One pass over every instance; answers how many moved.
-pub async fn pass(state: &AppState, runtime: &dyn Runtime) -> anyhow::Result<usize> {
+pub async fn pass(state: &HostingState, runtime: &dyn Runtime) -> anyhow::Result<usize> {
     let Some(lock) = try_lead(&state.db, Lock::DynamicReconcile).await? else { return Ok(0) };
     let instances = sqlx::query!(
         r#"select i.site_id, i.machine_id, i.state, coalesce(v.state, 'opening') as "service!",
@@ -95,7 +93,7 @@ pub async fn pass(state: &AppState, runtime: &dyn Runtime) -> anyhow::Result<usi
 /// clean-up, leaves such a machine running and billed. Machines of deployments still in flight
 /// are left to their job, and machines this database has not recorded (another environment
 /// sharing the Fly app, a machine launched or cloned by hand) are never touched.
-async fn sweep(state: &AppState, runtime: &dyn Runtime) -> anyhow::Result<usize> {
+async fn sweep(state: &HostingState, runtime: &dyn Runtime) -> anyhow::Result<usize> {
     let machines = runtime.machines().await?;
     let (ids, deployments): (Vec<String>, Vec<i64>) =
         machines.iter().filter_map(|m| Some((m.id.clone(), m.deployment?))).unzip();
@@ -130,7 +128,7 @@ async fn sweep(state: &AppState, runtime: &dyn Runtime) -> anyhow::Result<usize>
 }
 
 struct Step<'a> {
-    state: &'a AppState,
+    state: &'a HostingState,
     runtime: &'a dyn Runtime,
     site: i64,
     machine: &'a str,

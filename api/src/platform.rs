@@ -1,0 +1,57 @@
+//! What every feature's state holds: the database (the indexed mirror and the API's own tables),
+//! the configuration, the platform contracts, a read-only chain client, and the operator key that
+//! sends the platform's role-holder calls. Each feature's state is this plus the clients and keys
+//! that feature uses, and dereferences to it.
+
+use std::sync::Arc;
+
+use alloy::providers::DynProvider;
+use decentraspace_abi::Deployment;
+use sqlx::PgPool;
+
+use crate::{
+    Config,
+    chain::Operator,
+    http::error::{ApiError, ApiResult},
+};
+
+/// The state every feature shares.
+#[derive(Debug, Clone)]
+pub struct Platform {
+    /// The database.
+    pub db: PgPool,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The platform contracts.
+    pub deployment: Arc<Deployment>,
+    /// A read-only chain client (EIP-1271 checks, simulations, readiness).
+    pub chain: DynProvider,
+    /// Sends the operator's transactions; unset without a key.
+    pub operator: Option<Operator>,
+}
+
+impl Platform {
+    /// The chain id of the deployment.
+    pub fn chain_id(&self) -> u64 {
+        self.deployment.chain_id
+    }
+
+    /// The operator, or 503 when no operator key is configured.
+    pub fn operator(&self) -> ApiResult<&Operator> {
+        self.operator.as_ref().ok_or(ApiError::NotConfigured("no operator key is configured"))
+    }
+}
+
+/// Implements `Deref<Target = Platform>` for a feature state with a `platform` field.
+macro_rules! feature_state {
+    ($state:ty) => {
+        impl std::ops::Deref for $state {
+            type Target = $crate::platform::Platform;
+
+            fn deref(&self) -> &Self::Target {
+                &self.platform
+            }
+        }
+    };
+}
+pub(crate) use feature_state;
