@@ -5,7 +5,7 @@
 use alloy::primitives::Address;
 use axum::{
     Json,
-    extract::{Query, State},
+    extract::{FromRef, Query, State},
 };
 use chrono::{DateTime, Utc};
 use decentraspace_db::channels;
@@ -14,14 +14,14 @@ use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::http::auth::Auth;
-use crate::http::{
-    auth::AuthUser,
-    error::{ApiError, ApiResult},
-    pagination::page_limit,
+use crate::{
+    http::{
+        auth::{Auth, AuthUser},
+        error::{ApiError, ApiResult},
+        pagination::page_limit,
+    },
+    platform::Platform,
 };
-use crate::platform::Platform;
-use axum::extract::FromRef;
 
 /// A platform notice about one account.
 #[derive(Debug, Clone, serde::Serialize, Deserialize, utoipa::ToSchema)]

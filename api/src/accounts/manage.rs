@@ -4,7 +4,7 @@
 
 use axum::{
     Json,
-    extract::{Path, Query, State},
+    extract::{FromRef, Path, Query, State},
 };
 use chrono::{DateTime, Utc};
 use decentraspace_abi::{AccountRegistry, AccountStatus};
@@ -12,19 +12,17 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::accounts::AccountsState;
-use crate::http::auth::Auth;
 use crate::{
+    accounts::AccountsState,
     chain::TxOutcome,
     http::{
-        auth::AdminUser,
+        auth::{AdminUser, Auth},
         error::{ApiError, ApiResult},
         format::{parse_address, show_address},
         pagination::page_limit,
     },
     services::view::{ServiceRow, ServiceView},
 };
-use axum::extract::FromRef;
 
 /// The admin routes.
 pub fn router<S>() -> OpenApiRouter<S>

@@ -7,11 +7,13 @@ pub mod siwe;
 pub mod tier;
 pub mod tokens;
 
+use axum::extract::FromRef;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::http::auth::Auth;
-use crate::platform::{Platform, feature_state};
-use axum::extract::FromRef;
+use crate::{
+    http::auth::Auth,
+    platform::{Platform, feature_state},
+};
 
 /// What the accounts' routes use: the platform, and the sessions they issue.
 #[derive(Debug, Clone)]

@@ -1,24 +1,26 @@
 //! `/auth/tier`: read one's tier; admins change any account's tier on-chain.
 
 use alloy::primitives::Address;
-use axum::{Json, extract::State};
+use axum::{
+    Json,
+    extract::{FromRef, State},
+};
 use chrono::{DateTime, Utc};
 use decentraspace_abi::{AccountRegistry, Tier};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::http::auth::Auth;
-use crate::{accounts::AccountsState, platform::Platform};
 use crate::{
+    accounts::AccountsState,
     chain::TxOutcome,
     http::{
-        auth::{AdminUser, AuthUser},
+        auth::{AdminUser, Auth, AuthUser},
         error::{ApiError, ApiResult, Problem},
         format::parse_address,
     },
+    platform::Platform,
 };
-use axum::extract::FromRef;
 
 /// The tier routes.
 pub fn router<S>() -> OpenApiRouter<S>

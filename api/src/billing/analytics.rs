@@ -4,20 +4,20 @@
 
 use axum::{
     Json,
-    extract::{Query, State},
+    extract::{FromRef, Query, State},
 };
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::billing::BillingState;
-use crate::http::auth::Auth;
-use crate::http::{
-    auth::AuthUser,
-    error::{ApiError, ApiResult},
+use crate::{
+    billing::BillingState,
+    http::{
+        auth::{Auth, AuthUser},
+        error::{ApiError, ApiResult},
+    },
 };
-use axum::extract::FromRef;
 
 /// The analytics route.
 pub fn router<S>() -> OpenApiRouter<S>

@@ -8,7 +8,7 @@ use alloy::primitives::{U256, keccak256};
 use axum::{
     Json,
     body::Bytes,
-    extract::{Path, State},
+    extract::{FromRef, Path, State},
     http::{HeaderMap, StatusCode},
 };
 use chrono::{DateTime, Utc};
@@ -17,14 +17,14 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::billing::BillingState;
-use crate::http::auth::Auth;
-use crate::http::{
-    auth::{AdminUser, AuthUser},
-    error::{ApiError, ApiResult, Problem},
-    format::{show_address, show_hex},
+use crate::{
+    billing::BillingState,
+    http::{
+        auth::{AdminUser, Auth, AuthUser},
+        error::{ApiError, ApiResult, Problem},
+        format::{show_address, show_hex},
+    },
 };
-use axum::extract::FromRef;
 
 /// The payment routes.
 pub fn router<S>() -> OpenApiRouter<S>

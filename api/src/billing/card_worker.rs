@@ -11,15 +11,15 @@ use decentraspace_abi::{
     CreditLedger::{self, CreditLedgerErrors},
     PlatformRevert,
 };
+use decentraspace_clients::paystack::PaystackError;
 use sqlx::PgConnection;
 
 use super::card::payment_ref;
-use crate::billing::BillingState;
 use crate::{
+    billing::BillingState,
     chain::ChainError,
     jobs::{Job, Schedule},
 };
-use decentraspace_clients::paystack::PaystackError;
 
 /// How often due payments are looked for without a wake-up.
 const INTERVAL: Duration = Duration::from_millis(500);

@@ -3,21 +3,23 @@
 //! key under a reference the caller derives from what is paid for, so a retry cannot charge
 //! twice; and refunds, credited back by the payment oracle under a reference of their own.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use alloy::{
     primitives::{Address, B256, U256},
     providers::Provider,
     sol_types::SolCall,
 };
-use decentraspace_abi::CreditLedger;
+use decentraspace_abi::{
+    CreditLedger::{self, CreditLedgerErrors},
+    PlatformRevert,
+};
 
-use crate::http::error::{ApiError, ApiResult};
 use crate::{
-    chain::{Operator, Relayer},
+    chain::{ChainError, Operator, Relayer},
+    http::error::ApiError,
     platform::{Platform, feature_state},
 };
-use std::sync::Arc;
 
 /// The platform with the keys that charge and credit accounts: the billing key (`BILLING_ROLE`:
 /// deductions) and the payment oracle (`PAYMENT_ORACLE_ROLE`: credits and refunds).
@@ -48,7 +50,7 @@ pub fn credits(units: u64) -> String {
 }
 
 /// The account's indexed credit balance, in credit units.
-pub async fn balance(state: &Charges, account: Address) -> ApiResult<u128> {
+pub async fn balance(state: &Charges, account: Address) -> Result<u128, sqlx::Error> {
     let balance = sqlx::query_scalar!(
         r#"select coalesce((select balance::text from credit_balances
                             where chain_id = $1 and account = $2), '0') as "balance!""#,
@@ -60,33 +62,73 @@ pub async fn balance(state: &Charges, account: Address) -> ApiResult<u128> {
     Ok(balance.parse().unwrap_or(0))
 }
 
+/// Why a charge or a refund did not happen, or may not have.
+#[derive(Debug, thiserror::Error)]
+pub enum ChargeError {
+    /// The key it needs is not configured.
+    #[error("{0}")]
+    NotConfigured(&'static str),
+    /// The balance is short of the charge (the message says what it was for): nothing charged.
+    #[error("{0}")]
+    InsufficientCredit(String),
+    /// The chain refused it (nothing happened), reverted it (nothing happened), or did not say
+    /// (it may still happen: [`ChainError::is_retryable`]).
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl ChargeError {
+    /// Whether the charge surely did not happen (as opposed to: it may still be mined).
+    pub fn surely_not_charged(&self) -> bool {
+        match self {
+            Self::NotConfigured(_) | Self::InsufficientCredit(_) => true,
+            Self::Chain(err) => !err.is_retryable(),
+            Self::Database(_) => false,
+        }
+    }
+}
+
+impl From<ChargeError> for ApiError {
+    fn from(err: ChargeError) -> Self {
+        match err {
+            ChargeError::NotConfigured(what) => ApiError::NotConfigured(what),
+            ChargeError::InsufficientCredit(why) => ApiError::InsufficientCredit(why),
+            ChargeError::Chain(err) => err.into(),
+            ChargeError::Database(err) => err.into(),
+        }
+    }
+}
+
 /// Deducts `units` from `account` under `usage_ref`: `Ok(true)` once charged (now, or by an
-/// earlier try under the same reference); 402 saying `short` when the balance is too low.
+/// earlier try under the same reference); [`ChargeError::InsufficientCredit`] saying `short` when
+/// the balance is too low.
 pub async fn deduct(
     state: &Charges,
     account: Address,
     units: u64,
     usage_ref: B256,
     short: &str,
-) -> ApiResult<bool> {
+) -> Result<bool, ChargeError> {
     let billing = state
         .billing
         .as_ref()
-        .ok_or_else(|| ApiError::NotConfigured("no billing key is configured to charge credits"))?;
+        .ok_or(ChargeError::NotConfigured("no billing key is configured to charge credits"))?;
     let ledger = state.deployment.contracts.credit_ledger;
     let contract = CreditLedger::new(ledger, &state.chain);
     let deduct = contract.deduct(account, U256::ZERO, U256::from(units), usage_ref);
     // Simulated first: a refusal is answered without spending gas.
     if let Err(err) = deduct.from(billing.address()).call().await {
-        return match err.as_decoded_interface_error::<CreditLedger::CreditLedgerErrors>() {
-            Some(CreditLedger::CreditLedgerErrors::CreditLedgerUsageRefUsed(_)) => Ok(true),
-            Some(CreditLedger::CreditLedgerErrors::CreditLedgerInsufficientBalance(_)) => {
-                Err(ApiError::InsufficientCredit(short.to_owned()))
-            }
-            Some(other) => {
-                Err(ApiError::Conflict(format!("the ledger refused the charge: {other:?}")))
-            }
-            None => Err(crate::http::error::chain_unavailable("check the charge", err)),
+        return match ChainError::from_send(err) {
+            ChainError::Refused(PlatformRevert::CreditLedger(
+                CreditLedgerErrors::CreditLedgerUsageRefUsed(_),
+            )) => Ok(true),
+            ChainError::Refused(PlatformRevert::CreditLedger(
+                CreditLedgerErrors::CreditLedgerInsufficientBalance(_),
+            )) => Err(ChargeError::InsufficientCredit(short.to_owned())),
+            other => Err(other.into()),
         };
     }
     let call = CreditLedger::deductCall {
@@ -95,30 +137,18 @@ pub async fn deduct(
         credits: U256::from(units),
         usageRef: usage_ref,
     };
-    let sent =
-        billing.send(ledger, call.abi_encode().into(), DEDUCT_GAS, None).await.map_err(|err| {
-            // A transport error may name the node's URL (and its key): logged, never answered.
-            tracing::warn!(target: "api::charges", %err, "the charge was not sent");
-            ApiError::Unavailable("the charge could not be sent; try again in a moment".into())
-        })?;
+    let sent = billing.send(ledger, call.abi_encode().into(), DEDUCT_GAS, None).await?;
     let deadline = tokio::time::Instant::now() + RECEIPT_WAIT;
     loop {
         match state.chain.get_transaction_receipt(sent.tx_hash).await {
             Ok(Some(receipt)) if receipt.status() => return Ok(true),
             Ok(Some(receipt)) => {
-                return Err(ApiError::Conflict(format!(
-                    "the charge {} reverted on-chain",
-                    receipt.transaction_hash
-                )));
+                return Err(ChainError::Reverted(receipt.transaction_hash).into());
             }
             Ok(None) | Err(_) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            _ => {
-                return Err(ApiError::Unavailable(
-                    "the charge was not mined in time; try again in a moment".into(),
-                ));
-            }
+            _ => return Err(ChainError::Timeout(sent.tx_hash).into()),
         }
     }
 }
@@ -129,11 +159,11 @@ pub async fn refund(
     account: Address,
     units: u64,
     refund_ref: B256,
-) -> ApiResult<()> {
+) -> Result<(), ChargeError> {
     let oracle = state
         .oracle
         .as_ref()
-        .ok_or_else(|| ApiError::NotConfigured("no payment oracle key is configured"))?;
+        .ok_or(ChargeError::NotConfigured("no payment oracle key is configured"))?;
     let ledger =
         CreditLedger::new(state.deployment.contracts.credit_ledger, oracle.provider().clone());
     if ledger.isPaymentRefUsed(refund_ref).call().await.unwrap_or(false) {

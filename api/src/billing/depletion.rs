@@ -20,8 +20,8 @@ use decentraspace_db::locks::{Lock, try_lead};
 use futures::StreamExt;
 use sqlx::Connection;
 
-use crate::billing::BillingState;
 use crate::{
+    billing::BillingState,
     chain::Operator,
     jobs::{Job, Pass, Schedule},
     notices::PlatformNotice,

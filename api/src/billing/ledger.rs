@@ -2,22 +2,22 @@
 
 use axum::{
     Json,
-    extract::{Query, State},
+    extract::{FromRef, Query, State},
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::billing::BillingState;
-use crate::http::auth::Auth;
-use crate::http::{
-    auth::AuthUser,
-    error::{ApiError, ApiResult},
-    format::{show_address, show_hex},
-    pagination::{Cursor, page_limit},
+use crate::{
+    billing::BillingState,
+    http::{
+        auth::{Auth, AuthUser},
+        error::{ApiError, ApiResult},
+        format::{show_address, show_hex},
+        pagination::{Cursor, page_limit},
+    },
 };
-use axum::extract::FromRef;
 
 /// Credits have 6 decimals.
 pub const CREDIT_DECIMALS: u8 = 6;

@@ -13,16 +13,20 @@ pub mod metering;
 pub mod token;
 pub mod usage;
 
-use utoipa_axum::router::OpenApiRouter;
+use std::sync::Arc;
 
-use crate::http::auth::Auth;
-use crate::{http::cache::ReadCache, public::stream::Notice};
 use alloy::primitives::Address;
 use axum::extract::FromRef;
 use decentraspace_clients::paystack::CardPayments;
-pub use metering::{Meter, Report};
-use std::sync::Arc;
 use tokio::sync::{Notify, broadcast};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::{
+    http::{auth::Auth, cache::ReadCache},
+    public::stream::Notice,
+};
+
+pub use metering::{Meter, Report};
 
 /// What billing uses: the platform and the keys that charge and credit ([`charges::Charges`]),
 /// the card provider, the notice bus depletion wakes on, and the balance cache.

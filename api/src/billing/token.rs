@@ -11,10 +11,12 @@ use decentraspace_abi::CreditLedger;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::billing::BillingState;
-use crate::http::{
-    error::{ApiError, ApiResult},
-    format::show_address,
+use crate::{
+    billing::BillingState,
+    http::{
+        error::{ApiError, ApiResult},
+        format::show_address,
+    },
 };
 
 sol! {

@@ -5,7 +5,7 @@
 use alloy::primitives::U256;
 use axum::{
     Json,
-    extract::{Path, State},
+    extract::{FromRef, Path, State},
     http::StatusCode,
 };
 use chrono::{DateTime, Utc};
@@ -14,14 +14,14 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::metering::plan::recorded_usage_ref;
-use crate::billing::BillingState;
-use crate::http::auth::Auth;
-use crate::http::{
-    auth::ServiceOrAdmin,
-    error::{ApiError, ApiResult, Problem},
-    format::{show_address, show_hex},
+use crate::{
+    billing::BillingState,
+    http::{
+        auth::{Auth, ServiceOrAdmin},
+        error::{ApiError, ApiResult, Problem},
+        format::{show_address, show_hex},
+    },
 };
-use axum::extract::FromRef;
 
 /// The most credit units one record may ask for (one million credits).
 const MAX_CREDITS: u64 = 1_000_000_000_000;

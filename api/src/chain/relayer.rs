@@ -18,6 +18,8 @@ use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 
+use super::ChainError;
+
 /// How long a fee estimate is reused.
 const FEES_TTL: Duration = Duration::from_secs(5);
 /// The longest one node call may take while the relayer's lock is held: a hung node must not
@@ -27,11 +29,11 @@ const NODE_TIMEOUT: Duration = Duration::from_secs(10);
 /// `call` bounded by [`NODE_TIMEOUT`].
 async fn bounded<T, E: std::fmt::Display>(
     call: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, SendError> {
+) -> Result<T, ChainError> {
     match tokio::time::timeout(NODE_TIMEOUT, call).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(err)) => Err(SendError::Unreachable(err.to_string())),
-        Err(_) => Err(SendError::Unreachable(format!("no answer within {NODE_TIMEOUT:?}"))),
+        Ok(Err(err)) => Err(ChainError::Unreachable(err.to_string())),
+        Err(_) => Err(ChainError::Unreachable(format!("no answer within {NODE_TIMEOUT:?}"))),
     }
 }
 
@@ -59,17 +61,6 @@ pub struct Relayer {
     address: Address,
     chain_id: u64,
     state: Mutex<State>,
-}
-
-/// Why a send failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SendError {
-    /// The node refused the transaction (the message says why).
-    #[error("the node refused the transaction: {0}")]
-    Refused(String),
-    /// The node could not be reached.
-    #[error("cannot reach the node: {0}")]
-    Unreachable(String),
 }
 
 impl Relayer {
@@ -105,7 +96,7 @@ impl Relayer {
         input: Bytes,
         gas_limit: u64,
         replace: Option<(u64, f64)>,
-    ) -> Result<Sent, SendError> {
+    ) -> Result<Sent, ChainError> {
         let mut state = self.state.lock().await;
         let (max_fee, priority) = self.fees(&mut state).await?;
         let nonce = match replace {
@@ -133,7 +124,7 @@ impl Relayer {
         let envelope: TxEnvelope = tx
             .build(&self.wallet)
             .await
-            .map_err(|e| SendError::Refused(format!("cannot sign: {e}")))?;
+            .map_err(|e| ChainError::Rejected(format!("cannot sign: {e}")))?;
         let tx_hash = *envelope.tx_hash();
         let sent = tokio::time::timeout(
             NODE_TIMEOUT,
@@ -143,7 +134,7 @@ impl Relayer {
         let Ok(sent) = sent else {
             // It may have arrived: count from the chain next time, and let the tracker find it.
             state.next_nonce = None;
-            return Err(SendError::Unreachable(format!("no answer within {NODE_TIMEOUT:?}")));
+            return Err(ChainError::Unreachable(format!("no answer within {NODE_TIMEOUT:?}")));
         };
         match sent {
             Ok(_) => {
@@ -155,17 +146,30 @@ impl Relayer {
             Err(err) => {
                 // Whatever the node said, count from the chain next time.
                 state.next_nonce = None;
-                let message = err.to_string();
-                if err.is_transport_error() {
-                    Err(SendError::Unreachable(message))
-                } else {
-                    Err(SendError::Refused(message))
+                match ChainError::from_rpc(err) {
+                    ChainError::Rejected(message) => {
+                        // Told apart by what the chain says, not by the node's words: a nonce the
+                        // chain's count of this key's transactions has passed, or not reached.
+                        let counted = bounded(std::future::IntoFuture::into_future(
+                            self.provider.get_transaction_count(self.address).pending(),
+                        ))
+                        .await;
+                        match counted {
+                            Ok(count) if count != nonce && replace.is_none() => {
+                                Err(ChainError::Nonce(format!(
+                                    "{message} (nonce {nonce}, chain at {count})"
+                                )))
+                            }
+                            _ => Err(ChainError::Rejected(message)),
+                        }
+                    }
+                    other => Err(other),
                 }
             }
         }
     }
 
-    async fn fees(&self, state: &mut State) -> Result<(u128, u128), SendError> {
+    async fn fees(&self, state: &mut State) -> Result<(u128, u128), ChainError> {
         if let Some((at, max_fee, priority)) = state.fees
             && at.elapsed() < FEES_TTL
         {
@@ -175,7 +179,7 @@ impl Relayer {
             .provider
             .estimate_eip1559_fees()
             .await
-            .map_err(|e| SendError::Unreachable(e.to_string()))?;
+            .map_err(|e| ChainError::Unreachable(e.to_string()))?;
         state.fees = Some((Instant::now(), fees.max_fee_per_gas, fees.max_priority_fee_per_gas));
         Ok((fees.max_fee_per_gas, fees.max_priority_fee_per_gas))
     }

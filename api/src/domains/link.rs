@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{normalise, proof};
-use crate::domains::DomainsState;
 use crate::{
+    domains::DomainsState,
     hosting::sites,
     http::{
         auth::AuthUser,

@@ -13,12 +13,15 @@ pub mod recovery;
 pub mod reminders;
 pub mod reverify;
 
+use std::sync::Arc;
+
+use axum::extract::FromRef;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::http::auth::Auth;
-use crate::http::error::{ApiError, ApiResult};
-use axum::extract::FromRef;
-use std::sync::Arc;
+use crate::http::{
+    auth::Auth,
+    error::{ApiError, ApiResult},
+};
 
 /// The domain routes.
 pub fn router<S>() -> OpenApiRouter<S>

@@ -8,9 +8,9 @@ use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret;
 use sha2::Sha256;
 
-pub use decentraspace_clients::dns::{LookupError, TxtResolver};
-
 use crate::domains::DomainsState;
+
+pub use decentraspace_clients::dns::{LookupError, TxtResolver};
 
 /// The record's prefix.
 pub const PREFIX: &str = "_decentraspace";

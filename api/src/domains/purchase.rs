@@ -15,19 +15,20 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use decentraspace_abi::DomainRegistry;
+use decentraspace_clients::registrar::{Quote, RegistrarError};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::normalise;
-use crate::domains::DomainsState;
 use crate::{
     billing::charges,
+    chain::ChainError,
+    domains::DomainsState,
     http::{
         auth::AuthUser,
         error::{ApiError, ApiResult, Problem},
     },
 };
-use decentraspace_clients::registrar::{Quote, RegistrarError};
 
 /// A registration term's bounds, in years.
 const YEARS: std::ops::RangeInclusive<u32> = 1..=10;
@@ -368,9 +369,9 @@ async fn pay_then(
     match charges::deduct(state, account, units, usage_ref, &short).await {
         Ok(_) => {}
         // Refused for sure: nothing was charged.
-        Err(err @ (ApiError::InsufficientCredit(_) | ApiError::Conflict(_))) => {
+        Err(err) if err.surely_not_charged() => {
             advance(state, id, "charging", "failed", Some(err.to_string())).await?;
-            return Err(err);
+            return Err(err.into());
         }
         // The charge may still be mined: recovery settles the purchase from the ledger.
         Err(err) => {
@@ -438,22 +439,29 @@ pub(super) enum RecordError {
     /// Another wallet bought the name meanwhile (it holds a live purchase record).
     #[error("{0} was bought by another wallet meanwhile")]
     TakenMeanwhile(String),
-    /// The chain refused or did not answer, or the database failed.
+    /// The purchase was settled by another path (recovery, or a retry) meanwhile.
+    #[error("purchase {0} was settled meanwhile")]
+    SettledMeanwhile(i64),
+    /// No registrar key is configured.
+    #[error("no registrar key is configured")]
+    NotConfigured,
+    /// The chain refused, reverted or did not answer.
     #[error(transparent)]
-    Api(#[from] ApiError),
-}
-
-impl From<sqlx::Error> for RecordError {
-    fn from(err: sqlx::Error) -> Self {
-        Self::Api(err.into())
-    }
+    Chain(#[from] ChainError),
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
 }
 
 impl From<RecordError> for ApiError {
     fn from(err: RecordError) -> Self {
         match err {
-            RecordError::TakenMeanwhile(_) => ApiError::Conflict(err.to_string()),
-            RecordError::Api(err) => err,
+            RecordError::TakenMeanwhile(_) | RecordError::SettledMeanwhile(_) => {
+                ApiError::Conflict(err.to_string())
+            }
+            RecordError::NotConfigured => ApiError::NotConfigured("no registrar key is configured"),
+            RecordError::Chain(err) => err.into(),
+            RecordError::Database(err) => err.into(),
         }
     }
 }
@@ -467,10 +475,7 @@ pub(super) async fn record(
     expires_at: DateTime<Utc>,
     renewing_from: Option<DateTime<Utc>>,
 ) -> Result<(StatusCode, Json<Purchase>), RecordError> {
-    let registrar_key = state
-        .registrar_key
-        .as_ref()
-        .ok_or_else(|| ApiError::NotConfigured("no registrar key is configured"))?;
+    let registrar_key = state.registrar_key.as_ref().ok_or(RecordError::NotConfigured)?;
     let registry = DomainRegistry::new(
         state.deployment.contracts.domain_registry,
         registrar_key.provider().clone(),
@@ -478,11 +483,7 @@ pub(super) async fn record(
     let expiry = expires_at.timestamp() as u64;
     let node = keccak256(domain.as_bytes());
     // Recorded already (a record whose answer was lost)? Then only the row is behind.
-    let on_chain = registry
-        .domainOf(node)
-        .call()
-        .await
-        .map_err(|e| crate::http::error::chain_unavailable("read the domain's record", e))?;
+    let on_chain = registry.domainOf(node).call().await.map_err(ChainError::from_send)?;
     let purchased = on_chain.method == u8::from(decentraspace_abi::OwnershipMethod::Purchase);
     let held_until = on_chain.expiresAt;
     let done = on_chain.owner == owner && purchased && held_until >= expiry;
@@ -512,7 +513,7 @@ pub(super) async fn record(
         )
         .execute(&state.db)
         .await?;
-        return Err(ApiError::from(err).into());
+        return Err(err.into());
     }
     for _ in 0..INDEX_WAIT_STEPS {
         let indexed = sqlx::query_scalar!(
@@ -538,7 +539,7 @@ pub(super) async fn record(
     )
     .fetch_optional(&state.db)
     .await?
-    .ok_or_else(|| ApiError::Conflict(format!("purchase {id} was settled meanwhile")))?;
+    .ok_or(RecordError::SettledMeanwhile(id))?;
     Ok((
         StatusCode::CREATED,
         Json(Purchase {

@@ -9,15 +9,15 @@
 use std::time::Duration;
 
 use alloy::primitives::Address;
+use anyhow::Context;
 use chrono::Utc;
 use decentraspace_abi::CreditLedger;
 use decentraspace_db::locks::{Lock, try_lead};
 
 use super::purchase::{RecordError, advance, charge_ref, platform_price, record, refund_ref};
-
-use crate::domains::DomainsState;
 use crate::{
     billing::charges,
+    domains::DomainsState,
     jobs::{Job, Schedule},
 };
 
@@ -143,5 +143,5 @@ async fn refund_once(
 ) -> anyhow::Result<()> {
     charges::refund(state, account, units, refund_ref(chain, id))
         .await
-        .map_err(|e| anyhow::anyhow!("refund purchase {id}: {e}"))
+        .with_context(|| format!("refund purchase {id}"))
 }

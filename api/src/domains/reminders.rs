@@ -8,8 +8,10 @@ use std::time::Duration;
 use alloy::primitives::Address;
 use decentraspace_db::locks::{Lock, try_lead};
 
-use crate::domains::DomainsState;
-use crate::jobs::{Job, Schedule};
+use crate::{
+    domains::DomainsState,
+    jobs::{Job, Schedule},
+};
 
 /// The job: a pass every `interval`.
 pub fn job(state: &DomainsState, interval: Duration) -> Job {

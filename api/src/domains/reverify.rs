@@ -13,9 +13,10 @@ use decentraspace_abi::DomainRegistry;
 use decentraspace_db::locks::{Lock, try_lead};
 
 use super::proof;
-
-use crate::domains::DomainsState;
-use crate::jobs::{Job, Schedule};
+use crate::{
+    domains::DomainsState,
+    jobs::{Job, Schedule},
+};
 
 /// What one check found.
 enum Found {

@@ -10,8 +10,10 @@ use std::{
 use decentraspace_db::locks::{Lock, try_lead};
 use futures::StreamExt;
 
-use crate::gateway::GatewayState;
-use crate::jobs::{Job, Schedule};
+use crate::{
+    gateway::GatewayState,
+    jobs::{Job, Schedule},
+};
 
 /// The longest a site may take to answer.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);

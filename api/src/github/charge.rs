@@ -6,9 +6,8 @@
 
 use alloy::primitives::{Address, keccak256};
 
-use crate::{billing::charges, http::error::ApiResult};
+use crate::{billing::charges, github::GitHubState, http::error::ApiResult};
 
-use crate::github::GitHubState;
 pub(super) use charges::{balance, credits};
 
 /// Deducts `units` from `account` for linking GitHub identity `github_id` as its link number
@@ -23,5 +22,5 @@ pub(super) async fn charge(
     let usage_ref =
         keccak256(format!("github-link:{}:{account}:{github_id}:{held}", state.chain_id()));
     let short = format!("linking another GitHub account costs {}; recharge first", credits(units));
-    charges::deduct(state, account, units, usage_ref, &short).await
+    Ok(charges::deduct(state, account, units, usage_ref, &short).await?)
 }

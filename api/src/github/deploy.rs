@@ -6,19 +6,19 @@ use axum::{
     extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, header},
 };
+use decentraspace_clients::github::{valid_ref, valid_repository};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::{github, github_error, link::token_of};
-use crate::github::GitHubState;
 use crate::{
+    github::GitHubState,
     hosting::{Deployment, queue_github_deployment, sites},
     http::{
         auth::AuthUser,
         error::{ApiError, ApiResult, Problem},
     },
 };
-use decentraspace_clients::github::{valid_ref, valid_repository};
 
 /// What to deploy.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -23,10 +23,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{github, github_error};
-
-use crate::github::GitHubState;
 use crate::{
     accounts::tier::effective_tier,
+    github::GitHubState,
     http::{
         auth::AuthUser,
         error::{ApiError, ApiResult, Problem},

@@ -7,14 +7,13 @@ pub mod deploy;
 pub mod link;
 pub mod webhook;
 
-use axum::extract::DefaultBodyLimit;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, FromRef};
+use decentraspace_clients::github::{GitHub, GitHubError};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::http::auth::Auth;
-use crate::http::error::ApiError;
-use axum::extract::FromRef;
-use decentraspace_clients::github::{GitHub, GitHubError};
-use std::sync::Arc;
+use crate::http::{auth::Auth, error::ApiError};
 
 /// The largest webhook delivery GitHub sends (its documented cap).
 const MAX_DELIVERY_BYTES: usize = 25 * 1024 * 1024;

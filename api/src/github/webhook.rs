@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use utoipa::ToSchema;
 
-use crate::github::GitHubState;
 use crate::{
+    github::GitHubState,
     hosting::queue_github_deployment,
     http::error::{ApiError, ApiResult, Problem},
 };

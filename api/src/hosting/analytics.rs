@@ -10,10 +10,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::status::visible_site;
-use crate::hosting::HostingState;
-use crate::http::{
-    auth::AuthUser,
-    error::{ApiError, ApiResult},
+use crate::{
+    hosting::HostingState,
+    http::{
+        auth::AuthUser,
+        error::{ApiError, ApiResult},
+    },
 };
 
 /// The longest window one request may ask for.

@@ -16,13 +16,14 @@ use super::{
     Deployment, DeploymentPage,
     sites::{self, claim, hosting_service},
 };
-use crate::{hosting::HostingState, platform::Platform};
 use crate::{
+    hosting::HostingState,
     http::{
         auth::AuthUser,
         error::{ApiError, ApiResult, Problem},
         pagination::page_limit,
     },
+    platform::Platform,
     storage::upload::{multipart_error, stream_to_ipfs},
 };
 

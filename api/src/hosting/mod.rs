@@ -12,22 +12,23 @@ pub(crate) mod sites;
 pub mod status;
 pub mod unpack;
 
-use axum::extract::DefaultBodyLimit;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, FromRef};
 use chrono::{DateTime, Utc};
+use decentraspace_clients::{github::GitHub, ipfs::Ipfs};
+use runtime::Runtime;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::http::auth::Auth;
 use crate::{
+    http::auth::Auth,
     platform::{Platform, feature_state},
     seal::Sealer,
 };
-use axum::extract::FromRef;
-use decentraspace_clients::{github::GitHub, ipfs::Ipfs};
+
 pub use deploy::load as load_deployment;
-use runtime::Runtime;
-use std::sync::Arc;
 
 /// What hosting uses: the platform, the IPFS node sites are published to, the runtime dynamic sites
 /// run on, and GitHub (with the sealer of linked accounts' tokens) to fetch sources.

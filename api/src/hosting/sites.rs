@@ -10,10 +10,10 @@ use decentraspace_abi::{
 };
 use decentraspace_db::locks::{Lock, lock_in};
 
-use crate::platform::Platform;
 use crate::{
     chain::ChainError,
     http::error::{ApiError, ApiResult},
+    platform::Platform,
 };
 
 /// Steps of 100 ms a request waits for a just-opened hosting service to be indexed.

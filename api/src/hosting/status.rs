@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{Deployment, deploy::load, site_url};
-use crate::hosting::HostingState;
 use crate::{
     chain::TxOutcome,
+    hosting::HostingState,
     http::{
         auth::{AdminUser, Auth, AuthUser},
         error::{ApiError, ApiResult},

@@ -10,9 +10,9 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::chain::ChainError;
-use utoipa::ToSchema;
 
 /// Where the problem types live; `type` is this followed by the slug.
 pub const PROBLEM_BASE: &str = "https://decentraspace.io/problems/";

@@ -10,8 +10,8 @@ use sqlx::{PgPool, postgres::PgListener};
 use tokio::sync::broadcast;
 
 use super::PublicState;
-use crate::http::cache::Caches;
 use crate::{
+    http::cache::Caches,
     jobs::Job,
     notices::PlatformNotice,
     public::v1::{EventView, load_events_in_blocks},

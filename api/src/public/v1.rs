@@ -5,7 +5,7 @@ use std::{convert::Infallible, time::Duration};
 
 use axum::{
     Json,
-    extract::{Path, Query, State},
+    extract::{FromRef, Path, Query, State},
     response::sse::{Event, KeepAlive, Sse},
 };
 use chrono::{DateTime, Utc};
@@ -16,18 +16,16 @@ use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::http::auth::Auth;
-use crate::public::PublicState;
 use crate::{
     http::{
+        auth::Auth,
         error::{ApiError, ApiResult},
         format::{parse_address, show_address, show_hex},
         pagination::{Cursor, page_limit},
     },
-    public::stream::Notice,
+    public::{PublicState, stream::Notice},
     services::view::{ServiceRow, ServiceView},
 };
-use axum::extract::FromRef;
 
 /// The `/v1` routes.
 pub fn router<S>() -> OpenApiRouter<S>

@@ -7,6 +7,8 @@
 pub mod policy;
 pub mod tracker;
 
+use std::sync::Arc;
+
 use alloy::{
     consensus::{Transaction, TxEnvelope, transaction::SignerRecoverable},
     eips::{BlockId, Decodable2718},
@@ -17,7 +19,7 @@ use alloy::{
 };
 use axum::{
     Json,
-    extract::{Path, State},
+    extract::{FromRef, Path, State},
     http::{HeaderMap, StatusCode},
 };
 use chrono::{DateTime, Utc};
@@ -27,14 +29,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::http::auth::Auth;
-use crate::http::{
-    auth::AuthUser,
-    error::{ApiError, ApiResult, Problem},
-    format::{show_address, show_hex},
+use crate::{
+    chain::ChainError,
+    http::{
+        auth::{Auth, AuthUser},
+        error::{ApiError, ApiResult, Problem},
+        format::{show_address, show_hex},
+    },
 };
-use axum::extract::FromRef;
-use std::sync::Arc;
 
 /// Gas the forwarder itself needs on top of the request's (signature check, nonce, call).
 const FORWARDER_OVERHEAD_GAS: u64 = 80_000;
@@ -397,7 +399,7 @@ async fn relay_forward(
                 Ok(())
             }
             Err(err) => {
-                let unreachable = matches!(err, crate::chain::relayer::SendError::Unreachable(_));
+                let unreachable = matches!(err, ChainError::Unreachable(_));
                 Err(refused(&task_state, id, &err.to_string(), unreachable).await)
             }
         }

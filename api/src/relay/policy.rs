@@ -115,14 +115,6 @@ fn selector(input: &Bytes) -> Result<[u8; 4], ApiError> {
         .ok_or_else(|| not_allowed("the call has no function selector".into()))
 }
 
-/// Every contract-level error the platform defines, decoded by name (for refusals).
-pub fn revert_reason(data: &[u8]) -> String {
-    match PlatformRevert::decode(data) {
-        Some(revert) => revert.to_string(),
-        None => format!("0x{}", alloy::hex::encode(data)),
-    }
-}
-
 /// The refusal of a call whose simulation reverted with `data`, the same for both relay modes:
 /// acting on what another wallet owns is a permission refusal (403); any other revert means the
 /// call cannot be carried out (422), and nothing is sent.

@@ -10,12 +10,13 @@ use alloy::{
     primitives::{Address, B256, Bytes},
     providers::Provider,
 };
-
 use decentraspace_db::locks::{Lock, try_lead};
 use sqlx::Connection;
 
-use crate::jobs::{Job, Schedule};
-use crate::relay::RelayState;
+use crate::{
+    jobs::{Job, Schedule},
+    relay::RelayState,
+};
 
 /// How often open transactions are checked.
 const INTERVAL: Duration = Duration::from_millis(500);

@@ -7,7 +7,7 @@ pub mod view;
 
 use axum::{
     Json,
-    extract::{Path, State},
+    extract::{FromRef, Path, State},
 };
 use chrono::{DateTime, Utc};
 use decentraspace_abi::{
@@ -18,17 +18,15 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::http::auth::Auth;
-use crate::platform::Platform;
 use crate::{
     chain::{ChainError, TxOutcome},
     http::{
-        auth::AuthUser,
+        auth::{Auth, AuthUser},
         error::{ApiError, ApiResult, Problem},
         format::show_hex,
     },
+    platform::Platform,
 };
-use axum::extract::FromRef;
 
 /// The service routes.
 pub fn router<S>() -> OpenApiRouter<S>

@@ -12,11 +12,11 @@ use decentraspace_abi::{
 use decentraspace_db::locks::{Lock, lock_in};
 use sqlx::PgConnection;
 
-use crate::storage::StorageState;
 use crate::{
     accounts::tier::effective_tier,
     chain::ChainError,
     http::error::{ApiError, ApiResult},
+    storage::StorageState,
 };
 
 /// Steps of 100 ms a request waits for a just-opened storage service to be indexed.

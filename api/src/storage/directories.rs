@@ -6,12 +6,14 @@
 
 use std::{collections::HashSet, time::Duration};
 
+use decentraspace_clients::ipfs::Ipfs;
 use decentraspace_db::locks::{Lock, try_lead};
 use sqlx::PgConnection;
 
-use crate::jobs::{Job, Schedule};
-use crate::storage::StorageState;
-use decentraspace_clients::ipfs::Ipfs;
+use crate::{
+    jobs::{Job, Schedule},
+    storage::StorageState,
+};
 
 /// How often the job looks for stale folders when nothing wakes it.
 const IDLE: Duration = Duration::from_secs(5);

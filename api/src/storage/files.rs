@@ -4,7 +4,7 @@
 
 use axum::{
     Json,
-    extract::{Path, Query, State},
+    extract::{FromRef, Path, Query, State},
     http::StatusCode,
 };
 use chrono::{DateTime, Utc};
@@ -12,14 +12,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::http::auth::Auth;
-use crate::http::{
-    auth::AuthUser,
-    error::{ApiError, ApiResult},
-    pagination::page_limit,
+use crate::{
+    http::{
+        auth::{Auth, AuthUser},
+        error::{ApiError, ApiResult},
+        pagination::page_limit,
+    },
+    storage::StorageState,
 };
-use crate::storage::StorageState;
-use axum::extract::FromRef;
 
 /// The file routes.
 pub fn router<S>() -> OpenApiRouter<S>

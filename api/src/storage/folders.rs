@@ -6,25 +6,24 @@
 
 use axum::{
     Json,
-    extract::{Path, Query, State},
+    extract::{FromRef, Path, Query, State},
     http::StatusCode,
 };
 use chrono::{DateTime, Utc};
 use decentraspace_abi::Tier;
 use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use sqlx::PgConnection;
-
-use crate::http::auth::Auth;
-use crate::http::{
-    auth::AuthUser,
-    error::{ApiError, ApiResult, Problem},
-    pagination::page_limit,
+use crate::{
+    http::{
+        auth::{Auth, AuthUser},
+        error::{ApiError, ApiResult, Problem},
+        pagination::page_limit,
+    },
+    storage::StorageState,
 };
-use crate::storage::StorageState;
-use axum::extract::FromRef;
 
 /// The longest folder name.
 const MAX_NAME: usize = 255;

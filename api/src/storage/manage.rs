@@ -3,23 +3,21 @@
 
 use axum::{
     Json,
-    extract::{Path, State},
+    extract::{FromRef, Path, State},
 };
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::http::auth::Auth;
-use crate::storage::StorageState;
 use crate::{
     chain::TxOutcome,
     http::{
-        auth::AuthUser,
+        auth::{Auth, AuthUser},
         error::{ApiResult, Problem},
     },
     services::change,
+    storage::StorageState,
 };
-use axum::extract::FromRef;
 
 /// The storage management routes.
 pub fn router<S>() -> OpenApiRouter<S>

@@ -11,18 +11,20 @@ pub mod manage;
 pub mod shared;
 pub(crate) mod upload;
 
-use axum::extract::DefaultBodyLimit;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, FromRef};
 use chrono::{DateTime, Utc};
+use decentraspace_clients::{arweave::Arweave, ipfs::Ipfs};
 use serde::Serialize;
+use tokio::sync::Notify;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::http::auth::Auth;
-use crate::platform::{Platform, feature_state};
-use axum::extract::FromRef;
-use decentraspace_clients::{arweave::Arweave, ipfs::Ipfs};
-use std::sync::Arc;
-use tokio::sync::Notify;
+use crate::{
+    http::auth::Auth,
+    platform::{Platform, feature_state},
+};
 
 /// What storage uses: the platform and the storage backends.
 #[derive(Debug, Clone)]

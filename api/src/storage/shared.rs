@@ -16,8 +16,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::share_link;
-use crate::http::error::{ApiError, ApiResult, Problem};
-use crate::storage::StorageState;
+use crate::{
+    http::error::{ApiError, ApiResult, Problem},
+    storage::StorageState,
+};
 
 /// A shared folder's listing.
 #[derive(Debug, Serialize, ToSchema)]

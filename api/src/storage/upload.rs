@@ -14,6 +14,10 @@ use axum::{
 };
 use bytes::Bytes;
 use decentraspace_abi::Tier;
+use decentraspace_clients::{
+    arweave::ArweaveError,
+    ipfs::{Added, Ipfs},
+};
 use futures::Stream;
 use tokio::sync::mpsc;
 
@@ -21,14 +25,12 @@ use super::{
     StoredFile,
     account::{NewFile, allowance, indexed_storage_service, record, release, storage_service},
 };
-use crate::http::{
-    auth::AuthUser,
-    error::{ApiError, ApiResult, Problem},
-};
-use crate::storage::StorageState;
-use decentraspace_clients::{
-    arweave::ArweaveError,
-    ipfs::{Added, Ipfs},
+use crate::{
+    http::{
+        auth::AuthUser,
+        error::{ApiError, ApiResult, Problem},
+    },
+    storage::StorageState,
 };
 
 /// Where a file is stored.

@@ -3,15 +3,21 @@
 use std::{sync::OnceLock, time::Instant};
 
 use alloy::providers::Provider;
-use axum::{Json, extract::State};
+use axum::{
+    Json,
+    extract::{FromRef, State},
+};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::http::auth::Auth;
-use crate::http::{auth::AdminUser, error::ApiResult};
-use crate::system::SystemState;
-use axum::extract::FromRef;
+use crate::{
+    http::{
+        auth::{AdminUser, Auth},
+        error::ApiResult,
+    },
+    system::SystemState,
+};
 
 /// The system route.
 pub fn router<S>() -> OpenApiRouter<S>

@@ -6,7 +6,7 @@ use alloy::primitives::{Address, keccak256};
 use axum::{
     Json,
     body::Bytes,
-    extract::{Query, State},
+    extract::{FromRef, Query, State},
     http::HeaderMap,
 };
 use chrono::{DateTime, Utc};
@@ -18,13 +18,14 @@ use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::http::auth::Auth;
-use crate::http::{
-    error::{ApiError, ApiResult, Problem},
-    format::{parse_address, show_address, show_hex},
+use crate::{
+    http::{
+        auth::Auth,
+        error::{ApiError, ApiResult, Problem},
+        format::{parse_address, show_address, show_hex},
+    },
+    system::SystemState,
 };
-use crate::system::SystemState;
-use axum::extract::FromRef;
 
 /// How far a delivery's timestamp may be from now.
 const MAX_DELIVERY_AGE_SECS: i64 = 300;

@@ -5,7 +5,7 @@ use std::{sync::OnceLock, time::Instant};
 use alloy::providers::Provider;
 use axum::{
     Json,
-    extract::{MatchedPath, Request, State},
+    extract::{FromRef, MatchedPath, Request, State},
     http::StatusCode,
     middleware::Next,
     response::{IntoResponse, Response},
@@ -15,9 +15,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::http::auth::Auth;
-use crate::system::SystemState;
-use axum::extract::FromRef;
+use crate::{http::auth::Auth, system::SystemState};
 
 /// The operational routes.
 pub fn router<S>() -> OpenApiRouter<S>

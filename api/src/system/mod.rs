@@ -6,12 +6,15 @@ pub mod analytics;
 pub mod blockchain;
 pub mod health;
 
+use std::sync::Arc;
+
+use axum::extract::FromRef;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::http::auth::Auth;
-use crate::platform::{Platform, feature_state};
-use axum::extract::FromRef;
-use std::sync::Arc;
+use crate::{
+    http::auth::Auth,
+    platform::{Platform, feature_state},
+};
 
 /// What the operational routes use: the platform, the relayer (its balance), and which jobs are
 /// down.

@@ -29,9 +29,8 @@ use sqlx::{Connection, PgPool};
 use tokio::time::Instant;
 
 use super::plan::{self, Change};
-
-use crate::billing::BillingState;
 use crate::{
+    billing::BillingState,
     chain::Relayer,
     jobs::{Job, Pass, Schedule},
 };

@@ -13,9 +13,10 @@ use super::{
     Runtime, RuntimeError,
     instance::{Event, State, transition},
 };
-
-use crate::hosting::HostingState;
-use crate::jobs::{Job, Schedule};
+use crate::{
+    hosting::HostingState,
+    jobs::{Job, Schedule},
+};
 
 /// Where an instance should be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
