@@ -18,6 +18,7 @@ mod ipfs;
 mod paystack;
 mod relay;
 mod rpc_hold;
+mod stack;
 mod wrk;
 
 pub use api::{
@@ -44,4 +45,5 @@ pub use ipfs::TestIpfs;
 pub use paystack::{FakePaystack, FakeTransaction, PAYSTACK_SECRET, paystack_signature};
 pub use relay::{forward, relay_signed};
 pub use rpc_hold::{Hold, HoldingRpc};
+pub use stack::{Stack, StackBuilder};
 pub use wrk::{WrkRun, wrk};

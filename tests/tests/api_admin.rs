@@ -11,7 +11,7 @@ use alloy::{
 };
 use decentraspace_abi::{CreditLedger, DomainRegistry};
 use decentraspace_tests::{
-    IndexerTask, Role, TestApi, TestChain, TestDb, api_config, eventually, indexer_config,
+    IndexerTask, Role, Stack, TestApi, TestChain, TestDb, api_config, eventually, indexer_config,
     problem_type,
 };
 use hmac::{Hmac, Mac};
@@ -26,10 +26,7 @@ async fn put(api: &TestApi, path: &str, token: &str, body: &Value) -> anyhow::Re
 
 #[tokio::test]
 async fn admins_manage_accounts_and_nobody_else_does() -> anyhow::Result<()> {
-    let chain = TestChain::start().await?;
-    let db = TestDb::create().await?;
-    let _indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
-    let api = TestApi::start(&chain, &db).await?;
+    let Stack { chain, db: _, api, .. } = Stack::start().await?;
     let user = chain.user(15);
     let session = api.login(&user).await?;
     let admin = api.login(&chain.role(Role::Admin)).await?;
@@ -147,10 +144,7 @@ async fn admins_manage_accounts_and_nobody_else_does() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn ownership_answers_from_the_registry() -> anyhow::Result<()> {
-    let chain = TestChain::start().await?;
-    let db = TestDb::create().await?;
-    let _indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
-    let api = TestApi::start(&chain, &db).await?;
+    let Stack { chain, db: _, api, .. } = Stack::start().await?;
     let (alice, bob) = (chain.user(17), chain.user(18));
     let registrar = chain.provider_as(chain.role(Role::Registrar));
     DomainRegistry::new(chain.deployment.contracts.domain_registry, &registrar)
@@ -279,10 +273,7 @@ async fn the_listener_checks_signatures_ignores_replays_and_wakes_the_indexer() 
 #[tokio::test]
 async fn owners_pause_and_resume_their_services_and_nobody_else_does() -> anyhow::Result<()> {
     use decentraspace_abi::{ServiceKind, ServiceRegistry, Tier};
-    let chain = TestChain::start().await?;
-    let db = TestDb::create().await?;
-    let _indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
-    let api = TestApi::start(&chain, &db).await?;
+    let Stack { chain, db: _, api, .. } = Stack::start().await?;
     let c = chain.deployment.contracts;
     let (owner, stranger) = (chain.user(2), chain.user(3));
     let session = api.login(&owner).await?;

@@ -9,44 +9,47 @@ use std::io::Write;
 use alloy::primitives::{U256, keccak256};
 use decentraspace_abi::CreditLedger;
 use decentraspace_tests::{
-    FakeGitHub, GITHUB_CLIENT_ID, GITHUB_CLIENT_SECRET, GITHUB_WEBHOOK_SECRET, IndexerTask, Role,
-    Session, TestApi, TestChain, TestDb, TestIpfs, api_config, eventually, github_signature,
-    indexer_config, problem_type, push_payload, role_key,
+    FakeGitHub, GITHUB_CLIENT_ID, GITHUB_CLIENT_SECRET, GITHUB_WEBHOOK_SECRET, Role, Session,
+    Stack, TestApi, eventually, github_signature, problem_type, push_payload, role_key,
 };
 use serde_json::{Value, json};
 
 const DOMAIN: &str = "sites.test";
 
-struct Stack {
-    chain: TestChain,
-    db: TestDb,
-    _indexer: IndexerTask,
-    _ipfs: TestIpfs,
+/// The stack, with IPFS, and GitHub's API served by a local fake.
+struct WithGitHub {
+    stack: Stack,
     github: FakeGitHub,
-    api: TestApi,
 }
 
-async fn stack() -> anyhow::Result<Stack> {
-    let chain = TestChain::start().await?;
-    let db = TestDb::create().await?;
-    let indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
-    let ipfs = TestIpfs::start().await?;
+impl std::ops::Deref for WithGitHub {
+    type Target = Stack;
+
+    fn deref(&self) -> &Stack {
+        &self.stack
+    }
+}
+
+async fn stack() -> anyhow::Result<WithGitHub> {
     let github = FakeGitHub::start().await?;
-    let mut config = api_config(&chain, &db);
-    config.ipfs_api_url = Some(ipfs.api_url.clone());
-    config.ipfs_gateway_url = ipfs.gateway_url.clone();
-    config.sites_domain = DOMAIN.into();
-    config.uptime_interval_secs = 0;
-    config.github_client_id = Some(GITHUB_CLIENT_ID.into());
-    config.github_client_secret = Some(GITHUB_CLIENT_SECRET.into());
-    config.github_oauth_url = github.url.clone();
-    config.github_api_url = github.url.clone();
-    config.github_webhook_secret = Some(GITHUB_WEBHOOK_SECRET.into());
-    // Links past the tier's included ones are charged with the billing key.
-    config.billing_key = Some(role_key(&chain, Role::Billing).into());
-    config.github_extra_link_credits = 5_000_000;
-    let api = TestApi::start_with(config).await?;
-    Ok(Stack { chain, db, _indexer: indexer, _ipfs: ipfs, github, api })
+    let url = github.url.clone();
+    let stack = Stack::builder()
+        .ipfs()
+        .configure(move |config, chain| {
+            config.sites_domain = DOMAIN.into();
+            config.uptime_interval_secs = 0;
+            config.github_client_id = Some(GITHUB_CLIENT_ID.into());
+            config.github_client_secret = Some(GITHUB_CLIENT_SECRET.into());
+            config.github_oauth_url = url.clone();
+            config.github_api_url = url;
+            config.github_webhook_secret = Some(GITHUB_WEBHOOK_SECRET.into());
+            // Links past the tier's included ones are charged with the billing key.
+            config.billing_key = Some(role_key(chain, Role::Billing).into());
+            config.github_extra_link_credits = 5_000_000;
+        })
+        .start()
+        .await?;
+    Ok(WithGitHub { stack, github })
 }
 
 /// A tarball as GitHub makes them: everything under `<owner>-<repo>-<sha7>/`.
@@ -66,7 +69,7 @@ fn tarball(sha: &str, files: &[(&str, &[u8])]) -> anyhow::Result<Vec<u8>> {
 
 /// Links the GitHub user `login` to `session`'s account through the OAuth flow; the link.
 async fn link(
-    stack: &Stack,
+    stack: &WithGitHub,
     session: &Session,
     id: i64,
     login: &str,

@@ -8,37 +8,23 @@ use std::{io::Write, time::Duration};
 
 use alloy::primitives::U256;
 use decentraspace_abi::ServiceRegistry;
-use decentraspace_tests::{
-    IndexerTask, Role, TestApi, TestChain, TestDb, TestIpfs, api_config, eventually,
-    indexer_config, problem_type, wait_for_checkpoint,
-};
+use decentraspace_tests::{Role, Stack, TestApi, eventually, problem_type, wait_for_checkpoint};
 use serde_json::{Value, json};
 
 const DOMAIN: &str = "sites.test";
 
-struct Stack {
-    chain: TestChain,
-    db: TestDb,
-    _indexer: IndexerTask,
-    ipfs: TestIpfs,
-    api: TestApi,
-}
-
 /// The stack; `uptime_secs` 0 leaves the prober off (its requests would count as traffic).
 async fn stack(uptime_secs: u64) -> anyhow::Result<Stack> {
-    let chain = TestChain::start().await?;
-    let db = TestDb::create().await?;
-    let indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
-    let ipfs = TestIpfs::start().await?;
-    let mut config = api_config(&chain, &db);
-    config.ipfs_api_url = Some(ipfs.api_url.clone());
-    config.ipfs_gateway_url = ipfs.gateway_url.clone();
-    config.sites_domain = DOMAIN.into();
-    config.site_url_template = format!("http://{{site}}.{DOMAIN}");
-    config.uptime_interval_secs = uptime_secs;
-    config.deploy_max_archive_bytes = 8 * 1024 * 1024;
-    let api = TestApi::start_with(config).await?;
-    Ok(Stack { chain, db, _indexer: indexer, ipfs, api })
+    Stack::builder()
+        .ipfs()
+        .configure(move |config, _| {
+            config.sites_domain = DOMAIN.into();
+            config.site_url_template = format!("http://{{site}}.{DOMAIN}");
+            config.uptime_interval_secs = uptime_secs;
+            config.deploy_max_archive_bytes = 8 * 1024 * 1024;
+        })
+        .start()
+        .await
 }
 
 async fn indexed(stack: &Stack) -> anyhow::Result<()> {
@@ -160,8 +146,8 @@ async fn a_deployed_site_is_served_by_host_replaced_and_rolled_back() -> anyhow:
     assert_eq!(headers["content-type"], "text/html; charset=utf-8");
     assert_eq!(headers["cache-control"], "no-cache");
     let etag = headers["etag"].to_str()?.to_owned();
-    assert_eq!(stack.ipfs.cat(&format!("{cid}/index.html")).await?, V1_INDEX);
-    assert_eq!(stack.ipfs.cat(&format!("{cid}/logo.png")).await?, logo);
+    assert_eq!(stack.ipfs().cat(&format!("{cid}/index.html")).await?, V1_INDEX);
+    assert_eq!(stack.ipfs().cat(&format!("{cid}/logo.png")).await?, logo);
     let (status, _, body) =
         visit(api, "blog", "/", &[("user-agent", "a"), ("if-none-match", &etag)]).await?;
     assert_eq!((status, body.len()), (304, 0));
@@ -226,7 +212,7 @@ async fn a_deployed_site_is_served_by_host_replaced_and_rolled_back() -> anyhow:
     assert_eq!((&site["serving"], &site["state"]), (&json!(true), &json!("active")), "{site}");
     assert_eq!(site["current_deployment"]["id"], first);
     assert_eq!(site["url"], format!("http://blog.{DOMAIN}"));
-    assert_eq!(site["ipfs_url"], format!("{}/ipfs/{cid}", stack.ipfs.gateway_url));
+    assert_eq!(site["ipfs_url"], format!("{}/ipfs/{cid}", stack.ipfs().gateway_url));
 
     // Another account reads and changes nothing of it.
     let other = stack.api.login_registered(&stack.chain.user(1)).await?;

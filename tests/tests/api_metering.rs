@@ -16,8 +16,8 @@ use anyhow::Context;
 use decentraspace_abi::{AccountRegistry, CreditLedger, ServiceKind, ServiceRegistry, Tier};
 use decentraspace_api::{AppState, billing::Meter};
 use decentraspace_tests::{
-    ApiProcess, Hold, HoldingRpc, IndexerTask, Role, Session, TestApi, TestChain, TestDb,
-    api_config, eventually, indexer_config, problem_type, role_key, wait_for_checkpoint,
+    ApiProcess, Hold, HoldingRpc, IndexerTask, Role, Session, Stack, TestChain, TestDb, eventually,
+    indexer_config, problem_type, role_key, wait_for_checkpoint,
 };
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -35,27 +35,32 @@ macro_rules! mined {
     }};
 }
 
-struct Stack {
-    chain: TestChain,
-    db: TestDb,
-    _indexer: IndexerTask,
-    api: TestApi,
+/// The stack and a meter the test drives cycle by cycle.
+struct Metered {
+    stack: Stack,
     meter: Meter,
+}
+
+impl std::ops::Deref for Metered {
+    type Target = Stack;
+
+    fn deref(&self) -> &Stack {
+        &self.stack
+    }
 }
 
 /// A chain with its clock frozen, the indexer, the API (operator key: depletion runs; no billing
 /// key: no meter in the background), and a meter the test drives cycle by cycle.
-async fn stack() -> anyhow::Result<Stack> {
-    let chain = TestChain::start().await?;
-    chain.freeze_time().await?;
-    let db = TestDb::create().await?;
-    let indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
-    let mut config = api_config(&chain, &db);
-    config.service_token = Some(SERVICE_TOKEN.to_owned().into());
-    let api = TestApi::start_with(config.clone()).await?;
-    config.billing_key = Some(role_key(&chain, Role::Billing).into());
+async fn stack() -> anyhow::Result<Metered> {
+    let stack = Stack::builder()
+        .frozen_time()
+        .configure(|config, _| config.service_token = Some(SERVICE_TOKEN.to_owned().into()))
+        .start()
+        .await?;
+    let mut config = stack.config.clone();
+    config.billing_key = Some(role_key(&stack.chain, Role::Billing).into());
     let meter = Meter::new(&AppState::new(config).await?.billing).context("a billing key")?;
-    Ok(Stack { chain, db, _indexer: indexer, api, meter })
+    Ok(Metered { stack, meter })
 }
 
 /// Registers user `n`, on `tier`, with `credits` credit units.
@@ -105,14 +110,14 @@ async fn balance(chain: &TestChain, account: Address) -> anyhow::Result<u64> {
     Ok(ledger.balanceOf(account).call().await?.try_into()?)
 }
 
-async fn indexed(stack: &Stack) -> anyhow::Result<()> {
+async fn indexed(stack: &Metered) -> anyhow::Result<()> {
     let head = stack.chain.reader().get_block_number().await?;
     wait_for_checkpoint(&stack.db, stack.chain.chain_id(), head, Duration::from_secs(30)).await
 }
 
 /// Signs in as user `n` once the index has the wallet: the API registers wallets it does not
 /// know with the operator key, which the tests send with too.
-async fn login(stack: &Stack, n: usize) -> anyhow::Result<Session> {
+async fn login(stack: &Metered, n: usize) -> anyhow::Result<Session> {
     indexed(stack).await?;
     stack.api.login(&stack.chain.user(n)).await
 }
@@ -128,7 +133,7 @@ async fn open_charges(db: &TestDb) -> anyhow::Result<i64> {
 
 /// Moves the clock to `at`, runs a meter cycle once the indexer has the new block, and follows
 /// the charges until the indexed ledger has them all.
-async fn cycle_at(stack: &Stack, at: u64) -> anyhow::Result<()> {
+async fn cycle_at(stack: &Metered, at: u64) -> anyhow::Result<()> {
     stack.chain.mine_at(at).await?;
     indexed(stack).await?;
     let report = stack.meter.cycle().await?;
@@ -136,7 +141,7 @@ async fn cycle_at(stack: &Stack, at: u64) -> anyhow::Result<()> {
     settle(stack).await
 }
 
-async fn settle(stack: &Stack) -> anyhow::Result<()> {
+async fn settle(stack: &Metered) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while open_charges(&stack.db).await? > 0 {
         anyhow::ensure!(Instant::now() < deadline, "charges still open after 30 s");

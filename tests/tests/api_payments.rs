@@ -5,41 +5,39 @@
 
 use std::time::{Duration, Instant};
 
-use alloy::{primitives::Address, providers::Provider};
+use alloy::primitives::Address;
 use decentraspace_abi::CreditLedger;
 use decentraspace_tests::{
-    FakePaystack, IndexerTask, PAYSTACK_SECRET, Role, Session, TestApi, TestChain, TestDb,
-    api_config, indexer_config, paystack_signature, problem_type, role_key,
+    FakePaystack, PAYSTACK_SECRET, Role, Session, Stack, TestApi, TestDb, paystack_signature,
+    problem_type, role_key,
 };
 use serde_json::{Value, json};
 
 /// Credit units per kobo: 1 NGN (100 kobo) buys 0.01 credit (10,000 units).
 const RATE: u64 = 100;
 
-struct Stack {
-    chain: TestChain,
-    db: TestDb,
-    _indexer: IndexerTask,
-    api: TestApi,
+/// The stack with card payments on (Paystack served by a local fake), the naira rate set, and a
+/// signed-in customer.
+struct Payments {
+    stack: Stack,
     paystack: FakePaystack,
     user: Session,
     account: Address,
 }
 
-async fn stack() -> anyhow::Result<Stack> {
-    let chain = TestChain::start().await?;
-    let db = TestDb::create().await?;
-    let indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
+async fn stack() -> anyhow::Result<Payments> {
     let paystack = FakePaystack::start().await?;
-    let mut config = api_config(&chain, &db);
-    config.paystack_secret_key = Some(PAYSTACK_SECRET.to_owned().into());
-    config.paystack_base_url = paystack.url.clone();
-    let oracle = role_key(&chain, Role::PaymentOracle);
-    config.payment_oracle_key = Some(oracle.into());
-    let api = TestApi::start_with(config).await?;
-    let head = chain.reader().get_block_number().await?;
-    decentraspace_tests::wait_for_checkpoint(&db, chain.chain_id(), head, Duration::from_secs(30))
+    let url = paystack.url.clone();
+    let stack = Stack::builder()
+        .caught_up()
+        .configure(move |config, chain| {
+            config.paystack_secret_key = Some(PAYSTACK_SECRET.to_owned().into());
+            config.paystack_base_url = url;
+            config.payment_oracle_key = Some(role_key(chain, Role::PaymentOracle).into());
+        })
+        .start()
         .await?;
+    let (chain, api) = (&stack.chain, &stack.api);
 
     // The admin sets the naira rate (audited).
     let admin = api.login(&chain.role(Role::Admin)).await?;
@@ -53,7 +51,7 @@ async fn stack() -> anyhow::Result<Stack> {
     anyhow::ensure!(response.status() == 204, "set rate: {}", response.status());
     let wallet = chain.user(0);
     let user = api.login(&wallet).await?;
-    Ok(Stack { chain, db, _indexer: indexer, api, paystack, user, account: wallet.address() })
+    Ok(Payments { stack, paystack, user, account: wallet.address() })
 }
 
 /// Starts a card payment of `amount` kobo; returns its reference.
@@ -119,7 +117,7 @@ async fn fiat_entries(db: &TestDb) -> anyhow::Result<i64> {
 #[tokio::test]
 async fn a_paid_card_payment_is_credited_once_however_often_paystack_says_so() -> anyhow::Result<()>
 {
-    let Stack { chain, db, api, paystack, user, account, _indexer } = stack().await?;
+    let Payments { stack: Stack { chain, db, api, .. }, paystack, user, account } = stack().await?;
     // With a card provider configured, card payments are offered, in the configured currencies.
     let (status, methods) = api.get("/billing/payment-methods", Some(&user.access)).await?;
     assert_eq!(status, 200, "{methods}");
@@ -168,7 +166,7 @@ async fn a_paid_card_payment_is_credited_once_however_often_paystack_says_so() -
 #[tokio::test]
 async fn nothing_is_credited_on_a_bad_signature_a_mismatch_or_a_failed_payment()
 -> anyhow::Result<()> {
-    let Stack { chain, db, api, paystack, user, account, _indexer } = stack().await?;
+    let Payments { stack: Stack { chain, db, api, .. }, paystack, user, account } = stack().await?;
 
     // A forged delivery.
     let forged = initialize(&api, &user, 10_000).await?;
@@ -219,7 +217,7 @@ async fn nothing_is_credited_on_a_bad_signature_a_mismatch_or_a_failed_payment()
 
 #[tokio::test]
 async fn paystack_down_during_verification_is_retried_and_credits_once() -> anyhow::Result<()> {
-    let Stack { chain, db, api, paystack, user, account, _indexer } = stack().await?;
+    let Payments { stack: Stack { chain, db, api, .. }, paystack, user, account } = stack().await?;
     let reference = initialize(&api, &user, 20_000).await?;
     paystack.settle(&reference, "success", None, None);
     paystack.go_down_for(3);

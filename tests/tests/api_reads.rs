@@ -12,9 +12,7 @@ use alloy::{
 use decentraspace_abi::{
     AccountRegistry, CreditLedger, DomainRegistry, ServiceKind, ServiceRegistry,
 };
-use decentraspace_tests::{
-    IndexerTask, Role, TestApi, TestChain, TestDb, indexer_config, problem_type,
-};
+use decentraspace_tests::{Role, Stack, TestChain, TestDb, problem_type};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -32,10 +30,7 @@ macro_rules! mined {
 
 #[tokio::test]
 async fn balances_and_history_belong_to_the_caller() -> anyhow::Result<()> {
-    let chain = TestChain::start().await?;
-    let db = TestDb::create().await?;
-    let _indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
-    let api = TestApi::start(&chain, &db).await?;
+    let Stack { chain, db, api, .. } = Stack::start().await?;
     let (alice, bob) = (chain.user(0), chain.user(1));
     let c = chain.deployment.contracts;
 
@@ -96,17 +91,6 @@ async fn balances_and_history_belong_to_the_caller() -> anyhow::Result<()> {
     let (_, none) = api.get("/billing/history?kind=deduction", Some(&a.access)).await?;
     assert_eq!(none["items"].as_array().map(Vec::len), Some(0));
 
-    // Bad filters are 400 with a reason.
-    for bad in [
-        "/billing/history?kind=gift",
-        "/billing/history?limit=0",
-        "/billing/history?cursor=zz",
-        "/billing/history?from=yesterday",
-    ] {
-        let (status, body) = api.get(bad, Some(&a.access)).await?;
-        assert_eq!(status, 400, "{bad}: {body}");
-    }
-
     // Payment methods: the deployed test token at its indexed rate; no card, since this stack
     // has no card provider configured (api_payments shows the card offered where one is).
     let (status, methods) = api.get("/billing/payment-methods/", Some(&a.access)).await?;
@@ -123,10 +107,7 @@ async fn balances_and_history_belong_to_the_caller() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn the_public_api_serves_indexed_data_to_anyone() -> anyhow::Result<()> {
-    let chain = TestChain::start().await?;
-    let db = TestDb::create().await?;
-    let _indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
-    let api = TestApi::start(&chain, &db).await?;
+    let Stack { chain, db, api, .. } = Stack::start().await?;
     let alice = chain.user(0);
     let c = chain.deployment.contracts;
 
@@ -231,11 +212,8 @@ async fn the_public_api_serves_indexed_data_to_anyone() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn a_stream_client_receives_an_event_within_a_second_of_its_block() -> anyhow::Result<()> {
-    let chain = TestChain::start().await?;
-    let db = TestDb::create().await?;
-    let _indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
-    let api = TestApi::start(&chain, &db).await?;
+async fn a_stream_client_receives_its_events_and_no_one_elses() -> anyhow::Result<()> {
+    let Stack { chain, db, api, .. } = Stack::start().await?;
     let (alice, bob) = (chain.user(0), chain.user(1));
     wait_indexed(&db, &chain).await?;
 
@@ -280,10 +258,7 @@ async fn a_stream_client_receives_an_event_within_a_second_of_its_block() -> any
 
 #[tokio::test]
 async fn credit_analytics_show_where_the_credits_went() -> anyhow::Result<()> {
-    let chain = TestChain::start().await?;
-    let db = TestDb::create().await?;
-    let _indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
-    let api = TestApi::start(&chain, &db).await?;
+    let Stack { chain, db, api, .. } = Stack::start().await?;
     let (alice, bob) = (chain.user(0), chain.user(1));
     let c = chain.deployment.contracts;
     let operator = chain.provider_as(chain.role(Role::Operator));

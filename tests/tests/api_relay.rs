@@ -16,10 +16,7 @@ use alloy::{
     sol_types::{SolCall, SolStruct, eip712_domain},
 };
 use decentraspace_abi::{CreditLedger, Forwarder, ServiceKind, ServiceRegistry, TestToken};
-use decentraspace_tests::{
-    IndexerTask, Role, TestApi, TestChain, TestDb, api_config, forward, indexer_config,
-    problem_type,
-};
+use decentraspace_tests::{Role, Stack, TestApi, TestChain, forward, problem_type};
 use serde_json::{Value, json};
 
 /// 10 test dollars (6 decimals).
@@ -35,27 +32,13 @@ sol! {
     }
 }
 
-struct Stack {
-    chain: TestChain,
-    db: TestDb,
-    _indexer: IndexerTask,
-    api: TestApi,
-}
-
 async fn stack(quota: Option<u32>) -> anyhow::Result<Stack> {
-    let chain = TestChain::start().await?;
-    let db = TestDb::create().await?;
-    let indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
-    let mut config = api_config(&chain, &db);
-    if let Some(quota) = quota {
-        config.relay_quota_per_hour = quota;
-    }
-    let api = TestApi::start_with(config).await?;
     // The accepted tokens come from the indexed rates: start once the deployment is indexed.
-    let head = chain.reader().get_block_number().await?;
-    decentraspace_tests::wait_for_checkpoint(&db, chain.chain_id(), head, Duration::from_secs(30))
-        .await?;
-    Ok(Stack { chain, db, _indexer: indexer, api })
+    let mut stack = Stack::builder().caught_up();
+    if let Some(quota) = quota {
+        stack = stack.configure(move |config, _| config.relay_quota_per_hour = quota);
+    }
+    stack.start().await
 }
 
 /// `call` signed by `signer` as a raw EIP-1559 transaction for `chain_id`, 0x hex.
@@ -137,7 +120,7 @@ async fn indexed_balance(
 
 #[tokio::test]
 async fn a_gasless_forward_request_recharges_once_whatever_the_retries() -> anyhow::Result<()> {
-    let Stack { chain, api, db: _db, _indexer } = stack(None).await?;
+    let Stack { chain, api, db: _db, .. } = stack(None).await?;
     let c = chain.deployment.contracts;
     let token_address = c.test_token().expect("a test token");
     // A wallet without ether: only the relayer pays.
@@ -215,7 +198,7 @@ async fn a_gasless_forward_request_recharges_once_whatever_the_retries() -> anyh
 
 #[tokio::test]
 async fn raw_transactions_the_wallet_signed_are_broadcast() -> anyhow::Result<()> {
-    let Stack { chain, api, db: _db, _indexer } = stack(None).await?;
+    let Stack { chain, api, db: _db, .. } = stack(None).await?;
     let c = chain.deployment.contracts;
     let token_address = c.test_token().expect("a test token");
     let user = chain.user(10);
@@ -261,7 +244,7 @@ async fn raw_transactions_the_wallet_signed_are_broadcast() -> anyhow::Result<()
 
 #[tokio::test]
 async fn the_relay_refuses_what_it_must_not_send() -> anyhow::Result<()> {
-    let Stack { chain, api, db, _indexer } = stack(None).await?;
+    let Stack { chain, api, db, .. } = stack(None).await?;
     let c = chain.deployment.contracts;
     let (alice, bob) = (chain.user(12), chain.user(13));
     let session = api.login(&alice).await?;
@@ -397,7 +380,7 @@ async fn the_relay_refuses_what_it_must_not_send() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn the_per_account_quota_holds() -> anyhow::Result<()> {
-    let Stack { chain, api, db: _db, _indexer } = stack(Some(2)).await?;
+    let Stack { chain, api, db: _db, .. } = stack(Some(2)).await?;
     let c = chain.deployment.contracts;
     let token_address = c.test_token().expect("a test token");
     let user = chain.user(14);
@@ -422,7 +405,7 @@ async fn the_per_account_quota_holds() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn concurrent_copies_of_one_signed_request_are_relayed_once() -> anyhow::Result<()> {
-    let Stack { chain, api, db, _indexer } = stack(None).await?;
+    let Stack { chain, api, db, .. } = stack(None).await?;
     let c = chain.deployment.contracts;
     let user = PrivateKeySigner::random();
     let session = api.login(&user).await?;
@@ -502,7 +485,7 @@ async fn crypto_recharge(
 
 #[tokio::test]
 async fn token_recharges_follow_what_the_api_answers_to_sign() -> anyhow::Result<()> {
-    let Stack { chain, api, db: _db, _indexer } = stack(None).await?;
+    let Stack { chain, api, db: _db, .. } = stack(None).await?;
     let c = chain.deployment.contracts;
     let token_address = c.test_token().expect("a test token");
     let minter = chain.provider_as(chain.role(Role::Deployer));

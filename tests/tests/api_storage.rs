@@ -4,34 +4,21 @@
 //! upload; tier limits, bad requests and paused storage are refused with clear problems and leave
 //! nothing recorded.
 
-use decentraspace_tests::{
-    IndexerTask, TestApi, TestChain, TestDb, TestIpfs, api_config, eventually, indexer_config,
-    problem_type,
-};
+use decentraspace_tests::{Stack, TestApi, TestDb, eventually, problem_type};
 use rand::RngCore;
 use serde_json::{Value, json};
 
-struct Stack {
-    chain: TestChain,
-    db: TestDb,
-    _indexer: IndexerTask,
-    ipfs: TestIpfs,
-    api: TestApi,
-}
-
+/// The stack, with the Free tier limited to 1 MiB files and 1.5 MiB in all.
 /// The stack, with the Free tier limited to 1 MiB files and 1.5 MiB in all.
 async fn stack() -> anyhow::Result<Stack> {
-    let chain = TestChain::start().await?;
-    let db = TestDb::create().await?;
-    let indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
-    let ipfs = TestIpfs::start().await?;
-    let mut config = api_config(&chain, &db);
-    config.ipfs_api_url = Some(ipfs.api_url.clone());
-    config.ipfs_gateway_url = ipfs.gateway_url.clone();
-    config.storage_max_file_free = 1024 * 1024;
-    config.storage_quota_free = 1024 * 1024 + 512 * 1024;
-    let api = TestApi::start_with(config).await?;
-    Ok(Stack { chain, db, _indexer: indexer, ipfs, api })
+    Stack::builder()
+        .ipfs()
+        .configure(|config, _| {
+            config.storage_max_file_free = 1024 * 1024;
+            config.storage_quota_free = 1024 * 1024 + 512 * 1024;
+        })
+        .start()
+        .await
 }
 
 fn random_bytes(n: usize) -> Vec<u8> {
@@ -83,13 +70,13 @@ async fn an_upload_streams_to_ipfs_and_reads_back_by_cid() -> anyhow::Result<()>
     assert!(cid.starts_with("bafy"), "a CIDv1: {file}");
     assert_eq!(file["size"], json!(bytes.len()));
     assert_eq!(file["backend"], "ipfs");
-    assert_eq!(file["url"], json!(format!("{}/ipfs/{cid}", stack.ipfs.gateway_url)));
+    assert_eq!(file["url"], json!(format!("{}/ipfs/{cid}", stack.ipfs().gateway_url)));
 
     // The same bytes come back from the node and through its gateway, and the node pins them.
-    assert!(stack.ipfs.cat(&cid).await? == bytes, "cat returns the uploaded bytes");
+    assert!(stack.ipfs().cat(&cid).await? == bytes, "cat returns the uploaded bytes");
     let served = reqwest::get(file["url"].as_str().unwrap_or_default()).await?.bytes().await?;
     assert!(served.as_ref() == bytes.as_slice(), "the gateway serves the uploaded bytes");
-    assert!(stack.ipfs.pinned(&cid).await?);
+    assert!(stack.ipfs().pinned(&cid).await?);
 
     // Its shareable link serves the bytes to anyone, with its type and name.
     let link = file["share_link"].as_str().unwrap_or_default().to_owned();
@@ -131,7 +118,7 @@ async fn an_upload_streams_to_ipfs_and_reads_back_by_cid() -> anyhow::Result<()>
         (page["service_id"].as_i64(), page["content_type"].as_str()),
         (Some(service), Some("text/html"))
     );
-    assert_eq!(stack.ipfs.cat(page["cid"].as_str().unwrap_or_default()).await?, b"<h1>hi</h1>");
+    assert_eq!(stack.ipfs().cat(page["cid"].as_str().unwrap_or_default()).await?, b"<h1>hi</h1>");
     assert_eq!(stored_files(&stack.db).await?, 2);
 
     // Any tier lists its files page by page and deletes them; deleted content is unpinned.
@@ -150,10 +137,10 @@ async fn an_upload_streams_to_ipfs_and_reads_back_by_cid() -> anyhow::Result<()>
     let (status, _) =
         stack.api.send(reqwest::Method::DELETE, &path, Some(&other.access), None).await?;
     assert_eq!(status, 404, "another account's file");
-    assert!(stack.ipfs.pinned(&cid).await?);
+    assert!(stack.ipfs().pinned(&cid).await?);
     let (status, _) = stack.api.send(reqwest::Method::DELETE, &path, token, None).await?;
     assert_eq!(status, 204);
-    assert!(!stack.ipfs.pinned(&cid).await?, "the deleted file is unpinned");
+    assert!(!stack.ipfs().pinned(&cid).await?, "the deleted file is unpinned");
     assert_eq!(stack.api.send(reqwest::Method::DELETE, &path, token, None).await?.0, 404);
     assert_eq!(stack.api.get(&link, None).await?.0, 404, "its link is gone");
     assert_eq!(stored_files(&stack.db).await?, 2, "deleting marks the record");
@@ -184,7 +171,7 @@ async fn uploads_past_the_tier_limits_or_malformed_are_refused_and_nothing_is_re
     .await?;
     assert_eq!((status, problem_type(&problem).as_str()), (413, "file-too-large"), "{problem}");
     assert_eq!(stored_files(&stack.db).await?, 0);
-    assert_eq!(stack.ipfs.pins().await?, 0, "the cut-off upload is not pinned");
+    assert_eq!(stack.ipfs().pins().await?, 0, "the cut-off upload is not pinned");
 
     // 1 MiB fits; the next 1 MiB would pass the 1.5 MiB quota.
     let (status, file) =
@@ -498,9 +485,9 @@ async fn paid_accounts_keep_files_in_folders_and_nobody_else_sees_them() -> anyh
     };
     eventually("the directories to be built", built).await?;
     let first = docs_cid().await?.unwrap_or_default();
-    assert_eq!(stack.ipfs.cat(&format!("{first}/f2.txt")).await?, b"file 2");
-    assert_eq!(stack.ipfs.cat(&format!("{first}/f0.txt")).await?, b"file 0");
-    assert!(stack.ipfs.pinned(&first).await?, "the directory is pinned");
+    assert_eq!(stack.ipfs().cat(&format!("{first}/f2.txt")).await?, b"file 2");
+    assert_eq!(stack.ipfs().cat(&format!("{first}/f0.txt")).await?, b"file 0");
+    assert!(stack.ipfs().pinned(&first).await?, "the directory is pinned");
     let f2 = format!("/storage/folder/files/{}", ids[2]);
     assert_eq!(
         send(api, Method::PATCH, &f2, token, Some(json!({ "folder_id": null }))).await?.0,
@@ -509,20 +496,20 @@ async fn paid_accounts_keep_files_in_folders_and_nobody_else_sees_them() -> anyh
     eventually("the directory without the file to be built", built).await?;
     let without = docs_cid().await?.unwrap_or_default();
     assert_ne!(without, first);
-    assert!(stack.ipfs.cat(&format!("{without}/f2.txt")).await.is_err(), "f2 left the folder");
-    assert_eq!(stack.ipfs.cat(&format!("{without}/f1.txt")).await?, b"file 1");
+    assert!(stack.ipfs().cat(&format!("{without}/f2.txt")).await.is_err(), "f2 left the folder");
+    assert_eq!(stack.ipfs().cat(&format!("{without}/f1.txt")).await?, b"file 1");
     let (status, _) =
         send(api, Method::PATCH, &f2, token, Some(json!({ "folder_id": docs_id }))).await?;
     assert_eq!(status, 204);
     eventually("the directory with the file again to be built", built).await?;
     assert_eq!(docs_cid().await?, Some(first.clone()), "the same content, the same CID");
     eventually("the replaced directory to be unpinned", || async {
-        Ok(!stack.ipfs.pinned(&without).await?)
+        Ok(!stack.ipfs().pinned(&without).await?)
     })
     .await?;
 
     // A non-empty folder goes only when asked recursively, and its files are unpinned.
-    let pins = stack.ipfs.pins().await?;
+    let pins = stack.ipfs().pins().await?;
     let (status, problem) =
         send(api, Method::DELETE, &format!("/storage/folder/{docs_id}"), token, None).await?;
     assert_eq!((status, problem_type(&problem).as_str()), (409, "conflict"), "{problem}");
@@ -541,10 +528,13 @@ async fn paid_accounts_keep_files_in_folders_and_nobody_else_sees_them() -> anyh
     // Its two files and its directory (its empty sub-folder's directory is also another
     // account's empty folder's, so it stays).
     eventually("the deleted files and directory to be unpinned", || async {
-        Ok(stack.ipfs.pins().await? == pins - 3)
+        Ok(stack.ipfs().pins().await? == pins - 3)
     })
     .await?;
-    assert!(stack.ipfs.pinned(&shared_cid).await?, "but not content another account still stores");
+    assert!(
+        stack.ipfs().pinned(&shared_cid).await?,
+        "but not content another account still stores"
+    );
     let (_, root) = api.get("/storage/folder", Some(token)).await?;
     assert_eq!(
         (root["folders"].as_array().map(Vec::len), root["files"].as_array().map(Vec::len)),

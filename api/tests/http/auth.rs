@@ -84,3 +84,113 @@ async fn out_of_range_ids_are_bad_requests(db: PgPool) {
         get(&state, uri, Some(&token)).await.assert_problem(400, "bad-request");
     }
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn each_siwe_failure_is_refused_with_its_own_problem_type(db: PgPool) {
+    use crate::support::{Siwe, login_with, nonce};
+    let state = state(db.clone()).await;
+    let user = PrivateKeySigner::random();
+    let now = chrono::Utc::now();
+    let fresh = |nonce: String| Siwe::new(user.address(), &nonce);
+    let cases = [
+        ("siwe-wrong-domain", Siwe { domain: "evil.example".into(), ..fresh(nonce(&state).await) }),
+        (
+            "siwe-wrong-uri",
+            Siwe { uri: "https://evil.example".into(), ..fresh(nonce(&state).await) },
+        ),
+        ("siwe-wrong-chain", Siwe { chain_id: 137, ..fresh(nonce(&state).await) }),
+        (
+            "siwe-expired",
+            Siwe {
+                expiration_time: Some(now - chrono::Duration::seconds(10)),
+                ..fresh(nonce(&state).await)
+            },
+        ),
+        (
+            "siwe-not-yet-valid",
+            Siwe {
+                not_before: Some(now + chrono::Duration::hours(1)),
+                ..fresh(nonce(&state).await)
+            },
+        ),
+        (
+            "siwe-stale-issued-at",
+            Siwe { issued_at: now - chrono::Duration::hours(2), ..fresh(nonce(&state).await) },
+        ),
+        ("siwe-invalid-nonce", fresh("neverIssued12345".into())),
+    ];
+    for (want, message) in &cases {
+        let text = message.text();
+        let signature = user.sign_message_sync(text.as_bytes()).expect("sign");
+        let answer = login_with(&state, &text, &signature.to_string()).await;
+        answer.assert_problem(401, want);
+        assert!(
+            answer.body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{want} explains itself: {}",
+            answer.text
+        );
+    }
+
+    // Malformed message and malformed signature.
+    let signature = user.sign_message_sync(b"hello").expect("sign");
+    login_with(&state, "hello", &signature.to_string()).await.assert_problem(401, "siwe-malformed");
+    let text = fresh(nonce(&state).await).text();
+    login_with(&state, &text, "0xzz").await.assert_problem(401, "siwe-malformed");
+
+    // A replayed message: the first use signs in, the second is refused.
+    let text = fresh(nonce(&state).await).text();
+    let signature = user.sign_message_sync(text.as_bytes()).expect("sign").to_string();
+    assert_eq!(login_with(&state, &text, &signature).await.status, 200);
+    login_with(&state, &text, &signature).await.assert_problem(401, "siwe-invalid-nonce");
+
+    // Only the one good login issued tokens for this wallet; the failures issued none.
+    let issued: i64 = sqlx::query_scalar("select count(*) from refresh_tokens where account = $1")
+        .bind(user.address().as_slice())
+        .fetch_one(&db)
+        .await
+        .expect("count");
+    assert_eq!(issued, 1);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn private_routes_refuse_missing_tampered_and_expired_tokens(db: PgPool) {
+    let state = state(db).await;
+    let wallet = PrivateKeySigner::random();
+    let token = login(&state, &wallet).await;
+    assert_eq!(get(&state, "/billing/balance/", Some(&token)).await.status, 200);
+    get(&state, "/billing/balance/", None).await.assert_problem(401, "unauthorized");
+
+    // Flip one character of the signature.
+    let mut tampered = token.clone();
+    let last = tampered.pop().expect("token");
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    get(&state, "/billing/balance", Some(&tampered)).await.assert_problem(401, "unauthorized");
+
+    // A token signed with the right key but expired an hour ago.
+    let keys = decentraspace_api::http::auth::AccessTokens::new(
+        &"test-secret-test-secret-test-secret-0123".to_owned().into(),
+        900,
+    )
+    .expect("keys");
+    let expired = keys
+        .sign(wallet.address(), chrono::Utc::now() - chrono::Duration::hours(1))
+        .expect("signed");
+    let answer = get(&state, "/billing/balance", Some(&expired)).await;
+    answer.assert_problem(401, "unauthorized");
+    assert!(
+        answer.body["detail"].as_str().is_some_and(|d| d.contains("expired")),
+        "{}",
+        answer.text
+    );
+
+    // Another scheme: 401 asking for a bearer token.
+    let request = axum::http::Request::builder()
+        .uri("/billing/balance")
+        .header("authorization", "Basic dXNlcjpwYXNz")
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let response =
+        tower::ServiceExt::oneshot(decentraspace_api::app(state), request).await.expect("answer");
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+}

@@ -9,3 +9,4 @@ mod auth;
 mod input;
 mod metrics;
 mod openapi;
+mod reads;

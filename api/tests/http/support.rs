@@ -135,11 +135,72 @@ pub(crate) async fn post_raw(
 
 /// An EIP-4361 message for the fast tier's API, with `statement` as its statement line.
 pub(crate) fn siwe_message(address: Address, nonce: &str, statement: &str) -> String {
-    let issued = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    format!(
-        "{SIWE_DOMAIN} wants you to sign in with your Ethereum account:\n{}\n\n{statement}\n\nURI: {SIWE_URI}\nVersion: 1\nChain ID: 31337\nNonce: {nonce}\nIssued At: {issued}",
-        address.to_checksum(None)
-    )
+    Siwe { statement: statement.into(), ..Siwe::new(address, nonce) }.text()
+}
+
+/// An EIP-4361 message with the fast tier's expectations, each field overridable.
+#[derive(Debug, Clone)]
+pub(crate) struct Siwe {
+    pub(crate) domain: String,
+    pub(crate) address: Address,
+    pub(crate) statement: String,
+    pub(crate) uri: String,
+    pub(crate) chain_id: u64,
+    pub(crate) nonce: String,
+    pub(crate) issued_at: chrono::DateTime<chrono::Utc>,
+    pub(crate) expiration_time: Option<chrono::DateTime<chrono::Utc>>,
+    pub(crate) not_before: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Siwe {
+    /// A valid message for `address` with `nonce`, issued now.
+    pub(crate) fn new(address: Address, nonce: &str) -> Self {
+        Self {
+            domain: SIWE_DOMAIN.into(),
+            address,
+            statement: "Sign in to DecentraSpace".into(),
+            uri: SIWE_URI.into(),
+            chain_id: 31337,
+            nonce: nonce.into(),
+            issued_at: chrono::Utc::now(),
+            expiration_time: None,
+            not_before: None,
+        }
+    }
+
+    /// The message text.
+    pub(crate) fn text(&self) -> String {
+        let ts =
+            |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let mut text = format!(
+            "{} wants you to sign in with your Ethereum account:\n{}\n\n{}\n\nURI: {}\nVersion: 1\nChain ID: {}\nNonce: {}\nIssued At: {}",
+            self.domain,
+            self.address.to_checksum(None),
+            self.statement,
+            self.uri,
+            self.chain_id,
+            self.nonce,
+            ts(self.issued_at)
+        );
+        if let Some(t) = self.expiration_time {
+            text.push_str(&format!("\nExpiration Time: {}", ts(t)));
+        }
+        if let Some(t) = self.not_before {
+            text.push_str(&format!("\nNot Before: {}", ts(t)));
+        }
+        text
+    }
+}
+
+/// A fresh nonce.
+pub(crate) async fn nonce(state: &AppState) -> String {
+    get(state, "/auth/nonce", None).await.body["nonce"].as_str().expect("nonce").to_owned()
+}
+
+/// POSTs a login with `message` and `signature`.
+pub(crate) async fn login_with(state: &AppState, message: &str, signature: &str) -> Answer {
+    let body = serde_json::json!({ "message": message, "signature": signature });
+    call(state, request(Method::POST, "/auth/login", None, Some(&body))).await
 }
 
 /// Signs in as `signer` through `/auth/nonce` and `/auth/login` (an EOA needs no chain): the
