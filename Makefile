@@ -23,12 +23,13 @@ SQLX := $(TOOLS_DIR)/bin/sqlx
 VENV := $(TOOLS_DIR)/venv
 export SCHEMATHESIS := $(VENV)/bin/schemathesis
 
-.PHONY: schemathesis bench bench-api bench-indexer bench-meter bench-upload help install contracts abi abi-check test test-contracts test-rust lint fmt coverage gas dev db sqlx-prepare sqlx-check migrate
+.PHONY: build schemathesis bench bench-api bench-indexer bench-meter bench-upload help install contracts abi abi-check test test-contracts test-rust lint fmt coverage gas dev db sqlx-prepare sqlx-check migrate
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 node_modules/.package-lock.json: package.json package-lock.json
+	@echo "npm ci: Foundry, solc-js, OpenZeppelin, forge-std, js-ipfs and arlocal from package-lock.json (about 2 minutes on a fresh machine)"
 	npm ci --no-audit --no-fund
 	@touch $@
 
@@ -54,8 +55,11 @@ $(SCHEMATHESIS): tools/schemathesis/requirements.txt
 
 schemathesis: $(SCHEMATHESIS) ## Install the pinned schemathesis the API schema test drives
 
-test-rust: contracts $(SCHEMATHESIS) ## Rust unit and end-to-end tests (anvil + the deploy script, Postgres)
-	$(CARGO) build --workspace --bins --locked
+build: ## Build the binaries and every test (make dev and make test share this one build)
+	@echo "cargo: building the workspace (a fresh machine compiles about 450 crates first)"
+	$(CARGO) build --workspace --bins --tests --locked
+
+test-rust: contracts $(SCHEMATHESIS) build ## Rust unit, fast HTTP-level and end-to-end tests (anvil + the deploy script, Postgres)
 	DATABASE_URL="$$(scripts/postgres.sh)" $(CARGO) test --workspace --locked
 
 test: abi-check test-contracts test-rust ## Every test
@@ -66,6 +70,7 @@ lint: install sqlx-check ## cargo fmt, clippy, forge fmt, and the .sqlx cache is
 	$(FORGE) fmt --check
 
 $(SQLX):
+	@echo "installing sqlx-cli $(SQLX_VERSION) into $(TOOLS_DIR) (the .sqlx cache check needs it)"
 	$(CARGO) install sqlx-cli --version $(SQLX_VERSION) --no-default-features --features postgres,rustls --locked --root $(TOOLS_DIR)
 
 migrate: $(SQLX) ## Apply the migrations to the database of `make db`
@@ -115,5 +120,6 @@ db: ## Print a Postgres URL (existing server, or a private cluster under .data/)
 	@scripts/postgres.sh
 
 dev: contracts ## Run the local stack: Postgres, anvil with the platform deployed, the indexer, the API
-	$(CARGO) build --locked -p decentraspace-indexer -p decentraspace-api
+	@echo "cargo: building the binaries (the same build make test makes, so either reuses the other's)"
+	$(CARGO) build --workspace --bins --locked
 	scripts/dev.sh

@@ -26,7 +26,8 @@ async fn put(api: &TestApi, path: &str, token: &str, body: &Value) -> anyhow::Re
 
 #[tokio::test]
 async fn admins_manage_accounts_and_nobody_else_does() -> anyhow::Result<()> {
-    let Stack { chain, db: _, api, .. } = Stack::start().await?;
+    let stack = Stack::start().await?;
+    let Stack { chain, api, .. } = &stack;
     let user = chain.user(15);
     let session = api.login(&user).await?;
     let admin = api.login(&chain.role(Role::Admin)).await?;
@@ -52,10 +53,10 @@ async fn admins_manage_accounts_and_nobody_else_does() -> anyhow::Result<()> {
         assert_eq!((status, problem_type(&body).as_str()), (403, "forbidden"), "{path}: {body}");
     }
     let (status, _) =
-        put(&api, &format!("/auth/manage/{address}/status"), &session.access, &status_body).await?;
+        put(api, &format!("/auth/manage/{address}/status"), &session.access, &status_body).await?;
     assert_eq!(status, 403);
     let (status, _) =
-        put(&api, "/auth/manage/free-tier-duration", &session.access, &json!({ "days": 30 }))
+        put(api, "/auth/manage/free-tier-duration", &session.access, &json!({ "days": 30 }))
             .await?;
     assert_eq!(status, 403);
     let (status, _) = api
@@ -94,7 +95,7 @@ async fn admins_manage_accounts_and_nobody_else_does() -> anyhow::Result<()> {
 
     // Suspend, see it indexed, reactivate.
     let (status, tx) =
-        put(&api, &format!("/auth/manage/{address}/status/"), &admin.access, &status_body).await?;
+        put(api, &format!("/auth/manage/{address}/status/"), &admin.access, &status_body).await?;
     assert_eq!((status, tx["status"].as_str()), (200, Some("mined")), "{tx}");
     eventually("the suspension to be indexed", || async {
         Ok(api.get(&format!("/auth/manage/{address}"), Some(&admin.access)).await?.1["status"]
@@ -102,7 +103,7 @@ async fn admins_manage_accounts_and_nobody_else_does() -> anyhow::Result<()> {
     })
     .await?;
     let (status, _) = put(
-        &api,
+        api,
         &format!("/auth/manage/{address}/status"),
         &admin.access,
         &json!({ "status": "active" }),
@@ -110,7 +111,7 @@ async fn admins_manage_accounts_and_nobody_else_does() -> anyhow::Result<()> {
     .await?;
     assert_eq!(status, 200);
     let (status, _) = put(
-        &api,
+        api,
         &format!("/auth/manage/{address}/status"),
         &admin.access,
         &json!({ "status": "gone" }),
@@ -120,7 +121,7 @@ async fn admins_manage_accounts_and_nobody_else_does() -> anyhow::Result<()> {
 
     // The free-tier duration, on-chain.
     let (status, tx) =
-        put(&api, "/auth/manage/free-tier-duration", &admin.access, &json!({ "days": 30 })).await?;
+        put(api, "/auth/manage/free-tier-duration", &admin.access, &json!({ "days": 30 })).await?;
     assert_eq!((status, tx["status"].as_str()), (200, Some("mined")), "{tx}");
     let registry = decentraspace_abi::AccountRegistry::new(
         chain.deployment.contracts.account_registry,
@@ -128,7 +129,7 @@ async fn admins_manage_accounts_and_nobody_else_does() -> anyhow::Result<()> {
     );
     assert_eq!(registry.freeTierDuration().call().await?, 30 * 86_400);
     assert_eq!(
-        put(&api, "/auth/manage/free-tier-duration", &admin.access, &json!({ "days": 0 })).await?.0,
+        put(api, "/auth/manage/free-tier-duration", &admin.access, &json!({ "days": 0 })).await?.0,
         400
     );
 
@@ -144,7 +145,8 @@ async fn admins_manage_accounts_and_nobody_else_does() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn ownership_answers_from_the_registry() -> anyhow::Result<()> {
-    let Stack { chain, db: _, api, .. } = Stack::start().await?;
+    let stack = Stack::start().await?;
+    let Stack { chain, api, .. } = &stack;
     let (alice, bob) = (chain.user(17), chain.user(18));
     let registrar = chain.provider_as(chain.role(Role::Registrar));
     DomainRegistry::new(chain.deployment.contracts.domain_registry, &registrar)
@@ -273,7 +275,8 @@ async fn the_listener_checks_signatures_ignores_replays_and_wakes_the_indexer() 
 #[tokio::test]
 async fn owners_pause_and_resume_their_services_and_nobody_else_does() -> anyhow::Result<()> {
     use decentraspace_abi::{ServiceKind, ServiceRegistry, Tier};
-    let Stack { chain, db: _, api, .. } = Stack::start().await?;
+    let stack = Stack::start().await?;
+    let Stack { chain, api, .. } = &stack;
     let c = chain.deployment.contracts;
     let (owner, stranger) = (chain.user(2), chain.user(3));
     let session = api.login(&owner).await?;

@@ -28,7 +28,8 @@ async fn login_with(api: &TestApi, message: &str, signature: &str) -> anyhow::Re
 
 #[tokio::test]
 async fn a_wallet_signs_in_is_registered_refreshes_and_logs_out() -> anyhow::Result<()> {
-    let Stack { chain, api, db: _db, .. } = stack().await?;
+    let stack = stack().await?;
+    let Stack { chain, api, .. } = &stack;
     let user = chain.user(0);
 
     let session = api.login(&user).await?;
@@ -80,11 +81,12 @@ async fn a_wallet_signs_in_is_registered_refreshes_and_logs_out() -> anyhow::Res
 /// wallet that could accept it.
 #[tokio::test]
 async fn a_signature_by_another_wallet_is_refused() -> anyhow::Result<()> {
-    let Stack { chain, api, db, .. } = stack().await?;
+    let stack = stack().await?;
+    let Stack { chain, api, db, .. } = &stack;
     let (user, other) = (chain.user(1), chain.user(2));
     let text = SiweMessage::new(user.address(), api.nonce().await?).text();
     let signature = other.sign_message_sync(text.as_bytes())?;
-    let (status, body) = login_with(&api, &text, &signature.to_string()).await?;
+    let (status, body) = login_with(api, &text, &signature.to_string()).await?;
     assert_eq!((status, problem_type(&body).as_str()), (401, "siwe-bad-signature"), "{body}");
     let mut conn = db.connect().await?;
     let issued: i64 = sqlx::query_scalar("select count(*) from refresh_tokens where account = $1")
@@ -116,13 +118,14 @@ async fn deploy_wallet(chain: &TestChain, owner: Address) -> anyhow::Result<Addr
 
 #[tokio::test]
 async fn a_contract_wallet_signs_in_through_eip_1271() -> anyhow::Result<()> {
-    let Stack { chain, api, db: _db, .. } = stack().await?;
+    let stack = stack().await?;
+    let Stack { chain, api, .. } = &stack;
     let owner = chain.user(3);
-    let wallet = deploy_wallet(&chain, owner.address()).await?;
+    let wallet = deploy_wallet(chain, owner.address()).await?;
 
     let text = SiweMessage::new(wallet, api.nonce().await?).text();
     let signature = owner.sign_message_sync(text.as_bytes())?;
-    let (status, body) = login_with(&api, &text, &signature.to_string()).await?;
+    let (status, body) = login_with(api, &text, &signature.to_string()).await?;
     assert_eq!(status, 200, "{body}");
     let session = decentraspace_tests::Session::from_answer(&body)?;
     let (_, tier) = api.get("/auth/tier", Some(&session.access)).await?;
@@ -131,14 +134,15 @@ async fn a_contract_wallet_signs_in_through_eip_1271() -> anyhow::Result<()> {
     // Someone else's signature for the wallet: the wallet refuses it.
     let text = SiweMessage::new(wallet, api.nonce().await?).text();
     let signature = chain.user(4).sign_message_sync(text.as_bytes())?;
-    let (status, body) = login_with(&api, &text, &signature.to_string()).await?;
+    let (status, body) = login_with(api, &text, &signature.to_string()).await?;
     assert_eq!((status, problem_type(&body).as_str()), (401, "siwe-bad-signature"), "{body}");
     Ok(())
 }
 
 #[tokio::test]
 async fn only_the_on_chain_admin_changes_tiers() -> anyhow::Result<()> {
-    let Stack { chain, api, db: _db, .. } = stack().await?;
+    let stack = stack().await?;
+    let Stack { chain, api, .. } = &stack;
     let user = chain.user(6);
     let session = api.login(&user).await?;
     eventually("the registration to be indexed", || async {

@@ -117,7 +117,8 @@ async fn fiat_entries(db: &TestDb) -> anyhow::Result<i64> {
 #[tokio::test]
 async fn a_paid_card_payment_is_credited_once_however_often_paystack_says_so() -> anyhow::Result<()>
 {
-    let Payments { stack: Stack { chain, db, api, .. }, paystack, user, account } = stack().await?;
+    let payments = stack().await?;
+    let Payments { stack: Stack { chain, db, api, .. }, paystack, user, account } = &payments;
     // With a card provider configured, card payments are offered, in the configured currencies.
     let (status, methods) = api.get("/billing/payment-methods", Some(&user.access)).await?;
     assert_eq!(status, 200, "{methods}");
@@ -126,25 +127,25 @@ async fn a_paid_card_payment_is_credited_once_however_often_paystack_says_so() -
     assert_eq!(card["provider"], "paystack");
     assert!(card["currencies"].as_array().is_some_and(|c| c.iter().any(|c| c == "NGN")));
 
-    let reference = initialize(&api, &user, 500_000).await?;
+    let reference = initialize(api, user, 500_000).await?;
     paystack.settle(&reference, "success", None, None);
     let body = paystack.charge_success(&reference);
     let signature = paystack_signature(&body, PAYSTACK_SECRET);
 
     // Paystack retries deliveries: three of the same event.
-    let (status, first) = deliver(&api, &body, &signature).await?;
+    let (status, first) = deliver(api, &body, &signature).await?;
     assert_eq!((status, first["queued"].as_bool()), (200, Some(true)), "{first}");
     for _ in 0..2 {
-        let (status, again) = deliver(&api, &body, &signature).await?;
+        let (status, again) = deliver(api, &body, &signature).await?;
         assert_eq!((status, again["duplicate"].as_bool()), (200, Some(true)), "{again}");
     }
-    let payment = settled(&api, &user, &reference, &["credited", "failed", "flagged"]).await?;
+    let payment = settled(api, user, &reference, &["credited", "failed", "flagged"]).await?;
     assert_eq!(payment["status"], "credited", "{payment}");
     let expected = (500_000 * RATE).to_string();
     assert_eq!(payment["credits"], expected);
     let ledger = CreditLedger::new(chain.deployment.contracts.credit_ledger, chain.reader());
     assert_eq!(
-        ledger.balanceOf(account).call().await?.to_string(),
+        ledger.balanceOf(*account).call().await?.to_string(),
         expected,
         "credited exactly once on-chain"
     );
@@ -152,7 +153,7 @@ async fn a_paid_card_payment_is_credited_once_however_often_paystack_says_so() -
         api.get("/billing/balance", Some(&user.access)).await?.1["balance"],
         expected.as_str()
     );
-    assert_eq!(fiat_entries(&db).await?, 1);
+    assert_eq!(fiat_entries(db).await?, 1);
 
     // Another wallet cannot read it.
     let other = api.login(&chain.user(1)).await?;
@@ -166,16 +167,16 @@ async fn a_paid_card_payment_is_credited_once_however_often_paystack_says_so() -
 #[tokio::test]
 async fn nothing_is_credited_on_a_bad_signature_a_mismatch_or_a_failed_payment()
 -> anyhow::Result<()> {
-    let Payments { stack: Stack { chain, db, api, .. }, paystack, user, account } = stack().await?;
+    let payments = stack().await?;
+    let Payments { stack: Stack { chain, db, api, .. }, paystack, user, account } = &payments;
 
     // A forged delivery.
-    let forged = initialize(&api, &user, 10_000).await?;
+    let forged = initialize(api, user, 10_000).await?;
     paystack.settle(&forged, "success", None, None);
     let body = paystack.charge_success(&forged);
-    let (status, answer) =
-        deliver(&api, &body, &paystack_signature(&body, "sk_test_wrong")).await?;
+    let (status, answer) = deliver(api, &body, &paystack_signature(&body, "sk_test_wrong")).await?;
     assert_eq!((status, problem_type(&answer).as_str()), (401, "invalid-signature"), "{answer}");
-    let (status, _) = deliver(&api, &body, "").await?;
+    let (status, _) = deliver(api, &body, "").await?;
     assert_eq!(status, 401);
 
     // Paid less than initialized; paid in another currency; not paid at all.
@@ -185,13 +186,13 @@ async fn nothing_is_credited_on_a_bad_signature_a_mismatch_or_a_failed_payment()
         ("failed", None, None, "failed"),
     ];
     for (want, amount, currency, paystack_status) in cases {
-        let reference = initialize(&api, &user, 10_000).await?;
+        let reference = initialize(api, user, 10_000).await?;
         paystack.settle(&reference, paystack_status, amount, currency);
         let body = paystack.charge_success(&reference);
         let (status, ack) =
-            deliver(&api, &body, &paystack_signature(&body, PAYSTACK_SECRET)).await?;
+            deliver(api, &body, &paystack_signature(&body, PAYSTACK_SECRET)).await?;
         assert_eq!(status, 200, "{ack}");
-        let payment = settled(&api, &user, &reference, &["credited", "failed", "flagged"]).await?;
+        let payment = settled(api, user, &reference, &["credited", "failed", "flagged"]).await?;
         assert_eq!(payment["status"], want, "{payment}");
         assert!(payment["reason"].as_str().is_some_and(|r| !r.is_empty()), "{payment}");
     }
@@ -199,8 +200,8 @@ async fn nothing_is_credited_on_a_bad_signature_a_mismatch_or_a_failed_payment()
         api.get(&format!("/billing/recharge/{forged}"), Some(&user.access)).await?;
     assert_eq!(forged_payment["status"], "initialized");
     let ledger = CreditLedger::new(chain.deployment.contracts.credit_ledger, chain.reader());
-    assert_eq!(ledger.balanceOf(account).call().await?.to_string(), "0");
-    assert_eq!(fiat_entries(&db).await?, 0);
+    assert_eq!(ledger.balanceOf(*account).call().await?.to_string(), "0");
+    assert_eq!(fiat_entries(db).await?, 0);
 
     // Bad requests.
     for (body, want) in [
@@ -217,14 +218,15 @@ async fn nothing_is_credited_on_a_bad_signature_a_mismatch_or_a_failed_payment()
 
 #[tokio::test]
 async fn paystack_down_during_verification_is_retried_and_credits_once() -> anyhow::Result<()> {
-    let Payments { stack: Stack { chain, db, api, .. }, paystack, user, account } = stack().await?;
-    let reference = initialize(&api, &user, 20_000).await?;
+    let payments = stack().await?;
+    let Payments { stack: Stack { chain, db, api, .. }, paystack, user, account } = &payments;
+    let reference = initialize(api, user, 20_000).await?;
     paystack.settle(&reference, "success", None, None);
     paystack.go_down_for(3);
     let body = paystack.charge_success(&reference);
-    let (status, _) = deliver(&api, &body, &paystack_signature(&body, PAYSTACK_SECRET)).await?;
+    let (status, _) = deliver(api, &body, &paystack_signature(&body, PAYSTACK_SECRET)).await?;
     assert_eq!(status, 200);
-    let payment = settled(&api, &user, &reference, &["credited", "failed", "flagged"]).await?;
+    let payment = settled(api, user, &reference, &["credited", "failed", "flagged"]).await?;
     assert_eq!(payment["status"], "credited", "{payment}");
     assert!(
         paystack.verify_calls() >= 4,
@@ -232,7 +234,7 @@ async fn paystack_down_during_verification_is_retried_and_credits_once() -> anyh
         paystack.verify_calls()
     );
     let ledger = CreditLedger::new(chain.deployment.contracts.credit_ledger, chain.reader());
-    assert_eq!(ledger.balanceOf(account).call().await?.to_string(), (20_000 * RATE).to_string());
-    assert_eq!(fiat_entries(&db).await?, 1);
+    assert_eq!(ledger.balanceOf(*account).call().await?.to_string(), (20_000 * RATE).to_string());
+    assert_eq!(fiat_entries(db).await?, 1);
     Ok(())
 }

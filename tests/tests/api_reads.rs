@@ -30,7 +30,8 @@ macro_rules! mined {
 
 #[tokio::test]
 async fn balances_and_history_belong_to_the_caller() -> anyhow::Result<()> {
-    let Stack { chain, db, api, .. } = Stack::start().await?;
+    let stack = Stack::start().await?;
+    let Stack { chain, db, api, .. } = &stack;
     let (alice, bob) = (chain.user(0), chain.user(1));
     let c = chain.deployment.contracts;
 
@@ -44,7 +45,7 @@ async fn balances_and_history_belong_to_the_caller() -> anyhow::Result<()> {
     ] {
         mined!(ledger.creditFiat(who.address(), U256::from(credits), keccak256(reference)));
     }
-    wait_indexed(&db, &chain).await?;
+    wait_indexed(db, chain).await?;
 
     let a = api.login(&alice).await?;
     let b = api.login(&bob).await?;
@@ -62,7 +63,7 @@ async fn balances_and_history_belong_to_the_caller() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     mined!(ledger.creditFiat(alice.address(), U256::from(500u64), keccak256("a-4")));
-    wait_indexed(&db, &chain).await?;
+    wait_indexed(db, chain).await?;
     let deadline = Instant::now() + Duration::from_secs(5);
     while api.get("/billing/balance", Some(&a.access)).await?.1["balance"] != "6500" {
         assert!(Instant::now() < deadline, "the cached balance was never refreshed");
@@ -107,7 +108,8 @@ async fn balances_and_history_belong_to_the_caller() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn the_public_api_serves_indexed_data_to_anyone() -> anyhow::Result<()> {
-    let Stack { chain, db, api, .. } = Stack::start().await?;
+    let stack = Stack::start().await?;
+    let Stack { chain, db, api, .. } = &stack;
     let alice = chain.user(0);
     let c = chain.deployment.contracts;
 
@@ -132,7 +134,7 @@ async fn the_public_api_serves_indexed_data_to_anyone() -> anyhow::Result<()> {
         alice.address(),
         4_102_444_800
     ));
-    wait_indexed(&db, &chain).await?;
+    wait_indexed(db, chain).await?;
 
     let address = alice.address().to_checksum(None);
     let (status, account) = api.get(&format!("/v1/accounts/{address}"), None).await?;
@@ -213,9 +215,10 @@ async fn the_public_api_serves_indexed_data_to_anyone() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_stream_client_receives_its_events_and_no_one_elses() -> anyhow::Result<()> {
-    let Stack { chain, db, api, .. } = Stack::start().await?;
+    let stack = Stack::start().await?;
+    let Stack { chain, db, api, .. } = &stack;
     let (alice, bob) = (chain.user(0), chain.user(1));
-    wait_indexed(&db, &chain).await?;
+    wait_indexed(db, chain).await?;
 
     let stream =
         api.http.get(api.url(&format!("/v1/stream?account={}", alice.address()))).send().await?;
@@ -258,7 +261,8 @@ async fn a_stream_client_receives_its_events_and_no_one_elses() -> anyhow::Resul
 
 #[tokio::test]
 async fn credit_analytics_show_where_the_credits_went() -> anyhow::Result<()> {
-    let Stack { chain, db, api, .. } = Stack::start().await?;
+    let stack = Stack::start().await?;
+    let Stack { chain, db, api, .. } = &stack;
     let (alice, bob) = (chain.user(0), chain.user(1));
     let c = chain.deployment.contracts;
     let operator = chain.provider_as(chain.role(Role::Operator));
@@ -285,7 +289,7 @@ async fn credit_analytics_show_where_the_credits_went() -> anyhow::Result<()> {
     {
         mined!(ledger.deduct(alice.address(), service, U256::from(credits), keccak256(reference)));
     }
-    wait_indexed(&db, &chain).await?;
+    wait_indexed(db, chain).await?;
 
     let a = api.login(&alice).await?;
     let (status, report) = api.get("/analytics/credit/?bucket=day", Some(&a.access)).await?;

@@ -120,7 +120,8 @@ async fn indexed_balance(
 
 #[tokio::test]
 async fn a_gasless_forward_request_recharges_once_whatever_the_retries() -> anyhow::Result<()> {
-    let Stack { chain, api, db: _db, .. } = stack(None).await?;
+    let stack = stack(None).await?;
+    let Stack { chain, api, .. } = &stack;
     let c = chain.deployment.contracts;
     let token_address = c.test_token().expect("a test token");
     // A wallet without ether: only the relayer pays.
@@ -158,24 +159,24 @@ async fn a_gasless_forward_request_recharges_once_whatever_the_retries() -> anyh
         )
         .calldata()
         .clone();
-    let body = forward(&chain, &user, user.address(), c.credit_ledger, call).await?;
+    let body = forward(chain, &user, user.address(), c.credit_ledger, call).await?;
 
-    let (status, first) = post_relay(&api, &session.access, &body, Some("recharge-1")).await?;
+    let (status, first) = post_relay(api, &session.access, &body, Some("recharge-1")).await?;
     assert_eq!(status, 202, "{first}");
     assert_eq!(
         (first["mode"].as_str(), first["function"].as_str()),
         (Some("forward"), Some("rechargeWithPermit"))
     );
     // The client retries (a timeout, say): the first answer, nothing sent again.
-    let (status, again) = post_relay(&api, &session.access, &body, Some("recharge-1")).await?;
+    let (status, again) = post_relay(api, &session.access, &body, Some("recharge-1")).await?;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["id"], first["id"]);
     assert_eq!(again["tx_hash"], first["tx_hash"]);
 
     let id = first["id"].as_i64().expect("id");
-    let done = settled(&api, &session.access, id).await?;
+    let done = settled(api, &session.access, id).await?;
     assert_eq!(done["status"], "mined", "{done}");
-    let balance = indexed_balance(&api, &session.access, &chain, user.address()).await?;
+    let balance = indexed_balance(api, &session.access, chain, user.address()).await?;
     assert_ne!(balance, "0");
     let forwarder = Forwarder::new(c.forwarder, chain.reader());
     assert_eq!(
@@ -198,7 +199,8 @@ async fn a_gasless_forward_request_recharges_once_whatever_the_retries() -> anyh
 
 #[tokio::test]
 async fn raw_transactions_the_wallet_signed_are_broadcast() -> anyhow::Result<()> {
-    let Stack { chain, api, db: _db, .. } = stack(None).await?;
+    let stack = stack(None).await?;
+    let Stack { chain, api, .. } = &stack;
     let c = chain.deployment.contracts;
     let token_address = c.test_token().expect("a test token");
     let user = chain.user(10);
@@ -215,12 +217,12 @@ async fn raw_transactions_the_wallet_signed_are_broadcast() -> anyhow::Result<()
         .approve(c.credit_ledger, U256::from(AMOUNT))
         .calldata()
         .clone();
-    let raw = raw_tx(&chain, &user, token_address, approve, chain.chain_id()).await?;
+    let raw = raw_tx(chain, &user, token_address, approve, chain.chain_id()).await?;
     let (status, approved) =
-        post_relay(&api, &session.access, &json!({ "raw_transaction": raw }), None).await?;
+        post_relay(api, &session.access, &json!({ "raw_transaction": raw }), None).await?;
     assert_eq!(status, 202, "{approved}");
     assert_eq!(
-        settled(&api, &session.access, approved["id"].as_i64().expect("id")).await?["status"],
+        settled(api, &session.access, approved["id"].as_i64().expect("id")).await?["status"],
         "mined"
     );
 
@@ -228,23 +230,24 @@ async fn raw_transactions_the_wallet_signed_are_broadcast() -> anyhow::Result<()
         .recharge(token_address, U256::from(AMOUNT))
         .calldata()
         .clone();
-    let raw = raw_tx(&chain, &user, c.credit_ledger, recharge, chain.chain_id()).await?;
+    let raw = raw_tx(chain, &user, c.credit_ledger, recharge, chain.chain_id()).await?;
     let (status, recharged) =
-        post_relay(&api, &session.access, &json!({ "raw_transaction": raw }), None).await?;
+        post_relay(api, &session.access, &json!({ "raw_transaction": raw }), None).await?;
     assert_eq!(status, 202, "{recharged}");
-    let done = settled(&api, &session.access, recharged["id"].as_i64().expect("id")).await?;
+    let done = settled(api, &session.access, recharged["id"].as_i64().expect("id")).await?;
     assert_eq!(
         (done["status"].as_str(), done["function"].as_str()),
         (Some("mined"), Some("recharge")),
         "{done}"
     );
-    assert_ne!(indexed_balance(&api, &session.access, &chain, user.address()).await?, "0");
+    assert_ne!(indexed_balance(api, &session.access, chain, user.address()).await?, "0");
     Ok(())
 }
 
 #[tokio::test]
 async fn the_relay_refuses_what_it_must_not_send() -> anyhow::Result<()> {
-    let Stack { chain, api, db, .. } = stack(None).await?;
+    let stack = stack(None).await?;
+    let Stack { chain, api, db, .. } = &stack;
     let c = chain.deployment.contracts;
     let (alice, bob) = (chain.user(12), chain.user(13));
     let session = api.login(&alice).await?;
@@ -268,38 +271,38 @@ async fn the_relay_refuses_what_it_must_not_send() -> anyhow::Result<()> {
     let cases: Vec<(&str, Value, u16, &str)> = vec![
         (
             "a foreign contract",
-            json!({ "raw_transaction": raw_tx(&chain, &alice, Address::repeat_byte(0x42), register.clone(), chain.chain_id()).await? }),
+            json!({ "raw_transaction": raw_tx(chain, &alice, Address::repeat_byte(0x42), register.clone(), chain.chain_id()).await? }),
             422,
             "relay-call-not-allowed",
         ),
         (
             "another chain",
-            json!({ "raw_transaction": raw_tx(&chain, &alice, c.account_registry, register.clone(), 137).await? }),
+            json!({ "raw_transaction": raw_tx(chain, &alice, c.account_registry, register.clone(), 137).await? }),
             422,
             "relay-wrong-chain",
         ),
         (
             "another wallet's raw transaction",
-            json!({ "raw_transaction": raw_tx(&chain, &bob, c.account_registry, register.clone(), chain.chain_id()).await? }),
+            json!({ "raw_transaction": raw_tx(chain, &bob, c.account_registry, register.clone(), chain.chain_id()).await? }),
             403,
             "forbidden",
         ),
         (
             "another wallet's forward request",
-            forward(&chain, &bob, bob.address(), c.account_registry, register.clone()).await?,
+            forward(chain, &bob, bob.address(), c.account_registry, register.clone()).await?,
             403,
             "forbidden",
         ),
         (
             "a forward request signed by someone else",
-            forward(&chain, &bob, alice.address(), c.account_registry, register.clone()).await?,
+            forward(chain, &bob, alice.address(), c.account_registry, register.clone()).await?,
             422,
             "relay-invalid-request",
         ),
         (
             "a role-gated function",
             forward(
-                &chain,
+                chain,
                 &alice,
                 alice.address(),
                 c.credit_ledger,
@@ -318,7 +321,7 @@ async fn the_relay_refuses_what_it_must_not_send() -> anyhow::Result<()> {
         (
             "a call that would revert",
             forward(
-                &chain,
+                chain,
                 &alice,
                 alice.address(),
                 c.service_registry,
@@ -330,20 +333,19 @@ async fn the_relay_refuses_what_it_must_not_send() -> anyhow::Result<()> {
         ),
         (
             "a raw transaction that would revert",
-            json!({ "raw_transaction": raw_tx(&chain, &alice, c.service_registry, ServiceRegistry::pauseCall { serviceId: U256::from(999) }.abi_encode().into(), chain.chain_id()).await? }),
+            json!({ "raw_transaction": raw_tx(chain, &alice, c.service_registry, ServiceRegistry::pauseCall { serviceId: U256::from(999) }.abi_encode().into(), chain.chain_id()).await? }),
             422,
             "relay-would-revert",
         ),
         (
             "a raw transaction acting on another wallet's service",
-            json!({ "raw_transaction": raw_tx(&chain, &alice, c.service_registry, pause_bobs.clone(), chain.chain_id()).await? }),
+            json!({ "raw_transaction": raw_tx(chain, &alice, c.service_registry, pause_bobs.clone(), chain.chain_id()).await? }),
             403,
             "forbidden",
         ),
         (
             "a forward request acting on another wallet's service",
-            forward(&chain, &alice, alice.address(), c.service_registry, pause_bobs.clone())
-                .await?,
+            forward(chain, &alice, alice.address(), c.service_registry, pause_bobs.clone()).await?,
             403,
             "forbidden",
         ),
@@ -357,7 +359,7 @@ async fn the_relay_refuses_what_it_must_not_send() -> anyhow::Result<()> {
         ("garbage", json!({ "raw_transaction": "0x1234" }), 400, "bad-request"),
     ];
     for (what, body, want_status, want_type) in cases {
-        let (status, answer) = post_relay(&api, &session.access, &body, None).await?;
+        let (status, answer) = post_relay(api, &session.access, &body, None).await?;
         assert_eq!(
             (status, problem_type(&answer)),
             (want_status, want_type.to_owned()),
@@ -380,7 +382,8 @@ async fn the_relay_refuses_what_it_must_not_send() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn the_per_account_quota_holds() -> anyhow::Result<()> {
-    let Stack { chain, api, db: _db, .. } = stack(Some(2)).await?;
+    let stack = stack(Some(2)).await?;
+    let Stack { chain, api, .. } = &stack;
     let c = chain.deployment.contracts;
     let token_address = c.test_token().expect("a test token");
     let user = chain.user(14);
@@ -390,12 +393,12 @@ async fn the_per_account_quota_holds() -> anyhow::Result<()> {
         .calldata()
         .clone();
     for n in 0..3 {
-        let raw = raw_tx(&chain, &user, token_address, approve.clone(), chain.chain_id()).await?;
+        let raw = raw_tx(chain, &user, token_address, approve.clone(), chain.chain_id()).await?;
         let (status, body) =
-            post_relay(&api, &session.access, &json!({ "raw_transaction": raw }), None).await?;
+            post_relay(api, &session.access, &json!({ "raw_transaction": raw }), None).await?;
         if n < 2 {
             assert_eq!(status, 202, "{body}");
-            settled(&api, &session.access, body["id"].as_i64().expect("id")).await?;
+            settled(api, &session.access, body["id"].as_i64().expect("id")).await?;
         } else {
             assert_eq!((status, problem_type(&body).as_str()), (429, "rate-limited"), "{body}");
         }
@@ -405,7 +408,8 @@ async fn the_per_account_quota_holds() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn concurrent_copies_of_one_signed_request_are_relayed_once() -> anyhow::Result<()> {
-    let Stack { chain, api, db, .. } = stack(None).await?;
+    let stack = stack(None).await?;
+    let Stack { chain, api, db, .. } = &stack;
     let c = chain.deployment.contracts;
     let user = PrivateKeySigner::random();
     let session = api.login(&user).await?;
@@ -423,11 +427,11 @@ async fn concurrent_copies_of_one_signed_request_are_relayed_once() -> anyhow::R
         .abi_encode()
         .into()
     };
-    let body = forward(&chain, &user, user.address(), c.service_registry, create("site-1")).await?;
+    let body = forward(chain, &user, user.address(), c.service_registry, create("site-1")).await?;
 
     // Ten copies at once, no idempotency key: one is sent, the others get its record.
     let answers = futures::future::try_join_all(
-        (0..10).map(|_| post_relay(&api, &session.access, &body, None)),
+        (0..10).map(|_| post_relay(api, &session.access, &body, None)),
     )
     .await?;
     let accepted = answers.iter().filter(|(s, _)| *s == 202).count();
@@ -450,13 +454,11 @@ async fn concurrent_copies_of_one_signed_request_are_relayed_once() -> anyhow::R
         .abi_encode()
         .into()
     };
-    let files =
-        forward(&chain, &user, user.address(), c.service_registry, storage("files")).await?;
-    let (status, first) = post_relay(&api, &session.access, &files, Some("k")).await?;
+    let files = forward(chain, &user, user.address(), c.service_registry, storage("files")).await?;
+    let (status, first) = post_relay(api, &session.access, &files, Some("k")).await?;
     assert_eq!(status, 202, "{first}");
-    let other =
-        forward(&chain, &user, user.address(), c.service_registry, storage("other")).await?;
-    let (status, reused) = post_relay(&api, &session.access, &other, Some("k")).await?;
+    let other = forward(chain, &user, user.address(), c.service_registry, storage("other")).await?;
+    let (status, reused) = post_relay(api, &session.access, &other, Some("k")).await?;
     assert_eq!(
         (status, problem_type(&reused).as_str()),
         (422, "idempotency-key-reused"),
@@ -485,7 +487,8 @@ async fn crypto_recharge(
 
 #[tokio::test]
 async fn token_recharges_follow_what_the_api_answers_to_sign() -> anyhow::Result<()> {
-    let Stack { chain, api, db: _db, .. } = stack(None).await?;
+    let stack = stack(None).await?;
+    let Stack { chain, api, .. } = &stack;
     let c = chain.deployment.contracts;
     let token_address = c.test_token().expect("a test token");
     let minter = chain.provider_as(chain.role(Role::Deployer));
@@ -495,7 +498,7 @@ async fn token_recharges_follow_what_the_api_answers_to_sign() -> anyhow::Result
     let user = chain.user(3);
     let session = api.login(&user).await?;
     token.mint(user.address(), U256::from(AMOUNT)).send().await?.get_receipt().await?;
-    let answer = crypto_recharge(&api, &session.access, token_address, AMOUNT).await?;
+    let answer = crypto_recharge(api, &session.access, token_address, AMOUNT).await?;
     let credits = answer["credits"].as_str().expect("credits").to_owned();
     let calls = answer["approve_then_recharge"].as_array().cloned().unwrap_or_default();
     assert_eq!(
@@ -505,22 +508,22 @@ async fn token_recharges_follow_what_the_api_answers_to_sign() -> anyhow::Result
     for call in &calls {
         let to: Address = call["to"].as_str().expect("to").parse()?;
         let data: Bytes = call["data"].as_str().expect("data").parse()?;
-        let raw = raw_tx(&chain, &user, to, data, chain.chain_id()).await?;
+        let raw = raw_tx(chain, &user, to, data, chain.chain_id()).await?;
         let (status, sent) =
-            post_relay(&api, &session.access, &json!({ "raw_transaction": raw }), None).await?;
+            post_relay(api, &session.access, &json!({ "raw_transaction": raw }), None).await?;
         assert_eq!(status, 202, "{sent}");
         assert_eq!(
-            settled(&api, &session.access, sent["id"].as_i64().expect("id")).await?["status"],
+            settled(api, &session.access, sent["id"].as_i64().expect("id")).await?["status"],
             "mined"
         );
     }
-    assert_eq!(indexed_balance(&api, &session.access, &chain, user.address()).await?, credits);
+    assert_eq!(indexed_balance(api, &session.access, chain, user.address()).await?, credits);
 
     // A permit and a gasless recharge, for a wallet without ether.
     let wallet = PrivateKeySigner::random();
     let session = api.login(&wallet).await?;
     token.mint(wallet.address(), U256::from(AMOUNT)).send().await?.get_receipt().await?;
-    let answer = crypto_recharge(&api, &session.access, token_address, AMOUNT).await?;
+    let answer = crypto_recharge(api, &session.access, token_address, AMOUNT).await?;
     let typed = &answer["permit"]["typed_data"];
     let domain = alloy::sol_types::Eip712Domain {
         name: Some(typed["domain"]["name"].as_str().expect("name").to_owned().into()),
@@ -555,15 +558,15 @@ async fn token_recharges_follow_what_the_api_answers_to_sign() -> anyhow::Result
         )
         .calldata()
         .clone();
-    let body = forward(&chain, &wallet, wallet.address(), c.credit_ledger, call).await?;
-    let (status, sent) = post_relay(&api, &session.access, &body, None).await?;
+    let body = forward(chain, &wallet, wallet.address(), c.credit_ledger, call).await?;
+    let (status, sent) = post_relay(api, &session.access, &body, None).await?;
     assert_eq!(status, 202, "{sent}");
     assert_eq!(
-        settled(&api, &session.access, sent["id"].as_i64().expect("id")).await?["status"],
+        settled(api, &session.access, sent["id"].as_i64().expect("id")).await?["status"],
         "mined"
     );
     assert_eq!(
-        indexed_balance(&api, &session.access, &chain, wallet.address()).await?,
+        indexed_balance(api, &session.access, chain, wallet.address()).await?,
         answer["credits"].as_str().expect("credits")
     );
 

@@ -2,8 +2,8 @@
 //! transaction signs, and the JSON the node takes. The signature is RSA-PSS over SHA-256, as
 //! every Arweave node verifies it.
 
+use aws_lc_rs::{rand::SystemRandom, rsa, signature::RSA_PSS_SHA256};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
-use ring::{rand::SystemRandom, rsa, signature::RSA_PSS_SHA256};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256, Sha384};
 
@@ -67,7 +67,7 @@ impl Wallet {
     }
 
     fn sign(&self, message: &[u8]) -> anyhow::Result<Vec<u8>> {
-        let mut signature = vec![0; self.key.public().modulus_len()];
+        let mut signature = vec![0; self.key.public_modulus_len()];
         self.key
             .sign(&RSA_PSS_SHA256, &self.rng, message, &mut signature)
             .map_err(|_| anyhow::anyhow!("the Arweave wallet could not sign"))?;
