@@ -22,8 +22,10 @@ SQLX := $(TOOLS_DIR)/bin/sqlx
 # schemathesis (API schema fuzzing), pinned in tools/schemathesis/requirements.txt, in a venv of its own.
 VENV := $(TOOLS_DIR)/venv
 export SCHEMATHESIS := $(VENV)/bin/schemathesis
+# cargo-nextest runs the tests (side by side across test binaries); see .config/nextest.toml.
+NEXTEST_VERSION := 0.9.143
 
-.PHONY: build schemathesis bench bench-api bench-indexer bench-meter bench-upload help install contracts abi abi-check test test-contracts test-rust lint fmt coverage gas dev db sqlx-prepare sqlx-check migrate
+.PHONY: build nextest schemathesis bench bench-api bench-indexer bench-meter bench-upload help install contracts abi abi-check test test-contracts test-rust lint fmt coverage gas dev db sqlx-prepare sqlx-check migrate
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -59,8 +61,12 @@ build: ## Build the binaries and every test (make dev and make test share this o
 	@echo "cargo: building the workspace (a fresh machine compiles about 450 crates first)"
 	$(CARGO) build --workspace --bins --tests --locked
 
-test-rust: contracts $(SCHEMATHESIS) build ## Rust unit, fast HTTP-level and end-to-end tests (anvil + the deploy script, Postgres)
-	DATABASE_URL="$$(scripts/postgres.sh)" $(CARGO) test --workspace --locked
+nextest: ## Install cargo-nextest (the machines have it; elsewhere it is built from crates.io)
+	@command -v cargo-nextest >/dev/null || { echo "installing cargo-nextest $(NEXTEST_VERSION)"; \
+		$(CARGO) install cargo-nextest --version $(NEXTEST_VERSION) --locked; }
+
+test-rust: contracts $(SCHEMATHESIS) nextest build ## Rust unit, fast HTTP-level and end-to-end tests (anvil + the deploy script, Postgres)
+	DATABASE_URL="$$(scripts/postgres.sh)" $(CARGO) nextest run --workspace --locked
 
 test: abi-check test-contracts test-rust ## Every test
 
