@@ -1,36 +1,14 @@
 //! Signing in and out: a nonce, a SIWE login that issues an access and a refresh token, their
 //! rotation, and logout.
 
-use axum::{
-    Json,
-    extract::{FromRef, State},
-    http::StatusCode,
-};
+use axum::{Json, extract::State, http::StatusCode};
 use chrono::Utc;
 use rand::{Rng, distr::Alphanumeric};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AccountsState;
-use crate::http::{
-    auth::Auth,
-    error::{ApiError, ApiResult, LoginFailure, Problem},
-};
-
-/// The routes under `/auth` that sign in and out.
-pub(super) fn router<S>() -> OpenApiRouter<S>
-where
-    S: Clone + Send + Sync + 'static,
-    AccountsState: FromRef<S>,
-    Auth: FromRef<S>,
-{
-    OpenApiRouter::new()
-        .routes(routes!(nonce))
-        .routes(routes!(login))
-        .routes(routes!(refresh))
-        .routes(routes!(logout))
-}
+use crate::http::error::{ApiError, ApiResult, LoginFailure, Problem};
 
 /// A nonce to put in the next SIWE message.
 #[derive(Debug, Serialize, ToSchema)]

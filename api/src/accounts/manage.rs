@@ -4,39 +4,24 @@
 
 use axum::{
     Json,
-    extract::{FromRef, Path, Query, State},
+    extract::{Path, Query, State},
 };
 use chrono::{DateTime, Utc};
 use decentraspace_abi::{AccountRegistry, AccountStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     accounts::AccountsState,
     chain::TxOutcome,
     http::{
-        auth::{AdminUser, Auth},
+        auth::AdminUser,
         error::{ApiError, ApiResult},
         format::{parse_address, show_address},
         pagination::page_limit,
     },
     services::view::{ServiceRow, ServiceView},
 };
-
-/// The admin routes.
-pub fn router<S>() -> OpenApiRouter<S>
-where
-    S: Clone + Send + Sync + 'static,
-    AccountsState: FromRef<S>,
-    Auth: FromRef<S>,
-{
-    OpenApiRouter::new()
-        .routes(routes!(list_accounts))
-        .routes(routes!(account_detail))
-        .routes(routes!(set_status))
-        .routes(routes!(set_free_tier_duration))
-}
 
 /// Filters of the account list.
 #[derive(Debug, Deserialize, IntoParams)]

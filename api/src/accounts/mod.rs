@@ -8,7 +8,7 @@ pub mod tier;
 pub mod tokens;
 
 use axum::extract::FromRef;
-use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     http::auth::Auth,
@@ -52,5 +52,14 @@ where
     AccountsState: FromRef<S>,
     Auth: FromRef<S>,
 {
-    login::router().merge(tier::router()).merge(manage::router())
+    OpenApiRouter::new()
+        .routes(routes!(login::nonce))
+        .routes(routes!(login::login))
+        .routes(routes!(login::refresh))
+        .routes(routes!(login::logout))
+        .routes(routes!(tier::read_tier, tier::set_tier))
+        .routes(routes!(manage::list_accounts))
+        .routes(routes!(manage::account_detail))
+        .routes(routes!(manage::set_status))
+        .routes(routes!(manage::set_free_tier_duration))
 }

@@ -1,36 +1,22 @@
 //! `/auth/tier`: read one's tier; admins change any account's tier on-chain.
 
 use alloy::primitives::Address;
-use axum::{
-    Json,
-    extract::{FromRef, State},
-};
+use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
 use decentraspace_abi::{AccountRegistry, Tier};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     accounts::AccountsState,
     chain::TxOutcome,
     http::{
-        auth::{AdminUser, Auth, AuthUser},
+        auth::{AdminUser, AuthUser},
         error::{ApiError, ApiResult, Problem},
         format::parse_address,
     },
     platform::Platform,
 };
-
-/// The tier routes.
-pub fn router<S>() -> OpenApiRouter<S>
-where
-    S: Clone + Send + Sync + 'static,
-    AccountsState: FromRef<S>,
-    Auth: FromRef<S>,
-{
-    OpenApiRouter::new().routes(routes!(read_tier, set_tier))
-}
 
 /// An account's tier as indexed.
 #[derive(Debug, Serialize, ToSchema)]

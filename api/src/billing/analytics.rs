@@ -4,30 +4,19 @@
 
 use axum::{
     Json,
-    extract::{FromRef, Query, State},
+    extract::{Query, State},
 };
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     billing::BillingState,
     http::{
-        auth::{Auth, AuthUser},
+        auth::AuthUser,
         error::{ApiError, ApiResult},
     },
 };
-
-/// The analytics route.
-pub fn router<S>() -> OpenApiRouter<S>
-where
-    S: Clone + Send + Sync + 'static,
-    BillingState: FromRef<S>,
-    Auth: FromRef<S>,
-{
-    OpenApiRouter::new().routes(routes!(credit_analytics))
-}
 
 /// The window and its buckets.
 #[derive(Debug, Deserialize, IntoParams)]

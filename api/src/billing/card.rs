@@ -8,37 +8,22 @@ use alloy::primitives::{U256, keccak256};
 use axum::{
     Json,
     body::Bytes,
-    extract::{FromRef, Path, State},
+    extract::{Path, State},
     http::{HeaderMap, StatusCode},
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
-use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     billing::BillingState,
     http::{
-        auth::{AdminUser, Auth, AuthUser},
+        auth::{AdminUser, AuthUser},
         error::{ApiError, ApiResult, Problem},
         format::{show_address, show_hex},
     },
 };
-
-/// The payment routes.
-pub fn router<S>() -> OpenApiRouter<S>
-where
-    S: Clone + Send + Sync + 'static,
-    BillingState: FromRef<S>,
-    Auth: FromRef<S>,
-{
-    OpenApiRouter::new()
-        .routes(routes!(recharge))
-        .routes(routes!(recharge_status))
-        .routes(routes!(webhook))
-        .routes(routes!(set_fiat_rate))
-}
 
 /// A recharge: by card (Paystack) or with a token the ledger accepts.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -2,17 +2,16 @@
 
 use axum::{
     Json,
-    extract::{FromRef, Query, State},
+    extract::{Query, State},
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     billing::BillingState,
     http::{
-        auth::{Auth, AuthUser},
+        auth::AuthUser,
         error::{ApiError, ApiResult},
         format::{show_address, show_hex},
         pagination::{Cursor, page_limit},
@@ -21,19 +20,6 @@ use crate::{
 
 /// Credits have 6 decimals.
 pub const CREDIT_DECIMALS: u8 = 6;
-
-/// The billing read routes.
-pub fn router<S>() -> OpenApiRouter<S>
-where
-    S: Clone + Send + Sync + 'static,
-    BillingState: FromRef<S>,
-    Auth: FromRef<S>,
-{
-    OpenApiRouter::new()
-        .routes(routes!(balance))
-        .routes(routes!(history))
-        .routes(routes!(payment_methods))
-}
 
 /// The caller's balance.
 #[derive(Debug, Clone, Serialize, ToSchema)]

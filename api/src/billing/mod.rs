@@ -19,7 +19,7 @@ use alloy::primitives::Address;
 use axum::extract::FromRef;
 use decentraspace_clients::paystack::CardPayments;
 use tokio::sync::{Notify, broadcast};
-use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     http::{auth::Auth, cache::ReadCache},
@@ -68,5 +68,15 @@ where
     BillingState: FromRef<S>,
     Auth: FromRef<S>,
 {
-    ledger::router().merge(card::router()).merge(usage::router()).merge(analytics::router())
+    OpenApiRouter::new()
+        .routes(routes!(ledger::balance))
+        .routes(routes!(ledger::history))
+        .routes(routes!(ledger::payment_methods))
+        .routes(routes!(card::recharge))
+        .routes(routes!(card::recharge_status))
+        .routes(routes!(card::webhook))
+        .routes(routes!(card::set_fiat_rate))
+        .routes(routes!(usage::record))
+        .routes(routes!(usage::show))
+        .routes(routes!(analytics::credit_analytics))
 }

@@ -5,19 +5,18 @@
 use alloy::primitives::U256;
 use axum::{
     Json,
-    extract::{FromRef, Path, State},
+    extract::{Path, State},
     http::StatusCode,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::metering::plan::recorded_usage_ref;
 use crate::{
     billing::BillingState,
     http::{
-        auth::{Auth, ServiceOrAdmin},
+        auth::ServiceOrAdmin,
         error::{ApiError, ApiResult, Problem},
         format::{show_address, show_hex},
     },
@@ -29,16 +28,6 @@ const MAX_CREDITS: u64 = 1_000_000_000_000;
 const MAX_REFERENCE: usize = 128;
 /// The longest description.
 const MAX_DESCRIPTION: usize = 280;
-
-/// The usage routes.
-pub fn router<S>() -> OpenApiRouter<S>
-where
-    S: Clone + Send + Sync + 'static,
-    BillingState: FromRef<S>,
-    Auth: FromRef<S>,
-{
-    OpenApiRouter::new().routes(routes!(record)).routes(routes!(show))
-}
 
 /// Usage to charge against a service.
 #[derive(Debug, Deserialize, ToSchema)]

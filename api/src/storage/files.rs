@@ -4,32 +4,21 @@
 
 use axum::{
     Json,
-    extract::{FromRef, Path, Query, State},
+    extract::{Path, Query, State},
     http::StatusCode,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     http::{
-        auth::{Auth, AuthUser},
+        auth::AuthUser,
         error::{ApiError, ApiResult},
         pagination::page_limit,
     },
     storage::StorageState,
 };
-
-/// The file routes.
-pub fn router<S>() -> OpenApiRouter<S>
-where
-    S: Clone + Send + Sync + 'static,
-    StorageState: FromRef<S>,
-    Auth: FromRef<S>,
-{
-    OpenApiRouter::new().routes(routes!(list)).routes(routes!(delete))
-}
 
 /// One of the caller's files.
 #[derive(Debug, Serialize, ToSchema)]

@@ -6,7 +6,7 @@
 
 use axum::{
     Json,
-    extract::{FromRef, Path, Query, State},
+    extract::{Path, Query, State},
     http::StatusCode,
 };
 use chrono::{DateTime, Utc};
@@ -14,11 +14,10 @@ use decentraspace_abi::Tier;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     http::{
-        auth::{Auth, AuthUser},
+        auth::AuthUser,
         error::{ApiError, ApiResult, Problem},
         pagination::page_limit,
     },
@@ -27,19 +26,6 @@ use crate::{
 
 /// The longest folder name.
 const MAX_NAME: usize = 255;
-
-/// The folder routes.
-pub fn router<S>() -> OpenApiRouter<S>
-where
-    S: Clone + Send + Sync + 'static,
-    StorageState: FromRef<S>,
-    Auth: FromRef<S>,
-{
-    OpenApiRouter::new()
-        .routes(routes!(create, list))
-        .routes(routes!(update, delete))
-        .routes(routes!(move_file))
-}
 
 /// A folder.
 #[derive(Debug, Serialize, ToSchema)]

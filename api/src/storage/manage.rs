@@ -3,31 +3,20 @@
 
 use axum::{
     Json,
-    extract::{FromRef, Path, State},
+    extract::{Path, State},
 };
 use serde::Serialize;
 use utoipa::ToSchema;
-use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     chain::TxOutcome,
     http::{
-        auth::{Auth, AuthUser},
+        auth::AuthUser,
         error::{ApiResult, Problem},
     },
     services::change,
     storage::StorageState,
 };
-
-/// The storage management routes.
-pub fn router<S>() -> OpenApiRouter<S>
-where
-    S: Clone + Send + Sync + 'static,
-    StorageState: FromRef<S>,
-    Auth: FromRef<S>,
-{
-    OpenApiRouter::new().routes(routes!(show)).routes(routes!(pause)).routes(routes!(resume))
-}
 
 /// One of the caller's storage services.
 #[derive(Debug, Serialize, ToSchema)]

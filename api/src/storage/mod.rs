@@ -47,7 +47,15 @@ where
     StorageState: FromRef<S>,
     Auth: FromRef<S>,
 {
-    folders::router().merge(manage::router()).merge(files::router())
+    OpenApiRouter::new()
+        .routes(routes!(folders::create, folders::list))
+        .routes(routes!(folders::update, folders::delete))
+        .routes(routes!(folders::move_file))
+        .routes(routes!(manage::show))
+        .routes(routes!(manage::pause))
+        .routes(routes!(manage::resume))
+        .routes(routes!(files::list))
+        .routes(routes!(files::delete))
 }
 
 /// The storage jobs: rebuilding folders' IPFS directories (with an IPFS node).

@@ -3,31 +3,14 @@
 use std::{sync::OnceLock, time::Instant};
 
 use alloy::providers::Provider;
-use axum::{
-    Json,
-    extract::{FromRef, State},
-};
+use axum::{Json, extract::State};
 use serde::Serialize;
 use utoipa::ToSchema;
-use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    http::{
-        auth::{AdminUser, Auth},
-        error::ApiResult,
-    },
+    http::{auth::AdminUser, error::ApiResult},
     system::SystemState,
 };
-
-/// The system route.
-pub fn router<S>() -> OpenApiRouter<S>
-where
-    S: Clone + Send + Sync + 'static,
-    SystemState: FromRef<S>,
-    Auth: FromRef<S>,
-{
-    OpenApiRouter::new().routes(routes!(system))
-}
 
 /// When this process started (for uptime).
 pub fn started() -> Instant {

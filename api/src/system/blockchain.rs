@@ -6,7 +6,7 @@ use alloy::primitives::{Address, keccak256};
 use axum::{
     Json,
     body::Bytes,
-    extract::{FromRef, Query, State},
+    extract::{Query, State},
     http::HeaderMap,
 };
 use chrono::{DateTime, Utc};
@@ -16,11 +16,9 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     http::{
-        auth::Auth,
         error::{ApiError, ApiResult, Problem},
         format::{parse_address, show_address, show_hex},
     },
@@ -29,16 +27,6 @@ use crate::{
 
 /// How far a delivery's timestamp may be from now.
 const MAX_DELIVERY_AGE_SECS: i64 = 300;
-
-/// The blockchain routes.
-pub fn router<S>() -> OpenApiRouter<S>
-where
-    S: Clone + Send + Sync + 'static,
-    SystemState: FromRef<S>,
-    Auth: FromRef<S>,
-{
-    OpenApiRouter::new().routes(routes!(ownership)).routes(routes!(listener))
-}
 
 /// Which domain, and optionally whose ownership to check.
 #[derive(Debug, Deserialize, IntoParams)]

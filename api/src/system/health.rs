@@ -5,7 +5,7 @@ use std::{sync::OnceLock, time::Instant};
 use alloy::providers::Provider;
 use axum::{
     Json,
-    extract::{FromRef, MatchedPath, Request, State},
+    extract::{MatchedPath, Request, State},
     http::StatusCode,
     middleware::Next,
     response::{IntoResponse, Response},
@@ -13,19 +13,8 @@ use axum::{
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
 use utoipa::ToSchema;
-use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{http::auth::Auth, system::SystemState};
-
-/// The operational routes.
-pub fn router<S>() -> OpenApiRouter<S>
-where
-    S: Clone + Send + Sync + 'static,
-    SystemState: FromRef<S>,
-    Auth: FromRef<S>,
-{
-    OpenApiRouter::new().routes(routes!(health)).routes(routes!(ready)).routes(routes!(metrics))
-}
+use crate::system::SystemState;
 
 /// The liveness answer.
 #[derive(Debug, Serialize, ToSchema)]

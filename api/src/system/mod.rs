@@ -9,7 +9,7 @@ pub mod health;
 use std::sync::Arc;
 
 use axum::extract::FromRef;
-use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     http::auth::Auth,
@@ -36,5 +36,11 @@ where
     SystemState: FromRef<S>,
     Auth: FromRef<S>,
 {
-    health::router().merge(analytics::router()).merge(blockchain::router())
+    OpenApiRouter::new()
+        .routes(routes!(health::health))
+        .routes(routes!(health::ready))
+        .routes(routes!(health::metrics))
+        .routes(routes!(blockchain::ownership))
+        .routes(routes!(blockchain::listener))
+        .routes(routes!(analytics::system))
 }
