@@ -11,14 +11,14 @@ use chrono::{DateTime, Utc};
 use decentraspace_db::channels;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     http::{
         auth::{Auth, AuthUser},
         error::{ApiError, ApiResult},
-        pagination::page_limit,
+        pagination::PageQuery,
     },
     platform::Platform,
 };
@@ -83,16 +83,6 @@ pub struct NoticePage {
     pub next_cursor: Option<String>,
 }
 
-/// Which page.
-#[derive(Debug, Deserialize, IntoParams)]
-pub struct NoticeQuery {
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-    /// Notices per page (1–500, default 50).
-    #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<i64>,
-}
-
 /// Posts a notice about `dedupe` to `account`, unless one of this kind was posted about it
 /// already: written, then published to the account's live streams. Answers whether it is new.
 pub async fn post(
@@ -128,15 +118,15 @@ pub async fn post(
 
 /// The caller's notices, newest first.
 #[utoipa::path(get, path = "/notices", tag = "notices", security(("bearer" = [])),
-    params(NoticeQuery),
+    params(PageQuery),
     responses((status = 200, body = NoticePage)))]
 pub async fn list(
     State(state): State<Platform>,
     user: AuthUser,
-    Query(q): Query<NoticeQuery>,
+    Query(page): Query<PageQuery>,
 ) -> ApiResult<Json<NoticePage>> {
-    let limit = page_limit(q.limit)?;
-    let before = match q.cursor.as_deref() {
+    let limit = page.limit()?;
+    let before = match page.cursor.as_deref() {
         None => i64::MAX,
         Some(c) => c
             .parse::<i64>()

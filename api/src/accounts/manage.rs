@@ -18,7 +18,7 @@ use crate::{
         auth::AdminUser,
         error::{ApiError, ApiResult},
         format::{parse_address, show_address},
-        pagination::page_limit,
+        pagination::PageQuery,
     },
     services::view::{ServiceRow, ServiceView},
 };
@@ -32,11 +32,6 @@ pub struct AccountQuery {
     pub tier: Option<String>,
     /// `active` or `suspended`.
     pub status: Option<String>,
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-    /// Page size (1–500, default 50).
-    #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<i64>,
 }
 
 /// An account in the list.
@@ -64,15 +59,16 @@ pub struct AccountPage {
 }
 
 /// Lists and searches accounts.
-#[utoipa::path(get, path = "/auth/manage", tag = "admin", security(("bearer" = [])), params(AccountQuery),
+#[utoipa::path(get, path = "/auth/manage", tag = "admin", security(("bearer" = [])), params(AccountQuery, PageQuery),
     responses((status = 200, body = AccountPage),
         crate::http::openapi::Forbidden))]
 pub async fn list_accounts(
     State(state): State<AccountsState>,
     _admin: AdminUser,
     Query(q): Query<AccountQuery>,
+    Query(page): Query<PageQuery>,
 ) -> ApiResult<Json<AccountPage>> {
-    let limit = page_limit(q.limit)?;
+    let limit = page.limit()?;
     let search = match q.search.as_deref().map(|s| s.trim_start_matches("0x").to_ascii_lowercase())
     {
         Some(s) if s.len() > 40 || !s.chars().all(|c| c.is_ascii_hexdigit()) => {
@@ -82,7 +78,7 @@ pub async fn list_accounts(
         }
         other => other,
     };
-    let after = q.cursor.as_deref().map(parse_address).transpose()?;
+    let after = page.cursor.as_deref().map(parse_address).transpose()?;
     let rows = sqlx::query!(
         r#"select a.address, a.tier, a.status, a.registered_at, coalesce(b.balance, 0)::text as "balance!"
            from accounts a

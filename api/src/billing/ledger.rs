@@ -14,7 +14,7 @@ use crate::{
         auth::AuthUser,
         error::{ApiError, ApiResult},
         format::{show_address, show_hex},
-        pagination::{Cursor, page_limit},
+        pagination::{Cursor, PageQuery},
     },
 };
 
@@ -76,11 +76,6 @@ pub struct HistoryQuery {
     pub from: Option<DateTime<Utc>>,
     /// Until this time (RFC 3339, exclusive).
     pub to: Option<DateTime<Utc>>,
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-    /// Page size (1–500, default 50).
-    #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<i64>,
 }
 
 /// One credit movement.
@@ -122,14 +117,15 @@ pub struct HistoryPage {
 const KINDS: &[&str] = &["recharge", "fiat", "deduction", "skipped"];
 
 /// The caller's credit movements, newest first.
-#[utoipa::path(get, path = "/billing/history", tag = "billing", security(("bearer" = [])), params(HistoryQuery),
+#[utoipa::path(get, path = "/billing/history", tag = "billing", security(("bearer" = [])), params(HistoryQuery, PageQuery),
     responses((status = 200, body = HistoryPage)))]
 pub async fn history(
     State(state): State<BillingState>,
     user: AuthUser,
     Query(q): Query<HistoryQuery>,
+    Query(page): Query<PageQuery>,
 ) -> ApiResult<Json<HistoryPage>> {
-    let limit = page_limit(q.limit)?;
+    let limit = page.limit()?;
     if let Some(kind) = &q.kind
         && !KINDS.contains(&kind.as_str())
     {
@@ -138,7 +134,7 @@ pub async fn history(
             KINDS.join(", ")
         )));
     }
-    let before = q.cursor.as_deref().map(Cursor::parse).transpose()?;
+    let before = page.cursor.as_deref().map(Cursor::parse).transpose()?;
     let rows = sqlx::query!(
         r#"select kind as "kind!", credits::text as "credits!", balance_after::text as balance_after, service_id,
                   token, token_amount::text as token_amount, reference, block_time,

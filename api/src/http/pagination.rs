@@ -47,7 +47,8 @@ impl Cursor {
     }
 }
 
-/// Query parameters shared by lists.
+/// Which page of a list: every list takes these beside its own filters (a second `Query`
+/// extractor reads them from the same query string).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct PageQuery {
     /// The `next_cursor` of the previous page.
@@ -55,6 +56,13 @@ pub struct PageQuery {
     /// Page size (1–500, default 50).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
+}
+
+impl PageQuery {
+    /// The page size asked for, bounded ([`page_limit`]).
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        page_limit(self.limit)
+    }
 }
 
 #[cfg(test)]

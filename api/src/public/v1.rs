@@ -21,7 +21,7 @@ use crate::{
         auth::Auth,
         error::{ApiError, ApiResult},
         format::{parse_address, show_address, show_hex},
-        pagination::{Cursor, page_limit},
+        pagination::{Cursor, PageQuery},
     },
     public::{PublicState, stream::Notice},
     services::view::{ServiceRow, ServiceView},
@@ -93,11 +93,6 @@ pub struct EventQuery {
     pub from_block: Option<i64>,
     /// To this block (inclusive).
     pub to_block: Option<i64>,
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-    /// Page size (1–500, default 50).
-    #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<i64>,
 }
 
 struct EventRow {
@@ -133,15 +128,16 @@ impl From<EventRow> for EventView {
 }
 
 /// Platform events, filtered, in chain order.
-#[utoipa::path(get, path = "/v1/events", tag = "public", params(EventQuery),
+#[utoipa::path(get, path = "/v1/events", tag = "public", params(EventQuery, PageQuery),
     responses((status = 200, body = EventPage)))]
 pub async fn events(
     State(state): State<PublicState>,
     Query(q): Query<EventQuery>,
+    Query(which): Query<PageQuery>,
 ) -> ApiResult<Json<EventPage>> {
-    let limit = page_limit(q.limit)?;
+    let limit = which.limit()?;
     let account = q.account.as_deref().map(parse_address).transpose()?;
-    let after = q.cursor.as_deref().map(Cursor::parse).transpose()?;
+    let after = which.cursor.as_deref().map(Cursor::parse).transpose()?;
     let rows = sqlx::query_as!(
         EventRow,
         r#"select block_number, block_hash, block_time, tx_hash, tx_index, log_index, contract, address,

@@ -8,14 +8,14 @@ use axum::{
     http::StatusCode,
 };
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::{
     http::{
         auth::AuthUser,
         error::{ApiError, ApiResult},
-        pagination::page_limit,
+        pagination::PageQuery,
     },
     storage::StorageState,
 };
@@ -52,27 +52,17 @@ pub struct FilePage {
     pub next_cursor: Option<String>,
 }
 
-/// Which page.
-#[derive(Debug, Deserialize, IntoParams)]
-pub struct FilesQuery {
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-    /// Files per page (1–500, default 50).
-    #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<i64>,
-}
-
 /// Lists the caller's files, in every folder, by id.
 #[utoipa::path(get, path = "/storage/manage/files", tag = "storage", security(("bearer" = [])),
-    params(FilesQuery),
+    params(PageQuery),
     responses((status = 200, body = FilePage)))]
 pub async fn list(
     State(state): State<StorageState>,
     user: AuthUser,
-    Query(q): Query<FilesQuery>,
+    Query(page): Query<PageQuery>,
 ) -> ApiResult<Json<FilePage>> {
-    let limit = page_limit(q.limit)?;
-    let after = match q.cursor.as_deref() {
+    let limit = page.limit()?;
+    let after = match page.cursor.as_deref() {
         None => 0,
         Some(c) => c
             .parse::<i64>()

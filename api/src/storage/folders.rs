@@ -19,7 +19,7 @@ use crate::{
     http::{
         auth::AuthUser,
         error::{ApiError, ApiResult, Problem},
-        pagination::page_limit,
+        pagination::PageQuery,
     },
     storage::StorageState,
 };
@@ -120,11 +120,6 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>
 pub struct ListQuery {
     /// The folder (absent: the root).
     pub folder_id: Option<i64>,
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-    /// Files per page (1–500, default 50).
-    #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<i64>,
 }
 
 /// Deleting a folder.
@@ -233,7 +228,7 @@ pub async fn create(
 
 /// Lists a folder (or the root): its folders, then its files page by page.
 #[utoipa::path(get, path = "/storage/folder", tag = "storage", security(("bearer" = [])),
-    params(ListQuery),
+    params(ListQuery, PageQuery),
     responses((status = 200, body = FolderPage),
         (status = 403, description = "A Free account", body = Problem, content_type = "application/problem+json"),
         crate::http::openapi::NotFound))]
@@ -241,10 +236,11 @@ pub async fn list(
     State(state): State<StorageState>,
     user: AuthUser,
     Query(q): Query<ListQuery>,
+    Query(page): Query<PageQuery>,
 ) -> ApiResult<Json<FolderPage>> {
-    let limit = page_limit(q.limit)?;
+    let limit = page.limit()?;
     let after =
-        match q.cursor.as_deref() {
+        match page.cursor.as_deref() {
             None => None,
             Some(c) => Some(c.parse::<i64>().map_err(|_| {
                 ApiError::BadRequest("cursor: use the next_cursor of a page".into())
