@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AccountsState;
-use crate::http::error::{ApiError, ApiResult, LoginFailure, Problem};
+use crate::http::error::{ApiError, ApiResult, LoginFailure};
 
 /// A nonce to put in the next SIWE message.
 #[derive(Debug, Serialize, ToSchema)]
@@ -67,8 +67,7 @@ pub(super) async fn nonce(State(state): State<AccountsState>) -> ApiResult<Json<
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
     responses(
         (status = 200, body = TokenResponse),
-        (status = 401, description = "The login was refused; `type` says which check failed", body = Problem,
-            content_type = "application/problem+json"),
+        (status = 401, description = "The login was refused; `type` says which check failed"),
     ))]
 pub(super) async fn login(
     State(state): State<AccountsState>,
@@ -139,8 +138,7 @@ fn token_response(tokens: super::tokens::IssuedTokens) -> TokenResponse {
 /// whole login).
 #[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body = RefreshRequest,
     responses((status = 200, body = TokenResponse),
-        (status = 401, description = "The refresh token is unknown, expired, revoked or reused",
-            body = Problem, content_type = "application/problem+json")))]
+        (status = 401, description = "The refresh token is unknown, expired, revoked or reused")))]
 pub(super) async fn refresh(
     State(state): State<AccountsState>,
     Json(request): Json<RefreshRequest>,
@@ -153,8 +151,7 @@ pub(super) async fn refresh(
 /// Ends a login: its refresh tokens stop working (access tokens expire on their own).
 #[utoipa::path(post, path = "/auth/logout", tag = "auth", request_body = RefreshRequest,
     responses((status = 204),
-        (status = 401, description = "The refresh token is unknown, expired, revoked or reused",
-            body = Problem, content_type = "application/problem+json")))]
+        (status = 401, description = "The refresh token is unknown, expired, revoked or reused")))]
 pub(super) async fn logout(
     State(state): State<AccountsState>,
     Json(request): Json<RefreshRequest>,

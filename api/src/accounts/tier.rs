@@ -12,7 +12,7 @@ use crate::{
     chain::TxOutcome,
     http::{
         auth::{AdminUser, AuthUser},
-        error::{ApiError, ApiResult, Problem},
+        error::{ApiError, ApiResult},
         format::parse_address,
     },
     platform::Platform,
@@ -81,8 +81,7 @@ pub struct SetTier {
 #[utoipa::path(post, path = "/auth/tier", tag = "auth", security(("bearer" = [])), request_body = SetTier,
     responses((status = 200, body = TxOutcome),
         crate::http::openapi::Forbidden,
-        (status = 409, description = "The chain refused (e.g. the account is not registered)", body = Problem,
-            content_type = "application/problem+json")))]
+        (status = 409, description = "The chain refused (e.g. the account is not registered)")))]
 pub async fn set_tier(
     State(state): State<AccountsState>,
     admin: AdminUser,

@@ -20,7 +20,7 @@ use crate::{
     billing::BillingState,
     http::{
         auth::{AdminUser, AuthUser},
-        error::{ApiError, ApiResult, Problem},
+        error::{ApiError, ApiResult},
         format::{show_address, show_hex},
     },
 };
@@ -103,9 +103,8 @@ const MAX_AMOUNT: u64 = 10_000_000_000;
     request_body = RechargeRequest,
     responses((status = 201, description = "A card payment", body = Payment),
         (status = 200, description = "What to sign for a token recharge", body = super::token::CryptoRecharge),
-        (status = 422, description = "No rate for the currency", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Card payments are not configured or Paystack is down", body = Problem,
-            content_type = "application/problem+json")))]
+        (status = 422, description = "No rate for the currency"),
+        (status = 503, description = "Card payments are not configured or Paystack is down")))]
 pub async fn recharge(
     State(state): State<BillingState>,
     user: AuthUser,
@@ -277,8 +276,7 @@ pub struct WebhookAck {
     request_body(content = String, content_type = "application/json", description = "Paystack's event, as Paystack sends it"),
     params(("x-paystack-signature" = String, Header, description = "hex HMAC-SHA512 of the body with the secret key")),
     responses((status = 200, body = WebhookAck),
-        (status = 401, description = "The signature does not match the body", body = Problem,
-            content_type = "application/problem+json"),
+        (status = 401, description = "The signature does not match the body"),
         crate::http::openapi::Unavailable))]
 pub async fn webhook(
     State(state): State<BillingState>,

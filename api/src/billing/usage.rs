@@ -17,7 +17,7 @@ use crate::{
     billing::BillingState,
     http::{
         auth::ServiceOrAdmin,
-        error::{ApiError, ApiResult, Problem},
+        error::{ApiError, ApiResult},
         format::{show_address, show_hex},
     },
 };
@@ -151,13 +151,10 @@ fn validate(request: &UsageRequest) -> ApiResult<U256> {
     responses(
         (status = 201, description = "Recorded", body = Usage),
         (status = 200, description = "Recorded before under this reference", body = Usage),
-        (status = 403, description = "Neither the service token nor an admin", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 404, description = "No such service", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The service is cancelled", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 422, description = "The reference was used with other values", body = Problem,
-            content_type = "application/problem+json")))]
+        (status = 403, description = "Neither the service token nor an admin"),
+        (status = 404, description = "No such service"),
+        (status = 409, description = "The service is cancelled"),
+        (status = 422, description = "The reference was used with other values")))]
 pub async fn record(
     State(state): State<BillingState>,
     caller: ServiceOrAdmin,

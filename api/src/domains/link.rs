@@ -24,7 +24,7 @@ use crate::{
     hosting::sites,
     http::{
         auth::AuthUser,
-        error::{ApiError, ApiResult, Problem},
+        error::{ApiError, ApiResult},
     },
 };
 
@@ -173,12 +173,9 @@ pub async fn challenge(
 #[utoipa::path(post, path = "/domain/link", tag = "domains", security(("bearer" = [])),
     request_body = LinkRequest,
     responses((status = 200, body = Verified),
-        (status = 404, description = "No such site of the caller's", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 409, description = "The name is held by a purchase, or the site has no service yet",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The proof is missing or wrong: the answer says what to set",
-            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such site of the caller's"),
+        (status = 409, description = "The name is held by a purchase, or the site has no service yet"),
+        (status = 422, description = "The proof is missing or wrong: the answer says what to set"),
         crate::http::openapi::Unavailable))]
 pub async fn link(
     State(state): State<DomainsState>,
@@ -394,11 +391,9 @@ async fn record_proof(
 #[utoipa::path(post, path = "/domain/unlink", tag = "domains", security(("bearer" = [])),
     request_body = UnlinkRequest,
     responses((status = 200, body = OwnerCall),
-        (status = 403, description = "Another wallet owns the domain", body = Problem,
-            content_type = "application/problem+json"),
+        (status = 403, description = "Another wallet owns the domain"),
         crate::http::openapi::NotFound,
-        (status = 409, description = "It is not linked", body = Problem,
-            content_type = "application/problem+json")))]
+        (status = 409, description = "It is not linked")))]
 pub async fn unlink(
     State(state): State<DomainsState>,
     user: AuthUser,

@@ -26,7 +26,7 @@ use crate::{
     domains::DomainsState,
     http::{
         auth::AuthUser,
-        error::{ApiError, ApiResult, Problem},
+        error::{ApiError, ApiResult},
     },
 };
 
@@ -232,14 +232,10 @@ pub async fn price(
 #[utoipa::path(post, path = "/domain/purchase", tag = "domains", security(("bearer" = [])),
     request_body = PurchaseRequest,
     responses((status = 201, body = Purchase),
-        (status = 402, description = "Too little credit: nothing was charged or recorded", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 409, description = "Not available, or held already", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 422, description = "The registrar refused (credits refunded)", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 503, description = "The registrar is unavailable (credits refunded)", body = Problem,
-            content_type = "application/problem+json")))]
+        (status = 402, description = "Too little credit: nothing was charged or recorded"),
+        (status = 409, description = "Not available, or held already"),
+        (status = 422, description = "The registrar refused (credits refunded)"),
+        (status = 503, description = "The registrar is unavailable (credits refunded)")))]
 pub async fn buy(
     State(state): State<DomainsState>,
     user: AuthUser,
@@ -269,12 +265,10 @@ pub async fn buy(
 #[utoipa::path(post, path = "/domain/purchase/renew", tag = "domains", security(("bearer" = [])),
     request_body = PurchaseRequest,
     responses((status = 200, body = Purchase),
-        (status = 402, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Another wallet's name", body = Problem,
-            content_type = "application/problem+json"),
+        (status = 402),
+        (status = 403, description = "Another wallet's name"),
         crate::http::openapi::NotFound,
-        (status = 409, description = "Not a name bought through the platform", body = Problem,
-            content_type = "application/problem+json"),
+        (status = 409, description = "Not a name bought through the platform"),
         crate::http::openapi::Unavailable))]
 pub async fn renew(
     State(state): State<DomainsState>,

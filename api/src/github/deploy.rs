@@ -16,7 +16,7 @@ use crate::{
     hosting::{Deployment, queue_github_deployment, sites},
     http::{
         auth::AuthUser,
-        error::{ApiError, ApiResult, Problem},
+        error::{ApiError, ApiResult},
     },
 };
 
@@ -43,13 +43,10 @@ pub struct GitHubDeploy {
 #[utoipa::path(post, path = "/github/deploy", tag = "github", security(("bearer" = [])),
     request_body = GitHubDeploy,
     responses((status = 202, description = "Queued", body = Deployment),
-        (status = 403, description = "The tier hosts no more sites", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 404, description = "No such link", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The name is taken, the site's service is not active, or the token was revoked",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "GitHub has no such repository or ref for this account", body = Problem,
-            content_type = "application/problem+json"),
+        (status = 403, description = "The tier hosts no more sites"),
+        (status = 404, description = "No such link"),
+        (status = 409, description = "The name is taken, the site's service is not active, or the token was revoked"),
+        (status = 422, description = "GitHub has no such repository or ref for this account"),
         crate::http::openapi::Unavailable))]
 pub(super) async fn deploy(
     State(state): State<GitHubState>,

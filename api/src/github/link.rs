@@ -28,7 +28,7 @@ use crate::{
     github::GitHubState,
     http::{
         auth::AuthUser,
-        error::{ApiError, ApiResult, Problem},
+        error::{ApiError, ApiResult},
     },
 };
 
@@ -161,12 +161,9 @@ pub(super) async fn list(
 /// Starts linking a GitHub account: the authorize URL to send the user to.
 #[utoipa::path(post, path = "/github/link", tag = "github", security(("bearer" = [])),
     responses((status = 200, body = LinkStart),
-        (status = 402, description = "Too little credit for a link past the tier's included ones",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The tier links no more accounts", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 503, description = "GitHub is not configured", body = Problem,
-            content_type = "application/problem+json")))]
+        (status = 402, description = "Too little credit for a link past the tier's included ones"),
+        (status = 403, description = "The tier links no more accounts"),
+        (status = 503, description = "GitHub is not configured")))]
 pub(super) async fn start(
     State(state): State<GitHubState>,
     user: AuthUser,
@@ -198,13 +195,10 @@ pub(super) async fn start(
 #[utoipa::path(post, path = "/github/link/callback", tag = "github", security(("bearer" = [])),
     request_body = LinkCallback,
     responses((status = 201, body = LinkedAccount),
-        (status = 400, description = "A state not made for the caller, or expired", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 402, description = "Too little credit for a link past the tier's included ones",
-            body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A state not made for the caller, or expired"),
+        (status = 402, description = "Too little credit for a link past the tier's included ones"),
         crate::http::openapi::Forbidden,
-        (status = 422, description = "GitHub refused the code", body = Problem,
-            content_type = "application/problem+json"),
+        (status = 422, description = "GitHub refused the code"),
         crate::http::openapi::Unavailable))]
 pub(super) async fn callback(
     State(state): State<GitHubState>,
@@ -335,8 +329,7 @@ pub struct Repository {
     params(("id" = i64, Path, description = "The link")),
     responses((status = 200, body = Vec<Repository>),
         crate::http::openapi::NotFound,
-        (status = 409, description = "GitHub no longer accepts the token: link again", body = Problem,
-            content_type = "application/problem+json"),
+        (status = 409, description = "GitHub no longer accepts the token: link again"),
         crate::http::openapi::Unavailable))]
 pub(super) async fn repositories(
     State(state): State<GitHubState>,

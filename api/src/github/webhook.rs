@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 use crate::{
     github::GitHubState,
     hosting::queue_github_deployment,
-    http::error::{ApiError, ApiResult, Problem},
+    http::error::{ApiError, ApiResult},
 };
 
 /// What the webhook did with a delivery.
@@ -65,10 +65,8 @@ fn signed(secret: &[u8], body: &[u8], signature: &str) -> bool {
 #[utoipa::path(post, path = "/github/webhook", tag = "github",
     request_body(content = String, content_type = "application/json", description = "GitHub's delivery"),
     responses((status = 200, body = DeliveryOutcome),
-        (status = 401, description = "Missing or wrong X-Hub-Signature-256", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 503, description = "No webhook secret is configured", body = Problem,
-            content_type = "application/problem+json")))]
+        (status = 401, description = "Missing or wrong X-Hub-Signature-256"),
+        (status = 503, description = "No webhook secret is configured")))]
 pub(super) async fn webhook(
     State(state): State<GitHubState>,
     headers: HeaderMap,

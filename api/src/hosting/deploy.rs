@@ -20,7 +20,7 @@ use crate::{
     hosting::HostingState,
     http::{
         auth::AuthUser,
-        error::{ApiError, ApiResult, Problem},
+        error::{ApiError, ApiResult},
         pagination::page_limit,
     },
     platform::Platform,
@@ -42,12 +42,9 @@ const MAX_TEXT_PART: usize = 256;
         description = "`site`, then optional `output_dir` and `spa_fallback` and `archive` (tar.gz or zip); or `runtime=dynamic`, `image` and `port`"),
     responses(
         (status = 202, description = "Queued", body = Deployment),
-        (status = 403, description = "The tier hosts no more sites, or dynamic sites need the Paid tier",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The name is taken, the site is of the other kind, or its service is not active",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The archive is over the limit", body = Problem,
-            content_type = "application/problem+json"),
+        (status = 403, description = "The tier hosts no more sites, or dynamic sites need the Paid tier"),
+        (status = 409, description = "The name is taken, the site is of the other kind, or its service is not active"),
+        (status = 413, description = "The archive is over the limit"),
         crate::http::openapi::Unavailable))]
 pub(super) async fn deploy(
     State(state): State<HostingState>,
@@ -347,8 +344,7 @@ pub(super) async fn history(
         (status = 202, description = "A dynamic site's image is deployed again: the new deployment is queued (its URL in `Location`)",
             body = Deployment),
         crate::http::openapi::NotFound,
-        (status = 409, description = "The deployment never went live", body = Problem,
-            content_type = "application/problem+json")))]
+        (status = 409, description = "The deployment never went live")))]
 pub(super) async fn rollback(
     State(state): State<HostingState>,
     user: AuthUser,

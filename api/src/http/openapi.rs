@@ -69,6 +69,8 @@ fn problem(description: &str) -> Response {
 /// - 413, 415, 422: a JSON body too large, not sent as JSON, or without the expected fields;
 /// - 413 on multipart uploads too large;
 /// - 429: over the per-IP (and, signed in, the per-account) budget.
+///
+/// An error response that a route's annotation names without a body gets the problem+json one.
 pub(crate) fn complete(doc: &mut utoipa::openapi::OpenApi) {
     for item in doc.paths.paths.values_mut() {
         let operations = [
@@ -83,6 +85,21 @@ pub(crate) fn complete(doc: &mut utoipa::openapi::OpenApi) {
         ];
         for operation in operations.into_iter().flatten() {
             add_standard_responses(operation);
+            describe_problems(operation);
+        }
+    }
+}
+
+/// Gives every error response that a route's annotation names without a body (`(status = 409,
+/// description = "...")`) the problem+json body all errors are answered with.
+fn describe_problems(operation: &mut Operation) {
+    for (status, response) in &mut operation.responses.responses {
+        let is_error = status.starts_with('4') || status.starts_with('5');
+        if let RefOr::T(response) = response
+            && is_error
+            && response.content.is_empty()
+        {
+            response.content = problem("").content;
         }
     }
 }

@@ -33,7 +33,7 @@ use crate::{
     chain::ChainError,
     http::{
         auth::{Auth, AuthUser},
-        error::{ApiError, ApiResult, Problem},
+        error::{ApiError, ApiResult},
         format::{show_address, show_hex},
     },
 };
@@ -166,9 +166,8 @@ impl From<Row> for RelayedTx {
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key answers the first result")),
     responses(
         (status = 202, body = RelayedTx), (status = 200, description = "Replayed idempotency key", body = RelayedTx),
-        (status = 403, description = "Signed by another wallet, or acting on what another wallet owns", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Not relayable: wrong chain, foreign contract, function not allowed, invalid or reverting request",
-            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Signed by another wallet, or acting on what another wallet owns"),
+        (status = 422, description = "Not relayable: wrong chain, foreign contract, function not allowed, invalid or reverting request"),
     ))]
 pub async fn relay(
     State(state): State<RelayState>,

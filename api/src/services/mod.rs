@@ -22,7 +22,7 @@ use crate::{
     chain::{ChainError, TxOutcome},
     http::{
         auth::{Auth, AuthUser},
-        error::{ApiError, ApiResult, Problem},
+        error::{ApiError, ApiResult},
         format::show_hex,
     },
     platform::Platform,
@@ -159,7 +159,7 @@ pub(crate) async fn change(
     params(("id" = i64, Path, description = "The service")),
     responses((status = 200, body = TxOutcome),
         crate::http::openapi::NotFound,
-        (status = 409, description = "Not active", body = Problem, content_type = "application/problem+json")))]
+        (status = 409, description = "Not active")))]
 pub async fn pause(
     State(state): State<Platform>,
     user: AuthUser,
@@ -173,10 +173,8 @@ pub async fn pause(
     params(("id" = i64, Path, description = "The service")),
     responses((status = 200, body = TxOutcome),
         crate::http::openapi::NotFound,
-        (status = 409, description = "Not paused, expired or the account suspended", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 402, description = "Not enough credit for one hour", body = Problem,
-            content_type = "application/problem+json")))]
+        (status = 409, description = "Not paused, expired or the account suspended"),
+        (status = 402, description = "Not enough credit for one hour")))]
 pub async fn resume(
     State(state): State<Platform>,
     user: AuthUser,

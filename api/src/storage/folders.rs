@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::{
     http::{
         auth::AuthUser,
-        error::{ApiError, ApiResult, Problem},
+        error::{ApiError, ApiResult},
         pagination::PageQuery,
     },
     storage::StorageState,
@@ -192,9 +192,9 @@ fn conflict_on_duplicate(err: sqlx::Error) -> ApiError {
 #[utoipa::path(post, path = "/storage/folder", tag = "storage", security(("bearer" = [])),
     request_body = NewFolder,
     responses((status = 201, body = Folder),
-        (status = 403, description = "A Free account", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such parent of yours", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The name is taken there", body = Problem, content_type = "application/problem+json")))]
+        (status = 403, description = "A Free account"),
+        (status = 404, description = "No such parent of yours"),
+        (status = 409, description = "The name is taken there")))]
 pub async fn create(
     State(state): State<StorageState>,
     user: AuthUser,
@@ -230,7 +230,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/storage/folder", tag = "storage", security(("bearer" = [])),
     params(ListQuery, PageQuery),
     responses((status = 200, body = FolderPage),
-        (status = 403, description = "A Free account", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A Free account"),
         crate::http::openapi::NotFound))]
 pub async fn list(
     State(state): State<StorageState>,
@@ -300,8 +300,8 @@ pub async fn list(
     responses((status = 200, body = Folder),
         crate::http::openapi::Forbidden,
         crate::http::openapi::NotFound,
-        (status = 409, description = "The name is taken there", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A move into itself", body = Problem, content_type = "application/problem+json")))]
+        (status = 409, description = "The name is taken there"),
+        (status = 422, description = "A move into itself")))]
 pub async fn update(
     State(state): State<StorageState>,
     user: AuthUser,
@@ -370,8 +370,7 @@ pub async fn update(
     responses((status = 204, description = "Deleted"),
         crate::http::openapi::Forbidden,
         crate::http::openapi::NotFound,
-        (status = 409, description = "Not empty (ask recursively)", body = Problem,
-            content_type = "application/problem+json")))]
+        (status = 409, description = "Not empty (ask recursively)")))]
 pub async fn delete(
     State(state): State<StorageState>,
     user: AuthUser,

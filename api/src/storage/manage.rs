@@ -10,10 +10,7 @@ use utoipa::ToSchema;
 
 use crate::{
     chain::TxOutcome,
-    http::{
-        auth::AuthUser,
-        error::{ApiResult, Problem},
-    },
+    http::{auth::AuthUser, error::ApiResult},
     services::change,
     storage::StorageState,
 };
@@ -61,7 +58,7 @@ pub async fn show(
     params(("id" = i64, Path, description = "The storage service")),
     responses((status = 200, body = TxOutcome),
         crate::http::openapi::NotFound,
-        (status = 409, description = "Not active", body = Problem, content_type = "application/problem+json")))]
+        (status = 409, description = "Not active")))]
 pub async fn pause(
     State(state): State<StorageState>,
     user: AuthUser,
@@ -74,8 +71,7 @@ pub async fn pause(
 #[utoipa::path(post, path = "/storage/manage/{id}/resume", tag = "storage", security(("bearer" = [])),
     params(("id" = i64, Path, description = "The storage service")),
     responses((status = 200, body = TxOutcome),
-        (status = 402, description = "Not enough credit for one hour", body = Problem,
-            content_type = "application/problem+json"),
+        (status = 402, description = "Not enough credit for one hour"),
         crate::http::openapi::NotFound,
         crate::http::openapi::Conflict))]
 pub async fn resume(

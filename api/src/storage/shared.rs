@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 
 use super::share_link;
 use crate::{
-    http::error::{ApiError, ApiResult, Problem},
+    http::error::{ApiError, ApiResult},
     storage::StorageState,
 };
 
@@ -65,8 +65,7 @@ fn check_storage(state: Option<&str>) -> ApiResult<()> {
     params(("token" = String, Path, description = "The link's secret")),
     responses(
         (status = 200, description = "The file's bytes (its content type), or a folder listing (JSON)", body = SharedFolder),
-        (status = 403, description = "The owner's storage is paused or suspended", body = Problem,
-            content_type = "application/problem+json"),
+        (status = 403, description = "The owner's storage is paused or suspended"),
         crate::http::openapi::NotFound))]
 pub async fn shared(
     State(state): State<StorageState>,

@@ -28,7 +28,7 @@ use super::{
 use crate::{
     http::{
         auth::AuthUser,
-        error::{ApiError, ApiResult, Problem},
+        error::{ApiError, ApiResult},
     },
     storage::StorageState,
 };
@@ -128,14 +128,10 @@ pub(crate) fn multipart_error(err: axum::extract::multipart::MultipartError) -> 
     request_body(content_type = "multipart/form-data", description = "A `file` part, optionally preceded by `backend`"),
     responses(
         (status = 201, description = "Stored", body = StoredFile),
-        (status = 403, description = "Arweave for a Free account", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 409, description = "The storage service is paused or suspended", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 413, description = "Over the tier's file size or storage quota", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 422, description = "An unknown or unconfigured backend", body = Problem,
-            content_type = "application/problem+json"),
+        (status = 403, description = "Arweave for a Free account"),
+        (status = 409, description = "The storage service is paused or suspended"),
+        (status = 413, description = "Over the tier's file size or storage quota"),
+        (status = 422, description = "An unknown or unconfigured backend"),
         crate::http::openapi::Unavailable))]
 pub(super) async fn upload(
     State(state): State<StorageState>,

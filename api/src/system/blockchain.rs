@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     http::{
-        error::{ApiError, ApiResult, Problem},
+        error::{ApiError, ApiResult},
         format::{parse_address, show_address, show_hex},
     },
     system::SystemState,
@@ -158,8 +158,8 @@ pub struct ListenerAck {
         ("X-Timestamp" = u64, Header, description = "Unix seconds when the delivery was signed"),
         ("X-Delivery-Id" = Option<String>, Header, description = "The provider's delivery id, for de-duplication")),
     responses((status = 200, body = ListenerAck),
-        (status = 401, description = "Missing or wrong signature", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "No listener secret configured", body = Problem, content_type = "application/problem+json")))]
+        (status = 401, description = "Missing or wrong signature"),
+        (status = 503, description = "No listener secret configured")))]
 pub async fn listener(
     State(state): State<SystemState>,
     headers: HeaderMap,
