@@ -8,7 +8,7 @@ use alloy::{
     signers::{SignerSync, local::PrivateKeySigner},
 };
 use anyhow::Context;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{SecondsFormat, Utc};
 use clap::Parser;
 use decentraspace_api::{AppState, Config};
 use serde_json::Value;
@@ -200,7 +200,7 @@ impl TestApi {
 
     /// Signs in as `signer` (an EOA): nonce, SIWE message, signature, login.
     pub async fn login(&self, signer: &PrivateKeySigner) -> anyhow::Result<Session> {
-        let message = SiweMessage::new(signer.address(), self.nonce().await?).text();
+        let message = siwe_message(signer.address(), &self.nonce().await?);
         let signature = signer.sign_message_sync(message.as_bytes())?;
         let (status, body) = self
             .post(
@@ -250,62 +250,14 @@ impl Session {
     }
 }
 
-/// An EIP-4361 message with the test API's expectations, each field overridable.
-#[derive(Debug, Clone)]
-pub struct SiweMessage {
-    /// The domain.
-    pub domain: String,
-    /// The address.
-    pub address: Address,
-    /// The URI.
-    pub uri: String,
-    /// The chain id.
-    pub chain_id: u64,
-    /// The nonce.
-    pub nonce: String,
-    /// Issued at.
-    pub issued_at: DateTime<Utc>,
-    /// Expiration time.
-    pub expiration_time: Option<DateTime<Utc>>,
-    /// Not before.
-    pub not_before: Option<DateTime<Utc>>,
-}
-
-impl SiweMessage {
-    /// A valid message for anvil's chain, issued now.
-    pub fn new(address: Address, nonce: String) -> Self {
-        Self {
-            domain: SIWE_DOMAIN.into(),
-            address,
-            uri: SIWE_URI.into(),
-            chain_id: 31337,
-            nonce,
-            issued_at: Utc::now(),
-            expiration_time: None,
-            not_before: None,
-        }
-    }
-
-    /// The message text.
-    pub fn text(&self) -> String {
-        let ts = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
-        let mut text = format!(
-            "{} wants you to sign in with your Ethereum account:\n{}\n\nSign in to DecentraSpace\n\nURI: {}\nVersion: 1\nChain ID: {}\nNonce: {}\nIssued At: {}",
-            self.domain,
-            self.address.to_checksum(None),
-            self.uri,
-            self.chain_id,
-            self.nonce,
-            ts(self.issued_at)
-        );
-        if let Some(t) = self.expiration_time {
-            text.push_str(&format!("\nExpiration Time: {}", ts(t)));
-        }
-        if let Some(t) = self.not_before {
-            text.push_str(&format!("\nNot Before: {}", ts(t)));
-        }
-        text
-    }
+/// A valid EIP-4361 sign-in message for `address` with `nonce`, as the test API expects it (its
+/// domain and URI, anvil's chain), issued now.
+pub fn siwe_message(address: Address, nonce: &str) -> String {
+    format!(
+        "{SIWE_DOMAIN} wants you to sign in with your Ethereum account:\n{}\n\nSign in to DecentraSpace\n\nURI: {SIWE_URI}\nVersion: 1\nChain ID: 31337\nNonce: {nonce}\nIssued At: {}",
+        address.to_checksum(None),
+        Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+    )
 }
 
 /// Where the API's problem types live.

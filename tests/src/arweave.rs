@@ -9,7 +9,10 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use crate::repo_root;
+use crate::{
+    repo_root,
+    served::{free_port, on_free_ports},
+};
 
 /// Winston minted to the test wallet: enough for many gigabytes at arlocal's price.
 const FUNDS: &str = "100000000000000000";
@@ -31,18 +34,11 @@ impl TestArweave {
     /// Starts arlocal, makes a wallet and funds it. A port another process took meanwhile
     /// shows as an early exit; then it starts over on another port.
     pub async fn start() -> anyhow::Result<Self> {
-        let mut failures = Vec::new();
-        for _ in 0..3 {
-            match Self::try_start().await {
-                Ok(node) => return Ok(node),
-                Err(err) => failures.push(format!("{err:#}")),
-            }
-        }
-        bail!("arlocal did not start (ARLOCAL_LOG=1 shows its output): {}", failures.join("; "))
+        on_free_ports("arlocal (ARLOCAL_LOG=1 shows its output)", Self::try_start).await
     }
 
     async fn try_start() -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = free_port()?;
         let dir = std::env::temp_dir().join(format!("ds-arlocal-{}-{port}", std::process::id()));
         std::fs::remove_dir_all(&dir).ok();
         std::fs::create_dir_all(&dir)?;

@@ -11,11 +11,13 @@ use std::{
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use serde_json::{Value, json};
+
+use crate::served::{Served, bearer};
 
 /// The Fly app the fake serves.
 pub const FLY_APP: &str = "decentraspace-sites";
@@ -51,13 +53,7 @@ pub struct FakeFly {
     /// Its base URL.
     pub url: String,
     machines: Machines,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeFly {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    _server: Served,
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -68,11 +64,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 type Refusal = (StatusCode, &'static str);
 
 fn authorized(headers: &HeaderMap, app: &str) -> Result<(), Refusal> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if token != Some(FLY_TOKEN) {
+    if bearer(headers) != Some(FLY_TOKEN) {
         return Err((StatusCode::UNAUTHORIZED, "unauthorized"));
     }
     if app != FLY_APP {
@@ -226,12 +218,8 @@ impl FakeFly {
             .route("/v1/apps/{app}/machines/{id}/wait", get(wait))
             .route("/v1/apps/{app}/machines/{id}/{verb}", post(action))
             .with_state(machines.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.ok();
-        });
-        Ok(Self { url, machines, server })
+        let server = Served::start(app).await?;
+        Ok(Self { url: server.url(), machines, _server: server })
     }
 
     /// Every machine ever created: (id, image, state), oldest first.
@@ -286,13 +274,7 @@ impl FakeFly {
 pub struct FakeContainer {
     /// Its port.
     pub port: u16,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeContainer {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    _server: Served,
 }
 
 impl FakeContainer {
@@ -306,11 +288,7 @@ impl FakeContainer {
                 .to_owned();
             ([("x-served-by", reply)], format!("{reply} for {host}{body}"))
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.ok();
-        });
-        Ok(Self { port, server })
+        let server = Served::start(app).await?;
+        Ok(Self { port: server.port(), _server: server })
     }
 }

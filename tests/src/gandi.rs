@@ -11,11 +11,13 @@ use std::{
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use serde_json::{Value, json};
+
+use crate::served::{Served, bearer};
 
 /// The token the fake takes.
 pub const GANDI_TOKEN: &str = "gandi-test-pat";
@@ -31,13 +33,7 @@ pub struct FakeGandi {
     /// Its base URL (`…/v5`).
     pub url: String,
     registered: Arc<Registered>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeGandi {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    _server: Served,
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -51,8 +47,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 fn authorized(headers: &HeaderMap) -> bool {
-    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
-        == Some(&format!("Bearer {GANDI_TOKEN}"))
+    bearer(headers) == Some(GANDI_TOKEN)
 }
 
 async fn check(headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
@@ -146,12 +141,8 @@ impl FakeGandi {
             .route("/v5/domain/domains/{fqdn}", get(domain))
             .route("/v5/domain/domains/{fqdn}/renew", post(renew))
             .with_state(registered.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}/v5", listener.local_addr()?);
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.ok();
-        });
-        Ok(Self { url, registered, server })
+        let server = Served::start(app).await?;
+        Ok(Self { url: format!("{}/v5", server.url()), registered, _server: server })
     }
 
     /// Registers `fqdn` at the fake directly (as if a request had reached it before a crash).

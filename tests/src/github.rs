@@ -6,7 +6,6 @@
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
     sync::{Arc, Mutex},
 };
 
@@ -22,6 +21,8 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
+
+use crate::served::{Served, bearer};
 
 /// The fake OAuth app's client id and secret.
 pub const GITHUB_CLIENT_ID: &str = "Iv1.decentraspacefake";
@@ -62,13 +63,7 @@ pub struct FakeGitHub {
     /// Its base URL (both the OAuth host and the API).
     pub url: String,
     inner: Arc<Inner>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeGitHub {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    _server: Served,
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -80,8 +75,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 fn bearer_user(inner: &Inner, headers: &HeaderMap) -> Option<FakeUser> {
-    let token = headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")?;
-    inner.tokens.lock().expect("lock").get(token).cloned()
+    inner.tokens.lock().expect("lock").get(bearer(headers)?).cloned()
 }
 
 #[derive(Deserialize)]
@@ -219,12 +213,8 @@ impl FakeGitHub {
             .route("/repos/{owner}/{repo}/tarball/{git_ref}", get(tarball))
             .route("/_codeload/{owner}/{repo}/legacy.tar.gz/{sha}", get(codeload))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.ok();
-        });
-        Ok(Self { url, inner, server })
+        let server = Served::start(app).await?;
+        Ok(Self { url: server.url(), inner, _server: server })
     }
 
     /// The user `login` (id `id`) authorizes the app: the code GitHub would send back.

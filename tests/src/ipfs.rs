@@ -9,7 +9,10 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use crate::repo_root;
+use crate::{
+    repo_root,
+    served::{free_port, on_free_ports},
+};
 
 /// A running IPFS node.
 #[derive(Debug)]
@@ -22,24 +25,13 @@ pub struct TestIpfs {
     repo: PathBuf,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 impl TestIpfs {
     /// Starts a node and waits until its API answers (a fresh repository takes a few seconds).
     /// Free ports are found by binding and releasing them, so another process can take one
     /// before the node does: the answering node must be this one (its peer id is the one in
     /// its repository), else it starts over on other ports.
     pub async fn start() -> anyhow::Result<Self> {
-        let mut failures = Vec::new();
-        for _ in 0..3 {
-            match Self::try_start().await {
-                Ok(node) => return Ok(node),
-                Err(err) => failures.push(format!("{err:#}")),
-            }
-        }
-        bail!("the IPFS node did not start (IPFS_LOG=1 shows its output): {}", failures.join("; "))
+        on_free_ports("the IPFS node (IPFS_LOG=1 shows its output)", Self::try_start).await
     }
 
     async fn try_start() -> anyhow::Result<Self> {

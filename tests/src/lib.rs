@@ -18,12 +18,13 @@ mod ipfs;
 mod paystack;
 mod relay;
 mod rpc_hold;
+mod served;
 mod stack;
 mod wrk;
 
 pub use api::{
-    ApiProcess, PROBLEMS, SIWE_DOMAIN, SIWE_URI, Session, SiweMessage, TestApi, api_config,
-    eventually, problem_type, role_key,
+    ApiProcess, PROBLEMS, SIWE_DOMAIN, SIWE_URI, Session, TestApi, api_config, eventually,
+    problem_type, role_key, siwe_message,
 };
 pub use archive::site_tar_gz;
 pub use arweave::TestArweave;

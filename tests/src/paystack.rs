@@ -5,7 +5,6 @@
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU32, Ordering},
@@ -21,6 +20,8 @@ use axum::{
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha512;
+
+use crate::served::{Served, bearer};
 
 /// The fake's secret key.
 pub const PAYSTACK_SECRET: &str = "sk_test_decentraspace_fake";
@@ -50,18 +51,11 @@ pub struct FakePaystack {
     /// Its base URL.
     pub url: String,
     inner: Arc<Inner>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakePaystack {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    _server: Served,
 }
 
 fn authorized(headers: &HeaderMap) -> bool {
-    headers.get("authorization").and_then(|v| v.to_str().ok())
-        == Some(&format!("Bearer {PAYSTACK_SECRET}"))
+    bearer(headers) == Some(PAYSTACK_SECRET)
 }
 
 fn refuse(status: StatusCode, message: &str) -> (StatusCode, Json<Value>) {
@@ -143,12 +137,8 @@ impl FakePaystack {
             .route("/transaction/initialize", post(initialize))
             .route("/transaction/verify/{reference}", get(verify))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.ok();
-        });
-        Ok(Self { url, inner, server })
+        let server = Served::start(app).await?;
+        Ok(Self { url: server.url(), inner, _server: server })
     }
 
     /// The customer pays: the transaction succeeds with `amount` and `currency` (or as

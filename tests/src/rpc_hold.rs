@@ -13,6 +13,8 @@ use std::{
 
 use axum::{Router, body::Bytes, extract::State, http::StatusCode, routing::post};
 
+use crate::served::Served;
+
 /// Where a held call waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hold {
@@ -60,13 +62,7 @@ pub struct HoldingRpc {
     /// Its URL, to use as a process's RPC URL.
     pub url: String,
     shared: Arc<Shared>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for HoldingRpc {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    _server: Served,
 }
 
 impl HoldingRpc {
@@ -86,12 +82,8 @@ impl HoldingRpc {
             client: reqwest::Client::new(),
         });
         let app = Router::new().route("/", post(relay)).with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.ok();
-        });
-        Ok(Self { url, shared, server })
+        let server = Served::start(app).await?;
+        Ok(Self { url: server.url(), shared, _server: server })
     }
 
     /// Where the next calls of the method wait.

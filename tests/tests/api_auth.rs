@@ -13,8 +13,8 @@ use alloy::{
 };
 use anyhow::Context;
 use decentraspace_tests::{
-    IndexerTask, Role, SiweMessage, Stack, TestApi, TestChain, TestDb, eventually, indexer_config,
-    problem_type, repo_root,
+    IndexerTask, Role, Stack, TestApi, TestChain, TestDb, eventually, indexer_config, problem_type,
+    repo_root, siwe_message,
 };
 use serde_json::{Value, json};
 
@@ -84,7 +84,7 @@ async fn a_signature_by_another_wallet_is_refused() -> anyhow::Result<()> {
     let stack = stack().await?;
     let Stack { chain, api, db, .. } = &stack;
     let (user, other) = (chain.user(1), chain.user(2));
-    let text = SiweMessage::new(user.address(), api.nonce().await?).text();
+    let text = siwe_message(user.address(), &api.nonce().await?);
     let signature = other.sign_message_sync(text.as_bytes())?;
     let (status, body) = login_with(api, &text, &signature.to_string()).await?;
     assert_eq!((status, problem_type(&body).as_str()), (401, "siwe-bad-signature"), "{body}");
@@ -123,7 +123,7 @@ async fn a_contract_wallet_signs_in_through_eip_1271() -> anyhow::Result<()> {
     let owner = chain.user(3);
     let wallet = deploy_wallet(chain, owner.address()).await?;
 
-    let text = SiweMessage::new(wallet, api.nonce().await?).text();
+    let text = siwe_message(wallet, &api.nonce().await?);
     let signature = owner.sign_message_sync(text.as_bytes())?;
     let (status, body) = login_with(api, &text, &signature.to_string()).await?;
     assert_eq!(status, 200, "{body}");
@@ -132,7 +132,7 @@ async fn a_contract_wallet_signs_in_through_eip_1271() -> anyhow::Result<()> {
     assert_eq!(tier["address"], wallet.to_checksum(None), "the session is the wallet's");
 
     // Someone else's signature for the wallet: the wallet refuses it.
-    let text = SiweMessage::new(wallet, api.nonce().await?).text();
+    let text = siwe_message(wallet, &api.nonce().await?);
     let signature = chain.user(4).sign_message_sync(text.as_bytes())?;
     let (status, body) = login_with(api, &text, &signature.to_string()).await?;
     assert_eq!((status, problem_type(&body).as_str()), (401, "siwe-bad-signature"), "{body}");
