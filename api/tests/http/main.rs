@@ -7,6 +7,7 @@ mod support;
 mod analytics;
 mod auth;
 mod input;
+mod layout;
 mod metrics;
 mod openapi;
 mod reads;
