@@ -125,7 +125,9 @@ bench-indexer: contracts ## Indexer backfill (1M events) and head-latency benchm
 db: ## Print a Postgres URL (existing server, or a private cluster under .data/)
 	@scripts/postgres.sh
 
-dev: contracts ## Run the local stack: Postgres, anvil with the platform deployed, the indexer, the API
-	@echo "cargo: building the binaries (the same build make test makes, so either reuses the other's)"
-	$(CARGO) build --workspace --bins --locked
+dev: ## Run the local stack: Postgres, anvil with the platform deployed, the indexer, the API
+	@echo "cargo: building the binaries while npm installs and forge compiles (the same build make test makes, so either reuses the other's)"
+	$(CARGO) build --workspace --bins --locked & cargo=$$!; \
+		$(MAKE) --no-print-directory contracts || { kill $$cargo; exit 1; }; \
+		wait $$cargo
 	scripts/dev.sh

@@ -49,6 +49,8 @@ for _ in $(seq 1 50); do
 done
 chain_id=$(tools/foundry cast chain-id --rpc-url "$rpc_url")
 
+# A fresh clone has no deployments/ folder: local chains' records are not committed.
+mkdir -p deployments
 DEPLOYER_PRIVATE_KEY=$deployer_key BILLING=$(tools/foundry cast wallet address --private-key "$billing_key") \
   VERIFIER=$(tools/foundry cast wallet address --private-key "$verifier_key") \
   REGISTRAR=$(tools/foundry cast wallet address --private-key "$registrar_key") \
