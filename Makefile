@@ -25,7 +25,7 @@ export SCHEMATHESIS := $(VENV)/bin/schemathesis
 # cargo-nextest runs the tests (side by side across test binaries); see .config/nextest.toml.
 NEXTEST_VERSION := 0.9.143
 
-.PHONY: build nextest schemathesis bench bench-api bench-indexer bench-meter bench-upload help install contracts abi abi-check test test-contracts test-rust lint fmt coverage gas dev db sqlx-prepare sqlx-check migrate
+.PHONY: build bwrap nextest schemathesis bench bench-api bench-indexer bench-meter bench-upload help install contracts abi abi-check test test-contracts test-rust lint fmt coverage gas dev db sqlx-prepare sqlx-check migrate
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -61,11 +61,16 @@ build: ## Build the binaries and every test (make dev and make test share this o
 	@echo "cargo: building the workspace (a fresh machine compiles about 450 crates first)"
 	$(CARGO) build --workspace --bins --tests --locked
 
+bwrap: ## Install bubblewrap, the sandbox site builds run in (Debian's bubblewrap package)
+	@command -v bwrap >/dev/null || { echo "installing bubblewrap (apt-get)"; \
+		apt_get=apt-get; [ "$$(id -u)" = 0 ] || apt_get="sudo apt-get"; \
+		$$apt_get install -y bubblewrap || { $$apt_get update && $$apt_get install -y bubblewrap; }; }
+
 nextest: ## Install cargo-nextest (the machines have it; elsewhere it is built from crates.io)
 	@command -v cargo-nextest >/dev/null || { echo "installing cargo-nextest $(NEXTEST_VERSION)"; \
 		$(CARGO) install cargo-nextest --version $(NEXTEST_VERSION) --locked; }
 
-test-rust: contracts $(SCHEMATHESIS) nextest build ## Rust unit, fast HTTP-level and end-to-end tests (anvil + the deploy script, Postgres)
+test-rust: contracts $(SCHEMATHESIS) nextest bwrap build ## Rust unit, fast HTTP-level and end-to-end tests (anvil + the deploy script, Postgres)
 	DATABASE_URL="$$(scripts/postgres.sh)" $(CARGO) nextest run --workspace --locked
 
 test: abi-check test-contracts test-rust ## Every test
@@ -125,7 +130,7 @@ bench-indexer: contracts ## Indexer backfill (1M events) and head-latency benchm
 db: ## Print a Postgres URL (existing server, or a private cluster under .data/)
 	@scripts/postgres.sh
 
-dev: ## Run the local stack: Postgres, anvil with the platform deployed, the indexer, the API
+dev: bwrap ## Run the local stack: Postgres, anvil with the platform deployed, the indexer, the API
 	@echo "cargo: building the binaries while npm installs and forge compiles (the same build make test makes, so either reuses the other's)"
 	$(CARGO) build --workspace --bins --locked & cargo=$$!; \
 		$(MAKE) --no-print-directory contracts || { kill $$cargo; exit 1; }; \

@@ -311,6 +311,35 @@ pub struct Config {
     #[arg(long, env = "DEPLOY_WORK_DIR", default_value_os_t = std::env::temp_dir())]
     pub deploy_work_dir: std::path::PathBuf,
 
+    /// bubblewrap, the sandbox builds from source run in (missing: such deployments fail saying
+    /// builds are not available, and sources that need no build still deploy).
+    #[arg(long, env = "BUILD_BWRAP", default_value = "/usr/bin/bwrap")]
+    pub build_bwrap: std::path::PathBuf,
+
+    /// The longest one build step (install or build) may run, in seconds.
+    #[arg(long, env = "BUILD_TIME_LIMIT_SECS", default_value_t = 600)]
+    pub build_time_limit_secs: u64,
+
+    /// The CPU time one build step may use, all its processes together, in seconds.
+    #[arg(long, env = "BUILD_CPU_LIMIT_SECS", default_value_t = 1200)]
+    pub build_cpu_limit_secs: u64,
+
+    /// The memory a build may use, all its processes together, in MiB.
+    #[arg(long, env = "BUILD_MEMORY_LIMIT_MB", default_value_t = 2048)]
+    pub build_memory_limit_mb: u64,
+
+    /// The processes and threads a build may run at once.
+    #[arg(long, env = "BUILD_PROCESS_LIMIT", default_value_t = 256)]
+    pub build_process_limit: u32,
+
+    /// The size a build's source folder may grow to (dependencies and output included), in MiB.
+    #[arg(long, env = "BUILD_DISK_LIMIT_MB", default_value_t = 4096)]
+    pub build_disk_limit_mb: u64,
+
+    /// The size of a build's `/tmp`, in MiB.
+    #[arg(long, env = "BUILD_TMP_LIMIT_MB", default_value_t = 512)]
+    pub build_tmp_limit_mb: u64,
+
     /// Seconds between two uptime checks of each live site (0: no prober).
     #[arg(long, env = "UPTIME_INTERVAL_SECS", default_value_t = 60)]
     pub uptime_interval_secs: u64,

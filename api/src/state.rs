@@ -266,6 +266,7 @@ impl AppState {
             None => None,
         };
         let sealer = crate::seal::Sealer::new(token_key, &config.jwt_secret);
+        let builder = crate::hosting::Builder::new(&config).await;
         let access = AccessTokens::new(&config.jwt_secret, config.access_ttl_secs)?;
         let limits =
             Arc::new(RateLimits::new(config.rate_limit_per_ip, config.rate_limit_per_account));
@@ -315,6 +316,7 @@ impl AppState {
                 runtime,
                 github: github.clone(),
                 sealer: sealer.clone(),
+                builder,
             },
             gateway: GatewayState { platform: platform.clone(), ipfs },
             github: GitHubState { charges: charges.clone(), github, sealer },

@@ -2,7 +2,8 @@
 //! an uploaded archive is deployed by the deploy job, added to IPFS as a directory and served by
 //! the gateway by `Host`; a new deployment replaces it and a rollback brings the old one back;
 //! unsafe archives fail without touching what is served; other accounts see nothing; expired and
-//! suspended sites are not served; the analytics count exactly the requests the test made.
+//! suspended sites are not served; the analytics count exactly the requests the test made; a
+//! source with a build script is built in the sandbox, and a failed build changes nothing.
 
 use std::{io::Write, time::Duration};
 
@@ -377,5 +378,161 @@ async fn expired_and_suspended_sites_are_not_served() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&body).contains("suspended"));
     let (_, site) = api.get("/hosting/status/shop", Some(token)).await?;
     assert_eq!((&site["serving"], &site["state"]), (&json!(false), &json!("suspended")));
+    Ok(())
+}
+
+/// A source with a `build` script: the files of a site built by Node.js.
+fn source(build_js: &str) -> anyhow::Result<Vec<u8>> {
+    let package = br#"{"name": "fixture-site", "version": "1.0.0", "private": true,
+                       "scripts": {"build": "node build.js"}}"#;
+    tar_gz(
+        "me-app-9f8e7d",
+        &[
+            ("package.json", package),
+            ("build.js", build_js.as_bytes()),
+            ("src/page.txt", b"from source"),
+        ],
+        &[],
+    )
+}
+
+/// Replaces the build settings of the site `webapp`.
+async fn put_settings(api: &TestApi, token: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+    api.send(reqwest::Method::PUT, "/hosting/settings/webapp", Some(token), Some(body)).await
+}
+
+const BUILD_JS: &str = r#"
+const fs = require('fs');
+fs.mkdirSync('dist/assets', { recursive: true });
+const page = fs.readFileSync('src/page.txt', 'utf8');
+fs.writeFileSync('dist/index.html', `<h1>${page}</h1>`);
+fs.writeFileSync('dist/assets/app.js', 'console.log(1)');
+console.log('wrote', fs.readdirSync('dist').length, 'entries');
+"#;
+
+#[tokio::test]
+async fn a_source_is_built_in_the_sandbox_and_a_failed_build_changes_nothing() -> anyhow::Result<()>
+{
+    let stack = Stack::builder()
+        .ipfs()
+        .configure(|config, _| {
+            config.sites_domain = DOMAIN.into();
+            config.uptime_interval_secs = 0;
+            config.build_time_limit_secs = 5;
+        })
+        .start()
+        .await?;
+    let api = &stack.api;
+    let owner = stack.api.login_registered(&stack.chain.user(3)).await?;
+    let token = owner.access.as_str();
+
+    // npm installs (nothing to fetch) and runs the build script; dist/ is served, the source
+    // is not.
+    let (status, queued) = deploy(api, token, "webapp", &[], source(BUILD_JS)?).await?;
+    assert_eq!(status, 202, "{queued}");
+    let built = api.deployment_finished(token, queued["id"].as_i64().expect("id")).await?;
+    assert_eq!(built["state"], "live", "{built}");
+    assert_eq!(built["files"], 2, "{built}");
+    let log = built["log"].as_str().unwrap_or_default();
+    for line in [
+        "$ npm install",
+        "$ npm run build",
+        "wrote 2 entries",
+        "build finished in",
+        "serving me-app-9f8e7d/dist",
+    ] {
+        assert!(log.contains(line), "{line:?} in the log:\n{log}");
+    }
+    let (status, _, body) = visit(api, "webapp", "/", &[]).await?;
+    assert_eq!((status, body.as_slice()), (200, b"<h1>from source</h1>".as_slice()));
+    for source_file in ["/package.json", "/build.js", "/src/page.txt"] {
+        let (status, _, _) = visit(api, "webapp", source_file, &[]).await?;
+        assert_eq!(status, 404, "{source_file} is source, not output");
+    }
+    let (status, _, body) = visit(api, "webapp", "/assets/app.js", &[]).await?;
+    assert_eq!((status, body.as_slice()), (200, b"console.log(1)".as_slice()));
+
+    // Build settings: read and replaced by the owner only, checked, and used from the next
+    // deployment on (no install step, the script run directly).
+    let (status, settings) = api.get("/hosting/settings/webapp", Some(token)).await?;
+    assert_eq!((status, &settings["build_command"]), (200, &Value::Null), "{settings}");
+    let chosen =
+        json!({"install_command": "", "build_command": "node build.js", "output_dir": "./dist/"});
+    let (status, saved) = put_settings(api, token, &chosen).await?;
+    assert_eq!(status, 200, "{saved}");
+    assert_eq!(
+        saved,
+        json!({"root_dir": null, "install_command": "", "build_command": "node build.js", "output_dir": "dist"})
+    );
+    assert_eq!(api.get("/hosting/settings/webapp", Some(token)).await?.1, saved);
+    for bad in [
+        json!({"root_dir": "../up"}),
+        json!({"build_command": "a\nb"}),
+        json!({"output_dir": "/etc"}),
+        json!({"command": "x"}),
+    ] {
+        let (status, body) = put_settings(api, token, &bad).await?;
+        assert!(matches!(status, 400 | 422), "{bad}: {status} {body}");
+    }
+    let other = stack.api.login_registered(&stack.chain.user(4)).await?;
+    let theirs = other.access.as_str();
+    assert_eq!(api.get("/hosting/settings/webapp", Some(theirs)).await?.0, 404);
+    assert_eq!(put_settings(api, theirs, &json!({})).await?.0, 404);
+    assert_eq!(api.get("/hosting/settings/webapp", None).await?.0, 401);
+    let (_, queued) = deploy(api, token, "webapp", &[], source(BUILD_JS)?).await?;
+    let rebuilt = api.deployment_finished(token, queued["id"].as_i64().expect("id")).await?;
+    assert_eq!(rebuilt["state"], "live", "{rebuilt}");
+    let log = rebuilt["log"].as_str().unwrap_or_default();
+    assert!(log.contains("$ node build.js") && !log.contains("$ npm"), "{log}");
+
+    // Settings left out are detected again.
+    let (status, cleared) = put_settings(api, token, &json!({})).await?;
+    assert_eq!(status, 200, "{cleared}");
+    assert!(cleared.as_object().is_some_and(|s| s.values().all(Value::is_null)), "{cleared}");
+
+    // Each failed build names its cause and leaves the live site as it was.
+    let failing = [
+        ("process.exit(3)", "the build command (npm run build) exited with status 3"),
+        ("while (true) {}", "the build step was stopped: it ran longer than its time limit of 5 s"),
+        (
+            "require('fs').mkdirSync('dist'); require('fs').writeFileSync('dist/index.html', 'x'); require('fs').symlinkSync('/etc/passwd', 'dist/passwd')",
+            "the output's link passwd points outside the output or at no file",
+        ),
+        (
+            "require('fs').mkdirSync('dist'); require('fs').writeFileSync('dist/index.html', JSON.stringify(process.env))",
+            "",
+        ),
+    ];
+    for (script, error) in failing {
+        let (status, queued) = deploy(api, token, "webapp", &[], source(script)?).await?;
+        assert_eq!(status, 202, "{queued}");
+        let done = api.deployment_finished(token, queued["id"].as_i64().expect("id")).await?;
+        if error.is_empty() {
+            // The build ran with only its own environment: none of the API's variables.
+            assert_eq!(done["state"], "live", "{done}");
+            let (_, _, body) = visit(api, "webapp", "/", &[]).await?;
+            let env: serde_json::Map<String, Value> = serde_json::from_slice(&body)?;
+            let database = &stack.db.url;
+            assert!(!String::from_utf8_lossy(&body).contains(database.as_str()), "{env:?}");
+            for name in env.keys() {
+                let upper = name.to_uppercase();
+                for secret in ["DATABASE", "SECRET", "TOKEN", "PRIVATE", "RPC", "CARGO"] {
+                    assert!(!upper.contains(secret), "{name} reached the build: {env:?}");
+                }
+            }
+            continue;
+        }
+        assert_eq!(
+            (&done["state"], done["error"].as_str()),
+            (&json!("failed"), Some(error)),
+            "{done}"
+        );
+        let (status, _, body) = visit(api, "webapp", "/", &[]).await?;
+        assert_eq!(
+            (status, body.as_slice()),
+            (200, b"<h1>from source</h1>".as_slice()),
+            "{script}"
+        );
+    }
     Ok(())
 }

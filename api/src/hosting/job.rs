@@ -18,7 +18,10 @@ use anyhow::Context;
 use futures::TryStreamExt;
 use tokio::io::AsyncWriteExt;
 
-use super::unpack::{self, Limits, UnpackError};
+use super::{
+    build,
+    unpack::{self, Limits, UnpackError},
+};
 use crate::hosting::HostingState;
 
 /// How long a claimed job stays a worker's without a renewal.
@@ -31,6 +34,8 @@ const POLL: Duration = Duration::from_millis(250);
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Attempts before a job that keeps dying is marked failed.
 const MAX_ATTEMPTS: i32 = 3;
+/// The most characters a deployment's log keeps.
+const MAX_LOG: i32 = 256 * 1024;
 /// Folders a build usually writes its output to, tried in order when none is configured.
 const OUTPUT_DIRS: &[&str] = &["dist", "build", "public", "out", "_site", "site", "docs"];
 
@@ -89,7 +94,7 @@ async fn claim(state: &HostingState) -> sqlx::Result<Option<Job>> {
                lease_until = now() + make_interval(secs => $1),
                attempts = attempts + 1, updated_at = now()
            where id = (select id from deployments
-                       where state in ('queued', 'fetching', 'uploading', 'starting')
+                       where state in ('queued', 'fetching', 'building', 'uploading', 'starting')
                          and (lease_until is null or lease_until < now())
                        order by id
                        for update skip locked
@@ -123,7 +128,8 @@ async fn work(state: &HostingState, job: Job) {
         let failed = sqlx::query!(
             "update deployments set state = 'failed', error = $3, log = log || $4,
                                     lease_until = null, finished_at = now(), updated_at = now()
-             where id = $1 and attempts = $2 and state in ('fetching', 'uploading', 'starting')",
+             where id = $1 and attempts = $2
+               and state in ('fetching', 'building', 'uploading', 'starting')",
             id,
             job.attempts,
             reason,
@@ -170,10 +176,20 @@ async fn renew(state: HostingState, id: i64, attempt: i32) {
 
 /// Appends a line to the deployment's log.
 async fn log(state: &HostingState, id: i64, line: &str) {
+    append_log(state, id, &format!("{line}\n")).await;
+}
+
+/// Appends text to the deployment's log, keeping its last [`MAX_LOG`] characters (the oldest
+/// lines go, and a marker says so).
+async fn append_log(state: &HostingState, id: i64, text: &str) {
     let appended = sqlx::query!(
-        "update deployments set log = log || $2 where id = $1",
+        "update deployments
+         set log = case when length(log || $2) <= $3 then log || $2
+                        else '[earlier lines dropped]' || chr(10) || right(log || $2, $3) end
+         where id = $1",
         id,
-        format!("{line}\n")
+        text,
+        MAX_LOG
     )
     .execute(&state.db)
     .await;
@@ -251,23 +267,54 @@ async fn deploy(state: &HostingState, job: &Job) -> Result<(), Failure> {
         log(state, job.id, &format!("skipped {skipped}")).await;
     }
 
-    let configured = sqlx::query_scalar!("select output_dir from sites where id = $1", job.site_id)
-        .fetch_one(&state.db)
-        .await
-        .map_err(internal)?;
+    let settings = sqlx::query!(
+        "select output_dir, root_dir, install_command, build_command from sites where id = $1",
+        job.site_id
+    )
+    .fetch_one(&state.db)
+    .await
+    .map_err(internal)?;
+    let configured = settings.output_dir;
     let files: Vec<PathBuf> = unpacked.files;
-    let output = output_dir(&tree, &files, configured.as_deref())?;
-    let site_files: Vec<(String, u64)> = files
-        .iter()
-        .filter_map(|f| f.strip_prefix(&output).ok())
-        .map(|rel| {
-            // Unpacked names are checked UTF-8 without backslashes.
-            let path = rel.to_string_lossy().into_owned();
-            let size =
-                std::fs::metadata(tree.join(&output).join(rel)).map(|m| m.len()).unwrap_or(0);
-            (path, size)
+    let top = top_folder(&files);
+    let build_settings = build::Settings {
+        root_dir: settings.root_dir,
+        install_command: settings.install_command,
+        build_command: settings.build_command,
+    };
+    let plan = build::Plan::of(&build_settings, &tree.join(&top)).map_err(Failure)?;
+    let (output, site_files) = if plan.runs() {
+        set_state(state, job, "building").await?;
+        run_build(state, job, &plan, &tree.join(&top)).await?;
+        let output = built_output(&tree, &top.join(&plan.root), configured.as_deref())?;
+        let (max_files, max_bytes) = (state.config.deploy_max_files, state.config.deploy_max_bytes);
+        let collected = tokio::task::spawn_blocking({
+            let dir = tree.join(&output);
+            move || build::output::collect(&dir, max_files, max_bytes)
         })
-        .collect();
+        .await
+        .map_err(internal)?
+        .map_err(Failure)?;
+        let site_files = collected
+            .into_iter()
+            .map(|(path, size)| (path.to_string_lossy().into_owned(), size))
+            .collect();
+        (output, site_files)
+    } else {
+        let output = output_dir(&tree, &files, configured.as_deref())?;
+        let site_files: Vec<(String, u64)> = files
+            .iter()
+            .filter_map(|f| f.strip_prefix(&output).ok())
+            .map(|rel| {
+                // Unpacked names are checked UTF-8 without backslashes.
+                let path = rel.to_string_lossy().into_owned();
+                let size =
+                    std::fs::metadata(tree.join(&output).join(rel)).map(|m| m.len()).unwrap_or(0);
+                (path, size)
+            })
+            .collect();
+        (output, site_files)
+    };
     let shown =
         if output.as_os_str().is_empty() { "/".into() } else { output.display().to_string() };
     log(state, job.id, &format!("serving {shown} ({} files)", site_files.len())).await;
@@ -438,14 +485,9 @@ async fn fetch_from_github(state: &HostingState, job: &Job, to: &Path) -> Result
     write_bounded(state, stream.map_err(|e| Failure(e.to_string())), to).await
 }
 
-/// The folder of the tree to serve: the configured one, else the first of the usual build
-/// folders holding an `index.html`, else the top. A single top folder holding everything (as in
-/// GitHub's tarballs, `<owner>-<repo>-<sha>/`) is looked into first.
-fn output_dir(
-    tree: &Path,
-    files: &[PathBuf],
-    configured: Option<&str>,
-) -> Result<PathBuf, Failure> {
+/// The source's top: a single top folder holding everything (as in GitHub's tarballs,
+/// `<owner>-<repo>-<sha>/`), else the tree itself.
+fn top_folder(files: &[PathBuf]) -> PathBuf {
     let mut top = PathBuf::new();
     let first: Vec<_> = files.iter().filter_map(|f| f.components().next()).collect();
     if let Some(only) = first.first()
@@ -454,6 +496,80 @@ fn output_dir(
     {
         top.push(only);
     }
+    top
+}
+
+/// Runs the build in the sandbox, its output going to the deployment's log as it comes.
+async fn run_build(
+    state: &HostingState,
+    job: &Job,
+    plan: &build::Plan,
+    top: &Path,
+) -> Result<(), Failure> {
+    let (lines, mut received) = tokio::sync::mpsc::channel::<String>(256);
+    let writer = {
+        let (state, id) = (state.clone(), job.id);
+        tokio::spawn(async move {
+            let mut batch = String::new();
+            while let Some(line) = received.recv().await {
+                batch.push_str(&line);
+                batch.push('\n');
+                // Whatever else is waiting goes in the same write.
+                while let Ok(line) = received.try_recv() {
+                    batch.push_str(&line);
+                    batch.push('\n');
+                    if batch.len() > 64 * 1024 {
+                        break;
+                    }
+                }
+                append_log(&state, id, &batch).await;
+                batch.clear();
+            }
+        })
+    };
+    let built = state.builder.run(plan, top, &[], &lines).await;
+    drop(lines);
+    let _ = writer.await;
+    built.map_err(|err| Failure(err.to_string()))
+}
+
+/// The folder a build wrote the site to, inside `root` (where the build ran): the configured
+/// one, else `root` or the first of the usual build folders holding an `index.html`.
+fn built_output(tree: &Path, root: &Path, configured: Option<&str>) -> Result<PathBuf, Failure> {
+    if let Some(dir) = configured {
+        let dir = unpack::inside_path(Path::new(dir)).map_err(|_| {
+            Failure(format!("output_dir {dir:?} must be a folder inside the source"))
+        })?;
+        let output = root.join(&dir);
+        if !tree.join(&output).is_dir() {
+            return Err(Failure(format!(
+                "the build wrote no folder {dir:?} (output_dir)",
+                dir = dir.display()
+            )));
+        }
+        return Ok(output);
+    }
+    let has_index = |dir: &Path| tree.join(dir).join("index.html").is_file();
+    std::iter::once(root.to_owned())
+        .chain(OUTPUT_DIRS.iter().map(|dir| root.join(dir)))
+        .find(|dir| has_index(dir))
+        .ok_or_else(|| {
+            Failure(format!(
+                "the build wrote no index.html at the top or in {}; set output_dir",
+                OUTPUT_DIRS.iter().map(|d| format!("{d}/")).collect::<Vec<_>>().join(", ")
+            ))
+        })
+}
+
+/// The folder of the tree to serve: the configured one, else the first of the usual build
+/// folders holding an `index.html`, else the top. A single top folder holding everything (as in
+/// GitHub's tarballs, `<owner>-<repo>-<sha>/`) is looked into first.
+fn output_dir(
+    tree: &Path,
+    files: &[PathBuf],
+    configured: Option<&str>,
+) -> Result<PathBuf, Failure> {
+    let top = top_folder(files);
     if let Some(dir) = configured {
         let dir = unpack::inside_path(Path::new(dir)).map_err(|_| {
             Failure(format!("output_dir {dir:?} must be a folder inside the source"))

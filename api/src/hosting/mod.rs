@@ -5,9 +5,11 @@
 //! `docs/adr/0007-hosting.md`.
 
 pub mod analytics;
+mod build;
 mod deploy;
 mod job;
 pub mod runtime;
+pub mod settings;
 pub(crate) mod sites;
 pub mod status;
 pub mod unpack;
@@ -28,6 +30,7 @@ use crate::{
     seal::Sealer,
 };
 
+pub use build::Builder;
 pub use deploy::load as load_deployment;
 
 /// What hosting uses: the platform, the IPFS node sites are published to, the runtime dynamic sites
@@ -44,6 +47,8 @@ pub struct HostingState {
     pub github: Option<Arc<dyn GitHub>>,
     /// Opens linked accounts' tokens.
     pub sealer: Sealer,
+    /// Builds sources that need it, in the sandbox.
+    pub builder: Builder,
 }
 feature_state!(HostingState);
 
@@ -74,6 +79,7 @@ where
         .routes(routes!(status::sites))
         .routes(routes!(status::site))
         .routes(routes!(status::expiry, status::set_expiry))
+        .routes(routes!(settings::site_settings, settings::set_site_settings))
         .routes(routes!(analytics::site_analytics))
 }
 
@@ -96,8 +102,8 @@ pub struct Deployment {
     pub site: String,
     /// `upload`, `github` or `image` (a dynamic site).
     pub source: String,
-    /// `queued`, `fetching`, `uploading` (static) or `starting` (dynamic), then `live` or
-    /// `failed`.
+    /// `queued`, `fetching`, `building` (a source that needs a build), `uploading` (static) or
+    /// `starting` (dynamic), then `live` or `failed`.
     pub state: String,
     /// Whether the site serves this deployment now.
     pub current: bool,
