@@ -12,3 +12,6 @@ alter table deployments add constraint deployments_state_check
 drop index deployments_pending;
 create index deployments_pending on deployments (id)
     where state in ('queued', 'fetching', 'building', 'uploading', 'starting');
+-- A deployment queued by a push delivery deploys exactly the pushed commit, and becomes current
+-- only when that commit is not older than the live one (GitHub's compare says "behind").
+alter table deployments add column pushed boolean not null default false;

@@ -1,5 +1,6 @@
 //! A small client of GitHub's documented OAuth web flow and REST API (`/user`, `/user/repos`,
-//! `/repos/{owner}/{repo}/commits/{ref}`, `/repos/{owner}/{repo}/tarball/{ref}`), behind a trait
+//! `/repos/{owner}/{repo}/commits/{ref}`, `/repos/{owner}/{repo}/compare/{base}...{head}`,
+//! `/repos/{owner}/{repo}/tarball/{ref}`), behind a trait
 //! so the base URLs (and in tests, the server) can change while the code path stays the same.
 
 use std::time::Duration;
@@ -61,6 +62,25 @@ struct Commit {
     sha: String,
 }
 
+/// Where a head commit stands against a base commit, as GitHub's compare API says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Comparison {
+    /// The head has commits the base lacks, and none the other way (a descendant).
+    Ahead,
+    /// The base has commits the head lacks, and none the other way (an ancestor: older).
+    Behind,
+    /// The same commit.
+    Identical,
+    /// Each has commits the other lacks (a force-push, another line of history).
+    Diverged,
+}
+
+#[derive(Debug, Deserialize)]
+struct CompareReply {
+    status: Comparison,
+}
+
 /// GitHub, as the platform uses it.
 #[async_trait]
 pub trait GitHub: Send + Sync + std::fmt::Debug {
@@ -79,6 +99,14 @@ pub trait GitHub: Send + Sync + std::fmt::Debug {
         repo: &str,
         git_ref: &str,
     ) -> Result<String, GitHubError>;
+    /// Where commit `head` stands against commit `base` in `repo`.
+    async fn compare(
+        &self,
+        token: &SecretString,
+        repo: &str,
+        base: &str,
+        head: &str,
+    ) -> Result<Comparison, GitHubError>;
     /// The repository's tarball at `sha`, as a byte stream.
     async fn tarball(
         &self,
@@ -246,6 +274,23 @@ impl GitHub for GitHubClient {
         let commit: Commit =
             self.json(self.api(token, &format!("/repos/{repo}/commits/{git_ref}"))).await?;
         Ok(commit.sha)
+    }
+
+    async fn compare(
+        &self,
+        token: &SecretString,
+        repo: &str,
+        base: &str,
+        head: &str,
+    ) -> Result<Comparison, GitHubError> {
+        if !valid_repository(repo) || !valid_ref(base) || !valid_ref(head) {
+            return Err(GitHubError::Refused(format!(
+                "{repo}@{base}...{head} is not a repository and two commits"
+            )));
+        }
+        let reply: CompareReply =
+            self.json(self.api(token, &format!("/repos/{repo}/compare/{base}...{head}"))).await?;
+        Ok(reply.status)
     }
 
     async fn tarball(

@@ -1,7 +1,8 @@
 //! A local HTTP server speaking GitHub's documented OAuth web flow and REST API
 //! (`POST /login/oauth/access_token`, `GET /user`, `GET /user/repos`,
-//! `GET /repos/{owner}/{repo}/commits/{ref}`, `GET /repos/{owner}/{repo}/tarball/{ref}` with its
-//! redirect to a download host), serving repositories whose commits are tarballs the test makes,
+//! `GET /repos/{owner}/{repo}/commits/{ref}`, `GET /repos/{owner}/{repo}/compare/{base}...{head}`,
+//! `GET /repos/{owner}/{repo}/tarball/{ref}` with its redirect to a download host), serving
+//! repositories whose commits are tarballs the test makes, on one line of history in push order,
 //! and signing webhook deliveries as GitHub does (`X-Hub-Signature-256`, hex HMAC-SHA256).
 
 use std::{
@@ -56,6 +57,8 @@ struct FakeRepo {
     readers: Vec<String>,
     branches: HashMap<String, String>,
     tarballs: HashMap<String, Vec<u8>>,
+    /// Every commit pushed, oldest first: each is a descendant of those before it.
+    history: Vec<String>,
 }
 
 /// The fake GitHub; stops when dropped.
@@ -160,6 +163,39 @@ async fn commit(
     }
 }
 
+async fn compare(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    Path((owner, repo, basehead)): Path<(String, String, String)>,
+) -> Response {
+    let found = match readable(&inner, &headers, &owner, &repo) {
+        Ok(r) => r,
+        Err((status, message)) => return error(status, message),
+    };
+    let place = |git_ref: &str| {
+        let sha = resolve(&found, git_ref)?;
+        found.history.iter().position(|h| *h == sha)
+    };
+    let Some((base, head)) = basehead.split_once("...") else {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let (Some(base), Some(head)) = (place(base), place(head)) else {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let status = match head.cmp(&base) {
+        std::cmp::Ordering::Greater => "ahead",
+        std::cmp::Ordering::Less => "behind",
+        std::cmp::Ordering::Equal => "identical",
+    };
+    Json(json!({
+        "status": status,
+        "ahead_by": head.saturating_sub(base),
+        "behind_by": base.saturating_sub(head),
+        "total_commits": head.saturating_sub(base),
+    }))
+    .into_response()
+}
+
 async fn tarball(
     State(inner): State<Arc<Inner>>,
     headers: HeaderMap,
@@ -210,6 +246,7 @@ impl FakeGitHub {
             .route("/user", get(user))
             .route("/user/repos", get(user_repos))
             .route("/repos/{owner}/{repo}/commits/{git_ref}", get(commit))
+            .route("/repos/{owner}/{repo}/compare/{basehead}", get(compare))
             .route("/repos/{owner}/{repo}/tarball/{git_ref}", get(tarball))
             .route("/_codeload/{owner}/{repo}/legacy.tar.gz/{sha}", get(codeload))
             .with_state(inner.clone());
@@ -251,6 +288,7 @@ impl FakeGitHub {
         let repo = repos.get_mut(name).expect("a repository made with `repository`");
         repo.branches.insert(branch.to_owned(), sha.to_owned());
         repo.tarballs.insert(sha.to_owned(), tar_gz);
+        repo.history.push(sha.to_owned());
     }
 
     /// Tarballs downloaded so far.

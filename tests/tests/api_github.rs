@@ -1,7 +1,8 @@
 //! GitHub continuous deployment end to end, against a local server speaking GitHub's OAuth and
 //! REST API (tarballs made in the test, webhooks signed as GitHub signs them), a real IPFS node,
 //! anvil, Postgres, the indexer and the API: link an account, deploy a repository, push to deploy
-//! again, a redelivered push deploys once, bad signatures are refused, tokens are sealed at rest,
+//! again, a redelivered push deploys once, a push deploys exactly its commit and an older one
+//! never replaces a newer, bad signatures are refused, tokens are sealed at rest,
 //! another account touches nothing, and unlinking stops deploys.
 
 use std::io::Write;
@@ -122,6 +123,8 @@ async fn served(api: &TestApi, site: &str) -> anyhow::Result<(u16, String)> {
 const SHA1: &str = "1111111aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const SHA2: &str = "2222222bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 const SHA3: &str = "3333333ccccccccccccccccccccccccccccccccc";
+const SHA4: &str = "4444444ddddddddddddddddddddddddddddddddd";
+const SHA5: &str = "5555555eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
 
 #[tokio::test]
 async fn a_linked_repository_deploys_and_a_push_deploys_it_again_once() -> anyhow::Result<()> {
@@ -238,18 +241,53 @@ async fn a_linked_repository_deploys_and_a_push_deploys_it_again_once() -> anyho
     assert_eq!(items[0]["commit"], SHA2);
     api.deployment_finished(token, items[0]["id"].as_i64().expect("id")).await?;
     assert_eq!(served(api, "gh-blog").await?, (200, "<h1>gh v2</h1>".into()));
-    // A delivery naming an older commit (replayed, or forged with the secret) deploys the
-    // branch's head as GitHub reports it, never the commit it names.
+    // A push deploys exactly the commit it names, even when the branch has moved on since: SHA4
+    // and then SHA5 are pushed, and SHA4's delivery arrives first.
+    github.push("octocat/blog", "main", SHA4, tarball(SHA4, &[("index.html", b"<h1>gh v4</h1>")])?);
+    github.push("octocat/blog", "main", SHA5, tarball(SHA5, &[("index.html", b"<h1>gh v5</h1>")])?);
+    for (delivery, sha, page) in [("d-6", SHA4, "<h1>gh v4</h1>"), ("d-7", SHA5, "<h1>gh v5</h1>")]
+    {
+        let body = push_payload("octocat/blog", "main", sha);
+        let signature = github_signature(&body, GITHUB_WEBHOOK_SECRET);
+        let (_, outcome) = deliver(api, "push", delivery, &body, Some(&signature)).await?;
+        assert_eq!(outcome["deployments"], 1, "{outcome}");
+        let (_, history) = api.get("/hosting/deploy?site=gh-blog&limit=1", Some(token)).await?;
+        let done =
+            api.deployment_finished(token, history["items"][0]["id"].as_i64().expect("id")).await?;
+        assert_eq!(
+            (&done["state"], &done["commit"], &done["current"]),
+            (&json!("live"), &json!(sha), &json!(true)),
+            "{done}"
+        );
+        assert_eq!(served(api, "gh-blog").await?, (200, page.into()));
+    }
+    // A delivery of an older commit (late, or replayed under a new delivery id) builds exactly
+    // that commit, which stays in the history without replacing the newer live one.
     let stale = push_payload("octocat/blog", "main", SHA1);
     let (_, outcome) =
         deliver(api, "push", "d-5", &stale, Some(&github_signature(&stale, GITHUB_WEBHOOK_SECRET)))
             .await?;
     assert_eq!(outcome["deployments"], 1, "{outcome}");
     let (_, history) = api.get("/hosting/deploy?site=gh-blog&limit=1", Some(token)).await?;
-    let head =
+    let old =
         api.deployment_finished(token, history["items"][0]["id"].as_i64().expect("id")).await?;
-    assert_eq!((&head["state"], &head["commit"]), (&json!("live"), &json!(SHA2)), "{head}");
-    assert_eq!(served(api, "gh-blog").await?, (200, "<h1>gh v2</h1>".into()));
+    assert_eq!(
+        (&old["state"], &old["commit"], &old["current"]),
+        (&json!("live"), &json!(SHA1), &json!(false)),
+        "{old}"
+    );
+    let log = old["log"].as_str().unwrap_or_default();
+    assert!(
+        log.contains(&format!("not made current: {SHA1} is older than the live commit {SHA5}")),
+        "{log}"
+    );
+    assert_eq!(served(api, "gh-blog").await?, (200, "<h1>gh v5</h1>".into()));
+    // A push whose `after` is not a commit SHA is refused.
+    let bad = push_payload("octocat/blog", "main", "main");
+    let (status, refused) =
+        deliver(api, "push", "d-8", &bad, Some(&github_signature(&bad, GITHUB_WEBHOOK_SECRET)))
+            .await?;
+    assert_eq!((status, problem_type(&refused).as_str()), (400, "bad-request"), "{refused}");
     // A push to another branch deploys nothing; a ping is answered.
     let other_branch = push_payload("octocat/blog", "feature", SHA3);
     let (_, outcome) = deliver(
@@ -266,7 +304,7 @@ async fn a_linked_repository_deploys_and_a_push_deploys_it_again_once() -> anyho
         deliver(api, "ping", "d-3", ping, Some(&github_signature(ping, GITHUB_WEBHOOK_SECRET)))
             .await?;
     assert_eq!(status, 200);
-    assert_eq!(github.downloads(), 3, "one tarball per deployment");
+    assert_eq!(github.downloads(), 5, "one tarball per deployment");
 
     // Unlinked: the token is gone and pushes no longer deploy.
     let (status, _) = api.post("/github/unlink", Some(token), &json!({"id": link_id})).await?;
@@ -279,7 +317,7 @@ async fn a_linked_repository_deploys_and_a_push_deploys_it_again_once() -> anyho
         deliver(api, "push", "d-4", &body, Some(&github_signature(&body, GITHUB_WEBHOOK_SECRET)))
             .await?;
     assert_eq!(outcome["deployments"], 0, "{outcome}");
-    assert_eq!(served(api, "gh-blog").await?, (200, "<h1>gh v2</h1>".into()));
+    assert_eq!(served(api, "gh-blog").await?, (200, "<h1>gh v5</h1>".into()));
     let sealed: Vec<u8> =
         sqlx::query_scalar("select token_sealed from github_accounts where id = $1")
             .bind(link_id)

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use super::{github, github_error, link::token_of};
 use crate::{
     github::GitHubState,
-    hosting::{Deployment, queue_github_deployment, sites},
+    hosting::{Deployment, GitHubTrigger, queue_github_deployment, sites},
     http::{
         auth::AuthUser,
         error::{ApiError, ApiResult},
@@ -105,6 +105,7 @@ pub(super) async fn deploy(
         wanted,
         &commit,
         body.github_account_id,
+        GitHubTrigger::Owner,
     )
     .await?;
     let deployment = crate::hosting::load_deployment(&state, id).await?;

@@ -1,8 +1,9 @@
 //! `POST /github/webhook`: GitHub's push deliveries. The `X-Hub-Signature-256` HMAC of the raw
 //! body is checked in constant time; each `X-GitHub-Delivery` is acted on once (a redelivery is
-//! answered, not acted on); a push to a site's production branch queues a deployment of the
-//! pushed commit. The delivery and its deployments are recorded in one transaction, so a crash
-//! either loses both (GitHub redelivers) or keeps both.
+//! answered, not acted on); a push to a site's production branch queues a deployment of exactly
+//! the pushed commit (`after`, covered by the signature), which the deploy job makes current only
+//! if it is not older than the commit the site serves. The delivery and its deployments are
+//! recorded in one transaction, so a crash either loses both (GitHub redelivers) or keeps both.
 
 use axum::{
     Json,
@@ -18,7 +19,7 @@ use utoipa::ToSchema;
 
 use crate::{
     github::GitHubState,
-    hosting::queue_github_deployment,
+    hosting::{GitHubTrigger, queue_github_deployment},
     http::error::{ApiError, ApiResult},
 };
 
@@ -111,6 +112,12 @@ pub(super) async fn webhook(
         let push: Push = serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("not a push payload: {e}")))?;
         if let Some(branch) = push.git_ref.strip_prefix("refs/heads/").filter(|_| !push.deleted) {
+            if push.after.len() != 40 || !push.after.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ApiError::BadRequest(format!(
+                    "the push's after {:?} is not a commit SHA",
+                    push.after
+                )));
+            }
             let sites = sqlx::query!(
                 "select s.id, s.github_account_id as \"github_account_id!\" from sites s
                  join services v on v.chain_id = s.chain_id and v.service_id = s.service_id
@@ -130,6 +137,7 @@ pub(super) async fn webhook(
                     branch,
                     &push.after,
                     site.github_account_id,
+                    GitHubTrigger::Push,
                 )
                 .await?;
                 queued += 1;

@@ -142,6 +142,16 @@ pub struct DeploymentPage {
     pub next_cursor: Option<String>,
 }
 
+/// What asked for a GitHub deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GitHubTrigger {
+    /// Its owner, through the API: the branch's head when the job runs, made current.
+    Owner,
+    /// A push delivery: exactly the pushed commit, made current unless it is older than the
+    /// commit the site serves.
+    Push,
+}
+
 /// Queues a deployment of `repository` at `commit` (asked for as `git_ref`) for the deploy job.
 pub(crate) async fn queue_github_deployment(
     db: impl sqlx::PgExecutor<'_>,
@@ -150,15 +160,18 @@ pub(crate) async fn queue_github_deployment(
     git_ref: &str,
     commit: &str,
     github_account_id: i64,
+    trigger: GitHubTrigger,
 ) -> sqlx::Result<i64> {
     sqlx::query_scalar!(
-        "insert into deployments (site_id, source, repository, git_ref, commit_sha, github_account_id)
-         values ($1, 'github', $2, $3, $4, $5) returning id",
+        "insert into deployments (site_id, source, repository, git_ref, commit_sha, github_account_id,
+                                  pushed)
+         values ($1, 'github', $2, $3, $4, $5, $6) returning id",
         site_id,
         repository,
         git_ref,
         commit,
-        github_account_id
+        github_account_id,
+        trigger == GitHubTrigger::Push
     )
     .fetch_one(db)
     .await

@@ -18,6 +18,8 @@ use anyhow::Context;
 use futures::TryStreamExt;
 use tokio::io::AsyncWriteExt;
 
+mod github;
+
 use super::{
     build,
     unpack::{self, Limits, UnpackError},
@@ -50,6 +52,8 @@ struct Job {
     git_ref: Option<String>,
     commit_sha: Option<String>,
     github_account_id: Option<i64>,
+    /// Queued by a push: exactly `commit_sha`, current only if not older than the live commit.
+    pushed: bool,
     image: Option<String>,
     port: Option<i32>,
     attempts: i32,
@@ -100,7 +104,7 @@ async fn claim(state: &HostingState) -> sqlx::Result<Option<Job>> {
                        for update skip locked
                        limit 1)
            returning id, site_id, source, archive_cid, repository, git_ref, commit_sha, github_account_id,
-                     image, port, attempts"#,
+                     pushed, image, port, attempts"#,
         lease
     )
     .fetch_optional(&state.db)
@@ -241,7 +245,7 @@ async fn deploy(state: &HostingState, job: &Job) -> Result<(), Failure> {
             log(state, job.id, &format!("fetching the uploaded archive {cid}")).await;
             fetch_from_ipfs(state, cid, &archive).await?;
         }
-        "github" => fetch_from_github(state, job, &archive).await?,
+        "github" => github::fetch(state, job, &archive).await?,
         other => return Err(Failure(format!("deployments from {other} are not supported"))),
     }
 
@@ -325,11 +329,45 @@ async fn deploy(state: &HostingState, job: &Job) -> Result<(), Failure> {
         Failure("the IPFS node did not take the site; deploy again".into())
     })?;
     log(state, job.id, &format!("added to IPFS as {}", added.cid)).await;
-    let published = publish(state, job, &site_files, &added).await;
+    let mut published =
+        Err(Failure("the site's live deployment kept changing; deploy again".into()));
+    // Another deployment may become current between the decision and the commit: decide again.
+    for _ in 0..3 {
+        let switch = github::switch(state, job).await?;
+        match publish(state, job, &site_files, &added, &switch).await {
+            Ok(Published::Done) => {
+                published = Ok(());
+                break;
+            }
+            Ok(Published::CurrentMoved) => continue,
+            Err(failure) => {
+                published = Err(failure);
+                break;
+            }
+        }
+    }
     if published.is_err() {
         release_directory(state, &added.cid).await;
     }
     published
+}
+
+/// Whether a deployment that goes live becomes the one the site serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Switch {
+    /// Yes, if the site still serves this deployment (or none) when the switch is written.
+    IfCurrentIs(Option<i64>),
+    /// No: the reason goes to the deployment's log.
+    Never(String),
+}
+
+/// How a publication ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Published {
+    /// Live (and current, or not, as the switch said).
+    Done,
+    /// The site's current deployment changed after the switch was decided: nothing written.
+    CurrentMoved,
 }
 
 /// Starts a dynamic site's image on a machine and switches the site to it.
@@ -354,14 +392,15 @@ async fn deploy_image(state: &HostingState, job: &Job) -> Result<(), Failure> {
     }
 }
 
-/// Records the files and makes the deployment live and current, in one commit, if the job is
-/// still this attempt's.
+/// Records the files and makes the deployment live, and current as `switch` says, in one
+/// commit, if the job is still this attempt's.
 async fn publish(
     state: &HostingState,
     job: &Job,
     site_files: &[(String, u64)],
     added: &decentraspace_clients::ipfs::AddedDirectory,
-) -> Result<(), Failure> {
+    switch: &Switch,
+) -> Result<Published, Failure> {
     let mut paths = Vec::with_capacity(site_files.len());
     let (mut cids, mut sizes, mut types) = (Vec::new(), Vec::new(), Vec::new());
     for (path, size) in site_files {
@@ -411,13 +450,37 @@ async fn publish(
         // Dropping the transaction rolls the files back.
         return Err(lost(job));
     }
-    sqlx::query!("update sites set current_deployment_id = $2 where id = $1", job.site_id, job.id)
-        .execute(&mut *tx)
-        .await
-        .map_err(internal)?;
+    match switch {
+        Switch::IfCurrentIs(expected) => {
+            let switched = sqlx::query!(
+                "update sites set current_deployment_id = $2
+                 where id = $1 and current_deployment_id is not distinct from $3",
+                job.site_id,
+                job.id,
+                *expected
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
+            if switched.rows_affected() == 0 {
+                // Dropping the transaction rolls the files and the state back.
+                return Ok(Published::CurrentMoved);
+            }
+        }
+        Switch::Never(reason) => {
+            sqlx::query!(
+                "update deployments set log = log || $2 where id = $1",
+                job.id,
+                format!("{reason}\n")
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
+        }
+    }
     tx.commit().await.map_err(internal)?;
     tracing::info!(target: "api::deploy", deployment = job.id, cid = %added.cid, "deployment live");
-    Ok(())
+    Ok(Published::Done)
 }
 
 /// Streams the archive `cid` from the node into `to`, within the archive size limit.
@@ -446,43 +509,6 @@ async fn write_bounded(
     }
     file.flush().await.map_err(internal)?;
     Ok(())
-}
-
-/// Streams the repository's tarball at the deployment's commit from GitHub into `to`, with the
-/// linked account's token, within the archive size limit.
-async fn fetch_from_github(state: &HostingState, job: &Job, to: &Path) -> Result<(), Failure> {
-    let github = state.github.as_ref().ok_or_else(|| Failure("GitHub is not configured".into()))?;
-    let (Some(repo), Some(named), Some(link)) =
-        (&job.repository, job.git_ref.as_ref().or(job.commit_sha.as_ref()), job.github_account_id)
-    else {
-        return Err(Failure("the deployment names no repository and commit".into()));
-    };
-    let row = sqlx::query!(
-        "select account, github_id, login, token_sealed, unlinked_at is not null as \"unlinked!\"
-         from github_accounts where id = $1 and chain_id = $2",
-        link,
-        state.chain_id() as i64
-    )
-    .fetch_one(&state.db)
-    .await
-    .map_err(internal)?;
-    if row.unlinked {
-        return Err(Failure(format!("the GitHub account {} was unlinked", row.login)));
-    }
-    let account = alloy::primitives::Address::try_from(row.account.as_slice()).map_err(internal)?;
-    let token = state.sealer.open(&row.token_sealed, account, row.github_id).map_err(internal)?;
-    // The branch (or commit) is resolved here, through GitHub, rather than trusting the commit a
-    // webhook delivery names: a replayed or forged delivery can then only deploy the branch's head.
-    let sha = github.commit(&token, repo, named).await.map_err(|e| Failure(e.to_string()))?;
-    if job.commit_sha.as_deref() != Some(sha.as_str()) {
-        sqlx::query!("update deployments set commit_sha = $2 where id = $1", job.id, sha)
-            .execute(&state.db)
-            .await
-            .map_err(internal)?;
-    }
-    log(state, job.id, &format!("fetching {repo} {named} at {sha} as {}", row.login)).await;
-    let stream = github.tarball(&token, repo, &sha).await.map_err(|e| Failure(e.to_string()))?;
-    write_bounded(state, stream.map_err(|e| Failure(e.to_string())), to).await
 }
 
 /// The source's top: a single top folder holding everything (as in GitHub's tarballs,
