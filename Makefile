@@ -31,7 +31,7 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 node_modules/.package-lock.json: package.json package-lock.json
-	@echo "npm ci: Foundry, solc-js, OpenZeppelin, forge-std, js-ipfs and arlocal from package-lock.json (about 2 minutes on a fresh machine)"
+	@echo "npm ci: Foundry, solc-js, OpenZeppelin, forge-std, js-ipfs, arlocal and verdaccio from package-lock.json (about 2 minutes on a fresh machine)"
 	npm ci --no-audit --no-fund
 	@touch $@
 

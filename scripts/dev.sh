@@ -42,7 +42,8 @@ indexer_pid=
 api_pid=
 ipfs_pid=
 arlocal_pid=
-trap 'kill $anvil_pid $indexer_pid $api_pid $ipfs_pid $arlocal_pid 2>/dev/null || true' EXIT INT TERM
+registry_pid=
+trap 'kill $anvil_pid $indexer_pid $api_pid $ipfs_pid $arlocal_pid $registry_pid 2>/dev/null || true' EXIT INT TERM
 for _ in $(seq 1 50); do
   tools/foundry cast chain-id --rpc-url "$rpc_url" >/dev/null 2>&1 && break
   sleep 0.2
@@ -96,6 +97,34 @@ for attempt in $(seq 1 150); do
 done
 curl -fs "http://127.0.0.1:$arlocal_port/mint/$arweave_address/100000000000000000" >/dev/null
 
+# The package registry site builds install from: verdaccio, a caching mirror of npmjs (kept in
+# .data/registry between runs, so a package is fetched once).
+registry_port=${REGISTRY_PORT:-4873}
+mkdir -p .data/registry
+cat >.data/registry/config.yaml <<YAML
+storage: $root/.data/registry/storage
+uplinks:
+  npmjs:
+    url: https://registry.npmjs.org/
+packages:
+  '**':
+    access: \$all
+    publish: \$authenticated
+    proxy: npmjs
+log: { type: stdout, format: pretty, level: warn }
+YAML
+node_modules/.bin/verdaccio --config .data/registry/config.yaml --listen "127.0.0.1:$registry_port" \
+  >.data/registry.log 2>&1 &
+registry_pid=$!
+for attempt in $(seq 1 150); do
+  curl -fs "http://127.0.0.1:$registry_port/-/ping" >/dev/null 2>&1 && break
+  if [ "$attempt" = 150 ] || ! kill -0 "$registry_pid" 2>/dev/null; then
+    echo "dev: the package registry did not start; see .data/registry.log" >&2
+    exit 1
+  fi
+  sleep 0.2
+done
+
 # The gateway serves each site at http://<site>.localhost:<port> (browsers resolve *.localhost).
 gateway_listen=${GATEWAY_LISTEN:-127.0.0.1:8090}
 
@@ -111,7 +140,7 @@ API_LISTEN=$api_listen DATABASE_URL=$database_url RPC_URL=$rpc_url DEPLOYMENTS_F
   ARWEAVE_URL=http://127.0.0.1:$arlocal_port ARWEAVE_GATEWAY_URL=http://127.0.0.1:$arlocal_port \
   ARWEAVE_WALLET_FILE=$root/.data/arlocal/wallet.json \
   LISTENER_SECRET=${LISTENER_SECRET:-dev-listener-secret} CORS_ORIGINS=${CORS_ORIGINS:-*} \
-  GATEWAY_LISTEN=$gateway_listen SITES_DOMAIN=localhost \
+  GATEWAY_LISTEN=$gateway_listen SITES_DOMAIN=localhost BUILD_REGISTRY_URL=http://127.0.0.1:$registry_port \
   SITE_URL_TEMPLATE="http://{site}.localhost:${gateway_listen##*:}" \
   RUST_LOG=${RUST_LOG:-info} "$target_dir/debug/api" >.data/api.log 2>&1 &
 api_pid=$!
@@ -131,6 +160,7 @@ DecentraSpace local stack is up (Ctrl-C stops it).
   gateway     http://<site>.localhost:${gateway_listen##*:} (sites deployed through POST /hosting/deploy)
   ipfs        API http://127.0.0.1:$ipfs_api_port, gateway http://127.0.0.1:$ipfs_gateway_port (log: .data/ipfs.log)
   arweave     arlocal http://127.0.0.1:$arlocal_port, wallet $arweave_address (log: .data/arlocal.log)
+  registry    http://127.0.0.1:$registry_port, the npm mirror site builds install from (log: .data/registry.log)
 $(node -e '
   const d = require(process.argv[1]);
   for (const [name, addr] of Object.entries(d.contracts)) console.log(`  ${name.padEnd(16)}${addr}`);

@@ -316,6 +316,12 @@ pub struct Config {
     #[arg(long, env = "BUILD_BWRAP", default_value = "/usr/bin/bwrap")]
     pub build_bwrap: std::path::PathBuf,
 
+    /// The package registry install steps may reach (an `http://host:port` npm registry, such as
+    /// a verdaccio mirror the platform runs); unset, installs have no network and only sources
+    /// without dependencies to fetch build. Build steps never have a network.
+    #[arg(long, env = "BUILD_REGISTRY_URL")]
+    pub build_registry_url: Option<String>,
+
     /// The longest one build step (install or build) may run, in seconds.
     #[arg(long, env = "BUILD_TIME_LIMIT_SECS", default_value_t = 600)]
     pub build_time_limit_secs: u64,

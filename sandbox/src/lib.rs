@@ -9,7 +9,8 @@
 //! - the machine's toolchain read-only (`/usr`, where Node.js and the package managers live);
 //! - a private `/proc`, a minimal `/dev`, and a `/tmp` of bounded size;
 //! - only the environment it is given: no variable of the API reaches it;
-//! - no network at all: only a loopback interface of its own.
+//! - no network: only a loopback interface of its own, and, for a run given a registry, one
+//!   way out to that registry's address and no other ([`Run::registry`]).
 //!
 //! Its processes are put in cgroups of their own before bubblewrap starts, which bound the number
 //! of processes (a fork bomb stops there) and memory (the kernel kills past it), and count CPU
@@ -24,6 +25,7 @@
 
 mod cgroup;
 mod output;
+mod registry;
 
 pub use output::MAX_LINE;
 
@@ -74,6 +76,9 @@ pub struct Run<'a> {
     pub env: &'a [(String, String)],
     /// What it may use.
     pub limits: Limits,
+    /// A package registry (an HTTP server on the host) the command may reach, at
+    /// `http://127.0.0.1:<its port>/` inside; none: no network at all.
+    pub registry: Option<std::net::SocketAddr>,
 }
 
 /// How a run ended.
@@ -117,6 +122,8 @@ pub struct Finished {
     pub wall: Duration,
     /// The CPU time its processes used.
     pub cpu: Duration,
+    /// Connections it made to its registry.
+    pub registry_connections: u64,
 }
 
 impl Finished {
@@ -196,8 +203,9 @@ impl Sandbox {
         let workdir = checked_workdir(run.dir, run.workdir)?;
         let limits = run.limits;
         let cgroups = Cgroups::create(&self.cgroups, &limits)?;
+        let gate = run.registry.map(registry::Gate::open).transpose()?;
         let started = Instant::now();
-        let mut child = self.command(&run, &workdir, &cgroups).spawn()?;
+        let mut child = self.command(&run, &workdir, &cgroups, gate.as_ref()).spawn()?;
         let pumps = output::pump(&mut child, lines);
 
         let deadline = tokio::time::sleep(limits.wall);
@@ -249,12 +257,19 @@ impl Sandbox {
             }
         };
         cgroups.remove().await;
-        Ok(Finished { outcome, wall, cpu })
+        let registry_connections = gate.as_ref().map_or(0, registry::Gate::connections);
+        Ok(Finished { outcome, wall, cpu, registry_connections })
     }
 
     /// `sh` puts itself in the run's groups and then becomes bubblewrap, so every process of the
     /// sandbox is counted from its first instruction on.
-    fn command(&self, run: &Run<'_>, workdir: &Path, cgroups: &Cgroups) -> Command {
+    fn command(
+        &self,
+        run: &Run<'_>,
+        workdir: &Path,
+        cgroups: &Cgroups,
+        gate: Option<&registry::Gate>,
+    ) -> Command {
         let mut command = Command::new("/bin/sh");
         // `ulimit -f` (in 512-byte blocks) cuts any one file just past the disk limit.
         command.env_clear().arg("-c").arg(
@@ -289,7 +304,16 @@ impl Sandbox {
         for (name, value) in run.env {
             command.arg("--setenv").arg(name).arg(value);
         }
-        command.args(["/bin/sh", "-c", run.command]);
+        match gate {
+            Some(gate) => {
+                command.arg("--bind").arg(gate.socket()).arg(registry::SOCKET_INSIDE);
+                command.args(["/bin/sh", "-c", registry::Gate::WRAPPER, "sh"]);
+                command.arg(gate.forwarder()).arg(run.command);
+            }
+            None => {
+                command.args(["/bin/sh", "-c", run.command]);
+            }
+        }
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -43,7 +43,7 @@ async fn run_in(
         }
         lines
     });
-    let run = Run { dir, workdir: Path::new(""), command, env, limits };
+    let run = Run { dir, workdir: Path::new(""), command, env, limits, registry: None };
     let finished = sandbox().await.run(run, tx).await.expect("the run starts");
     (finished.outcome, collect.await.expect("lines"))
 }
@@ -95,6 +95,7 @@ async fn lines_arrive_while_the_build_still_runs() {
             command: "echo first; sleep 30",
             env: &[],
             limits: limits(),
+            registry: None,
         };
         sandbox.run(run, tx).await
     });
@@ -196,8 +197,10 @@ async fn the_build_has_no_network() {
 
 #[tokio::test]
 async fn a_fork_bomb_stops_at_the_process_limit_and_leaves_nothing_running() {
-    let limits = Limits { processes: 32, wall: Duration::from_secs(20), ..limits() };
-    let (outcome, _lines, dir) = run("bomb() { bomb | bomb & }; bomb; wait", limits).await;
+    let limits = Limits { processes: 32, wall: Duration::from_secs(30), ..limits() };
+    // The command itself stays (the sleep), so the bomb grows until the sandbox stops it; a
+    // command that exits at once ends its pid namespace, bomb and all, before any limit.
+    let (outcome, _lines, dir) = run("bomb() { bomb | bomb & }; bomb; sleep 20", limits).await;
     assert_eq!(outcome, Outcome::Limit(Limit::Processes(32)));
     assert_no_process_in(dir.path());
 }
@@ -263,6 +266,7 @@ async fn a_working_folder_outside_the_source_is_refused() {
         command: "true",
         env: &[],
         limits: limits(),
+        registry: None,
     };
     let err = sandbox().await.run(run, tx).await.expect_err("refused");
     assert!(matches!(err, decentraspace_sandbox::SandboxError::Folder(_)), "{err:?}");
@@ -279,4 +283,81 @@ fn assert_no_process_in(dir: &Path) {
             panic!("process {:?} still runs in {}", entry.file_name(), dir.display());
         }
     }
+}
+
+/// A stand-in registry on the host's loopback: answers every request with `ok` and counts them.
+async fn registry_server() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>)
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = served.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut request = vec![0u8; 4096];
+                let n = conn.read(&mut request).await.unwrap_or(0);
+                let host = String::from_utf8_lossy(&request[..n])
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("Host: ")
+                            .or_else(|| l.strip_prefix("host: "))
+                            .map(str::to_owned)
+                    })
+                    .unwrap_or_default();
+                let body = format!("ok from the registry, asked as {host}");
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (addr, served)
+}
+
+#[tokio::test]
+async fn a_run_given_a_registry_reaches_it_and_nothing_else() {
+    let (registry, served) = registry_server().await;
+    let (other, accepted) = host_listener().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = registry.port();
+    let script = format!(
+        "const http = require('http'), net = require('net'); \
+         http.get('http://127.0.0.1:{port}/left-pad', r => {{ let b = ''; r.on('data', d => b += d); r.on('end', () => console.log(r.statusCode, b)); }}) \
+           .on('error', e => console.log('registry failed', e.code)); \
+         net.connect({{ host: '127.0.0.1', port: {other}, timeout: 2000 }}).on('connect', () => console.log('connected elsewhere')) \
+           .on('error', e => console.log('elsewhere refused', e.code));"
+    );
+    let (tx, mut rx) = mpsc::channel(64);
+    let command = format!("node -e \"{script}\"; echo exit $?");
+    let run = Run {
+        dir: dir.path(),
+        workdir: Path::new(""),
+        command: &command,
+        env: &[],
+        limits: limits(),
+        registry: Some(registry),
+    };
+    let finished = sandbox().await.run(run, tx).await.expect("the run starts");
+    let mut lines = Vec::new();
+    while let Some(line) = rx.recv().await {
+        lines.push(line);
+    }
+    assert_eq!(finished.outcome, Outcome::Exited(0), "{lines:?}");
+    assert!(
+        lines.contains(&format!("200 ok from the registry, asked as 127.0.0.1:{port}")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("elsewhere refused")), "{lines:?}");
+    assert!(!lines.iter().any(|l| l == "connected elsewhere"), "{lines:?}");
+    assert_eq!(
+        (finished.registry_connections, served.load(std::sync::atomic::Ordering::SeqCst)),
+        (1, 1)
+    );
+    assert_eq!(accepted.await.expect("listener"), 0);
+    assert_no_process_in(dir.path());
 }

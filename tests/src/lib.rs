@@ -16,6 +16,7 @@ mod github;
 mod indexer;
 mod ipfs;
 mod paystack;
+mod registry;
 mod relay;
 mod rpc_hold;
 mod served;
@@ -44,6 +45,7 @@ pub use indexer::{
 };
 pub use ipfs::TestIpfs;
 pub use paystack::{FakePaystack, FakeTransaction, PAYSTACK_SECRET, paystack_signature};
+pub use registry::TestRegistry;
 pub use relay::{forward, relay_signed};
 pub use rpc_hold::{Hold, HoldingRpc};
 pub use stack::{Stack, StackBuilder};

@@ -536,3 +536,54 @@ async fn a_source_is_built_in_the_sandbox_and_a_failed_build_changes_nothing() -
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn an_install_fetches_from_the_configured_registry_and_the_build_step_is_offline()
+-> anyhow::Result<()> {
+    let registry = decentraspace_tests::TestRegistry::start().await?;
+    registry.publish(&[
+        ("package.json", r#"{"name": "greeting-fixture", "version": "1.0.0", "main": "index.js"}"#),
+        ("index.js", "module.exports = name => `hello, ${name}`;"),
+    ])?;
+    let address = registry.address()?;
+    let stack = Stack::builder()
+        .ipfs()
+        .configure(move |config, _| {
+            config.sites_domain = DOMAIN.into();
+            config.uptime_interval_secs = 0;
+            config.build_registry_url = Some(format!("http://{address}"));
+        })
+        .start()
+        .await?;
+    let api = &stack.api;
+    let owner = stack.api.login_registered(&stack.chain.user(5)).await?;
+    let token = owner.access.as_str();
+
+    // The dependency comes from the registry during the install; the build itself, which tries
+    // to reach the same registry, has no network.
+    let package = br#"{"name": "fixture-site", "version": "1.0.0", "private": true,
+                       "dependencies": {"greeting-fixture": "1.0.0"},
+                       "scripts": {"build": "node build.js"}}"#;
+    let build_js = format!(
+        "const fs = require('fs'), greet = require('greeting-fixture');\n\
+         fs.mkdirSync('dist');\n\
+         fs.writeFileSync('dist/index.html', `<h1>${{greet('registry')}}</h1>`);\n\
+         require('http').get('http://{address}/greeting-fixture', () => console.log('build online'))\n\
+           .on('error', e => console.log('build offline', e.code));\n"
+    );
+    let source = tar_gz(
+        "me-deps-1a2b3c",
+        &[("package.json", package), ("build.js", build_js.as_bytes())],
+        &[],
+    )?;
+    let (status, queued) = deploy(api, token, "depsite", &[], source).await?;
+    assert_eq!(status, 202, "{queued}");
+    let built = api.deployment_finished(token, queued["id"].as_i64().expect("id")).await?;
+    let log = built["log"].as_str().unwrap_or_default();
+    assert_eq!(built["state"], "live", "{log}");
+    assert!(log.contains("$ npm install") && log.contains("added 1 package"), "{log}");
+    assert!(log.contains("build offline") && !log.contains("build online"), "{log}");
+    let (status, _, body) = visit(api, "depsite", "/", &[]).await?;
+    assert_eq!((status, body.as_slice()), (200, b"<h1>hello, registry</h1>".as_slice()));
+    Ok(())
+}

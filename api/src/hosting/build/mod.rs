@@ -9,6 +9,7 @@
 pub(crate) mod output;
 
 use std::{
+    net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -137,6 +138,20 @@ pub(crate) fn valid_command(name: &str, command: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The address of `BUILD_REGISTRY_URL` (`http://host:port`), or why it is not usable.
+async fn registry_address(url: &str) -> Result<SocketAddr, String> {
+    let bad = |why: &str| format!("BUILD_REGISTRY_URL {url:?} {why}");
+    let rest = url.strip_prefix("http://").ok_or_else(|| bad("must be an http:// URL"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let authority =
+        if authority.contains(':') { authority.to_owned() } else { format!("{authority}:80") };
+    tokio::net::lookup_host(&authority)
+        .await
+        .map_err(|e| bad(&format!("cannot be resolved: {e}")))?
+        .next()
+        .ok_or_else(|| bad("resolves to no address"))
+}
+
 /// How a build step ended, for the deployment's log and error.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BuildError {
@@ -163,6 +178,8 @@ pub(crate) enum BuildError {
 pub struct Builder {
     sandbox: Result<Sandbox, Arc<str>>,
     limits: Limits,
+    /// Where install steps fetch packages, if anywhere.
+    registry: Option<SocketAddr>,
 }
 
 impl Builder {
@@ -178,11 +195,22 @@ impl Builder {
             disk_bytes: config.build_disk_limit_mb * MIB,
             tmp_bytes: config.build_tmp_limit_mb * MIB,
         };
-        let sandbox = Sandbox::new(&config.build_bwrap).await.map_err(|err| {
+        let mut sandbox = Sandbox::new(&config.build_bwrap).await.map_err(|err| err.to_string());
+        let registry = match config.build_registry_url.as_deref().map(registry_address) {
+            Some(found) => match found.await {
+                Ok(address) => Some(address),
+                Err(err) => {
+                    sandbox = Err(err);
+                    None
+                }
+            },
+            None => None,
+        };
+        let sandbox = sandbox.map_err(|err| {
             tracing::warn!(target: "api::deploy", %err, "builds from source are not available");
-            Arc::from(err.to_string())
+            Arc::from(err)
         });
-        Self { sandbox, limits }
+        Self { sandbox, limits, registry }
     }
 
     /// Runs the plan's steps in `top` (the source, read-write to the build), one after another,
@@ -196,11 +224,27 @@ impl Builder {
     ) -> Result<(), BuildError> {
         let sandbox =
             self.sandbox.as_ref().map_err(|reason| BuildError::Unavailable(reason.to_string()))?;
-        let steps = [("install", &plan.install), ("build", &plan.build)];
-        for (step, command) in steps {
+        // Only the install step reaches the registry, told to the package managers by their
+        // own settings; the build runs without a network.
+        let mut install_env = env.to_vec();
+        if let Some(registry) = self.registry {
+            let url = format!("http://127.0.0.1:{}/", registry.port());
+            for name in ["npm_config_registry", "YARN_REGISTRY", "YARN_NPM_REGISTRY_SERVER"] {
+                install_env.push((name.to_owned(), url.clone()));
+            }
+        }
+        for name in ["npm_config_audit", "npm_config_fund", "npm_config_update_notifier"] {
+            install_env.push((name.to_owned(), "false".to_owned()));
+        }
+        let steps = [
+            ("install", &plan.install, install_env.as_slice(), self.registry),
+            ("build", &plan.build, env, None),
+        ];
+        for (step, command, env, registry) in steps {
             let Some(command) = command else { continue };
             let _ = lines.send(format!("$ {command}")).await;
-            let run = Run { dir: top, workdir: &plan.root, command, env, limits: self.limits };
+            let run =
+                Run { dir: top, workdir: &plan.root, command, env, limits: self.limits, registry };
             let finished = sandbox
                 .run(run, lines.clone())
                 .await
