@@ -322,6 +322,15 @@ pub struct Config {
     #[arg(long, env = "BUILD_REGISTRY_URL")]
     pub build_registry_url: Option<String>,
 
+    /// Where build caches are kept (per site and lockfile; safe to delete). Unset: a folder in
+    /// `DEPLOY_WORK_DIR`.
+    #[arg(long, env = "BUILD_CACHE_DIR")]
+    pub build_cache_dir: Option<std::path::PathBuf>,
+
+    /// The size build caches may reach together, in MiB (the least recently used go first).
+    #[arg(long, env = "BUILD_CACHE_MAX_MB", default_value_t = 4096)]
+    pub build_cache_max_mb: u64,
+
     /// The longest one build step (install or build) may run, in seconds.
     #[arg(long, env = "BUILD_TIME_LIMIT_SECS", default_value_t = 600)]
     pub build_time_limit_secs: u64,

@@ -5,7 +5,8 @@
 //! mount, network, IPC, UTS, cgroup), as an unprivileged user with no capabilities and no way to
 //! make further user namespaces. It sees:
 //!
-//! - its folder, read-write, at `/build` (and nothing else of the host that is writable);
+//! - its folder, read-write, at `/build`, and a cache folder at `/cache` if it is given one
+//!   (nothing else of the host is writable);
 //! - the machine's toolchain read-only (`/usr`, where Node.js and the package managers live);
 //! - a private `/proc`, a minimal `/dev`, and a `/tmp` of bounded size;
 //! - only the environment it is given: no variable of the API reaches it;
@@ -79,6 +80,8 @@ pub struct Run<'a> {
     /// A package registry (an HTTP server on the host) the command may reach, at
     /// `http://127.0.0.1:<its port>/` inside; none: no network at all.
     pub registry: Option<std::net::SocketAddr>,
+    /// A folder kept between runs (a package manager's cache), read-write at `/cache` inside.
+    pub cache: Option<&'a Path>,
 }
 
 /// How a run ended.
@@ -293,6 +296,9 @@ impl Sandbox {
         ]);
         command.arg("--size").arg(run.limits.tmp_bytes.to_string()).args(["--tmpfs", "/tmp"]);
         command.arg("--bind").arg(run.dir).arg("/build");
+        if let Some(cache) = run.cache {
+            command.arg("--bind").arg(cache).arg("/cache");
+        }
         let start = if workdir.as_os_str().is_empty() {
             "/build".into()
         } else {

@@ -43,7 +43,8 @@ async fn run_in(
         }
         lines
     });
-    let run = Run { dir, workdir: Path::new(""), command, env, limits, registry: None };
+    let run =
+        Run { dir, workdir: Path::new(""), command, env, limits, registry: None, cache: None };
     let finished = sandbox().await.run(run, tx).await.expect("the run starts");
     (finished.outcome, collect.await.expect("lines"))
 }
@@ -96,6 +97,7 @@ async fn lines_arrive_while_the_build_still_runs() {
             env: &[],
             limits: limits(),
             registry: None,
+            cache: None,
         };
         sandbox.run(run, tx).await
     });
@@ -267,6 +269,7 @@ async fn a_working_folder_outside_the_source_is_refused() {
         env: &[],
         limits: limits(),
         registry: None,
+        cache: None,
     };
     let err = sandbox().await.run(run, tx).await.expect_err("refused");
     assert!(matches!(err, decentraspace_sandbox::SandboxError::Folder(_)), "{err:?}");
@@ -341,6 +344,7 @@ async fn a_run_given_a_registry_reaches_it_and_nothing_else() {
         env: &[],
         limits: limits(),
         registry: Some(registry),
+        cache: None,
     };
     let finished = sandbox().await.run(run, tx).await.expect("the run starts");
     let mut lines = Vec::new();

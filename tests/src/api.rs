@@ -37,6 +37,11 @@ pub struct TestApi {
 /// The test configuration: the chain's operator and relayer keys, generous rate limits.
 pub fn api_config(chain: &TestChain, db: &TestDb) -> Config {
     let (operator, relayer) = (role_key(chain, Role::Operator), role_key(chain, Role::Relayer));
+    // Build caches are keyed by site id, and every test database numbers its sites from 1: each
+    // gets a cache folder of its own, emptied first.
+    let database = db.url.rsplit('/').next().unwrap_or("db");
+    let build_cache = std::env::temp_dir().join(format!("ds-build-cache-{database}"));
+    std::fs::remove_dir_all(&build_cache).ok();
     Config::parse_from([
         "api",
         "--listen",
@@ -61,6 +66,8 @@ pub fn api_config(chain: &TestChain, db: &TestDb) -> Config {
         "10000",
         "--rate-limit-per-account",
         "10000",
+        "--build-cache-dir",
+        build_cache.to_str().unwrap_or_default(),
     ])
 }
 

@@ -576,7 +576,7 @@ async fn an_install_fetches_from_the_configured_registry_and_the_build_step_is_o
         &[("package.json", package), ("build.js", build_js.as_bytes())],
         &[],
     )?;
-    let (status, queued) = deploy(api, token, "depsite", &[], source).await?;
+    let (status, queued) = deploy(api, token, "depsite", &[], source.clone()).await?;
     assert_eq!(status, 202, "{queued}");
     let built = api.deployment_finished(token, queued["id"].as_i64().expect("id")).await?;
     let log = built["log"].as_str().unwrap_or_default();
@@ -585,5 +585,17 @@ async fn an_install_fetches_from_the_configured_registry_and_the_build_step_is_o
     assert!(log.contains("build offline") && !log.contains("build online"), "{log}");
     let (status, _, body) = visit(api, "depsite", "/", &[]).await?;
     assert_eq!((status, body.as_slice()), (200, b"<h1>hello, registry</h1>".as_slice()));
+    assert!(log.contains("build cache: new"), "{log}");
+    assert!(!log.contains("install connected to the registry 0 times"), "{log}");
+
+    // The same dependencies again: the install takes them from the site's build cache and
+    // asks the registry nothing.
+    let (status, queued) = deploy(api, token, "depsite", &[], source).await?;
+    assert_eq!(status, 202, "{queued}");
+    let again = api.deployment_finished(token, queued["id"].as_i64().expect("id")).await?;
+    let log = again["log"].as_str().unwrap_or_default();
+    assert_eq!(again["state"], "live", "{log}");
+    assert!(log.contains("build cache: reused"), "{log}");
+    assert!(log.contains("install connected to the registry 0 times"), "{log}");
     Ok(())
 }

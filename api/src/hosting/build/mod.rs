@@ -6,6 +6,7 @@
 //! the build from `package.json`'s `build` script, and a source without `package.json` is served
 //! as it is. Only the output folder leaves the sandbox, through [`output::collect`].
 
+mod cache;
 pub(crate) mod output;
 
 use std::{
@@ -180,6 +181,8 @@ pub struct Builder {
     limits: Limits,
     /// Where install steps fetch packages, if anywhere.
     registry: Option<SocketAddr>,
+    /// The package managers' caches kept between builds.
+    cache: cache::BuildCache,
 }
 
 impl Builder {
@@ -210,13 +213,19 @@ impl Builder {
             tracing::warn!(target: "api::deploy", %err, "builds from source are not available");
             Arc::from(err)
         });
-        Self { sandbox, limits, registry }
+        let cache_root = match &config.build_cache_dir {
+            Some(dir) => dir.clone(),
+            None => config.deploy_work_dir.join("decentraspace-build-cache"),
+        };
+        let cache = cache::BuildCache::new(cache_root, config.build_cache_max_mb * MIB);
+        Self { sandbox, limits, registry, cache }
     }
 
     /// Runs the plan's steps in `top` (the source, read-write to the build), one after another,
     /// each line of output going to `lines`. Stops at the first step that does not succeed.
     pub(crate) async fn run(
         &self,
+        site: i64,
         plan: &Plan,
         top: &Path,
         env: &[(String, String)],
@@ -224,6 +233,19 @@ impl Builder {
     ) -> Result<(), BuildError> {
         let sandbox =
             self.sandbox.as_ref().map_err(|reason| BuildError::Unavailable(reason.to_string()))?;
+        let cache = match plan.install {
+            Some(_) => {
+                let (cache, source) = (self.cache.clone(), top.join(&plan.root));
+                let folder = tokio::task::spawn_blocking(move || cache.folder(site, &source))
+                    .await
+                    .map_err(|e| BuildError::Sandbox { step: "install", reason: e.to_string() })?
+                    .map_err(|e| BuildError::Sandbox { step: "install", reason: e.to_string() })?;
+                let said = if folder.reused { "reused" } else { "new" };
+                let _ = lines.send(format!("build cache: {said} (lockfile {})", folder.key)).await;
+                Some(folder)
+            }
+            None => None,
+        };
         // Only the install step reaches the registry, told to the package managers by their
         // own settings; the build runs without a network.
         let mut install_env = env.to_vec();
@@ -236,15 +258,32 @@ impl Builder {
         for name in ["npm_config_audit", "npm_config_fund", "npm_config_update_notifier"] {
             install_env.push((name.to_owned(), "false".to_owned()));
         }
+        // Each package manager keeps its downloads in the cache and uses them before asking.
+        for (name, value) in [
+            ("npm_config_cache", "/cache/npm"),
+            ("npm_config_prefer_offline", "true"),
+            ("npm_config_store_dir", "/cache/pnpm"),
+            ("YARN_CACHE_FOLDER", "/cache/yarn"),
+        ] {
+            install_env.push((name.to_owned(), value.to_owned()));
+        }
+        let cache_path = cache.as_ref().map(|c| c.path.as_path());
         let steps = [
-            ("install", &plan.install, install_env.as_slice(), self.registry),
-            ("build", &plan.build, env, None),
+            ("install", &plan.install, install_env.as_slice(), self.registry, cache_path),
+            ("build", &plan.build, env, None, None),
         ];
-        for (step, command, env, registry) in steps {
+        for (step, command, env, registry, cache) in steps {
             let Some(command) = command else { continue };
             let _ = lines.send(format!("$ {command}")).await;
-            let run =
-                Run { dir: top, workdir: &plan.root, command, env, limits: self.limits, registry };
+            let run = Run {
+                dir: top,
+                workdir: &plan.root,
+                command,
+                env,
+                limits: self.limits,
+                registry,
+                cache,
+            };
             let finished = sandbox
                 .run(run, lines.clone())
                 .await
@@ -256,6 +295,10 @@ impl Builder {
                     finished.cpu.as_secs_f64()
                 ))
                 .await;
+            if registry.is_some() {
+                let n = finished.registry_connections;
+                let _ = lines.send(format!("{step} connected to the registry {n} times")).await;
+            }
             match finished.outcome {
                 Outcome::Exited(0) => {}
                 Outcome::Exited(code) => {
@@ -265,6 +308,21 @@ impl Builder {
                     return Err(BuildError::Signaled { step, command: command.clone(), signal });
                 }
                 Outcome::Limit(limit) => return Err(BuildError::Limit { step, limit }),
+            }
+        }
+        if cache.is_some() {
+            let caches = self.cache.clone();
+            match tokio::task::spawn_blocking(move || caches.trim()).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(freed)) => {
+                    tracing::info!(target: "api::deploy", freed, "build caches trimmed to their budget");
+                }
+                Ok(Err(err)) => {
+                    tracing::warn!(target: "api::deploy", %err, "cannot trim the build caches")
+                }
+                Err(err) => {
+                    tracing::warn!(target: "api::deploy", %err, "cannot trim the build caches")
+                }
             }
         }
         Ok(())

@@ -553,7 +553,7 @@ async fn run_build(
             }
         })
     };
-    let built = state.builder.run(plan, top, &[], &lines).await;
+    let built = state.builder.run(job.site_id, plan, top, &[], &lines).await;
     drop(lines);
     let _ = writer.await;
     built.map_err(|err| Failure(err.to_string()))
