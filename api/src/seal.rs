@@ -1,4 +1,5 @@
-//! GitHub tokens at rest, and the OAuth state that ties a link flow to the account that began it.
+//! Secrets at rest (GitHub tokens, sites' build secrets), and the OAuth state that ties a link
+//! flow to the account that began it.
 //!
 //! Tokens are sealed with AES-256-GCM under `GITHUB_TOKEN_KEY`; the row's identity (account and
 //! GitHub id) is the associated data, so a sealed token copied into another row does not open.
@@ -58,13 +59,18 @@ impl Sealer {
 
     /// The token sealed for the row (`account`, `github_id`).
     pub fn seal(&self, token: &SecretString, account: Address, github_id: i64) -> Vec<u8> {
+        self.seal_for(token, &Self::aad(account, github_id))
+    }
+
+    /// `secret` sealed for the row named by `context` (its associated data: the sealed bytes open
+    /// only for the same context).
+    pub fn seal_for(&self, secret: &SecretString, context: &[u8]) -> Vec<u8> {
         let nonce: [u8; NONCE] = rand::random();
-        let aad = Self::aad(account, github_id);
         let sealed = self
             .cipher
             .encrypt(
                 &aes_gcm::Nonce::from(nonce),
-                Payload { msg: token.expose_secret().as_bytes(), aad: &aad },
+                Payload { msg: secret.expose_secret().as_bytes(), aad: context },
             )
             .expect("AES-GCM seals any token");
         [nonce.as_slice(), &sealed].concat()
@@ -77,15 +83,19 @@ impl Sealer {
         account: Address,
         github_id: i64,
     ) -> Result<SecretString, Unsealable> {
+        self.open_for(sealed, &Self::aad(account, github_id))
+    }
+
+    /// Opens what [`Sealer::seal_for`] sealed for `context`.
+    pub fn open_for(&self, sealed: &[u8], context: &[u8]) -> Result<SecretString, Unsealable> {
         if sealed.len() <= NONCE {
             return Err(Unsealable);
         }
         let (nonce, body) = sealed.split_at(NONCE);
         let nonce: [u8; NONCE] = nonce.try_into().map_err(|_| Unsealable)?;
-        let aad = Self::aad(account, github_id);
         let clear = self
             .cipher
-            .decrypt(&aes_gcm::Nonce::from(nonce), Payload { msg: body, aad: &aad })
+            .decrypt(&aes_gcm::Nonce::from(nonce), Payload { msg: body, aad: context })
             .map_err(|_| Unsealable)?;
         String::from_utf8(clear).map(SecretString::from).map_err(|_| Unsealable)
     }

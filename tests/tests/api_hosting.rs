@@ -599,3 +599,101 @@ async fn an_install_fetches_from_the_configured_registry_and_the_build_step_is_o
     assert!(log.contains("install connected to the registry 0 times"), "{log}");
     Ok(())
 }
+
+#[tokio::test]
+async fn build_secrets_reach_the_build_and_never_its_log_or_the_api() -> anyhow::Result<()> {
+    let stack = Stack::builder()
+        .ipfs()
+        .configure(|config, _| {
+            config.sites_domain = DOMAIN.into();
+            config.uptime_interval_secs = 0;
+        })
+        .start()
+        .await?;
+    let api = &stack.api;
+    let owner = stack.api.login_registered(&stack.chain.user(6)).await?;
+    let token = owner.access.as_str();
+    let (status, queued) =
+        deploy(api, token, "secretsite", &[], zip(&[("index.html", b"first")])?).await?;
+    assert_eq!(status, 202, "{queued}");
+    api.deployment_finished(token, queued["id"].as_i64().expect("id")).await?;
+
+    // Set: the answer and every later read show the name, never the value.
+    const SECRET: &str = "tok-5ecret-value-42";
+    let set = |name: &str, body: Value| {
+        let path = format!("/hosting/settings/secretsite/env/{name}");
+        async move { api.send(reqwest::Method::PUT, &path, Some(token), Some(&body)).await }
+    };
+    let (status, saved) = set("API_TOKEN", json!({"value": SECRET})).await?;
+    assert_eq!(
+        (status, &saved["name"], &saved["scope"]),
+        (200, &json!("API_TOKEN"), &json!("production")),
+        "{saved}"
+    );
+    assert!(!saved.to_string().contains(SECRET), "{saved}");
+    let (status, _) =
+        set("PREVIEW_ONLY", json!({"value": "preview-value", "scope": "preview"})).await?;
+    assert_eq!(status, 200);
+    let (status, listed) = api.get("/hosting/settings/secretsite/env", Some(token)).await?;
+    assert_eq!(status, 200);
+    assert!(
+        !listed.to_string().contains(SECRET) && !listed.to_string().contains("preview-value"),
+        "{listed}"
+    );
+    let names: Vec<(&str, &str)> = listed
+        .as_array()
+        .expect("variables")
+        .iter()
+        .map(|v| (v["name"].as_str().unwrap_or_default(), v["scope"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(names, [("PREVIEW_ONLY", "preview"), ("API_TOKEN", "production")]);
+    for (name, body) in [
+        ("1BAD", json!({"value": "x"})),
+        ("PATH", json!({"value": "/evil"})),
+        ("npm_config_registry", json!({"value": "http://evil"})),
+        ("OK_NAME", json!({"value": "x".repeat(32 * 1024 + 1)})),
+    ] {
+        let (status, body) = set(name, body).await?;
+        assert_eq!((status, problem_type(&body).as_str()), (400, "bad-request"), "{name}: {body}");
+    }
+    let other = stack.api.login_registered(&stack.chain.user(7)).await?;
+    let (status, _) = api.get("/hosting/settings/secretsite/env", Some(&other.access)).await?;
+    assert_eq!(status, 404);
+    let (status, _) = api
+        .send(
+            reqwest::Method::PUT,
+            "/hosting/settings/secretsite/env/API_TOKEN",
+            Some(&other.access),
+            Some(&json!({"value": "theirs"})),
+        )
+        .await?;
+    assert_eq!(status, 404);
+
+    // The build has the production value in its environment (it writes it into the page), its
+    // log shows it masked, and the preview-only variable is not there.
+    let build_js = "const v = process.env.API_TOKEN;\n\
+                    console.log('token is', v, 'and again', v);\n\
+                    console.log('preview only:', process.env.PREVIEW_ONLY === undefined ? 'absent' : 'present');\n\
+                    require('fs').mkdirSync('dist');\n\
+                    require('fs').writeFileSync('dist/index.html', v);\n";
+    let (status, queued) = deploy(api, token, "secretsite", &[], source(build_js)?).await?;
+    assert_eq!(status, 202, "{queued}");
+    let built = api.deployment_finished(token, queued["id"].as_i64().expect("id")).await?;
+    let log = built["log"].as_str().unwrap_or_default();
+    assert_eq!(built["state"], "live", "{log}");
+    assert!(
+        log.contains("token is *** and again ***") && log.contains("preview only: absent"),
+        "{log}"
+    );
+    assert!(!built.to_string().contains(SECRET), "{built}");
+    let (status, _, body) = visit(api, "secretsite", "/", &[]).await?;
+    assert_eq!((status, body.as_slice()), (200, SECRET.as_bytes()));
+
+    // Removed: gone from reads; removing again is a 404.
+    let path = "/hosting/settings/secretsite/env/API_TOKEN";
+    assert_eq!(api.send(reqwest::Method::DELETE, path, Some(token), None).await?.0, 204);
+    assert_eq!(api.send(reqwest::Method::DELETE, path, Some(token), None).await?.0, 404);
+    let (_, listed) = api.get("/hosting/settings/secretsite/env", Some(token)).await?;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    Ok(())
+}

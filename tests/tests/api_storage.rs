@@ -74,8 +74,17 @@ async fn an_upload_streams_to_ipfs_and_reads_back_by_cid() -> anyhow::Result<()>
 
     // The same bytes come back from the node and through its gateway, and the node pins them.
     assert!(stack.ipfs().cat(&cid).await? == bytes, "cat returns the uploaded bytes");
-    let served = reqwest::get(file["url"].as_str().unwrap_or_default()).await?.bytes().await?;
-    assert!(served.as_ref() == bytes.as_slice(), "the gateway serves the uploaded bytes");
+    let answer = reqwest::get(file["url"].as_str().unwrap_or_default()).await?;
+    let (gateway_status, headers) = (answer.status(), answer.headers().clone());
+    let served = answer.bytes().await?;
+    assert!(
+        served.as_ref() == bytes.as_slice(),
+        "the gateway serves the uploaded bytes: {gateway_status}, {} of {} bytes, {headers:?}, \
+         starting {:?}",
+        served.len(),
+        bytes.len(),
+        String::from_utf8_lossy(&served[..served.len().min(200)])
+    );
     assert!(stack.ipfs().pinned(&cid).await?);
 
     // Its shareable link serves the bytes to anyone, with its type and name.

@@ -7,6 +7,7 @@
 pub mod analytics;
 mod build;
 mod deploy;
+pub mod env;
 mod job;
 pub mod runtime;
 pub mod settings;
@@ -80,6 +81,8 @@ where
         .routes(routes!(status::site))
         .routes(routes!(status::expiry, status::set_expiry))
         .routes(routes!(settings::site_settings, settings::set_site_settings))
+        .routes(routes!(env::list))
+        .routes(routes!(env::set, env::remove))
         .routes(routes!(analytics::site_analytics))
 }
 

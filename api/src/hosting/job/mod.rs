@@ -289,7 +289,10 @@ async fn deploy(state: &HostingState, job: &Job) -> Result<(), Failure> {
     let plan = build::Plan::of(&build_settings, &tree.join(&top)).map_err(Failure)?;
     let (output, site_files) = if plan.runs() {
         set_state(state, job, "building").await?;
-        run_build(state, job, &plan, &tree.join(&top)).await?;
+        let env = super::env::for_build(state, job.site_id, super::env::EnvScope::Production)
+            .await
+            .map_err(Failure)?;
+        run_build(state, job, &plan, &tree.join(&top), &env).await?;
         let output = built_output(&tree, &top.join(&plan.root), configured.as_deref())?;
         let (max_files, max_bytes) = (state.config.deploy_max_files, state.config.deploy_max_bytes);
         let collected = tokio::task::spawn_blocking({
@@ -531,18 +534,35 @@ async fn run_build(
     job: &Job,
     plan: &build::Plan,
     top: &Path,
+    env: &[(String, secrecy::SecretString)],
 ) -> Result<(), Failure> {
+    use secrecy::ExposeSecret;
     let (lines, mut received) = tokio::sync::mpsc::channel::<String>(256);
+    // Every value of the build's environment is masked wherever it appears in the log; the log
+    // is read line by line, so each line of a value of several lines is masked too.
+    let mut secrets: Vec<String> = Vec::new();
+    for (_, value) in env {
+        let value = value.expose_secret();
+        secrets.extend(value.lines().filter(|line| line.trim().len() >= 4).map(str::to_owned));
+        if !value.is_empty() {
+            secrets.push(value.to_owned());
+        }
+    }
+    // The longest first, so a value that contains another is masked whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mask = move |line: String| {
+        secrets.iter().fold(line, |line, secret| line.replace(secret.as_str(), "***"))
+    };
     let writer = {
         let (state, id) = (state.clone(), job.id);
         tokio::spawn(async move {
             let mut batch = String::new();
             while let Some(line) = received.recv().await {
-                batch.push_str(&line);
+                batch.push_str(&mask(line));
                 batch.push('\n');
                 // Whatever else is waiting goes in the same write.
                 while let Ok(line) = received.try_recv() {
-                    batch.push_str(&line);
+                    batch.push_str(&mask(line));
                     batch.push('\n');
                     if batch.len() > 64 * 1024 {
                         break;
@@ -553,7 +573,9 @@ async fn run_build(
             }
         })
     };
-    let built = state.builder.run(job.site_id, plan, top, &[], &lines).await;
+    let env: Vec<(String, String)> =
+        env.iter().map(|(name, value)| (name.clone(), value.expose_secret().to_owned())).collect();
+    let built = state.builder.run(job.site_id, plan, top, &env, &lines).await;
     drop(lines);
     let _ = writer.await;
     built.map_err(|err| Failure(err.to_string()))
