@@ -351,29 +351,30 @@ fn checked_workdir(dir: &Path, workdir: &Path) -> Result<PathBuf, SandboxError> 
     Ok(inside)
 }
 
-/// Whether the files under `dir` hold more than `limit` bytes (counted until past it; links are
-/// not followed).
+/// Whether the files under `dir` hold more than `limit` bytes (links are not followed).
 async fn over(dir: &Path, limit: u64) -> bool {
     let dir = dir.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let mut total = 0u64;
-        let mut stack = vec![dir];
-        while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-            for entry in entries.flatten() {
-                let Ok(meta) = entry.metadata() else { continue };
-                if meta.is_dir() {
-                    stack.push(entry.path());
-                } else {
-                    total += meta.len();
-                    if total > limit {
-                        return true;
-                    }
+    tokio::task::spawn_blocking(move || tree_size(&dir, limit) > limit).await.unwrap_or(false)
+}
+
+/// The bytes of the files under `dir`, counted until past `stop_past` (links are not followed;
+/// what cannot be read counts nothing). Blocking.
+pub fn tree_size(dir: &Path, stop_past: u64) -> u64 {
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                total += meta.len();
+                if total > stop_past {
+                    return total;
                 }
             }
         }
-        false
-    })
-    .await
-    .unwrap_or(false)
+    }
+    total
 }

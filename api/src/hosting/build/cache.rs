@@ -9,6 +9,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use decentraspace_sandbox::tree_size;
 use sha2::{Digest, Sha256};
 
 /// Files that pin a source's dependencies, in the order they are looked for; without one,
@@ -70,7 +71,7 @@ impl BuildCache {
         for site in sites.flatten() {
             for folder in std::fs::read_dir(site.path())?.flatten() {
                 let used = folder.metadata()?.modified()?;
-                folders.push((used, size(&folder.path()), folder.path()));
+                folders.push((used, tree_size(&folder.path(), u64::MAX), folder.path()));
             }
         }
         let mut total: u64 = folders.iter().map(|(_, size, _)| size).sum();
@@ -90,24 +91,6 @@ impl BuildCache {
         }
         Ok(removed)
     }
-}
-
-/// The bytes of the files under `dir` (links not followed).
-fn size(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else {
-                total += meta.len();
-            }
-        }
-    }
-    total
 }
 
 #[cfg(test)]
