@@ -65,20 +65,28 @@ RPC_URL=$rpc_url WS_URL=${rpc_url/http/ws} DEPLOYMENTS_FILE=$record DATABASE_URL
   "$target_dir/debug/indexer" run >.data/indexer.log 2>&1 &
 indexer_pid=$!
 
+# wait_for <what> <log> <pid> <tries> <command...>: runs the command every 0.2 s until it succeeds;
+# fails the start when the process exits or the tries run out.
+wait_for() {
+  local what=$1 log=$2 pid=$3 tries=$4 attempt
+  shift 4
+  for attempt in $(seq 1 "$tries"); do
+    "$@" >/dev/null 2>&1 && return 0
+    if [ "$attempt" = "$tries" ] || ! kill -0 "$pid" 2>/dev/null; then
+      echo "dev: $what did not start; see $log" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+}
+
 # A local IPFS node (Kubo RPC API) for storage, fresh like the chain.
 ipfs_api_port=${IPFS_API_PORT:-5001}
 ipfs_gateway_port=${IPFS_GATEWAY_PORT:-8081}
 rm -rf .data/ipfs
 scripts/ipfs.sh "$root/.data/ipfs" "$ipfs_api_port" "$ipfs_gateway_port" $((ipfs_api_port + 1)) >.data/ipfs.log 2>&1 &
 ipfs_pid=$!
-for attempt in $(seq 1 300); do
-  curl -fs -X POST "http://127.0.0.1:$ipfs_api_port/api/v0/id" >/dev/null 2>&1 && break
-  if [ "$attempt" = 300 ] || ! kill -0 "$ipfs_pid" 2>/dev/null; then
-    echo "dev: the IPFS node did not start; see .data/ipfs.log" >&2
-    exit 1
-  fi
-  sleep 0.2
-done
+wait_for "the IPFS node" .data/ipfs.log "$ipfs_pid" 300 curl -fs -X POST "http://127.0.0.1:$ipfs_api_port/api/v0/id"
 
 # A local Arweave gateway (arlocal) and a funded wallet the API pays uploads with, fresh too.
 arlocal_port=${ARLOCAL_PORT:-1984}
@@ -87,14 +95,7 @@ mkdir -p .data/arlocal
 arweave_address=$(node tools/arlocal/wallet.cjs .data/arlocal/wallet.json)
 node tools/arlocal/serve.cjs "$arlocal_port" .data/arlocal/db >.data/arlocal.log 2>&1 &
 arlocal_pid=$!
-for attempt in $(seq 1 150); do
-  curl -fs "http://127.0.0.1:$arlocal_port/info" >/dev/null 2>&1 && break
-  if [ "$attempt" = 150 ] || ! kill -0 "$arlocal_pid" 2>/dev/null; then
-    echo "dev: arlocal did not start; see .data/arlocal.log" >&2
-    exit 1
-  fi
-  sleep 0.2
-done
+wait_for arlocal .data/arlocal.log "$arlocal_pid" 150 curl -fs "http://127.0.0.1:$arlocal_port/info"
 curl -fs "http://127.0.0.1:$arlocal_port/mint/$arweave_address/100000000000000000" >/dev/null
 
 # The package registry site builds install from: verdaccio, a caching mirror of npmjs (kept in
@@ -116,14 +117,7 @@ YAML
 node_modules/.bin/verdaccio --config .data/registry/config.yaml --listen "127.0.0.1:$registry_port" \
   >.data/registry.log 2>&1 &
 registry_pid=$!
-for attempt in $(seq 1 150); do
-  curl -fs "http://127.0.0.1:$registry_port/-/ping" >/dev/null 2>&1 && break
-  if [ "$attempt" = 150 ] || ! kill -0 "$registry_pid" 2>/dev/null; then
-    echo "dev: the package registry did not start; see .data/registry.log" >&2
-    exit 1
-  fi
-  sleep 0.2
-done
+wait_for "the package registry" .data/registry.log "$registry_pid" 150 curl -fs "http://127.0.0.1:$registry_port/-/ping"
 
 # The gateway serves each site at http://<site>.localhost:<port> (browsers resolve *.localhost).
 gateway_listen=${GATEWAY_LISTEN:-127.0.0.1:8090}
