@@ -317,6 +317,7 @@ impl AppState {
                 github: github.clone(),
                 sealer: sealer.clone(),
                 builder,
+                log_notices: broadcast::channel(1024).0,
             },
             gateway: GatewayState { platform: platform.clone(), ipfs },
             github: GitHubState { charges: charges.clone(), github, sealer },

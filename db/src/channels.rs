@@ -16,6 +16,10 @@ pub const WAKE_INDEXER: &str = "decentraspace_wake";
 /// is the API's `PlatformNotice` as JSON).
 pub const PLATFORM: &str = "decentraspace_platform";
 
+/// A deployment's log or state changed (a trigger on `deployments` sends it; the payload is the
+/// deployment's id): wakes the log streams of every replica.
+pub const DEPLOYMENT_LOG: &str = "decentraspace_deployment_log";
+
 /// What the indexer committed: a batch of blocks, or a rollback to a fork.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexedBatch {
@@ -37,7 +41,7 @@ mod tests {
 
     #[test]
     fn channels_are_distinct_and_batches_round_trip() {
-        let names = [INDEXED, WAKE_INDEXER, PLATFORM];
+        let names = [INDEXED, WAKE_INDEXER, PLATFORM, DEPLOYMENT_LOG];
         let unique: std::collections::HashSet<_> = names.iter().collect();
         assert_eq!(unique.len(), names.len());
         let batch =

@@ -29,7 +29,8 @@ impl TestIpfs {
     /// Starts a node and waits until its API answers (a fresh repository takes a few seconds).
     /// Free ports are found by binding and releasing them, so another process can take one
     /// before the node does: the answering node must be this one (its peer id is the one in
-    /// its repository), else it starts over on other ports.
+    /// its repository), and so must its gateway (js-ipfs keeps running when the gateway's port
+    /// is taken: it serves a file only this node holds), else it starts over on other ports.
     pub async fn start() -> anyhow::Result<Self> {
         on_free_ports("the IPFS node (IPFS_LOG=1 shows its output)", Self::try_start).await
     }
@@ -69,11 +70,31 @@ impl TestIpfs {
                     answered["ID"] == config["Identity"]["PeerID"],
                     "another node answers on port {api}"
                 );
+                node.check_gateway(&config["Identity"]["PeerID"].to_string()).await?;
                 return Ok(node);
             }
             anyhow::ensure!(Instant::now() < deadline, "no answer within 90 s");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Adds `unique` through the API and reads it back through the gateway: a gateway port that
+    /// another process holds answers something else.
+    async fn check_gateway(&self, unique: &str) -> anyhow::Result<()> {
+        let ipfs = decentraspace_clients::ipfs::Ipfs::new(&self.api_url)?;
+        let bytes = bytes::Bytes::from(unique.to_owned());
+        let added = ipfs
+            .add("probe", "text/plain", futures::stream::iter([Ok(bytes.clone())]))
+            .await
+            .context("add the gateway probe")?;
+        let served = reqwest::get(format!("{}/ipfs/{}", self.gateway_url, added.cid)).await;
+        let ours = match served {
+            Ok(answer) if answer.status().is_success() => answer.bytes().await.ok() == Some(bytes),
+            _ => false,
+        };
+        anyhow::ensure!(ours, "another process answers on the gateway's port {}", self.gateway_url);
+        ipfs.unpin(&added.cid).await.context("unpin the gateway probe")?;
+        Ok(())
     }
 
     /// The bytes at `path` (`<cid>` or `<cid>/<name>`), through the node's RPC API.

@@ -20,6 +20,7 @@ mod registry;
 mod relay;
 mod rpc_hold;
 mod served;
+mod sse;
 mod stack;
 mod wrk;
 
@@ -48,5 +49,6 @@ pub use paystack::{FakePaystack, FakeTransaction, PAYSTACK_SECRET, paystack_sign
 pub use registry::TestRegistry;
 pub use relay::{forward, relay_signed};
 pub use rpc_hold::{Hold, HoldingRpc};
+pub use sse::{SseEvent, SseReader};
 pub use stack::{Stack, StackBuilder};
 pub use wrk::{WrkRun, wrk};

@@ -9,7 +9,9 @@ use std::{io::Write, time::Duration};
 
 use alloy::primitives::U256;
 use decentraspace_abi::ServiceRegistry;
-use decentraspace_tests::{Role, Stack, TestApi, eventually, problem_type, wait_for_checkpoint};
+use decentraspace_tests::{
+    Role, SseReader, Stack, TestApi, eventually, problem_type, wait_for_checkpoint,
+};
 use serde_json::{Value, json};
 
 const DOMAIN: &str = "sites.test";
@@ -695,5 +697,133 @@ async fn build_secrets_reach_the_build_and_never_its_log_or_the_api() -> anyhow:
     assert_eq!(api.send(reqwest::Method::DELETE, path, Some(token), None).await?.0, 404);
     let (_, listed) = api.get("/hosting/settings/secretsite/env", Some(token)).await?;
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_build_log_streams_while_the_build_runs_and_resumes_where_it_stopped()
+-> anyhow::Result<()> {
+    let stack = Stack::builder()
+        .ipfs()
+        .configure(|config, _| {
+            config.sites_domain = DOMAIN.into();
+            config.uptime_interval_secs = 0;
+        })
+        .start()
+        .await?;
+    let api = &stack.api;
+    let owner = stack.api.login_registered(&stack.chain.user(8)).await?;
+    let token = owner.access.as_str();
+    let stream = |id: i64, last: Option<&str>| {
+        let mut request =
+            api.http.get(api.url(&format!("/hosting/deploy/{id}/log"))).bearer_auth(token);
+        if let Some(last) = last {
+            request = request.header("last-event-id", last);
+        }
+        async move { SseReader::new(request.send().await?) }
+    };
+
+    // The build says one line, then works on for a few seconds before it writes the site.
+    let build_js = "console.log('first line of the build');\n\
+                    setTimeout(() => {\n\
+                      require('fs').mkdirSync('dist');\n\
+                      require('fs').writeFileSync('dist/index.html', 'streamed');\n\
+                      console.log('last line of the build');\n\
+                    }, 4000);\n";
+    let (status, queued) = deploy(api, token, "streamed", &[], source(build_js)?).await?;
+    assert_eq!(status, 202, "{queued}");
+    let id = queued["id"].as_i64().expect("id");
+    let mut events = stream(id, None).await?;
+    let mut seen = String::new();
+    let mut first_id = None;
+    while !seen.contains("first line of the build") {
+        let event = events.next(Duration::from_secs(60)).await?.expect("the stream goes on");
+        assert_eq!(event.event, "log", "{event:?} after {seen}");
+        seen.push_str(&event.data);
+        seen.push('\n');
+        first_id = event.id;
+    }
+    // The line arrived while the build still ran.
+    let (_, now) = api.get(&format!("/hosting/deploy/{id}"), Some(token)).await?;
+    assert_eq!(now["state"], "building", "{now}");
+    assert!(!seen.contains("last line of the build"), "{seen}");
+    // Then the rest, and the end with how it ended.
+    loop {
+        let event =
+            events.next(Duration::from_secs(60)).await?.expect("the stream ends with `end`");
+        if event.event == "end" {
+            let end: Value = serde_json::from_str(&event.data)?;
+            assert_eq!(end, json!({"state": "live", "error": null}));
+            break;
+        }
+        seen.push_str(&event.data);
+        seen.push('\n');
+    }
+    assert!(events.next(Duration::from_secs(10)).await?.is_none(), "nothing after `end`");
+    assert!(seen.contains("last line of the build") && seen.ends_with(" live\n"), "{seen}");
+
+    // The stream held every line of the log, each starting with its time.
+    let whole = api.deployment_finished(token, id).await?;
+    let log = whole["log"].as_str().unwrap_or_default();
+    assert_eq!(seen, log);
+    for line in log.lines() {
+        let (at, _) = line.split_once(' ').unwrap_or((line, ""));
+        assert!(chrono::DateTime::parse_from_rfc3339(at).is_ok(), "{line:?} starts with its time");
+    }
+
+    // Resumed after the first event: the rest only. From the start: all of it.
+    let first_id = first_id.expect("log events carry their position");
+    let mut resumed = stream(id, Some(&first_id)).await?;
+    let rest = resumed.next(Duration::from_secs(10)).await?.expect("the rest");
+    assert!(!rest.data.contains("first line of the build"), "{rest:?}");
+    assert!(log.ends_with(&format!("{}\n", rest.data)), "{rest:?}");
+    assert_eq!(resumed.next(Duration::from_secs(10)).await?.map(|e| e.event), Some("end".into()));
+    let mut again = stream(id, None).await?;
+    assert_eq!(
+        again.next(Duration::from_secs(10)).await?.map(|e| e.data + "\n"),
+        Some(log.to_owned())
+    );
+
+    // A failed build's stream ends with its failure; others' and bad positions are refused.
+    let (_, queued) = deploy(api, token, "streamed", &[], source("process.exit(7)")?).await?;
+    let failed = queued["id"].as_i64().expect("id");
+    let mut events = stream(failed, None).await?;
+    let end = loop {
+        let event = events.next(Duration::from_secs(60)).await?.expect("an end");
+        if event.event == "end" {
+            break serde_json::from_str::<Value>(&event.data)?;
+        }
+    };
+    assert_eq!(end["state"], "failed");
+    assert_eq!(end["error"], "the build command (npm run build) exited with status 7");
+
+    // A log past its bound keeps its last whole lines after a marker, read whole or streamed.
+    let noisy = "for (let i = 0; i < 4000; i++) console.log(`line ${i} ` + 'x'.repeat(90));\n\
+                 process.exitCode = 1;";
+    let (_, queued) = deploy(api, token, "streamed", &[], source(noisy)?).await?;
+    let noisy_id = queued["id"].as_i64().expect("id");
+    let done = api.deployment_finished(token, noisy_id).await?;
+    let log = done["log"].as_str().unwrap_or_default();
+    let kept = log.strip_prefix("[earlier lines dropped]\n").expect("the marker first");
+    assert!(kept.chars().count() <= 256 * 1024, "{} characters kept", kept.chars().count());
+    let tail = &kept[kept.len().saturating_sub(600)..];
+    assert!(!kept.contains(" line 0 ") && kept.contains(" line 3999 "), "the newest lines stay: {tail}");
+    for line in kept.lines() {
+        let (at, _) = line.split_once(' ').unwrap_or((line, ""));
+        assert!(chrono::DateTime::parse_from_rfc3339(at).is_ok(), "{line:?} is whole");
+    }
+    assert!(kept.trim_end().ends_with("exited with status 1"), "the failure ends it");
+    let mut events = stream(noisy_id, None).await?;
+    let first = events.next(Duration::from_secs(10)).await?.expect("the log");
+    assert_eq!(format!("{}\n", first.data), log);
+    let other = stack.api.login_registered(&stack.chain.user(9)).await?;
+    let path = format!("/hosting/deploy/{id}/log");
+    assert_eq!(api.get(&path, Some(&other.access)).await?.0, 404);
+    assert_eq!(api.get(&path, None).await?.0, 401);
+    let (status, body) = api.get(&format!("{path}?after=-1"), Some(token)).await?;
+    assert_eq!((status, problem_type(&body).as_str()), (400, "bad-request"), "{body}");
+    let bad =
+        api.http.get(api.url(&path)).bearer_auth(token).header("last-event-id", "x").send().await?;
+    assert_eq!(bad.status(), 400);
     Ok(())
 }

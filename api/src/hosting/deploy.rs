@@ -232,7 +232,7 @@ pub async fn load(state: &Platform, id: i64) -> ApiResult<Deployment> {
     let d = sqlx::query!(
         r#"select d.id, s.name as site, d.source, d.state, coalesce(s.current_deployment_id = d.id, false) as "current!",
                   d.repository, d.git_ref, d.commit_sha, d.content_id, d.files, d.size_bytes,
-                  d.image, d.port, d.error, d.log, d.created_at, d.finished_at
+                  d.image, d.port, d.error, d.log, d.log_dropped, d.created_at, d.finished_at
            from deployments d join sites s on s.id = d.site_id
            where d.id = $1"#,
         id
@@ -254,14 +254,18 @@ pub async fn load(state: &Platform, id: i64) -> ApiResult<Deployment> {
         image: d.image,
         port: d.port,
         error: d.error,
-        log: d.log,
+        log: super::log::whole(d.log, d.log_dropped),
         created_at: d.created_at,
         finished_at: d.finished_at,
     })
 }
 
 /// The deployment `id` when it is one of the caller's sites', else 404.
-async fn owned_deployment(state: &HostingState, user: &AuthUser, id: i64) -> ApiResult<Deployment> {
+pub(super) async fn owned_deployment(
+    state: &HostingState,
+    user: &AuthUser,
+    id: i64,
+) -> ApiResult<Deployment> {
     let owner = sqlx::query_scalar!(
         "select s.account from deployments d join sites s on s.id = d.site_id
          where d.id = $1 and s.chain_id = $2",
@@ -366,7 +370,7 @@ pub(super) async fn rollback(
             id,
             image,
             port,
-            format!("rollback to deployment {id}\n")
+            super::log::stamped(&format!("rollback to deployment {id}"))
         )
         .fetch_one(&state.db)
         .await?;
@@ -382,7 +386,7 @@ pub(super) async fn rollback(
     sqlx::query!(
         "update deployments set log = log || $2 where id = $1",
         id,
-        "served again (rollback)\n"
+        super::log::stamped("served again (rollback)")
     )
     .execute(&state.db)
     .await?;

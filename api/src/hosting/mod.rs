@@ -9,6 +9,7 @@ mod build;
 mod deploy;
 pub mod env;
 mod job;
+mod log;
 pub mod runtime;
 pub mod settings;
 pub(crate) mod sites;
@@ -50,6 +51,8 @@ pub struct HostingState {
     pub sealer: Sealer,
     /// Builds sources that need it, in the sandbox.
     pub builder: Builder,
+    /// Ids of deployments whose log or state changed, for this replica's log streams.
+    pub log_notices: tokio::sync::broadcast::Sender<i64>,
 }
 feature_state!(HostingState);
 
@@ -57,7 +60,7 @@ feature_state!(HostingState);
 /// runtime, every `DYNAMIC_RECONCILE_SECS` unless 0).
 pub fn jobs(state: &HostingState) -> Vec<crate::jobs::Job> {
     let every = state.config.dynamic_reconcile_secs;
-    let mut jobs = vec![job::worker(state)];
+    let mut jobs = vec![job::worker(state), log::listener(state)];
     jobs.extend(
         (every > 0)
             .then(|| runtime::reconcile::job(state, std::time::Duration::from_secs(every)))
@@ -77,6 +80,7 @@ where
         .routes(routes!(deploy::history))
         .routes(routes!(deploy::deployment))
         .routes(routes!(deploy::rollback))
+        .routes(routes!(log::stream))
         .routes(routes!(status::sites))
         .routes(routes!(status::site))
         .routes(routes!(status::expiry, status::set_expiry))
@@ -128,7 +132,8 @@ pub struct Deployment {
     pub port: Option<i32>,
     /// Why it failed.
     pub error: Option<String>,
-    /// What the deploy did, line by line.
+    /// What the deploy did, line by line, each line starting with its time (RFC 3339, UTC);
+    /// `GET /hosting/deploy/{id}/log` streams it as it is written.
     pub log: String,
     /// When it was asked for.
     pub created_at: DateTime<Utc>,

@@ -36,8 +36,6 @@ const POLL: Duration = Duration::from_millis(250);
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Attempts before a job that keeps dying is marked failed.
 const MAX_ATTEMPTS: i32 = 3;
-/// The most characters a deployment's log keeps.
-const MAX_LOG: i32 = 256 * 1024;
 /// Folders a build usually writes its output to, tried in order when none is configured.
 const OUTPUT_DIRS: &[&str] = &["dist", "build", "public", "out", "_site", "site", "docs"];
 
@@ -137,7 +135,7 @@ async fn work(state: &HostingState, job: Job) {
             id,
             job.attempts,
             reason,
-            format!("failed: {reason}\n")
+            super::log::stamped(&format!("failed: {reason}"))
         )
         .execute(&state.db)
         .await;
@@ -180,26 +178,7 @@ async fn renew(state: HostingState, id: i64, attempt: i32) {
 
 /// Appends a line to the deployment's log.
 async fn log(state: &HostingState, id: i64, line: &str) {
-    append_log(state, id, &format!("{line}\n")).await;
-}
-
-/// Appends text to the deployment's log, keeping its last [`MAX_LOG`] characters (the oldest
-/// lines go, and a marker says so).
-async fn append_log(state: &HostingState, id: i64, text: &str) {
-    let appended = sqlx::query!(
-        "update deployments
-         set log = case when length(log || $2) <= $3 then log || $2
-                        else '[earlier lines dropped]' || chr(10) || right(log || $2, $3) end
-         where id = $1",
-        id,
-        text,
-        MAX_LOG
-    )
-    .execute(&state.db)
-    .await;
-    if let Err(err) = appended {
-        tracing::warn!(target: "api::deploy", deployment = id, %err, "cannot append to the log");
-    }
+    super::log::append(&state.db, id, &super::log::stamped(line)).await;
 }
 
 /// Moves the job to `to`, if it is still this attempt's.
@@ -444,7 +423,7 @@ async fn publish(
         added.cid,
         paths.len() as i32,
         total,
-        "live\n"
+        super::log::stamped("live")
     )
     .execute(&mut *tx)
     .await
@@ -474,7 +453,7 @@ async fn publish(
             sqlx::query!(
                 "update deployments set log = log || $2 where id = $1",
                 job.id,
-                format!("{reason}\n")
+                super::log::stamped(reason)
             )
             .execute(&mut *tx)
             .await
@@ -558,17 +537,16 @@ async fn run_build(
         tokio::spawn(async move {
             let mut batch = String::new();
             while let Some(line) = received.recv().await {
-                batch.push_str(&mask(line));
-                batch.push('\n');
+                // Each line is stamped as it arrives, before it waits for a write.
+                batch.push_str(&super::log::stamped(&mask(line)));
                 // Whatever else is waiting goes in the same write.
                 while let Ok(line) = received.try_recv() {
-                    batch.push_str(&mask(line));
-                    batch.push('\n');
+                    batch.push_str(&super::log::stamped(&mask(line)));
                     if batch.len() > 64 * 1024 {
                         break;
                     }
                 }
-                append_log(&state, id, &batch).await;
+                super::log::append(&state.db, id, &batch).await;
                 batch.clear();
             }
         })

@@ -139,7 +139,7 @@ async fn switch(
          where id = $1 and attempts = $2 and state = 'starting'",
         job.id,
         job.attempts,
-        "live\n"
+        crate::hosting::log::stamped("live")
     )
     .execute(&mut *tx)
     .await?;
