@@ -274,7 +274,13 @@ pub struct Config {
     #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
     pub github_api_url: String,
 
-    /// The secret GitHub signs webhook deliveries with (unset: the webhook answers 503).
+    /// The API's public address: GitHub delivers to `<this>/github/webhook`, and commit statuses
+    /// link to deployments under it.
+    #[arg(long, env = "PUBLIC_API_URL", default_value = "http://localhost:8080")]
+    pub public_api_url: String,
+
+    /// A platform-wide secret for webhooks configured by hand (each site linked through the API
+    /// gets a webhook with a secret of its own; unset: only those are accepted).
     #[arg(long, env = "GITHUB_WEBHOOK_SECRET", hide_env_values = true)]
     pub github_webhook_secret: Option<SecretString>,
 

@@ -1,6 +1,8 @@
-//! A small client of GitHub's documented OAuth web flow and REST API (`/user`, `/user/repos`,
-//! `/repos/{owner}/{repo}/commits/{ref}`, `/repos/{owner}/{repo}/compare/{base}...{head}`,
-//! `/repos/{owner}/{repo}/tarball/{ref}`), behind a trait
+//! A small client of GitHub's documented OAuth web flow and REST API (`/user`, `/user/repos`
+//! followed page by page, `/repos/{owner}/{repo}/commits/{ref}`,
+//! `/repos/{owner}/{repo}/compare/{base}...{head}`, `/repos/{owner}/{repo}/tarball/{ref}`,
+//! repository webhooks `/repos/{owner}/{repo}/hooks` and commit statuses
+//! `/repos/{owner}/{repo}/statuses/{sha}`), behind a trait
 //! so the base URLs (and in tests, the server) can change while the code path stays the same.
 
 use std::time::Duration;
@@ -15,6 +17,10 @@ use serde::{Deserialize, Serialize};
 const API_VERSION: &str = "2022-11-28";
 /// The longest a JSON call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+/// The most pages of repositories read (100 each).
+const MAX_REPOSITORY_PAGES: usize = 50;
+/// The longest commit status description GitHub takes.
+const MAX_STATUS_DESCRIPTION: usize = 140;
 
 /// Why a GitHub call failed.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +87,39 @@ struct CompareReply {
     status: Comparison,
 }
 
+#[derive(Debug, Deserialize)]
+struct HookReply {
+    id: i64,
+}
+
+/// A commit status's state, as GitHub names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusState {
+    /// Running.
+    Pending,
+    /// Done, and good.
+    Success,
+    /// Done, and it failed.
+    Failure,
+    /// It could not run.
+    Error,
+}
+
+/// A commit status: what a check says about a commit, under its context.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommitStatus {
+    /// Its state.
+    pub state: StatusState,
+    /// Where to read more (the site, or the log).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_url: Option<String>,
+    /// One short line (cut to GitHub's 140 characters).
+    pub description: String,
+    /// Which check it is; a later status of the same context replaces an earlier one.
+    pub context: String,
+}
+
 /// GitHub, as the platform uses it.
 #[async_trait]
 pub trait GitHub: Send + Sync + std::fmt::Debug {
@@ -90,7 +129,7 @@ pub trait GitHub: Send + Sync + std::fmt::Debug {
     async fn exchange_code(&self, code: &str) -> Result<SecretString, GitHubError>;
     /// The token's user.
     async fn user(&self, token: &SecretString) -> Result<User, GitHubError>;
-    /// Repositories the token can read, most recently pushed first (one page of 100).
+    /// Repositories the token can read, most recently pushed first (every page, up to 5,000).
     async fn repositories(&self, token: &SecretString) -> Result<Vec<Repository>, GitHubError>;
     /// The commit a branch, tag or SHA names.
     async fn commit(
@@ -114,6 +153,31 @@ pub trait GitHub: Send + Sync + std::fmt::Debug {
         repo: &str,
         sha: &str,
     ) -> Result<BoxStream<'static, Result<Bytes, GitHubError>>, GitHubError>;
+    /// Creates a webhook on `repo` delivering `events` as JSON to `url`, signed with `secret`
+    /// (`X-Hub-Signature-256`); its id, which every delivery carries as `X-GitHub-Hook-ID`.
+    async fn create_hook(
+        &self,
+        token: &SecretString,
+        repo: &str,
+        url: &str,
+        secret: &SecretString,
+        events: &[&str],
+    ) -> Result<i64, GitHubError>;
+    /// Deletes the webhook `id` of `repo` (one already gone counts as deleted).
+    async fn delete_hook(
+        &self,
+        token: &SecretString,
+        repo: &str,
+        id: i64,
+    ) -> Result<(), GitHubError>;
+    /// Sets a status on commit `sha` of `repo`.
+    async fn set_status(
+        &self,
+        token: &SecretString,
+        repo: &str,
+        sha: &str,
+        status: &CommitStatus,
+    ) -> Result<(), GitHubError>;
 }
 
 /// The reqwest implementation.
@@ -154,8 +218,17 @@ impl GitHubClient {
     }
 
     fn api(&self, token: &SecretString, path: &str) -> reqwest::RequestBuilder {
+        self.call(reqwest::Method::GET, token, &format!("{}{path}", self.api_url))
+    }
+
+    fn call(
+        &self,
+        method: reqwest::Method,
+        token: &SecretString,
+        url: &str,
+    ) -> reqwest::RequestBuilder {
         self.http
-            .get(format!("{}{path}", self.api_url))
+            .request(method, url)
             .bearer_auth(token.expose_secret())
             .header(reqwest::header::ACCEPT, "application/vnd.github+json")
             .header("X-GitHub-Api-Version", API_VERSION)
@@ -188,6 +261,18 @@ async fn checked(response: reqwest::Response) -> Result<reqwest::Response, GitHu
         401 => GitHubError::Unauthorized(body),
         s if s >= 500 => GitHubError::Unavailable(format!("{status}: {body}")),
         _ => GitHubError::Refused(format!("{status}: {body}")),
+    })
+}
+
+/// The `rel="next"` address of a `Link` header (RFC 8288), as GitHub paginates.
+fn next_page(link: &str) -> Option<&str> {
+    link.split(',').find_map(|part| {
+        let (target, params) = part.trim().split_once(';')?;
+        let next = params.split(';').any(|p| {
+            let p = p.trim();
+            p == "rel=\"next\"" || p == "rel=next"
+        });
+        next.then(|| target.trim().strip_prefix('<')?.strip_suffix('>')).flatten()
     })
 }
 
@@ -256,8 +341,37 @@ impl GitHub for GitHubClient {
     }
 
     async fn repositories(&self, token: &SecretString) -> Result<Vec<Repository>, GitHubError> {
-        self.json(self.api(token, "/user/repos").query(&[("per_page", "100"), ("sort", "pushed")]))
-            .await
+        let mut all = Vec::new();
+        let mut request =
+            self.api(token, "/user/repos").query(&[("per_page", "100"), ("sort", "pushed")]);
+        for _ in 0..MAX_REPOSITORY_PAGES {
+            let response = request.timeout(CALL_TIMEOUT).send().await.map_err(unreachable)?;
+            let response = checked(response).await?;
+            let next = response
+                .headers()
+                .get(reqwest::header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(next_page)
+                .map(str::to_owned);
+            let page: Vec<Repository> = response
+                .json()
+                .await
+                .map_err(|e| GitHubError::Unavailable(format!("unreadable reply: {e}")))?;
+            all.extend(page);
+            // The token goes only to the API's own host.
+            match next {
+                Some(url) if url.starts_with(&format!("{}/", self.api_url)) => {
+                    request = self.call(reqwest::Method::GET, token, &url);
+                }
+                Some(url) => {
+                    return Err(GitHubError::Unavailable(format!(
+                        "the next page is off the API's host: {url}"
+                    )));
+                }
+                None => return Ok(all),
+            }
+        }
+        Ok(all)
     }
 
     async fn commit(
@@ -317,6 +431,85 @@ impl GitHub for GitHubClient {
         use futures::StreamExt;
         Ok(response.bytes_stream().map(|r| r.map_err(unreachable)).boxed())
     }
+
+    async fn create_hook(
+        &self,
+        token: &SecretString,
+        repo: &str,
+        url: &str,
+        secret: &SecretString,
+        events: &[&str],
+    ) -> Result<i64, GitHubError> {
+        if !valid_repository(repo) {
+            return Err(GitHubError::Refused(format!("{repo} is not a repository")));
+        }
+        let body = serde_json::json!({
+            "name": "web",
+            "active": true,
+            "events": events,
+            "config": {
+                "url": url,
+                "content_type": "json",
+                "insecure_ssl": "0",
+                "secret": secret.expose_secret(),
+            },
+        });
+        let endpoint = format!("{}/repos/{repo}/hooks", self.api_url);
+        let reply: HookReply =
+            self.json(self.call(reqwest::Method::POST, token, &endpoint).json(&body)).await?;
+        Ok(reply.id)
+    }
+
+    async fn delete_hook(
+        &self,
+        token: &SecretString,
+        repo: &str,
+        id: i64,
+    ) -> Result<(), GitHubError> {
+        if !valid_repository(repo) {
+            return Err(GitHubError::Refused(format!("{repo} is not a repository")));
+        }
+        let endpoint = format!("{}/repos/{repo}/hooks/{id}", self.api_url);
+        let response = self
+            .call(reqwest::Method::DELETE, token, &endpoint)
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        checked(response).await.map(drop)
+    }
+
+    async fn set_status(
+        &self,
+        token: &SecretString,
+        repo: &str,
+        sha: &str,
+        status: &CommitStatus,
+    ) -> Result<(), GitHubError> {
+        if !valid_repository(repo) || !valid_ref(sha) {
+            return Err(GitHubError::Refused(format!(
+                "{repo}@{sha} is not a repository and commit"
+            )));
+        }
+        let mut status = status.clone();
+        if status.description.chars().count() > MAX_STATUS_DESCRIPTION {
+            status.description =
+                status.description.chars().take(MAX_STATUS_DESCRIPTION - 1).collect::<String>()
+                    + "…";
+        }
+        let endpoint = format!("{}/repos/{repo}/statuses/{sha}", self.api_url);
+        let response = self
+            .call(reqwest::Method::POST, token, &endpoint)
+            .json(&status)
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        checked(response).await.map(drop)
+    }
 }
 
 #[cfg(test)]
@@ -334,6 +527,17 @@ mod tests {
         for bad in ["", "../main", "a..b", "/main", "a?b", "a b", "a#b"] {
             assert!(!valid_ref(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_next_page_is_read_off_the_link_header() {
+        let link = "<https://api.github.com/user/repos?page=2&per_page=100>; rel=\"next\", \
+                    <https://api.github.com/user/repos?page=5&per_page=100>; rel=\"last\"";
+        assert_eq!(next_page(link), Some("https://api.github.com/user/repos?page=2&per_page=100"));
+        let last = "<https://api.github.com/user/repos?page=1>; rel=\"prev\", \
+                    <https://api.github.com/user/repos?page=1>; rel=\"first\"";
+        assert_eq!(next_page(last), None);
+        assert_eq!(next_page(""), None);
     }
 
     #[test]

@@ -77,14 +77,16 @@ impl TestApi {
         Self::start_with(api_config(chain, db)).await
     }
 
-    /// Starts the API with `config` (its listen address is ignored: a free port is used).
-    pub async fn start_with(config: Config) -> anyhow::Result<Self> {
+    /// Starts the API with `config` (its listen address is ignored: a free port is used, and
+    /// becomes its public address).
+    pub async fn start_with(mut config: Config) -> anyhow::Result<Self> {
         // TEST_LOG=api=debug (any tracing filter) shows the API's logs.
         if let Ok(filter) = std::env::var("TEST_LOG") {
             let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
         }
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let base = format!("http://{}", listener.local_addr()?);
+        config.public_api_url = base.clone();
         let state = AppState::new(config).await.context("start the API")?;
         let (stop, stopped) = oneshot::channel::<()>();
         let gateway = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;

@@ -1,9 +1,12 @@
 //! A local HTTP server speaking GitHub's documented OAuth web flow and REST API
-//! (`POST /login/oauth/access_token`, `GET /user`, `GET /user/repos`,
-//! `GET /repos/{owner}/{repo}/commits/{ref}`, `GET /repos/{owner}/{repo}/compare/{base}...{head}`,
-//! `GET /repos/{owner}/{repo}/tarball/{ref}` with its redirect to a download host), serving
-//! repositories whose commits are tarballs the test makes, on one line of history in push order,
-//! and signing webhook deliveries as GitHub does (`X-Hub-Signature-256`, hex HMAC-SHA256).
+//! (`POST /login/oauth/access_token`, `GET /user`, `GET /user/repos` in pages with a `Link`
+//! header, `GET /repos/{owner}/{repo}/commits/{ref}`,
+//! `GET /repos/{owner}/{repo}/compare/{base}...{head}`, `GET /repos/{owner}/{repo}/tarball/{ref}`
+//! with its redirect to a download host, `POST`/`DELETE /repos/{owner}/{repo}/hooks[/{id}]`,
+//! `POST /repos/{owner}/{repo}/statuses/{sha}`), serving repositories whose commits are tarballs
+//! the test makes, on one line of history in push order, and delivering events to the webhooks
+//! created on a repository as GitHub does: one `X-GitHub-Delivery` per event, each webhook's
+//! `X-GitHub-Hook-ID`, and its secret's `X-Hub-Signature-256` (hex HMAC-SHA256).
 
 use std::{
     collections::HashMap,
@@ -49,6 +52,38 @@ struct Inner {
     repos: Mutex<HashMap<String, FakeRepo>>,
     /// Tarball downloads served.
     downloads: Mutex<u32>,
+    /// Webhooks created through the API, oldest first.
+    hooks: Mutex<Vec<FakeHook>>,
+    /// The next webhook id.
+    next_hook: Mutex<i64>,
+    /// Commit statuses set, in the order they arrived: (repository, SHA, status).
+    statuses: Mutex<Vec<(String, String, Value)>>,
+}
+
+/// A webhook on a repository of the fake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeHook {
+    /// Its id (`X-GitHub-Hook-ID`).
+    pub id: i64,
+    /// `owner/name`.
+    pub repository: String,
+    /// Where it delivers.
+    pub url: String,
+    /// The secret its deliveries are signed with.
+    pub secret: String,
+    /// The events it delivers.
+    pub events: Vec<String>,
+}
+
+/// What one webhook answered to a delivery.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    /// The webhook.
+    pub hook_id: i64,
+    /// The receiver's status.
+    pub status: u16,
+    /// Its body (JSON, or null).
+    pub body: Value,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -109,17 +144,140 @@ async fn user(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn user_repos(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
+#[derive(Deserialize)]
+struct PageQuery {
+    per_page: Option<usize>,
+    page: Option<usize>,
+}
+
+/// The user's repositories by name, `per_page` (at most 100, default 30) at a time, with a
+/// `Link` header naming the next and last pages as GitHub's does.
+async fn user_repos(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    Query(query): Query<PageQuery>,
+) -> Response {
     let Some(u) = bearer_user(&inner, &headers) else {
         return error(StatusCode::UNAUTHORIZED, "Bad credentials");
     };
     let repos = inner.repos.lock().expect("lock");
-    let list: Vec<Value> = repos
+    let mut list: Vec<Value> = repos
         .iter()
         .filter(|(_, r)| r.readers.contains(&u.login))
         .map(|(name, r)| json!({ "full_name": name, "default_branch": r.default_branch, "private": true }))
         .collect();
-    Json(list).into_response()
+    list.sort_by(|a, b| a["full_name"].as_str().cmp(&b["full_name"].as_str()));
+    let per_page = query.per_page.unwrap_or(30).clamp(1, 100);
+    let page = query.page.unwrap_or(1).max(1);
+    let last = list.len().div_ceil(per_page).max(1);
+    let items: Vec<Value> = list.into_iter().skip((page - 1) * per_page).take(per_page).collect();
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let at = |n: usize| format!("<http://{host}/user/repos?per_page={per_page}&page={n}>");
+    let mut links = Vec::new();
+    if page < last {
+        links.push(format!("{}; rel=\"next\"", at(page + 1)));
+        links.push(format!("{}; rel=\"last\"", at(last)));
+    }
+    if page > 1 {
+        links.push(format!("{}; rel=\"prev\"", at(page - 1)));
+        links.push(format!("{}; rel=\"first\"", at(1)));
+    }
+    let mut response = Json(items).into_response();
+    if let Ok(link) = links.join(", ").parse() {
+        response.headers_mut().insert(header::LINK, link);
+    }
+    response
+}
+
+#[derive(Deserialize)]
+struct HookRequest {
+    name: String,
+    active: bool,
+    events: Vec<String>,
+    config: HookConfig,
+}
+
+#[derive(Deserialize)]
+struct HookConfig {
+    url: String,
+    content_type: String,
+    secret: Option<String>,
+}
+
+async fn create_hook(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    Path((owner, repo)): Path<(String, String)>,
+    Json(request): Json<HookRequest>,
+) -> Response {
+    if let Err((status, message)) = readable(&inner, &headers, &owner, &repo) {
+        return error(status, message);
+    }
+    if request.name != "web" || request.config.content_type != "json" || request.events.is_empty() {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed");
+    }
+    let id = {
+        let mut next = inner.next_hook.lock().expect("lock");
+        *next += 1;
+        1_000 + *next
+    };
+    let hook = FakeHook {
+        id,
+        repository: format!("{owner}/{repo}"),
+        url: request.config.url.clone(),
+        secret: request.config.secret.unwrap_or_default(),
+        events: request.events.clone(),
+    };
+    if request.active {
+        inner.hooks.lock().expect("lock").push(hook);
+    }
+    (
+        StatusCode::CREATED,
+        Json(json!({
+            "type": "Repository", "id": id, "name": "web", "active": request.active,
+            "events": request.events,
+            "config": { "url": request.config.url, "content_type": "json", "insecure_ssl": "0" },
+        })),
+    )
+        .into_response()
+}
+
+async fn delete_hook(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    Path((owner, repo, id)): Path<(String, String, i64)>,
+) -> Response {
+    if let Err((status, message)) = readable(&inner, &headers, &owner, &repo) {
+        return error(status, message);
+    }
+    let name = format!("{owner}/{repo}");
+    let mut hooks = inner.hooks.lock().expect("lock");
+    let before = hooks.len();
+    hooks.retain(|h| !(h.id == id && h.repository == name));
+    if hooks.len() == before {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn set_status(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    Path((owner, repo, sha)): Path<(String, String, String)>,
+    Json(status): Json<Value>,
+) -> Response {
+    let found = match readable(&inner, &headers, &owner, &repo) {
+        Ok(r) => r,
+        Err((status, message)) => return error(status, message),
+    };
+    let state_ok =
+        matches!(status["state"].as_str(), Some("pending" | "success" | "failure" | "error"));
+    let description_ok = status["description"].as_str().is_none_or(|d| d.chars().count() <= 140);
+    if !state_ok || !description_ok || !found.tarballs.contains_key(&sha) {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed");
+    }
+    inner.statuses.lock().expect("lock").push((format!("{owner}/{repo}"), sha, status.clone()));
+    (StatusCode::CREATED, Json(status)).into_response()
 }
 
 /// The repository if `headers`' user may read it.
@@ -248,6 +406,9 @@ impl FakeGitHub {
             .route("/repos/{owner}/{repo}/commits/{git_ref}", get(commit))
             .route("/repos/{owner}/{repo}/compare/{basehead}", get(compare))
             .route("/repos/{owner}/{repo}/tarball/{git_ref}", get(tarball))
+            .route("/repos/{owner}/{repo}/hooks", post(create_hook))
+            .route("/repos/{owner}/{repo}/hooks/{id}", axum::routing::delete(delete_hook))
+            .route("/repos/{owner}/{repo}/statuses/{sha}", post(set_status))
             .route("/_codeload/{owner}/{repo}/legacy.tar.gz/{sha}", get(codeload))
             .with_state(inner.clone());
         let server = Served::start(app).await?;
@@ -291,10 +452,91 @@ impl FakeGitHub {
         repo.history.push(sha.to_owned());
     }
 
+    /// Adds a commit `sha` whose tree is `tar_gz` without moving a branch (a pull request's
+    /// head, a fork's commit included, as GitHub keeps them under `refs/pull/<n>/head`).
+    pub fn commit(&self, name: &str, sha: &str, tar_gz: Vec<u8>) {
+        let mut repos = self.inner.repos.lock().expect("lock");
+        let repo = repos.get_mut(name).expect("a repository made with `repository`");
+        repo.tarballs.insert(sha.to_owned(), tar_gz);
+        repo.history.push(sha.to_owned());
+    }
+
     /// Tarballs downloaded so far.
     pub fn downloads(&self) -> u32 {
         *self.inner.downloads.lock().expect("lock")
     }
+
+    /// The webhooks on `repository`.
+    pub fn hooks(&self, repository: &str) -> Vec<FakeHook> {
+        let hooks = self.inner.hooks.lock().expect("lock");
+        hooks.iter().filter(|h| h.repository == repository).cloned().collect()
+    }
+
+    /// The statuses set on `sha` of `repository`, in the order they arrived.
+    pub fn statuses(&self, repository: &str, sha: &str) -> Vec<Value> {
+        let statuses = self.inner.statuses.lock().expect("lock");
+        statuses
+            .iter()
+            .filter(|(r, s, _)| r == repository && s == sha)
+            .map(|(_, _, status)| status.clone())
+            .collect()
+    }
+
+    /// Delivers `event` with `payload` to every webhook on `repository` that takes it, as
+    /// GitHub does: one delivery id for the event, each webhook's id and signature.
+    pub async fn deliver(
+        &self,
+        repository: &str,
+        event: &str,
+        payload: &[u8],
+    ) -> anyhow::Result<Vec<Delivered>> {
+        let delivery = format!("{:032x}", rand::random::<u128>());
+        let hooks = self.hooks(repository);
+        let http = reqwest::Client::new();
+        let mut answers = Vec::new();
+        for hook in hooks.iter().filter(|h| h.events.iter().any(|e| e == event)) {
+            let response = http
+                .post(&hook.url)
+                .header("content-type", "application/json")
+                .header("user-agent", "GitHub-Hookshot/fake")
+                .header("x-github-event", event)
+                .header("x-github-delivery", &delivery)
+                .header("x-github-hook-id", hook.id.to_string())
+                .header("x-hub-signature-256", github_signature(payload, &hook.secret))
+                .body(payload.to_vec())
+                .send()
+                .await?;
+            let status = response.status().as_u16();
+            let body = serde_json::from_str(&response.text().await?).unwrap_or(Value::Null);
+            answers.push(Delivered { hook_id: hook.id, status, body });
+        }
+        Ok(answers)
+    }
+}
+
+/// The `pull_request` delivery GitHub sends when pull request `number` of `repository` is
+/// `action` (`opened`, `synchronize`, `closed`, ...) with its head at `sha` in `head_repository`
+/// (a fork's name for a pull request from a fork).
+pub fn pull_request_payload(
+    repository: &str,
+    action: &str,
+    number: i32,
+    sha: &str,
+    head_repository: &str,
+) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "action": action,
+        "number": number,
+        "pull_request": {
+            "number": number,
+            "state": if action == "closed" { "closed" } else { "open" },
+            "head": { "sha": sha, "ref": "feature", "repo": { "full_name": head_repository } },
+            "base": { "ref": "main", "repo": { "full_name": repository } },
+        },
+        "repository": { "full_name": repository, "private": true },
+        "sender": { "login": "octocat" },
+    }))
+    .expect("json")
 }
 
 /// The `push` delivery GitHub sends for `sha` on `branch` of `repository`.

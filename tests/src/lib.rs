@@ -37,8 +37,8 @@ pub use ens::{TestEns, ens_namehash};
 pub use fly::{FLY_APP, FLY_TOKEN, FakeContainer, FakeFly};
 pub use gandi::{FakeGandi, GANDI_TOKEN};
 pub use github::{
-    FakeGitHub, GITHUB_CLIENT_ID, GITHUB_CLIENT_SECRET, GITHUB_WEBHOOK_SECRET, github_signature,
-    push_payload,
+    Delivered, FakeGitHub, FakeHook, GITHUB_CLIENT_ID, GITHUB_CLIENT_SECRET, GITHUB_WEBHOOK_SECRET,
+    github_signature, pull_request_payload, push_payload,
 };
 pub use indexer::{
     IndexerProcess, IndexerTask, indexer_binary, indexer_config, wait_for_checkpoint,

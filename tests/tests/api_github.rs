@@ -3,7 +3,10 @@
 //! anvil, Postgres, the indexer and the API: link an account, deploy a repository, push to deploy
 //! again, a redelivered push deploys once, a push deploys exactly its commit and an older one
 //! never replaces a newer, bad signatures are refused, tokens are sealed at rest,
-//! another account touches nothing, and unlinking stops deploys.
+//! another account touches nothing, and unlinking stops deploys; linking creates the site's own
+//! webhook (unlinking removes it), pull requests build previews beside production (a fork's
+//! without secrets) and closing one removes its preview, and every build is reported to GitHub as
+//! a commit status.
 
 use std::io::Write;
 
@@ -11,7 +14,8 @@ use alloy::primitives::{U256, keccak256};
 use decentraspace_abi::CreditLedger;
 use decentraspace_tests::{
     FakeGitHub, GITHUB_CLIENT_ID, GITHUB_CLIENT_SECRET, GITHUB_WEBHOOK_SECRET, Role, Session,
-    Stack, TestApi, eventually, github_signature, problem_type, push_payload, role_key,
+    Stack, TestApi, eventually, github_signature, problem_type, pull_request_payload, push_payload,
+    role_key,
 };
 use serde_json::{Value, json};
 
@@ -32,6 +36,11 @@ impl std::ops::Deref for WithGitHub {
 }
 
 async fn stack() -> anyhow::Result<WithGitHub> {
+    stack_with(Some(GITHUB_WEBHOOK_SECRET)).await
+}
+
+/// The stack, with or without a platform-wide webhook secret.
+async fn stack_with(platform_secret: Option<&'static str>) -> anyhow::Result<WithGitHub> {
     let github = FakeGitHub::start().await?;
     let url = github.url.clone();
     let stack = Stack::builder()
@@ -43,7 +52,7 @@ async fn stack() -> anyhow::Result<WithGitHub> {
             config.github_client_secret = Some(GITHUB_CLIENT_SECRET.into());
             config.github_oauth_url = url.clone();
             config.github_api_url = url;
-            config.github_webhook_secret = Some(GITHUB_WEBHOOK_SECRET.into());
+            config.github_webhook_secret = platform_secret.map(Into::into);
             // Links past the tier's included ones are charged with the billing key.
             config.billing_key = Some(role_key(chain, Role::Billing).into());
             config.github_extra_link_credits = 5_000_000;
@@ -402,5 +411,258 @@ async fn a_link_past_the_included_one_is_charged_on_chain_once() -> anyhow::Resu
     assert_eq!((status, problem_type(&body).as_str()), (402, "insufficient-credit"), "{body}");
     let (_, links) = api.get("/github/link", Some(&session.access)).await?;
     assert_eq!(links.as_array().map(Vec::len), Some(2), "{links}");
+    Ok(())
+}
+
+/// A source whose build writes what it sees of two variables into the page.
+fn source_seeing_env(sha: &str, title: &str) -> anyhow::Result<Vec<u8>> {
+    let package = br#"{"name": "blog", "version": "1.0.0", "private": true,
+                       "scripts": {"build": "node build.js"}}"#;
+    let build_js = format!(
+        "const fs = require('fs');\n\
+         fs.mkdirSync('dist');\n\
+         const seen = [process.env.PREVIEW_TOKEN, process.env.DEPLOY_TOKEN].map(v => v || 'none');\n\
+         fs.writeFileSync('dist/index.html', '{title}|' + seen.join('|'));\n"
+    );
+    tarball(sha, &[("package.json", package), ("build.js", build_js.as_bytes())])
+}
+
+/// `GET /` of `host` (a site or a preview) on the gateway: status, `X-Robots-Tag` and body.
+async fn visit(api: &TestApi, host: &str) -> anyhow::Result<(u16, Option<String>, String)> {
+    let response = api
+        .http
+        .get(format!("{}/", api.gateway))
+        .header("host", format!("{host}.{DOMAIN}"))
+        .send()
+        .await?;
+    let robots =
+        response.headers().get("x-robots-tag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    Ok((response.status().as_u16(), robots, response.text().await?))
+}
+
+/// The states and contexts of the statuses set on `sha`, in order.
+fn statuses(github: &FakeGitHub, sha: &str) -> Vec<(String, String)> {
+    github
+        .statuses("octocat/blog", sha)
+        .iter()
+        .map(|s| {
+            (
+                s["state"].as_str().unwrap_or_default().to_owned(),
+                s["context"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn pull_requests_get_previews_and_github_hears_of_every_build() -> anyhow::Result<()> {
+    // No platform-wide secret: only the site's own webhook's deliveries are accepted.
+    let stack = stack_with(None).await?;
+    let (api, github) = (&stack.api, &stack.github);
+    let owner = stack.api.login_registered(&stack.chain.user(2)).await?;
+    let token = owner.access.as_str();
+    github.repository("octocat/blog", "main", &["octocat"]);
+    // More repositories than one page of GitHub's listing holds.
+    for n in 0..150 {
+        github.repository(&format!("octocat/extra-{n:03}"), "main", &["octocat"]);
+    }
+    github.push("octocat/blog", "main", SHA1, source_seeing_env(SHA1, "production")?);
+    let (status, linked) = link(&stack, &owner, 202, "octocat").await?;
+    assert_eq!(status, 201, "{linked}");
+    let link_id = linked["id"].as_i64().expect("id");
+    let (status, repos) =
+        api.get(&format!("/github/link/{link_id}/repositories"), Some(token)).await?;
+    assert_eq!((status, repos.as_array().map(Vec::len)), (200, Some(151)), "every page is read");
+
+    let request =
+        json!({"site": "blog", "github_account_id": link_id, "repository": "octocat/blog"});
+    let (status, queued) = api.post("/github/deploy", Some(token), &request).await?;
+    assert_eq!(status, 202, "{queued}");
+    let first = api.deployment_finished(token, queued["id"].as_i64().expect("id")).await?;
+    assert_eq!(first["state"], "live", "{first}");
+
+    // Linking made the site's webhook on the repository, delivering here, with a secret that is
+    // sealed at rest.
+    let hooks = github.hooks("octocat/blog");
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    let hook = &hooks[0];
+    assert_eq!(hook.url, api.url("/github/webhook"));
+    assert_eq!(hook.events, ["push", "pull_request"]);
+    assert_eq!(hook.secret.len(), 64, "a fresh random secret");
+    let mut conn = stack.db.connect().await?;
+    let sealed: Vec<u8> =
+        sqlx::query_scalar("select hook_secret_sealed from sites where name = 'blog'")
+            .fetch_one(&mut conn)
+            .await?;
+    assert!(!sealed.windows(16).any(|w| w == &hook.secret.as_bytes()[..16]), "no secret in clear");
+    // GitHub heard of the build: pending, then success with the site's address.
+    eventually("the first build's statuses", || async {
+        Ok(github.statuses("octocat/blog", SHA1).len() == 2)
+    })
+    .await?;
+    let done = github.statuses("octocat/blog", SHA1);
+    assert_eq!(
+        statuses(github, SHA1),
+        [
+            ("pending".into(), "decentraspace/blog".into()),
+            ("success".into(), "decentraspace/blog".into())
+        ]
+    );
+    assert_eq!(done[1]["target_url"], "https://blog.decentraspace.site");
+
+    let env = |name: &str, value: &str, scope: &str| {
+        let path = format!("/hosting/settings/blog/env/{name}");
+        let body = json!({"value": value, "scope": scope});
+        async move { api.send(reqwest::Method::PUT, &path, Some(token), Some(&body)).await }
+    };
+    assert_eq!(env("DEPLOY_TOKEN", "prod-secret", "production").await?.0, 200);
+    assert_eq!(env("PREVIEW_TOKEN", "preview-secret", "preview").await?.0, 200);
+
+    // A pull request: its head is built into the preview pr-7 with the preview's variables;
+    // production is untouched.
+    github.commit("octocat/blog", SHA2, source_seeing_env(SHA2, "pr7")?);
+    let opened = pull_request_payload("octocat/blog", "opened", 7, SHA2, "octocat/blog");
+    let answers = github.deliver("octocat/blog", "pull_request", &opened).await?;
+    assert_eq!(answers.len(), 1);
+    assert_eq!(
+        (answers[0].status, &answers[0].body["deployments"]),
+        (200, &json!(1)),
+        "{:?}",
+        answers[0]
+    );
+    let preview_live = |host: &'static str, page: &'static str| async move {
+        eventually(&format!("{host} serving {page}"), || async move {
+            Ok(visit(api, host).await?.2 == page)
+        })
+        .await
+    };
+    preview_live("pr-7--blog", "pr7|preview-secret|none").await?;
+    let (status, robots, _) = visit(api, "pr-7--blog").await?;
+    assert_eq!((status, robots.as_deref()), (200, Some("noindex")));
+    assert_eq!(visit(api, "blog").await?, (200, None, "production|none|none".into()));
+    let (status, previews) = api.get("/hosting/previews/blog", Some(token)).await?;
+    assert_eq!(status, 200, "{previews}");
+    assert_eq!(previews.as_array().map(Vec::len), Some(1), "{previews}");
+    assert_eq!(
+        (
+            &previews[0]["label"],
+            &previews[0]["pull_request"],
+            &previews[0]["commit"],
+            &previews[0]["from_fork"]
+        ),
+        (&json!("pr-7"), &json!(7), &json!(SHA2), &json!(false))
+    );
+    assert_eq!(previews[0]["url"], "https://pr-7--blog.decentraspace.site");
+    eventually("the preview's statuses", || async {
+        Ok(github.statuses("octocat/blog", SHA2).len() == 2)
+    })
+    .await?;
+    assert_eq!(
+        statuses(github, SHA2),
+        [
+            ("pending".into(), "decentraspace/blog/pr-7".into()),
+            ("success".into(), "decentraspace/blog/pr-7".into())
+        ]
+    );
+    assert_eq!(
+        github.statuses("octocat/blog", SHA2)[1]["target_url"],
+        "https://pr-7--blog.decentraspace.site"
+    );
+
+    // Pushed to: the preview follows its head.
+    github.commit("octocat/blog", SHA3, source_seeing_env(SHA3, "pr7-v2")?);
+    let synced = pull_request_payload("octocat/blog", "synchronize", 7, SHA3, "octocat/blog");
+    assert_eq!(github.deliver("octocat/blog", "pull_request", &synced).await?[0].status, 200);
+    preview_live("pr-7--blog", "pr7-v2|preview-secret|none").await?;
+
+    // A fork's pull request is built with no variables at all; a failed build says why on its
+    // commit.
+    github.commit("octocat/blog", SHA4, source_seeing_env(SHA4, "fork")?);
+    let forked = pull_request_payload("octocat/blog", "opened", 8, SHA4, "mallory/blog");
+    assert_eq!(github.deliver("octocat/blog", "pull_request", &forked).await?[0].status, 200);
+    preview_live("pr-8--blog", "fork|none|none").await?;
+    let failing = tarball(
+        SHA5,
+        &[("package.json", br#"{"scripts": {"build": "node -e \"process.exit(4)\""}}"#)],
+    )?;
+    github.commit("octocat/blog", SHA5, failing);
+    let broken = pull_request_payload("octocat/blog", "synchronize", 8, SHA5, "mallory/blog");
+    assert_eq!(github.deliver("octocat/blog", "pull_request", &broken).await?[0].status, 200);
+    eventually("the failed build's status", || async {
+        Ok(github.statuses("octocat/blog", SHA5).iter().any(|s| s["state"] == "failure"))
+    })
+    .await?;
+    let failure = github.statuses("octocat/blog", SHA5).pop().expect("a status");
+    assert_eq!(failure["description"], "the build command (npm run build) exited with status 4");
+    assert!(
+        failure["target_url"].as_str().is_some_and(|u| u.starts_with(&api.url("/hosting/deploy/"))),
+        "{failure}"
+    );
+    assert_eq!(
+        visit(api, "pr-8--blog").await?.2,
+        "fork|none|none",
+        "a failed build leaves the preview as it was"
+    );
+
+    // Deliveries are checked against the site's own secret: another secret, or a webhook this
+    // platform did not make, is refused.
+    let forged = pull_request_payload("octocat/blog", "closed", 7, SHA3, "octocat/blog");
+    for (hook_id, secret) in
+        [(hook.id.to_string(), GITHUB_WEBHOOK_SECRET), ("999999".into(), hook.secret.as_str())]
+    {
+        let response = api
+            .http
+            .post(api.url("/github/webhook"))
+            .header("x-github-event", "pull_request")
+            .header("x-github-delivery", "forged-1")
+            .header("x-github-hook-id", hook_id)
+            .header("x-hub-signature-256", github_signature(&forged, secret))
+            .body(forged.clone())
+            .send()
+            .await?;
+        assert_eq!(response.status(), 401);
+    }
+    assert_eq!(visit(api, "pr-7--blog").await?.0, 200, "the forged close closed nothing");
+
+    // Closed: the preview is gone, production and the other preview stay.
+    let closed = pull_request_payload("octocat/blog", "closed", 7, SHA3, "octocat/blog");
+    let answers = github.deliver("octocat/blog", "pull_request", &closed).await?;
+    assert_eq!(answers[0].body["previews_closed"], 1, "{:?}", answers[0]);
+    assert_eq!(visit(api, "pr-7--blog").await?.0, 404);
+    assert_eq!(visit(api, "blog").await?.2, "production|none|none");
+    let (_, previews) = api.get("/hosting/previews/blog", Some(token)).await?;
+    let labels: Vec<&str> =
+        previews.as_array().expect("previews").iter().filter_map(|p| p["label"].as_str()).collect();
+    assert_eq!(labels, ["pr-8"]);
+    let other = stack.api.login_registered(&stack.chain.user(3)).await?;
+    assert_eq!(api.get("/hosting/previews/blog", Some(&other.access)).await?.0, 404);
+
+    // Branch previews, once the site enables them: a push to another branch builds it apart,
+    // deleting the branch closes it.
+    const SHA6: &str = "6666666fffffffffffffffffffffffffffffffff";
+    github.push("octocat/blog", "feature/x", SHA6, source_seeing_env(SHA6, "branch")?);
+    let pushed = push_payload("octocat/blog", "feature/x", SHA6);
+    let answers = github.deliver("octocat/blog", "push", &pushed).await?;
+    assert_eq!(answers[0].body["deployments"], 0, "branch previews are off: {:?}", answers[0]);
+    let settings = json!({"branch_previews": true});
+    let (status, saved) = api
+        .send(reqwest::Method::PUT, "/hosting/settings/blog", Some(token), Some(&settings))
+        .await?;
+    assert_eq!((status, &saved["branch_previews"]), (200, &json!(true)), "{saved}");
+    let answers = github.deliver("octocat/blog", "push", &pushed).await?;
+    assert_eq!(answers[0].body["deployments"], 1, "{:?}", answers[0]);
+    preview_live("feature-x--blog", "branch|preview-secret|none").await?;
+    assert_eq!(visit(api, "blog").await?.2, "production|none|none");
+    let mut deleted: Value = serde_json::from_slice(&pushed)?;
+    deleted["deleted"] = json!(true);
+    deleted["after"] = json!("0000000000000000000000000000000000000000");
+    let answers = github.deliver("octocat/blog", "push", &serde_json::to_vec(&deleted)?).await?;
+    assert_eq!(answers[0].body["previews_closed"], 1, "{:?}", answers[0]);
+    assert_eq!(visit(api, "feature-x--blog").await?.0, 404);
+
+    // Unlinking the account removes the webhook from the repository.
+    let (status, _) = api.post("/github/unlink", Some(token), &json!({"id": link_id})).await?;
+    assert_eq!(status, 204);
+    assert!(github.hooks("octocat/blog").is_empty());
     Ok(())
 }

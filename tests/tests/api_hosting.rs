@@ -464,7 +464,7 @@ async fn a_source_is_built_in_the_sandbox_and_a_failed_build_changes_nothing() -
     assert_eq!(status, 200, "{saved}");
     assert_eq!(
         saved,
-        json!({"root_dir": null, "install_command": "", "build_command": "node build.js", "output_dir": "dist"})
+        json!({"root_dir": null, "install_command": "", "build_command": "node build.js", "output_dir": "dist", "branch_previews": null})
     );
     assert_eq!(api.get("/hosting/settings/webapp", Some(token)).await?.1, saved);
     for bad in [
@@ -807,7 +807,10 @@ async fn a_build_log_streams_while_the_build_runs_and_resumes_where_it_stopped()
     let kept = log.strip_prefix("[earlier lines dropped]\n").expect("the marker first");
     assert!(kept.chars().count() <= 256 * 1024, "{} characters kept", kept.chars().count());
     let tail = &kept[kept.len().saturating_sub(600)..];
-    assert!(!kept.contains(" line 0 ") && kept.contains(" line 3999 "), "the newest lines stay: {tail}");
+    assert!(
+        !kept.contains(" line 0 ") && kept.contains(" line 3999 "),
+        "the newest lines stay: {tail}"
+    );
     for line in kept.lines() {
         let (at, _) = line.split_once(' ').unwrap_or((line, ""));
         assert!(chrono::DateTime::parse_from_rfc3339(at).is_ok(), "{line:?} is whole");

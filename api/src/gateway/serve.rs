@@ -1,4 +1,5 @@
-//! The gateway: serves each site's current deployment by `Host` (`<site>.<SITES_DOMAIN>`).
+//! The gateway: serves each site's current deployment by `Host` (`<site>.<SITES_DOMAIN>`), and
+//! its previews at `<preview>--<site>.<SITES_DOMAIN>` (not indexed, not counted).
 //!
 //! A path resolves against the deployment's file list (recorded when it went live), so no
 //! request probes IPFS for what is not there: the file itself, then its folder's `index.html`;
@@ -165,11 +166,15 @@ async fn serve(
         .or_else(|| request.uri().host())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let label = match site_label(&host, &gateway.state.config.sites_domain) {
-        Some(label) => label.to_owned(),
+    let (label, preview) = match site_label(&host, &gateway.state.config.sites_domain) {
+        // `<preview>--<site>`: site names never hold `--`.
+        Some(label) => match label.split_once("--") {
+            Some((preview, site)) => (site.to_owned(), Some(preview.to_owned())),
+            None => (label.to_owned(), None),
+        },
         // A custom domain linked on-chain to a site's hosting service.
         None => match linked_site(&gateway.state, &host).await {
-            Ok(Some(name)) => name,
+            Ok(Some(name)) => (name, None),
             Ok(None) => {
                 return page(
                     StatusCode::NOT_FOUND,
@@ -187,7 +192,16 @@ async fn serve(
             }
         },
     };
-    let site = match find_site(&gateway.state, &label).await {
+    let site = match find_site(&gateway.state, &label, preview.as_deref()).await {
+        Ok(Some(site))
+            if preview.is_some() && (site.kind != "static" || site.deployment.is_none()) =>
+        {
+            return page(
+                StatusCode::NOT_FOUND,
+                "Preview not found",
+                "This site has no such preview.",
+            );
+        }
         Ok(Some(site)) => site,
         Ok(None) => {
             return page(StatusCode::NOT_FOUND, "Site not found", "No site has this name.");
@@ -218,6 +232,13 @@ async fn serve(
     } else {
         respond(&gateway, &site, request.method(), request.uri().path(), request.headers()).await
     };
+    if preview.is_some() {
+        // A preview is for its pull request's reviewers, not for search engines nor for the
+        // site's analytics.
+        let mut response = response;
+        response.headers_mut().insert("x-robots-tag", HeaderValue::from_static("noindex"));
+        return response;
+    }
     let bytes = response
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -397,10 +418,19 @@ async fn linked_site(state: &GatewayState, host: &str) -> sqlx::Result<Option<St
     .await
 }
 
-async fn find_site(state: &GatewayState, name: &str) -> sqlx::Result<Option<Served>> {
+/// The site `name` as the gateway serves it; with `preview`, the deployment is that preview's
+/// (none when it has no such preview, or none live yet).
+async fn find_site(
+    state: &GatewayState,
+    name: &str,
+    preview: Option<&str>,
+) -> sqlx::Result<Option<Served>> {
     sqlx::query_as!(
         Served,
-        r#"select s.id, s.kind, i.address as "upstream?", s.spa_fallback, s.current_deployment_id as deployment,
+        r#"select s.id, s.kind, i.address as "upstream?", s.spa_fallback,
+                  case when $3::text is null then s.current_deployment_id
+                       else (select p.deployment_id from site_previews p
+                             where p.site_id = s.id and p.label = $3) end as deployment,
                   coalesce(v.state, 'opening') as "state!",
                   coalesce(v.expires_at <= chain_now(s.chain_id)
                            and effective_tier(a.tier, a.tier_expires_at, chain_now(s.chain_id)) = 'free',
@@ -411,7 +441,8 @@ async fn find_site(state: &GatewayState, name: &str) -> sqlx::Result<Option<Serv
            left join site_instances i on i.site_id = s.id and i.state = 'running'
            where s.chain_id = $1 and s.name = $2"#,
         state.chain_id() as i64,
-        name
+        name,
+        preview
     )
     .fetch_optional(&state.db)
     .await

@@ -1,5 +1,6 @@
 //! `/github/deploy`: deploy a site from a linked repository at a branch or commit. The branch
-//! becomes the site's production branch: pushes to it deploy again (see the webhook).
+//! becomes the site's production branch: pushes to it deploy again, through the webhook the
+//! site gets on the repository (`hooks`).
 
 use axum::{
     Json,
@@ -108,6 +109,13 @@ pub(super) async fn deploy(
         GitHubTrigger::Owner,
     )
     .await?;
+    // Pushes and pull requests reach the site through a webhook of its own.
+    let hooked = super::hooks::ensure(&state, github, &token, site.id, &body.repository)
+        .await
+        .map_err(ApiError::Internal)?;
+    if let Err(reason) = hooked {
+        crate::hosting::note(&state.db, id, &reason).await;
+    }
     let deployment = crate::hosting::load_deployment(&state, id).await?;
     let mut headers = HeaderMap::new();
     if let Ok(location) = HeaderValue::from_str(&format!("/hosting/deploy/{id}")) {

@@ -361,6 +361,14 @@ pub(super) async fn unlink(
     user: AuthUser,
     Json(body): Json<Unlink>,
 ) -> ApiResult<axum::http::StatusCode> {
+    // The webhooks its sites deploy through go first, while the token still opens.
+    if let Some(github) = state.github.as_deref()
+        && let Ok((_, token)) = token_of(&state, user.address, body.id).await
+    {
+        super::hooks::remove_for_link(&state, github, &token, body.id)
+            .await
+            .map_err(ApiError::Internal)?;
+    }
     let mut tx = state.db.begin().await?;
     // The sealed token goes too: an unlinked account's token is never used again.
     let unlinked = sqlx::query!(

@@ -4,6 +4,7 @@
 
 mod charge;
 pub mod deploy;
+mod hooks;
 pub mod link;
 pub mod webhook;
 

@@ -230,7 +230,7 @@ async fn short_text(mut field: Field<'_>, part: &str) -> ApiResult<String> {
 /// A deployment, as its owner sees it.
 pub async fn load(state: &Platform, id: i64) -> ApiResult<Deployment> {
     let d = sqlx::query!(
-        r#"select d.id, s.name as site, d.source, d.state, coalesce(s.current_deployment_id = d.id, false) as "current!",
+        r#"select d.id, s.name as site, d.preview, d.source, d.state, coalesce(s.current_deployment_id = d.id, false) as "current!",
                   d.repository, d.git_ref, d.commit_sha, d.content_id, d.files, d.size_bytes,
                   d.image, d.port, d.error, d.log, d.log_dropped, d.created_at, d.finished_at
            from deployments d join sites s on s.id = d.site_id
@@ -242,6 +242,7 @@ pub async fn load(state: &Platform, id: i64) -> ApiResult<Deployment> {
     Ok(Deployment {
         id: d.id,
         site: d.site,
+        preview: d.preview,
         source: d.source,
         state: d.state,
         current: d.current,

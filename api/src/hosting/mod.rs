@@ -10,6 +10,7 @@ mod deploy;
 pub mod env;
 mod job;
 mod log;
+pub mod previews;
 pub mod runtime;
 pub mod settings;
 pub(crate) mod sites;
@@ -87,6 +88,7 @@ where
         .routes(routes!(settings::site_settings, settings::set_site_settings))
         .routes(routes!(env::list))
         .routes(routes!(env::set, env::remove))
+        .routes(routes!(previews::list))
         .routes(routes!(analytics::site_analytics))
 }
 
@@ -107,6 +109,8 @@ pub struct Deployment {
     pub id: i64,
     /// The site's name.
     pub site: String,
+    /// The preview it builds (`pr-<n>` or a branch's label); null for production.
+    pub preview: Option<String>,
     /// `upload`, `github` or `image` (a dynamic site).
     pub source: String,
     /// `queued`, `fetching`, `building` (a source that needs a build), `uploading` (static) or
@@ -152,12 +156,15 @@ pub struct DeploymentPage {
 
 /// What asked for a GitHub deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum GitHubTrigger {
+pub(crate) enum GitHubTrigger<'a> {
     /// Its owner, through the API: the branch's head when the job runs, made current.
     Owner,
     /// A push delivery: exactly the pushed commit, made current unless it is older than the
     /// commit the site serves.
     Push,
+    /// A preview's new head (`previews`): exactly that commit, served by the preview `label`
+    /// only; a fork's pull request gets no variables or secrets.
+    Preview { label: &'a str, from_fork: bool },
 }
 
 /// Queues a deployment of `repository` at `commit` (asked for as `git_ref`) for the deploy job.
@@ -168,21 +175,32 @@ pub(crate) async fn queue_github_deployment(
     git_ref: &str,
     commit: &str,
     github_account_id: i64,
-    trigger: GitHubTrigger,
+    trigger: GitHubTrigger<'_>,
 ) -> sqlx::Result<i64> {
+    let (preview, from_fork) = match trigger {
+        GitHubTrigger::Preview { label, from_fork } => (Some(label), from_fork),
+        GitHubTrigger::Owner | GitHubTrigger::Push => (None, false),
+    };
     sqlx::query_scalar!(
         "insert into deployments (site_id, source, repository, git_ref, commit_sha, github_account_id,
-                                  pushed)
-         values ($1, 'github', $2, $3, $4, $5, $6) returning id",
+                                  pushed, preview, from_fork)
+         values ($1, 'github', $2, $3, $4, $5, $6, $7, $8) returning id",
         site_id,
         repository,
         git_ref,
         commit,
         github_account_id,
-        trigger == GitHubTrigger::Push
+        trigger != GitHubTrigger::Owner,
+        preview,
+        from_fork
     )
     .fetch_one(db)
     .await
+}
+
+/// Adds a line to a deployment's log.
+pub(crate) async fn note(db: &sqlx::PgPool, deployment: i64, line: &str) {
+    log::append(db, deployment, &log::stamped(line)).await;
 }
 
 /// The public address of a site.

@@ -1,5 +1,5 @@
-//! A site's build settings: the folder the build runs in, its install and build commands and the
-//! folder it serves. Each unset one is detected from the source at every deployment
+//! A site's build settings: the folder the build runs in, its install and build commands, the
+//! folder it serves, and whether branches get previews. Each unset one is detected from the source at every deployment
 //! (`build::Plan`).
 
 use std::path::Path as FsPath;
@@ -39,6 +39,9 @@ pub struct BuildSettings {
     /// top, `dist`, `build`, `public`, `out`, `_site`, `site`, `docs` holding an `index.html`).
     #[schema(max_length = 255, example = "dist")]
     pub output_dir: Option<String>,
+    /// Whether pushes to branches other than the production branch build branch previews, at
+    /// `<branch>--<site>` (null: no). Pull requests always get previews.
+    pub branch_previews: Option<bool>,
 }
 
 /// The caller's site's build settings.
@@ -54,7 +57,8 @@ pub(super) async fn site_settings(
     let site = sites::owned(&state, user.address, &name).await?;
     let row = sqlx::query_as!(
         BuildSettings,
-        "select root_dir, install_command, build_command, output_dir from sites where id = $1",
+        "select root_dir, install_command, build_command, output_dir, branch_previews
+         from sites where id = $1",
         site.id
     )
     .fetch_one(&state.db)
@@ -81,15 +85,18 @@ pub(super) async fn set_site_settings(
         install_command: command("install_command", body.install_command)?,
         build_command: command("build_command", body.build_command)?,
         output_dir: folder("output_dir", body.output_dir)?,
+        branch_previews: body.branch_previews,
     };
     sqlx::query!(
-        "update sites set root_dir = $2, install_command = $3, build_command = $4, output_dir = $5
+        "update sites set root_dir = $2, install_command = $3, build_command = $4, output_dir = $5,
+                          branch_previews = $6
          where id = $1",
         site.id,
         settings.root_dir,
         settings.install_command,
         settings.build_command,
-        settings.output_dir
+        settings.output_dir,
+        settings.branch_previews
     )
     .execute(&state.db)
     .await?;

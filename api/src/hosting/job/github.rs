@@ -1,9 +1,10 @@
 //! The deploy job's GitHub side: fetching a deployment's commit with the linked account's token,
-//! and deciding whether a pushed commit may replace the one the site serves.
+//! deciding whether a pushed commit may replace the one the site serves, and reporting each
+//! build on its commit as a commit status.
 
 use std::path::Path;
 
-use decentraspace_clients::github::Comparison;
+use decentraspace_clients::github::{CommitStatus, Comparison, StatusState};
 use futures::TryStreamExt;
 use secrecy::SecretString;
 
@@ -61,11 +62,14 @@ pub(super) async fn fetch(state: &HostingState, job: &Job, to: &Path) -> Result<
     write_bounded(state, stream.map_err(|e| Failure(e.to_string())), to).await
 }
 
-/// Whether the deployment, once live, becomes the site's current one. Anything but a push
-/// does. A push does unless the site serves a commit of the same repository that GitHub says
+/// Whether the deployment, once live, becomes the site's current one. A preview's never does
+/// (its preview serves it); anything else but a push does. A push does unless the site serves a commit of the same repository that GitHub says
 /// the pushed one is behind (an older push delivered late, or replayed): then the deployment
 /// stays in the history, live but not served.
 pub(super) async fn switch(state: &HostingState, job: &Job) -> Result<Switch, Failure> {
+    if let Some(label) = &job.preview {
+        return Ok(Switch::Preview(label.clone()));
+    }
     let current = sqlx::query!(
         r#"select s.current_deployment_id, d.source as "source?", d.repository, d.commit_sha
            from sites s left join deployments d on d.id = s.current_deployment_id
@@ -95,4 +99,72 @@ pub(super) async fn switch(state: &HostingState, job: &Job) -> Result<Switch, Fa
         )),
         Comparison::Ahead | Comparison::Diverged | Comparison::Identical => keep_if_unchanged,
     })
+}
+
+/// What a commit status reports.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Report<'a> {
+    /// The build started.
+    Started,
+    /// The deployment is live.
+    Live,
+    /// It failed, for this reason.
+    Failed(&'a str),
+}
+
+/// Reports a GitHub deployment on its commit as a commit status (context `decentraspace/<site>`,
+/// or `decentraspace/<site>/<preview>`): pending with the deployment's address, success with
+/// the site's (or the preview's), failure with the reason and the deployment's address. A
+/// status GitHub does not take is logged, never fatal.
+pub(super) async fn report(state: &HostingState, job: &Job, report: Report<'_>) {
+    let (Some(github), Some(repo)) = (state.github.as_ref(), job.repository.as_deref()) else {
+        return;
+    };
+    let row = sqlx::query!(
+        "select s.name, d.commit_sha from deployments d join sites s on s.id = d.site_id
+         where d.id = $1",
+        job.id
+    )
+    .fetch_one(&state.db)
+    .await;
+    let (site, sha) = match row {
+        Ok(row) => match row.commit_sha {
+            Some(sha) => (row.name, sha),
+            None => return,
+        },
+        Err(err) => {
+            tracing::warn!(target: "api::deploy", deployment = job.id, %err, "cannot read the deployment to report");
+            return;
+        }
+    };
+    let Ok((_, token)) = linked_token(state, job).await else { return };
+    let (context, host) = match &job.preview {
+        Some(label) => (format!("decentraspace/{site}/{label}"), format!("{label}--{site}")),
+        None => (format!("decentraspace/{site}"), site.clone()),
+    };
+    let deployment_url =
+        format!("{}/hosting/deploy/{}", state.config.public_api_url.trim_end_matches('/'), job.id);
+    let status = match report {
+        Report::Started => CommitStatus {
+            state: StatusState::Pending,
+            target_url: Some(deployment_url),
+            description: "Building and deploying".into(),
+            context,
+        },
+        Report::Live => CommitStatus {
+            state: StatusState::Success,
+            target_url: Some(crate::hosting::site_url(state, &host)),
+            description: if job.preview.is_some() { "Preview live" } else { "Deployed" }.into(),
+            context,
+        },
+        Report::Failed(reason) => CommitStatus {
+            state: StatusState::Failure,
+            target_url: Some(deployment_url),
+            description: reason.to_owned(),
+            context,
+        },
+    };
+    if let Err(err) = github.set_status(&token, repo, &sha, &status).await {
+        tracing::warn!(target: "api::deploy", deployment = job.id, %err, "GitHub did not take the commit status");
+    }
 }

@@ -50,8 +50,13 @@ struct Job {
     git_ref: Option<String>,
     commit_sha: Option<String>,
     github_account_id: Option<i64>,
-    /// Queued by a push: exactly `commit_sha`, current only if not older than the live commit.
+    /// Queued by a push or a preview: exactly `commit_sha` (a push's is made current only if
+    /// not older than the live commit).
     pushed: bool,
+    /// The preview it builds; production when `None`.
+    preview: Option<String>,
+    /// A fork's pull request: built with no variables or secrets.
+    from_fork: bool,
     image: Option<String>,
     port: Option<i32>,
     attempts: i32,
@@ -102,7 +107,7 @@ async fn claim(state: &HostingState) -> sqlx::Result<Option<Job>> {
                        for update skip locked
                        limit 1)
            returning id, site_id, source, archive_cid, repository, git_ref, commit_sha, github_account_id,
-                     pushed, image, port, attempts"#,
+                     pushed, preview, from_fork, image, port, attempts"#,
         lease
     )
     .fetch_optional(&state.db)
@@ -119,11 +124,17 @@ async fn work(state: &HostingState, job: Job) {
         if job.attempts > 1 {
             log(state, id, &format!("attempt {}: starting over", job.attempts)).await;
         }
+        if job.source == "github" {
+            github::report(state, &job, github::Report::Started).await;
+        }
         // A node that stalls must not hold the job (and this worker) for ever.
         tokio::time::timeout(DEPLOY_TIMEOUT, deploy(state, &job)).await.unwrap_or_else(|_| {
             Err(Failure(format!("the deployment took longer than {DEPLOY_TIMEOUT:?}")))
         })
     };
+    if result.is_ok() && job.source == "github" {
+        github::report(state, &job, github::Report::Live).await;
+    }
     if let Err(Failure(reason)) = result {
         tracing::info!(target: "api::deploy", deployment = id, %reason, "deployment failed");
         // Only while the job is still this attempt's: a worker that lost its lease writes nothing.
@@ -139,9 +150,16 @@ async fn work(state: &HostingState, job: Job) {
         )
         .execute(&state.db)
         .await;
-        if let Err(err) = failed {
-            tracing::warn!(target: "api::deploy", deployment = id, %err, "cannot record the failure");
-            return;
+        match failed {
+            // The failure is this attempt's to tell (not one that lost its lease).
+            Ok(done) if done.rows_affected() == 1 && job.source == "github" => {
+                github::report(state, &job, github::Report::Failed(&reason)).await;
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(target: "api::deploy", deployment = id, %err, "cannot record the failure");
+                return;
+            }
         }
     }
     release_archive(state, &job).await;
@@ -268,9 +286,27 @@ async fn deploy(state: &HostingState, job: &Job) -> Result<(), Failure> {
     let plan = build::Plan::of(&build_settings, &tree.join(&top)).map_err(Failure)?;
     let (output, site_files) = if plan.runs() {
         set_state(state, job, "building").await?;
-        let env = super::env::for_build(state, job.site_id, super::env::EnvScope::Production)
-            .await
-            .map_err(Failure)?;
+        let env = match (&job.preview, job.from_fork) {
+            (_, true) => {
+                log(
+                    state,
+                    job.id,
+                    "a pull request from a fork: built without variables or secrets",
+                )
+                .await;
+                Vec::new()
+            }
+            (Some(_), false) => {
+                super::env::for_build(state, job.site_id, super::env::EnvScope::Preview)
+                    .await
+                    .map_err(Failure)?
+            }
+            (None, false) => {
+                super::env::for_build(state, job.site_id, super::env::EnvScope::Production)
+                    .await
+                    .map_err(Failure)?
+            }
+        };
         run_build(state, job, &plan, &tree.join(&top), &env).await?;
         let output = built_output(&tree, &top.join(&plan.root), configured.as_deref())?;
         let (max_files, max_bytes) = (state.config.deploy_max_files, state.config.deploy_max_bytes);
@@ -339,6 +375,9 @@ async fn deploy(state: &HostingState, job: &Job) -> Result<(), Failure> {
 enum Switch {
     /// Yes, if the site still serves this deployment (or none) when the switch is written.
     IfCurrentIs(Option<i64>),
+    /// Not production: the preview with this label serves it, if it still previews this
+    /// deployment's commit.
+    Preview(String),
     /// No: the reason goes to the deployment's log.
     Never(String),
 }
@@ -448,6 +487,32 @@ async fn publish(
                 // Dropping the transaction rolls the files and the state back.
                 return Ok(Published::CurrentMoved);
             }
+        }
+        Switch::Preview(label) => {
+            let served = sqlx::query!(
+                "update site_previews set deployment_id = $3, updated_at = now()
+                 where site_id = $1 and label = $2 and head_sha = $4",
+                job.site_id,
+                label,
+                job.id,
+                job.commit_sha
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
+            let said = if served.rows_affected() == 0 {
+                format!("not served: the preview {label} moved to a newer commit or was closed")
+            } else {
+                format!("served as the preview {label}")
+            };
+            sqlx::query!(
+                "update deployments set log = log || $2 where id = $1",
+                job.id,
+                super::log::stamped(&said)
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
         }
         Switch::Never(reason) => {
             sqlx::query!(
