@@ -361,6 +361,18 @@ pub struct Config {
     #[arg(long, env = "BUILD_TMP_LIMIT_MB", default_value_t = 512)]
     pub build_tmp_limit_mb: u64,
 
+    /// Build minutes a Free account's builds may run each month (UTC) without charge.
+    #[arg(long, env = "BUILD_MINUTES_FREE", default_value_t = 100)]
+    pub build_minutes_free: u64,
+
+    /// Build minutes a Paid account's builds may run each month (UTC) without charge.
+    #[arg(long, env = "BUILD_MINUTES_PAID", default_value_t = 1000)]
+    pub build_minutes_paid: u64,
+
+    /// Credit units a build minute past the month's allowance costs (10000: 0.01 credits).
+    #[arg(long, env = "BUILD_MINUTE_CREDITS", default_value_t = 10_000)]
+    pub build_minute_credits: u64,
+
     /// Seconds between two uptime checks of each live site (0: no prober).
     #[arg(long, env = "UPTIME_INTERVAL_SECS", default_value_t = 60)]
     pub uptime_interval_secs: u64,

@@ -60,6 +60,11 @@ pub enum Lock<'a> {
         /// GitHub's user id.
         github_id: i64,
     },
+    /// One account's build minutes (its monthly allowance).
+    BuildMinutes {
+        /// The account's 20 address bytes.
+        account: &'a [u8],
+    },
     /// Settling interrupted domain purchases.
     DomainRecovery,
     /// Reminding owners of names ending soon.
@@ -83,6 +88,7 @@ impl Lock<'_> {
             Self::Site { .. } => 0x0401,
             Self::DynamicReconcile => 0x0402,
             Self::Uptime => 0x0403,
+            Self::BuildMinutes { .. } => 0x0404,
             Self::GitHubAccount { .. } => 0x0501,
             Self::GitHubIdentity { .. } => 0x0502,
             Self::DomainRecovery => 0x0601,
@@ -97,7 +103,8 @@ impl Lock<'_> {
             Self::IndexerWriter { chain_id } => fold(chain_id),
             Self::RelayAccount { account }
             | Self::StorageAccount { account }
-            | Self::GitHubAccount { account } => fnv1a(account),
+            | Self::GitHubAccount { account }
+            | Self::BuildMinutes { account } => fnv1a(account),
             Self::Site { site_id } => fold(site_id as u64),
             Self::GitHubIdentity { chain_id, github_id } => {
                 fold(chain_id) ^ fold(github_id as u64).rotate_left(16)
@@ -180,6 +187,7 @@ mod tests {
             Lock::Site { site_id: 1 },
             Lock::DynamicReconcile,
             Lock::Uptime,
+            Lock::BuildMinutes { account },
             Lock::GitHubAccount { account },
             Lock::GitHubIdentity { chain_id: 137, github_id: 1 },
             Lock::DomainRecovery,

@@ -830,3 +830,107 @@ async fn a_build_log_streams_while_the_build_runs_and_resumes_where_it_stopped()
     assert_eq!(bad.status(), 400);
     Ok(())
 }
+
+#[tokio::test]
+async fn build_minutes_past_the_allowance_are_charged_once_and_refused_when_unpaid()
+-> anyhow::Result<()> {
+    let stack = Stack::builder()
+        .ipfs()
+        .configure(|config, _| {
+            config.sites_domain = DOMAIN.into();
+            config.uptime_interval_secs = 0;
+            // One free minute a month, a credit a minute after it; a build runs a minute at most.
+            config.build_minutes_free = 1;
+            config.build_minute_credits = 1_000_000;
+            config.build_time_limit_secs = 60;
+        })
+        .start()
+        .await?;
+    let api = &stack.api;
+    let user = stack.chain.user(10);
+    let owner = api.login_registered(&user).await?;
+    let token = owner.access.as_str();
+    let mut conn = stack.db.connect().await?;
+
+    // The first build fits the month's allowance: nothing charged.
+    let (status, queued) = deploy(api, token, "minutes", &[], source(BUILD_JS)?).await?;
+    assert_eq!(status, 202, "{queued}");
+    let first = api.deployment_finished(token, queued["id"].as_i64().expect("id")).await?;
+    let log = first["log"].as_str().unwrap_or_default();
+    assert_eq!(first["state"], "live", "{log}");
+    assert!(log.contains("build minutes: 1 (within this month's allowance)"), "{log}");
+
+    // The allowance is used up and the balance is empty: the next deployment is refused up front,
+    // and nothing is queued.
+    let (status, refused) = deploy(api, token, "minutes", &[], source(BUILD_JS)?).await?;
+    assert_eq!(
+        (status, problem_type(&refused).as_str()),
+        (402, "insufficient-credit"),
+        "{refused}"
+    );
+    let detail = refused["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("1 included build minutes are used up"), "{detail}");
+    let (_, history) = api.get("/hosting/deploy?site=minutes", Some(token)).await?;
+    assert_eq!(history["items"].as_array().map(Vec::len), Some(1), "{history}");
+
+    // With credit, the build runs and its minute past the allowance is charged as usage of the
+    // site's service, under the deployment's reference.
+    let oracle = stack.chain.provider_as(stack.chain.role(Role::PaymentOracle));
+    decentraspace_abi::CreditLedger::new(stack.chain.deployment.contracts.credit_ledger, &oracle)
+        .creditFiat(
+            user.address(),
+            U256::from(5_000_000u64),
+            alloy::primitives::keccak256("build-funds"),
+        )
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    eventually("the credit to be indexed", || async {
+        Ok(api.get("/billing/balance", Some(token)).await?.1["balance"] == "5000000")
+    })
+    .await?;
+    let (status, queued) = deploy(api, token, "minutes", &[], source(BUILD_JS)?).await?;
+    assert_eq!(status, 202, "{queued}");
+    let id = queued["id"].as_i64().expect("id");
+    let paid = api.deployment_finished(token, id).await?;
+    let log = paid["log"].as_str().unwrap_or_default();
+    assert_eq!(paid["state"], "live", "{log}");
+    assert!(log.contains("build minutes: 1 (1 past this month's allowance: 1 credits)"), "{log}");
+    let charges = || async {
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "select credits::text, recorded_by, description from meter_charges
+             where source = 'usage' and reference = $1",
+        )
+        .bind(format!("build:{id}"))
+        .fetch_all(&mut stack.db.connect().await?)
+        .await?;
+        anyhow::Ok(rows)
+    };
+    let recorded = charges().await?;
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!((recorded[0].0.as_str(), recorded[0].1.as_str()), ("1000000", "platform"));
+
+    // A worker that dies mid-build leaves the job to another, which builds again: the minutes
+    // are counted and charged once.
+    sqlx::query(
+        "update deployments set state = 'building', lease_until = now() - interval '1 second'
+         where id = $1",
+    )
+    .bind(id)
+    .execute(&mut conn)
+    .await?;
+    eventually("the retried build", || async {
+        let (_, d) = api.get(&format!("/hosting/deploy/{id}"), Some(token)).await?;
+        Ok(d["state"] == "live" && d["log"].as_str().unwrap_or_default().contains("attempt 2"))
+    })
+    .await?;
+    assert_eq!(charges().await?.len(), 1, "charged once");
+    let counted: i64 =
+        sqlx::query_scalar("select count(*) from build_minutes where deployment_id = $1")
+            .bind(id)
+            .fetch_one(&mut conn)
+            .await?;
+    assert_eq!(counted, 1);
+    Ok(())
+}

@@ -50,7 +50,7 @@ pub fn credits(units: u64) -> String {
 }
 
 /// The account's indexed credit balance, in credit units.
-pub async fn balance(state: &Charges, account: Address) -> Result<u128, sqlx::Error> {
+pub async fn balance(state: &Platform, account: Address) -> Result<u128, sqlx::Error> {
     let balance = sqlx::query_scalar!(
         r#"select coalesce((select balance::text from credit_balances
                             where chain_id = $1 and account = $2), '0') as "balance!""#,

@@ -61,7 +61,7 @@ pub struct Usage {
     pub reference: String,
     /// What was used.
     pub description: Option<String>,
-    /// `service` or the recording admin's address.
+    /// `service`, `platform` (build minutes) or the recording admin's address.
     pub recorded_by: String,
     /// The ledger's usage reference (bytes32): the on-chain key that charges it at most once.
     pub usage_ref: String,
@@ -219,6 +219,39 @@ pub async fn record(
         });
     }
     Ok((StatusCode::OK, Json(first)))
+}
+
+/// Usage the platform records itself (build minutes past the allowance), in the caller's
+/// transaction: charged to `owner` by the meter's next batch like any usage of the service,
+/// at most once per `reference` (recording it again changes nothing).
+pub(crate) async fn record_platform_usage(
+    tx: &mut sqlx::PgConnection,
+    chain_id: u64,
+    service_id: i64,
+    owner: &[u8],
+    credits: u64,
+    reference: &str,
+    description: &str,
+) -> sqlx::Result<()> {
+    let usage_ref = recorded_usage_ref(chain_id, service_id, reference);
+    sqlx::query!(
+        "insert into meter_charges
+             (chain_id, usage_ref, account, service_id, credits, source, recorded_by, reference,
+              description, planned_block)
+         values ($1, $2, $3, $4, $5::text::numeric, 'usage', 'platform', $6, $7,
+                 coalesce((select block_number from indexer_checkpoints where chain_id = $1), 0))
+         on conflict do nothing",
+        chain_id as i64,
+        usage_ref.as_slice(),
+        owner,
+        service_id,
+        credits.to_string(),
+        reference,
+        description
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// Recorded usage and its charge's status.

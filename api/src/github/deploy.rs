@@ -44,6 +44,7 @@ pub struct GitHubDeploy {
 #[utoipa::path(post, path = "/github/deploy", tag = "github", security(("bearer" = [])),
     request_body = GitHubDeploy,
     responses((status = 202, description = "Queued", body = Deployment),
+        (status = 402, description = "This month's included build minutes are used up and the balance cannot pay for a build"),
         (status = 403, description = "The tier hosts no more sites"),
         (status = 404, description = "No such link"),
         (status = 409, description = "The name is taken, the site's service is not active, or the token was revoked"),
@@ -64,6 +65,8 @@ pub(super) async fn deploy(
         }
     }
     let (_, token) = token_of(&state, user.address, body.github_account_id).await?;
+    // The repository may need a build: refused now if the account could not pay for one.
+    crate::hosting::check_build_minutes(&state, user.address).await?;
     let branch = match &body.branch {
         Some(branch) => branch.clone(),
         None => {

@@ -42,6 +42,7 @@ const MAX_TEXT_PART: usize = 256;
         description = "`site`, then optional `output_dir` and `spa_fallback` and `archive` (tar.gz or zip); or `runtime=dynamic`, `image` and `port`"),
     responses(
         (status = 202, description = "Queued", body = Deployment),
+        (status = 402, description = "This month's included build minutes are used up and the balance cannot pay for a build"),
         (status = 403, description = "The tier hosts no more sites, or dynamic sites need the Paid tier"),
         (status = 409, description = "The name is taken, the site is of the other kind, or its service is not active"),
         (status = 413, description = "The archive is over the limit"),
@@ -120,6 +121,8 @@ pub(super) async fn deploy(
     let ipfs =
         state.ipfs.clone().ok_or_else(|| ApiError::NotConfigured("no IPFS node is configured"))?;
     let output_dir = output_dir.filter(|d| !d.is_empty());
+    // The source may need a build: refused now if the account could not pay for one.
+    super::check_build_minutes(&state, user.address).await?;
     let site = claim(&state, user.address, &name, "static", spa, output_dir.as_deref()).await?;
     if let Err(err) = hosting_service(&state, &site).await {
         sites::release_unused(&state, &site).await?;

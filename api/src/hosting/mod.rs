@@ -198,6 +198,15 @@ pub(crate) async fn queue_github_deployment(
     .await
 }
 
+/// 402 when `account` could not pay for a build now (its month's included build minutes are used
+/// up and its balance is short of a build that runs to the time limit).
+pub(crate) async fn check_build_minutes(
+    state: &Platform,
+    account: alloy::primitives::Address,
+) -> crate::http::error::ApiResult<()> {
+    Ok(build::minutes::check(state, account).await?)
+}
+
 /// Adds a line to a deployment's log.
 pub(crate) async fn note(db: &sqlx::PgPool, deployment: i64, line: &str) {
     log::append(db, deployment, &log::stamped(line)).await;

@@ -7,6 +7,7 @@
 //! as it is. Only the output folder leaves the sandbox, through [`output::collect`].
 
 mod cache;
+pub(crate) mod minutes;
 pub(crate) mod output;
 
 use std::{

@@ -307,6 +307,18 @@ async fn deploy(state: &HostingState, job: &Job) -> Result<(), Failure> {
                     .map_err(Failure)?
             }
         };
+        let account = sqlx::query_scalar!("select account from sites where id = $1", job.site_id)
+            .fetch_one(&state.db)
+            .await
+            .map_err(internal)?;
+        let account = alloy::primitives::Address::try_from(account.as_slice()).map_err(internal)?;
+        match build::minutes::check(state, account).await {
+            Ok(()) => {}
+            Err(build::minutes::MinutesError::InsufficientCredit(reason)) => {
+                return Err(Failure(reason));
+            }
+            Err(err) => return Err(internal(err)),
+        }
         run_build(state, job, &plan, &tree.join(&top), &env).await?;
         let output = built_output(&tree, &top.join(&plan.root), configured.as_deref())?;
         let (max_files, max_bytes) = (state.config.deploy_max_files, state.config.deploy_max_bytes);
@@ -618,9 +630,30 @@ async fn run_build(
     };
     let env: Vec<(String, String)> =
         env.iter().map(|(name, value)| (name.clone(), value.expose_secret().to_owned())).collect();
+    let started = std::time::Instant::now();
     let built = state.builder.run(job.site_id, plan, top, &env, &lines).await;
+    let wall = started.elapsed();
     drop(lines);
     let _ = writer.await;
+    // What ran is counted whether it succeeded or not; a host that cannot build ran nothing.
+    if !matches!(built, Err(build::BuildError::Unavailable(_))) {
+        match build::minutes::record(state, job.id, job.site_id, wall).await {
+            Ok(recorded) if recorded.billed > 0 => {
+                let credits = crate::billing::charges::credits(recorded.credits);
+                let line = format!(
+                    "build minutes: {} ({} past this month's allowance: {credits})",
+                    recorded.minutes, recorded.billed
+                );
+                log(state, job.id, &line).await;
+            }
+            Ok(recorded) => {
+                let line =
+                    format!("build minutes: {} (within this month's allowance)", recorded.minutes);
+                log(state, job.id, &line).await;
+            }
+            Err(err) => return Err(internal(err)),
+        }
+    }
     built.map_err(|err| Failure(err.to_string()))
 }
 
