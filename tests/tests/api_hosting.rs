@@ -934,3 +934,112 @@ async fn build_minutes_past_the_allowance_are_charged_once_and_refused_when_unpa
     assert_eq!(counted, 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn redirects_and_headers_files_route_the_site_and_a_bad_line_fails_the_deployment()
+-> anyhow::Result<()> {
+    let stack = stack(0).await?;
+    let api = &stack.api;
+    let owner = stack.api.login_registered(&stack.chain.user(11)).await?;
+    let token = owner.access.as_str();
+    let redirects = b"# moved pages\n\
+        /old   /new.html   301\n\
+        /blog/:year/:slug   /posts/:year-:slug.html   200\n\
+        /docs/*   /documentation/:splat   302\n\
+        /shadowed   /elsewhere.html\n\
+        /forced.html   /new.html   200!\n\
+        /external   https://example.com/x   308\n\
+        /app/*   /app/index.html   200\n\
+        /gone   /gone.html   410\n";
+    let headers = b"/*\n  X-Frame-Options: DENY\n/assets/*\n  Cache-Control: public, max-age=31536000, immutable\n";
+    let files: &[(&str, &[u8])] = &[
+        ("index.html", b"home"),
+        ("new.html", b"new page"),
+        ("posts/2026-hello.html", b"hello post"),
+        ("shadowed/index.html", b"the real file"),
+        ("elsewhere.html", b"elsewhere"),
+        ("forced.html", b"never served"),
+        ("app/index.html", b"the app"),
+        ("gone.html", b"gone for good"),
+        ("assets/app.js", b"js"),
+        ("_redirects", redirects),
+        ("_headers", headers),
+    ];
+    let (status, queued) =
+        deploy(api, token, "routed", &[], tar_gz("routed-1", files, &[])?).await?;
+    assert_eq!(status, 202, "{queued}");
+    let live = api.deployment_finished(token, queued["id"].as_i64().expect("id")).await?;
+    let log = live["log"].as_str().unwrap_or_default();
+    assert_eq!(live["state"], "live", "{log}");
+    assert!(log.contains("_redirects: 8 rules, _headers: 2 path blocks"), "{log}");
+
+    // Redirects are answered, not followed.
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let get = |path: &str| {
+        let request =
+            http.get(format!("{}{path}", api.gateway)).header("host", format!("routed.{DOMAIN}"));
+        async move {
+            let response = request.send().await?;
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let location = headers.get("location").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            anyhow::Ok((status, location, headers, response.text().await?))
+        }
+    };
+    let (status, location, _, _) = get("/old").await?;
+    assert_eq!((status, location.as_deref()), (301, Some("/new.html")));
+    let (status, location, _, _) = get("/old?ref=mail").await?;
+    assert_eq!(
+        (status, location.as_deref()),
+        (301, Some("/new.html?ref=mail")),
+        "the query goes along"
+    );
+    let (status, location, _, _) = get("/docs/guide/intro").await?;
+    assert_eq!((status, location.as_deref()), (302, Some("/documentation/guide/intro")));
+    let (status, location, _, _) = get("/external").await?;
+    assert_eq!((status, location.as_deref()), (308, Some("https://example.com/x")));
+    // Rewrites serve the target at the asked path, with the rule's status.
+    for (path, want_status, want_body) in [
+        ("/blog/2026/hello", 200, "hello post"),
+        ("/app/settings/profile", 200, "the app"),
+        ("/gone", 410, "gone for good"),
+        ("/forced.html", 200, "new page"),
+        ("/shadowed", 200, "the real file"),
+        ("/new.html", 200, "new page"),
+    ] {
+        let (status, location, _, body) = get(path).await?;
+        assert_eq!((status, location, body.as_str()), (want_status, None, want_body), "{path}");
+    }
+    // Headers by path, over the gateway's defaults; the routing files are not pages.
+    let (_, _, headers, _) = get("/").await?;
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(
+        headers["cache-control"], "no-cache",
+        "the gateway's default stays where none is set"
+    );
+    let (_, _, headers, _) = get("/assets/app.js").await?;
+    assert_eq!(headers["cache-control"], "public, max-age=31536000, immutable");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(get("/_redirects").await?.0, 404);
+    assert_eq!(get("/_headers").await?.0, 404);
+
+    // A malformed line fails the deployment, naming it; the live site stays as it was.
+    let bad: &[(&str, &[u8])] =
+        &[("index.html", b"broken"), ("_redirects", b"/a /b\n/c /d 302 Country=au\n")];
+    let (_, queued) = deploy(api, token, "routed", &[], tar_gz("routed-2", bad, &[])?).await?;
+    let failed = api.deployment_finished(token, queued["id"].as_i64().expect("id")).await?;
+    assert_eq!(failed["state"], "failed");
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("_redirects line 2: conditions"), "{error}");
+    assert_eq!(get("/").await?.3, "home");
+    let bad: &[(&str, &[u8])] =
+        &[("index.html", b"broken"), ("_headers", b"/\n  Content-Length: 1\n")];
+    let (_, queued) = deploy(api, token, "routed", &[], tar_gz("routed-3", bad, &[])?).await?;
+    let failed = api.deployment_finished(token, queued["id"].as_i64().expect("id")).await?;
+    assert_eq!(
+        failed["error"],
+        "_headers line 2: Content-Length is set by the gateway and cannot be changed"
+    );
+    assert_eq!(get("/old").await?.0, 301, "the live deployment's rules still apply");
+    Ok(())
+}

@@ -10,7 +10,9 @@
 //! with a page that says so. Every request is recorded for the site's analytics.
 
 use std::{
+    collections::HashMap,
     net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -27,12 +29,14 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::file_cache::{FileCache, MAX_FILE as MAX_CACHED_FILE};
-use crate::gateway::GatewayState;
+use crate::{gateway::GatewayState, hosting::routing::Routing};
 
 /// Requests buffered for the analytics writer before new ones are dropped (counted in a metric).
 const LOG_BUFFER: usize = 65_536;
 /// How often buffered requests are written.
 const LOG_FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Deployments whose routing is kept parsed (the cache starts over past it).
+const MAX_ROUTING_CACHED: usize = 4_096;
 
 /// The gateway's shared state.
 #[derive(Clone)]
@@ -46,6 +50,8 @@ struct Gateway {
     files: std::sync::Arc<FileCache>,
     /// Requests to dynamic sites' machines.
     upstream: reqwest::Client,
+    /// Deployments' `_redirects` and `_headers`, by deployment.
+    routing: Arc<Mutex<HashMap<i64, Arc<Routing>>>>,
 }
 
 /// One request served, for analytics.
@@ -68,8 +74,14 @@ pub fn router(state: GatewayState) -> (Router, impl Future<Output = ()>) {
         .finalize()
         .into();
     let writer = write_hits(state.clone(), received);
-    let gateway =
-        Gateway { state, hits, salt, files: Default::default(), upstream: super::proxy::client() };
+    let gateway = Gateway {
+        state,
+        hits,
+        salt,
+        files: Default::default(),
+        upstream: super::proxy::client(),
+        routing: Default::default(),
+    };
     (Router::new().fallback(serve).with_state(gateway), writer)
 }
 
@@ -230,7 +242,8 @@ async fn serve(
             ),
         }
     } else {
-        respond(&gateway, &site, request.method(), request.uri().path(), request.headers()).await
+        let uri = request.uri();
+        respond(&gateway, &site, request.method(), uri.path(), uri.query(), request.headers()).await
     };
     if preview.is_some() {
         // A preview is for its pull request's reviewers, not for search engines nor for the
@@ -285,9 +298,9 @@ async fn respond(
     site: &Served,
     method: &Method,
     path: &str,
+    query: Option<&str>,
     headers: &HeaderMap,
 ) -> Response {
-    let state = &gateway.state;
     let Some(deployment) = site.deployment else {
         return page(
             StatusCode::NOT_FOUND,
@@ -304,6 +317,155 @@ async fn respond(
         response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
+    let Some(parts) = segments(path) else {
+        return page(StatusCode::BAD_REQUEST, "Bad path", "This path cannot name a file.");
+    };
+    let routing = match routing_of(gateway, deployment).await {
+        Ok(routing) => routing,
+        Err(err) => {
+            tracing::warn!(target: "api::gateway", %err, "routing lookup failed");
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again",
+                "The site could not be read.",
+            );
+        }
+    };
+    // The routing files configure the site; they are not pages of it.
+    if matches!(parts.as_slice(), [only] if only == "_redirects" || only == "_headers") {
+        return page(StatusCode::NOT_FOUND, "Page not found", "This site has no such page.");
+    }
+    let asked = Asked { method, path, query, headers };
+    let mut response = match routed(gateway, deployment, &routing, &parts, &asked).await {
+        Some(response) => response,
+        None => serve_path(gateway, site, deployment, method, path, headers).await,
+    };
+    // The site's own headers for the asked path (`_headers`), over the gateway's defaults.
+    for (name, value) in routing.headers_for(&parts) {
+        if let (Ok(name), Ok(value)) =
+            (header::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value))
+        {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+/// The request, as routing needs it.
+struct Asked<'a> {
+    method: &'a Method,
+    path: &'a str,
+    query: Option<&'a str>,
+    headers: &'a HeaderMap,
+}
+
+/// What the deployment's `_redirects` answers for the path, if a rule applies: the first rule
+/// that matches, unless it is not forced and a file exists at the path (shadowing).
+async fn routed(
+    gateway: &Gateway,
+    deployment: i64,
+    routing: &Routing,
+    parts: &[String],
+    asked: &Asked<'_>,
+) -> Option<Response> {
+    let (path, query) = (asked.path, asked.query);
+    let mut exists = None;
+    for rule in &routing.redirects {
+        let Some(captures) = rule.from.matches(parts) else { continue };
+        if !rule.force {
+            let found = match exists {
+                Some(found) => found,
+                None => {
+                    let wanted = candidates(path).unwrap_or_default();
+                    let found = lookup(&gateway.state, deployment, &wanted)
+                        .await
+                        .map(|files| !files.is_empty())
+                        .unwrap_or(false);
+                    exists = Some(found);
+                    found
+                }
+            };
+            if found {
+                return None;
+            }
+        }
+        let target = rule.target(&captures);
+        let status = StatusCode::from_u16(rule.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+        if rule.redirects() {
+            // The asked query goes along, unless the target names its own.
+            let location = match query {
+                Some(q) if !target.contains('?') && !q.is_empty() => format!("{target}?{q}"),
+                _ => target,
+            };
+            let Ok(value) = HeaderValue::from_str(&location) else { continue };
+            let mut response = page(status, "Moved", "This page has moved.");
+            response.headers_mut().insert(header::LOCATION, value);
+            return Some(response);
+        }
+        // A rewrite serves the target's file (or its folder's index) with the rule's status.
+        let target_path = target.split(['?', '#']).next().unwrap_or_default();
+        let wanted = candidates(target_path).unwrap_or_default();
+        let files = match lookup(&gateway.state, deployment, &wanted).await {
+            Ok(files) => files,
+            Err(err) => {
+                tracing::warn!(target: "api::gateway", %err, "file lookup failed");
+                return Some(page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Try again",
+                    "The site could not be read.",
+                ));
+            }
+        };
+        let Some(file) = wanted.iter().find_map(|w| files.iter().find(|f| &f.path == w)) else {
+            return Some(page(
+                StatusCode::NOT_FOUND,
+                "Page not found",
+                "This site has no such page.",
+            ));
+        };
+        return Some(file_response(gateway, file, status, asked.method, asked.headers).await);
+    }
+    None
+}
+
+/// The deployment's routing, parsed once and kept (a deployment's never changes).
+async fn routing_of(gateway: &Gateway, deployment: i64) -> sqlx::Result<Arc<Routing>> {
+    if let Some(known) = gateway.routing.lock().expect("routing cache").get(&deployment) {
+        return Ok(known.clone());
+    }
+    let stored = sqlx::query_scalar!("select routing from deployments where id = $1", deployment)
+        .fetch_optional(&gateway.state.db)
+        .await?
+        .flatten();
+    let routing = Arc::new(
+        stored
+            .and_then(|value| match serde_json::from_value::<Routing>(value) {
+                Ok(routing) => Some(routing),
+                Err(err) => {
+                    tracing::warn!(target: "api::gateway", deployment, %err, "unreadable routing");
+                    None
+                }
+            })
+            .unwrap_or_default(),
+    );
+    let mut cache = gateway.routing.lock().expect("routing cache");
+    if cache.len() >= MAX_ROUTING_CACHED {
+        cache.clear();
+    }
+    cache.insert(deployment, routing.clone());
+    Ok(routing)
+}
+
+/// Serves the file at `path`, else its 404 page or the SPA fallback.
+async fn serve_path(
+    gateway: &Gateway,
+    site: &Served,
+    deployment: i64,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> Response {
+    let state = &gateway.state;
     let Some(found) = candidates(path) else {
         return page(StatusCode::BAD_REQUEST, "Bad path", "This path cannot name a file.");
     };

@@ -1,5 +1,6 @@
-//! Deployment logs: every line stamped with the time it was written, appended within a bound
-//! (whole lines dropped from the start, counted, so a reader's position survives the drop), and
+//! Deployment logs: every line stamped with the time it was written, appended within a bound the
+//! database keeps (whole lines dropped from the start, counted, so a reader's position survives
+//! the drop), and
 //! streamed as server-sent events while the deployment runs (`GET /hosting/deploy/{id}/log`).
 //! A trigger on `deployments` sends a NOTIFY on every change of a log or a state; one listener
 //! per replica fans the deployment ids out to that replica's streams.
@@ -28,8 +29,6 @@ use crate::{
     jobs::Job,
 };
 
-/// The most characters a deployment's log keeps.
-pub(super) const MAX_LOG: i32 = 256 * 1024;
 /// Stands for the lines dropped from the start of a log.
 const DROPPED: &str = "[earlier lines dropped]\n";
 /// How long a stream waits for a wake-up before it looks anyway (a notice lost while the
@@ -55,20 +54,12 @@ pub(super) fn whole(log: String, dropped: i64) -> String {
     if dropped > 0 { format!("{DROPPED}{log}") } else { log }
 }
 
-/// Appends `text` (stamped lines) to the deployment's log, keeping its last [`MAX_LOG`]
-/// characters in whole lines.
+/// Appends `text` (stamped lines) to the deployment's log. The database keeps it within its
+/// bound (256 KiB, whole lines; migration `…27_deployment_log_bound.sql`), whatever appends.
 pub(super) async fn append(db: &PgPool, id: i64, text: &str) {
-    let appended = sqlx::query!(
-        "update deployments
-         set log = log_tail(log || $2, $3),
-             log_dropped = log_dropped + length(log || $2) - length(log_tail(log || $2, $3))
-         where id = $1",
-        id,
-        text,
-        MAX_LOG
-    )
-    .execute(db)
-    .await;
+    let appended = sqlx::query!("update deployments set log = log || $2 where id = $1", id, text)
+        .execute(db)
+        .await;
     if let Err(err) = appended {
         tracing::warn!(target: "api::deploy", deployment = id, %err, "cannot append to the log");
     }

@@ -11,6 +11,7 @@ pub mod env;
 mod job;
 mod log;
 pub mod previews;
+pub mod routing;
 pub mod runtime;
 pub mod settings;
 pub(crate) mod sites;

@@ -352,6 +352,20 @@ async fn deploy(state: &HostingState, job: &Job) -> Result<(), Failure> {
     let shown =
         if output.as_os_str().is_empty() { "/".into() } else { output.display().to_string() };
     log(state, job.id, &format!("serving {shown} ({} files)", site_files.len())).await;
+    let routing = read_routing(&tree.join(&output))?;
+    if let Some(routing) = &routing {
+        let said = format!(
+            "_redirects: {} rules, _headers: {} path blocks",
+            routing.redirects.len(),
+            routing.headers.len()
+        );
+        log(state, job.id, &said).await;
+    }
+    let routing = routing.map(|r| serde_json::to_value(r).map_err(internal)).transpose()?;
+    sqlx::query!("update deployments set routing = $2 where id = $1", job.id, routing)
+        .execute(&state.db)
+        .await
+        .map_err(internal)?;
 
     set_state(state, job, "uploading").await?;
     let added = ipfs.add_directory(&tree.join(&output), &site_files).await.map_err(|err| {
@@ -655,6 +669,43 @@ async fn run_build(
         }
     }
     built.map_err(|err| Failure(err.to_string()))
+}
+
+/// The output's `_redirects` and `_headers`, parsed; `None` when it has neither. A malformed one
+/// fails the deployment, naming its line.
+fn read_routing(output: &Path) -> Result<Option<super::routing::Routing>, Failure> {
+    use super::routing::{MAX_FILE, Routing, parse_headers, parse_redirects};
+    let read = |name: &str| -> Result<Option<String>, Failure> {
+        let path = output.join(name);
+        let Ok(meta) = std::fs::symlink_metadata(&path) else { return Ok(None) };
+        if !meta.is_file() {
+            return Err(Failure(format!("{name} must be a file")));
+        }
+        if meta.len() > MAX_FILE {
+            return Err(Failure(format!("{name} is over {MAX_FILE} bytes")));
+        }
+        let bytes = std::fs::read(&path).map_err(internal)?;
+        String::from_utf8(bytes).map(Some).map_err(|_| Failure(format!("{name} is not UTF-8 text")))
+    };
+    let (redirects, headers) = (read("_redirects")?, read("_headers")?);
+    if redirects.is_none() && headers.is_none() {
+        return Ok(None);
+    }
+    let fail = |err: super::routing::RoutingError| Failure(err.to_string());
+    Ok(Some(Routing {
+        redirects: redirects
+            .as_deref()
+            .map(parse_redirects)
+            .transpose()
+            .map_err(fail)?
+            .unwrap_or_default(),
+        headers: headers
+            .as_deref()
+            .map(parse_headers)
+            .transpose()
+            .map_err(fail)?
+            .unwrap_or_default(),
+    }))
 }
 
 /// The folder a build wrote the site to, inside `root` (where the build ran): the configured
