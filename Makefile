@@ -25,7 +25,7 @@ export SCHEMATHESIS := $(VENV)/bin/schemathesis
 # cargo-nextest runs the tests (side by side across test binaries); see .config/nextest.toml.
 NEXTEST_VERSION := 0.9.143
 
-.PHONY: build bwrap nextest schemathesis bench bench-api bench-indexer bench-meter bench-upload help install contracts abi abi-check test test-contracts test-rust lint fmt coverage gas dev db sqlx-prepare sqlx-check migrate
+.PHONY: build bwrap nextest schemathesis bench bench-api bench-build bench-indexer bench-meter bench-upload help install contracts abi abi-check test test-contracts test-rust lint fmt coverage gas dev db sqlx-prepare sqlx-check migrate
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -105,7 +105,7 @@ coverage: install ## Contract line and branch coverage
 gas: contracts ## Gas of the main operations (figures for BENCHMARKS.md)
 	$(FORGE) test --match-path contracts/test/Gas.t.sol -vv
 
-bench: bench-indexer bench-api bench-meter bench-upload bench-gateway ## Every benchmark (figures go to BENCHMARKS.md)
+bench: bench-indexer bench-api bench-meter bench-upload bench-gateway bench-build ## Every benchmark (figures go to BENCHMARKS.md)
 
 bench-api: contracts ## API reads against pgbench -S (wrk), and relay throughput
 	command -v wrk >/dev/null || { apt-get install -y wrk || sudo apt-get install -y wrk; }
@@ -121,6 +121,9 @@ bench-upload: contracts ## A 1 GiB upload streamed through the API binary to IPF
 bench-gateway: contracts ## The site gateway serving a small page under wrk (req/s, p50, p99)
 	command -v wrk >/dev/null || { apt-get install -y wrk || sudo apt-get install -y wrk; }
 	DATABASE_URL="$$(scripts/postgres.sh)" $(CARGO) bench --locked -p decentraspace-tests --bench gateway
+
+bench-build: contracts bwrap ## A site built from source, push to live, against the same build run directly (cold and warm)
+	DATABASE_URL="$$(scripts/postgres.sh)" $(CARGO) bench --locked -p decentraspace-tests --bench build
 
 bench-indexer: contracts ## Indexer backfill (1M events) and head-latency benchmark
 	$(CARGO) build --release --locked -p decentraspace-indexer

@@ -318,6 +318,7 @@ impl AppState {
                 sealer: sealer.clone(),
                 builder,
                 log_notices: broadcast::channel(1024).0,
+                deploy_wake: Arc::default(),
             },
             gateway: GatewayState { platform: platform.clone(), ipfs },
             github: GitHubState { charges: charges.clone(), github, sealer },

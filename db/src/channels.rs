@@ -20,6 +20,10 @@ pub const PLATFORM: &str = "decentraspace_platform";
 /// deployment's id): wakes the log streams of every replica.
 pub const DEPLOYMENT_LOG: &str = "decentraspace_deployment_log";
 
+/// A deployment was queued (a trigger on `deployments` sends it; the payload is its id): wakes
+/// the deploy workers of every replica.
+pub const DEPLOYMENT_QUEUED: &str = "decentraspace_deployment_queued";
+
 /// What the indexer committed: a batch of blocks, or a rollback to a fork.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexedBatch {
@@ -41,7 +45,7 @@ mod tests {
 
     #[test]
     fn channels_are_distinct_and_batches_round_trip() {
-        let names = [INDEXED, WAKE_INDEXER, PLATFORM, DEPLOYMENT_LOG];
+        let names = [INDEXED, WAKE_INDEXER, PLATFORM, DEPLOYMENT_LOG, DEPLOYMENT_QUEUED];
         let unique: std::collections::HashSet<_> = names.iter().collect();
         assert_eq!(unique.len(), names.len());
         let batch =

@@ -66,15 +66,17 @@ pub(super) async fn append(db: &PgPool, id: i64, text: &str) {
 }
 
 /// The listener's job: forwards the ids of deployments whose log or state changed to this
-/// replica's log streams, reconnecting after database failures.
+/// replica's log streams, and wakes its deploy worker when a deployment is queued, reconnecting
+/// after database failures.
 pub(super) fn listener(state: &HostingState) -> Job {
-    let (db, notices) = (state.db.clone(), state.log_notices.clone());
-    Job::new("deployment-log-listener", move || {
-        let (db, notices) = (db.clone(), notices.clone());
+    let (db, notices, queued) =
+        (state.db.clone(), state.log_notices.clone(), state.deploy_wake.clone());
+    Job::new("deployment-listener", move || {
+        let (db, notices, queued) = (db.clone(), notices.clone(), queued.clone());
         async move {
             let mut attempt = 0u32;
             loop {
-                if let Err(err) = listen(&db, &notices).await {
+                if let Err(err) = listen(&db, &notices, &queued).await {
                     attempt = attempt.saturating_add(1);
                     tracing::warn!(target: "api::deploy", %err, attempt, "log listener failed; reconnecting");
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt.min(25))))
@@ -85,12 +87,21 @@ pub(super) fn listener(state: &HostingState) -> Job {
     })
 }
 
-async fn listen(db: &PgPool, notices: &broadcast::Sender<i64>) -> anyhow::Result<()> {
+async fn listen(
+    db: &PgPool,
+    notices: &broadcast::Sender<i64>,
+    queued: &tokio::sync::Notify,
+) -> anyhow::Result<()> {
     let mut listener = PgListener::connect_with(db).await?;
-    listener.listen(channels::DEPLOYMENT_LOG).await?;
+    listener.listen_all([channels::DEPLOYMENT_LOG, channels::DEPLOYMENT_QUEUED]).await?;
     loop {
-        // `None`: the connection dropped; streams look again on their own within LOOK_AGAIN.
+        // `None`: the connection dropped; streams look again on their own within LOOK_AGAIN,
+        // the worker at its next poll.
         let Some(notification) = listener.try_recv().await? else { continue };
+        if notification.channel() == channels::DEPLOYMENT_QUEUED {
+            queued.notify_one();
+            continue;
+        }
         if let Ok(id) = notification.payload().parse::<i64>() {
             // No receiver is fine: nobody is streaming.
             let _ = notices.send(id);

@@ -55,6 +55,8 @@ pub struct HostingState {
     pub builder: Builder,
     /// Ids of deployments whose log or state changed, for this replica's log streams.
     pub log_notices: tokio::sync::broadcast::Sender<i64>,
+    /// Wakes this replica's deploy worker when a deployment is queued (by NOTIFY).
+    pub deploy_wake: Arc<tokio::sync::Notify>,
 }
 feature_state!(HostingState);
 

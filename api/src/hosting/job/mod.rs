@@ -30,8 +30,9 @@ use crate::hosting::HostingState;
 const LEASE: Duration = Duration::from_secs(60);
 /// How often a working worker renews its lease.
 const RENEW_EVERY: Duration = Duration::from_secs(15);
-/// How often an idle worker looks for work.
-const POLL: Duration = Duration::from_millis(250);
+/// How often an idle worker looks for work it was not woken for (a lease that ran out, a
+/// notice missed while the listener reconnected); a queued deployment wakes it at once.
+const POLL: Duration = Duration::from_secs(1);
 /// The longest one deployment may take, end to end.
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Attempts before a job that keeps dying is marked failed.
@@ -74,12 +75,15 @@ impl From<UnpackError> for Failure {
 }
 
 /// The deploy worker's job: claims and works queued deployments one after another, looking again
-/// every [`POLL`] when none is queued.
+/// when one is queued (NOTIFY) or every [`POLL`].
 pub(super) fn worker(state: &HostingState) -> crate::jobs::Job {
     let state = state.clone();
     crate::jobs::Job::periodic(
         "deploy-worker",
-        || crate::jobs::Schedule::every(POLL),
+        {
+            let wake = state.deploy_wake.clone();
+            move || crate::jobs::Schedule::every(POLL).woken_by_notify(wake.clone())
+        },
         move || {
             let state = state.clone();
             async move {
