@@ -35,7 +35,13 @@ node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
-install: node_modules/.package-lock.json ## Install the pinned JS-side tools (npm ci)
+# The package managers site builds may use beside the machine's npm (pnpm, yarn), bound read-only
+# into the build sandbox (BUILD_TOOLS_DIR).
+tools/package-managers/node_modules/.package-lock.json: tools/package-managers/package.json tools/package-managers/package-lock.json
+	npm ci --prefix tools/package-managers --no-audit --no-fund
+	@touch $@
+
+install: node_modules/.package-lock.json tools/package-managers/node_modules/.package-lock.json ## Install the pinned JS-side tools (npm ci), and the package managers builds may use
 
 contracts: install ## Compile the contracts
 	$(FORGE) build

@@ -135,6 +135,7 @@ API_LISTEN=$api_listen DATABASE_URL=$database_url RPC_URL=$rpc_url DEPLOYMENTS_F
   ARWEAVE_WALLET_FILE=$root/.data/arlocal/wallet.json \
   LISTENER_SECRET=${LISTENER_SECRET:-dev-listener-secret} CORS_ORIGINS=${CORS_ORIGINS:-*} \
   GATEWAY_LISTEN=$gateway_listen SITES_DOMAIN=localhost BUILD_REGISTRY_URL=http://127.0.0.1:$registry_port \
+  BUILD_TOOLS_DIR="$root/tools/package-managers/node_modules" \
   SITE_URL_TEMPLATE="http://{site}.localhost:${gateway_listen##*:}" \
   RUST_LOG=${RUST_LOG:-info} "$target_dir/debug/api" >.data/api.log 2>&1 &
 api_pid=$!

@@ -361,6 +361,12 @@ pub struct Config {
     #[arg(long, env = "BUILD_TMP_LIMIT_MB", default_value_t = 512)]
     pub build_tmp_limit_mb: u64,
 
+    /// A `node_modules` folder holding the package managers builds may use beside the machine's
+    /// npm (pnpm, yarn: `tools/package-managers` after `make install`), read-only in the sandbox
+    /// with its `.bin` on `PATH` (unset: sources with their lockfiles fail at the install step).
+    #[arg(long, env = "BUILD_TOOLS_DIR")]
+    pub build_tools_dir: Option<std::path::PathBuf>,
+
     /// Build minutes a Free account's builds may run each month (UTC) without charge.
     #[arg(long, env = "BUILD_MINUTES_FREE", default_value_t = 100)]
     pub build_minutes_free: u64,

@@ -7,7 +7,8 @@
 //!
 //! - its folder, read-write, at `/build`, and a cache folder at `/cache` if it is given one
 //!   (nothing else of the host is writable);
-//! - the machine's toolchain read-only (`/usr`, where Node.js and the package managers live);
+//! - the machine's toolchain read-only (`/usr`, where Node.js and npm live), and a folder of
+//!   further tools if given (`/opt/tools`: pnpm, yarn);
 //! - a private `/proc`, a minimal `/dev`, and a `/tmp` of bounded size;
 //! - only the environment it is given: no variable of the API reaches it;
 //! - no network: only a loopback interface of its own, and, for a run given a registry, one
@@ -168,7 +169,12 @@ pub enum SandboxError {
 pub struct Sandbox {
     bwrap: PathBuf,
     cgroups: cgroup::Roots,
+    /// Extra tools (a `node_modules` folder of package managers), read-only at [`TOOLS_INSIDE`].
+    tools: Option<PathBuf>,
 }
+
+/// Where [`Sandbox::with_tools`]'s folder is seen inside; its `.bin` comes first on `PATH`.
+pub const TOOLS_INSIDE: &str = "/opt/tools";
 
 impl Sandbox {
     /// A sandbox using the bubblewrap at `bwrap`; checks that it runs and that the cgroup
@@ -192,7 +198,14 @@ impl Sandbox {
             });
         }
         let cgroups = cgroup::Roots::of_this_process()?;
-        Ok(Self { bwrap, cgroups })
+        Ok(Self { bwrap, cgroups, tools: None })
+    }
+
+    /// Also gives every run the tools installed in `node_modules` (package managers beside the
+    /// machine's npm: pnpm, yarn), read-only at [`TOOLS_INSIDE`], their `.bin` first on `PATH`.
+    pub fn with_tools(mut self, node_modules: impl Into<PathBuf>) -> Self {
+        self.tools = Some(node_modules.into());
+        self
     }
 
     /// Runs one command and sends its output, stdout and stderr interleaved, line by line to
@@ -305,7 +318,14 @@ impl Sandbox {
             Path::new("/build").join(workdir)
         };
         command.arg("--chdir").arg(start);
-        command.args(["--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin"]);
+        let path = match &self.tools {
+            Some(tools) => {
+                command.arg("--ro-bind").arg(tools).arg(TOOLS_INSIDE);
+                format!("{TOOLS_INSIDE}/.bin:/usr/local/bin:/usr/bin:/bin")
+            }
+            None => "/usr/local/bin:/usr/bin:/bin".to_owned(),
+        };
+        command.args(["--clearenv", "--setenv", "PATH"]).arg(path);
         command.args(["--setenv", "HOME", "/tmp", "--setenv", "CI", "true"]);
         for (name, value) in run.env {
             command.arg("--setenv").arg(name).arg(value);

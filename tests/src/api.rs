@@ -68,6 +68,8 @@ pub fn api_config(chain: &TestChain, db: &TestDb) -> Config {
         "10000",
         "--build-cache-dir",
         build_cache.to_str().unwrap_or_default(),
+        "--build-tools-dir",
+        crate::repo_root().join("tools/package-managers/node_modules").to_str().unwrap_or_default(),
     ])
 }
 

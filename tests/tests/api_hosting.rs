@@ -1043,3 +1043,99 @@ async fn redirects_and_headers_files_route_the_site_and_a_bad_line_fails_the_dep
     assert_eq!(get("/old").await?.0, 301, "the live deployment's rules still apply");
     Ok(())
 }
+
+/// Writes `package.json` into a temporary folder and runs `tool args…` there against `registry`:
+/// the lockfile it writes.
+fn lockfile(
+    tool: &str,
+    args: &[&str],
+    registry: &str,
+    lock: &str,
+    package: &[u8],
+) -> anyhow::Result<Vec<u8>> {
+    let folder = tempfile::tempdir()?;
+    std::fs::write(folder.path().join("package.json"), package)?;
+    let bin = decentraspace_tests::repo_root()
+        .join("tools/package-managers/node_modules/.bin")
+        .join(tool);
+    let ran = std::process::Command::new(bin)
+        .args(args)
+        .arg("--registry")
+        .arg(format!("{registry}/"))
+        .current_dir(folder.path())
+        .env("HOME", folder.path())
+        .env("npm_config_store_dir", folder.path().join(".store"))
+        .env("YARN_CACHE_FOLDER", folder.path().join(".yarn-cache"))
+        .output()?;
+    anyhow::ensure!(
+        ran.status.success(),
+        "{tool}: {}{}",
+        String::from_utf8_lossy(&ran.stdout),
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    Ok(std::fs::read(folder.path().join(lock))?)
+}
+
+#[tokio::test]
+async fn pnpm_and_yarn_lockfiles_install_with_their_own_package_manager() -> anyhow::Result<()> {
+    let registry = decentraspace_tests::TestRegistry::start().await?;
+    registry.publish(&[
+        ("package.json", r#"{"name": "greeting-fixture", "version": "1.0.0", "main": "index.js"}"#),
+        ("index.js", "module.exports = name => `hello, ${name}`;"),
+    ])?;
+    let address = registry.address()?;
+    let stack = Stack::builder()
+        .ipfs()
+        .configure(move |config, _| {
+            config.sites_domain = DOMAIN.into();
+            config.uptime_interval_secs = 0;
+            config.build_registry_url = Some(format!("http://{address}"));
+        })
+        .start()
+        .await?;
+    let api = &stack.api;
+    let owner = stack.api.login_registered(&stack.chain.user(12)).await?;
+    let token = owner.access.as_str();
+    let package = br#"{"name": "fixture-site", "version": "1.0.0", "private": true,
+                       "dependencies": {"greeting-fixture": "1.0.0"},
+                       "scripts": {"build": "node build.js"}}"#;
+    let build_js = "const fs = require('fs'), greet = require('greeting-fixture');\n\
+                    fs.mkdirSync('dist');\n\
+                    fs.writeFileSync('dist/index.html', greet(process.env.npm_config_user_agent.split('/')[0]));\n";
+    for (site, tool, args, lock, install) in [
+        (
+            "pm-site",
+            "pnpm",
+            &["install", "--lockfile-only"][..],
+            "pnpm-lock.yaml",
+            "$ pnpm install --frozen-lockfile",
+        ),
+        (
+            "pm-site",
+            "yarn",
+            &["install", "--ignore-scripts", "--no-progress"][..],
+            "yarn.lock",
+            "$ yarn install --frozen-lockfile",
+        ),
+    ] {
+        let locked = lockfile(tool, args, &registry.url, lock, package)?;
+        let source = tar_gz(
+            "me-pm-1a2b3c",
+            &[("package.json", package), (lock, &locked), ("build.js", build_js.as_bytes())],
+            &[],
+        )?;
+        let (status, queued) = deploy(api, token, site, &[], source).await?;
+        assert_eq!(status, 202, "{queued}");
+        let built = api.deployment_finished(token, queued["id"].as_i64().expect("id")).await?;
+        let log = built["log"].as_str().unwrap_or_default();
+        assert_eq!(built["state"], "live", "{site}: {log}");
+        assert!(log.contains(install), "{site}: {log}");
+        let (status, _, body) = visit(api, site, "/", &[]).await?;
+        assert_eq!(
+            (status, String::from_utf8_lossy(&body).as_ref()),
+            (200, format!("hello, {tool}").as_str()),
+            "{log}"
+        );
+    }
+    Ok(())
+}

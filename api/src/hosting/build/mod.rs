@@ -199,7 +199,13 @@ impl Builder {
             disk_bytes: config.build_disk_limit_mb * MIB,
             tmp_bytes: config.build_tmp_limit_mb * MIB,
         };
-        let mut sandbox = Sandbox::new(&config.build_bwrap).await.map_err(|err| err.to_string());
+        let mut sandbox = Sandbox::new(&config.build_bwrap)
+            .await
+            .map(|sandbox| match &config.build_tools_dir {
+                Some(tools) => sandbox.with_tools(tools),
+                None => sandbox,
+            })
+            .map_err(|err| err.to_string());
         let registry = match config.build_registry_url.as_deref().map(registry_address) {
             Some(found) => match found.await {
                 Ok(address) => Some(address),
