@@ -44,6 +44,11 @@ pub enum Lock<'a> {
         /// The site's id.
         site_id: i64,
     },
+    /// One site's GitHub webhook (making it once).
+    SiteWebhook {
+        /// The site's id.
+        site_id: i64,
+    },
     /// The dynamic sites' reconciler.
     DynamicReconcile,
     /// The uptime prober.
@@ -89,6 +94,7 @@ impl Lock<'_> {
             Self::DynamicReconcile => 0x0402,
             Self::Uptime => 0x0403,
             Self::BuildMinutes { .. } => 0x0404,
+            Self::SiteWebhook { .. } => 0x0405,
             Self::GitHubAccount { .. } => 0x0501,
             Self::GitHubIdentity { .. } => 0x0502,
             Self::DomainRecovery => 0x0601,
@@ -105,7 +111,7 @@ impl Lock<'_> {
             | Self::StorageAccount { account }
             | Self::GitHubAccount { account }
             | Self::BuildMinutes { account } => fnv1a(account),
-            Self::Site { site_id } => fold(site_id as u64),
+            Self::Site { site_id } | Self::SiteWebhook { site_id } => fold(site_id as u64),
             Self::GitHubIdentity { chain_id, github_id } => {
                 fold(chain_id) ^ fold(github_id as u64).rotate_left(16)
             }
@@ -188,6 +194,7 @@ mod tests {
             Lock::DynamicReconcile,
             Lock::Uptime,
             Lock::BuildMinutes { account },
+            Lock::SiteWebhook { site_id: 1 },
             Lock::GitHubAccount { account },
             Lock::GitHubIdentity { chain_id: 137, github_id: 1 },
             Lock::DomainRecovery,

@@ -94,6 +94,8 @@ struct FakeRepo {
     tarballs: HashMap<String, Vec<u8>>,
     /// Every commit pushed, oldest first: each is a descendant of those before it.
     history: Vec<String>,
+    /// Webhooks cannot be made on it (its readers are not its admins).
+    hooks_refused: bool,
 }
 
 /// The fake GitHub; stops when dropped.
@@ -210,8 +212,11 @@ async fn create_hook(
     Path((owner, repo)): Path<(String, String)>,
     Json(request): Json<HookRequest>,
 ) -> Response {
-    if let Err((status, message)) = readable(&inner, &headers, &owner, &repo) {
-        return error(status, message);
+    match readable(&inner, &headers, &owner, &repo) {
+        // GitHub answers a reader who is not an admin as if there were no such repository.
+        Ok(found) if found.hooks_refused => return error(StatusCode::NOT_FOUND, "Not Found"),
+        Ok(_) => {}
+        Err((status, message)) => return error(status, message),
     }
     if request.name != "web" || request.config.content_type != "json" || request.events.is_empty() {
         return error(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed");
@@ -441,6 +446,12 @@ impl FakeGitHub {
                 ..FakeRepo::default()
             },
         );
+    }
+
+    /// Makes the readers of `name` readers only: GitHub refuses them webhooks on it.
+    pub fn refuse_hooks(&self, name: &str) {
+        let mut repos = self.inner.repos.lock().expect("lock");
+        repos.get_mut(name).expect("a repository made with `repository`").hooks_refused = true;
     }
 
     /// Pushes a commit `sha` whose tree is the tarball `tar_gz` to `branch`.

@@ -142,6 +142,9 @@ async fn a_linked_repository_deploys_and_a_push_deploys_it_again_once() -> anyho
     let owner = stack.api.login_registered(&stack.chain.user(0)).await?;
     let token = owner.access.as_str();
     github.repository("octocat/blog", "main", &["octocat"]);
+    // The linked user cannot make webhooks on it: its deliveries come from a webhook set up by
+    // hand with the platform-wide secret.
+    github.refuse_hooks("octocat/blog");
     github.push("octocat/blog", "main", SHA1, tarball(SHA1, &[("index.html", b"<h1>gh v1</h1>")])?);
 
     // The link flow: the authorize URL names the app and carries a state only this account can use.
@@ -210,6 +213,11 @@ async fn a_linked_repository_deploys_and_a_push_deploys_it_again_once() -> anyho
     let live = api.deployment_finished(token, queued["id"].as_i64().expect("id")).await?;
     assert_eq!(live["state"], "live", "{live}");
     assert_eq!(served(api, "gh-blog").await?, (200, "<h1>gh v1</h1>".into()));
+    let log = live["log"].as_str().unwrap_or_default();
+    assert!(
+        log.contains("no webhook on octocat/blog, so pushes and pull requests will not deploy"),
+        "{log}"
+    );
 
     // Another account can neither use the link nor unlink it.
     let theirs =
@@ -575,12 +583,40 @@ async fn pull_requests_get_previews_and_github_hears_of_every_build() -> anyhow:
     assert_eq!(github.deliver("octocat/blog", "pull_request", &synced).await?[0].status, 200);
     preview_live("pr-7--blog", "pr7-v2|preview-secret|none").await?;
 
-    // A fork's pull request is built with no variables at all; a failed build says why on its
-    // commit.
+    // A preview's build never becomes production.
+    let preview_build = previews[0]["deployment_id"].as_i64().expect("a live preview build");
+    let (status, body) = api
+        .post(&format!("/hosting/deploy/{preview_build}/rollback"), Some(token), &json!({}))
+        .await?;
+    assert_eq!((status, problem_type(&body).as_str()), (409, "conflict"), "{body}");
+
+    // A fork's pull request builds only once the site allows it, and then with no variables
+    // and no build cache; a failed build says so on its commit, and why only in its log.
     github.commit("octocat/blog", SHA4, source_seeing_env(SHA4, "fork")?);
     let forked = pull_request_payload("octocat/blog", "opened", 8, SHA4, "mallory/blog");
-    assert_eq!(github.deliver("octocat/blog", "pull_request", &forked).await?[0].status, 200);
+    let answers = github.deliver("octocat/blog", "pull_request", &forked).await?;
+    assert_eq!(
+        (answers[0].status, &answers[0].body["deployments"]),
+        (200, &json!(0)),
+        "{:?}",
+        answers[0]
+    );
+    let settings = json!({"fork_previews": true});
+    let (status, saved) = api
+        .send(reqwest::Method::PUT, "/hosting/settings/blog", Some(token), Some(&settings))
+        .await?;
+    assert_eq!((status, &saved["fork_previews"]), (200, &json!(true)), "{saved}");
+    let reopened = pull_request_payload("octocat/blog", "reopened", 8, SHA4, "mallory/blog");
+    let answers = github.deliver("octocat/blog", "pull_request", &reopened).await?;
+    assert_eq!(answers[0].body["deployments"], 1, "{:?}", answers[0]);
     preview_live("pr-8--blog", "fork|none|none").await?;
+    let (_, history) = api.get("/hosting/deploy?site=blog&limit=1", Some(token)).await?;
+    let fork_log = history["items"][0]["log"].as_str().unwrap_or_default();
+    assert!(
+        fork_log.contains("a pull request from a fork: built without variables or secrets")
+            && fork_log.contains("build cache: none (an untrusted source)"),
+        "{fork_log}"
+    );
     let failing = tarball(
         SHA5,
         &[("package.json", br#"{"scripts": {"build": "node -e \"process.exit(4)\""}}"#)],
@@ -593,7 +629,7 @@ async fn pull_requests_get_previews_and_github_hears_of_every_build() -> anyhow:
     })
     .await?;
     let failure = github.statuses("octocat/blog", SHA5).pop().expect("a status");
-    assert_eq!(failure["description"], "the build command (npm run build) exited with status 4");
+    assert_eq!(failure["description"], "The deployment failed: its log says why");
     assert!(
         failure["target_url"].as_str().is_some_and(|u| u.starts_with(&api.url("/hosting/deploy/"))),
         "{failure}"

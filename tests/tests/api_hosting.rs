@@ -464,7 +464,7 @@ async fn a_source_is_built_in_the_sandbox_and_a_failed_build_changes_nothing() -
     assert_eq!(status, 200, "{saved}");
     assert_eq!(
         saved,
-        json!({"root_dir": null, "install_command": "", "build_command": "node build.js", "output_dir": "dist", "branch_previews": null})
+        json!({"root_dir": null, "install_command": "", "build_command": "node build.js", "output_dir": "dist", "branch_previews": null, "fork_previews": null})
     );
     assert_eq!(api.get("/hosting/settings/webapp", Some(token)).await?.1, saved);
     for bad in [

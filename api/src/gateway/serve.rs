@@ -389,7 +389,7 @@ async fn routed(
                 return None;
             }
         }
-        let target = rule.target(&captures);
+        let Some(target) = rule.safe_target(&captures) else { continue };
         let status = StatusCode::from_u16(rule.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
         if rule.redirects() {
             // The asked query goes along, unless the target names its own.

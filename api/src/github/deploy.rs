@@ -102,6 +102,11 @@ pub(super) async fn deploy(
     )
     .execute(&state.db)
     .await?;
+    // Pushes and pull requests reach the site through a webhook of its own (made before the
+    // deployment is queued: a failure here leaves nothing queued to retry twice).
+    let hooked = super::hooks::ensure(&state, github, &token, site.id, &body.repository)
+        .await
+        .map_err(ApiError::Internal)?;
     let id = queue_github_deployment(
         &state.db,
         site.id,
@@ -112,10 +117,6 @@ pub(super) async fn deploy(
         GitHubTrigger::Owner,
     )
     .await?;
-    // Pushes and pull requests reach the site through a webhook of its own.
-    let hooked = super::hooks::ensure(&state, github, &token, site.id, &body.repository)
-        .await
-        .map_err(ApiError::Internal)?;
     if let Err(reason) = hooked {
         crate::hosting::note(&state.db, id, &reason).await;
     }

@@ -4,6 +4,7 @@
 //! webhook (`X-GitHub-Hook-ID`), which picks the secret they are checked against.
 
 use decentraspace_clients::github::GitHub;
+use decentraspace_db::locks::{Lock, lock_in};
 use secrecy::SecretString;
 
 use super::GitHubState;
@@ -32,14 +33,13 @@ pub(super) async fn ensure(
     repo: &str,
 ) -> anyhow::Result<Result<(), String>> {
     let repo = repo.to_ascii_lowercase();
-    // The row stays locked while GitHub is asked, so two deployments cannot make two webhooks.
+    // One site's webhook is made by one request at a time, so two cannot make two; an advisory
+    // lock, not the row's, so the deploy job's writes to the site never wait for GitHub.
     let mut tx = state.db.begin().await?;
-    let site = sqlx::query!(
-        "select hook_id, hook_repository from sites where id = $1 for update",
-        site_id
-    )
-    .fetch_one(&mut *tx)
-    .await?;
+    lock_in(&mut tx, Lock::SiteWebhook { site_id }).await?;
+    let site = sqlx::query!("select hook_id, hook_repository from sites where id = $1", site_id)
+        .fetch_one(&mut *tx)
+        .await?;
     if site.hook_id.is_some() && site.hook_repository.as_deref() == Some(repo.as_str()) {
         return Ok(Ok(()));
     }

@@ -173,10 +173,13 @@ struct Target {
     name: String,
     branch: Option<String>,
     branch_previews: bool,
+    fork_previews: bool,
     github_account_id: i64,
 }
 
-/// The active sites linked to `repository` that the delivery may act on.
+/// The active sites linked to `repository` that the delivery may act on: its own webhook's
+/// site, or, for the platform-wide webhook, the sites that have no webhook of their own (those
+/// hear of the same event through theirs).
 async fn targets(
     tx: &mut PgConnection,
     state: &GitHubState,
@@ -185,10 +188,12 @@ async fn targets(
 ) -> sqlx::Result<Vec<Target>> {
     let rows = sqlx::query!(
         r#"select s.id, s.name, s.branch, coalesce(s.branch_previews, false) as "branch_previews!",
+                  coalesce(s.fork_previews, false) as "fork_previews!",
                   s.github_account_id as "github_account_id!"
            from sites s
            join services v on v.chain_id = s.chain_id and v.service_id = s.service_id
-           where s.chain_id = $2 and s.repository = $1 and ($3::bigint is null or s.id = $3)
+           where s.chain_id = $2 and s.repository = $1
+             and (case when $3::bigint is null then s.hook_id is null else s.id = $3 end)
              and s.github_account_id is not null and v.state = 'active'"#,
         repository.to_ascii_lowercase(),
         state.chain_id() as i64,
@@ -203,6 +208,7 @@ async fn targets(
             name: r.name,
             branch: r.branch,
             branch_previews: r.branch_previews,
+            fork_previews: r.fork_previews,
             github_account_id: r.github_account_id,
         })
         .collect())
@@ -355,6 +361,9 @@ async fn on_pull_request(
         head.repo.as_ref().is_none_or(|r| !r.full_name.eq_ignore_ascii_case(repository));
     let label = previews::pull_request_label(event.number);
     for site in targets(tx, state, hook, repository).await? {
+        if opens && from_fork && !site.fork_previews {
+            continue;
+        }
         if opens {
             let opened = previews::Opened {
                 site_id: site.id,

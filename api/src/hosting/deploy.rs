@@ -352,13 +352,18 @@ pub(super) async fn history(
         (status = 202, description = "A dynamic site's image is deployed again: the new deployment is queued (its URL in `Location`)",
             body = Deployment),
         crate::http::openapi::NotFound,
-        (status = 409, description = "The deployment never went live")))]
+        (status = 409, description = "The deployment never went live, or is a preview's")))]
 pub(super) async fn rollback(
     State(state): State<HostingState>,
     user: AuthUser,
     Path(id): Path<i64>,
 ) -> ApiResult<Response> {
     let deployment = owned_deployment(&state, &user, id).await?;
+    if let Some(preview) = &deployment.preview {
+        return Err(ApiError::Conflict(format!(
+            "deployment {id} is a build of the preview {preview}: merge and push to deploy it"
+        )));
+    }
     if deployment.state != "live" {
         return Err(ApiError::Conflict(format!(
             "deployment {id} is {}: only a deployment that went live can be served",

@@ -192,7 +192,7 @@ impl Reader {
         loop {
             let read = sqlx::query!(
                 r#"select log_dropped, length(log)::bigint as "length!", state, error,
-                          substr(log, greatest($2 - log_dropped, 0)::int + 1) as "tail!"
+                          substr(log, least(greatest($2 - log_dropped, 0), 2147483646)::int + 1) as "tail!"
                    from deployments where id = $1"#,
                 self.id,
                 self.position

@@ -38,16 +38,21 @@ pub(crate) fn branch_label(branch: &str, site: &str) -> Option<String> {
             slug.push('-');
         }
     }
-    let looks_like_pr = slug
-        .strip_prefix("pr-")
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    if looks_like_pr {
-        slug.insert_str(0, "branch-");
-    }
     let room = MAX_DNS_LABEL.checked_sub(site.len() + 2)?;
-    slug.truncate(room);
-    let slug = slug.trim_end_matches('-');
-    (!slug.is_empty()).then(|| slug.to_owned())
+    let cut = |mut slug: String| {
+        slug.truncate(room);
+        slug.trim_end_matches('-').to_owned()
+    };
+    let looks_like_pr = |s: &str| {
+        s.strip_prefix("pr-")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    // Checked once cut too: cutting must not make a pull request's label.
+    let mut slug = cut(slug);
+    if looks_like_pr(&slug) {
+        slug = cut(format!("branch-{slug}"));
+    }
+    (!slug.is_empty() && !looks_like_pr(&slug)).then_some(slug)
 }
 
 /// A preview to open or move to a new head.
@@ -187,5 +192,9 @@ mod tests {
         let long = branch_label(&"a".repeat(100), "blog").expect("cut");
         assert_eq!(long.len() + "--blog".len(), MAX_DNS_LABEL);
         assert_eq!(branch_label("main", &"s".repeat(61)), None);
+        // Cut to fit, a branch name still never reads as a pull request's label.
+        let site = "s".repeat(55);
+        assert_eq!(branch_label("pr-123x", &site).as_deref(), Some("branch"), "not `pr-123`");
+        assert_eq!(branch_label("pr-12-more", "blog").as_deref(), Some("pr-12-more"));
     }
 }

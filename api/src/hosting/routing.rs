@@ -164,6 +164,7 @@ const PATH_VALUE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b'<')
     .add(b'>')
     .add(b'?')
+    .add(b'\\')
     .add(b'`')
     .add(b'{')
     .add(b'}');
@@ -212,6 +213,16 @@ impl Redirect {
         }
         out.push_str(&self.to[last..]);
         out
+    }
+
+    /// Where a request that captured `captures` is sent, unless that would leave the site for
+    /// an address the rule does not name (a path target that reads as `//host` or `/\host` to a
+    /// browser: an open redirect through a captured value).
+    pub fn safe_target(&self, captures: &Captures) -> Option<String> {
+        let target = self.target(captures);
+        let external = self.to.starts_with("http://") || self.to.starts_with("https://");
+        let leaves = target.starts_with("//") || target.starts_with("/\\");
+        (external || !leaves).then_some(target)
     }
 
     /// Whether it answers with a redirect (else it rewrites).
@@ -421,6 +432,13 @@ mod tests {
         assert!(rules[2].force && !rules[2].redirects());
         assert_eq!(rules[3].target(&Captures::default()), "https://example.com/new?x=1");
         assert_eq!(rules[4].status, 410);
+        // A captured value cannot make a path target leave the site.
+        let open = parse_redirects("/en/*  /:splat  301").expect("parses");
+        let sneaky = open[0].from.matches(&path("/en/\\evil.example")).expect("matches");
+        assert_eq!(open[0].target(&sneaky), "/%5Cevil.example");
+        let slashes = parse_redirects("/go/:to  /:to  301").expect("parses");
+        let empty = Captures { named: vec![("to".into(), "/evil.example".into())], splat: None };
+        assert_eq!(slashes[0].safe_target(&empty), None);
     }
 
     #[test]

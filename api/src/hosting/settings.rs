@@ -42,6 +42,10 @@ pub struct BuildSettings {
     /// Whether pushes to branches other than the production branch build branch previews, at
     /// `<branch>--<site>` (null: no). Pull requests always get previews.
     pub branch_previews: Option<bool>,
+    /// Whether pull requests from forks get previews (null: no). Their code is not yours: it
+    /// builds in the sandbox without your variables, secrets or build cache, but on your build
+    /// minutes, so leave it off unless you review who opens them.
+    pub fork_previews: Option<bool>,
 }
 
 /// The caller's site's build settings.
@@ -57,7 +61,7 @@ pub(super) async fn site_settings(
     let site = sites::owned(&state, user.address, &name).await?;
     let row = sqlx::query_as!(
         BuildSettings,
-        "select root_dir, install_command, build_command, output_dir, branch_previews
+        "select root_dir, install_command, build_command, output_dir, branch_previews, fork_previews
          from sites where id = $1",
         site.id
     )
@@ -86,17 +90,19 @@ pub(super) async fn set_site_settings(
         build_command: command("build_command", body.build_command)?,
         output_dir: folder("output_dir", body.output_dir)?,
         branch_previews: body.branch_previews,
+        fork_previews: body.fork_previews,
     };
     sqlx::query!(
         "update sites set root_dir = $2, install_command = $3, build_command = $4, output_dir = $5,
-                          branch_previews = $6
+                          branch_previews = $6, fork_previews = $7
          where id = $1",
         site.id,
         settings.root_dir,
         settings.install_command,
         settings.build_command,
         settings.output_dir,
-        settings.branch_previews
+        settings.branch_previews,
+        settings.fork_previews
     )
     .execute(&state.db)
     .await?;

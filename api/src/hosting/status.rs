@@ -134,7 +134,7 @@ async fn status(state: &HostingState, site_id: i64) -> ApiResult<SiteStatus> {
                   coalesce(v.expires_at <= chain_now(s.chain_id)
                            and effective_tier(a.tier, a.tier_expires_at, chain_now(s.chain_id)) = 'free',
                            false) as "expired!",
-                  (select max(id) from deployments where site_id = s.id) as latest
+                  (select max(id) from deployments where site_id = s.id and preview is null) as latest
            from sites s
            left join services v on v.chain_id = s.chain_id and v.service_id = s.service_id
            left join accounts a on a.chain_id = s.chain_id and a.address = s.account

@@ -230,17 +230,24 @@ impl Builder {
 
     /// Runs the plan's steps in `top` (the source, read-write to the build), one after another,
     /// each line of output going to `lines`. Stops at the first step that does not succeed.
+    /// An untrusted source (a fork's pull request) gets no build cache: what its install wrote
+    /// there would reach the site's next production build.
     pub(crate) async fn run(
         &self,
         site: i64,
         plan: &Plan,
         top: &Path,
         env: &[(String, String)],
+        trusted: bool,
         lines: &mpsc::Sender<String>,
     ) -> Result<(), BuildError> {
         let sandbox =
             self.sandbox.as_ref().map_err(|reason| BuildError::Unavailable(reason.to_string()))?;
         let cache = match plan.install {
+            Some(_) if !trusted => {
+                let _ = lines.send("build cache: none (an untrusted source)".into()).await;
+                None
+            }
             Some(_) => {
                 let (cache, source) = (self.cache.clone(), top.join(&plan.root));
                 let folder = tokio::task::spawn_blocking(move || cache.folder(site, &source))
@@ -265,13 +272,23 @@ impl Builder {
         for name in ["npm_config_audit", "npm_config_fund", "npm_config_update_notifier"] {
             install_env.push((name.to_owned(), "false".to_owned()));
         }
-        // Each package manager keeps its downloads in the cache and uses them before asking.
-        for (name, value) in [
-            ("npm_config_cache", "/cache/npm"),
-            ("npm_config_prefer_offline", "true"),
-            ("npm_config_store_dir", "/cache/pnpm"),
-            ("YARN_CACHE_FOLDER", "/cache/yarn"),
-        ] {
+        // Each package manager keeps its downloads in the cache and uses them before asking
+        // (without a cache, in the run's own `/tmp`).
+        let cache_env: &[(&str, &str)] = if cache.is_some() {
+            &[
+                ("npm_config_cache", "/cache/npm"),
+                ("npm_config_prefer_offline", "true"),
+                ("npm_config_store_dir", "/cache/pnpm"),
+                ("YARN_CACHE_FOLDER", "/cache/yarn"),
+            ]
+        } else {
+            &[
+                ("npm_config_cache", "/tmp/npm"),
+                ("npm_config_store_dir", "/tmp/pnpm"),
+                ("YARN_CACHE_FOLDER", "/tmp/yarn"),
+            ]
+        };
+        for &(name, value) in cache_env {
             install_env.push((name.to_owned(), value.to_owned()));
         }
         let cache_path = cache.as_ref().map(|c| c.path.as_path());

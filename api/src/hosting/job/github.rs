@@ -57,6 +57,8 @@ pub(super) async fn fetch(state: &HostingState, job: &Job, to: &Path) -> Result<
             .await
             .map_err(internal)?;
     }
+    // Reported once the commit is known: an owner's deployment of a branch takes its head now.
+    report(state, job, Report::Started).await;
     log(state, job.id, &format!("fetching {repo} {named} at {sha} as {login}")).await;
     let stream = github.tarball(&token, repo, &sha).await.map_err(|e| Failure(e.to_string()))?;
     write_bounded(state, stream.map_err(|e| Failure(e.to_string())), to).await
@@ -103,20 +105,20 @@ pub(super) async fn switch(state: &HostingState, job: &Job) -> Result<Switch, Fa
 
 /// What a commit status reports.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Report<'a> {
+pub(super) enum Report {
     /// The build started.
     Started,
     /// The deployment is live.
     Live,
-    /// It failed, for this reason.
-    Failed(&'a str),
+    /// It failed.
+    Failed,
 }
 
 /// Reports a GitHub deployment on its commit as a commit status (context `decentraspace/<site>`,
 /// or `decentraspace/<site>/<preview>`): pending with the deployment's address, success with
-/// the site's (or the preview's), failure with the reason and the deployment's address. A
+/// the site's (or the preview's), failure with the deployment's address. A
 /// status GitHub does not take is logged, never fatal.
-pub(super) async fn report(state: &HostingState, job: &Job, report: Report<'_>) {
+pub(super) async fn report(state: &HostingState, job: &Job, report: Report) {
     let (Some(github), Some(repo)) = (state.github.as_ref(), job.repository.as_deref()) else {
         return;
     };
@@ -157,10 +159,12 @@ pub(super) async fn report(state: &HostingState, job: &Job, report: Report<'_>) 
             description: if job.preview.is_some() { "Preview live" } else { "Deployed" }.into(),
             context,
         },
-        Report::Failed(reason) => CommitStatus {
+        // The reason stays in the deployment's log, for its owner: a commit status is public
+        // on a public repository, and the reason may speak of the owner's credit.
+        Report::Failed => CommitStatus {
             state: StatusState::Failure,
             target_url: Some(deployment_url),
-            description: reason.to_owned(),
+            description: "The deployment failed: its log says why".into(),
             context,
         },
     };

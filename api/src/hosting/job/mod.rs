@@ -128,9 +128,6 @@ async fn work(state: &HostingState, job: Job) {
         if job.attempts > 1 {
             log(state, id, &format!("attempt {}: starting over", job.attempts)).await;
         }
-        if job.source == "github" {
-            github::report(state, &job, github::Report::Started).await;
-        }
         // A node that stalls must not hold the job (and this worker) for ever.
         tokio::time::timeout(DEPLOY_TIMEOUT, deploy(state, &job)).await.unwrap_or_else(|_| {
             Err(Failure(format!("the deployment took longer than {DEPLOY_TIMEOUT:?}")))
@@ -157,7 +154,7 @@ async fn work(state: &HostingState, job: Job) {
         match failed {
             // The failure is this attempt's to tell (not one that lost its lease).
             Ok(done) if done.rows_affected() == 1 && job.source == "github" => {
-                github::report(state, &job, github::Report::Failed(&reason)).await;
+                github::report(state, &job, github::Report::Failed).await;
             }
             Ok(_) => {}
             Err(err) => {
@@ -649,7 +646,7 @@ async fn run_build(
     let env: Vec<(String, String)> =
         env.iter().map(|(name, value)| (name.clone(), value.expose_secret().to_owned())).collect();
     let started = std::time::Instant::now();
-    let built = state.builder.run(job.site_id, plan, top, &env, &lines).await;
+    let built = state.builder.run(job.site_id, plan, top, &env, !job.from_fork, &lines).await;
     let wall = started.elapsed();
     drop(lines);
     let _ = writer.await;
