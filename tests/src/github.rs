@@ -527,7 +527,7 @@ impl FakeGitHub {
 
 /// The `pull_request` delivery GitHub sends when pull request `number` of `repository` is
 /// `action` (`opened`, `synchronize`, `closed`, ...) with its head at `sha` in `head_repository`
-/// (a fork's name for a pull request from a fork).
+/// (a fork's name for a pull request from a fork), changed now (`updated_at`).
 pub fn pull_request_payload(
     repository: &str,
     action: &str,
@@ -543,6 +543,7 @@ pub fn pull_request_payload(
             "state": if action == "closed" { "closed" } else { "open" },
             "head": { "sha": sha, "ref": "feature", "repo": { "full_name": head_repository } },
             "base": { "ref": "main", "repo": { "full_name": repository } },
+            "updated_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         },
         "repository": { "full_name": repository, "private": true },
         "sender": { "login": "octocat" },
@@ -560,6 +561,10 @@ pub fn push_payload(repository: &str, branch: &str, sha: &str) -> Vec<u8> {
         "repository": { "full_name": repository, "name": repository.split('/').nth(1), "private": true },
         "pusher": { "name": "octocat" },
         "commits": [{ "id": sha, "message": "update the site" }],
+        "head_commit": {
+            "id": sha, "message": "update the site",
+            "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        },
     }))
     .expect("json")
 }

@@ -582,6 +582,13 @@ async fn pull_requests_get_previews_and_github_hears_of_every_build() -> anyhow:
     let synced = pull_request_payload("octocat/blog", "synchronize", 7, SHA3, "octocat/blog");
     assert_eq!(github.deliver("octocat/blog", "pull_request", &synced).await?[0].status, 200);
     preview_live("pr-7--blog", "pr7-v2|preview-secret|none").await?;
+    // A delivery of an earlier change, arriving late, moves nothing back.
+    let mut stale: Value = serde_json::from_slice(&opened)?;
+    stale["action"] = json!("synchronize");
+    stale["pull_request"]["updated_at"] = json!("2020-01-01T00:00:00Z");
+    let answers =
+        github.deliver("octocat/blog", "pull_request", &serde_json::to_vec(&stale)?).await?;
+    assert_eq!(answers[0].body["deployments"], 0, "{:?}", answers[0]);
 
     // A preview's build never becomes production.
     let preview_build = previews[0]["deployment_id"].as_i64().expect("a live preview build");
@@ -664,6 +671,10 @@ async fn pull_requests_get_previews_and_github_hears_of_every_build() -> anyhow:
     let closed = pull_request_payload("octocat/blog", "closed", 7, SHA3, "octocat/blog");
     let answers = github.deliver("octocat/blog", "pull_request", &closed).await?;
     assert_eq!(answers[0].body["previews_closed"], 1, "{:?}", answers[0]);
+    assert_eq!(visit(api, "pr-7--blog").await?.0, 404);
+    let answers =
+        github.deliver("octocat/blog", "pull_request", &serde_json::to_vec(&stale)?).await?;
+    assert_eq!(answers[0].body["deployments"], 0, "a late event does not open it again");
     assert_eq!(visit(api, "pr-7--blog").await?.0, 404);
     assert_eq!(visit(api, "blog").await?.2, "production|none|none");
     let (_, previews) = api.get("/hosting/previews/blog", Some(token)).await?;

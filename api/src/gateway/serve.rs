@@ -592,7 +592,7 @@ async fn find_site(
         r#"select s.id, s.kind, i.address as "upstream?", s.spa_fallback,
                   case when $3::text is null then s.current_deployment_id
                        else (select p.deployment_id from site_previews p
-                             where p.site_id = s.id and p.label = $3) end as deployment,
+                             where p.site_id = s.id and p.label = $3 and p.closed_at is null) end as deployment,
                   coalesce(v.state, 'opening') as "state!",
                   coalesce(v.expires_at <= chain_now(s.chain_id)
                            and effective_tier(a.tier, a.tier_expires_at, chain_now(s.chain_id)) = 'free',

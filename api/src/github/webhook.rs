@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use utoipa::ToSchema;
 
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use crate::{
@@ -72,6 +73,8 @@ struct PullRequestEvent {
 #[derive(Debug, Deserialize)]
 struct PullRequest {
     head: PullRequestHead,
+    /// When the pull request last changed (orders its deliveries).
+    updated_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -321,8 +324,11 @@ async fn on_push(
         let Some(label) = previews::branch_label(branch, &site.name).filter(|_| !production) else {
             continue;
         };
+        // A push carries no time that orders pushes (a commit's time is its author's say):
+        // branch previews follow deliveries in the order they are handled.
+        let event_at = Utc::now();
         if push.deleted {
-            acted.closed += i32::from(previews::close(tx, site.id, &label).await?);
+            acted.closed += i32::from(previews::close(tx, site.id, &label, event_at).await?);
         } else if site.branch_previews {
             let opened = previews::Opened {
                 site_id: site.id,
@@ -333,9 +339,9 @@ async fn on_push(
                 head: &push.after,
                 from_fork: false,
                 github_account_id: site.github_account_id,
+                event_at,
             };
-            previews::open(tx, &opened).await?;
-            acted.queued += 1;
+            acted.queued += i32::from(previews::open(tx, &opened).await?.is_some());
         }
     }
     Ok(acted)
@@ -360,6 +366,7 @@ async fn on_pull_request(
     let from_fork =
         head.repo.as_ref().is_none_or(|r| !r.full_name.eq_ignore_ascii_case(repository));
     let label = previews::pull_request_label(event.number);
+    let event_at = event.pull_request.updated_at.unwrap_or_else(Utc::now);
     for site in targets(tx, state, hook, repository).await? {
         if opens && from_fork && !site.fork_previews {
             continue;
@@ -374,11 +381,11 @@ async fn on_pull_request(
                 head: &head.sha,
                 from_fork,
                 github_account_id: site.github_account_id,
+                event_at,
             };
-            previews::open(tx, &opened).await?;
-            acted.queued += 1;
+            acted.queued += i32::from(previews::open(tx, &opened).await?.is_some());
         } else {
-            acted.closed += i32::from(previews::close(tx, site.id, &label).await?);
+            acted.closed += i32::from(previews::close(tx, site.id, &label, event_at).await?);
         }
     }
     Ok(acted)

@@ -66,25 +66,35 @@ pub(crate) struct Opened<'a> {
     pub head: &'a str,
     pub from_fork: bool,
     pub github_account_id: i64,
+    /// When the event that opens or moves it happened (GitHub's time).
+    pub event_at: DateTime<Utc>,
 }
 
-/// Opens the preview (or moves it to `head`) and queues the build of `head`, in the caller's
-/// transaction; the deployment's id.
-pub(crate) async fn open(tx: &mut PgConnection, preview: &Opened<'_>) -> sqlx::Result<i64> {
-    sqlx::query!(
-        "insert into site_previews (site_id, label, pull_request, branch, head_sha, from_fork)
-         values ($1, $2, $3, $4, $5, $6)
+/// Opens the preview (or moves it to `head`, or opens it again after it was closed) and queues
+/// the build of `head`, in the caller's transaction: the deployment's id, or `None` when an
+/// event newer than this one already moved or closed it (a delivery that arrived late).
+pub(crate) async fn open(tx: &mut PgConnection, preview: &Opened<'_>) -> sqlx::Result<Option<i64>> {
+    let moved = sqlx::query!(
+        "insert into site_previews (site_id, label, pull_request, branch, head_sha, from_fork,
+                                    event_at)
+         values ($1, $2, $3, $4, $5, $6, $7)
          on conflict (site_id, label) do update
-           set head_sha = excluded.head_sha, from_fork = excluded.from_fork, updated_at = now()",
+           set head_sha = excluded.head_sha, from_fork = excluded.from_fork,
+               event_at = excluded.event_at, closed_at = null, updated_at = now()
+           where site_previews.event_at <= excluded.event_at",
         preview.site_id,
         preview.label,
         preview.pull_request,
         preview.branch,
         preview.head,
-        preview.from_fork
+        preview.from_fork,
+        preview.event_at
     )
     .execute(&mut *tx)
     .await?;
+    if moved.rows_affected() == 0 {
+        return Ok(None);
+    }
     let git_ref = match (preview.pull_request, preview.branch) {
         (Some(number), _) => format!("pull/{number}/head"),
         (None, Some(branch)) => branch.to_owned(),
@@ -100,15 +110,27 @@ pub(crate) async fn open(tx: &mut PgConnection, preview: &Opened<'_>) -> sqlx::R
         GitHubTrigger::Preview { label: preview.label, from_fork: preview.from_fork },
     )
     .await
+    .map(Some)
 }
 
-/// Closes the preview: it is served no more (its builds stay in the site's history). Whether
-/// there was one.
-pub(crate) async fn close(tx: &mut PgConnection, site_id: i64, label: &str) -> sqlx::Result<bool> {
-    let closed =
-        sqlx::query!("delete from site_previews where site_id = $1 and label = $2", site_id, label)
-            .execute(&mut *tx)
-            .await?;
+/// Closes the preview as of `event_at`: it is served no more (its builds stay in the site's
+/// history), unless an event newer than that moved it. Whether one was closed.
+pub(crate) async fn close(
+    tx: &mut PgConnection,
+    site_id: i64,
+    label: &str,
+    event_at: DateTime<Utc>,
+) -> sqlx::Result<bool> {
+    let closed = sqlx::query!(
+        "update site_previews set closed_at = now(), event_at = $3, deployment_id = null,
+                                  updated_at = now()
+         where site_id = $1 and label = $2 and closed_at is null and event_at <= $3",
+        site_id,
+        label,
+        event_at
+    )
+    .execute(&mut *tx)
+    .await?;
     Ok(closed.rows_affected() > 0)
 }
 
@@ -154,7 +176,7 @@ pub(super) async fn list(
                   (select d.state from deployments d
                    where d.site_id = p.site_id and d.preview = p.label
                    order by d.id desc limit 1) as latest_state
-           from site_previews p where p.site_id = $1
+           from site_previews p where p.site_id = $1 and p.closed_at is null
            order by p.updated_at desc, p.label"#,
         site.id
     )

@@ -518,7 +518,7 @@ async fn publish(
         Switch::Preview(label) => {
             let served = sqlx::query!(
                 "update site_previews set deployment_id = $3, updated_at = now()
-                 where site_id = $1 and label = $2 and head_sha = $4",
+                 where site_id = $1 and label = $2 and head_sha = $4 and closed_at is null",
                 job.site_id,
                 label,
                 job.id,
