@@ -18,16 +18,13 @@
 //! (`cold_ratio` against the raw cold build, `warm_ratio` against the raw warm one).
 
 use std::{
-    io::Write,
     path::Path,
     process::Command,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail, ensure};
-use decentraspace_tests::{
-    FakeGitHub, GITHUB_CLIENT_ID, GITHUB_CLIENT_SECRET, Stack, TestApi, TestRegistry, push_payload,
-};
+use decentraspace_tests::{FakeGitHub, Stack, TestApi, TestRegistry, push_payload, site_tar_gz};
 use serde_json::json;
 
 const DOMAIN: &str = "sites.bench";
@@ -85,21 +82,8 @@ fn publish_packages(registry: &TestRegistry, packages: usize) -> anyhow::Result<
 
 /// The files as GitHub's tarball of commit `sha` holds them.
 fn tarball(sha: &str, files: &[(String, Vec<u8>)]) -> anyhow::Result<Vec<u8>> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (name, data) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        builder.append_data(
-            &mut header,
-            format!("bench-site-{}/{name}", &sha[..7]),
-            data.as_slice(),
-        )?;
-    }
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&builder.into_inner()?)?;
-    Ok(gz.finish()?)
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
+    site_tar_gz(&format!("bench-site-{}", &sha[..7]), &files)
 }
 
 /// The build run directly: `npm install` against the registry with `cache`, then the build.
@@ -173,16 +157,13 @@ async fn main() -> anyhow::Result<()> {
     publish_packages(&registry, packages)?;
     let address = registry.address()?;
     let github = FakeGitHub::start().await?;
-    let url = github.url.clone();
+    let pointed = github.configurer();
     let stack = Stack::builder()
         .ipfs()
         .configure(move |config, _| {
             config.sites_domain = DOMAIN.into();
             config.uptime_interval_secs = 0;
-            config.github_client_id = Some(GITHUB_CLIENT_ID.into());
-            config.github_client_secret = Some(GITHUB_CLIENT_SECRET.into());
-            config.github_oauth_url = url.clone();
-            config.github_api_url = url;
+            pointed(config);
             config.build_registry_url = Some(format!("http://{address}"));
         })
         .start()

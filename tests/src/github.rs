@@ -420,6 +420,17 @@ impl FakeGitHub {
         Ok(Self { url: server.url(), inner, _server: server })
     }
 
+    /// What points an API's configuration at this fake, as its OAuth app and REST API.
+    pub fn configurer(&self) -> impl Fn(&mut decentraspace_api::Config) + Send + 'static {
+        let url = self.url.clone();
+        move |config| {
+            config.github_client_id = Some(GITHUB_CLIENT_ID.into());
+            config.github_client_secret = Some(GITHUB_CLIENT_SECRET.into());
+            config.github_oauth_url = url.clone();
+            config.github_api_url = url.clone();
+        }
+    }
+
     /// The user `login` (id `id`) authorizes the app: the code GitHub would send back.
     pub fn authorize(&self, id: i64, login: &str) -> String {
         let code = hex::encode(rand::random::<[u8; 10]>());

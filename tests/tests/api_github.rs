@@ -13,9 +13,8 @@ use std::io::Write;
 use alloy::primitives::{U256, keccak256};
 use decentraspace_abi::CreditLedger;
 use decentraspace_tests::{
-    FakeGitHub, GITHUB_CLIENT_ID, GITHUB_CLIENT_SECRET, GITHUB_WEBHOOK_SECRET, Role, Session,
-    Stack, TestApi, eventually, github_signature, problem_type, pull_request_payload, push_payload,
-    role_key,
+    FakeGitHub, GITHUB_CLIENT_ID, GITHUB_WEBHOOK_SECRET, Role, Session, Stack, TestApi, eventually,
+    github_signature, problem_type, pull_request_payload, push_payload, role_key,
 };
 use serde_json::{Value, json};
 
@@ -42,16 +41,13 @@ async fn stack() -> anyhow::Result<WithGitHub> {
 /// The stack, with or without a platform-wide webhook secret.
 async fn stack_with(platform_secret: Option<&'static str>) -> anyhow::Result<WithGitHub> {
     let github = FakeGitHub::start().await?;
-    let url = github.url.clone();
+    let pointed = github.configurer();
     let stack = Stack::builder()
         .ipfs()
         .configure(move |config, chain| {
             config.sites_domain = DOMAIN.into();
             config.uptime_interval_secs = 0;
-            config.github_client_id = Some(GITHUB_CLIENT_ID.into());
-            config.github_client_secret = Some(GITHUB_CLIENT_SECRET.into());
-            config.github_oauth_url = url.clone();
-            config.github_api_url = url;
+            pointed(config);
             config.github_webhook_secret = platform_secret.map(Into::into);
             // Links past the tier's included ones are charged with the billing key.
             config.billing_key = Some(role_key(chain, Role::Billing).into());

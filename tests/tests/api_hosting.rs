@@ -539,9 +539,8 @@ async fn a_source_is_built_in_the_sandbox_and_a_failed_build_changes_nothing() -
     Ok(())
 }
 
-#[tokio::test]
-async fn an_install_fetches_from_the_configured_registry_and_the_build_step_is_offline()
--> anyhow::Result<()> {
+/// A local registry holding `greeting-fixture`, and the stack whose builds install from it.
+async fn with_registry() -> anyhow::Result<(decentraspace_tests::TestRegistry, Stack)> {
     let registry = decentraspace_tests::TestRegistry::start().await?;
     registry.publish(&[
         ("package.json", r#"{"name": "greeting-fixture", "version": "1.0.0", "main": "index.js"}"#),
@@ -557,6 +556,14 @@ async fn an_install_fetches_from_the_configured_registry_and_the_build_step_is_o
         })
         .start()
         .await?;
+    Ok((registry, stack))
+}
+
+#[tokio::test]
+async fn an_install_fetches_from_the_configured_registry_and_the_build_step_is_offline()
+-> anyhow::Result<()> {
+    let (registry, stack) = with_registry().await?;
+    let address = registry.address()?;
     let api = &stack.api;
     let owner = stack.api.login_registered(&stack.chain.user(5)).await?;
     let token = owner.access.as_str();
@@ -1078,21 +1085,7 @@ fn lockfile(
 
 #[tokio::test]
 async fn pnpm_and_yarn_lockfiles_install_with_their_own_package_manager() -> anyhow::Result<()> {
-    let registry = decentraspace_tests::TestRegistry::start().await?;
-    registry.publish(&[
-        ("package.json", r#"{"name": "greeting-fixture", "version": "1.0.0", "main": "index.js"}"#),
-        ("index.js", "module.exports = name => `hello, ${name}`;"),
-    ])?;
-    let address = registry.address()?;
-    let stack = Stack::builder()
-        .ipfs()
-        .configure(move |config, _| {
-            config.sites_domain = DOMAIN.into();
-            config.uptime_interval_secs = 0;
-            config.build_registry_url = Some(format!("http://{address}"));
-        })
-        .start()
-        .await?;
+    let (registry, stack) = with_registry().await?;
     let api = &stack.api;
     let owner = stack.api.login_registered(&stack.chain.user(12)).await?;
     let token = owner.access.as_str();
