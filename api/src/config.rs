@@ -420,6 +420,12 @@ pub struct Config {
     #[arg(long, env = "RATE_LIMIT_PER_IP", default_value_t = 100)]
     pub rate_limit_per_ip: u32,
 
+    /// The proxies (load balancers) in front of the API and the gateway, comma-separated
+    /// addresses or networks (`10.0.0.0/8`): their `X-Forwarded-For` names the client that
+    /// budgets and analytics key on; anyone else's is ignored. Empty: the peer is the client.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = crate::http::client::parse_proxy)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Requests per second one account may make (bursts of twice that).
     #[arg(long, env = "RATE_LIMIT_PER_ACCOUNT", default_value_t = 50)]
     pub rate_limit_per_account: u32,

@@ -268,8 +268,10 @@ impl AppState {
         let sealer = crate::seal::Sealer::new(token_key, &config.jwt_secret);
         let builder = crate::hosting::Builder::new(&config).await;
         let access = AccessTokens::new(&config.jwt_secret, config.access_ttl_secs)?;
-        let limits =
-            Arc::new(RateLimits::new(config.rate_limit_per_ip, config.rate_limit_per_account));
+        let limits = Arc::new(
+            RateLimits::new(config.rate_limit_per_ip, config.rate_limit_per_account)
+                .behind(config.trusted_proxies.clone()),
+        );
         let (notices, _) = broadcast::channel(1024);
         let config = Arc::new(config);
         let platform = Platform {

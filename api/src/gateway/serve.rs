@@ -227,7 +227,13 @@ async fn serve(
             );
         }
     };
-    let visitor = visitor(&gateway.salt, request.headers(), peer.ip());
+    // Behind trusted proxies, the client they report; a client's own header counts for nothing.
+    let client = crate::http::client::client_ip(
+        peer.ip(),
+        request.headers(),
+        &gateway.state.config.trusted_proxies,
+    );
+    let visitor = visitor(&gateway.salt, request.headers(), client);
     let response = if let Some(closed) = closed(&site) {
         closed
     } else if site.kind == "dynamic" {
@@ -641,15 +647,9 @@ pub(super) fn page(status: StatusCode, title: &str, text: &str) -> Response {
         .into_response()
 }
 
-/// The visitor's daily hash: the client's address (the first `X-Forwarded-For` hop when a proxy
-/// put one, else the peer) and user agent, salted and dated.
-fn visitor(salt: &[u8; 32], headers: &HeaderMap, peer: IpAddr) -> i64 {
-    let forwarded = headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .and_then(|v| v.trim().parse::<IpAddr>().ok());
-    let ip = forwarded.unwrap_or(peer);
+/// The visitor's daily hash: the client's address (as trusted proxies report it, else the peer)
+/// and user agent, salted and dated.
+fn visitor(salt: &[u8; 32], headers: &HeaderMap, ip: IpAddr) -> i64 {
     let agent = headers.get(header::USER_AGENT).map(HeaderValue::as_bytes).unwrap_or_default();
     let digest = Sha256::new()
         .chain_update(salt)

@@ -1,7 +1,8 @@
 //! Request budgets per client IP and per account (token buckets, GCRA via `governor`).
 //!
 //! The buckets live in this process: behind a load balancer each replica enforces its own share,
-//! which bounds abuse without a shared store on the request path.
+//! which bounds abuse without a shared store on the request path. Behind trusted proxies the
+//! client is the one they report (`client`), not the proxy.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -24,6 +25,8 @@ use super::error::ApiError;
 pub struct RateLimits {
     ip: DefaultKeyedRateLimiter<IpAddr>,
     account: DefaultKeyedRateLimiter<Address>,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 fn quota(per_second: u32) -> Quota {
@@ -38,7 +41,14 @@ impl RateLimits {
         Self {
             ip: RateLimiter::keyed(quota(per_ip)),
             account: RateLimiter::keyed(quota(per_account)),
+            trusted_proxies: Vec::new(),
         }
+    }
+
+    /// Keys the per-IP budget on the client that `proxies` report (`X-Forwarded-For`).
+    pub fn behind(mut self, proxies: Vec<ipnet::IpNet>) -> Self {
+        self.trusted_proxies = proxies;
+        self
     }
 
     /// Spends one request of `account`'s budget.
@@ -75,7 +85,10 @@ pub(crate) async fn per_ip(
     request: Request,
     next: Next,
 ) -> Response {
-    let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| super::client::client_ip(c.0.ip(), request.headers(), &limits.trusted_proxies));
     if let Some(ip) = ip
         && let Err(err) = limits.check_ip(ip)
     {

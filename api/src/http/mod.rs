@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod cache;
+pub mod client;
 pub mod error;
 pub mod format;
 pub(crate) mod input;

@@ -8,6 +8,7 @@ mod analytics;
 mod auth;
 mod input;
 mod layout;
+mod limits;
 mod metrics;
 mod openapi;
 mod reads;
