@@ -611,14 +611,7 @@ async fn an_install_fetches_from_the_configured_registry_and_the_build_step_is_o
 
 #[tokio::test]
 async fn build_secrets_reach_the_build_and_never_its_log_or_the_api() -> anyhow::Result<()> {
-    let stack = Stack::builder()
-        .ipfs()
-        .configure(|config, _| {
-            config.sites_domain = DOMAIN.into();
-            config.uptime_interval_secs = 0;
-        })
-        .start()
-        .await?;
+    let stack = stack(0).await?;
     let api = &stack.api;
     let owner = stack.api.login_registered(&stack.chain.user(6)).await?;
     let token = owner.access.as_str();
@@ -710,14 +703,7 @@ async fn build_secrets_reach_the_build_and_never_its_log_or_the_api() -> anyhow:
 #[tokio::test]
 async fn a_build_log_streams_while_the_build_runs_and_resumes_where_it_stopped()
 -> anyhow::Result<()> {
-    let stack = Stack::builder()
-        .ipfs()
-        .configure(|config, _| {
-            config.sites_domain = DOMAIN.into();
-            config.uptime_interval_secs = 0;
-        })
-        .start()
-        .await?;
+    let stack = stack(0).await?;
     let api = &stack.api;
     let owner = stack.api.login_registered(&stack.chain.user(8)).await?;
     let token = owner.access.as_str();
