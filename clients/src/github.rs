@@ -238,13 +238,17 @@ impl GitHubClient {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<T, GitHubError> {
-        let response = request.timeout(CALL_TIMEOUT).send().await.map_err(unreachable)?;
-        let response = checked(response).await?;
+        let response = checked(send(request).await?).await?;
         response
             .json()
             .await
             .map_err(|e| GitHubError::Unavailable(format!("unreadable reply: {e}")))
     }
+}
+
+/// Sends a JSON call within [`CALL_TIMEOUT`].
+async fn send(request: reqwest::RequestBuilder) -> Result<reqwest::Response, GitHubError> {
+    request.timeout(CALL_TIMEOUT).send().await.map_err(unreachable)
 }
 
 fn unreachable(err: reqwest::Error) -> GitHubError {
@@ -345,8 +349,7 @@ impl GitHub for GitHubClient {
         let mut request =
             self.api(token, "/user/repos").query(&[("per_page", "100"), ("sort", "pushed")]);
         for _ in 0..MAX_REPOSITORY_PAGES {
-            let response = request.timeout(CALL_TIMEOUT).send().await.map_err(unreachable)?;
-            let response = checked(response).await?;
+            let response = checked(send(request).await?).await?;
             let next = response
                 .headers()
                 .get(reqwest::header::LINK)
@@ -470,12 +473,7 @@ impl GitHub for GitHubClient {
             return Err(GitHubError::Refused(format!("{repo} is not a repository")));
         }
         let endpoint = format!("{}/repos/{repo}/hooks/{id}", self.api_url);
-        let response = self
-            .call(reqwest::Method::DELETE, token, &endpoint)
-            .timeout(CALL_TIMEOUT)
-            .send()
-            .await
-            .map_err(unreachable)?;
+        let response = send(self.call(reqwest::Method::DELETE, token, &endpoint)).await?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(());
         }
@@ -501,13 +499,8 @@ impl GitHub for GitHubClient {
                     + "…";
         }
         let endpoint = format!("{}/repos/{repo}/statuses/{sha}", self.api_url);
-        let response = self
-            .call(reqwest::Method::POST, token, &endpoint)
-            .json(&status)
-            .timeout(CALL_TIMEOUT)
-            .send()
-            .await
-            .map_err(unreachable)?;
+        let response =
+            send(self.call(reqwest::Method::POST, token, &endpoint).json(&status)).await?;
         checked(response).await.map(drop)
     }
 }

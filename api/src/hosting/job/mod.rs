@@ -197,7 +197,7 @@ async fn renew(state: HostingState, id: i64, attempt: i32) {
 
 /// Appends a line to the deployment's log.
 async fn log(state: &HostingState, id: i64, line: &str) {
-    super::log::append(&state.db, id, &super::log::stamped(line)).await;
+    super::note(&state.db, id, line).await;
 }
 
 /// Moves the job to `to`, if it is still this attempt's.
