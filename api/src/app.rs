@@ -183,7 +183,8 @@ pub fn background_jobs(
     state: &AppState,
     gateway: Option<SocketAddr>,
 ) -> anyhow::Result<Vec<jobs::Job>> {
-    let mut jobs = vec![housekeeping(state)];
+    let mut jobs = vec![housekeeping(state), state.platform.outbox.listener()];
+    jobs.extend(crate::chain::outbox::senders(state.senders.clone()));
     jobs.extend(public::jobs(&state.public));
     jobs.extend(accounts::jobs(&state.accounts));
     jobs.extend(billing::jobs(&state.billing));

@@ -150,6 +150,21 @@ pub struct Config {
     )]
     pub ens_name_wrapper: alloy::primitives::Address,
 
+    /// Blocks on top of a transaction the platform sent before it is final: until then its
+    /// sender follows it through reorgs (sending it again if its block leaves the chain).
+    #[arg(long, env = "CHAIN_CONFIRMATIONS", default_value_t = 64)]
+    pub chain_confirmations: u64,
+
+    /// Seconds a transaction the platform sent may stay unmined before it is sent again at its
+    /// nonce with higher fees.
+    #[arg(long, env = "CHAIN_STUCK_AFTER_SECS", default_value_t = 60)]
+    pub chain_stuck_after_secs: u64,
+
+    /// A signing key whose balance falls below this many wei is reported low (in
+    /// `/analytics/system` and the `chain_signer_low` metric).
+    #[arg(long, env = "CHAIN_LOW_BALANCE_WEI", default_value = "100000000000000000")]
+    pub chain_low_balance_wei: alloy::primitives::U256,
+
     /// How many first-login registrations the operator sends per hour (each costs it gas).
     #[arg(long, env = "REGISTRATIONS_PER_HOUR", default_value_t = 1_000)]
     pub registrations_per_hour: u32,
@@ -189,6 +204,12 @@ pub struct Config {
     /// only raw transactions are relayed).
     #[arg(long, env = "RELAYER_PRIVATE_KEY", hide_env_values = true)]
     pub relayer_key: Option<SecretString>,
+
+    /// More relayer keys, comma-separated: each account's forward requests go through one key of
+    /// the pool (the same one each time), and each key has its own sender, so relayed throughput
+    /// grows past one sender's pace.
+    #[arg(long, env = "RELAYER_POOL_PRIVATE_KEYS", hide_env_values = true)]
+    pub relayer_pool_keys: Option<SecretString>,
 
     /// How many transactions one account may have relayed per hour.
     #[arg(long, env = "RELAY_QUOTA_PER_HOUR", default_value_t = 120)]

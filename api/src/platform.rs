@@ -11,7 +11,7 @@ use sqlx::PgPool;
 
 use crate::{
     Config,
-    chain::Operator,
+    chain::{Operator, outbox::Outbox},
     http::error::{ApiError, ApiResult},
 };
 
@@ -28,6 +28,8 @@ pub struct Platform {
     pub chain: DynProvider,
     /// Sends the operator's transactions; unset without a key.
     pub operator: Option<Operator>,
+    /// The outbox every signed transaction goes through.
+    pub outbox: Outbox,
 }
 
 impl Platform {

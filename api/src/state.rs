@@ -15,7 +15,10 @@ use crate::{
     Config,
     accounts::{AccountsState, tokens::Sessions},
     billing::{BillingState, charges::Charges},
-    chain::{Operator, Relayer},
+    chain::{
+        Operator, Relayer,
+        outbox::{Outbox, Purpose, Sender, SenderSettings},
+    },
     domains::DomainsState,
     gateway::GatewayState,
     github::GitHubState,
@@ -44,6 +47,8 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     /// Which required background jobs are down (readiness reads it).
     pub jobs: JobHealth,
+    /// The senders of the configured signing keys (one job each).
+    pub senders: Vec<Arc<Sender>>,
     /// Accounts: sign-in, tiers, management.
     pub accounts: AccountsState,
     /// Billing: the ledger's mirror, recharges, usage, the meter, depletion.
@@ -118,20 +123,37 @@ impl AppState {
             .await
             .with_context(|| format!("connect to the chain at {}", config.rpc_url))?
             .erased();
-        let operator = match &config.operator_key {
-            Some(key) => Some(
-                Operator::connect(key, &config.rpc_url, deployment.contracts.account_registry)
-                    .await?,
-            ),
-            None => None,
+        let outbox = Outbox::new(db.clone(), deployment.chain_id);
+        let mut senders = Vec::new();
+        let settings = SenderSettings {
+            confirmations: config.chain_confirmations,
+            stuck_after: std::time::Duration::from_secs(config.chain_stuck_after_secs),
+            low_balance: config.chain_low_balance_wei,
+            ..SenderSettings::default()
         };
-        let verifier = match &config.verifier_key {
-            Some(key) => Some(
-                Operator::connect(key, &config.rpc_url, deployment.contracts.account_registry)
-                    .await?,
-            ),
-            None => None,
+        // A role-holder key's calls, and the sender that signs them.
+        let mut keyed = |key: &Option<secrecy::SecretString>,
+                         setting: &str,
+                         role: &'static str,
+                         purpose: Purpose|
+         -> anyhow::Result<Option<Operator>> {
+            let Some(key) = key else { return Ok(None) };
+            let sender = Sender::new(key, setting, role, outbox.clone(), chain.clone(), settings)?;
+            let operator = Operator::new(
+                db.clone(),
+                outbox.clone(),
+                chain.clone(),
+                sender.address(),
+                purpose,
+                deployment.contracts.account_registry,
+            );
+            senders.push(Arc::new(sender));
+            Ok(Some(operator))
         };
+        let operator =
+            keyed(&config.operator_key, "OPERATOR_PRIVATE_KEY", "operator", Purpose::Operator)?;
+        let verifier =
+            keyed(&config.verifier_key, "VERIFIER_PRIVATE_KEY", "verifier", Purpose::Verifier)?;
         let dns = Some(
             crate::domains::proof::TxtResolver::new(config.dns_resolver)
                 .context("the DNS resolver")?,
@@ -154,13 +176,8 @@ impl AppState {
                 }
                 None => None,
             };
-        let registrar_key = match &config.registrar_key {
-            Some(key) => Some(
-                Operator::connect(key, &config.rpc_url, deployment.contracts.account_registry)
-                    .await?,
-            ),
-            None => None,
-        };
+        let registrar_key =
+            keyed(&config.registrar_key, "REGISTRAR_PRIVATE_KEY", "registrar", Purpose::Registrar)?;
         let ens = config
             .ens_rpc_url
             .as_deref()
@@ -173,13 +190,12 @@ impl AppState {
             })
             .transpose()
             .context("the ENS reader")?;
-        let oracle = match &config.payment_oracle_key {
-            Some(key) => Some(
-                Operator::connect(key, &config.rpc_url, deployment.contracts.account_registry)
-                    .await?,
-            ),
-            None => None,
-        };
+        let oracle = keyed(
+            &config.payment_oracle_key,
+            "PAYMENT_ORACLE_PRIVATE_KEY",
+            "payment-oracle",
+            Purpose::Payment,
+        )?;
         let payments: Option<Arc<dyn decentraspace_clients::paystack::CardPayments>> =
             match &config.paystack_secret_key {
                 Some(key) => Some(Arc::new(decentraspace_clients::paystack::Paystack::new(
@@ -188,15 +204,33 @@ impl AppState {
                 )?)),
                 None => None,
             };
-        let relayer = match &config.relayer_key {
-            Some(key) => Some(Arc::new(Relayer::new(
-                key,
-                "RELAYER_PRIVATE_KEY",
-                chain.clone(),
-                deployment.chain_id,
-            )?)),
-            None => None,
-        };
+        // The relayer pool: the relayer key, then the pool's keys; a sender each.
+        let pool: Vec<secrecy::SecretString> = config
+            .relayer_pool_keys
+            .as_ref()
+            .map(|keys| {
+                secrecy::ExposeSecret::expose_secret(keys)
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|key| !key.is_empty())
+                    .map(|key| secrecy::SecretString::from(key.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut relayers = Vec::new();
+        for (n, key) in config.relayer_key.iter().chain(&pool).enumerate() {
+            let (setting, role): (&str, &'static str) = match n {
+                0 if config.relayer_key.is_some() => ("RELAYER_PRIVATE_KEY", "relayer"),
+                // Made once per configured key, at start.
+                _ => (
+                    "RELAYER_POOL_PRIVATE_KEYS",
+                    Box::leak(format!("relayer-{n}").into_boxed_str()),
+                ),
+            };
+            let sender = Sender::new(key, setting, role, outbox.clone(), chain.clone(), settings)?;
+            relayers.push(sender.address());
+            senders.push(Arc::new(sender));
+        }
         let billing = match &config.billing_key {
             Some(key) => Some(Arc::new(Relayer::new(
                 key,
@@ -280,6 +314,7 @@ impl AppState {
             deployment: Arc::new(deployment),
             chain,
             operator,
+            outbox,
         };
         let auth = Auth::new(
             access.clone(),
@@ -325,18 +360,24 @@ impl AppState {
             gateway: GatewayState { platform: platform.clone(), ipfs },
             github: GitHubState { charges: charges.clone(), github, sealer },
             domains: DomainsState { charges, dns, hns, ens, registrar, registrar_key, verifier },
-            relay: RelayState { platform: platform.clone(), relayer: relayer.clone() },
+            relay: RelayState { platform: platform.clone(), relayers: Arc::new(relayers.clone()) },
             public: PublicState {
                 platform: platform.clone(),
                 notices,
                 accounts: accounts_cache,
                 caches,
             },
-            system: SystemState { platform: platform.clone(), relayer, jobs: jobs.clone() },
+            system: SystemState {
+                platform: platform.clone(),
+                relayer: relayers.first().copied(),
+                jobs: jobs.clone(),
+                signing_keys: Arc::new(senders.iter().map(|s| (s.role(), s.address())).collect()),
+            },
             platform,
             auth,
             limits,
             jobs,
+            senders,
         })
     }
 

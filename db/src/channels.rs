@@ -24,6 +24,14 @@ pub const DEPLOYMENT_LOG: &str = "decentraspace_deployment_log";
 /// the deploy workers of every replica.
 pub const DEPLOYMENT_QUEUED: &str = "decentraspace_deployment_queued";
 
+/// A chain write was queued in the outbox (a trigger on `chain_outbox` sends it; the payload is
+/// the signing key's address, hex without `0x`): wakes that key's sender on every replica.
+pub const OUTBOX_QUEUED: &str = "decentraspace_outbox_queued";
+
+/// An outbox row changed state (a trigger on `chain_outbox` sends it; the payload is its id):
+/// wakes the callers that wait for it, on every replica.
+pub const OUTBOX_MOVED: &str = "decentraspace_outbox_moved";
+
 /// What the indexer committed: a batch of blocks, or a rollback to a fork.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexedBatch {
@@ -45,7 +53,15 @@ mod tests {
 
     #[test]
     fn channels_are_distinct_and_batches_round_trip() {
-        let names = [INDEXED, WAKE_INDEXER, PLATFORM, DEPLOYMENT_LOG, DEPLOYMENT_QUEUED];
+        let names = [
+            INDEXED,
+            WAKE_INDEXER,
+            PLATFORM,
+            DEPLOYMENT_LOG,
+            DEPLOYMENT_QUEUED,
+            OUTBOX_QUEUED,
+            OUTBOX_MOVED,
+        ];
         let unique: std::collections::HashSet<_> = names.iter().collect();
         assert_eq!(unique.len(), names.len());
         let batch =

@@ -76,6 +76,13 @@ pub enum Lock<'a> {
     DomainReminders,
     /// Re-verifying linked domains' proofs.
     DomainReverify,
+    /// The one sender of a signing key's transactions (its outbox rows, its nonces).
+    ChainSender {
+        /// The chain.
+        chain_id: u64,
+        /// The key's 20 address bytes.
+        signer: &'a [u8],
+    },
 }
 
 impl Lock<'_> {
@@ -100,6 +107,7 @@ impl Lock<'_> {
             Self::DomainRecovery => 0x0601,
             Self::DomainReminders => 0x0602,
             Self::DomainReverify => 0x0603,
+            Self::ChainSender { .. } => 0x0701,
         }
     }
 
@@ -112,6 +120,7 @@ impl Lock<'_> {
             | Self::GitHubAccount { account }
             | Self::BuildMinutes { account } => fnv1a(account),
             Self::Site { site_id } | Self::SiteWebhook { site_id } => fold(site_id as u64),
+            Self::ChainSender { chain_id, signer } => fold(chain_id) ^ fnv1a(signer),
             Self::GitHubIdentity { chain_id, github_id } => {
                 fold(chain_id) ^ fold(github_id as u64).rotate_left(16)
             }
@@ -200,6 +209,7 @@ mod tests {
             Lock::DomainRecovery,
             Lock::DomainReminders,
             Lock::DomainReverify,
+            Lock::ChainSender { chain_id: 137, signer: account },
         ]
     }
 
@@ -233,6 +243,10 @@ mod tests {
             Lock::IndexerWriter { chain_id: 80_002 }.key()
         );
         assert_ne!(Lock::Site { site_id: 1 }.key(), Lock::Site { site_id: 2 }.key());
+        assert_ne!(
+            Lock::ChainSender { chain_id: 137, signer: &a }.key(),
+            Lock::ChainSender { chain_id: 137, signer: &b }.key()
+        );
         assert_ne!(
             Lock::GitHubIdentity { chain_id: 137, github_id: 5 }.key(),
             Lock::GitHubIdentity { chain_id: 137, github_id: 6 }.key()

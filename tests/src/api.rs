@@ -326,6 +326,41 @@ impl ApiProcess {
         Ok(Self { child: command.spawn().context("spawn the API")? })
     }
 
+    /// Starts the `api` binary as [`ApiProcess::spawn`] does, listening on a free port, with the
+    /// test sign-in settings; returns once it answers `/health`, with a client of it.
+    pub async fn serving(
+        chain: &TestChain,
+        db: &TestDb,
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<(Self, TestApi)> {
+        crate::served::on_free_ports("the API binary", || async {
+            let port = crate::served::free_port()?;
+            let mut settings = vec![
+                ("API_LISTEN", format!("127.0.0.1:{port}")),
+                ("SIWE_DOMAIN", SIWE_DOMAIN.to_owned()),
+                ("SIWE_URI", SIWE_URI.to_owned()),
+            ];
+            settings.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
+            let mut process = Self::spawn(chain, db, &settings)?;
+            let client = TestApi::at(&format!("http://127.0.0.1:{port}"));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                if let Ok((200, _)) = client.get("/health", None).await {
+                    return Ok((process, client));
+                }
+                if let Some(status) = process.child.try_wait()? {
+                    anyhow::bail!("the API exited ({status}) before answering");
+                }
+                if std::time::Instant::now() > deadline {
+                    process.kill9();
+                    anyhow::bail!("the API did not answer /health within 30 s");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        })
+        .await
+    }
+
     /// Kills it with SIGKILL, as a crash would.
     pub fn kill9(&mut self) {
         self.child.kill().ok();

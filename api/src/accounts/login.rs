@@ -106,12 +106,7 @@ pub(super) async fn login(
     drop(conn);
     if let Some(operator) = &state.operator {
         operator
-            .register_if_new(
-                &state.db,
-                state.chain_id(),
-                message.address,
-                state.config.registrations_per_hour,
-            )
+            .register_if_new(state.chain_id(), message.address, state.config.registrations_per_hour)
             .await;
     }
     tracing::info!(target: "api::auth", account = %message.address, "signed in");

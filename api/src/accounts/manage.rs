@@ -191,7 +191,8 @@ pub struct SetStatus {
 /// Suspends or reactivates an account on-chain (`setStatus`, sent by the operator).
 #[utoipa::path(put, path = "/auth/manage/{address}/status", tag = "admin", security(("bearer" = [])),
     params(("address" = String, Path, description = "The wallet")), request_body = SetStatus,
-    responses((status = 200, body = TxOutcome),
+    responses((status = 200, body = TxOutcome, description = "Mined (or reverted: `failed`)"),
+        (status = 202, body = TxOutcome, description = "Sent or queued, not mined yet: `Location` follows it"),
         crate::http::openapi::Forbidden,
         crate::http::openapi::Conflict))]
 pub async fn set_status(
@@ -199,7 +200,7 @@ pub async fn set_status(
     admin: AdminUser,
     Path(address): Path<String>,
     Json(request): Json<SetStatus>,
-) -> ApiResult<Json<TxOutcome>> {
+) -> ApiResult<TxOutcome> {
     let account = parse_address(&address)?;
     let status = match request.status.to_ascii_lowercase().as_str() {
         "active" => AccountStatus::Active,
@@ -215,9 +216,9 @@ pub async fn set_status(
         state.deployment.contracts.account_registry,
         operator.provider().clone(),
     );
-    let outcome = operator.send(registry.setStatus(account, status.into())).await?;
+    let outcome = operator.send_for(account, registry.setStatus(account, status.into())).await?;
     tracing::info!(target: "api::admin", admin = %admin.address, %account, status = status.as_str(), tx = outcome.tx_hash, "status change sent");
-    Ok(Json(outcome))
+    Ok(outcome)
 }
 
 /// A free-tier duration.
@@ -230,13 +231,14 @@ pub struct FreeTierDuration {
 /// Sets how long Free accounts' services live (`setFreeTierDuration`, on-chain).
 #[utoipa::path(put, path = "/auth/manage/free-tier-duration", tag = "admin", security(("bearer" = [])),
     request_body = FreeTierDuration,
-    responses((status = 200, body = TxOutcome),
+    responses((status = 200, body = TxOutcome, description = "Mined (or reverted: `failed`)"),
+        (status = 202, body = TxOutcome, description = "Sent or queued, not mined yet: `Location` follows it"),
         crate::http::openapi::Forbidden))]
 pub async fn set_free_tier_duration(
     State(state): State<AccountsState>,
     admin: AdminUser,
     Json(request): Json<FreeTierDuration>,
-) -> ApiResult<Json<TxOutcome>> {
+) -> ApiResult<TxOutcome> {
     if !(1..=3650).contains(&request.days) {
         return Err(ApiError::BadRequest(format!(
             "days must be between 1 and 3650, got {}",
@@ -251,5 +253,5 @@ pub async fn set_free_tier_duration(
     let outcome =
         operator.send(registry.setFreeTierDuration(u64::from(request.days) * 86_400)).await?;
     tracing::info!(target: "api::admin", admin = %admin.address, days = request.days, tx = outcome.tx_hash, "free-tier duration sent");
-    Ok(Json(outcome))
+    Ok(outcome)
 }

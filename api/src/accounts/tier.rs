@@ -79,14 +79,15 @@ pub struct SetTier {
 /// Changes an account's tier on-chain (`setTier`, sent by the operator). Answers with the
 /// transaction; reads reflect it once indexed.
 #[utoipa::path(post, path = "/auth/tier", tag = "auth", security(("bearer" = [])), request_body = SetTier,
-    responses((status = 200, body = TxOutcome),
+    responses((status = 200, body = TxOutcome, description = "Mined (or reverted: `failed`)"),
+        (status = 202, body = TxOutcome, description = "Sent or queued, not mined yet: `Location` follows it"),
         crate::http::openapi::Forbidden,
         (status = 409, description = "The chain refused (e.g. the account is not registered)")))]
 pub async fn set_tier(
     State(state): State<AccountsState>,
     admin: AdminUser,
     Json(request): Json<SetTier>,
-) -> ApiResult<Json<TxOutcome>> {
+) -> ApiResult<TxOutcome> {
     let account = parse_address(&request.address)?;
     let tier: Tier = request.tier.to_ascii_lowercase().parse().map_err(|_| {
         ApiError::BadRequest(format!("tier must be free or paid, got {:?}", request.tier))
@@ -101,9 +102,10 @@ pub async fn set_tier(
         state.deployment.contracts.account_registry,
         operator.provider().clone(),
     );
-    let outcome = operator.send(registry.setTier(account, tier.into(), expires_at)).await?;
+    let outcome =
+        operator.send_for(account, registry.setTier(account, tier.into(), expires_at)).await?;
     tracing::info!(target: "api::admin", admin = %admin.address, %account, tier = tier.as_str(), tx = outcome.tx_hash, "tier change sent");
-    Ok(Json(outcome))
+    Ok(outcome)
 }
 
 /// The account's effective tier at chain time (a lapsed Paid tier is Free; an unregistered

@@ -162,10 +162,16 @@ async fn credit(state: &BillingState, conn: &mut PgConnection, due: &Due) -> any
     let credits: U256 = due.credits.parse()?;
     let ledger =
         CreditLedger::new(state.deployment.contracts.credit_ledger, oracle.provider().clone());
-    match oracle.send(ledger.creditFiat(account, credits, payment_ref(&due.reference))).await {
+    let call = ledger.creditFiat(account, credits, payment_ref(&due.reference));
+    // One outbox row per payment: a retry finds the row an earlier attempt wrote.
+    match oracle.send_once(format!("card:{}", due.reference), Some(account), call).await {
         Ok(outcome) if outcome.status != "failed" => {
-            let tx_hash: alloy::primitives::B256 = outcome.tx_hash.parse()?;
-            crediting(conn, &due.reference, Some(tx_hash.as_slice())).await
+            let tx_hash = outcome
+                .tx_hash
+                .as_deref()
+                .map(str::parse::<alloy::primitives::B256>)
+                .transpose()?;
+            crediting(conn, &due.reference, tx_hash.as_ref().map(|h| h.as_slice())).await
         }
         // Already credited (a resend after a lost answer): the indexer will show it.
         Err(ChainError::Refused(PlatformRevert::CreditLedger(

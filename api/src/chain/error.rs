@@ -32,6 +32,13 @@ pub enum ChainError {
     /// Sent, but not mined within the wait: it may still be, under this hash.
     #[error("the transaction {0} was not mined in time")]
     Timeout(B256),
+    /// Written to the outbox, not signed within the wait: the key's sender will send it (the
+    /// outbox row's id).
+    #[error("the transaction is queued as outbox row {0}")]
+    Queued(i64),
+    /// The outbox could not be written or read.
+    #[error("the outbox is unavailable: {0}")]
+    Database(#[from] sqlx::Error),
     /// The node did not answer (the cause, which may name the node's URL and key, is logged,
     /// never shown).
     #[error("the chain node is unavailable")]
@@ -46,7 +53,14 @@ impl ChainError {
     /// Whether trying again later may succeed: the node was unreachable, the transaction was not
     /// mined yet, or the nonce was out of step. A refusal or a revert stays one.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unreachable(_) | Self::Timeout(_) | Self::Nonce(_))
+        matches!(
+            self,
+            Self::Unreachable(_)
+                | Self::Timeout(_)
+                | Self::Queued(_)
+                | Self::Nonce(_)
+                | Self::Database(_)
+        )
     }
 
     /// The platform contract's error, when a contract refused the call.

@@ -1,11 +1,14 @@
-//! Writing to the chain: the platform's signing keys ([`Operator`] for the few role-holder calls,
-//! [`Relayer`] for the nonce-counting senders of relayed requests and billing batches), and the
-//! one error type every signed transaction answers with ([`ChainError`]). HTTP handlers turn it
-//! into a problem at the edge (`From<ChainError> for ApiError`); background jobs match its
-//! variants and ask [`ChainError::is_retryable`].
+//! Writing to the chain: the outbox every transaction the platform signs goes through
+//! ([`outbox`]: one durable queue, one sender per key across replicas), the role-holder keys'
+//! calls over it ([`Operator`]), the nonce-counting senders of relayed requests and billing
+//! batches ([`Relayer`]), and the one error type every signed transaction answers with
+//! ([`ChainError`]). HTTP handlers turn it into a problem at the edge
+//! (`From<ChainError> for ApiError`); background jobs match its variants and ask
+//! [`ChainError::is_retryable`].
 
 mod error;
 mod operator;
+pub mod outbox;
 pub mod relayer;
 
 pub use error::ChainError;

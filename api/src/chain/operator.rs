@@ -1,174 +1,276 @@
-//! The operator key's one sign-in duty: registering a wallet on-chain at its first login.
+//! [`Operator`]: a role-holder key's calls (operator, payment oracle, registrar, verifier), each
+//! checked by estimating it, then written to the outbox and sent by the key's one sender across
+//! all replicas; the caller waits a little for the receipt.
 
 use std::time::Duration;
 
 use alloy::{
     contract::{CallBuilder, CallDecoder},
-    network::{Ethereum, EthereumWallet},
-    primitives::Address,
-    providers::{DynProvider, Provider, ProviderBuilder},
-    signers::local::PrivateKeySigner,
+    network::Ethereum,
+    primitives::{Address, U256},
+    providers::{DynProvider, Provider},
 };
-use anyhow::Context;
 use decentraspace_abi::AccountRegistry;
-use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sqlx::PgPool;
 use utoipa::ToSchema;
 
-use crate::chain::ChainError;
+use crate::chain::{
+    ChainError,
+    outbox::{Outbox, Purpose, State, Until, Write},
+};
 
 /// How long a request waits for its transaction's receipt before answering `pending`.
 const RECEIPT_WAIT: Duration = Duration::from_secs(15);
+/// Gas headroom over the estimate, in percent: state moves between estimation and inclusion.
+const GAS_HEADROOM_PERCENT: u64 = 25;
 
 /// A transaction the platform sent, and where it stands.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TxOutcome {
-    /// The transaction hash.
-    pub tx_hash: String,
-    /// `mined` (succeeded), `failed` (reverted) or `pending` (not mined yet).
+    /// The outbox row that carries it (`GET /blockchain/transactions/{id}` follows it).
+    pub id: i64,
+    /// The transaction hash, once it is signed.
+    pub tx_hash: Option<String>,
+    /// `mined` (succeeded), `failed` (reverted), `pending` (sent, not mined yet) or `queued`
+    /// (waiting for the key's sender: it will be sent).
     pub status: &'static str,
     /// The block it was mined in.
     pub block_number: Option<u64>,
 }
 
-/// Sends operator transactions one at a time: each takes the account's pending nonce from the
-/// node, so a send the chain refuses leaves no gap behind (a locally cached nonce would).
+/// 200 once a receipt ended it; 202 with `Location` (its status route) while it is not mined.
+impl axum::response::IntoResponse for TxOutcome {
+    fn into_response(self) -> axum::response::Response {
+        let done = matches!(self.status, "mined" | "failed");
+        let status =
+            if done { axum::http::StatusCode::OK } else { axum::http::StatusCode::ACCEPTED };
+        let location = format!("/blockchain/transactions/{}", self.id);
+        let mut response = (status, axum::Json(self)).into_response();
+        if !done && let Ok(value) = axum::http::HeaderValue::from_str(&location) {
+            response.headers_mut().insert(axum::http::header::LOCATION, value);
+        }
+        response
+    }
+}
+
+impl TxOutcome {
+    /// How `row` reads to a caller.
+    pub fn of(row: &crate::chain::outbox::Row) -> Self {
+        Self {
+            id: row.id,
+            tx_hash: row.tx_hash.map(|h| h.to_string()),
+            status: match row.state {
+                State::Mined | State::Confirmed => "mined",
+                State::Reverted => "failed",
+                State::Signed | State::Pending => "pending",
+                State::Queued => "queued",
+            },
+            block_number: row.block_number,
+        }
+    }
+}
+
+/// Calls made with one role-holder key, through the outbox.
 #[derive(Debug, Clone)]
 pub struct Operator {
+    db: PgPool,
+    outbox: Outbox,
     provider: DynProvider,
+    address: Address,
+    purpose: Purpose,
     registry: Address,
-    sending: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Operator {
-    /// An operator signing with `key` on the chain at `rpc_url`.
-    pub async fn connect(
-        key: &SecretString,
-        rpc_url: &str,
+    /// Calls signed by `address` (its [`Sender`](crate::chain::outbox::Sender) runs as a job)
+    /// for `purpose`; `provider` reads the chain and estimates.
+    pub fn new(
+        db: PgPool,
+        outbox: Outbox,
+        provider: DynProvider,
+        address: Address,
+        purpose: Purpose,
         registry: Address,
-    ) -> anyhow::Result<Self> {
-        let signer: PrivateKeySigner =
-            key.expose_secret().parse().context("OPERATOR_PRIVATE_KEY is not a private key")?;
-        let provider = ProviderBuilder::new()
-            .with_simple_nonce_management()
-            .wallet(EthereumWallet::from(signer))
-            .connect(rpc_url)
-            .await
-            .with_context(|| format!("connect the operator to {rpc_url}"))?
-            .erased();
-        Ok(Self { provider, registry, sending: Default::default() })
+    ) -> Self {
+        Self { db, outbox, provider, address, purpose, registry }
     }
 
-    /// The provider that signs as the operator.
+    /// The key's address.
+    pub fn address(&self) -> Address {
+        self.address
+    }
+
+    /// A chain client to build this key's calls with (it reads and estimates; it signs nothing).
     pub fn provider(&self) -> &DynProvider {
         &self.provider
     }
 
-    /// Sends a call as the operator and waits a little for its receipt: `pending` when it is not
-    /// mined in that time. A call the chain refuses (it reverts in estimation) is not sent.
+    /// Sends a call as this key and waits a little for its receipt: `pending` or `queued` when it
+    /// is not mined in that time. A call the chain refuses (it reverts in estimation) is not sent.
     pub async fn send<D: CallDecoder>(
         &self,
         call: CallBuilder<&DynProvider, D, Ethereum>,
     ) -> Result<TxOutcome, ChainError> {
-        let pending = self.submit(call).await?;
-        let tx_hash = pending.tx_hash().to_string();
-        match pending.with_timeout(Some(RECEIPT_WAIT)).get_receipt().await {
-            Ok(receipt) => Ok(TxOutcome {
-                tx_hash,
-                status: if receipt.status() { "mined" } else { "failed" },
-                block_number: receipt.block_number,
-            }),
-            Err(_) => Ok(TxOutcome { tx_hash, status: "pending", block_number: None }),
-        }
+        let id = self.submit(call, None).await?;
+        let row = self.wait(id).await?;
+        Ok(TxOutcome::of(&row))
     }
 
-    /// Sends a call, one at a time.
+    /// [`Operator::send`] for a call about `account`: its owner may follow the transaction
+    /// (`GET /blockchain/transactions/{id}`).
+    pub async fn send_for<D: CallDecoder>(
+        &self,
+        account: Address,
+        call: CallBuilder<&DynProvider, D, Ethereum>,
+    ) -> Result<TxOutcome, ChainError> {
+        let id = self.submit(call, Some(account)).await?;
+        let row = self.wait(id).await?;
+        Ok(TxOutcome::of(&row))
+    }
+
+    /// [`Operator::send_for`] under the caller's `reference` (unique for this key's purpose): a
+    /// retry with the same reference waits for the row the first attempt wrote instead of
+    /// sending again.
+    pub async fn send_once<D: CallDecoder>(
+        &self,
+        reference: String,
+        account: Option<Address>,
+        call: CallBuilder<&DynProvider, D, Ethereum>,
+    ) -> Result<TxOutcome, ChainError> {
+        let write = self.prepare(call, reference, account).await?;
+        let mut conn = self.db.acquire().await?;
+        let id = self.outbox.enqueue(&mut conn, self.address, &write).await?;
+        drop(conn);
+        let row = self.wait(id).await?;
+        Ok(TxOutcome::of(&row))
+    }
+
+    /// Estimates the call as this key (a refusal is returned, nothing is written) and writes it
+    /// to the outbox under a fresh reference; the row's id.
     async fn submit<D: CallDecoder>(
         &self,
         call: CallBuilder<&DynProvider, D, Ethereum>,
-    ) -> Result<alloy::providers::PendingTransactionBuilder<Ethereum>, ChainError> {
-        let _sending = self.sending.lock().await;
-        call.send().await.map_err(ChainError::from_send)
+        account: Option<Address>,
+    ) -> Result<i64, ChainError> {
+        let write = self.prepare(call, hex::encode(crate::random::reference()), account).await?;
+        let mut conn = self.db.acquire().await?;
+        Ok(self.outbox.enqueue(&mut conn, self.address, &write).await?)
     }
 
-    /// Sends a call as the operator and waits for its receipt (for callers that need its logs):
-    /// a transaction not mined in time is [`ChainError::Timeout`], one that reverted
-    /// [`ChainError::Reverted`].
+    /// The call as an outbox write, its gas estimated as this key (which surfaces refusals).
+    async fn prepare<D: CallDecoder>(
+        &self,
+        call: CallBuilder<&DynProvider, D, Ethereum>,
+        reference: String,
+        account: Option<Address>,
+    ) -> Result<Write, ChainError> {
+        let call = call.from(self.address);
+        let gas = call.estimate_gas().await.map_err(ChainError::from_send)?;
+        let request = call.into_transaction_request();
+        let to = request.to.and_then(|kind| kind.to().copied()).ok_or_else(|| {
+            ChainError::Rejected("a contract creation is not sent this way".into())
+        })?;
+        Ok(Write {
+            purpose: self.purpose,
+            reference,
+            account,
+            to,
+            input: request.input.input().cloned().unwrap_or_default(),
+            value: request.value.unwrap_or(U256::ZERO),
+            gas_limit: gas.saturating_mul(100 + GAS_HEADROOM_PERCENT) / 100,
+        })
+    }
+
+    async fn wait(&self, id: i64) -> Result<crate::chain::outbox::Row, ChainError> {
+        self.outbox
+            .wait(id, Until::Mined, RECEIPT_WAIT)
+            .await?
+            .ok_or_else(|| ChainError::Rejected(format!("outbox row {id} is gone")))
+    }
+
+    /// Sends a call as this key and waits for its receipt (for callers that need its logs): a
+    /// transaction not mined in time is [`ChainError::Timeout`] (or [`ChainError::Queued`] when
+    /// it was not even signed yet), one that reverted [`ChainError::Reverted`].
     pub async fn send_for_receipt<D: CallDecoder>(
         &self,
         call: CallBuilder<&DynProvider, D, Ethereum>,
     ) -> Result<alloy::rpc::types::TransactionReceipt, ChainError> {
-        let pending = self.submit(call).await?;
-        let hash = *pending.tx_hash();
-        let receipt = pending
-            .with_timeout(Some(RECEIPT_WAIT))
-            .get_receipt()
-            .await
-            .map_err(|_| ChainError::Timeout(hash))?;
-        if !receipt.status() {
-            return Err(ChainError::Reverted(receipt.transaction_hash));
+        let id = self.submit(call, None).await?;
+        let row = self.wait(id).await?;
+        let Some(hash) = row.tx_hash else { return Err(ChainError::Queued(id)) };
+        match row.state {
+            State::Reverted => Err(ChainError::Reverted(hash)),
+            State::Mined | State::Confirmed => self
+                .provider
+                .get_transaction_receipt(hash)
+                .await
+                .map_err(ChainError::from_rpc)?
+                // Its block left the chain since: it will be sent again.
+                .ok_or(ChainError::Timeout(hash)),
+            _ => Err(ChainError::Timeout(hash)),
         }
-        Ok(receipt)
     }
 
-    /// Registers `account` unless it is indexed already or a registration was requested before;
-    /// the transaction is sent in the background (a login never waits for it).
-    /// At most `per_hour` registrations are sent per hour (each costs the operator gas, and a new
-    /// wallet costs nothing to make); past it, registration waits for a later login.
-    pub async fn register_if_new(
+    /// Registers `account` unless it is indexed already or a registration was requested before:
+    /// the request and its outbox row are written together before the login answers, and the
+    /// key's sender sends it (a login never waits for the chain). At most `per_hour`
+    /// registrations are requested per hour (each costs the operator gas, and a new wallet
+    /// costs nothing to make); past it, registration waits for a later login. A failure is
+    /// logged: the next login tries again.
+    pub async fn register_if_new(&self, chain_id: u64, account: Address, per_hour: u32) {
+        if let Err(err) = self.request_registration(chain_id, account, per_hour).await {
+            tracing::warn!(target: "api::auth", %err, %account, "cannot request the on-chain registration");
+        }
+    }
+
+    async fn request_registration(
         &self,
-        db: &PgPool,
         chain_id: u64,
         account: Address,
         per_hour: u32,
-    ) {
+    ) -> Result<(), ChainError> {
+        let indexed = sqlx::query_scalar!(
+            r#"select exists (select 1 from accounts where chain_id = $1 and address = $2)
+                   or exists (select 1 from account_registrations where chain_id = $1 and account = $2)
+                 as "known!""#,
+            chain_id as i64,
+            account.as_slice()
+        )
+        .fetch_one(&self.db)
+        .await?;
+        if indexed {
+            return Ok(());
+        }
+        let registry = AccountRegistry::new(self.registry, self.provider.clone());
+        let write = self
+            .prepare(registry.registerFor(account), format!("register:{account}"), Some(account))
+            .await?;
+        let mut tx = self.db.begin().await?;
         let claimed = sqlx::query!(
             r#"insert into account_registrations (chain_id, account)
                select $1, $2
-               where not exists (select 1 from accounts where chain_id = $1 and address = $2)
-                 and (select count(*) from account_registrations
+               where (select count(*) from account_registrations
                       where chain_id = $1 and requested_at > now() - interval '1 hour') < $3
                on conflict do nothing"#,
             chain_id as i64,
             account.as_slice(),
             i64::from(per_hour)
         )
-        .execute(db)
-        .await;
-        match claimed {
-            Ok(done) if done.rows_affected() == 1 => {}
-            Ok(_) => return,
-            Err(err) => {
-                tracing::error!(target: "api::auth", %err, %account, "cannot record a registration");
-                return;
-            }
-        }
-        let (operator, db) = (self.clone(), db.clone());
-        tokio::spawn(async move {
-            let registry = AccountRegistry::new(operator.registry, &operator.provider);
-            let sending = operator.sending.lock().await;
-            let sent = registry.registerFor(account).send().await;
-            drop(sending);
-            let (tx_hash, error) = match sent {
-                Ok(pending) => (Some(pending.tx_hash().to_vec()), None),
-                Err(err) => {
-                    tracing::warn!(target: "api::auth", %err, %account, "on-chain registration failed");
-                    (None, Some(err.to_string()))
-                }
-            };
-            let recorded = sqlx::query!(
-                "update account_registrations set tx_hash = $3, error = $4 where chain_id = $1 and account = $2",
+        .execute(&mut *tx)
+        .await?;
+        if claimed.rows_affected() == 1 {
+            let id = self.outbox.enqueue(&mut tx, self.address, &write).await?;
+            sqlx::query!(
+                "update account_registrations set outbox_id = $3 where chain_id = $1 and account = $2",
                 chain_id as i64,
                 account.as_slice(),
-                tx_hash,
-                error
+                id
             )
-            .execute(&db)
-            .await;
-            if let Err(err) = recorded {
-                tracing::error!(target: "api::auth", %err, %account, "cannot record a registration's transaction");
-            }
-        });
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 }

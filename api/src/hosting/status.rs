@@ -324,14 +324,15 @@ pub(super) async fn expiry(
 /// Sets a site's expiry on-chain (admin). The index, and so `GET`, shows it once mined.
 #[utoipa::path(post, path = "/hosting/expire", tag = "hosting", security(("bearer" = [])),
     request_body = SetExpiry,
-    responses((status = 200, body = TxOutcome),
+    responses((status = 200, body = TxOutcome, description = "Mined (or reverted: `failed`)"),
+        (status = 202, body = TxOutcome, description = "Sent or queued, not mined yet: `Location` follows it"),
         crate::http::openapi::Forbidden,
         crate::http::openapi::NotFound))]
 pub(super) async fn set_expiry(
     State(state): State<HostingState>,
     _admin: AdminUser,
     Json(body): Json<SetExpiry>,
-) -> ApiResult<Json<TxOutcome>> {
+) -> ApiResult<TxOutcome> {
     let service_id = site_service(&state, &body.site).await?;
     let at = match body.expires_at {
         None => 0,
@@ -346,5 +347,5 @@ pub(super) async fn set_expiry(
     let outcome = operator
         .send(registry.setExpiry(alloy::primitives::U256::from(service_id as u64), at))
         .await?;
-    Ok(Json(outcome))
+    Ok(outcome)
 }

@@ -175,6 +175,10 @@ impl From<ChainError> for ApiError {
             ChainError::Timeout(hash) => ApiError::Unavailable(format!(
                 "the transaction {hash} was not mined in time; try again"
             )),
+            ChainError::Queued(id) => ApiError::Unavailable(format!(
+                "the transaction is queued (GET /blockchain/transactions/{id} follows it); try again"
+            )),
+            ChainError::Database(err) => err.into(),
             ChainError::Unreachable(cause) => chain_unavailable("send the transaction", cause),
         }
     }

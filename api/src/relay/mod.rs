@@ -1,6 +1,7 @@
 //! `/blockchain/credit`: relays transactions users signed. Either a raw transaction the wallet
-//! signed (broadcast as is), or an EIP-712 forward request the platform relayer submits through
-//! the forwarder, paying the gas. Both are checked before they reach the chain (chain, target,
+//! signed (broadcast as is, its hash recorded first), or an EIP-712 forward request a platform
+//! relayer key submits through the forwarder, paying the gas: written to the chain outbox with
+//! its record, and sent by that key's one sender across replicas. Both are checked before they reach the chain (chain, target,
 //! function, signer), recorded with their status, idempotent per `Idempotency-Key`, and limited
 //! per account.
 
@@ -30,7 +31,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    chain::ChainError,
+    chain::outbox::{Purpose, Until, Write},
     http::{
         auth::{Auth, AuthUser},
         error::{ApiError, ApiResult},
@@ -45,13 +46,33 @@ const MIN_DEADLINE_MARGIN_SECS: u64 = 60;
 /// The longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 128;
 
-/// What the relay uses: the platform and the relayer key that pays relayed requests' gas.
+/// What the relay uses: the platform and the relayer keys that pay relayed requests' gas.
 #[derive(Debug, Clone)]
 pub struct RelayState {
     /// The shared state.
     pub platform: crate::platform::Platform,
-    /// Submits forward requests, paying the gas; unset without a key.
-    pub relayer: Option<Arc<crate::chain::Relayer>>,
+    /// The relayer keys' addresses: each account's forward requests go through one of them
+    /// (always the same, so they are mined in the order they were relayed); empty without a key.
+    pub relayers: Arc<Vec<Address>>,
+}
+
+/// How long a relay request waits for its forward request to be on the network before it
+/// answers with the record as it stands (`received`, followed at `/blockchain/credit/{id}`).
+const SENT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl RelayState {
+    /// The relayer key that sends `account`'s forward requests.
+    fn relayer_of(&self, account: Address) -> Option<Address> {
+        let pool = self.relayers.as_slice();
+        if pool.is_empty() {
+            return None;
+        }
+        // FNV-1a over the address: stable across replicas and restarts.
+        let hash = account.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+        });
+        Some(pool[(hash % pool.len() as u64) as usize])
+    }
 }
 crate::platform::feature_state!(RelayState);
 
@@ -261,22 +282,23 @@ async fn relay_raw(
         }
         return Err(refusal);
     }
-    let id = match reserve(state, account, "raw", &call, key, request_hash).await? {
+    let tx_hash = *envelope.tx_hash();
+    let send = Sends::Raw { tx_hash, nonce: envelope.nonce(), raw: raw.clone() };
+    let id = match reserve(state, account, "raw", &call, key, request_hash, send).await? {
         Reserved::New(id) => id,
         Reserved::Existing(tx) => return Ok((StatusCode::OK, tx)),
     };
-    let tx_hash = *envelope.tx_hash();
-    // Sent and recorded in a task of its own (see `relay_forward`).
-    let (task_state, nonce) = (state.clone(), envelope.nonce() as i64);
+    // Sent and recorded in a task of its own: a client that hangs up (or a request timeout)
+    // must not leave a transaction sent but unrecorded. Its hash and bytes are recorded already,
+    // so the tracker finishes the job if this replica stops here.
+    let task_state = state.clone();
     let sent = tokio::spawn(async move {
         match task_state.chain.send_raw_transaction(&raw).await {
             Ok(_) => {
                 sqlx::query!(
-                    r#"update relayed_transactions set status = 'pending', tx_hash = $2, nonce = $3, updated_at = now()
-                       where id = $1"#,
+                    r#"update relayed_transactions set status = 'pending', updated_at = now()
+                       where id = $1 and status = 'received'"#,
                     id,
-                    tx_hash.as_slice(),
-                    nonce
                 )
                 .execute(&task_state.db)
                 .await?;
@@ -301,7 +323,7 @@ async fn relay_forward(
     request: ForwardRequestBody,
     key: Option<String>,
 ) -> ApiResult<(StatusCode, RelayedTx)> {
-    let relayer = state.relayer.as_ref().ok_or_else(|| {
+    let relayer = state.relayer_of(account).ok_or_else(|| {
         ApiError::NotConfigured("no relayer is configured; send a raw transaction instead")
     })?;
     if request.from != account {
@@ -356,7 +378,7 @@ async fn relay_forward(
     let forwarder = Forwarder::new(contracts.forwarder, &state.chain);
     // One simulation of the whole execution as the relayer would send it checks the signature,
     // the nonce, the deadline and the call. Only when it fails do two more calls say why.
-    let execution = forwarder.execute(data.clone()).from(relayer.address()).call().await;
+    let execution = forwarder.execute(data.clone()).from(relayer).call().await;
     if let Err(err) = execution {
         if err.as_revert_data().is_none() {
             return Err(crate::http::error::chain_unavailable("simulate the request", err));
@@ -370,42 +392,32 @@ async fn relay_forward(
         }
         return Err(why_refused(state, &forwarder, &data, &request).await);
     }
-    let id = match reserve(state, account, "forward", &call, key, request_hash).await? {
+    let calldata = forwarder.execute(data).calldata().clone();
+    let gas_limit = request.gas + request.gas / 63 + FORWARDER_OVERHEAD_GAS;
+    let write = Write {
+        purpose: Purpose::Relay,
+        // Set to `relay:<record id>` when the record is written.
+        reference: String::new(),
+        account: Some(account),
+        to: contracts.forwarder,
+        input: calldata,
+        value: U256::ZERO,
+        gas_limit,
+    };
+    let send = Sends::Outbox { signer: relayer, write };
+    let id = match reserve(state, account, "forward", &call, key, request_hash, send).await? {
         Reserved::New(id) => id,
         Reserved::Existing(tx) => return Ok((StatusCode::OK, tx)),
     };
-    let calldata = forwarder.execute(data).calldata().clone();
-    let gas_limit = request.gas + request.gas / 63 + FORWARDER_OVERHEAD_GAS;
-    // Sent and recorded in a task of its own: a client that hangs up (or a request timeout)
-    // must not leave a transaction sent but unrecorded.
-    let (task_state, relayer, forwarder_address) =
-        (state.clone(), relayer.clone(), contracts.forwarder);
-    let sent = tokio::spawn(async move {
-        match relayer.send(forwarder_address, calldata.clone(), gas_limit, None).await {
-            Ok(sent) => {
-                sqlx::query!(
-                    r#"update relayed_transactions
-                       set status = 'pending', tx_hash = $2, nonce = $3, calldata = $4, gas_limit = $5, updated_at = now()
-                       where id = $1"#,
-                    id,
-                    sent.tx_hash.as_slice(),
-                    sent.nonce as i64,
-                    calldata.as_ref(),
-                    gas_limit as i64
-                )
-                .execute(&task_state.db)
-                .await?;
-                Ok(())
-            }
-            Err(err) => {
-                let unreachable = matches!(err, ChainError::Unreachable(_));
-                Err(refused(&task_state, id, &err.to_string(), unreachable).await)
-            }
-        }
-    })
-    .await
-    .map_err(|err| ApiError::Internal(anyhow::anyhow!("relay task: {err}")))?;
-    sent?;
+    // The record and its outbox row are committed: whatever happens to this replica now, the
+    // relayer key's sender sends it. The answer waits a little for its hash.
+    let outbox_id = sqlx::query_scalar!(
+        r#"select outbox_id as "outbox_id!" from relayed_transactions where id = $1"#,
+        id
+    )
+    .fetch_one(&state.db)
+    .await?;
+    state.outbox.wait(outbox_id, Until::Sent, SENT_WAIT).await?;
     Ok((StatusCode::ACCEPTED, load(state, account, id).await?))
 }
 
@@ -515,6 +527,15 @@ enum Reserved {
     Existing(RelayedTx),
 }
 
+/// What a reserved record sends, written with it.
+enum Sends {
+    /// A raw transaction the wallet signed: its hash, nonce and bytes, recorded before it is
+    /// broadcast.
+    Raw { tx_hash: B256, nonce: u64, raw: Bytes },
+    /// A forward request, as an outbox row of the relayer key `signer`.
+    Outbox { signer: Address, write: Write },
+}
+
 /// The record of this request if it was relayed already: by its idempotency key (refused when
 /// the key was used for another request) or by its content (the same signed request).
 async fn already_relayed(
@@ -551,7 +572,8 @@ async fn already_relayed(
 
 /// Records the request before sending it, atomically per account: a replayed idempotency key
 /// answers its first record (or 422 when the request differs), the same signed request already
-/// relayed answers its record, and the hourly quota is counted and spent together.
+/// relayed answers its record, and the hourly quota is counted and spent together. What it
+/// sends is written in the same transaction.
 async fn reserve(
     state: &RelayState,
     account: Address,
@@ -559,6 +581,7 @@ async fn reserve(
     call: &policy::AllowedCall,
     key: Option<String>,
     request_hash: B256,
+    send: Sends,
 ) -> ApiResult<Reserved> {
     let mut tx = state.db.begin().await?;
     // Serializes one account's reservations (quota and keys); other accounts are not held up.
@@ -597,6 +620,31 @@ async fn reserve(
     )
     .fetch_one(&mut *tx)
     .await?;
+    match send {
+        Sends::Raw { tx_hash, nonce, raw } => {
+            sqlx::query!(
+                "update relayed_transactions set tx_hash = $2, nonce = $3, calldata = $4 where id = $1",
+                id,
+                tx_hash.as_slice(),
+                nonce as i64,
+                raw.as_ref()
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        Sends::Outbox { signer, mut write } => {
+            write.reference = format!("relay:{id}");
+            let outbox_id = state.outbox.enqueue(&mut tx, signer, &write).await?;
+            sqlx::query!(
+                "update relayed_transactions set outbox_id = $2, gas_limit = $3 where id = $1",
+                id,
+                outbox_id,
+                write.gas_limit as i64
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
     tx.commit().await?;
     Ok(Reserved::New(id))
 }

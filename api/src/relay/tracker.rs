@@ -1,13 +1,16 @@
-//! Follows relayed transactions to their end: receipts make them `mined` or `failed`; a forward
-//! request stuck unmined is sent again at its nonce with a higher fee (its old hash kept); a raw
-//! transaction whose sender has moved past its nonce without it being mined was `replaced`. One
-//! API replica tracks at a time (a session advisory lock held for the pass); each row's update
-//! commits on its own, so a failure on one row never undoes what was done (and sent) for another.
+//! Follows relayed raw transactions (the wallet's own, broadcast as signed) to their end:
+//! receipts make them `mined` or `failed`; one recorded but not known to the node (the replica
+//! stopped between recording and broadcasting) is broadcast again from its stored bytes; one whose
+//! wallet has moved past its nonce without it being mined was `replaced`. Forward requests are
+//! sent by the chain outbox and their records follow their outbox rows (a trigger); the tracker
+//! only reads receipts for those relayed before the outbox. One API replica tracks at a time (a
+//! session advisory lock held for the pass); each row's update commits on its own, so a failure
+//! on one row never undoes what was done for another.
 
 use std::time::Duration;
 
 use alloy::{
-    primitives::{Address, B256, Bytes},
+    primitives::{Address, B256},
     providers::Provider,
 };
 use decentraspace_db::locks::{Lock, try_lead};
@@ -20,11 +23,10 @@ use crate::{
 
 /// How often open transactions are checked.
 const INTERVAL: Duration = Duration::from_millis(500);
-/// The most fee bumps a stuck transaction gets.
-const MAX_BUMPS: i32 = 5;
-/// Each bump multiplies the fees by this (nodes require at least +10% to replace).
-const BUMP: f64 = 1.25;
-/// A record never sent (the API stopped between recording and sending) fails after this.
+/// A recorded raw transaction the node does not have is broadcast again after this (the request
+/// that recorded it broadcasts it within a node timeout, unless its replica stopped).
+const RESEND_AFTER_SECS: f64 = 15.0;
+/// A record never sent (no stored bytes, or refused every time) fails after this.
 const UNSENT_AFTER_SECS: f64 = 300.0;
 
 struct Open {
@@ -36,8 +38,6 @@ struct Open {
     replaced_tx_hashes: Vec<Vec<u8>>,
     nonce: Option<i64>,
     calldata: Option<Vec<u8>>,
-    gas_limit: Option<i64>,
-    bumps: i32,
     age_secs: f64,
 }
 
@@ -66,9 +66,9 @@ async fn track_open(state: &RelayState, conn: &mut sqlx::PgConnection) -> anyhow
     let open = sqlx::query_as!(
         Open,
         r#"select id, account, mode, status, tx_hash, replaced_tx_hashes as "replaced_tx_hashes!", nonce, calldata,
-                  gas_limit, bumps, extract(epoch from now() - updated_at)::float8 as "age_secs!"
+                  extract(epoch from now() - updated_at)::float8 as "age_secs!"
            from relayed_transactions
-           where chain_id = $1 and status in ('received', 'pending')
+           where chain_id = $1 and status in ('received', 'pending') and outbox_id is null
            order by id limit 500"#,
         state.chain_id() as i64
     )
@@ -93,21 +93,14 @@ async fn track(
     conn: &mut sqlx::PgConnection,
     row: Open,
 ) -> anyhow::Result<bool> {
+    let current = row.tx_hash.as_deref().and_then(|h| B256::try_from(h).ok());
     if row.status == "received" {
-        if row.age_secs > UNSENT_AFTER_SECS {
-            sqlx::query!(
-                "update relayed_transactions set status = 'failed', error = 'never sent', updated_at = now() where id = $1",
-                row.id
-            )
-            .execute(&mut *conn)
-            .await?;
-            return Ok(true);
-        }
-        return Ok(false);
+        return match current {
+            Some(hash) => recover_unsent(state, conn, &row, hash).await,
+            None => never_sent(conn, &row).await,
+        };
     }
-    let Some(current) = row.tx_hash.as_deref().and_then(|h| B256::try_from(h).ok()) else {
-        return Ok(false);
-    };
+    let Some(current) = current else { return Ok(false) };
     let hashes = std::iter::once(current)
         .chain(row.replaced_tx_hashes.iter().filter_map(|h| B256::try_from(h.as_slice()).ok()));
     for hash in hashes {
@@ -129,97 +122,73 @@ async fn track(
         }
     }
     let stuck = row.age_secs > state.config.relay_stuck_after_secs as f64;
-    if !stuck {
-        return Ok(false);
+    if stuck && row.mode == "raw" {
+        // A nonce used without our hash mined: the wallet replaced it.
+        return replaced_by_sender(state, conn, &row, current).await;
     }
-    // A nonce used without any of our hashes mined: something else took it.
-    if replaced_by_sender(state, conn, &row, current).await? {
-        return Ok(true);
-    }
-    match row.mode.as_str() {
-        "forward" if row.bumps < MAX_BUMPS => bump(state, conn, &row, current).await,
-        _ => Ok(false),
-    }
+    Ok(false)
 }
 
-/// Sends a stuck forward request again at its nonce with higher fees.
-async fn bump(
+/// A recorded raw transaction still `received`: the node has it (the answer to its broadcast was
+/// lost), or it is broadcast again from its stored bytes once the request that recorded it had
+/// its time; a wallet that moved past its nonce replaced it.
+async fn recover_unsent(
     state: &RelayState,
     conn: &mut sqlx::PgConnection,
     row: &Open,
-    current: B256,
+    hash: B256,
 ) -> anyhow::Result<bool> {
-    let (Some(relayer), Some(nonce), Some(calldata), Some(gas)) =
-        (state.relayer.as_ref(), row.nonce, row.calldata.clone(), row.gas_limit)
-    else {
+    if state.chain.get_transaction_by_hash(hash).await?.is_some() {
+        return pending(conn, row.id).await;
+    }
+    if row.age_secs < RESEND_AFTER_SECS {
         return Ok(false);
-    };
-    // After a nonce resync, a later request may have been sent at this nonce: re-sending would
-    // replace that one. This request's nonce belongs to the other now.
-    let taken = sqlx::query_scalar!(
-        r#"select exists(select 1 from relayed_transactions
-            where chain_id = $1 and mode = 'forward' and nonce = $2 and id <> $3
-              and status in ('pending', 'mined')) as "taken!""#,
-        state.chain_id() as i64,
-        nonce,
-        row.id
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    if taken {
-        sqlx::query!(
-            "update relayed_transactions set status = 'replaced', error = 'its nonce was used by another relayed transaction', updated_at = now() where id = $1",
-            row.id
-        )
-        .execute(&mut *conn)
-        .await?;
+    }
+    if replaced_by_sender(state, conn, row, hash).await? {
         return Ok(true);
     }
-    let factor = BUMP.powi(row.bumps + 1);
-    let forwarder = state.deployment.contracts.forwarder;
-    match relayer
-        .send(forwarder, Bytes::from(calldata), gas as u64, Some((nonce as u64, factor)))
-        .await
+    if let Some(raw) = &row.calldata
+        && state.chain.send_raw_transaction(raw).await.is_ok()
     {
-        Ok(sent) => {
-            sqlx::query!(
-                r#"update relayed_transactions
-                   set tx_hash = $2, replaced_tx_hashes = array_append(replaced_tx_hashes, $3), bumps = bumps + 1,
-                       updated_at = now()
-                   where id = $1"#,
-                row.id,
-                sent.tx_hash.as_slice(),
-                current.as_slice()
-            )
-            .execute(&mut *conn)
-            .await?;
-            tracing::info!(target: "api::relay", id = row.id, bumps = row.bumps + 1, tx = %sent.tx_hash, "stuck transaction re-sent with higher fees");
-            Ok(true)
-        }
-        Err(err) => {
-            // A nonce already used means one of its hashes got mined: the next pass finds it.
-            tracing::warn!(target: "api::relay", id = row.id, %err, "fee bump refused");
-            Ok(false)
-        }
+        tracing::info!(target: "api::relay", id = row.id, tx = %hash, "broadcast a recorded transaction again");
+        return pending(conn, row.id).await;
     }
+    never_sent(conn, row).await
 }
 
-/// A transaction the node no longer has, whose sender (the wallet for a raw transaction, the
-/// relayer for a forward request) has used its nonce for another transaction.
+async fn pending(conn: &mut sqlx::PgConnection, id: i64) -> anyhow::Result<bool> {
+    sqlx::query!(
+        "update relayed_transactions set status = 'pending', updated_at = now() where id = $1 and status = 'received'",
+        id
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(true)
+}
+
+/// A record that could not be sent in [`UNSENT_AFTER_SECS`] fails.
+async fn never_sent(conn: &mut sqlx::PgConnection, row: &Open) -> anyhow::Result<bool> {
+    if row.age_secs <= UNSENT_AFTER_SECS {
+        return Ok(false);
+    }
+    sqlx::query!(
+        "update relayed_transactions set status = 'failed', error = 'never sent', updated_at = now() where id = $1",
+        row.id
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(true)
+}
+
+/// A raw transaction the node no longer has, whose wallet has used its nonce for another
+/// transaction.
 async fn replaced_by_sender(
     state: &RelayState,
     conn: &mut sqlx::PgConnection,
     row: &Open,
     current: B256,
 ) -> anyhow::Result<bool> {
-    let sender = match (row.mode.as_str(), &state.relayer) {
-        ("forward", Some(relayer)) => relayer.address(),
-        ("forward", None) => return Ok(false),
-        _ => match Address::try_from(row.account.as_slice()) {
-            Ok(account) => account,
-            Err(_) => return Ok(false),
-        },
-    };
+    let Ok(sender) = Address::try_from(row.account.as_slice()) else { return Ok(false) };
     let Some(nonce) = row.nonce else { return Ok(false) };
     if state.chain.get_transaction_by_hash(current).await?.is_some() {
         return Ok(false);

@@ -130,7 +130,7 @@ pub(crate) async fn change(
     id: i64,
     kind: Option<&str>,
     resume: bool,
-) -> ApiResult<Json<TxOutcome>> {
+) -> ApiResult<TxOutcome> {
     owned(state, user, id, kind).await?;
     let operator = state.operator()?;
     let registry = ServiceRegistry::new(
@@ -139,9 +139,9 @@ pub(crate) async fn change(
     );
     let service = alloy::primitives::U256::from(id as u64);
     let sent = if resume {
-        operator.send(registry.resume(service)).await
+        operator.send_for(user.address, registry.resume(service)).await
     } else {
-        operator.send(registry.pause(service)).await
+        operator.send_for(user.address, registry.pause(service)).await
     };
     match sent {
         Err(ChainError::Refused(PlatformRevert::ServiceRegistry(
@@ -150,28 +150,30 @@ pub(crate) async fn change(
             "resuming needs a balance of at least one hour of the service's price; recharge first"
                 .into(),
         )),
-        other => Ok(Json(other?)),
+        other => Ok(other?),
     }
 }
 
 /// Pauses one of the caller's services on-chain (paused time is not charged).
 #[utoipa::path(post, path = "/services/{id}/pause", tag = "services", security(("bearer" = [])),
     params(("id" = i64, Path, description = "The service")),
-    responses((status = 200, body = TxOutcome),
+    responses((status = 200, body = TxOutcome, description = "Mined (or reverted: `failed`)"),
+        (status = 202, body = TxOutcome, description = "Sent or queued, not mined yet: `Location` follows it"),
         crate::http::openapi::NotFound,
         (status = 409, description = "Not active")))]
 pub async fn pause(
     State(state): State<Platform>,
     user: AuthUser,
     Path(id): Path<i64>,
-) -> ApiResult<Json<TxOutcome>> {
+) -> ApiResult<TxOutcome> {
     change(&state, &user, id, None, false).await
 }
 
 /// Resumes one of the caller's paused or suspended services on-chain.
 #[utoipa::path(post, path = "/services/{id}/resume", tag = "services", security(("bearer" = [])),
     params(("id" = i64, Path, description = "The service")),
-    responses((status = 200, body = TxOutcome),
+    responses((status = 200, body = TxOutcome, description = "Mined (or reverted: `failed`)"),
+        (status = 202, body = TxOutcome, description = "Sent or queued, not mined yet: `Location` follows it"),
         crate::http::openapi::NotFound,
         (status = 409, description = "Not paused, expired or the account suspended"),
         (status = 402, description = "Not enough credit for one hour")))]
@@ -179,6 +181,6 @@ pub async fn resume(
     State(state): State<Platform>,
     user: AuthUser,
     Path(id): Path<i64>,
-) -> ApiResult<Json<TxOutcome>> {
+) -> ApiResult<TxOutcome> {
     change(&state, &user, id, None, true).await
 }

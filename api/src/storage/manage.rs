@@ -56,21 +56,23 @@ pub async fn show(
 /// Pauses one of the caller's storage services on-chain.
 #[utoipa::path(post, path = "/storage/manage/{id}/pause", tag = "storage", security(("bearer" = [])),
     params(("id" = i64, Path, description = "The storage service")),
-    responses((status = 200, body = TxOutcome),
+    responses((status = 200, body = TxOutcome, description = "Mined (or reverted: `failed`)"),
+        (status = 202, body = TxOutcome, description = "Sent or queued, not mined yet: `Location` follows it"),
         crate::http::openapi::NotFound,
         (status = 409, description = "Not active")))]
 pub async fn pause(
     State(state): State<StorageState>,
     user: AuthUser,
     Path(id): Path<i64>,
-) -> ApiResult<Json<TxOutcome>> {
+) -> ApiResult<TxOutcome> {
     change(&state, &user, id, Some("storage"), false).await
 }
 
 /// Resumes one of the caller's storage services on-chain (needs an hour of credit).
 #[utoipa::path(post, path = "/storage/manage/{id}/resume", tag = "storage", security(("bearer" = [])),
     params(("id" = i64, Path, description = "The storage service")),
-    responses((status = 200, body = TxOutcome),
+    responses((status = 200, body = TxOutcome, description = "Mined (or reverted: `failed`)"),
+        (status = 202, body = TxOutcome, description = "Sent or queued, not mined yet: `Location` follows it"),
         (status = 402, description = "Not enough credit for one hour"),
         crate::http::openapi::NotFound,
         crate::http::openapi::Conflict))]
@@ -78,6 +80,6 @@ pub async fn resume(
     State(state): State<StorageState>,
     user: AuthUser,
     Path(id): Path<i64>,
-) -> ApiResult<Json<TxOutcome>> {
+) -> ApiResult<TxOutcome> {
     change(&state, &user, id, Some("storage"), true).await
 }

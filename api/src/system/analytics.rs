@@ -68,6 +68,20 @@ pub struct RelayerHealth {
     pub failed_24h: i64,
 }
 
+/// A key the platform signs with, and its outbox queue.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SigningKey {
+    /// Its role: `operator`, `verifier`, `registrar` or `payment-oracle`.
+    pub role: &'static str,
+    /// Its queue: address, next nonce, depth, oldest unsent row.
+    #[serde(flatten)]
+    pub queue: crate::chain::outbox::KeyQueue,
+    /// Its balance in wei (decimal string; null when the node did not answer).
+    pub balance_wei: Option<String>,
+    /// Whether the balance is below `CHAIN_LOW_BALANCE_WEI` (fund it before it stops sending).
+    pub low: bool,
+}
+
 /// Background work waiting.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobsHealth {
@@ -90,6 +104,8 @@ pub struct SystemHealth {
     pub indexer: IndexerHealth,
     /// The relayer.
     pub relayer: RelayerHealth,
+    /// The keys that send through the outbox.
+    pub signing_keys: Vec<SigningKey>,
     /// Background work (the queue depth).
     pub jobs: JobsHealth,
 }
@@ -136,13 +152,24 @@ pub async fn system(
     .await?;
     let chain_head = state.chain.get_block_number().await.ok();
     let indexed_block = checkpoint.as_ref().map(|c| c.block_number);
-    let (address, balance) = match &state.relayer {
+    let (address, balance) = match state.relayer {
         Some(relayer) => (
-            Some(relayer.address().to_checksum(None)),
-            relayer.balance().await.map(|b| b.to_string()),
+            Some(relayer.to_checksum(None)),
+            state.chain.get_balance(relayer).await.ok().map(|b| b.to_string()),
         ),
         None => (None, None),
     };
+    let mut signing_keys = Vec::new();
+    for (role, address) in state.signing_keys.iter() {
+        let queue = state.outbox.key_queue(*address).await?;
+        let balance = state.chain.get_balance(*address).await.ok();
+        signing_keys.push(SigningKey {
+            role,
+            queue,
+            balance_wei: balance.map(|b| b.to_string()),
+            low: balance.is_some_and(|b| b < state.config.chain_low_balance_wei),
+        });
+    }
     Ok(Json(SystemHealth {
         api: ApiHealth {
             version: env!("CARGO_PKG_VERSION"),
@@ -167,6 +194,7 @@ pub async fn system(
             pending: relayed.pending,
             failed_24h: relayed.failed,
         },
+        signing_keys,
         jobs: JobsHealth {
             card_payments_due: jobs.due,
             oldest_card_payment_secs: jobs.oldest,

@@ -1,12 +1,13 @@
-//! `/blockchain/ownership` (who owns a domain, from the indexed registry or fresh from the chain)
-//! and `/blockchain/listener` (chain-event webhooks: recorded, never trusted, they only wake the
+//! `/blockchain/ownership` (who owns a domain, from the indexed registry or fresh from the chain),
+//! `/blockchain/transactions/{id}` (where a transaction the platform sent stands) and
+//! `/blockchain/listener` (chain-event webhooks: recorded, never trusted, they only wake the
 //! indexer to fetch the named block now).
 
 use alloy::primitives::{Address, keccak256};
 use axum::{
     Json,
     body::Bytes,
-    extract::{Query, State},
+    extract::{Path, Query, State},
     http::HeaderMap,
 };
 use chrono::{DateTime, Utc};
@@ -18,7 +19,9 @@ use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::{
+    chain::TxOutcome,
     http::{
+        auth::{Auth, AuthUser},
         error::{ApiError, ApiResult},
         format::{parse_address, show_address, show_hex},
     },
@@ -59,6 +62,26 @@ pub struct Ownership {
     pub service_id: Option<i64>,
     /// `indexed` (the mirror) or `chain` (read now).
     pub source: &'static str,
+}
+
+/// Where a transaction the platform sent stands (a request that wrote it answers with this id
+/// when it was not mined in its wait). Readable by the account it is for and by platform admins.
+#[utoipa::path(get, path = "/blockchain/transactions/{id}", tag = "blockchain",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The outbox row")),
+    responses((status = 200, body = TxOutcome), crate::http::openapi::NotFound))]
+pub async fn transaction(
+    State(state): State<SystemState>,
+    State(auth): State<Auth>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<TxOutcome>> {
+    let not_found = || ApiError::NotFound(format!("no transaction {id}"));
+    let row = state.outbox.row(id).await?.ok_or_else(not_found)?;
+    if row.account != Some(user.address) && !auth.is_admin(user.address).await? {
+        return Err(not_found());
+    }
+    Ok(Json(TxOutcome::of(&row)))
 }
 
 /// Whether an address owns a domain, from the on-chain registry (indexed, or read now with

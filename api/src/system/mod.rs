@@ -22,10 +22,12 @@ use crate::{
 pub struct SystemState {
     /// The shared state.
     pub platform: Platform,
-    /// The relayer, whose balance health reports.
-    pub relayer: Option<Arc<crate::chain::Relayer>>,
+    /// The (first) relayer key, whose balance health reports.
+    pub relayer: Option<alloy::primitives::Address>,
     /// Which required background jobs are down.
     pub jobs: crate::jobs::JobHealth,
+    /// The keys that send through the outbox: role and address.
+    pub signing_keys: Arc<Vec<(&'static str, alloy::primitives::Address)>>,
 }
 feature_state!(SystemState);
 
@@ -41,6 +43,7 @@ where
         .routes(routes!(health::ready))
         .routes(routes!(health::metrics))
         .routes(routes!(blockchain::ownership))
+        .routes(routes!(blockchain::transaction))
         .routes(routes!(blockchain::listener))
         .routes(routes!(analytics::system))
 }
