@@ -183,8 +183,8 @@ pub fn background_jobs(
     state: &AppState,
     gateway: Option<SocketAddr>,
 ) -> anyhow::Result<Vec<jobs::Job>> {
-    let mut jobs = vec![housekeeping(state), state.platform.outbox.listener()];
-    jobs.extend(crate::chain::outbox::senders(state.senders.clone()));
+    let mut jobs = vec![housekeeping(state)];
+    jobs.extend(chain_jobs(state));
     jobs.extend(public::jobs(&state.public));
     jobs.extend(accounts::jobs(&state.accounts));
     jobs.extend(billing::jobs(&state.billing));
@@ -196,6 +196,14 @@ pub fn background_jobs(
         jobs.extend(gateway::jobs(&state.gateway, gateway)?);
     }
     Ok(jobs)
+}
+
+/// The jobs that send the platform's transactions: a sender per configured key and the outbox's
+/// listener.
+pub fn chain_jobs(state: &AppState) -> Vec<jobs::Job> {
+    let mut jobs = vec![state.platform.outbox.listener()];
+    jobs.extend(crate::chain::outbox::senders(state.senders.clone()));
+    jobs
 }
 
 /// Serves the API on `listener` (and the site gateway on `gateway`) until `shutdown` resolves,

@@ -34,7 +34,8 @@ pub mod storage;
 pub mod system;
 
 pub use app::{
-    App, app, background_jobs, layered, openapi_document, routes, serve, streaming_routes,
+    App, app, background_jobs, chain_jobs, layered, openapi_document, routes, serve,
+    streaming_routes,
 };
 pub use config::Config;
 pub use http::{limits::RateLimits, openapi::ApiDoc};

@@ -16,7 +16,7 @@ use crate::{
     accounts::{AccountsState, tokens::Sessions},
     billing::{BillingState, charges::Charges},
     chain::{
-        Operator, Relayer,
+        Operator,
         outbox::{Outbox, Purpose, Sender, SenderSettings},
     },
     domains::DomainsState,
@@ -204,6 +204,8 @@ impl AppState {
                 )?)),
                 None => None,
             };
+        let billing =
+            keyed(&config.billing_key, "BILLING_PRIVATE_KEY", "billing", Purpose::Billing)?;
         // The relayer pool: the relayer key, then the pool's keys; a sender each.
         let pool: Vec<secrecy::SecretString> = config
             .relayer_pool_keys
@@ -231,15 +233,6 @@ impl AppState {
             relayers.push(sender.address());
             senders.push(Arc::new(sender));
         }
-        let billing = match &config.billing_key {
-            Some(key) => Some(Arc::new(Relayer::new(
-                key,
-                "BILLING_PRIVATE_KEY",
-                chain.clone(),
-                deployment.chain_id,
-            )?)),
-            None => None,
-        };
         let ipfs = config
             .ipfs_api_url
             .as_deref()

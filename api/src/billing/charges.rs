@@ -3,20 +3,14 @@
 //! key under a reference the caller derives from what is paid for, so a retry cannot charge
 //! twice; and refunds, credited back by the payment oracle under a reference of their own.
 
-use std::{sync::Arc, time::Duration};
-
-use alloy::{
-    primitives::{Address, B256, U256},
-    providers::Provider,
-    sol_types::SolCall,
-};
+use alloy::primitives::{Address, B256, U256};
 use decentraspace_abi::{
     CreditLedger::{self, CreditLedgerErrors},
     PlatformRevert,
 };
 
 use crate::{
-    chain::{ChainError, Operator, Relayer},
+    chain::{ChainError, Operator},
     http::error::ApiError,
     platform::{Platform, feature_state},
 };
@@ -27,17 +21,13 @@ use crate::{
 pub struct Charges {
     /// The shared state.
     pub platform: Platform,
-    /// Sends deductions (and the meter's batches); unset without a billing key.
-    pub billing: Option<Arc<Relayer>>,
+    /// Sends deductions (and the meter's batches, through its outbox rows); unset without a
+    /// billing key.
+    pub billing: Option<Operator>,
     /// Sends credits; unset without a payment oracle key.
     pub oracle: Option<Operator>,
 }
 feature_state!(Charges);
-
-/// Gas for one deduction (it costs about 60k).
-const DEDUCT_GAS: u64 = 150_000;
-/// The longest a charge waits to be mined.
-const RECEIPT_WAIT: Duration = Duration::from_secs(30);
 
 /// "N credits" for `units` credit units (6 decimals).
 pub fn credits(units: u64) -> String {
@@ -116,40 +106,20 @@ pub async fn deduct(
         .billing
         .as_ref()
         .ok_or(ChargeError::NotConfigured("no billing key is configured to charge credits"))?;
-    let ledger = state.deployment.contracts.credit_ledger;
-    let contract = CreditLedger::new(ledger, &state.chain);
-    let deduct = contract.deduct(account, U256::ZERO, U256::from(units), usage_ref);
-    // Simulated first: a refusal is answered without spending gas.
-    if let Err(err) = deduct.from(billing.address()).call().await {
-        return match ChainError::from_send(err) {
-            ChainError::Refused(PlatformRevert::CreditLedger(
-                CreditLedgerErrors::CreditLedgerUsageRefUsed(_),
-            )) => Ok(true),
-            ChainError::Refused(PlatformRevert::CreditLedger(
-                CreditLedgerErrors::CreditLedgerInsufficientBalance(_),
-            )) => Err(ChargeError::InsufficientCredit(short.to_owned())),
-            other => Err(other.into()),
-        };
-    }
-    let call = CreditLedger::deductCall {
-        account,
-        serviceId: U256::ZERO,
-        credits: U256::from(units),
-        usageRef: usage_ref,
-    };
-    let sent = billing.send(ledger, call.abi_encode().into(), DEDUCT_GAS, None).await?;
-    let deadline = tokio::time::Instant::now() + RECEIPT_WAIT;
-    loop {
-        match state.chain.get_transaction_receipt(sent.tx_hash).await {
-            Ok(Some(receipt)) if receipt.status() => return Ok(true),
-            Ok(Some(receipt)) => {
-                return Err(ChainError::Reverted(receipt.transaction_hash).into());
-            }
-            Ok(None) | Err(_) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            _ => return Err(ChainError::Timeout(sent.tx_hash).into()),
-        }
+    let ledger =
+        CreditLedger::new(state.deployment.contracts.credit_ledger, billing.provider().clone());
+    let deduct = ledger.deduct(account, U256::ZERO, U256::from(units), usage_ref);
+    // Estimated first (a refusal is answered without spending gas), then one outbox row per
+    // reference: a retry waits for the row the first attempt wrote.
+    match billing.send_once(format!("deduct:{usage_ref}"), Some(account), deduct).await {
+        Ok(outcome) => outcome.mined().map(|()| true).map_err(ChargeError::from),
+        Err(ChainError::Refused(PlatformRevert::CreditLedger(
+            CreditLedgerErrors::CreditLedgerUsageRefUsed(_),
+        ))) => Ok(true),
+        Err(ChainError::Refused(PlatformRevert::CreditLedger(
+            CreditLedgerErrors::CreditLedgerInsufficientBalance(_),
+        ))) => Err(ChargeError::InsufficientCredit(short.to_owned())),
+        Err(other) => Err(other.into()),
     }
 }
 

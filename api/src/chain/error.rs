@@ -24,11 +24,6 @@ pub enum ChainError {
     /// The node refused the transaction itself (under-priced, malformed): nothing was sent.
     #[error("the node refused the transaction: {0}")]
     Rejected(String),
-    /// The node refused the transaction and the chain's count of the key's transactions is not
-    /// the nonce it was signed with (another sender used it, or it ran ahead): count again from
-    /// the chain and retry.
-    #[error("the signing key's nonce is out of step: {0}")]
-    Nonce(String),
     /// Sent, but not mined within the wait: it may still be, under this hash.
     #[error("the transaction {0} was not mined in time")]
     Timeout(B256),
@@ -51,15 +46,11 @@ fn show_revert(data: &Bytes) -> String {
 
 impl ChainError {
     /// Whether trying again later may succeed: the node was unreachable, the transaction was not
-    /// mined yet, or the nonce was out of step. A refusal or a revert stays one.
+    /// mined (or signed) yet, or the outbox could not be reached. A refusal or a revert stays one.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::Unreachable(_)
-                | Self::Timeout(_)
-                | Self::Queued(_)
-                | Self::Nonce(_)
-                | Self::Database(_)
+            Self::Unreachable(_) | Self::Timeout(_) | Self::Queued(_) | Self::Database(_)
         )
     }
 
@@ -142,7 +133,7 @@ mod tests {
         assert!(matches!(unknown, ChainError::RefusedUnknown(_)));
         assert!(ChainError::Unreachable("down".into()).is_retryable());
         assert!(ChainError::Timeout(B256::ZERO).is_retryable());
-        assert!(ChainError::Nonce("nonce too low".into()).is_retryable());
+        assert!(ChainError::Queued(1).is_retryable());
         assert!(!ChainError::Reverted(B256::ZERO).is_retryable());
     }
 }

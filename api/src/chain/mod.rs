@@ -1,7 +1,6 @@
 //! Writing to the chain: the outbox every transaction the platform signs goes through
-//! ([`outbox`]: one durable queue, one sender per key across replicas), the role-holder keys'
-//! calls over it ([`Operator`]), the nonce-counting senders of relayed requests and billing
-//! batches ([`Relayer`]), and the one error type every signed transaction answers with
+//! ([`outbox`]: one durable queue, one sender per key across replicas), the calls of a key over
+//! it ([`Operator`]), and the one error type every signed transaction answers with
 //! ([`ChainError`]). HTTP handlers turn it into a problem at the edge
 //! (`From<ChainError> for ApiError`); background jobs match its variants and ask
 //! [`ChainError::is_retryable`].
@@ -9,8 +8,6 @@
 mod error;
 mod operator;
 pub mod outbox;
-pub mod relayer;
 
 pub use error::ChainError;
 pub use operator::{Operator, TxOutcome};
-pub use relayer::Relayer;

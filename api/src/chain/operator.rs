@@ -55,6 +55,18 @@ impl axum::response::IntoResponse for TxOutcome {
 }
 
 impl TxOutcome {
+    /// `Ok` when it was mined; otherwise why not yet ([`ChainError::Timeout`] on the network,
+    /// [`ChainError::Queued`] not signed yet) or not at all ([`ChainError::Reverted`]).
+    pub fn mined(&self) -> Result<(), ChainError> {
+        let hash = self.tx_hash.as_deref().and_then(|h| h.parse::<alloy::primitives::B256>().ok());
+        match (self.status, hash) {
+            ("mined", _) => Ok(()),
+            ("failed", Some(hash)) => Err(ChainError::Reverted(hash)),
+            ("pending", Some(hash)) => Err(ChainError::Timeout(hash)),
+            _ => Err(ChainError::Queued(self.id)),
+        }
+    }
+
     /// How `row` reads to a caller.
     pub fn of(row: &crate::chain::outbox::Row) -> Self {
         Self {

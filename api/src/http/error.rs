@@ -166,7 +166,7 @@ impl From<ChainError> for ApiError {
             ChainError::Refused(_) | ChainError::RefusedUnknown(_) | ChainError::Reverted(_) => {
                 ApiError::Conflict(err.to_string())
             }
-            ChainError::Rejected(_) | ChainError::Nonce(_) => {
+            ChainError::Rejected(_) => {
                 tracing::warn!(target: "api::chain", %err, "the node refused a transaction");
                 ApiError::Unavailable(
                     "the chain node refused the transaction; retry shortly".into(),

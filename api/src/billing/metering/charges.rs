@@ -1,12 +1,14 @@
 //! A charge's way from planned to closed:
-//! `pending` → `sending` (handed to the node; its nonce and hash recorded) → `sent` (mined) →
+//! `pending` → `sending` (its batch written to the chain outbox in the same transaction; the
+//! billing key's sender signs, sends, raises fees and follows reorgs) → `sent` (mined) →
 //! `charged`, or `deferred` when the ledger skipped it because the service was paused, suspended
 //! or expired when the batch ran (sent again by the next cycle once the index shows the service
 //! chargeable, so pausing around a cycle never escapes its charge), or `skipped` for a cancelled
 //! service.
 //!
-//! Every node call is bounded in time; a batch stuck unmined has its fee raised at its nonce; a
-//! closed charge whose ledger event a reorg removed is opened again.
+//! Every node call is bounded in time; a closed charge whose ledger event a reorg removed is
+//! opened again. Charges sent before the outbox (a hash, no outbox row) are settled by their
+//! receipt or, without one, by the ledger's used references.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -24,20 +26,17 @@ use decentraspace_abi::{
 };
 
 use super::meter::{Meter, Report};
-use crate::chain::ChainError;
+use crate::chain::{
+    ChainError,
+    outbox::{Purpose, Row, State, Until, Write},
+};
 
-/// How long a receipt is waited for before the batch is left to the next pass.
+/// How long a batch is waited for before it is left to the next pass.
 const RECEIPT_WAIT: Duration = Duration::from_secs(60);
 /// The longest one node call may take (a hung node must not hold the meter).
 const NODE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A mined charge not indexed after this is looked up on-chain again (its block may be gone).
 const STALE_SENT_SECS: f64 = 600.0;
-/// A batch unmined after this is sent again at its nonce with a higher fee.
-const STUCK_AFTER_SECS: f64 = 120.0;
-/// The most fee raises a batch gets.
-const MAX_BUMPS: i32 = 5;
-/// Each raise multiplies the fees by this (nodes require at least +10% to replace).
-const BUMP: f64 = 1.25;
 /// Gas headroom over the estimate: balances move between estimation and inclusion.
 const GAS_HEADROOM_PERCENT: u64 = 25;
 /// Closed charges younger than this many blocks are checked against the index (reorgs).
@@ -56,9 +55,44 @@ struct Open {
     usage_ref: Vec<u8>,
     status: String,
     tx_hash: Option<Vec<u8>>,
-    nonce: Option<i64>,
-    fee_bumps: i32,
+    outbox_id: Option<i64>,
     age_secs: f64,
+}
+
+/// Which batch a handed-over charge went in: its outbox row, or (sent before the outbox) its
+/// transaction hash.
+type BatchKey = (Option<i64>, Option<Vec<u8>>);
+
+/// How a batch's transaction ended.
+struct Ended {
+    succeeded: bool,
+    tx_hash: B256,
+    block_number: Option<u64>,
+    gas_used: u64,
+}
+
+impl Ended {
+    fn of_receipt(receipt: &TransactionReceipt) -> Self {
+        Self {
+            succeeded: receipt.status(),
+            tx_hash: receipt.transaction_hash,
+            block_number: receipt.block_number,
+            gas_used: receipt.gas_used,
+        }
+    }
+
+    /// The end of an outbox row, if a receipt ended it.
+    fn of_row(row: &Row) -> Option<Self> {
+        match (row.state.is_final(), row.tx_hash) {
+            (true, Some(tx_hash)) => Some(Self {
+                succeeded: row.state != State::Reverted,
+                tx_hash,
+                block_number: row.block_number,
+                gas_used: row.gas_used.unwrap_or(0),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// `call` bounded by [`NODE_TIMEOUT`].
@@ -89,7 +123,7 @@ impl Meter {
     /// batches, and waits for their receipts.
     pub(super) async fn send(&self, report: &mut Report) -> anyhow::Result<()> {
         let chain_id = self.chain_id as i64;
-        let mut in_flight: Vec<(B256, Vec<i64>)> = Vec::new();
+        let mut in_flight: Vec<(i64, Vec<i64>)> = Vec::new();
         loop {
             let batch = sqlx::query_as!(
                 Pending,
@@ -116,44 +150,46 @@ impl Meter {
             let ids: Vec<i64> = batch.iter().map(|c| c.id).collect();
             let input = deduct_batch(&batch);
             let Some(gas) = self.estimate(&batch, &input).await? else { continue };
-            // Handed to the node from here on: after a crash these are looked up, not re-sent.
-            // Their ledger events can only be in blocks after the indexed head of this moment.
+            let write = Write {
+                purpose: Purpose::MeterBatch,
+                reference: format!("meter:{}", hex::encode(crate::random::reference())),
+                account: None,
+                to: self.ledger,
+                input: input.into(),
+                value: U256::ZERO,
+                gas_limit: gas + gas * GAS_HEADROOM_PERCENT / 100,
+            };
+            // The batch and its charges' hand-over commit together: from here on the billing
+            // key's sender sends it, whatever happens to this replica. Their ledger events can
+            // only be in blocks after the indexed head of this moment.
+            let mut tx = self.db.begin().await?;
+            let outbox_id = self.outbox.enqueue(&mut tx, self.signer, &write).await?;
             sqlx::query!(
                 "update meter_charges
                  set status = 'sending', attempts = attempts + 1, tx_hash = null, nonce = null, fee_bumps = 0,
+                     outbox_id = $3,
                      planned_block = greatest(planned_block,
                          coalesce((select block_number from indexer_checkpoints where chain_id = $2), 0)),
                      updated_at = now()
                  where id = any($1)",
                 &ids,
-                chain_id
+                chain_id,
+                outbox_id
             )
-            .execute(&self.db)
+            .execute(&mut *tx)
             .await?;
-            let gas = gas + gas * GAS_HEADROOM_PERCENT / 100;
-            let sent = self
-                .sender
-                .send(self.ledger, input.into(), gas, None)
-                .await
-                .context("send a deductBatch")?;
-            sqlx::query!(
-                "update meter_charges set tx_hash = $2, nonce = $3, updated_at = now() where id = any($1)",
-                &ids,
-                sent.tx_hash.as_slice(),
-                sent.nonce as i64
-            )
-            .execute(&self.db)
-            .await?;
-            in_flight.push((sent.tx_hash, ids));
+            tx.commit().await?;
+            in_flight.push((outbox_id, ids));
         }
-        for (tx_hash, ids) in in_flight {
-            let Some(receipt) = self.wait_for_receipt(tx_hash).await? else { continue };
-            if receipt.status() {
+        for (outbox_id, ids) in in_flight {
+            let row = self.outbox.wait(outbox_id, Until::Mined, RECEIPT_WAIT).await?;
+            let Some(ended) = row.as_ref().and_then(Ended::of_row) else { continue };
+            if ended.succeeded {
                 report.batches += 1;
                 report.sent += ids.len();
-                report.gas_used += receipt.gas_used;
+                report.gas_used += ended.gas_used;
             }
-            self.receipt_for(&ids, &receipt).await?;
+            self.ended(&ids, &ended).await?;
         }
         Ok(())
     }
@@ -162,7 +198,7 @@ impl Meter {
     /// (an earlier send landed after all): those are marked sent, the rest pending again.
     async fn estimate(&self, batch: &[Pending], input: &[u8]) -> anyhow::Result<Option<u64>> {
         let request = TransactionRequest::default()
-            .with_from(self.sender.address())
+            .with_from(self.signer)
             .with_to(self.ledger)
             .with_input(input.to_vec());
         let estimated = tokio::time::timeout(NODE_TIMEOUT, self.chain.estimate_gas(request))
@@ -194,33 +230,21 @@ impl Meter {
         Ok(None)
     }
 
-    async fn wait_for_receipt(&self, tx_hash: B256) -> anyhow::Result<Option<TransactionReceipt>> {
-        let deadline = tokio::time::Instant::now() + RECEIPT_WAIT;
-        loop {
-            if let Some(receipt) = bounded(self.chain.get_transaction_receipt(tx_hash)).await? {
-                return Ok(Some(receipt));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(None);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
     /// A mined batch's charges are `sent`; a reverted batch's go back to pending.
-    async fn receipt_for(&self, ids: &[i64], receipt: &TransactionReceipt) -> anyhow::Result<()> {
-        if receipt.status() {
+    async fn ended(&self, ids: &[i64], ended: &Ended) -> anyhow::Result<()> {
+        if ended.succeeded {
             sqlx::query!(
-                "update meter_charges set status = 'sent', charged_block = $2, updated_at = now()
+                "update meter_charges set status = 'sent', charged_block = $2, tx_hash = $3, updated_at = now()
                  where id = any($1) and status = 'sending'",
                 ids,
-                receipt.block_number.map(|b| b as i64)
+                ended.block_number.map(|b| b as i64),
+                ended.tx_hash.as_slice()
             )
             .execute(&self.db)
             .await?;
             return Ok(());
         }
-        tracing::warn!(target: "api::meter", tx = %receipt.transaction_hash, "a deductBatch reverted; its charges are sent again");
+        tracing::warn!(target: "api::meter", tx = %ended.tx_hash, "a deductBatch reverted; its charges are sent again");
         self.mark(ids, "pending").await
     }
 
@@ -231,7 +255,8 @@ impl Meter {
         }
         sqlx::query!(
             "update meter_charges
-             set status = $2, tx_hash = case when $2 = 'pending' then null else tx_hash end, updated_at = now()
+             set status = $2, tx_hash = case when $2 = 'pending' then null else tx_hash end,
+                 outbox_id = case when $2 = 'pending' then null else outbox_id end, updated_at = now()
              where id = any($1)",
             ids,
             status
@@ -265,13 +290,14 @@ impl Meter {
         bounded(ledger.isUsageRefUsed(B256::from_slice(usage_ref)).call()).await
     }
 
-    /// Charges handed to the node by a pass that did not finish (a crash, a node that did not
-    /// answer), batches stuck unmined, and mined charges the index never showed: the receipt
-    /// says what happened; without one, the ledger's used references do.
+    /// Charges handed over by a pass that did not finish (a crash, a batch slower than the
+    /// wait), and mined charges the index never showed: the batch's outbox row says what
+    /// happened (while it is not final, its sender is at work); for charges sent before the
+    /// outbox, the receipt, or without one the ledger's used references.
     pub(super) async fn recover(&self) -> anyhow::Result<()> {
         let open = sqlx::query_as!(
             Open,
-            r#"select id, usage_ref, status, tx_hash, nonce, fee_bumps,
+            r#"select id, usage_ref, status, tx_hash, outbox_id,
                       extract(epoch from now() - updated_at)::float8 as "age_secs!"
                from meter_charges
                where chain_id = $1 and status in ('sending', 'sent')
@@ -280,71 +306,41 @@ impl Meter {
         )
         .fetch_all(&self.db)
         .await?;
-        let mut by_tx: HashMap<Option<Vec<u8>>, Vec<&Open>> = HashMap::new();
+        let mut by_batch: HashMap<BatchKey, Vec<&Open>> = HashMap::new();
         for charge in &open {
             if charge.status == "sending" || charge.age_secs > STALE_SENT_SECS {
-                by_tx.entry(charge.tx_hash.clone()).or_default().push(charge);
+                by_batch
+                    .entry((charge.outbox_id, charge.tx_hash.clone()))
+                    .or_default()
+                    .push(charge);
             }
         }
-        for (tx_hash, charges) in by_tx {
+        for ((outbox_id, tx_hash), charges) in by_batch {
             let ids: Vec<i64> = charges.iter().map(|c| c.id).collect();
+            if let Some(outbox_id) = outbox_id {
+                let row = self.outbox.row(outbox_id).await?;
+                match row.as_ref().map(|r| (r.state, Ended::of_row(r))) {
+                    Some((_, Some(ended))) => self.ended(&ids, &ended).await?,
+                    // Queued, signed or on the network: its sender finishes it.
+                    Some((_, None)) => {}
+                    None => {
+                        anyhow::bail!("meter charges name outbox row {outbox_id}, which is gone")
+                    }
+                }
+                continue;
+            }
             if let Some(hash) = tx_hash.as_deref().map(B256::from_slice) {
                 if let Some(receipt) = bounded(self.chain.get_transaction_receipt(hash)).await? {
-                    self.receipt_for(&ids, &receipt).await?;
+                    self.ended(&ids, &Ended::of_receipt(&receipt)).await?;
                     continue;
                 }
                 if bounded(self.chain.get_transaction_by_hash(hash)).await?.is_some() {
-                    self.bump_if_stuck(&charges).await?;
                     continue;
                 }
             }
             // Never mined, or its hash was not recorded: the ledger's references decide.
             self.settle_by_refs(charges.iter().map(|c| (c.id, c.usage_ref.as_slice()))).await?;
         }
-        Ok(())
-    }
-
-    /// Sends a batch waiting in the mempool again, at its nonce, with higher fees.
-    async fn bump_if_stuck(&self, charges: &[&Open]) -> anyhow::Result<()> {
-        let Some(first) = charges.first() else { return Ok(()) };
-        let (Some(nonce), true) = (first.nonce, first.age_secs > STUCK_AFTER_SECS) else {
-            return Ok(());
-        };
-        if first.fee_bumps >= MAX_BUMPS {
-            tracing::error!(target: "api::meter", nonce, "a deductBatch stays unmined after {MAX_BUMPS} fee raises");
-            return Ok(());
-        }
-        let ids: Vec<i64> = charges.iter().map(|c| c.id).collect();
-        let batch = sqlx::query_as!(
-            Pending,
-            r#"select id, usage_ref, account, service_id, credits::text as "credits!"
-               from meter_charges where id = any($1) order by id"#,
-            &ids
-        )
-        .fetch_all(&self.db)
-        .await?;
-        let input = deduct_batch(&batch);
-        let Some(gas) = self.estimate(&batch, &input).await? else { return Ok(()) };
-        let bump = BUMP.powi(first.fee_bumps + 1);
-        let sent = self
-            .sender
-            .send(
-                self.ledger,
-                input.into(),
-                gas + gas * GAS_HEADROOM_PERCENT / 100,
-                Some((nonce as u64, bump)),
-            )
-            .await
-            .context("raise a deductBatch's fee")?;
-        tracing::warn!(target: "api::meter", nonce, tx = %sent.tx_hash, bumps = first.fee_bumps + 1, "raised a stuck deductBatch's fee");
-        sqlx::query!(
-            "update meter_charges set tx_hash = $2, fee_bumps = fee_bumps + 1, updated_at = now()
-             where id = any($1)",
-            &ids,
-            sent.tx_hash.as_slice()
-        )
-        .execute(&self.db)
-        .await?;
         Ok(())
     }
 

@@ -16,7 +16,7 @@
 //! a time (a session advisory lock), and planning also holds a transaction-level lock, so that a
 //! lost lock connection cannot let two replicas plan the same time.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use alloy::{
     primitives::{Address, B256, U256},
@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use super::plan::{self, Change};
 use crate::{
     billing::BillingState,
-    chain::Relayer,
+    chain::outbox::Outbox,
     jobs::{Job, Pass, Schedule},
 };
 
@@ -88,7 +88,9 @@ pub struct Meter {
     pub(super) chain_id: u64,
     pub(super) ledger: Address,
     pub(super) chain: DynProvider,
-    pub(super) sender: Arc<Relayer>,
+    /// The billing key's address (its sender sends the batches).
+    pub(super) signer: Address,
+    pub(super) outbox: Outbox,
     pub(super) batch_size: usize,
     pub(super) storage_per_gib_hour: u64,
 }
@@ -111,7 +113,8 @@ impl Meter {
             chain_id: state.chain_id(),
             ledger: state.deployment.contracts.credit_ledger,
             chain: state.chain.clone(),
-            sender: state.billing.clone()?,
+            signer: state.billing.as_ref()?.address(),
+            outbox: state.outbox.clone(),
             batch_size: state.config.meter_batch_size as usize,
             storage_per_gib_hour: state.config.storage_credits_per_gib_hour,
         })

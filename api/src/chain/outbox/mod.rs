@@ -26,6 +26,10 @@ pub enum Purpose {
     Operator,
     /// A user's forward request, submitted through the forwarder by a relayer key.
     Relay,
+    /// A batch of the meter's charges (`deductBatch`), by the billing key.
+    MeterBatch,
+    /// A one-off deduction (`deduct`), by the billing key.
+    Billing,
     /// A card payment credited by the payment oracle.
     Payment,
     /// A purchase or renewal recorded by the registrar key.
@@ -40,6 +44,8 @@ impl Purpose {
         match self {
             Self::Operator => "operator",
             Self::Relay => "relay",
+            Self::MeterBatch => "meter_batch",
+            Self::Billing => "billing",
             Self::Payment => "payment",
             Self::Registrar => "registrar",
             Self::Verifier => "verifier",
@@ -114,6 +120,8 @@ pub struct Row {
     pub tx_hash: Option<B256>,
     /// The block it was mined in.
     pub block_number: Option<u64>,
+    /// The gas it used, once mined.
+    pub gas_used: Option<u64>,
     /// The last reason a broadcast failed (cleared once one succeeds).
     pub error: Option<String>,
     /// The account it is for, when there is one.
@@ -200,7 +208,7 @@ impl Outbox {
     /// The row `id` as it stands.
     pub async fn row(&self, id: i64) -> Result<Option<Row>, sqlx::Error> {
         let row = sqlx::query!(
-            r#"select o.id, o.state, o.block_number, o.error, o.account,
+            r#"select o.id, o.state, o.block_number, o.gas_used, o.error, o.account,
                       coalesce(o.tx_hash, (select s.tx_hash from chain_outbox_sends s
                                            where s.outbox_id = o.id order by s.id desc limit 1)) as tx_hash
                from chain_outbox o where o.id = $1 and o.chain_id = $2"#,
@@ -214,6 +222,7 @@ impl Outbox {
             state: State::parse(&r.state),
             tx_hash: r.tx_hash.as_deref().and_then(|h| B256::try_from(h).ok()),
             block_number: r.block_number.and_then(|b| u64::try_from(b).ok()),
+            gas_used: r.gas_used.and_then(|g| u64::try_from(g).ok()),
             error: r.error,
             account: r.account.as_deref().and_then(|a| Address::try_from(a).ok()),
         }))
