@@ -183,7 +183,7 @@ pub fn background_jobs(
     state: &AppState,
     gateway: Option<SocketAddr>,
 ) -> anyhow::Result<Vec<jobs::Job>> {
-    let mut jobs = vec![housekeeping(state)];
+    let mut jobs = vec![housekeeping(state), state.platform.wakes.listener(&state.platform.db)];
     jobs.extend(chain_jobs(state));
     jobs.extend(public::jobs(&state.public));
     jobs.extend(accounts::jobs(&state.accounts));
@@ -227,6 +227,7 @@ pub async fn serve(
             stopping.clone().cancelled_owned(),
         ))
     });
+    let hosting_state = state.hosting.clone();
     let app = app(state);
     let served = axum::serve(
         listener,
@@ -235,11 +236,18 @@ pub async fn serve(
     .with_graceful_shutdown(shutdown)
     .await
     .context("serve");
+    // Draining: no request is in flight any more. The jobs stop; what they held is handed back
+    // (every chain write is already durable in the outbox, and its key's lock passes to another
+    // replica with this one's connection).
     stopping.cancel();
     if let Some(gateway) = gateway {
         gateway.await.ok();
     }
     supervisor.await.ok();
+    let handed = hosting::hand_back(&hosting_state).await;
+    if handed > 0 {
+        tracing::info!(handed, "handed back the deployments in progress");
+    }
     served
 }
 
@@ -250,8 +258,11 @@ fn housekeeping(state: &AppState) -> jobs::Job {
         "rate-limit-pruning",
         || jobs::Schedule::every(Duration::from_secs(60)).first_after(Duration::from_secs(60)),
         move || {
-            limits.prune();
-            std::future::ready(Ok(()))
+            let limits = limits.clone();
+            async move {
+                limits.prune().await;
+                Ok(())
+            }
         },
     )
     .optional()

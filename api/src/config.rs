@@ -451,6 +451,16 @@ pub struct Config {
     #[arg(long, env = "RATE_LIMIT_PER_ACCOUNT", default_value_t = 50)]
     pub rate_limit_per_account: u32,
 
+    /// Requests per minute one client IP may make across every replica together (unset: 60
+    /// times `RATE_LIMIT_PER_IP`).
+    #[arg(long, env = "RATE_LIMIT_PER_IP_PER_MINUTE")]
+    pub rate_limit_per_ip_per_minute: Option<u32>,
+
+    /// Requests per minute one account may make across every replica together (unset: 60 times
+    /// `RATE_LIMIT_PER_ACCOUNT`).
+    #[arg(long, env = "RATE_LIMIT_PER_ACCOUNT_PER_MINUTE")]
+    pub rate_limit_per_account_per_minute: Option<u32>,
+
     /// The indexer lag, in blocks, above which `/ready` answers 503.
     #[arg(long, env = "READY_MAX_LAG_BLOCKS", default_value_t = 300)]
     pub ready_max_lag_blocks: u64,

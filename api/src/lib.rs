@@ -32,6 +32,7 @@ pub mod services;
 mod state;
 pub mod storage;
 pub mod system;
+pub mod wakes;
 
 pub use app::{
     App, app, background_jobs, chain_jobs, layered, openapi_document, routes, serve,

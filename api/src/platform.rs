@@ -30,6 +30,8 @@ pub struct Platform {
     pub operator: Option<Operator>,
     /// The outbox every signed transaction goes through.
     pub outbox: Outbox,
+    /// Wake-ups of jobs across replicas.
+    pub wakes: crate::wakes::Wakes,
 }
 
 impl Platform {

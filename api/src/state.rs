@@ -297,7 +297,16 @@ impl AppState {
         let access = AccessTokens::new(&config.jwt_secret, config.access_ttl_secs)?;
         let limits = Arc::new(
             RateLimits::new(config.rate_limit_per_ip, config.rate_limit_per_account)
-                .behind(config.trusted_proxies.clone()),
+                .behind(config.trusted_proxies.clone())
+                .shared(
+                    db.clone(),
+                    config
+                        .rate_limit_per_ip_per_minute
+                        .unwrap_or(config.rate_limit_per_ip.saturating_mul(60)),
+                    config
+                        .rate_limit_per_account_per_minute
+                        .unwrap_or(config.rate_limit_per_account.saturating_mul(60)),
+                ),
         );
         let (notices, _) = broadcast::channel(1024);
         let config = Arc::new(config);
@@ -308,6 +317,7 @@ impl AppState {
             chain,
             operator,
             outbox,
+            wakes: crate::wakes::Wakes::default(),
         };
         let auth = Auth::new(
             access.clone(),
@@ -330,16 +340,10 @@ impl AppState {
             billing: BillingState {
                 charges: charges.clone(),
                 payments,
-                payment_wake: Arc::default(),
                 notices: notices.clone(),
                 balances,
             },
-            storage: StorageState {
-                platform: platform.clone(),
-                ipfs: ipfs.clone(),
-                arweave,
-                directory_wake: Arc::default(),
-            },
+            storage: StorageState { platform: platform.clone(), ipfs: ipfs.clone(), arweave },
             hosting: HostingState {
                 platform: platform.clone(),
                 ipfs: ipfs.clone(),
@@ -349,6 +353,7 @@ impl AppState {
                 builder,
                 log_notices: broadcast::channel(1024).0,
                 deploy_wake: Arc::default(),
+                working: Arc::default(),
             },
             gateway: GatewayState { platform: platform.clone(), ipfs },
             github: GitHubState { charges: charges.clone(), github, sealer },

@@ -32,6 +32,10 @@ pub const OUTBOX_QUEUED: &str = "decentraspace_outbox_queued";
 /// wakes the callers that wait for it, on every replica.
 pub const OUTBOX_MOVED: &str = "decentraspace_outbox_moved";
 
+/// A job has new work (the payload names it: `card-payments`, `folder-directories`): wakes it on
+/// every replica.
+pub const WAKE_JOB: &str = "decentraspace_wake_job";
+
 /// What the indexer committed: a batch of blocks, or a rollback to a fork.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexedBatch {
@@ -61,6 +65,7 @@ mod tests {
             DEPLOYMENT_QUEUED,
             OUTBOX_QUEUED,
             OUTBOX_MOVED,
+            WAKE_JOB,
         ];
         let unique: std::collections::HashSet<_> = names.iter().collect();
         assert_eq!(unique.len(), names.len());

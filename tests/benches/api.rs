@@ -7,8 +7,13 @@
 //!   `pgbench -S` on the same Postgres as the ceiling. One line per endpoint:
 //!   `api_read endpoint=… rps=… p50_ms=… p99_ms=… errors=… pgbench_select_tps=… ratio=…`.
 //! - Relay: `BENCH_RELAY` (default 1,000) gasless forward requests (`register()` for as many fresh
-//!   wallets), `BENCH_RELAY_CONCURRENCY` (32) at a time, from the first request to the last
-//!   receipt: `relay_throughput tx=… seconds=… tx_per_sec=… nonce_errors=…`.
+//!   wallets), `BENCH_RELAY_CONCURRENCY` (32) at a time, round-robin over 1 or 3 API replicas
+//!   (each with its own pool, state and senders, on one database), with one relayer key or a pool
+//!   of four, from the first request to the last receipt:
+//!   `relay_throughput replicas=… keys=… tx=… seconds=… tx_per_sec=… nonce_errors=…`
+//!   (`nonce_errors`: outbox rows that had to be signed again because their nonce was taken, plus
+//!   relayed requests that failed). Then the operator path's latency, from an admin's request to
+//!   its transaction on the network and to its receipt (`operator_latency …`).
 //!
 //! `BENCH_SECONDS` (default 10) sets each wrk and pgbench run; `BENCH_CONNECTIONS` (32) wrk's
 //! connections; `BENCH_BLOCK_TIME` mines on an interval instead of per transaction. The machine runs everything: wrk, the API, Postgres, anvil and the indexer.
@@ -19,7 +24,7 @@ use std::{
 };
 
 use alloy::{
-    primitives::{Address, Bytes, U256, aliases::U48, keccak256},
+    primitives::{Bytes, U256, aliases::U48, keccak256},
     providers::Provider,
     signers::{Signer, local::PrivateKeySigner},
     sol_types::{SolCall, SolStruct},
@@ -102,11 +107,85 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    let (tx, seconds, nonce_errors) =
-        relay(&chain, &api, env_or("BENCH_RELAY", 1_000) as usize).await?;
+    drop(api);
+    let n = env_or("BENCH_RELAY", 1_000) as usize;
+    let pool: Vec<String> =
+        (20..23).map(|u| format!("0x{}", alloy::hex::encode(chain.user(u).to_bytes()))).collect();
+    for (replicas, keys) in [(1, 1), (3, 1), (1, 4), (3, 4)] {
+        let mut apis = Vec::new();
+        for _ in 0..replicas {
+            let mut config = api_config(&chain, &db);
+            config.rate_limit_per_ip = 1_000_000;
+            config.rate_limit_per_account = 1_000_000;
+            config.relay_quota_per_hour = 1_000_000;
+            config.database_pool_size = 32;
+            config.chain_confirmations = 0;
+            if keys > 1 {
+                config.relayer_pool_keys = Some(pool[..keys - 1].join(",").into());
+            }
+            apis.push(TestApi::start_with(config).await?);
+        }
+        let (tx, seconds, nonce_errors) = relay(&chain, &db, &apis, n).await?;
+        println!(
+            "relay_throughput replicas={replicas} keys={keys} tx={tx} seconds={seconds:.2} tx_per_sec={:.0} nonce_errors={nonce_errors}",
+            tx as f64 / seconds
+        );
+    }
+    operator_latency(&chain, &db).await
+}
+
+/// An admin's tier change, `BENCH_OPERATOR` (default 200) times one after another, through one
+/// API: from the request to its transaction's hash (the row `pending`) and to its answer (mined).
+async fn operator_latency(chain: &TestChain, db: &TestDb) -> anyhow::Result<()> {
+    let mut config = api_config(chain, db);
+    config.rate_limit_per_ip = 1_000_000;
+    config.rate_limit_per_account = 1_000_000;
+    config.chain_confirmations = 0;
+    let api = TestApi::start_with(config).await?;
+    let admin = api.login(&chain.role(Role::Admin)).await?;
+    for k in 0..4 {
+        api.login_registered(&chain.user(24 + k)).await?;
+    }
+    let n = env_or("BENCH_OPERATOR", 200) as usize;
+    let mut to_sent = Vec::with_capacity(n);
+    let mut to_mined = Vec::with_capacity(n);
+    let mut conn = db.connect().await?;
+    for i in 0..n {
+        let account = chain.user(24 + i % 4).address();
+        let tier = if i % 2 == 0 { "paid" } else { "free" };
+        let started = Instant::now();
+        let (status, body) = api
+            .post(
+                "/auth/tier",
+                Some(&admin.access),
+                &json!({ "address": account.to_string(), "tier": tier }),
+            )
+            .await?;
+        let answered = started.elapsed();
+        anyhow::ensure!(status == 200, "tier change: {status} {body}");
+        let id = body["id"].as_i64().context("an outbox id")?;
+        // When the sender put it on the network, from the row's own clock.
+        let (created, sent): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
+            sqlx::query_as(
+                "select o.created_at, min(s.broadcast_at) from chain_outbox o
+                 join chain_outbox_sends s on s.outbox_id = o.id where o.id = $1 group by o.id",
+            )
+            .bind(id)
+            .fetch_one(&mut conn)
+            .await?;
+        to_sent.push((sent - created).to_std().unwrap_or_default());
+        to_mined.push(answered);
+    }
+    let percentile = |times: &mut Vec<Duration>, p: f64| {
+        times.sort_unstable();
+        times[((times.len() as f64 * p) as usize).min(times.len() - 1)].as_secs_f64() * 1_000.0
+    };
     println!(
-        "relay_throughput tx={tx} seconds={seconds:.2} tx_per_sec={:.0} nonce_errors={nonce_errors}",
-        tx as f64 / seconds
+        "operator_latency calls={n} to_broadcast_p50_ms={:.1} to_broadcast_p99_ms={:.1} to_mined_p50_ms={:.1} to_mined_p99_ms={:.1}",
+        percentile(&mut to_sent, 0.5),
+        percentile(&mut to_sent, 0.99),
+        percentile(&mut to_mined, 0.5),
+        percentile(&mut to_mined, 0.99),
     );
     Ok(())
 }
@@ -139,9 +218,15 @@ fn pgbench(test_url: &str, seconds: u64) -> anyhow::Result<f64> {
         .context("tps in pgbench's output")
 }
 
-/// Relays `n` gasless `register()` calls, one per fresh wallet; returns how many were accepted,
-/// the seconds from the first request to the last receipt, and how many failed on a nonce.
-async fn relay(chain: &TestChain, api: &TestApi, n: usize) -> anyhow::Result<(usize, f64, usize)> {
+/// Relays `n` gasless `register()` calls, one per fresh wallet, round-robin over `apis`; returns
+/// how many were accepted, the seconds from the first request to the last receipt, and the nonce
+/// errors (rows signed again because their nonce was taken, and relayed requests that failed).
+async fn relay(
+    chain: &TestChain,
+    db: &TestDb,
+    apis: &[TestApi],
+    n: usize,
+) -> anyhow::Result<(usize, f64, usize)> {
     let c = chain.deployment.contracts;
     let keys =
         decentraspace_api::http::auth::AccessTokens::new(&JWT_SECRET.to_owned().into(), 3_600)?;
@@ -170,8 +255,9 @@ async fn relay(chain: &TestChain, api: &TestApi, n: usize) -> anyhow::Result<(us
     }
     let concurrency = env_or("BENCH_RELAY_CONCURRENCY", 32) as usize;
     let started = Instant::now();
-    let answers: Vec<(u16, serde_json::Value)> = stream::iter(requests.iter())
-        .map(|(_, token, body)| async move {
+    let answers: Vec<(u16, serde_json::Value)> = stream::iter(requests.iter().enumerate())
+        .map(|(i, (_, token, body))| async move {
+            let api = &apis[i % apis.len()];
             let response = api
                 .http
                 .post(api.url("/blockchain/credit"))
@@ -187,27 +273,36 @@ async fn relay(chain: &TestChain, api: &TestApi, n: usize) -> anyhow::Result<(us
         .await
         .into_iter()
         .collect::<anyhow::Result<_>>()?;
-    let accepted: Vec<&serde_json::Value> =
-        answers.iter().filter(|(s, _)| *s == 202).map(|(_, b)| b).collect();
-    let nonce_errors = answers
-        .iter()
-        .filter(|(s, b)| {
-            *s != 202
-                && b["detail"].as_str().is_some_and(|d| d.to_ascii_lowercase().contains("nonce"))
-        })
-        .count();
+    let accepted: Vec<i64> =
+        answers.iter().filter(|(s, _)| *s == 202).filter_map(|(_, b)| b["id"].as_i64()).collect();
     if accepted.len() != n {
         let refused: Vec<_> = answers.iter().filter(|(s, _)| *s != 202).take(3).collect();
         eprintln!("{} of {n} refused, e.g. {refused:?}", n - accepted.len());
     }
-    // Until the last one is mined.
-    let registry = AccountRegistry::new(c.account_registry, chain.reader());
-    let last = requests.last().map(|(a, _, _)| *a).unwrap_or(Address::ZERO);
-    let wait_until = Instant::now() + Duration::from_secs(120);
-    while !registry.isActive(last).call().await? {
-        anyhow::ensure!(Instant::now() < wait_until, "the last relayed registration never landed");
+    // Until every accepted one has ended.
+    let mut conn = db.connect().await?;
+    let wait_until = Instant::now() + Duration::from_secs(300);
+    loop {
+        let open: i64 = sqlx::query_scalar(
+            "select count(*) from relayed_transactions where id = any($1) and status in ('received', 'pending')",
+        )
+        .bind(&accepted)
+        .fetch_one(&mut conn)
+        .await?;
+        if open == 0 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < wait_until, "{open} relayed requests never landed");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
-    Ok((accepted.len(), seconds, nonce_errors))
+    let (failed, requeued): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from relayed_transactions where id = any($1) and status <> 'mined'),
+                (select coalesce(sum(o.requeued), 0)::bigint from relayed_transactions r
+                 join chain_outbox o on o.id = r.outbox_id where r.id = any($1))",
+    )
+    .bind(&accepted)
+    .fetch_one(&mut conn)
+    .await?;
+    Ok((accepted.len(), seconds, (failed + requeued) as usize))
 }

@@ -156,6 +156,26 @@ impl TestApi {
         self.send(reqwest::Method::POST, path, token, Some(body)).await
     }
 
+    /// Sets the credits one subunit of `currency` buys, as `admin`; the answer's status (204
+    /// once the admin role is indexed).
+    pub async fn set_fiat_rate(
+        &self,
+        admin: &Session,
+        currency: &str,
+        credits_per_subunit: u64,
+    ) -> anyhow::Result<u16> {
+        let response = self
+            .http
+            .put(self.url("/billing/fiat-rates"))
+            .bearer_auth(&admin.access)
+            .json(&serde_json::json!({
+                "currency": currency, "credits_per_subunit": credits_per_subunit.to_string()
+            }))
+            .send()
+            .await?;
+        Ok(response.status().as_u16())
+    }
+
     /// A fresh nonce.
     pub async fn nonce(&self) -> anyhow::Result<String> {
         let (status, body) = self.get("/auth/nonce", None).await?;

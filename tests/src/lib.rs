@@ -6,6 +6,7 @@
 mod api;
 mod archive;
 mod arweave;
+mod balancer;
 mod chain;
 mod db;
 mod dns;
@@ -30,6 +31,7 @@ pub use api::{
 };
 pub use archive::site_tar_gz;
 pub use arweave::TestArweave;
+pub use balancer::RoundRobin;
 pub use chain::{Role, TestChain, repo_root};
 pub use db::{TestDb, server_url};
 pub use dns::TestDns;

@@ -1118,3 +1118,48 @@ async fn pnpm_and_yarn_lockfiles_install_with_their_own_package_manager() -> any
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_stopping_replica_hands_its_deployments_back_at_once() -> anyhow::Result<()> {
+    let stack = stack(0).await?;
+    let session = stack.api.login_registered(&stack.chain.user(0)).await?;
+    stack.api.deploy_site(&session.access, "handed", "<h1>v1</h1>").await?;
+    let mut conn = stack.db.connect().await?;
+    let site: i64 = sqlx::query_scalar("select id from sites where name = 'handed'")
+        .fetch_one(&mut conn)
+        .await?;
+    // A deployment this replica's worker was building (attempt 1), its lease a minute ahead.
+    let building = |attempt: i32| {
+        sqlx::query_scalar::<_, i64>(
+            "insert into deployments (site_id, source, state, attempts, lease_until)
+             values ($1, 'upload', 'building', $2, now() + interval '1 minute') returning id",
+        )
+        .bind(site)
+        .bind(attempt)
+    };
+    let id = building(1).fetch_one(&mut conn).await?;
+    let replica = decentraspace_api::AppState::new(stack.config.clone()).await?;
+    replica.hosting.working.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.insert((id, 1));
+    // An attempt another worker took since is not this replica's to hand back.
+    let other = building(2).fetch_one(&mut conn).await?;
+    replica.hosting.working.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.insert((other, 1));
+
+    assert_eq!(decentraspace_api::hosting::hand_back(&replica.hosting).await, 1);
+    // Free to take now: the running worker may already have taken it (its next attempt).
+    let (ours, log): (bool, String) = sqlx::query_as(
+        "select lease_until <= now() or attempts = 2, log from deployments where id = $1",
+    )
+    .bind(id)
+    .fetch_one(&mut conn)
+    .await?;
+    assert!(ours, "the lease still runs");
+    assert!(log.contains("another takes over"), "{log}");
+    let theirs: bool =
+        sqlx::query_scalar("select lease_until > now() from deployments where id = $1")
+            .bind(other)
+            .fetch_one(&mut conn)
+            .await?;
+    assert!(theirs, "another attempt's lease was cut");
+    assert!(replica.hosting.working.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.is_empty());
+    Ok(())
+}

@@ -41,14 +41,8 @@ async fn stack() -> anyhow::Result<Payments> {
 
     // The admin sets the naira rate (audited).
     let admin = api.login(&chain.role(Role::Admin)).await?;
-    let response = api
-        .http
-        .put(api.url("/billing/fiat-rates"))
-        .bearer_auth(&admin.access)
-        .json(&json!({ "currency": "NGN", "credits_per_subunit": RATE.to_string() }))
-        .send()
-        .await?;
-    anyhow::ensure!(response.status() == 204, "set rate: {}", response.status());
+    let status = api.set_fiat_rate(&admin, "NGN", RATE).await?;
+    anyhow::ensure!(status == 204, "set rate: {status}");
     let wallet = chain.user(0);
     let user = api.login(&wallet).await?;
     Ok(Payments { stack, paystack, user, account: wallet.address() })

@@ -23,6 +23,7 @@ use crate::{
         error::{ApiError, ApiResult},
         format::{show_address, show_hex},
     },
+    wakes::Wake,
 };
 
 /// A recharge: by card (Paystack) or with a token the ledger accepts.
@@ -328,10 +329,11 @@ pub async fn webhook(
         .rows_affected()
             == 1;
     }
-    tx.commit().await?;
     if queued {
-        state.payment_wake.notify_one();
+        // Every replica's worker: the payment is credited at once, whichever replica runs it.
+        state.wakes.after_commit(&mut tx, Wake::CardPayments).await?;
     }
+    tx.commit().await?;
     Ok(Json(WebhookAck { duplicate: !first, queued }))
 }
 

@@ -19,6 +19,7 @@ use crate::{
     billing::BillingState,
     chain::ChainError,
     jobs::{Job, Schedule},
+    wakes::Wake,
 };
 
 /// How often due payments are looked for without a wake-up.
@@ -42,7 +43,7 @@ struct Due {
 /// The worker's job: a pass every [`INTERVAL`], and at once when a webhook queues a payment.
 pub fn job(state: &BillingState) -> Job {
     let state = state.clone();
-    let wake = state.payment_wake.clone();
+    let wake = state.wakes.of(Wake::CardPayments);
     Job::periodic(
         "card-payments",
         move || Schedule::every(INTERVAL).first_after(INTERVAL).woken_by_notify(wake.clone()),

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use alloy::primitives::Address;
 use axum::extract::FromRef;
 use decentraspace_clients::paystack::CardPayments;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::broadcast;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
@@ -36,8 +36,6 @@ pub struct BillingState {
     pub charges: charges::Charges,
     /// The card-payment provider (Paystack); unset without a secret key.
     pub payments: Option<Arc<dyn CardPayments>>,
-    /// Wakes the card-payment worker when a webhook queues a payment.
-    pub payment_wake: Arc<Notify>,
     /// Indexed-block notices (depletion runs after each batch).
     pub notices: broadcast::Sender<Notice>,
     /// `/billing/balance` by account, until the indexer's next commit.

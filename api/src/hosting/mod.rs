@@ -57,7 +57,11 @@ pub struct HostingState {
     pub log_notices: tokio::sync::broadcast::Sender<i64>,
     /// Wakes this replica's deploy worker when a deployment is queued (by NOTIFY).
     pub deploy_wake: Arc<tokio::sync::Notify>,
+    /// The deployments this replica's worker holds (handed back when it stops: [`hand_back`]).
+    pub working: Arc<std::sync::Mutex<std::collections::HashSet<(i64, i32)>>>,
 }
+
+pub use job::hand_back;
 feature_state!(HostingState);
 
 /// The hosting jobs: the deploy worker, and the reconciler of dynamic sites' machines (with a

@@ -193,7 +193,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let auth = Auth::from_ref(state);
         let address = auth.0.tokens.verify(bearer(parts)?)?;
-        auth.0.limits.check_account(address)?;
+        auth.0.limits.check_account(address).await?;
         Ok(Self { address })
     }
 }

@@ -3,6 +3,7 @@
 //! these; nothing here uses a feature.
 
 pub mod auth;
+pub(crate) mod budgets;
 pub mod cache;
 pub mod client;
 pub mod error;

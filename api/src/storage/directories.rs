@@ -13,6 +13,7 @@ use sqlx::PgConnection;
 use crate::{
     jobs::{Job, Schedule},
     storage::StorageState,
+    wakes::Wake,
 };
 
 /// How often the job looks for stale folders when nothing wakes it.
@@ -40,15 +41,15 @@ pub(super) async fn changed(conn: &mut PgConnection, folders: &[Option<i64>]) ->
     Ok(())
 }
 
-/// Wakes the rebuild job (after the change committed).
-pub(super) fn wake(state: &StorageState) {
-    state.directory_wake.notify_one();
+/// Wakes the rebuild job on every replica (after the change committed).
+pub(super) async fn wake(state: &StorageState) {
+    state.wakes.now(&state.db, Wake::FolderDirectories).await;
 }
 
 /// The rebuild job: a pass when woken, or every few seconds.
 pub fn job(state: &StorageState) -> Option<Job> {
     let ipfs = state.ipfs.clone()?;
-    let wake = state.directory_wake.clone();
+    let wake = state.wakes.of(Wake::FolderDirectories);
     let state = state.clone();
     Some(Job::periodic(
         "folder-directories",

@@ -117,7 +117,7 @@ pub async fn delete(
     .ok_or_else(|| ApiError::NotFound(format!("no file {id} of yours")))?;
     super::directories::changed(&mut tx, &[deleted.folder_id]).await?;
     tx.commit().await?;
-    super::directories::wake(&state);
+    super::directories::wake(&state).await;
     super::account::release(&state, &[deleted.content_id]).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -222,7 +222,7 @@ pub async fn create(
     .map_err(conflict_on_duplicate)?;
     super::directories::changed(&mut tx, &[request.parent_id]).await?;
     tx.commit().await?;
-    super::directories::wake(&state);
+    super::directories::wake(&state).await;
     Ok((StatusCode::CREATED, Json(folder)))
 }
 
@@ -359,7 +359,7 @@ pub async fn update(
     .map_err(conflict_on_duplicate)?;
     super::directories::changed(&mut tx, &[old_parent, folder.parent_id]).await?;
     tx.commit().await?;
-    super::directories::wake(&state);
+    super::directories::wake(&state).await;
     Ok(Json(folder))
 }
 
@@ -418,7 +418,7 @@ pub async fn delete(
         .await?;
     super::directories::changed(&mut tx, &[parent]).await?;
     tx.commit().await?;
-    super::directories::wake(&state);
+    super::directories::wake(&state).await;
     super::account::release(&state, &cids).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -460,6 +460,6 @@ pub async fn move_file(
     .ok_or_else(|| ApiError::NotFound(format!("no file {id} of yours")))?;
     super::directories::changed(&mut tx, &[left, folder_id]).await?;
     tx.commit().await?;
-    super::directories::wake(&state);
+    super::directories::wake(&state).await;
     Ok(StatusCode::NO_CONTENT)
 }

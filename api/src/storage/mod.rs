@@ -11,13 +11,10 @@ pub mod manage;
 pub mod shared;
 pub(crate) mod upload;
 
-use std::sync::Arc;
-
 use axum::extract::{DefaultBodyLimit, FromRef};
 use chrono::{DateTime, Utc};
 use decentraspace_clients::{arweave::Arweave, ipfs::Ipfs};
 use serde::Serialize;
-use tokio::sync::Notify;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -35,8 +32,6 @@ pub struct StorageState {
     pub ipfs: Option<Ipfs>,
     /// The Arweave node and the wallet that pays for uploads, when configured.
     pub arweave: Option<Arweave>,
-    /// Wakes the job that rebuilds folders' IPFS directories.
-    pub directory_wake: Arc<Notify>,
 }
 feature_state!(StorageState);
 

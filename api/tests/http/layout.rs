@@ -10,7 +10,8 @@ use std::{
 /// The modules that compose the application: they know every feature, and nothing uses them.
 const ROOTS: [&str; 4] = ["lib", "main", "app", "state"];
 /// The pieces every feature shares; they may not use a feature.
-const SHARED: [&str; 7] = ["http", "chain", "jobs", "platform", "seal", "random", "config"];
+const SHARED: [&str; 8] =
+    ["http", "chain", "jobs", "platform", "seal", "random", "config", "wakes"];
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
 

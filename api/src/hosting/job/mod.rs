@@ -88,7 +88,14 @@ pub(super) fn worker(state: &HostingState) -> crate::jobs::Job {
             let state = state.clone();
             async move {
                 while let Some(job) = claim(&state).await.context("claim a deploy job")? {
+                    let held = (job.id, job.attempts);
+                    if let Ok(mut working) = state.working.lock() {
+                        working.insert(held);
+                    }
                     work(&state, job).await;
+                    if let Ok(mut working) = state.working.lock() {
+                        working.remove(&held);
+                    }
                 }
                 Ok(())
             }
@@ -164,6 +171,44 @@ async fn work(state: &HostingState, job: Job) {
         }
     }
     release_archive(state, &job).await;
+}
+
+/// Hands back the deployments this replica's worker was working on when it stopped (a graceful
+/// shutdown cancels the worker mid-job): their leases end now, so another replica starts them
+/// over at once instead of when the lease would have run out. An attempt another worker took
+/// since is left alone. How many were handed back.
+pub async fn hand_back(state: &HostingState) -> usize {
+    let mut handed = 0;
+    let held: Vec<(i64, i32)> =
+        state.working.lock().map(|mut w| w.drain().collect()).unwrap_or_default();
+    for (id, attempt) in held {
+        let released = sqlx::query!(
+            "update deployments set lease_until = now(), updated_at = now()
+             where id = $1 and attempts = $2
+               and state in ('fetching', 'building', 'uploading', 'starting')",
+            id,
+            attempt
+        )
+        .execute(&state.db)
+        .await;
+        match released {
+            Ok(done) if done.rows_affected() == 1 => {
+                handed += 1;
+                super::note(
+                    &state.db,
+                    id,
+                    "the worker stopped (a replica shut down); another takes over",
+                )
+                .await;
+                tracing::info!(target: "api::deploy", deployment = id, "handed back");
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(target: "api::deploy", deployment = id, %err, "cannot hand back; its lease runs out instead")
+            }
+        }
+    }
+    handed
 }
 
 /// Aborts a task when dropped.
