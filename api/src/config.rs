@@ -18,6 +18,11 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
 
+    /// A streaming replica of `DATABASE_URL` for the public `/v1` reads: used while it has
+    /// replayed every indexed batch announced so far, the primary otherwise (unset: the primary).
+    #[arg(long, env = "DATABASE_READ_URL")]
+    pub database_read_url: Option<String>,
+
     /// How many database connections the API may hold.
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16)]
     pub database_pool_size: u32,

@@ -26,6 +26,7 @@ pub mod notices;
 pub mod platform;
 pub mod public;
 mod random;
+pub mod reads;
 pub mod relay;
 pub mod seal;
 pub mod services;

@@ -32,6 +32,8 @@ pub struct Platform {
     pub outbox: Outbox,
     /// Wake-ups of jobs across replicas.
     pub wakes: crate::wakes::Wakes,
+    /// Where indexed reads go (a current replica, else the primary).
+    pub reads: crate::reads::Reads,
 }
 
 impl Platform {

@@ -118,6 +118,18 @@ impl AppState {
     pub async fn with_db(config: Config, db: PgPool) -> anyhow::Result<Self> {
         let deployment =
             Deployment::load(&config.deployments_file).context("load the deployment record")?;
+        let read_pool = config
+            .database_read_url
+            .as_deref()
+            .map(|url| {
+                PgPoolOptions::new()
+                    .max_connections(config.database_pool_size)
+                    .acquire_timeout(std::time::Duration::from_secs(2))
+                    .test_before_acquire(false)
+                    .connect_lazy(url)
+            })
+            .transpose()
+            .context("DATABASE_READ_URL")?;
         let chain = ProviderBuilder::new()
             .connect(&config.rpc_url)
             .await
@@ -318,6 +330,7 @@ impl AppState {
             operator,
             outbox,
             wakes: crate::wakes::Wakes::default(),
+            reads: crate::reads::Reads::new(db.clone(), read_pool),
         };
         let auth = Auth::new(
             access.clone(),

@@ -1,7 +1,8 @@
 //! Several API processes on one database: per-minute budgets hold across three replicas (a
 //! forged `X-Forwarded-For` from a peer that is not a trusted proxy changes nothing); and three
 //! replicas and two indexers behind a balancer, one replica killed with SIGKILL every 1.2 s
-//! twenty times under relays, card payments and meter cycles, lose and duplicate nothing.
+//! twenty times under relays, card payments and meter cycles, lose and duplicate nothing; and a
+//! streaming read replica that lags never serves what the primary announced as changed.
 
 use std::time::{Duration, Instant};
 
@@ -15,10 +16,11 @@ use alloy::{
 use decentraspace_abi::{
     AccountRegistry, CreditLedger, Forwarder, ServiceKind, ServiceRegistry, Tier,
 };
+use decentraspace_indexer::Config;
 use decentraspace_tests::{
-    ApiProcess, FakePaystack, IndexerProcess, PAYSTACK_SECRET, Role, RoundRobin, Session, TestApi,
-    TestChain, TestDb, eventually, forward, indexer_config, paystack_signature, problem_type,
-    role_key,
+    ApiProcess, FakePaystack, IndexerProcess, IndexerTask, PAYSTACK_SECRET, Role, RoundRobin,
+    Session, TestApi, TestChain, TestCluster, TestDb, api_config, eventually, forward,
+    indexer_config, paystack_signature, problem_type, role_key,
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -433,5 +435,81 @@ async fn three_replicas_killed_under_load_lose_and_duplicate_nothing() -> anyhow
         accepted.relayed.len(),
         accepted.paid.len()
     );
+    Ok(())
+}
+
+/// `account`'s indexed balance in the database at `url`, read directly.
+async fn balance_on(url: &str, account: Address) -> anyhow::Result<Option<String>> {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
+    Ok(sqlx::query_scalar("select balance::text from credit_balances where account = $1")
+        .bind(account.as_slice())
+        .fetch_optional(&mut conn)
+        .await?)
+}
+
+#[tokio::test]
+async fn a_lagging_read_replica_never_serves_what_the_primary_announced_as_changed()
+-> anyhow::Result<()> {
+    let cluster = TestCluster::with_replica("decentraspace").await?;
+    let (primary, replica) = (
+        cluster.primary_url("decentraspace"),
+        cluster.replica_url("decentraspace").ok_or_else(|| anyhow::anyhow!("no replica"))?,
+    );
+    decentraspace_indexer::store::migrate(&primary).await?;
+    let chain = TestChain::start().await?;
+    // The helpers' configurations name a database of the machine's server: this test's is the
+    // cluster's primary, read through its replica.
+    let scratch = TestDb::create().await?;
+    let _indexer = IndexerTask::start(Config {
+        database_url: primary.clone(),
+        ..indexer_config(&chain, &scratch, 0)
+    })
+    .await?;
+    let mut config = api_config(&chain, &scratch);
+    config.database_url = primary.clone();
+    config.database_read_url = Some(replica.clone());
+    let api = TestApi::start_with(config).await?;
+    let user = chain.user(0);
+    api.login_registered(&user).await?;
+    cluster.caught_up().await?;
+    let path = format!("/v1/accounts/{}", user.address());
+    let (status, before) = api.get(&path, None).await?;
+    assert_eq!((status, before["balance"].as_str()), (200, Some("0")), "{before}");
+    let (_, ready) = api.get("/ready", None).await?;
+    assert_eq!(ready["read_replica"], "current", "{ready}");
+
+    // The replica stops replaying; the account is credited and the primary's indexer announces
+    // the batch. The replica still shows the old balance, the API answers the new one.
+    cluster.pause_replay(true).await?;
+    let oracle = chain.provider_as(chain.role(Role::PaymentOracle));
+    CreditLedger::new(chain.deployment.contracts.credit_ledger, &oracle)
+        .creditFiat(user.address(), U256::from(7_000_000u64), keccak256("replica-lag"))
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    eventually("the primary to index the credit", || async {
+        Ok(balance_on(&primary, user.address()).await?.as_deref() == Some("7000000"))
+    })
+    .await?;
+    assert_eq!(balance_on(&replica, user.address()).await?, None, "the replica lags");
+    eventually("the API to answer the announced balance", || async {
+        Ok(api.get(&path, None).await?.1["balance"] == "7000000")
+    })
+    .await?;
+    for _ in 0..20 {
+        let (status, now) = api.get(&path, None).await?;
+        assert_eq!((status, now["balance"].as_str()), (200, Some("7000000")), "{now}");
+    }
+    let (_, ready) = api.get("/ready", None).await?;
+    assert_eq!(ready["read_replica"], "behind", "{ready}");
+
+    // Replay resumes: the replica is current again and serves the same answer.
+    cluster.pause_replay(false).await?;
+    cluster.caught_up().await?;
+    assert_eq!(balance_on(&replica, user.address()).await?.as_deref(), Some("7000000"));
+    let (_, ready) = api.get("/ready", None).await?;
+    assert_eq!(ready["read_replica"], "current", "{ready}");
+    assert_eq!(api.get(&path, None).await?.1["balance"], "7000000");
     Ok(())
 }

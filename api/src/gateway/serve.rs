@@ -96,7 +96,12 @@ pub async fn serve_gateway(
     let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await;
-    writer.abort();
+    // Every connection is closed and the router dropped: the writer's channel is closed, and it
+    // writes what is buffered before it ends (bounded: a database that hangs does not hold the
+    // shutdown).
+    if tokio::time::timeout(Duration::from_secs(5), writer).await.is_err() {
+        tracing::warn!(target: "api::gateway", "the request log's last rows were not written in time");
+    }
     Ok(served?)
 }
 

@@ -47,13 +47,15 @@ pub struct ChainNotice {
 pub fn job(state: &PublicState) -> Job {
     let (db, chain_id) = (state.db.clone(), state.chain_id());
     let (notices, reads) = (state.notices.clone(), state.caches.clone());
+    let fence = state.platform.reads.clone();
     Job::new("notices", move || {
-        let (db, notices, reads) = (db.clone(), notices.clone(), reads.clone());
+        let (db, notices, reads, fence) =
+            (db.clone(), notices.clone(), reads.clone(), fence.clone());
         async move {
             let _off = CachingOff(reads.clone());
             let mut attempt = 0u32;
             loop {
-                let listened = listen(&db, chain_id, &notices, &reads).await;
+                let listened = listen(&db, chain_id, &notices, &reads, &fence).await;
                 // Without notices, cached reads could go stale: stop caching until listening again.
                 reads.set_live(false);
                 if let Err(err) = listened {
@@ -81,13 +83,18 @@ async fn listen(
     chain_id: u64,
     notices: &broadcast::Sender<Notice>,
     reads: &Caches,
+    fence: &crate::reads::Reads,
 ) -> anyhow::Result<()> {
     let mut listener = PgListener::connect_with(db).await?;
     listener.listen_all([channels::INDEXED, channels::PLATFORM]).await?;
+    // The read replica must hold everything committed before caching starts, and each batch
+    // before its cached reads are dropped: the fence moves first.
+    fence.announce().await?;
     reads.set_live(true);
     loop {
         // `None`: the connection dropped and notices may have been missed while it reconnects.
         let Some(notification) = listener.try_recv().await? else {
+            fence.announce().await?;
             reads.invalidate();
             continue;
         };
@@ -113,6 +120,7 @@ async fn listen(
         if payload.chain_id != chain_id {
             continue;
         }
+        fence.announce().await?;
         reads.invalidate();
         let events =
             if payload.reorg || payload.events == 0 || payload.events > MAX_NOTICE_EVENTS as u64 {

@@ -161,7 +161,7 @@ pub async fn events(
         after.map(|c| c.log),
         limit + 1
     )
-    .fetch_all(&state.db)
+    .fetch_all(&mut *state.reads.conn().await?)
     .await?;
     Ok(Json(page(rows.into_iter().map(EventView::from).collect(), limit)))
 }
@@ -248,7 +248,7 @@ pub async fn account(
         state.chain_id() as i64,
         address.as_slice()
     )
-    .fetch_optional(&state.db)
+    .fetch_optional(&mut *state.reads.conn().await?)
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("no registered account {address}")))?;
     let view = AccountView {
@@ -280,7 +280,7 @@ pub async fn service(
         state.chain_id() as i64,
         id
     )
-    .fetch_optional(&state.db)
+    .fetch_optional(&mut *state.reads.conn().await?)
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("no service {id}")))?;
     Ok(Json(row.into()))
@@ -319,7 +319,7 @@ pub async fn domain(
         state.chain_id() as i64,
         name
     )
-    .fetch_optional(&state.db)
+    .fetch_optional(&mut *state.reads.conn().await?)
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("no recorded domain {name}")))?;
     Ok(Json(DomainView {

@@ -36,6 +36,10 @@ pub struct Readiness {
     pub status: &'static str,
     /// Whether the database answers.
     pub database: bool,
+    /// The read replica (`DATABASE_READ_URL`): `current` (public reads go there), `behind` or
+    /// `down` (they go to the primary meanwhile; readiness does not depend on it); null without
+    /// one.
+    pub read_replica: Option<crate::reads::ReplicaState>,
     /// The chain's head block, when the RPC answers.
     pub chain_head: Option<u64>,
     /// The indexer's checkpoint.
@@ -77,6 +81,7 @@ pub async fn ready(State(state): State<SystemState>) -> (StatusCode, Json<Readin
     let body = Readiness {
         status: if ok { "ready" } else { "not_ready" },
         database,
+        read_replica: state.reads.replica_state().await,
         chain_head,
         indexed_block,
         indexer_lag,

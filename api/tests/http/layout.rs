@@ -10,8 +10,8 @@ use std::{
 /// The modules that compose the application: they know every feature, and nothing uses them.
 const ROOTS: [&str; 4] = ["lib", "main", "app", "state"];
 /// The pieces every feature shares; they may not use a feature.
-const SHARED: [&str; 8] =
-    ["http", "chain", "jobs", "platform", "seal", "random", "config", "wakes"];
+const SHARED: [&str; 9] =
+    ["http", "chain", "jobs", "platform", "seal", "random", "config", "wakes", "reads"];
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
