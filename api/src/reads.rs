@@ -12,13 +12,25 @@ use std::sync::{
 
 use sqlx::{PgPool, Postgres, pool::PoolConnection};
 
-/// The read side of the database.
+/// The read side of the database (one `Arc`: it is cloned with every request's state).
 #[derive(Debug, Clone)]
-pub struct Reads {
+pub struct Reads(Arc<Shared>);
+
+/// What [`Reads`] shares.
+#[derive(Debug)]
+pub struct Shared {
     primary: PgPool,
     replica: Option<PgPool>,
     /// The primary's WAL position (bytes) a replica must have replayed to serve reads.
     fence: Arc<AtomicU64>,
+}
+
+impl std::ops::Deref for Reads {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// Where the replica stands, for readiness.
@@ -36,7 +48,7 @@ pub enum ReplicaState {
 impl Reads {
     /// Reads from `replica` when given (and current), else from `primary`.
     pub fn new(primary: PgPool, replica: Option<PgPool>) -> Self {
-        Self { primary, replica, fence: Arc::default() }
+        Self(Arc::new(Shared { primary, replica, fence: Arc::default() }))
     }
 
     /// Moves the fence to the primary's WAL position now (call before invalidating caches for a

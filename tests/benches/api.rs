@@ -110,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
     drop(api);
     let n = env_or("BENCH_RELAY", 1_000) as usize;
     let pool: Vec<String> =
-        (20..23).map(|u| format!("0x{}", alloy::hex::encode(chain.user(u).to_bytes()))).collect();
+        (17..20).map(|u| format!("0x{}", alloy::hex::encode(chain.user(u).to_bytes()))).collect();
     for (replicas, keys) in [(1, 1), (3, 1), (1, 4), (3, 4)] {
         let mut apis = Vec::new();
         for _ in 0..replicas {
@@ -144,14 +144,14 @@ async fn operator_latency(chain: &TestChain, db: &TestDb) -> anyhow::Result<()> 
     let api = TestApi::start_with(config).await?;
     let admin = api.login(&chain.role(Role::Admin)).await?;
     for k in 0..4 {
-        api.login_registered(&chain.user(24 + k)).await?;
+        api.login_registered(&chain.user(12 + k)).await?;
     }
     let n = env_or("BENCH_OPERATOR", 200) as usize;
     let mut to_sent = Vec::with_capacity(n);
     let mut to_mined = Vec::with_capacity(n);
     let mut conn = db.connect().await?;
     for i in 0..n {
-        let account = chain.user(24 + i % 4).address();
+        let account = chain.user(12 + i % 4).address();
         let tier = if i % 2 == 0 { "paid" } else { "free" };
         let started = Instant::now();
         let (status, body) = api

@@ -39,6 +39,14 @@ pub struct TxOutcome {
     pub block_number: Option<u64>,
 }
 
+impl std::ops::Deref for Operator {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
 /// 200 once a receipt ended it; 202 with `Location` (its status route) while it is not mined.
 impl axum::response::IntoResponse for TxOutcome {
     fn into_response(self) -> axum::response::Response {
@@ -83,9 +91,14 @@ impl TxOutcome {
     }
 }
 
-/// Calls made with one role-holder key, through the outbox.
+/// Calls made with one role-holder key, through the outbox (one `Arc`: it is cloned with every
+/// request's state).
 #[derive(Debug, Clone)]
-pub struct Operator {
+pub struct Operator(std::sync::Arc<Shared>);
+
+/// What an [`Operator`] shares.
+#[derive(Debug)]
+pub struct Shared {
     db: PgPool,
     outbox: Outbox,
     provider: DynProvider,
@@ -105,7 +118,7 @@ impl Operator {
         purpose: Purpose,
         registry: Address,
     ) -> Self {
-        Self { db, outbox, provider, address, purpose, registry }
+        Self(std::sync::Arc::new(Shared { db, outbox, provider, address, purpose, registry }))
     }
 
     /// The key's address.

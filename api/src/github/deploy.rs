@@ -107,8 +107,11 @@ pub(super) async fn deploy(
     let hooked = super::hooks::ensure(&state, github, &token, site.id, &body.repository)
         .await
         .map_err(ApiError::Internal)?;
+    // Queued and read back in one transaction: the answer says `queued`, not whatever a worker
+    // woken by the commit has made of it meanwhile.
+    let mut tx = state.db.begin().await?;
     let id = queue_github_deployment(
-        &state.db,
+        &mut *tx,
         site.id,
         &body.repository,
         wanted,
@@ -117,10 +120,11 @@ pub(super) async fn deploy(
         GitHubTrigger::Owner,
     )
     .await?;
+    let deployment = crate::hosting::load_deployment_in(&mut tx, id).await?;
+    tx.commit().await?;
     if let Err(reason) = hooked {
         crate::hosting::note(&state.db, id, &reason).await;
     }
-    let deployment = crate::hosting::load_deployment(&state, id).await?;
     let mut headers = HeaderMap::new();
     if let Ok(location) = HeaderValue::from_str(&format!("/hosting/deploy/{id}")) {
         headers.insert(header::LOCATION, location);

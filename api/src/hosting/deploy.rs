@@ -140,23 +140,26 @@ pub(super) async fn deploy(
         ipfs.unpin(&added.cid).await.ok();
         return Err(ApiError::BadRequest("send one `archive` part, last".into()));
     }
+    let mut tx = state.db.begin().await?;
     let id = sqlx::query_scalar!(
         "insert into deployments (site_id, source, archive_cid) values ($1, 'upload', $2)
          returning id",
         site.id,
         added.cid
     )
-    .fetch_one(&state.db)
+    .fetch_one(&mut *tx)
     .await?;
-    queued(&state, id).await
+    queued(tx, id).await
 }
 
-/// The answer to a queued deployment: 202, its `Location`, and the deployment.
+/// The answer to a deployment queued in `tx`: 202, its `Location`, and the deployment as queued
+/// (read before the commit that wakes the workers, so the answer does not race them).
 async fn queued(
-    state: &HostingState,
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
     id: i64,
 ) -> ApiResult<(StatusCode, HeaderMap, Json<Deployment>)> {
-    let deployment = load(state, id).await?;
+    let deployment = load_in(&mut tx, id).await?;
+    tx.commit().await?;
     let mut headers = HeaderMap::new();
     if let Ok(location) = HeaderValue::from_str(&format!("/hosting/deploy/{id}")) {
         headers.insert(header::LOCATION, location);
@@ -203,6 +206,7 @@ async fn deploy_image(
         sites::release_unused(state, &site).await?;
         return Err(err);
     }
+    let mut tx = state.db.begin().await?;
     let id = sqlx::query_scalar!(
         "insert into deployments (site_id, source, image, port) values ($1, 'image', $2, $3)
          returning id",
@@ -210,9 +214,9 @@ async fn deploy_image(
         image,
         i32::from(port)
     )
-    .fetch_one(&state.db)
+    .fetch_one(&mut *tx)
     .await?;
-    queued(state, id).await
+    queued(tx, id).await
 }
 
 /// A text part of at most [`MAX_TEXT_PART`] bytes, read no further than that.
@@ -232,6 +236,11 @@ async fn short_text(mut field: Field<'_>, part: &str) -> ApiResult<String> {
 
 /// A deployment, as its owner sees it.
 pub async fn load(state: &Platform, id: i64) -> ApiResult<Deployment> {
+    load_in(&mut *state.db.acquire().await?, id).await
+}
+
+/// [`load`] on `conn` (inside a transaction, it sees that transaction's writes).
+pub async fn load_in(conn: &mut sqlx::PgConnection, id: i64) -> ApiResult<Deployment> {
     let d = sqlx::query!(
         r#"select d.id, s.name as site, d.preview, d.source, d.state, coalesce(s.current_deployment_id = d.id, false) as "current!",
                   d.repository, d.git_ref, d.commit_sha, d.content_id, d.files, d.size_bytes,
@@ -240,7 +249,7 @@ pub async fn load(state: &Platform, id: i64) -> ApiResult<Deployment> {
            where d.id = $1"#,
         id
     )
-    .fetch_one(&state.db)
+    .fetch_one(conn)
     .await?;
     Ok(Deployment {
         id: d.id,
@@ -372,6 +381,7 @@ pub(super) async fn rollback(
     }
     // A dynamic site's earlier machine is gone: its image is deployed again.
     if let (Some(image), Some(port)) = (&deployment.image, deployment.port) {
+        let mut tx = state.db.begin().await?;
         let again = sqlx::query_scalar!(
             "insert into deployments (site_id, source, image, port, log)
              select site_id, 'image', $2, $3, $4 from deployments where id = $1
@@ -381,9 +391,9 @@ pub(super) async fn rollback(
             port,
             super::log::stamped(&format!("rollback to deployment {id}"))
         )
-        .fetch_one(&state.db)
+        .fetch_one(&mut *tx)
         .await?;
-        return Ok(queued(&state, again).await?.into_response());
+        return Ok(queued(tx, again).await?.into_response());
     }
     sqlx::query!(
         "update sites set current_deployment_id = $1

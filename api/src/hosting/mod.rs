@@ -35,7 +35,7 @@ use crate::{
 };
 
 pub use build::Builder;
-pub use deploy::load as load_deployment;
+pub use deploy::{load as load_deployment, load_in as load_deployment_in};
 
 /// What hosting uses: the platform, the IPFS node sites are published to, the runtime dynamic sites
 /// run on, and GitHub (with the sealer of linked accounts' tokens) to fetch sources.

@@ -35,6 +35,10 @@ pub(crate) struct SharedBudgets {
     kind: &'static str,
     per_minute: u32,
     leases: Mutex<HashMap<String, Lease>>,
+    /// One lease at a time: requests that find no lease wait for the one being asked for
+    /// instead of each leasing a block (a burst on a cold key would otherwise take the whole
+    /// budget into this replica).
+    leasing: tokio::sync::Mutex<()>,
 }
 
 /// A key over its shared budget: seconds until the minute ends.
@@ -50,7 +54,13 @@ fn now_secs() -> i64 {
 impl SharedBudgets {
     /// Budgets of `per_minute` requests per key of `kind`, shared through `db`.
     pub(crate) fn new(db: PgPool, kind: &'static str, per_minute: u32) -> Self {
-        Self { db, kind, per_minute: per_minute.max(1), leases: Mutex::default() }
+        Self {
+            db,
+            kind,
+            per_minute: per_minute.max(1),
+            leases: Mutex::default(),
+            leasing: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// Spends one request of `key`'s budget for this minute.
@@ -58,6 +68,13 @@ impl SharedBudgets {
         let now = now_secs();
         let window = now / 60;
         let over = OverBudget { retry_after_secs: (60 - now % 60).max(1) as u64 };
+        match self.take_local(key, window) {
+            Some(true) => return Ok(()),
+            Some(false) => return Err(over),
+            None => {}
+        }
+        let _leasing = self.leasing.lock().await;
+        // A lease another request asked for while this one waited may cover it.
         match self.take_local(key, window) {
             Some(true) => return Ok(()),
             Some(false) => return Err(over),

@@ -137,15 +137,28 @@ pub enum Until {
     Mined,
 }
 
-/// The outbox of one chain, shared by every feature of a replica.
+/// The outbox of one chain, shared by every feature of a replica (one `Arc`: feature states,
+/// and the `Platform` in each, are cloned for every request).
 #[derive(Debug, Clone)]
-pub struct Outbox {
+pub struct Outbox(Arc<Shared>);
+
+/// What an [`Outbox`] shares.
+#[derive(Debug)]
+pub struct Shared {
     db: PgPool,
     chain_id: u64,
     /// Ids of rows that moved, from any replica (the listener job fills it).
     moved: broadcast::Sender<i64>,
     /// Signers with newly queued rows, from any replica.
     queued: broadcast::Sender<Address>,
+}
+
+impl std::ops::Deref for Outbox {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// How often a waiting caller looks at its row without a notification (a lost NOTIFY, a listener
@@ -155,7 +168,12 @@ const LOOK_AGAIN: Duration = Duration::from_millis(500);
 impl Outbox {
     /// The outbox of `chain_id` in `db`.
     pub fn new(db: PgPool, chain_id: u64) -> Self {
-        Self { db, chain_id, moved: broadcast::channel(1024).0, queued: broadcast::channel(64).0 }
+        Self(Arc::new(Shared {
+            db,
+            chain_id,
+            moved: broadcast::channel(1024).0,
+            queued: broadcast::channel(64).0,
+        }))
     }
 
     /// The chain it sends to.
