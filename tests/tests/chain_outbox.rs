@@ -81,6 +81,16 @@ fn settings(chain: &TestChain, rpc_url: String) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// A fresh chain and database, and a relay in front of the chain that holds broadcasts when set.
+async fn with_held_broadcasts() -> anyhow::Result<(TestChain, TestDb, HoldingRpc)> {
+    let chain = TestChain::start().await?;
+    let db = TestDb::create().await?;
+    let broadcasts =
+        HoldingRpc::start(chain.endpoint(), "eth_sendRawTransaction", Duration::from_secs(60))
+            .await?;
+    Ok((chain, db, broadcasts))
+}
+
 /// Whether some connection holds the operator key's sender lock.
 async fn sender_leads(db: &TestDb, chain: &TestChain) -> anyhow::Result<bool> {
     let operator = chain.role(Role::Operator).address();
@@ -208,11 +218,7 @@ async fn a_sender_killed_at_each_step_sends_each_transaction_once() -> anyhow::R
 
 #[tokio::test]
 async fn a_nonce_taken_outside_the_platform_is_given_to_the_row_again() -> anyhow::Result<()> {
-    let chain = TestChain::start().await?;
-    let db = TestDb::create().await?;
-    let broadcasts =
-        HoldingRpc::start(chain.endpoint(), "eth_sendRawTransaction", Duration::from_secs(60))
-            .await?;
+    let (chain, db, broadcasts) = with_held_broadcasts().await?;
     broadcasts.set(Hold::Request);
     let (mut api, client) =
         ApiProcess::serving(&chain, &db, &settings(&chain, broadcasts.url.clone())).await?;
@@ -326,11 +332,7 @@ async fn relayed_final(db: &TestDb, id: i64) -> anyhow::Result<(String, Vec<u8>)
 #[tokio::test]
 async fn a_relay_replica_killed_before_the_broadcast_sends_the_request_once() -> anyhow::Result<()>
 {
-    let chain = TestChain::start().await?;
-    let db = TestDb::create().await?;
-    let broadcasts =
-        HoldingRpc::start(chain.endpoint(), "eth_sendRawTransaction", Duration::from_secs(60))
-            .await?;
+    let (chain, db, broadcasts) = with_held_broadcasts().await?;
     broadcasts.set(Hold::Request);
     let (mut api, client) =
         ApiProcess::serving(&chain, &db, &relay_settings(&chain, broadcasts.url.clone(), &[]))
