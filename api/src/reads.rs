@@ -48,19 +48,26 @@ pub enum ReplicaState {
 impl Reads {
     /// Reads from `replica` when given (and current), else from `primary`.
     pub fn new(primary: PgPool, replica: Option<PgPool>) -> Self {
-        Self(Arc::new(Shared { primary, replica, fence: Arc::default() }))
+        // Until the first announcement, no position is known: reads go to the primary.
+        Self(Arc::new(Shared { primary, replica, fence: Arc::new(AtomicU64::new(u64::MAX)) }))
     }
 
-    /// Moves the fence to the primary's WAL position now (call before invalidating caches for a
-    /// batch the indexer announced).
+    /// Moves the fence to the primary's WAL insert position now (call before invalidating caches
+    /// for a batch the indexer announced). The insert position, not the write position: with
+    /// `synchronous_commit = off` a commit is announced before its record is written, and the
+    /// fence must be past it.
     pub async fn announce(&self) -> Result<(), sqlx::Error> {
         if self.replica.is_none() {
             return Ok(());
         }
-        let lsn: String = sqlx::query_scalar("select (pg_current_wal_lsn() - '0/0'::pg_lsn)::text")
-            .fetch_one(&self.primary)
-            .await?;
-        self.fence.fetch_max(lsn.parse().unwrap_or(0), Ordering::AcqRel);
+        let lsn: String =
+            sqlx::query_scalar("select (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::text")
+                .fetch_one(&self.primary)
+                .await?;
+        let lsn: u64 = lsn.parse().unwrap_or(u64::MAX);
+        let _ = self.fence.fetch_update(Ordering::AcqRel, Ordering::Acquire, |fence| {
+            Some(if fence == u64::MAX { lsn } else { fence.max(lsn) })
+        });
         Ok(())
     }
 

@@ -167,13 +167,15 @@ impl TestCluster {
         Ok(())
     }
 
-    /// Waits until the replica has replayed everything the primary wrote so far.
+    /// Waits until the replica has replayed everything the primary inserted so far (the insert
+    /// position: this cluster commits without waiting for its WAL to be written).
     pub async fn caught_up(&self) -> anyhow::Result<()> {
         let mut primary =
             <sqlx::PgConnection as sqlx::Connection>::connect(&self.primary_url("postgres"))
                 .await?;
-        let lsn: String =
-            sqlx::query_scalar("select pg_current_wal_lsn()::text").fetch_one(&mut primary).await?;
+        let lsn: String = sqlx::query_scalar("select pg_current_wal_insert_lsn()::text")
+            .fetch_one(&mut primary)
+            .await?;
         let url = self.replica_url("postgres").context("no replica")?;
         let mut replica = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
