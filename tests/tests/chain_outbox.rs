@@ -19,7 +19,7 @@ use alloy::{
 use decentraspace_abi::AccountRegistry;
 use decentraspace_db::locks::Lock;
 use decentraspace_tests::{
-    ApiProcess, Hold, HoldingRpc, Role, TestChain, TestDb, eventually, forward, role_key,
+    ApiProcess, Hold, HoldingRpc, Role, TestApi, TestChain, TestDb, eventually, forward, role_key,
 };
 
 /// An outbox row as the tests read it.
@@ -341,14 +341,16 @@ async fn a_relay_replica_killed_before_the_broadcast_sends_the_request_once() ->
     let user = PrivateKeySigner::random();
     let session = client.login(&user).await?;
     let body = register_request(&chain, &user).await?;
-    let request = client
-        .http
-        .post(client.url("/blockchain/credit"))
-        .bearer_auth(&session.access)
-        .header("idempotency-key", "register-1")
-        .json(&body)
-        .send();
-    let answered = tokio::spawn(request);
+    // The same relay request, with the same idempotency key, to `client`.
+    let relay = |client: &TestApi| {
+        client
+            .http
+            .post(client.url("/blockchain/credit"))
+            .bearer_auth(&session.access)
+            .header("idempotency-key", "register-1")
+            .json(&body)
+    };
+    let answered = tokio::spawn(relay(&client).send());
     eventually("the broadcast to be held", || async { Ok(broadcasts.holding() > 0) }).await?;
     // The record and its outbox row are committed; the replica dies before the node has it.
     api.kill9();
@@ -358,14 +360,7 @@ async fn a_relay_replica_killed_before_the_broadcast_sends_the_request_once() ->
     let (_api, client) =
         ApiProcess::serving(&chain, &db, &relay_settings(&chain, chain.endpoint(), &[])).await?;
     // The client's retry finds the record instead of relaying again.
-    let retried = client
-        .http
-        .post(client.url("/blockchain/credit"))
-        .bearer_auth(&session.access)
-        .header("idempotency-key", "register-1")
-        .json(&body)
-        .send()
-        .await?;
+    let retried = relay(&client).send().await?;
     assert_eq!(retried.status().as_u16(), 200, "the first record answers");
     let id: i64 = sqlx::query_scalar("select id from relayed_transactions")
         .fetch_one(&mut db.connect().await?)
