@@ -44,6 +44,14 @@ pub enum Lock<'a> {
         /// The site's id.
         site_id: i64,
     },
+    /// A deployment being worked: held by the worker's own connection while it works, so that
+    /// a worker that died (its connection closed) is seen at once, before its lease runs out.
+    /// In SQL, the key of deployment `id` is `Lock::Deployment { deployment_id: 0 }.key() |
+    /// ((id # (id >> 32)) & 4294967295)`.
+    Deployment {
+        /// The deployment's id.
+        deployment_id: i64,
+    },
     /// One site's GitHub webhook (making it once).
     SiteWebhook {
         /// The site's id.
@@ -102,6 +110,7 @@ impl Lock<'_> {
             Self::Uptime => 0x0403,
             Self::BuildMinutes { .. } => 0x0404,
             Self::SiteWebhook { .. } => 0x0405,
+            Self::Deployment { .. } => 0x0406,
             Self::GitHubAccount { .. } => 0x0501,
             Self::GitHubIdentity { .. } => 0x0502,
             Self::DomainRecovery => 0x0601,
@@ -120,6 +129,7 @@ impl Lock<'_> {
             | Self::GitHubAccount { account }
             | Self::BuildMinutes { account } => fnv1a(account),
             Self::Site { site_id } | Self::SiteWebhook { site_id } => fold(site_id as u64),
+            Self::Deployment { deployment_id } => fold(deployment_id as u64),
             Self::ChainSender { chain_id, signer } => fold(chain_id) ^ fnv1a(signer),
             Self::GitHubIdentity { chain_id, github_id } => {
                 fold(chain_id) ^ fold(github_id as u64).rotate_left(16)
@@ -204,6 +214,7 @@ mod tests {
             Lock::Uptime,
             Lock::BuildMinutes { account },
             Lock::SiteWebhook { site_id: 1 },
+            Lock::Deployment { deployment_id: 1 },
             Lock::GitHubAccount { account },
             Lock::GitHubIdentity { chain_id: 137, github_id: 1 },
             Lock::DomainRecovery,

@@ -5,7 +5,10 @@
 //! suspended sites are not served; the analytics count exactly the requests the test made; a
 //! source with a build script is built in the sandbox, and a failed build changes nothing.
 
-use std::{io::Write, time::Duration};
+use std::{
+    io::Write,
+    time::{Duration, Instant},
+};
 
 use alloy::primitives::U256;
 use decentraspace_abi::ServiceRegistry;
@@ -267,14 +270,14 @@ async fn a_deployed_site_is_served_by_host_replaced_and_rolled_back() -> anyhow:
 
     // The analytics count what the gateway served above, exactly: 12 requests to blog by two
     // user agents (the unknown site's request belongs to no site).
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(20);
     let analytics = loop {
         let (status, analytics) = api.get("/analytics/site?site=blog", Some(token)).await?;
         assert_eq!(status, 200, "{analytics}");
         if analytics["requests"] == 12 {
             break analytics;
         }
-        assert!(std::time::Instant::now() < deadline, "12 requests recorded: {analytics}");
+        assert!(Instant::now() < deadline, "12 requests recorded: {analytics}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(analytics["visitors"], 2, "{analytics}");
@@ -1119,6 +1122,28 @@ async fn pnpm_and_yarn_lockfiles_install_with_their_own_package_manager() -> any
     Ok(())
 }
 
+/// Inserts a deployment of `site` in the middle of attempt `attempt`, its lease a minute ahead,
+/// whose worker is alive: `worker` holds its liveness lock (taken before the row is visible, as
+/// the claiming statement does), until it closes.
+async fn building(worker: &mut sqlx::PgConnection, site: i64, attempt: i32) -> anyhow::Result<i64> {
+    let mut tx = sqlx::Connection::begin(&mut *worker).await?;
+    let id: i64 = sqlx::query_scalar(
+        "insert into deployments (site_id, source, state, attempts, lease_until)
+         values ($1, 'upload', 'building', $2, now() + interval '1 minute') returning id",
+    )
+    .bind(site)
+    .bind(attempt)
+    .fetch_one(&mut *tx)
+    .await?;
+    let held: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+        .bind(decentraspace_db::locks::Lock::Deployment { deployment_id: id }.key())
+        .fetch_one(&mut *tx)
+        .await?;
+    anyhow::ensure!(held, "deployment {id}'s liveness lock is taken");
+    tx.commit().await?;
+    Ok(id)
+}
+
 #[tokio::test]
 async fn a_stopping_replica_hands_its_deployments_back_at_once() -> anyhow::Result<()> {
     let stack = stack(0).await?;
@@ -1128,20 +1153,13 @@ async fn a_stopping_replica_hands_its_deployments_back_at_once() -> anyhow::Resu
     let site: i64 = sqlx::query_scalar("select id from sites where name = 'handed'")
         .fetch_one(&mut conn)
         .await?;
-    // A deployment this replica's worker was building (attempt 1), its lease a minute ahead.
-    let building = |attempt: i32| {
-        sqlx::query_scalar::<_, i64>(
-            "insert into deployments (site_id, source, state, attempts, lease_until)
-             values ($1, 'upload', 'building', $2, now() + interval '1 minute') returning id",
-        )
-        .bind(site)
-        .bind(attempt)
-    };
-    let id = building(1).fetch_one(&mut conn).await?;
+    // A deployment this replica's worker was building (attempt 1).
+    let mut worker = stack.db.connect().await?;
+    let id = building(&mut worker, site, 1).await?;
     let replica = decentraspace_api::AppState::new(stack.config.clone()).await?;
     replica.hosting.working.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.insert((id, 1));
     // An attempt another worker took since is not this replica's to hand back.
-    let other = building(2).fetch_one(&mut conn).await?;
+    let other = building(&mut worker, site, 2).await?;
     replica.hosting.working.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.insert((other, 1));
 
     assert_eq!(decentraspace_api::hosting::hand_back(&replica.hosting).await, 1);
@@ -1161,5 +1179,50 @@ async fn a_stopping_replica_hands_its_deployments_back_at_once() -> anyhow::Resu
             .await?;
     assert!(theirs, "another attempt's lease was cut");
     assert!(replica.hosting.working.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_dead_workers_deployment_is_taken_over_before_its_lease_runs_out() -> anyhow::Result<()> {
+    let stack = stack(0).await?;
+    let session = stack.api.login_registered(&stack.chain.user(0)).await?;
+    stack.api.deploy_site(&session.access, "taken", "<h1>v1</h1>").await?;
+    let mut conn = stack.db.connect().await?;
+    let site: i64 = sqlx::query_scalar("select id from sites where name = 'taken'")
+        .fetch_one(&mut conn)
+        .await?;
+    // Two deployments in the middle of their first attempt, each lease a minute ahead: the
+    // first one's worker is alive (this connection holds its liveness lock, as a working
+    // replica's worker does); the second one's worker died with its replica.
+    let mut worker = stack.db.connect().await?;
+    let alive = building(&mut worker, site, 1).await?;
+    let mut dead_worker = stack.db.connect().await?;
+    let dead = building(&mut dead_worker, site, 1).await?;
+    drop(dead_worker);
+
+    // The running API's worker takes the dead one over at once. Jobs are claimed in id order,
+    // so the query that claimed it found the living one's lock held and passed it by.
+    let attempts = |id: i64| {
+        sqlx::query_scalar::<_, i32>("select attempts from deployments where id = $1").bind(id)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while attempts(dead).fetch_one(&mut conn).await? < 2 {
+        anyhow::ensure!(Instant::now() < deadline, "the dead worker's deployment was not taken");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(attempts(alive).fetch_one(&mut conn).await?, 1, "a living worker's job was taken");
+    let log: String = sqlx::query_scalar("select log from deployments where id = $1")
+        .bind(dead)
+        .fetch_one(&mut conn)
+        .await?;
+    assert!(log.contains("attempt 2: starting over"), "{log}");
+
+    // Once that worker dies too, its job goes the same way.
+    drop(worker);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while attempts(alive).fetch_one(&mut conn).await? < 2 {
+        anyhow::ensure!(Instant::now() < deadline, "the second deployment was not taken");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(())
 }

@@ -4,9 +4,11 @@
 //! image) is started on a machine instead (`runtime::launch`).
 //!
 //! Jobs live in the `deployments` table and every API replica runs this loop: a worker claims a
-//! job with `FOR UPDATE SKIP LOCKED` and holds it by a lease it renews while it works. A worker
-//! that dies (kill -9, a lost node) stops renewing; once the lease runs out another worker starts
-//! the job over. Every step can run twice: IPFS content is addressed by its bytes, and the files
+//! job with `FOR UPDATE SKIP LOCKED` and holds it by a lease it renews while it works, and by a
+//! liveness lock (`Lock::Deployment`) on a connection of its own. A worker whose process dies
+//! (kill -9, an out-of-memory kill) loses its connection, and with it the lock: another worker
+//! starts the job over at once. One that stops without its connection dropping (a lost node, a
+//! hung process) stops renewing; once the lease runs out another worker starts the job over. Every step can run twice: IPFS content is addressed by its bytes, and the files
 //! and the switch to live are written in the commit that ends the job.
 
 use std::{
@@ -24,6 +26,9 @@ use super::{
     build,
     unpack::{self, Limits, UnpackError},
 };
+use decentraspace_db::locks::Lock;
+use sqlx::{Connection, PgConnection};
+
 use crate::hosting::HostingState;
 
 /// How long a claimed job stays a worker's without a renewal.
@@ -61,6 +66,9 @@ struct Job {
     image: Option<String>,
     port: Option<i32>,
     attempts: i32,
+    /// Whether the claiming statement took the job's liveness lock (a worker that lost its lease
+    /// but still runs may hold it: then only the lease tells this attempt's life).
+    alive: bool,
 }
 
 /// Why a job failed: what its owner reads.
@@ -87,7 +95,7 @@ pub(super) fn worker(state: &HostingState) -> crate::jobs::Job {
         move || {
             let state = state.clone();
             async move {
-                while let Some(job) = claim(&state).await.context("claim a deploy job")? {
+                while let Some((job, alive)) = claim(&state).await.context("claim a deploy job")? {
                     let held = (job.id, job.attempts);
                     if let Ok(mut working) = state.working.lock() {
                         working.insert(held);
@@ -96,6 +104,8 @@ pub(super) fn worker(state: &HostingState) -> crate::jobs::Job {
                     if let Ok(mut working) = state.working.lock() {
                         working.remove(&held);
                     }
+                    // Ends the job's liveness lock with the connection that held it.
+                    alive.close().await.ok();
                 }
                 Ok(())
             }
@@ -103,26 +113,42 @@ pub(super) fn worker(state: &HostingState) -> crate::jobs::Job {
     )
 }
 
-async fn claim(state: &HostingState) -> sqlx::Result<Option<Job>> {
+/// Claims the next job: a queued one, one whose lease ran out, or one whose worker died (its
+/// liveness lock is free while its lease still runs: a killed replica's connections close at
+/// once). The connection returned holds the claimed job's liveness lock, taken in the claiming
+/// statement itself, so no other worker can see the job claimed but unheld; closing it (or the
+/// process dying) frees the job.
+async fn claim(state: &HostingState) -> sqlx::Result<Option<(Job, PgConnection)>> {
     let lease = LEASE.as_secs_f64();
-    sqlx::query_as!(
+    let liveness = Lock::Deployment { deployment_id: 0 }.key();
+    let mut conn = state.db.acquire().await?;
+    let job = sqlx::query_as!(
         Job,
         r#"update deployments d
            set state = case when source = 'image' then 'starting' else 'fetching' end,
                lease_until = now() + make_interval(secs => $1),
                attempts = attempts + 1, updated_at = now()
-           where id = (select id from deployments
-                       where state in ('queued', 'fetching', 'building', 'uploading', 'starting')
-                         and (lease_until is null or lease_until < now())
-                       order by id
+           where id = (select c.id from deployments c
+                       where c.state in ('queued', 'fetching', 'building', 'uploading', 'starting')
+                         and (c.lease_until is null or c.lease_until < now()
+                              or not exists (
+                                  select 1 from pg_locks l
+                                  where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+                                    and (l.classid::bigint << 32 | l.objid::bigint)
+                                        = ($2::bigint | ((c.id # (c.id >> 32)) & 4294967295))))
+                       order by c.id
                        for update skip locked
                        limit 1)
            returning id, site_id, source, archive_cid, repository, git_ref, commit_sha, github_account_id,
-                     pushed, preview, from_fork, image, port, attempts"#,
-        lease
+                     pushed, preview, from_fork, image, port, attempts,
+                     pg_try_advisory_lock($2::bigint | ((id # (id >> 32)) & 4294967295)) as "alive!""#,
+        lease,
+        liveness
     )
-    .fetch_optional(&state.db)
-    .await
+    .fetch_optional(&mut *conn)
+    .await?;
+    // The lock lives as long as the session: the connection leaves the pool with it.
+    Ok(job.map(|job| (job, conn.detach())))
 }
 
 async fn work(state: &HostingState, job: Job) {
@@ -134,6 +160,10 @@ async fn work(state: &HostingState, job: Job) {
     } else {
         if job.attempts > 1 {
             log(state, id, &format!("attempt {}: starting over", job.attempts)).await;
+        }
+        if !job.alive {
+            tracing::warn!(target: "api::deploy", deployment = id, attempt = job.attempts,
+                "an earlier attempt's worker still holds the job; this attempt keeps it by its lease");
         }
         // A node that stalls must not hold the job (and this worker) for ever.
         tokio::time::timeout(DEPLOY_TIMEOUT, deploy(state, &job)).await.unwrap_or_else(|_| {
