@@ -11,6 +11,8 @@
 //!   (each with its own pool, state and senders, on one database), with one relayer key or a pool
 //!   of four, from the first request to the last receipt:
 //!   `relay_throughput replicas=… keys=… tx=… seconds=… tx_per_sec=… nonce_errors=…`
+//!   Then the node's own floor for the same transactions (`execute` calls signed in the bench and
+//!   sent straight to anvil, 32 at a time): `relay_floor keys=… tx=… seconds=… tx_per_sec=…`.
 //!   (`nonce_errors`: outbox rows that had to be signed again because their nonce was taken, plus
 //!   relayed requests that failed). Then the operator path's latency, from an admin's request to
 //!   its transaction on the network and to its receipt (`operator_latency …`).
@@ -24,14 +26,18 @@ use std::{
 };
 
 use alloy::{
+    consensus::TxEnvelope,
+    eips::Encodable2718,
+    network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder},
     primitives::{Bytes, U256, aliases::U48, keccak256},
     providers::Provider,
+    rpc::types::TransactionRequest,
     signers::{Signer, local::PrivateKeySigner},
     sol_types::{SolCall, SolStruct},
 };
 use anyhow::{Context, bail};
 use decentraspace_abi::{
-    AccountRegistry, CreditLedger,
+    AccountRegistry, CreditLedger, ERC2771Forwarder, Forwarder,
     eip712::{ForwardRequest, forwarder_domain},
 };
 use decentraspace_tests::{
@@ -131,7 +137,94 @@ async fn main() -> anyhow::Result<()> {
             tx as f64 / seconds
         );
     }
+    // The chain's own floor for the same transactions, without the API or the database.
+    for keys in [1, 4] {
+        let (tx, seconds) = chain_floor(&chain, n, keys).await?;
+        println!(
+            "relay_floor keys={keys} tx={tx} seconds={seconds:.2} tx_per_sec={:.0} (signed here, sent straight to the node)",
+            tx as f64 / seconds
+        );
+    }
     operator_latency(&chain, &db).await
+}
+
+/// The node's own rate for the relayed work: `n` forward requests of fresh wallets (`register()`),
+/// each wrapped in the forwarder's `execute` and signed here by one of `keys` keys with nonces
+/// counted locally (before the clock starts), then sent straight to the node 32 at a time; from
+/// the first send to the last receipt. What is left is anvil's own cost per transaction.
+async fn chain_floor(chain: &TestChain, n: usize, keys: usize) -> anyhow::Result<(usize, f64)> {
+    let c = chain.deployment.contracts;
+    let reader = chain.reader();
+    let domain = forwarder_domain(chain.chain_id(), c.forwarder);
+    let data: Bytes = AccountRegistry::registerCall {}.abi_encode().into();
+    let deadline = chrono::Utc::now().timestamp() as u64 + 3_600;
+    let signers: Vec<PrivateKeySigner> = (22..22 + keys).map(|u| chain.user(u)).collect();
+    let mut nonces = Vec::with_capacity(keys);
+    for signer in &signers {
+        nonces.push(reader.get_transaction_count(signer.address()).await?);
+    }
+    let fees = reader.estimate_eip1559_fees().await?;
+    let mut raws = Vec::with_capacity(n);
+    for i in 0..n {
+        let wallet = PrivateKeySigner::random();
+        let request = ForwardRequest {
+            from: wallet.address(),
+            to: c.account_registry,
+            value: U256::ZERO,
+            gas: U256::from(200_000),
+            nonce: U256::ZERO,
+            deadline: U48::from(deadline),
+            data: data.clone(),
+        };
+        let signature = wallet.sign_hash(&request.eip712_signing_hash(&domain)).await?;
+        let execute = Forwarder::executeCall {
+            request: ERC2771Forwarder::ForwardRequestData {
+                from: wallet.address(),
+                to: c.account_registry,
+                value: U256::ZERO,
+                gas: U256::from(200_000),
+                deadline: U48::from(deadline),
+                data: data.clone(),
+                signature: Bytes::from(signature.as_bytes()),
+            },
+        };
+        let k = i % keys;
+        let tx = TransactionRequest::default()
+            .with_from(signers[k].address())
+            .with_to(c.forwarder)
+            .with_input(execute.abi_encode())
+            .with_nonce(nonces[k])
+            .with_chain_id(chain.chain_id())
+            .with_gas_limit(300_000)
+            .with_max_fee_per_gas(fees.max_fee_per_gas)
+            .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
+        nonces[k] += 1;
+        let wallet = EthereumWallet::from(signers[k].clone());
+        let envelope: TxEnvelope = NetworkTransactionBuilder::build(tx, &wallet).await?;
+        raws.push((envelope.encoded_2718(), *envelope.tx_hash()));
+    }
+    let started = Instant::now();
+    let sent: Vec<_> = stream::iter(raws.iter())
+        .map(|(raw, _)| {
+            let reader = reader.clone();
+            async move { reader.send_raw_transaction(raw).await.map(|_| ()) }
+        })
+        .buffered(32)
+        .collect()
+        .await;
+    for answer in sent {
+        answer.context("the node refused a transaction")?;
+    }
+    // Each key's transactions are mined in nonce order: its last one ends its run.
+    for (_, hash) in raws.iter().rev().take(keys) {
+        loop {
+            if reader.get_transaction_receipt(*hash).await?.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    Ok((n, started.elapsed().as_secs_f64()))
 }
 
 /// An admin's tier change, `BENCH_OPERATOR` (default 200) times one after another, through one

@@ -8,8 +8,9 @@
 //!    again with a fresh nonce;
 //! 2. **confirm**: mined rows past the confirmation depth are checked against the canonical chain,
 //!    and re-opened when their block left it;
-//! 3. **sign**: queued rows take the next nonces of the durable counter and are signed, the raw
-//!    transactions stored in the same database transaction;
+//! 3. **sign**: when rows are queued, the durable counter is raised to the chain's pending count
+//!    (a key used outside the platform moves it on), then the rows take its next nonces and are
+//!    signed, the raw transactions stored in the same database transaction;
 //! 4. **broadcast**: stored sends go to the node (the same bytes again after a crash);
 //! 5. **unstick**: a row pending past its deadline gets a new send at its nonce with higher fees.
 //!
@@ -78,6 +79,17 @@ impl Default for SenderSettings {
             low_balance: U256::from(10u64).pow(U256::from(17u64)),
         }
     }
+}
+
+/// Rows a pass found mined (or reverted), as the columns of one update.
+#[derive(Default)]
+struct Mined {
+    ids: Vec<i64>,
+    states: Vec<String>,
+    hashes: Vec<Vec<u8>>,
+    blocks: Vec<i64>,
+    block_hashes: Vec<Vec<u8>>,
+    gas: Vec<i64>,
 }
 
 /// Signs and sends one key's rows.
@@ -249,7 +261,6 @@ impl Sender {
 
     /// One pass; when to run the next.
     async fn pass(&self, conn: &mut PgConnection) -> Result<Next, PassError> {
-        self.sync_counter(conn).await?;
         self.settle(conn).await?;
         self.confirm(conn).await?;
         let signed = self.sign(conn).await?;
@@ -292,75 +303,95 @@ impl Sender {
         self.outbox.chain_id as i64
     }
 
-    /// Receipts of rows whose nonce the chain has used.
+    /// Receipts of rows whose nonce the chain has used, looked up together (each row's sends
+    /// newest first) and recorded in one statement.
     async fn settle(&self, conn: &mut PgConnection) -> Result<(), PassError> {
         let used = node(self.chain.get_transaction_count(self.address).latest()).await?;
         let rows = sqlx::query!(
-            r#"select id, nonce as "nonce!" from chain_outbox
-               where chain_id = $1 and signer = $2 and state in ('signed', 'pending') and nonce < $3
-               order by nonce"#,
+            r#"select o.id, o.nonce as "nonce!",
+                      array_agg(s.tx_hash order by s.id desc) as "hashes!: Vec<Vec<u8>>"
+               from chain_outbox o
+               join chain_outbox_sends s on s.outbox_id = o.id
+               where o.chain_id = $1 and o.signer = $2 and o.state in ('signed', 'pending')
+                 and o.nonce < $3
+               group by o.id
+               order by o.nonce"#,
             self.chain_id(),
             self.address.as_slice(),
             used as i64
         )
         .fetch_all(&mut *conn)
         .await?;
-        let mut confirmed_count = None;
-        for row in rows {
-            let hashes = sqlx::query_scalar!(
-                "select tx_hash from chain_outbox_sends where outbox_id = $1 order by id desc",
-                row.id
-            )
-            .fetch_all(&mut *conn)
-            .await?;
-            let mut found = None;
-            for hash in &hashes {
-                let hash = B256::try_from(hash.as_slice()).map_err(anyhow::Error::from)?;
-                if let Some(receipt) = node(self.chain.get_transaction_receipt(hash)).await? {
-                    found = Some(receipt);
-                    break;
-                }
-            }
-            match found {
-                Some(receipt) => {
-                    let state = if receipt.status() { "mined" } else { "reverted" };
-                    sqlx::query!(
-                        r#"update chain_outbox
-                           set state = $2, tx_hash = $3, block_number = $4, block_hash = $5,
-                               gas_used = $6, error = null, retry_at = null, updated_at = now()
-                           where id = $1"#,
-                        row.id,
-                        state,
-                        receipt.transaction_hash.as_slice(),
-                        receipt.block_number.map(|b| b as i64),
-                        receipt.block_hash.map(|h| h.to_vec()),
-                        receipt.gas_used as i64,
-                    )
-                    .execute(&mut *conn)
-                    .await?;
-                }
-                None => {
-                    // Another transaction of the key used the nonce, if the chain says so past
-                    // the reorg depth (a receipt not served yet is not proof).
-                    let count = match confirmed_count {
-                        Some(count) => count,
-                        None => {
-                            let head = node(self.chain.get_block_number()).await?;
-                            let at = head.saturating_sub(self.settings.confirmations.max(1));
-                            let count = node(
-                                self.chain
-                                    .get_transaction_count(self.address)
-                                    .block_id(BlockNumberOrTag::Number(at).into()),
-                            )
-                            .await?;
-                            *confirmed_count.insert(count)
-                        }
-                    };
-                    if (row.nonce as u64) < count {
-                        self.requeue(conn, row.id, row.nonce).await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let lookups: Vec<_> = rows
+            .iter()
+            .map(|row| async move {
+                for hash in &row.hashes {
+                    let hash = B256::try_from(hash.as_slice()).map_err(anyhow::Error::from)?;
+                    if let Some(receipt) = node(self.chain.get_transaction_receipt(hash)).await? {
+                        return Ok(Some(receipt));
                     }
                 }
+                Ok::<_, PassError>(None)
+            })
+            .collect();
+        let receipts: Vec<_> =
+            futures::stream::iter(lookups).buffered(IN_FLIGHT).collect::<Vec<_>>().await;
+        let mut mined = Mined::default();
+        let mut confirmed_count = None;
+        for (row, receipt) in rows.iter().zip(receipts) {
+            // A receipt with its block (a node serves them together once mined).
+            if let Some(receipt) = receipt?
+                && let (Some(block_number), Some(block_hash)) =
+                    (receipt.block_number, receipt.block_hash)
+            {
+                mined.ids.push(row.id);
+                mined.states.push(if receipt.status() { "mined" } else { "reverted" }.to_owned());
+                mined.hashes.push(receipt.transaction_hash.to_vec());
+                mined.blocks.push(block_number as i64);
+                mined.block_hashes.push(block_hash.to_vec());
+                mined.gas.push(receipt.gas_used as i64);
+                continue;
             }
+            // Another transaction of the key used the nonce, if the chain says so past the reorg
+            // depth (a receipt not served yet is not proof).
+            let count = match confirmed_count {
+                Some(count) => count,
+                None => {
+                    let head = node(self.chain.get_block_number()).await?;
+                    let at = head.saturating_sub(self.settings.confirmations.max(1));
+                    let count = node(
+                        self.chain
+                            .get_transaction_count(self.address)
+                            .block_id(BlockNumberOrTag::Number(at).into()),
+                    )
+                    .await?;
+                    *confirmed_count.insert(count)
+                }
+            };
+            if (row.nonce as u64) < count {
+                self.requeue(conn, row.id, row.nonce).await?;
+            }
+        }
+        if !mined.ids.is_empty() {
+            sqlx::query!(
+                r#"update chain_outbox o
+                   set state = t.state, tx_hash = t.hash, block_number = t.block, block_hash = t.block_hash,
+                       gas_used = t.gas, error = null, retry_at = null, updated_at = now()
+                   from unnest($1::bigint[], $2::text[], $3::bytea[], $4::bigint[], $5::bytea[], $6::bigint[])
+                       as t(id, state, hash, block, block_hash, gas)
+                   where o.id = t.id"#,
+                &mined.ids,
+                &mined.states,
+                &mined.hashes,
+                &mined.blocks,
+                &mined.block_hashes,
+                &mined.gas
+            )
+            .execute(&mut *conn)
+            .await?;
         }
         Ok(())
     }
@@ -387,8 +418,8 @@ impl Sender {
         Ok(())
     }
 
-    /// Mined rows past the confirmation depth: final if their block is still canonical, back
-    /// to be broadcast if it is not.
+    /// Mined rows past the confirmation depth: final if their block is still canonical (each
+    /// block looked up once, the rows closed in one statement), back to be broadcast if it is not.
     async fn confirm(&self, conn: &mut PgConnection) -> Result<(), PassError> {
         let head = node(self.chain.get_block_number()).await?;
         let Some(deep) = head.checked_sub(self.settings.confirmations) else { return Ok(()) };
@@ -404,21 +435,40 @@ impl Sender {
         )
         .fetch_all(&mut *conn)
         .await?;
-        for row in rows {
-            let block = node(
-                self.chain.get_block_by_number(BlockNumberOrTag::Number(row.block_number as u64)),
-            )
-            .await?;
-            let canonical = block.map(|b| b.header.hash.to_vec());
-            if canonical.is_some() && canonical == row.block_hash {
-                sqlx::query!(
-                    "update chain_outbox set state = 'confirmed', updated_at = now() where id = $1",
-                    row.id
-                )
-                .execute(&mut *conn)
-                .await?;
-                continue;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let numbers: std::collections::BTreeSet<u64> =
+            rows.iter().map(|row| row.block_number as u64).collect();
+        let lookups: Vec<_> = numbers
+            .into_iter()
+            .map(|number| async move {
+                let block =
+                    node(self.chain.get_block_by_number(BlockNumberOrTag::Number(number))).await?;
+                Ok::<_, PassError>((number, block.map(|b| b.header.hash.to_vec())))
+            })
+            .collect();
+        let mut canonical = std::collections::HashMap::new();
+        for found in futures::stream::iter(lookups).buffered(IN_FLIGHT).collect::<Vec<_>>().await {
+            let (number, hash) = found?;
+            canonical.insert(number, hash);
+        }
+        let (mut confirmed, mut moved) = (Vec::new(), Vec::new());
+        for row in &rows {
+            match canonical.get(&(row.block_number as u64)) {
+                Some(Some(hash)) if Some(hash) == row.block_hash.as_ref() => confirmed.push(row.id),
+                _ => moved.push(row),
             }
+        }
+        if !confirmed.is_empty() {
+            sqlx::query!(
+                "update chain_outbox set state = 'confirmed', updated_at = now() where id = any($1)",
+                &confirmed
+            )
+            .execute(&mut *conn)
+            .await?;
+        }
+        for row in moved {
             let hash = B256::try_from(row.tx_hash.as_slice()).map_err(anyhow::Error::from)?;
             match node(self.chain.get_transaction_receipt(hash)).await? {
                 // Mined again in another block: follow it there.
@@ -506,6 +556,7 @@ impl Sender {
         if !waiting {
             return Ok(0);
         }
+        self.sync_counter(conn).await?;
         let fees = self.fees().await?;
         let mut tx = conn.begin().await?;
         let rows = sqlx::query!(
