@@ -117,7 +117,21 @@ async fn main() -> anyhow::Result<()> {
     let n = env_or("BENCH_RELAY", 1_000) as usize;
     let pool: Vec<String> =
         (17..20).map(|u| format!("0x{}", alloy::hex::encode(chain.user(u).to_bytes()))).collect();
-    for (replicas, keys) in [(1, 1), (3, 1), (1, 4), (3, 4)] {
+    // `BENCH_RELAY_RUNS` (e.g. `3x1,1x4`): which replicas × keys settings run, in that order.
+    let runs: Vec<(usize, usize)> = std::env::var("BENCH_RELAY_RUNS")
+        .unwrap_or_else(|_| "1x1,3x1,1x4,3x4".into())
+        .split(',')
+        .map(|run| {
+            let (replicas, keys) =
+                run.split_once('x').context("BENCH_RELAY_RUNS: <replicas>x<keys>")?;
+            anyhow::Ok((replicas.trim().parse()?, keys.trim().parse()?))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    anyhow::ensure!(
+        runs.iter().all(|(r, k)| *r >= 1 && (1..=4).contains(k)),
+        "1+ replicas, 1 to 4 keys"
+    );
+    for (replicas, keys) in runs {
         let mut apis = Vec::new();
         for _ in 0..replicas {
             let mut config = api_config(&chain, &db);
@@ -158,7 +172,8 @@ async fn chain_floor(chain: &TestChain, n: usize, keys: usize) -> anyhow::Result
     let domain = forwarder_domain(chain.chain_id(), c.forwarder);
     let data: Bytes = AccountRegistry::registerCall {}.abi_encode().into();
     let deadline = chrono::Utc::now().timestamp() as u64 + 3_600;
-    let signers: Vec<PrivateKeySigner> = (22..22 + keys).map(|u| chain.user(u)).collect();
+    // Users the rest of the bench never signs with (the relayer pool is 17 to 19).
+    let signers: Vec<PrivateKeySigner> = (10..10 + keys).map(|u| chain.user(u)).collect();
     let mut nonces = Vec::with_capacity(keys);
     for signer in &signers {
         nonces.push(reader.get_transaction_count(signer.address()).await?);

@@ -342,11 +342,13 @@ impl Sender {
         let mut mined = Mined::default();
         let mut confirmed_count = None;
         for (row, receipt) in rows.iter().zip(receipts) {
-            // A receipt with its block (a node serves them together once mined).
-            if let Some(receipt) = receipt?
-                && let (Some(block_number), Some(block_hash)) =
+            if let Some(receipt) = receipt? {
+                // A receipt served before its block is sealed: settled on a later pass.
+                let (Some(block_number), Some(block_hash)) =
                     (receipt.block_number, receipt.block_hash)
-            {
+                else {
+                    continue;
+                };
                 mined.ids.push(row.id);
                 mined.states.push(if receipt.status() { "mined" } else { "reverted" }.to_owned());
                 mined.hashes.push(receipt.transaction_hash.to_vec());
@@ -371,7 +373,20 @@ impl Sender {
                     *confirmed_count.insert(count)
                 }
             };
-            if (row.nonce as u64) < count {
+            if (row.nonce as u64) >= count {
+                continue;
+            }
+            // Looked up again, one at a time, now that the count is known: a node may count a
+            // transaction before it serves its receipt, and a requeue must never follow that.
+            let mut found = false;
+            for hash in &row.hashes {
+                let hash = B256::try_from(hash.as_slice()).map_err(anyhow::Error::from)?;
+                if node(self.chain.get_transaction_receipt(hash)).await?.is_some() {
+                    found = true;
+                    break;
+                }
+            }
+            if !found {
                 self.requeue(conn, row.id, row.nonce).await?;
             }
         }
@@ -382,13 +397,16 @@ impl Sender {
                        gas_used = t.gas, error = null, retry_at = null, updated_at = now()
                    from unnest($1::bigint[], $2::text[], $3::bytea[], $4::bigint[], $5::bytea[], $6::bigint[])
                        as t(id, state, hash, block, block_hash, gas)
-                   where o.id = t.id"#,
+                   where o.id = t.id
+                     and o.chain_id = $7 and o.signer = $8 and o.state in ('signed', 'pending')"#,
                 &mined.ids,
                 &mined.states,
                 &mined.hashes,
                 &mined.blocks,
                 &mined.block_hashes,
-                &mined.gas
+                &mined.gas,
+                self.chain_id(),
+                self.address.as_slice()
             )
             .execute(&mut *conn)
             .await?;
@@ -462,8 +480,11 @@ impl Sender {
         }
         if !confirmed.is_empty() {
             sqlx::query!(
-                "update chain_outbox set state = 'confirmed', updated_at = now() where id = any($1)",
-                &confirmed
+                "update chain_outbox set state = 'confirmed', updated_at = now()
+                 where id = any($1) and chain_id = $2 and signer = $3 and state = 'mined'",
+                &confirmed,
+                self.chain_id(),
+                self.address.as_slice()
             )
             .execute(&mut *conn)
             .await?;
@@ -602,9 +623,12 @@ impl Sender {
         .await?;
         sqlx::query!(
             r#"update chain_outbox o set state = 'signed', nonce = t.nonce, updated_at = now()
-               from unnest($1::bigint[], $2::bigint[]) as t(id, nonce) where o.id = t.id"#,
+               from unnest($1::bigint[], $2::bigint[]) as t(id, nonce)
+               where o.id = t.id and o.chain_id = $3 and o.signer = $4 and o.state = 'queued'"#,
             &ids,
-            &nonces
+            &nonces,
+            self.chain_id(),
+            self.address.as_slice()
         )
         .execute(&mut *tx)
         .await?;
@@ -685,7 +709,7 @@ impl Sender {
         }
         let mut tx = conn.begin().await?;
         sqlx::query!(
-            "update chain_outbox_sends set broadcast_at = coalesce(broadcast_at, now()) where id = any($1)",
+            "update chain_outbox_sends set broadcast_at = now() where id = any($1) and broadcast_at is null",
             sends
         )
         .execute(&mut *tx)
@@ -693,8 +717,10 @@ impl Sender {
         sqlx::query!(
             r#"update chain_outbox
                set state = 'pending', attempts = 0, error = null, retry_at = null, updated_at = now()
-               where id = any($1) and state = 'signed'"#,
-            rows
+               where id = any($1) and chain_id = $2 and signer = $3 and state = 'signed'"#,
+            rows,
+            self.chain_id(),
+            self.address.as_slice()
         )
         .execute(&mut *tx)
         .await?;
