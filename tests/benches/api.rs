@@ -162,6 +162,28 @@ async fn main() -> anyhow::Result<()> {
     operator_latency(&chain, &db).await
 }
 
+/// A fresh wallet's gasless `register()`, signed as a forward request: the wallet, and the
+/// request's signature.
+async fn signed_register(
+    chain: &TestChain,
+    deadline: u64,
+) -> anyhow::Result<(PrivateKeySigner, alloy::primitives::Signature)> {
+    let c = chain.deployment.contracts;
+    let wallet = PrivateKeySigner::random();
+    let request = ForwardRequest {
+        from: wallet.address(),
+        to: c.account_registry,
+        value: U256::ZERO,
+        gas: U256::from(200_000),
+        nonce: U256::ZERO,
+        deadline: U48::from(deadline),
+        data: AccountRegistry::registerCall {}.abi_encode().into(),
+    };
+    let domain = forwarder_domain(chain.chain_id(), c.forwarder);
+    let signature = wallet.sign_hash(&request.eip712_signing_hash(&domain)).await?;
+    Ok((wallet, signature))
+}
+
 /// The node's own rate for the relayed work: `n` forward requests of fresh wallets (`register()`),
 /// each wrapped in the forwarder's `execute` and signed here by one of `keys` keys with nonces
 /// counted locally (before the clock starts), then sent straight to the node 32 at a time; from
@@ -169,7 +191,6 @@ async fn main() -> anyhow::Result<()> {
 async fn chain_floor(chain: &TestChain, n: usize, keys: usize) -> anyhow::Result<(usize, f64)> {
     let c = chain.deployment.contracts;
     let reader = chain.reader();
-    let domain = forwarder_domain(chain.chain_id(), c.forwarder);
     let data: Bytes = AccountRegistry::registerCall {}.abi_encode().into();
     let deadline = chrono::Utc::now().timestamp() as u64 + 3_600;
     // Users the rest of the bench never signs with (the relayer pool is 17 to 19).
@@ -181,17 +202,7 @@ async fn chain_floor(chain: &TestChain, n: usize, keys: usize) -> anyhow::Result
     let fees = reader.estimate_eip1559_fees().await?;
     let mut raws = Vec::with_capacity(n);
     for i in 0..n {
-        let wallet = PrivateKeySigner::random();
-        let request = ForwardRequest {
-            from: wallet.address(),
-            to: c.account_registry,
-            value: U256::ZERO,
-            gas: U256::from(200_000),
-            nonce: U256::ZERO,
-            deadline: U48::from(deadline),
-            data: data.clone(),
-        };
-        let signature = wallet.sign_hash(&request.eip712_signing_hash(&domain)).await?;
+        let (wallet, signature) = signed_register(chain, deadline).await?;
         let execute = Forwarder::executeCall {
             request: ERC2771Forwarder::ForwardRequestData {
                 from: wallet.address(),
@@ -340,20 +351,9 @@ async fn relay(
         decentraspace_api::http::auth::AccessTokens::new(&JWT_SECRET.to_owned().into(), 3_600)?;
     let data: Bytes = AccountRegistry::registerCall {}.abi_encode().into();
     let deadline = chrono::Utc::now().timestamp() as u64 + 3_600;
-    let domain = forwarder_domain(chain.chain_id(), c.forwarder);
     let mut requests = Vec::with_capacity(n);
     for _ in 0..n {
-        let wallet = PrivateKeySigner::random();
-        let request = ForwardRequest {
-            from: wallet.address(),
-            to: c.account_registry,
-            value: U256::ZERO,
-            gas: U256::from(200_000),
-            nonce: U256::ZERO,
-            deadline: U48::from(deadline),
-            data: data.clone(),
-        };
-        let signature = wallet.sign_hash(&request.eip712_signing_hash(&domain)).await?;
+        let (wallet, signature) = signed_register(chain, deadline).await?;
         let token = keys.sign(wallet.address(), chrono::Utc::now())?;
         let body = json!({ "forward_request": {
             "from": wallet.address().to_string(), "to": c.account_registry.to_string(), "gas": 200_000,
