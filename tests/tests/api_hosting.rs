@@ -1122,6 +1122,18 @@ async fn pnpm_and_yarn_lockfiles_install_with_their_own_package_manager() -> any
     Ok(())
 }
 
+/// A stack whose user 0 has site `name` live: the stack, and the site's id.
+async fn with_live_site(name: &str) -> anyhow::Result<(Stack, i64)> {
+    let stack = stack(0).await?;
+    let session = stack.api.login_registered(&stack.chain.user(0)).await?;
+    stack.api.deploy_site(&session.access, name, "<h1>v1</h1>").await?;
+    let site: i64 = sqlx::query_scalar("select id from sites where name = $1")
+        .bind(name)
+        .fetch_one(&mut stack.db.connect().await?)
+        .await?;
+    Ok((stack, site))
+}
+
 /// Inserts a deployment of `site` in the middle of attempt `attempt`, its lease a minute ahead,
 /// whose worker is alive: `worker` holds its liveness lock (taken before the row is visible, as
 /// the claiming statement does), until it closes.
@@ -1146,13 +1158,8 @@ async fn building(worker: &mut sqlx::PgConnection, site: i64, attempt: i32) -> a
 
 #[tokio::test]
 async fn a_stopping_replica_hands_its_deployments_back_at_once() -> anyhow::Result<()> {
-    let stack = stack(0).await?;
-    let session = stack.api.login_registered(&stack.chain.user(0)).await?;
-    stack.api.deploy_site(&session.access, "handed", "<h1>v1</h1>").await?;
+    let (stack, site) = with_live_site("handed").await?;
     let mut conn = stack.db.connect().await?;
-    let site: i64 = sqlx::query_scalar("select id from sites where name = 'handed'")
-        .fetch_one(&mut conn)
-        .await?;
     // A deployment this replica's worker was building (attempt 1).
     let mut worker = stack.db.connect().await?;
     let id = building(&mut worker, site, 1).await?;
@@ -1184,13 +1191,8 @@ async fn a_stopping_replica_hands_its_deployments_back_at_once() -> anyhow::Resu
 
 #[tokio::test]
 async fn a_dead_workers_deployment_is_taken_over_before_its_lease_runs_out() -> anyhow::Result<()> {
-    let stack = stack(0).await?;
-    let session = stack.api.login_registered(&stack.chain.user(0)).await?;
-    stack.api.deploy_site(&session.access, "taken", "<h1>v1</h1>").await?;
+    let (stack, site) = with_live_site("taken").await?;
     let mut conn = stack.db.connect().await?;
-    let site: i64 = sqlx::query_scalar("select id from sites where name = 'taken'")
-        .fetch_one(&mut conn)
-        .await?;
     // Two deployments in the middle of their first attempt, each lease a minute ahead: the
     // first one's worker is alive (this connection holds its liveness lock, as a working
     // replica's worker does); the second one's worker died with its replica.
