@@ -7,7 +7,7 @@
 //! Session locks elect the one replica that runs a job's pass ([`try_lead`]); transaction locks
 //! serialize the writes of one item ([`lock_in`]).
 
-use sqlx::{Connection, PgConnection, Postgres, Transaction};
+use sqlx::{PgConnection, Postgres, Transaction};
 
 const NAMESPACE: i64 = 0x6473 << 48;
 
@@ -171,17 +171,15 @@ pub async fn try_lead(
     db: &sqlx::PgPool,
     lock: Lock<'_>,
 ) -> Result<Option<PgConnection>, sqlx::Error> {
-    let mut conn = db.acquire().await?.detach();
+    let mut conn = db.acquire().await?;
     let leader: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
         .bind(lock.key())
-        .fetch_one(&mut conn)
+        .fetch_one(&mut *conn)
         .await?;
-    if leader {
-        Ok(Some(conn))
-    } else {
-        conn.close().await.ok();
-        Ok(None)
-    }
+    // Taken: the connection leaves the pool with its lock. Not taken: it holds nothing and goes
+    // back to the pool (closing it would cost the server a backend per try, and standby
+    // replicas try often).
+    Ok(leader.then(|| conn.detach()))
 }
 
 /// Takes `lock` until `tx` ends (waiting for whoever holds it).

@@ -192,7 +192,10 @@ impl Sender {
                 signer: self.address.as_slice(),
             };
             match try_lead(&self.outbox.db, lock).await? {
-                None => self.idle(&mut queued, self.settings.tick * 2).await,
+                // Another replica leads: try again after a tick (not on each queued row, which
+                // the leader is already sending; a leader that dies frees the lock with its
+                // connection, and this replica takes over within the tick).
+                None => tokio::time::sleep(self.settings.tick).await,
                 Some(mut conn) => {
                     tracing::info!(target: "api::chain", sender = self.name, address = %self.address, "leading the key's sender");
                     let led = self.lead(&mut conn, &mut queued).await;
