@@ -216,6 +216,9 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let gateway_addr = gateway.as_ref().map(|g| g.local_addr()).transpose()?;
     let stopping = tokio_util::sync::CancellationToken::new();
+    // Should this future be dropped before it ends (its task aborted), the jobs stop with it, as
+    // they would with the process, instead of running on unserved.
+    let _jobs_end_with_serve = stopping.clone().drop_guard();
     let supervisor =
         jobs::Supervisor::new(background_jobs(&state, gateway_addr)?, state.jobs.clone())
             .start(stopping.clone());
