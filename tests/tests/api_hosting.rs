@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use alloy::primitives::U256;
+use alloy::{primitives::U256, providers::Provider};
 use decentraspace_abi::ServiceRegistry;
 use decentraspace_tests::{
     Role, SseReader, Stack, TestApi, eventually, problem_type, wait_for_checkpoint,
@@ -1226,5 +1226,67 @@ async fn a_dead_workers_deployment_is_taken_over_before_its_lease_runs_out() -> 
         anyhow::ensure!(Instant::now() < deadline, "the second deployment was not taken");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_first_deployment_cut_off_while_its_service_opens_opens_one_service() -> anyhow::Result<()>
+{
+    let stack = stack(0).await?;
+    let user = stack.chain.user(0);
+    let session = stack.api.login_registered(&user).await?;
+    let reader = stack.chain.reader();
+    let automine = |on: bool| {
+        let reader = reader.clone();
+        async move { reader.raw_request::<_, Value>("evm_setAutomine".into(), (on,)).await.map(drop) }
+    };
+    let archive = tar_gz("site", &[("index.html", V1_INDEX)], &[])?;
+    let mut db = stack.db.connect().await?;
+    let writes = format!("hosting-service:{}:cutoff:", user.address());
+    let count_writes = "select count(*) from chain_outbox where starts_with(reference, $1)";
+
+    // Nothing is mined: the first request's service transaction stays on the network, and its
+    // replica dies while the request waits for it.
+    automine(false).await?;
+    let replica = TestApi::start_with(stack.config.clone()).await?;
+    {
+        let first = deploy(&replica, &session.access, "cutoff", &[], archive.clone());
+        tokio::pin!(first);
+        let written = eventually("the first request's service write", || async {
+            let n: i64 = sqlx::query_scalar(count_writes)
+                .bind(&writes)
+                .fetch_one(&mut stack.db.connect().await?)
+                .await?;
+            Ok(n == 1)
+        });
+        tokio::select! {
+            answer = &mut first => anyhow::bail!("answered before its service was mined: {answer:?}"),
+            written = written => written?,
+        }
+    }
+    drop(replica);
+
+    // Sent again to the other replica while that transaction is still unmined, then mined.
+    let again = deploy(&stack.api, &session.access, "cutoff", &[], archive);
+    let mine = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        automine(true).await?;
+        reader.raw_request::<_, Value>("evm_mine".into(), ()).await?;
+        anyhow::Ok(())
+    };
+    let ((status, body), ()) = tokio::try_join!(again, mine)?;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_i64().expect("a deployment id");
+    assert_eq!(stack.api.deployment_finished(&session.access, id).await?["state"], "live");
+
+    // One write, one service: the retry waited for the first attempt's transaction.
+    let n: i64 = sqlx::query_scalar(count_writes).bind(&writes).fetch_one(&mut db).await?;
+    assert_eq!(n, 1, "service writes for the site");
+    let registry = ServiceRegistry::new(stack.chain.deployment.contracts.service_registry, &reader);
+    let open = registry
+        .openServices(user.address(), decentraspace_abi::ServiceKind::StaticHosting.into())
+        .call()
+        .await?;
+    assert_eq!(open, 1, "hosting services opened for the account");
     Ok(())
 }

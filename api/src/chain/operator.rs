@@ -222,6 +222,51 @@ impl Operator {
         call: CallBuilder<&DynProvider, D, Ethereum>,
     ) -> Result<alloy::rpc::types::TransactionReceipt, ChainError> {
         let id = self.submit(call, None).await?;
+        self.receipt_of(id).await
+    }
+
+    /// [`Operator::send_for_receipt`] under the caller's `reference` (unique for this key's
+    /// purpose), as [`Operator::send_once`]: a retry waits for the first attempt's row.
+    pub async fn send_once_for_receipt<D: CallDecoder>(
+        &self,
+        reference: String,
+        call: CallBuilder<&DynProvider, D, Ethereum>,
+    ) -> Result<alloy::rpc::types::TransactionReceipt, ChainError> {
+        let write = self.prepare(call, reference, None).await?;
+        let mut conn = self.db.acquire().await?;
+        let id = self.outbox.enqueue(&mut conn, self.address, &write).await?;
+        drop(conn);
+        self.receipt_of(id).await
+    }
+
+    /// The reference of the next attempt at the write `prefix` names: `<prefix>:<n>`, the first
+    /// whose row did not revert. A retry while an attempt is in flight (its request cut off
+    /// before the answer) gets that attempt's reference, and so its row; only a reverted
+    /// attempt makes way for another.
+    pub async fn attempt_reference(&self, prefix: &str) -> Result<String, ChainError> {
+        let mut n = 0u32;
+        loop {
+            let reference = format!("{prefix}:{n}");
+            let state = sqlx::query_scalar!(
+                "select state from chain_outbox where chain_id = $1 and purpose = $2 and reference = $3",
+                self.outbox.chain_id() as i64,
+                self.purpose.as_str(),
+                reference
+            )
+            .fetch_optional(&self.db)
+            .await?;
+            if state.as_deref() != Some("reverted") {
+                return Ok(reference);
+            }
+            n += 1;
+        }
+    }
+
+    /// Waits for row `id` and reads its receipt.
+    async fn receipt_of(
+        &self,
+        id: i64,
+    ) -> Result<alloy::rpc::types::TransactionReceipt, ChainError> {
         let row = self.wait(id).await?;
         let Some(hash) = row.tx_hash else { return Err(ChainError::Queued(id)) };
         match row.state {

@@ -228,12 +228,20 @@ async fn open_service(state: &Platform, site: &Site) -> ApiResult<i64> {
         state.deployment.contracts.service_registry,
         operator.provider().clone(),
     );
+    // One write per attempt at the site's service: a first deployment cut off while its
+    // service was being opened, then sent again, waits for the same transaction.
+    let reference = operator
+        .attempt_reference(&format!("hosting-service:{}:{}", site.account, site.name))
+        .await?;
     let receipt = operator
-        .send_for_receipt(registry.createServiceFor(
-            site.account,
-            service_kind(site).into(),
-            service_ref(&site.name),
-        ))
+        .send_once_for_receipt(
+            reference,
+            registry.createServiceFor(
+                site.account,
+                service_kind(site).into(),
+                service_ref(&site.name),
+            ),
+        )
         .await
         .map_err(|err| match err {
             ChainError::Refused(PlatformRevert::ServiceRegistry(
