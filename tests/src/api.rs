@@ -353,6 +353,25 @@ impl ApiProcess {
         db: &TestDb,
         extra: &[(&str, String)],
     ) -> anyhow::Result<(Self, TestApi)> {
+        Self::serving_on(chain, db, extra, false).await
+    }
+
+    /// [`ApiProcess::serving`], with the site gateway on a free port of its own too (the
+    /// client's `gateway`).
+    pub async fn serving_with_gateway(
+        chain: &TestChain,
+        db: &TestDb,
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<(Self, TestApi)> {
+        Self::serving_on(chain, db, extra, true).await
+    }
+
+    async fn serving_on(
+        chain: &TestChain,
+        db: &TestDb,
+        extra: &[(&str, String)],
+        gateway: bool,
+    ) -> anyhow::Result<(Self, TestApi)> {
         crate::served::on_free_ports("the API binary", || async {
             let port = crate::served::free_port()?;
             let mut settings = vec![
@@ -360,9 +379,14 @@ impl ApiProcess {
                 ("SIWE_DOMAIN", SIWE_DOMAIN.to_owned()),
                 ("SIWE_URI", SIWE_URI.to_owned()),
             ];
+            let mut client = TestApi::at(&format!("http://127.0.0.1:{port}"));
+            if gateway {
+                let gateway_port = crate::served::free_port()?;
+                settings.push(("GATEWAY_LISTEN", format!("127.0.0.1:{gateway_port}")));
+                client.gateway = format!("http://127.0.0.1:{gateway_port}");
+            }
             settings.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
             let mut process = Self::spawn(chain, db, &settings)?;
-            let client = TestApi::at(&format!("http://127.0.0.1:{port}"));
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
             loop {
                 if let Ok((200, _)) = client.get("/health", None).await {
@@ -385,6 +409,24 @@ impl ApiProcess {
     pub fn kill9(&mut self) {
         self.child.kill().ok();
         self.child.wait().ok();
+    }
+
+    /// Stops it with SIGTERM, as an orchestrator does, and waits (up to 30 s) for it to exit: its
+    /// exit status.
+    pub async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .context("run kill")?;
+        anyhow::ensure!(sent.success(), "kill -TERM failed: {sent}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            anyhow::ensure!(std::time::Instant::now() < deadline, "the API did not exit in 30 s");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Its process id.

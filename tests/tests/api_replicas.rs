@@ -718,3 +718,46 @@ async fn a_lagging_read_replica_never_serves_what_the_primary_announced_as_chang
     assert_eq!(api.get(&path, None).await?.1["balance"], "7000000");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_replica_stopped_by_sigterm_records_every_request_its_gateway_answered()
+-> anyhow::Result<()> {
+    let chain = TestChain::start().await?;
+    let db = TestDb::create().await?;
+    let ipfs = TestIpfs::start().await?;
+    let _indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
+    let settings = [
+        ("OPERATOR_PRIVATE_KEY", role_key(&chain, Role::Operator)),
+        ("IPFS_API_URL", ipfs.api_url.clone()),
+        ("IPFS_GATEWAY_URL", ipfs.gateway_url.clone()),
+        ("CHAIN_CONFIRMATIONS", "0".to_owned()),
+        ("SITES_DOMAIN", "sites.test".to_owned()),
+        ("UPTIME_INTERVAL_SECS", "0".to_owned()),
+    ];
+    let (mut replica, api) = ApiProcess::serving_with_gateway(&chain, &db, &settings).await?;
+    let owner = api.login_registered(&chain.user(7)).await?;
+    api.deploy_site(&owner.access, "drained", "<h1>served</h1>").await?;
+
+    // Requests answered well inside one flush interval, then SIGTERM at once: the rows are still
+    // in the replica's buffer when the signal comes.
+    const VISITS: usize = 200;
+    let http = reqwest::Client::new();
+    let visits = futures::future::join_all((0..VISITS).map(|_| {
+        http.get(format!("{}/", api.gateway)).header("host", "drained.sites.test").send()
+    }))
+    .await;
+    for visit in visits {
+        assert_eq!(visit?.status().as_u16(), 200);
+    }
+    let status = replica.terminate().await?;
+    assert!(status.success(), "the replica exited with {status}");
+
+    let recorded: i64 = sqlx::query_scalar(
+        "select count(*) from site_requests r join sites s on s.id = r.site_id
+         where s.name = 'drained'",
+    )
+    .fetch_one(&mut db.connect().await?)
+    .await?;
+    assert_eq!(recorded, VISITS as i64, "requests recorded of those the gateway answered");
+    Ok(())
+}
