@@ -9,7 +9,8 @@
 //! - Relay: `BENCH_RELAY` (default 1,000) gasless forward requests (`register()` for as many fresh
 //!   wallets), `BENCH_RELAY_CONCURRENCY` (32) at a time, round-robin over 1 or 3 API replicas
 //!   (each with its own pool, state and senders, on one database, warmed by reads before the
-//!   clock starts), with one relayer key or a pool
+//!   clock starts; `BENCH_RELAY_TO_FIRST=1` sends every request to the first, the others idle),
+//!   with one relayer key or a pool
 //!   of four, from the first request to the last receipt, each setting on a fresh chain, database
 //!   and indexer:
 //!   `relay_throughput replicas=… keys=… tx=… seconds=… tx_per_sec=… nonce_errors=…`
@@ -396,7 +397,11 @@ async fn relay(
     let started = Instant::now();
     let answers: Vec<(u16, serde_json::Value)> = stream::iter(requests.iter().enumerate())
         .map(|(i, (_, token, body))| async move {
-            let api = &apis[i % apis.len()];
+            let api = if std::env::var_os("BENCH_RELAY_TO_FIRST").is_some() {
+                &apis[0]
+            } else {
+                &apis[i % apis.len()]
+            };
             let response = api
                 .http
                 .post(api.url("/blockchain/credit"))
