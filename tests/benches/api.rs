@@ -10,10 +10,10 @@
 //!   wallets), `BENCH_RELAY_CONCURRENCY` (32) at a time, round-robin over 1 or 3 API replicas
 //!   (each with its own pool, state and senders, on one database, warmed by reads before the
 //!   clock starts; `BENCH_RELAY_TO_FIRST=1` sends every request to the first, the others idle),
-//!   with one relayer key or a pool
-//!   of four, from the first request to the last receipt, each setting on a fresh chain, database
-//!   and indexer:
-//!   `relay_throughput replicas=… keys=… tx=… seconds=… tx_per_sec=… nonce_errors=…`
+//!   with one relayer key or a pool of four, from the first request to the last receipt, each
+//!   setting on a fresh chain, database and indexer:
+//!   `relay_throughput replicas=… keys=… tx=… seconds=… tx_per_sec=… nonce_errors=… cpu_ms_per_tx=…`
+//!   (`cpu_ms_per_tx`: the whole machine's busy CPU time during the run, per relay).
 //!   Then the node's own floor for the same transactions (`execute` calls signed in the bench and
 //!   sent straight to a fresh anvil, 32 at a time): `relay_floor keys=… tx=… seconds=… tx_per_sec=…`.
 //!   (`nonce_errors`: outbox rows that had to be signed again because their nonce was taken, plus
@@ -150,10 +150,11 @@ async fn main() -> anyhow::Result<()> {
             }
             apis.push(TestApi::start_with(config).await?);
         }
-        let (tx, seconds, nonce_errors) = relay(&chain, &db, &apis, n).await?;
+        let (tx, seconds, nonce_errors, cpu) = relay(&chain, &db, &apis, n).await?;
         println!(
-            "relay_throughput replicas={replicas} keys={keys} tx={tx} seconds={seconds:.2} tx_per_sec={:.0} nonce_errors={nonce_errors}",
-            tx as f64 / seconds
+            "relay_throughput replicas={replicas} keys={keys} tx={tx} seconds={seconds:.2} tx_per_sec={:.0} nonce_errors={nonce_errors} cpu_ms_per_tx={:.2}",
+            tx as f64 / seconds,
+            cpu * 1_000.0 / tx as f64
         );
     }
     // The node's own floor for the same transactions, without the API or the database, each on a
@@ -354,15 +355,30 @@ fn pgbench(test_url: &str, seconds: u64) -> anyhow::Result<f64> {
         .context("tps in pgbench's output")
 }
 
+/// The machine's busy CPU time so far (every process: the API, Postgres, anvil, the bench), in
+/// seconds, from `/proc/stat`.
+fn busy_cpu_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("a cpu line in /proc/stat")?;
+    // user nice system idle iowait irq softirq steal: all but idle and iowait were busy.
+    let ticks: Vec<u64> =
+        line.split_whitespace().skip(1).take(8).map(str::parse).collect::<Result<_, _>>()?;
+    anyhow::ensure!(ticks.len() == 8, "an unexpected /proc/stat: {line}");
+    let busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6] + ticks[7];
+    // USER_HZ: 100 on Linux.
+    Ok(busy as f64 / 100.0)
+}
+
 /// Relays `n` gasless `register()` calls, one per fresh wallet, round-robin over `apis`; returns
-/// how many were accepted, the seconds from the first request to the last receipt, and the nonce
-/// errors (rows signed again because their nonce was taken, and relayed requests that failed).
+/// how many were accepted, the seconds from the first request to the last receipt, the nonce
+/// errors (rows signed again because their nonce was taken, and relayed requests that failed),
+/// and the machine's busy CPU seconds meanwhile.
 async fn relay(
     chain: &TestChain,
     db: &TestDb,
     apis: &[TestApi],
     n: usize,
-) -> anyhow::Result<(usize, f64, usize)> {
+) -> anyhow::Result<(usize, f64, usize, f64)> {
     let c = chain.deployment.contracts;
     let keys =
         decentraspace_api::http::auth::AccessTokens::new(&JWT_SECRET.to_owned().into(), 3_600)?;
@@ -395,6 +411,7 @@ async fn relay(
         .into_iter()
         .collect::<anyhow::Result<Vec<_>>>()?;
     let started = Instant::now();
+    let busy_before = busy_cpu_seconds()?;
     let answers: Vec<(u16, serde_json::Value)> = stream::iter(requests.iter().enumerate())
         .map(|(i, (_, token, body))| async move {
             let api = if std::env::var_os("BENCH_RELAY_TO_FIRST").is_some() {
@@ -440,6 +457,7 @@ async fn relay(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = busy_cpu_seconds()? - busy_before;
     let (failed, requeued): (i64, i64) = sqlx::query_as(
         "select (select count(*) from relayed_transactions where id = any($1) and status <> 'mined'),
                 (select coalesce(sum(o.requeued), 0)::bigint from relayed_transactions r
@@ -448,5 +466,5 @@ async fn relay(
     .bind(&accepted)
     .fetch_one(&mut conn)
     .await?;
-    Ok((accepted.len(), seconds, (failed + requeued) as usize))
+    Ok((accepted.len(), seconds, (failed + requeued) as usize, cpu))
 }
