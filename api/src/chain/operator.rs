@@ -137,7 +137,7 @@ impl Operator {
         &self,
         call: CallBuilder<&DynProvider, D, Ethereum>,
     ) -> Result<TxOutcome, ChainError> {
-        let id = self.submit(call, None).await?;
+        let id = self.submit(call, None, None).await?;
         let row = self.wait(id).await?;
         Ok(TxOutcome::of(&row))
     }
@@ -149,7 +149,7 @@ impl Operator {
         account: Address,
         call: CallBuilder<&DynProvider, D, Ethereum>,
     ) -> Result<TxOutcome, ChainError> {
-        let id = self.submit(call, Some(account)).await?;
+        let id = self.submit(call, None, Some(account)).await?;
         let row = self.wait(id).await?;
         Ok(TxOutcome::of(&row))
     }
@@ -163,22 +163,22 @@ impl Operator {
         account: Option<Address>,
         call: CallBuilder<&DynProvider, D, Ethereum>,
     ) -> Result<TxOutcome, ChainError> {
-        let write = self.prepare(call, reference, account).await?;
-        let mut conn = self.db.acquire().await?;
-        let id = self.outbox.enqueue(&mut conn, self.address, &write).await?;
-        drop(conn);
+        let id = self.submit(call, Some(reference), account).await?;
         let row = self.wait(id).await?;
         Ok(TxOutcome::of(&row))
     }
 
     /// Estimates the call as this key (a refusal is returned, nothing is written) and writes it
-    /// to the outbox under a fresh reference; the row's id.
+    /// to the outbox under `reference` (a fresh one when `None`); the row's id (the earlier row's,
+    /// when the reference was written before).
     async fn submit<D: CallDecoder>(
         &self,
         call: CallBuilder<&DynProvider, D, Ethereum>,
+        reference: Option<String>,
         account: Option<Address>,
     ) -> Result<i64, ChainError> {
-        let write = self.prepare(call, hex::encode(crate::random::reference()), account).await?;
+        let reference = reference.unwrap_or_else(|| hex::encode(crate::random::reference()));
+        let write = self.prepare(call, reference, account).await?;
         let mut conn = self.db.acquire().await?;
         Ok(self.outbox.enqueue(&mut conn, self.address, &write).await?)
     }
@@ -221,7 +221,7 @@ impl Operator {
         &self,
         call: CallBuilder<&DynProvider, D, Ethereum>,
     ) -> Result<alloy::rpc::types::TransactionReceipt, ChainError> {
-        let id = self.submit(call, None).await?;
+        let id = self.submit(call, None, None).await?;
         self.receipt_of(id).await
     }
 
@@ -232,10 +232,7 @@ impl Operator {
         reference: String,
         call: CallBuilder<&DynProvider, D, Ethereum>,
     ) -> Result<alloy::rpc::types::TransactionReceipt, ChainError> {
-        let write = self.prepare(call, reference, None).await?;
-        let mut conn = self.db.acquire().await?;
-        let id = self.outbox.enqueue(&mut conn, self.address, &write).await?;
-        drop(conn);
+        let id = self.submit(call, Some(reference), None).await?;
         self.receipt_of(id).await
     }
 
