@@ -1213,11 +1213,18 @@ async fn a_dead_workers_deployment_is_taken_over_before_its_lease_runs_out() -> 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(attempts(alive).fetch_one(&mut conn).await?, 1, "a living worker's job was taken");
-    let log: String = sqlx::query_scalar("select log from deployments where id = $1")
-        .bind(dead)
-        .fetch_one(&mut conn)
-        .await?;
-    assert!(log.contains("attempt 2: starting over"), "{log}");
+    // The worker logs its new attempt after the claim that counted it has committed.
+    let log = |id: i64| {
+        sqlx::query_scalar::<_, String>("select log from deployments where id = $1").bind(id)
+    };
+    loop {
+        let text = log(dead).fetch_one(&mut conn).await?;
+        if text.contains("attempt 2: starting over") {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no new attempt in the log: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Once that worker dies too, its job goes the same way.
     drop(worker);
