@@ -165,6 +165,12 @@ pub struct Config {
     #[arg(long, env = "CHAIN_STUCK_AFTER_SECS", default_value_t = 60)]
     pub chain_stuck_after_secs: u64,
 
+    /// Seconds the next transaction a key's sequence waits on (its nonce is the chain's count) may
+    /// stay unmined before it is sent again with higher fees: a node that dropped it, or never
+    /// promoted it, mines nothing more of the key until then.
+    #[arg(long, env = "CHAIN_HEAD_STUCK_AFTER_SECS", default_value_t = 15)]
+    pub chain_head_stuck_after_secs: u64,
+
     /// A signing key whose balance falls below this many wei is reported low (in
     /// `/analytics/system` and the `chain_signer_low` metric).
     #[arg(long, env = "CHAIN_LOW_BALANCE_WEI", default_value = "100000000000000000")]

@@ -140,6 +140,7 @@ impl AppState {
         let settings = SenderSettings {
             confirmations: config.chain_confirmations,
             stuck_after: std::time::Duration::from_secs(config.chain_stuck_after_secs),
+            head_stuck_after: std::time::Duration::from_secs(config.chain_head_stuck_after_secs),
             low_balance: config.chain_low_balance_wei,
             ..SenderSettings::default()
         };
@@ -151,14 +152,8 @@ impl AppState {
          -> anyhow::Result<Option<Operator>> {
             let Some(key) = key else { return Ok(None) };
             let sender = Sender::new(key, setting, role, outbox.clone(), chain.clone(), settings)?;
-            let operator = Operator::new(
-                db.clone(),
-                outbox.clone(),
-                chain.clone(),
-                sender.address(),
-                purpose,
-                deployment.contracts.account_registry,
-            );
+            let operator =
+                Operator::new(db.clone(), outbox.clone(), chain.clone(), sender.address(), purpose);
             senders.push(Arc::new(sender));
             Ok(Some(operator))
         };

@@ -209,3 +209,53 @@ async fn first_login_registrations_are_capped_per_hour() -> anyhow::Result<()> {
     assert_eq!(requested, vec![first.address().to_vec()]);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_registration_the_chain_refused_at_login_is_written_once_it_takes_it()
+-> anyhow::Result<()> {
+    use decentraspace_abi::AccountRegistry;
+    let chain = TestChain::start().await?;
+    let db = TestDb::create().await?;
+    let _indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
+    let api = TestApi::start_with(decentraspace_tests::api_config(&chain, &db)).await?;
+    let registry = AccountRegistry::new(
+        chain.deployment.contracts.account_registry,
+        chain.provider_as(chain.role(Role::Admin)),
+    );
+    let operator_role = registry.OPERATOR_ROLE().call().await?;
+    let operator = chain.role(Role::Operator).address();
+
+    // The operator key loses its role: the registration cannot even be estimated at login.
+    let receipt = registry.revokeRole(operator_role, operator).send().await?.get_receipt().await?;
+    anyhow::ensure!(receipt.status(), "revoke reverted");
+    let user = chain.user(5);
+    let session = api.login(&user).await?;
+    assert_eq!(
+        api.get("/auth/tier", Some(&session.access)).await?.0,
+        200,
+        "signed in all the same"
+    );
+    let mut conn = db.connect().await?;
+    let unwritten: Option<Option<i64>> =
+        sqlx::query_scalar("select outbox_id from account_registrations where account = $1")
+            .bind(user.address().as_slice())
+            .fetch_optional(&mut conn)
+            .await?;
+    assert_eq!(unwritten, Some(None), "the request is recorded, its transaction not written");
+
+    // The role comes back; the sweep writes the request without another login.
+    let receipt = registry.grantRole(operator_role, operator).send().await?.get_receipt().await?;
+    anyhow::ensure!(receipt.status(), "grant reverted");
+    eventually("the sweep's registration to be indexed", || async {
+        Ok(api.get("/auth/tier", Some(&session.access)).await?.1["registered"] == true)
+    })
+    .await?;
+    let rows: i64 = sqlx::query_scalar(
+        "select count(*) from chain_outbox where purpose = 'operator' and reference = $1",
+    )
+    .bind(format!("register:{}", user.address()))
+    .fetch_one(&mut conn)
+    .await?;
+    assert_eq!(rows, 1, "one transaction for the registration");
+    Ok(())
+}

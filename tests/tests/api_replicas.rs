@@ -205,6 +205,22 @@ async fn once(
     Ok(None)
 }
 
+/// Where `account`'s registration stopped, for a failure's message: its request and the state of
+/// the outbox row that carries it.
+async fn registration_state(db: &TestDb, account: Address) -> anyhow::Result<String> {
+    let state: Option<String> = sqlx::query_scalar(
+        "select format('outbox row %s is %s at nonce %s after %s sends (error: %s)',
+                       r.outbox_id, o.state, o.nonce,
+                       (select count(*) from chain_outbox_sends s where s.outbox_id = o.id), o.error)
+         from account_registrations r left join chain_outbox o on o.id = r.outbox_id
+         where r.account = $1",
+    )
+    .bind(account.as_slice())
+    .fetch_optional(&mut db.connect().await?)
+    .await?;
+    Ok(state.unwrap_or_else(|| "no registration was requested".to_owned()))
+}
+
 /// Whether `session`'s account shows as registered (its first login's registration indexed).
 async fn registered(api: &TestApi, session: &Session) -> bool {
     matches!(api.get("/auth/tier", Some(&session.access)).await, Ok((200, tier)) if tier["registered"] == true)
@@ -333,8 +349,8 @@ async fn three_replicas_killed_under_load_lose_and_duplicate_nothing() -> anyhow
     // again every 1.2 s, twenty times.
     let killing = AtomicBool::new(true);
     let counter = AtomicU64::new(1);
-    let (api, chain, paystack, payer, killing, counter) =
-        (&api, &chain, &paystack, &payer, &killing, &counter);
+    let (api, chain, paystack, payer, killing, counter, db) =
+        (&api, &chain, &paystack, &payer, &killing, &counter, &db);
     let relays = futures::future::try_join_all((0..4).map(|_| async move {
         let mut relayed = Vec::new();
         while killing.load(Ordering::Relaxed) {
@@ -343,7 +359,10 @@ async fn three_replicas_killed_under_load_lose_and_duplicate_nothing() -> anyhow
             let session = login_retrying(api, &wallet).await?;
             let deadline = Instant::now() + Duration::from_secs(60);
             while !registered(api, &session).await {
-                anyhow::ensure!(Instant::now() < deadline, "wallet {n} never registered");
+                if Instant::now() >= deadline {
+                    let request = registration_state(db, wallet.address()).await?;
+                    anyhow::bail!("wallet {n} never registered: {request}");
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             let create = ServiceRegistry::createServiceCall {
@@ -446,7 +465,7 @@ async fn three_replicas_killed_under_load_lose_and_duplicate_nothing() -> anyhow
                     .wrapping_add(1_442_695_040_888_963_407);
                 let victim = (seed >> 33) as usize % replicas.len();
                 replicas[victim].kill9();
-                let (process, started) = ApiProcess::serving(chain, &db, &settings).await?;
+                let (process, started) = ApiProcess::serving(chain, db, &settings).await?;
                 balancer.set(victim, started.base.clone());
                 replicas[victim] = process;
             }
@@ -487,7 +506,7 @@ async fn three_replicas_killed_under_load_lose_and_duplicate_nothing() -> anyhow
     settings.push(("METER_INTERVAL_SECS", "86400".to_owned()));
     for (n, replica) in replicas.iter_mut().enumerate() {
         replica.kill9();
-        let (process, started) = ApiProcess::serving(chain, &db, &settings).await?;
+        let (process, started) = ApiProcess::serving(chain, db, &settings).await?;
         balancer.set(n, started.base.clone());
         *replica = process;
     }

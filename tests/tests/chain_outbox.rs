@@ -4,7 +4,8 @@
 //! mining before the receipt is stored sends each transaction once; a nonce taken by a
 //! transaction the platform did not sign is given to the waiting row again; a relayed forward
 //! request recorded by a replica that dies is sent once; and a pool of relayer keys shares the
-//! relayed load, each account on one key.
+//! relayed load, each account on one key; a transaction the node dropped from its pool is sent
+//! again at its nonce.
 
 use std::time::Duration;
 
@@ -246,6 +247,41 @@ async fn a_nonce_taken_outside_the_platform_is_given_to_the_row_again() -> anyho
     assert_eq!(row.requeued, 1, "{row:?}");
     assert_eq!(row.nonce, signed.nonce.map(|n| n + 1), "{row:?}");
     assert_ne!(row.tx_hash, signed.first_send, "signed again at the new nonce");
+    assert_eq!(registrations_on_chain(&chain, user.address()).await?, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_transaction_the_node_dropped_is_sent_again_at_its_nonce() -> anyhow::Result<()> {
+    let chain = TestChain::start().await?;
+    let db = TestDb::create().await?;
+    let mut with_head_deadline = settings(&chain, chain.endpoint());
+    with_head_deadline.push(("CHAIN_HEAD_STUCK_AFTER_SECS", "2".to_owned()));
+    let (_api, client) = ApiProcess::serving(&chain, &db, &with_head_deadline).await?;
+    let rpc = chain.reader();
+
+    // The node stops mining on arrival, takes the registration into its pool, then drops it (as a
+    // node evicts a transaction from a full pool): the row is pending, its hash known to no one.
+    rpc.raw_request::<_, serde_json::Value>("evm_setAutomine".into(), (false,)).await?;
+    let user = chain.user(0);
+    client.login(&user).await?;
+    eventually("the registration to be broadcast", || async {
+        Ok(registration_row(&db, user.address()).await?.is_some_and(|r| r.state == "pending"))
+    })
+    .await?;
+    let dropped = registration_row(&db, user.address()).await?.expect("a row");
+    let hash = alloy::primitives::B256::from_slice(dropped.first_send.as_deref().expect("a send"));
+    rpc.raw_request::<_, serde_json::Value>("anvil_dropTransaction".into(), (hash,)).await?;
+    rpc.raw_request::<_, serde_json::Value>("evm_setAutomine".into(), (true,)).await?;
+    assert!(rpc.get_transaction_by_hash(hash).await?.is_none(), "the node forgot it");
+
+    // Nothing else of the key will be mined before it: it is sent again at its nonce, with
+    // higher fees, long before the general 60 s deadline.
+    let row = mined_registration(&db, user.address()).await?;
+    assert_eq!(row.nonce, dropped.nonce, "the same nonce: {row:?}");
+    assert_eq!(row.sends, 2, "{row:?}");
+    assert_ne!(row.tx_hash, dropped.first_send, "the raised send was mined");
+    assert_eq!(row.requeued, 0);
     assert_eq!(registrations_on_chain(&chain, user.address()).await?, 1);
     Ok(())
 }

@@ -101,13 +101,25 @@ pub(super) async fn login(
     if consumed.rows_affected() != 1 {
         return Err(invalid_nonce());
     }
-    let mut conn = state.db.acquire().await?;
-    let tokens = state.sessions.issue(&mut conn, message.address).await?;
-    drop(conn);
-    if let Some(operator) = &state.operator {
-        operator
-            .register_if_new(state.chain_id(), message.address, state.config.registrations_per_hour)
-            .await;
+    // The session and, at a first login, the request to register the wallet on-chain commit
+    // together: a signed-in wallet is never left without its registration.
+    let mut tx = state.db.begin().await?;
+    let tokens = state.sessions.issue(&mut tx, message.address).await?;
+    let register = state.operator.is_some()
+        && super::registration::request(
+            &mut tx,
+            state.chain_id(),
+            message.address,
+            state.config.registrations_per_hour,
+        )
+        .await?;
+    tx.commit().await?;
+    if register && let Some(operator) = &state.operator {
+        // Written now so the first deploy finds the account soon; what fails here, the sweep
+        // writes within seconds.
+        if let Err(err) = super::registration::write(&state, operator, message.address).await {
+            tracing::warn!(target: "api::auth", %err, account = %message.address, "cannot write the on-chain registration yet; the sweep will");
+        }
     }
     tracing::info!(target: "api::auth", account = %message.address, "signed in");
     Ok(Json(token_response(tokens)))

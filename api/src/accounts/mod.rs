@@ -3,6 +3,7 @@
 
 mod login;
 pub mod manage;
+pub mod registration;
 pub mod siwe;
 pub mod tier;
 pub mod tokens;
@@ -25,13 +26,16 @@ pub struct AccountsState {
 }
 feature_state!(AccountsState);
 
-/// The accounts' job: forgetting nonces and refresh tokens a day past their expiry, hourly.
-/// Best effort: readiness does not depend on it.
+/// The accounts' jobs: writing the on-chain registrations logins left unwritten (with an
+/// operator key), and forgetting nonces and refresh tokens a day past their expiry, hourly (best
+/// effort: readiness does not depend on it).
 pub fn jobs(state: &AccountsState) -> Vec<crate::jobs::Job> {
     let db = state.db.clone();
     let hourly = std::time::Duration::from_secs(3600);
-    vec![
-        crate::jobs::Job::periodic(
+    let registrations = registration::job(state);
+    registrations
+        .into_iter()
+        .chain([crate::jobs::Job::periodic(
             "expired-sessions",
             move || {
                 crate::jobs::Schedule::every(hourly).first_after(std::time::Duration::from_secs(60))
@@ -41,8 +45,8 @@ pub fn jobs(state: &AccountsState) -> Vec<crate::jobs::Job> {
                 async move { tokens::forget_expired(&db).await }
             },
         )
-        .optional(),
-    ]
+        .optional()])
+        .collect()
 }
 
 /// The `/auth` routes.

@@ -10,7 +10,6 @@ use alloy::{
     primitives::{Address, U256},
     providers::{DynProvider, Provider},
 };
-use decentraspace_abi::AccountRegistry;
 use serde::Serialize;
 use sqlx::PgPool;
 use utoipa::ToSchema;
@@ -104,7 +103,6 @@ pub struct Shared {
     provider: DynProvider,
     address: Address,
     purpose: Purpose,
-    registry: Address,
 }
 
 impl Operator {
@@ -116,9 +114,8 @@ impl Operator {
         provider: DynProvider,
         address: Address,
         purpose: Purpose,
-        registry: Address,
     ) -> Self {
-        Self(std::sync::Arc::new(Shared { db, outbox, provider, address, purpose, registry }))
+        Self(std::sync::Arc::new(Shared { db, outbox, provider, address, purpose }))
     }
 
     /// The key's address.
@@ -279,65 +276,15 @@ impl Operator {
         }
     }
 
-    /// Registers `account` unless it is indexed already or a registration was requested before:
-    /// the request and its outbox row are written together before the login answers, and the
-    /// key's sender sends it (a login never waits for the chain). At most `per_hour`
-    /// registrations are requested per hour (each costs the operator gas, and a new wallet
-    /// costs nothing to make); past it, registration waits for a later login. A failure is
-    /// logged: the next login tries again.
-    pub async fn register_if_new(&self, chain_id: u64, account: Address, per_hour: u32) {
-        if let Err(err) = self.request_registration(chain_id, account, per_hour).await {
-            tracing::warn!(target: "api::auth", %err, %account, "cannot request the on-chain registration");
-        }
-    }
-
-    async fn request_registration(
+    /// Writes the call to the outbox under `reference` (unique for this key's purpose: a second
+    /// write with it finds the first row) without waiting for it to be sent; the row's id. The
+    /// call is estimated first, so a refusal is returned and nothing is written.
+    pub async fn enqueue<D: CallDecoder>(
         &self,
-        chain_id: u64,
-        account: Address,
-        per_hour: u32,
-    ) -> Result<(), ChainError> {
-        let indexed = sqlx::query_scalar!(
-            r#"select exists (select 1 from accounts where chain_id = $1 and address = $2)
-                   or exists (select 1 from account_registrations where chain_id = $1 and account = $2)
-                 as "known!""#,
-            chain_id as i64,
-            account.as_slice()
-        )
-        .fetch_one(&self.db)
-        .await?;
-        if indexed {
-            return Ok(());
-        }
-        let registry = AccountRegistry::new(self.registry, self.provider.clone());
-        let write = self
-            .prepare(registry.registerFor(account), format!("register:{account}"), Some(account))
-            .await?;
-        let mut tx = self.db.begin().await?;
-        let claimed = sqlx::query!(
-            r#"insert into account_registrations (chain_id, account)
-               select $1, $2
-               where (select count(*) from account_registrations
-                      where chain_id = $1 and requested_at > now() - interval '1 hour') < $3
-               on conflict do nothing"#,
-            chain_id as i64,
-            account.as_slice(),
-            i64::from(per_hour)
-        )
-        .execute(&mut *tx)
-        .await?;
-        if claimed.rows_affected() == 1 {
-            let id = self.outbox.enqueue(&mut tx, self.address, &write).await?;
-            sqlx::query!(
-                "update account_registrations set outbox_id = $3 where chain_id = $1 and account = $2",
-                chain_id as i64,
-                account.as_slice(),
-                id
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        call: CallBuilder<&DynProvider, D, Ethereum>,
+        reference: String,
+        account: Option<Address>,
+    ) -> Result<i64, ChainError> {
+        self.submit(call, Some(reference), account).await
     }
 }

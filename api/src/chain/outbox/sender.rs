@@ -12,7 +12,8 @@
 //!    (a key used outside the platform moves it on), then the rows take its next nonces and are
 //!    signed, the raw transactions stored in the same database transaction;
 //! 4. **broadcast**: stored sends go to the node (the same bytes again after a crash);
-//! 5. **unstick**: a row pending past its deadline gets a new send at its nonce with higher fees.
+//! 5. **unstick**: a row pending past its deadline gets a new send at its nonce with higher fees;
+//!    the row at the chain's count, which every later row waits on, has a shorter deadline.
 //!
 //! Every write happens on the connection that holds the lock: a sender that lost it (its
 //! connection dropped) cannot sign or record anything more, whatever it still believes.
@@ -61,6 +62,10 @@ pub struct SenderSettings {
     pub confirmations: u64,
     /// A row pending this long gets a new send with higher fees.
     pub stuck_after: Duration,
+    /// The row every other one of the key waits on (its nonce is the chain's count) gets a new
+    /// send with higher fees after this long already: a node that dropped it or never promoted it
+    /// mines nothing of the key until then.
+    pub head_stuck_after: Duration,
     /// The longest wait between passes without a notification.
     pub tick: Duration,
     /// Rows signed or broadcast per step.
@@ -74,6 +79,7 @@ impl Default for SenderSettings {
         Self {
             confirmations: 64,
             stuck_after: Duration::from_secs(60),
+            head_stuck_after: Duration::from_secs(15),
             tick: Duration::from_millis(500),
             batch: 256,
             low_balance: U256::from(10u64).pow(U256::from(17u64)),
@@ -264,11 +270,11 @@ impl Sender {
 
     /// One pass; when to run the next.
     async fn pass(&self, conn: &mut PgConnection) -> Result<Next, PassError> {
-        self.settle(conn).await?;
+        let used = self.settle(conn).await?;
         self.confirm(conn).await?;
         let signed = self.sign(conn).await?;
         let sent = self.broadcast(conn).await?;
-        self.unstick(conn).await?;
+        self.unstick(conn, used).await?;
         if signed as i64 == self.settings.batch || sent as i64 == self.settings.batch {
             return Ok(Next::Now);
         }
@@ -307,8 +313,9 @@ impl Sender {
     }
 
     /// Receipts of rows whose nonce the chain has used, looked up together (each row's sends
-    /// newest first) and recorded in one statement.
-    async fn settle(&self, conn: &mut PgConnection) -> Result<(), PassError> {
+    /// newest first) and recorded in one statement. Answers the key's transaction count at the
+    /// head (the next nonce the chain will take).
+    async fn settle(&self, conn: &mut PgConnection) -> Result<u64, PassError> {
         let used = node(self.chain.get_transaction_count(self.address).latest()).await?;
         let rows = sqlx::query!(
             r#"select o.id, o.nonce as "nonce!",
@@ -326,7 +333,7 @@ impl Sender {
         .fetch_all(&mut *conn)
         .await?;
         if rows.is_empty() {
-            return Ok(());
+            return Ok(used);
         }
         let lookups: Vec<_> = rows
             .iter()
@@ -414,7 +421,7 @@ impl Sender {
             .execute(&mut *conn)
             .await?;
         }
-        Ok(())
+        Ok(used)
     }
 
     /// Queues a row again whose nonce another transaction took: its sends can never be mined.
@@ -750,8 +757,9 @@ impl Sender {
     }
 
     /// Rows pending past their deadline: a new send at the same nonce with raised fees, stored,
-    /// then broadcast (whichever send is mined ends the row).
-    async fn unstick(&self, conn: &mut PgConnection) -> Result<(), PassError> {
+    /// then broadcast (whichever send is mined ends the row). The row at `head` (the chain's
+    /// count: every later row waits on it) has the shorter deadline.
+    async fn unstick(&self, conn: &mut PgConnection, head: u64) -> Result<(), PassError> {
         let stuck = sqlx::query!(
             r#"select o.id, o.nonce as "nonce!", o.to_address, o.input, o.value::text as "value!",
                       o.gas_limit, s.max_fee_per_gas::text as "max_fee!",
@@ -762,12 +770,15 @@ impl Sender {
                              from chain_outbox_sends where outbox_id = o.id
                              order by id desc limit 1) s on true
                where o.chain_id = $1 and o.signer = $2 and o.state = 'pending'
-                 and s.signed_at < now() - make_interval(secs => $3)
+                 and (s.signed_at < now() - make_interval(secs => $3)
+                      or (o.nonce = $5 and s.signed_at < now() - make_interval(secs => $6)))
                order by o.nonce limit $4"#,
             self.chain_id(),
             self.address.as_slice(),
             self.settings.stuck_after.as_secs_f64(),
-            self.settings.batch
+            self.settings.batch,
+            head as i64,
+            self.settings.head_stuck_after.as_secs_f64()
         )
         .fetch_all(&mut *conn)
         .await?;
