@@ -193,6 +193,15 @@ contract ServiceRegistry is IServiceRegistry, PlatformUpgradeable {
         uint32 limit = $.limits[kind][tier];
         uint32 open = $.openServices[owner][kind];
         if (open >= limit) revert ServiceRegistryTierLimitExceeded(owner, kind, limit);
+        // A priced service opens only for an owner who can pay its first hour, whoever sends the call
+        // (the owner, the forwarder or the operator): nothing is metered that cannot be charged.
+        uint256 hourly = $.prices[kind][tier];
+        if (hourly != 0) {
+            uint256 balance = $.ledger.balanceOf(owner);
+            if (balance < hourly) {
+                revert ServiceRegistryInsufficientCreditToOpen(owner, kind, balance, hourly);
+            }
+        }
 
         uint64 expiresAt =
             tier == IAccountRegistry.Tier.Free ? uint64(block.timestamp) + accounts.freeTierDuration() : 0;

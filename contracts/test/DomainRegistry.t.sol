@@ -80,6 +80,8 @@ contract DomainRegistryTest is PlatformTest {
     function _paid(address user) internal {
         if (!accounts.isActive(user)) _register(user);
         _makePaid(user);
+        // Paid services open only with their first hour in the balance.
+        _fund(user, 1e12);
     }
 
     function _repeat(bytes1 c, uint256 n) internal pure returns (string memory) {

@@ -258,6 +258,7 @@ contract ServiceRegistryTest is PlatformTest, ServiceRegistryNames {
 
     function test_setPrice_appliesToExistingServices() public {
         _registerPaid(alice);
+        _fund(alice, 1e12);
         uint256 id = _createService(alice, STATIC);
         assertEq(services.priceOf(id), 1000);
         vm.prank(admin);
@@ -303,6 +304,7 @@ contract ServiceRegistryTest is PlatformTest, ServiceRegistryNames {
 
     function test_setTierLimit_loweredBelowOpenBlocksCreation() public {
         _registerPaid(alice);
+        _fund(alice, 1e12);
         _createService(alice, STATIC);
         _createService(alice, STATIC);
         vm.prank(admin);
@@ -366,6 +368,7 @@ contract ServiceRegistryTest is PlatformTest, ServiceRegistryNames {
 
     function test_createService_paidServiceNeverExpires() public {
         _registerPaid(alice);
+        _fund(alice, 1e12);
         bytes32 ref = keccak256("app");
         _expectEmitFromServices();
         emit IServiceRegistry.ServiceCreated(1, alice, DYNAMIC, ref, 0);
@@ -382,8 +385,100 @@ contract ServiceRegistryTest is PlatformTest, ServiceRegistryNames {
         _register(alice);
         vm.prank(operator);
         accounts.setTier(alice, PAID, uint64(block.timestamp + 30 days));
+        _fund(alice, 1e12);
         uint256 id = _createService(alice, DATABASE);
         assertEq(services.serviceOf(id).expiresAt, 0);
+    }
+
+    function test_createService_revertsWithoutOneHourOfCredit() public {
+        _registerPaid(alice);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                IServiceRegistry.ServiceRegistryInsufficientCreditToOpen.selector, alice, DATABASE, 0, 5000
+            )
+        );
+        vm.prank(alice);
+        services.createService(DATABASE, keccak256("db"));
+
+        _fund(alice, 4999);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                IServiceRegistry.ServiceRegistryInsufficientCreditToOpen.selector, alice, DATABASE, 4999, 5000
+            )
+        );
+        vm.prank(alice);
+        services.createService(DATABASE, keccak256("db"));
+        assertEq(services.serviceCount(), 0, "nothing opened");
+        assertEq(services.openServices(alice, DATABASE), 0);
+
+        // Exactly one hour is enough, and opening charges nothing.
+        _fund(alice, 1);
+        vm.prank(alice);
+        uint256 id = services.createService(DATABASE, keccak256("db"));
+        _assertState(id, ACTIVE);
+        assertEq(ledger.balanceOf(alice), 5000);
+    }
+
+    function test_createService_freeServiceNeedsNoCredit() public {
+        // Free prices are zero: an empty balance opens a free site.
+        _register(alice);
+        assertEq(ledger.balanceOf(alice), 0);
+        uint256 id = _createService(alice, STATIC);
+        _assertState(id, ACTIVE);
+    }
+
+    function test_createService_freePriceOnPaidTierNeedsNoCredit() public {
+        // Domains are free on the Paid tier too (their price is charged at purchase, off this registry).
+        _registerPaid(alice);
+        uint256 id = _createService(alice, DOMAIN);
+        _assertState(id, ACTIVE);
+    }
+
+    function test_createService_relayedRequestIsCheckedToo() public {
+        // The forwarder is not a way around the check: the owner is the request's signer.
+        (address signer, uint256 key) = makeAddrAndKey("relayed-owner");
+        _registerPaid(signer);
+        bytes memory data = abi.encodeCall(IServiceRegistry.createService, (DATABASE, keccak256("db")));
+        ERC2771Forwarder.ForwardRequestData memory request = _forwardRequest(key, address(services), data);
+        // The forwarder reports a failed call without its reason; the call itself is what refused.
+        vm.expectRevert(Errors.FailedCall.selector);
+        forwarder.execute(request);
+        assertEq(services.serviceCount(), 0, "nothing opened");
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                IServiceRegistry.ServiceRegistryInsufficientCreditToOpen.selector, signer, DATABASE, 0, 5000
+            )
+        );
+        vm.prank(address(forwarder));
+        (bool ok,) = address(services).call(abi.encodePacked(data, signer));
+        ok; // the expected revert is checked by expectRevert
+
+        _fund(signer, 5000);
+        forwarder.execute(_forwardRequest(key, address(services), data));
+        assertEq(services.ownerOf(1), signer);
+    }
+
+    function testFuzz_createService_opensOnlyWithOneHourOfCredit(uint8 kindSeed, uint256 balance) public {
+        IServiceRegistry.ServiceKind kind = IServiceRegistry.ServiceKind(kindSeed % KIND_COUNT);
+        (uint256 price,) = _defaultPolicy(kind, PAID);
+        balance = bound(balance, 0, 3 * price + 1);
+        _registerPaid(alice);
+        if (balance > 0) _fund(alice, balance);
+        if (balance < price) {
+            vm.expectRevert(
+                abi.encodeWithSelector(
+                    IServiceRegistry.ServiceRegistryInsufficientCreditToOpen.selector,
+                    alice,
+                    kind,
+                    balance,
+                    price
+                )
+            );
+        }
+        vm.prank(alice);
+        services.createService(kind, keccak256("s"));
+        assertEq(services.openServices(alice, kind), balance < price ? 0 : 1);
+        assertEq(ledger.balanceOf(alice), balance, "opening never charges");
     }
 
     function test_createService_idsIncrease() public {
@@ -472,6 +567,7 @@ contract ServiceRegistryTest is PlatformTest, ServiceRegistryNames {
     function test_tierLimits_paidDefaults() public {
         // Paid: 20 static, 5 dynamic, 1 storage, 10 domains, 3 databases.
         _registerPaid(alice);
+        _fund(alice, 1e12);
         _assertLimitsEnforced(alice, PAID);
         assertEq(services.serviceCount(), 39);
     }
@@ -542,6 +638,8 @@ contract ServiceRegistryTest is PlatformTest, ServiceRegistryNames {
         _fund(alice, PAID_TIER_PRICE);
         vm.prank(alice);
         accounts.upgrade(1);
+        // Paid services are priced: each opens only with its first hour in the balance.
+        _fund(alice, 1000 + 5000);
 
         vm.prank(alice);
         uint256 second = services.createService(STATIC, keccak256("second"));
@@ -556,6 +654,7 @@ contract ServiceRegistryTest is PlatformTest, ServiceRegistryNames {
         _register(alice);
         vm.prank(operator);
         accounts.setTier(alice, PAID, uint64(block.timestamp + 30 days));
+        _fund(alice, 1e12);
         _createService(alice, STATIC);
         _createService(alice, STATIC);
         vm.warp(block.timestamp + 30 days);
@@ -589,10 +688,23 @@ contract ServiceRegistryTest is PlatformTest, ServiceRegistryNames {
 
     function test_createServiceFor_paidOwnerGetsNoExpiry() public {
         _registerPaid(alice);
+        _fund(alice, 1e12);
         _expectEmitFromServices();
         emit IServiceRegistry.ServiceCreated(1, alice, DATABASE, keccak256("db"), 0);
         vm.prank(operator);
         services.createServiceFor(alice, DATABASE, keccak256("db"));
+    }
+
+    function test_createServiceFor_operatorCannotSkipTheCreditCheck() public {
+        _registerPaid(alice);
+        _fund(alice, 999);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                IServiceRegistry.ServiceRegistryInsufficientCreditToOpen.selector, alice, STATIC, 999, 1000
+            )
+        );
+        vm.prank(operator);
+        services.createServiceFor(alice, STATIC, keccak256("site"));
     }
 
     function test_createServiceFor_enforcesOwnersLimit() public {
@@ -789,7 +901,13 @@ contract ServiceRegistryTest is PlatformTest, ServiceRegistryNames {
 
     function test_resume_revertsOnInsufficientCredit() public {
         _registerPaid(alice);
-        uint256 id = _serviceIn(alice, DYNAMIC, PAUSED);
+        _fund(alice, 10_000);
+        uint256 id = _createService(alice, DYNAMIC);
+        // Its first hour is charged, emptying the balance, and its owner pauses it.
+        vm.prank(billing);
+        ledger.deduct(alice, id, 10_000, keccak256("hour 1"));
+        vm.prank(alice);
+        services.pause(id);
         vm.expectRevert(
             abi.encodeWithSelector(IServiceRegistry.ServiceRegistryInsufficientCredit.selector, id, 0, 10_000)
         );
@@ -856,6 +974,7 @@ contract ServiceRegistryTest is PlatformTest, ServiceRegistryNames {
         _register(alice);
         vm.prank(operator);
         accounts.setTier(alice, PAID, uint64(block.timestamp + 30 days));
+        _fund(alice, 1e12);
         uint256 id = _serviceIn(alice, DYNAMIC, PAUSED);
         vm.prank(operator);
         services.setExpiry(id, uint64(block.timestamp + 1 days));
@@ -1023,6 +1142,7 @@ contract ServiceRegistryTest is PlatformTest, ServiceRegistryNames {
         _register(alice);
         vm.prank(operator);
         accounts.setTier(alice, PAID, uint64(block.timestamp + 30 days));
+        _fund(alice, 1e12);
         uint256 id = _createService(alice, STATIC);
         vm.prank(operator);
         services.setExpiry(id, uint64(block.timestamp + 1 days));
@@ -1087,6 +1207,7 @@ contract ServiceRegistryTest is PlatformTest, ServiceRegistryNames {
         _register(alice);
         vm.prank(operator);
         accounts.setTier(alice, PAID, uint64(block.timestamp + 30 days));
+        _fund(alice, 1e12);
         uint256 id = _createService(alice, STATIC);
         vm.warp(block.timestamp + 365 days);
         assertEq(uint8(accounts.effectiveTier(alice)), uint8(FREE));
@@ -1117,6 +1238,7 @@ contract ServiceRegistryTest is PlatformTest, ServiceRegistryNames {
         _register(alice);
         vm.prank(operator);
         accounts.setTier(alice, PAID, uint64(block.timestamp + 30 days));
+        _fund(alice, 1e12);
         uint256 stat = _createService(alice, STATIC);
         uint256 db = _createService(alice, DATABASE);
         assertEq(services.priceOf(stat), 1000);

@@ -208,6 +208,37 @@ contract UpgradeTest is PlatformTest {
         assertEq(uint8(services.serviceOf(id).state), uint8(IServiceRegistry.ServiceState.Paused));
     }
 
+    function test_serviceRegistry_upgradeKeepsDrainedServicesAndChecksNewOpens() public {
+        // A Paid owner's site, opened with its first hour and charged down to nothing since: the state a
+        // live registry holds for accounts that ran dry.
+        _register(alice);
+        _makePaid(alice);
+        _fund(alice, 1000);
+        uint256 id = _createService(alice, IServiceRegistry.ServiceKind.StaticHosting);
+        vm.prank(billing);
+        ledger.deduct(alice, id, 1000, keccak256("hour 1"));
+        IServiceRegistry.Service memory before = services.serviceOf(id);
+
+        _upgrade(address(services), v2Impls[2]);
+
+        // The service is untouched (the check adds no storage and rewrites nothing)...
+        assertEq(abi.encode(services.serviceOf(id)), abi.encode(before));
+        assertEq(services.openServices(alice, IServiceRegistry.ServiceKind.StaticHosting), 1);
+        assertTrue(services.isChargeable(id));
+        // ...and the upgraded registry opens no priced service for the drained owner.
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                IServiceRegistry.ServiceRegistryInsufficientCreditToOpen.selector,
+                alice,
+                IServiceRegistry.ServiceKind.StaticHosting,
+                0,
+                1000
+            )
+        );
+        vm.prank(alice);
+        services.createService(IServiceRegistry.ServiceKind.StaticHosting, keccak256("second"));
+    }
+
     // ------------------------------------------------------------------ DomainRegistry
 
     function test_domainRegistry_stateSurvivesUpgrade() public {

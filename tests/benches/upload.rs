@@ -45,6 +45,8 @@ async fn main() -> anyhow::Result<()> {
     let accounts = AccountRegistry::new(chain.deployment.contracts.account_registry, &operator);
     accounts.registerFor(user.address()).send().await?.get_receipt().await?;
     accounts.setTier(user.address(), Tier::Paid.into(), 0).send().await?.get_receipt().await?;
+    // Paid storage opens with its first hour in the balance.
+    chain.credit(user.address(), 1_000_000_000).await?;
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let api = ApiProcess::spawn(

@@ -10,11 +10,12 @@ use std::{
 use alloy::{
     network::EthereumWallet,
     node_bindings::{Anvil, AnvilInstance},
+    primitives::{Address, U256, keccak256},
     providers::{DynProvider, Provider, ProviderBuilder},
     signers::local::PrivateKeySigner,
 };
 use anyhow::{Context, bail};
-use decentraspace_abi::Deployment;
+use decentraspace_abi::{CreditLedger, Deployment};
 
 /// The anvil accounts given each role at deployment (by index of anvil's dev accounts), so that
 /// tests prove each role went to the configured address, not merely to the deployer.
@@ -153,6 +154,22 @@ impl TestChain {
     /// A read-only provider.
     pub fn reader(&self) -> DynProvider {
         ProviderBuilder::new().connect_http(self.anvil.endpoint_url()).erased()
+    }
+
+    /// Gives `account` `credits` (credit units) as a card payment the payment oracle credits,
+    /// under a payment reference of its own; waits for the receipt. A priced service opens only
+    /// for an owner whose balance covers its first hour.
+    pub async fn credit(&self, account: Address, credits: u64) -> anyhow::Result<()> {
+        let oracle = self.provider_as(self.role(Role::PaymentOracle));
+        let reference = keccak256(format!("test-credit:{account}:{}", rand::random::<u64>()));
+        let receipt = CreditLedger::new(self.deployment.contracts.credit_ledger, &oracle)
+            .creditFiat(account, U256::from(credits), reference)
+            .send()
+            .await?
+            .get_receipt()
+            .await?;
+        anyhow::ensure!(receipt.status(), "crediting {account} reverted");
+        Ok(())
     }
 
     /// Stops the clock: every block from now on has the latest block's time until

@@ -285,17 +285,18 @@ async fn owners_pause_and_resume_their_services_and_nobody_else_does() -> anyhow
         Ok(api.get("/auth/tier", Some(&session.access)).await?.1["registered"] == true)
     })
     .await?;
-    // A price for Free static sites, and a site for the owner.
-    let admin = chain.provider_as(chain.role(Role::Admin));
-    ServiceRegistry::new(c.service_registry, &admin)
-        .setPrice(ServiceKind::StaticHosting.into(), Tier::Free.into(), U256::from(1_000))
+    // A site for the owner, then a price for Free static sites (which the owner's empty balance
+    // would not have covered when opening it).
+    let operator = chain.provider_as(chain.role(Role::Operator));
+    let created = ServiceRegistry::new(c.service_registry, &operator)
+        .createServiceFor(owner.address(), ServiceKind::StaticHosting.into(), keccak256("site"))
         .send()
         .await?
         .get_receipt()
         .await?;
-    let operator = chain.provider_as(chain.role(Role::Operator));
-    let created = ServiceRegistry::new(c.service_registry, &operator)
-        .createServiceFor(owner.address(), ServiceKind::StaticHosting.into(), keccak256("site"))
+    let admin = chain.provider_as(chain.role(Role::Admin));
+    ServiceRegistry::new(c.service_registry, &admin)
+        .setPrice(ServiceKind::StaticHosting.into(), Tier::Free.into(), U256::from(1_000))
         .send()
         .await?
         .get_receipt()

@@ -66,6 +66,8 @@ async fn arweave_uploads_are_signed_transactions_that_read_back_through_the_gate
         .await?
         .get_receipt()
         .await?;
+    // Paid storage opens with its first hour in the balance.
+    chain.credit(chain.user(0).address(), 1_000_000_000).await?;
     eventually("the upgrade to be indexed", || async {
         Ok(api.get("/auth/tier", Some(&session.access)).await?.1["tier"] == "paid")
     })

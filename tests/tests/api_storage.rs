@@ -290,6 +290,8 @@ async fn paid_accounts_keep_files_in_folders_and_nobody_else_sees_them() -> anyh
             .await?
             .get_receipt()
             .await?;
+        // Paid storage opens with its first hour in the balance.
+        stack.chain.credit(stack.chain.user(n).address(), 1_000_000_000).await?;
     }
     eventually("the upgrades to be indexed", || async {
         Ok(api.get("/auth/tier", Some(&other.access)).await?.1["tier"] == "paid"

@@ -107,8 +107,23 @@ impl Customers {
         let c = chain.deployment.contracts;
         let accounts: Vec<Address> =
             (0..n).map(|i| Address::from_word(keccak256(format!("{tag}-account-{i}")))).collect();
-        let mut operator = Sender::new(chain, Role::Operator).await?;
+        // The credit first: a Paid site opens only with its first hour in the balance.
         let mut oracle = Sender::new(chain, Role::PaymentOracle).await?;
+        for (i, &account) in accounts.iter().enumerate() {
+            oracle
+                .send(
+                    c.credit_ledger,
+                    CreditLedger::creditFiatCall {
+                        account,
+                        credits: U256::from(1_000_000_000_u64),
+                        paymentRef: keccak256(format!("{tag}-payment-{i}")),
+                    },
+                    300_000,
+                )
+                .await?;
+        }
+        oracle.settle(Duration::from_secs(30)).await?;
+        let mut operator = Sender::new(chain, Role::Operator).await?;
         for (i, &account) in accounts.iter().enumerate() {
             operator
                 .send(c.account_registry, AccountRegistry::registerForCall { account }, 300_000)
@@ -131,20 +146,8 @@ impl Customers {
                     500_000,
                 )
                 .await?;
-            oracle
-                .send(
-                    c.credit_ledger,
-                    CreditLedger::creditFiatCall {
-                        account,
-                        credits: U256::from(1_000_000_000_u64),
-                        paymentRef: keccak256(format!("{tag}-payment-{i}")),
-                    },
-                    300_000,
-                )
-                .await?;
         }
         operator.settle(Duration::from_secs(30)).await?;
-        oracle.settle(Duration::from_secs(30)).await?;
         // Read each account's service back rather than assuming the ids.
         let registry = ServiceRegistry::new(c.service_registry, chain.reader());
         let count: u64 = registry.serviceCount().call().await?.try_into()?;

@@ -82,9 +82,10 @@ enum Action {
 const PREFIX: &[&[Action]] = &[
     &[Action::Register(U), Action::Register(V)],
     &[Action::SetPaid(U)],
+    // The credit first: a Paid site opens only with its first hour in the balance.
     &[
-        Action::Create(U, ServiceKind::StaticHosting, "site-1"),
         Action::CreditFiat(U, 100 * USD, "prefix-pay-u"),
+        Action::Create(U, ServiceKind::StaticHosting, "site-1"),
     ],
     &[Action::Deduct(U, 1, USD, "prefix-use-1")],
 ];

@@ -12,6 +12,8 @@ use axum::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use decentraspace_abi::{PlatformRevert, ServiceRegistry::ServiceRegistryErrors};
+
 use crate::chain::ChainError;
 
 /// Where the problem types live; `type` is this followed by the slug.
@@ -160,6 +162,15 @@ impl From<sqlx::Error> for ApiError {
 impl From<ChainError> for ApiError {
     fn from(err: ChainError) -> Self {
         match err {
+            // The registry's own credit check (the backstop behind the API's): the shortfall.
+            ChainError::Refused(PlatformRevert::ServiceRegistry(
+                ServiceRegistryErrors::ServiceRegistryInsufficientCreditToOpen(e),
+            )) => ApiError::InsufficientCredit(format!(
+                "opening this service needs a balance of one hour of its price, {} credits; the balance is {}: recharge at least {} first",
+                e.required,
+                e.balance,
+                e.required.saturating_sub(e.balance)
+            )),
             ChainError::Refused(revert) if revert.is_not_owner() => {
                 ApiError::Forbidden(format!("the call acts on what another wallet owns: {revert}"))
             }

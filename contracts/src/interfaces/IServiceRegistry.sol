@@ -76,10 +76,16 @@ interface IServiceRegistry {
     error ServiceRegistryAccountNotActive(address owner);
     /// @notice The owner's balance does not cover one hour of the service.
     error ServiceRegistryInsufficientCredit(uint256 serviceId, uint256 balance, uint256 required);
+    /// @notice The owner's balance does not cover one hour of a service of this kind at its tier's price,
+    /// so it cannot be opened.
+    error ServiceRegistryInsufficientCreditToOpen(
+        address owner, ServiceKind kind, uint256 balance, uint256 required
+    );
     /// @notice The service expired.
     error ServiceRegistryServiceExpired(uint256 serviceId, uint64 expiresAt);
 
-    /// @notice Creates a service owned by the caller, within its tier's limit. Free-tier services expire
+    /// @notice Creates a service owned by the caller, within its tier's limit and only when the owner's balance
+    /// covers one hour of its price (a price of zero needs none). Free-tier services expire
     /// after the free-tier duration.
     /// @return serviceId The new service's id (ids start at 1)
     function createService(ServiceKind kind, bytes32 ref) external returns (uint256 serviceId);

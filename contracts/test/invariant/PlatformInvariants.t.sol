@@ -103,9 +103,10 @@ contract PlatformInvariantsTest is PlatformTest {
 
     /// @notice No account holds more open services of a kind than any tier allows, the registry's count is
     /// the number of the owner's non-cancelled services of that kind, and no creation passed the limit of
-    /// the owner's tier at that moment.
+    /// the owner's tier at that moment, nor opened a priced service without an hour of credit.
     function invariant_tierLimitsHold() public view {
         assertEq(handler.ghostLimitViolations(), 0, "a service was created past its tier's limit");
+        assertEq(handler.ghostUnfundedOpens(), 0, "a priced service was opened without an hour of credit");
         for (uint256 k; k < 5; ++k) {
             IServiceRegistry.ServiceKind kind = IServiceRegistry.ServiceKind(k);
             uint32 free = services.tierLimit(kind, IAccountRegistry.Tier.Free);

@@ -110,6 +110,8 @@ contract PlatformHandler is CommonBase, StdCheats, StdUtils {
     uint256 public ghostReusedRefEffects;
     /// @notice Services created while their owner held its tier's limit of that kind.
     uint256 public ghostLimitViolations;
+    /// @notice Services opened while their owner's balance was below one hour of their price.
+    uint256 public ghostUnfundedOpens;
     /// @notice Changes to a service or a domain made by neither its owner nor an operator role.
     uint256 public ghostUnauthorizedChanges;
     /// @notice Calls whose outcome (success, or the exact revert) differed from the model's prediction.
@@ -334,7 +336,17 @@ contract PlatformHandler is CommonBase, StdCheats, StdUtils {
             expected = abi.encodeWithSelector(
                 IServiceRegistry.ServiceRegistryTierLimitExceeded.selector, owner, kind, limit
             );
+        } else if (_accounts[owner].balance < services.priceFor(kind, tier)) {
+            expected = abi.encodeWithSelector(
+                IServiceRegistry.ServiceRegistryInsufficientCreditToOpen.selector,
+                owner,
+                kind,
+                _accounts[owner].balance,
+                services.priceFor(kind, tier)
+            );
         }
+        // The balance and price as the contracts themselves see them right before the call.
+        bool unfunded = ledger.balanceOf(owner) < services.priceFor(kind, accounts.effectiveTier(owner));
         // The limit as the contract itself sees it right before the call.
         bool atLimit =
             services.openServices(owner, kind) >= services.tierLimit(kind, accounts.effectiveTier(owner));
@@ -358,6 +370,7 @@ contract PlatformHandler is CommonBase, StdCheats, StdUtils {
             }
         }
         if (ok && atLimit) ++ghostLimitViolations;
+        if (ok && unfunded) ++ghostUnfundedOpens;
         if (_settle("createService", ok, reason, expected)) {
             if (id != ghostServiceCount + 1) _mismatch("createService id");
             ghostServiceCount = id;
