@@ -158,6 +158,7 @@ async fn not_found(request: Request) -> axum::response::Response {
                 request.method(),
                 request.uri().path()
             )),
+            shortfall: None,
         },
     )
 }

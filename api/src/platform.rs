@@ -5,7 +5,11 @@
 
 use std::sync::Arc;
 
-use alloy::providers::DynProvider;
+use alloy::{
+    primitives::{Address, U256},
+    providers::DynProvider,
+};
+use chrono::{DateTime, Utc};
 use decentraspace_abi::Deployment;
 use sqlx::PgPool;
 
@@ -61,3 +65,24 @@ macro_rules! feature_state {
     };
 }
 pub(crate) use feature_state;
+
+/// An account's balance as it stands this second (credit units).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Balance {
+    /// The indexed on-chain balance.
+    pub on_chain: U256,
+    /// Used and not in that balance yet: charges not indexed, and active time not charged.
+    pub accrued: U256,
+    /// `on_chain − accrued`, never below zero.
+    pub available: U256,
+    /// The time the accrual runs to: the indexed chain time, or the clock when it is later
+    /// (blocks come only with transactions on a quiet chain).
+    pub as_of: DateTime<Utc>,
+}
+
+/// Balances as billing computes them, for a feature that shows them without depending on
+/// billing (the public stream); the composition root hands billing's in.
+pub trait Balances: Send + Sync + std::fmt::Debug {
+    /// `account`'s balance now.
+    fn of(&self, account: Address) -> futures::future::BoxFuture<'_, anyhow::Result<Balance>>;
+}

@@ -316,6 +316,7 @@ impl AppState {
                 ),
         );
         let (notices, _) = broadcast::channel(1024);
+        let (indexed, _) = broadcast::channel(64);
         let config = Arc::new(config);
         let platform = Platform {
             db: db.clone(),
@@ -348,7 +349,7 @@ impl AppState {
             billing: BillingState {
                 charges: charges.clone(),
                 payments,
-                notices: notices.clone(),
+                indexed: indexed.clone(),
                 balances,
             },
             storage: StorageState { platform: platform.clone(), ipfs: ipfs.clone(), arweave },
@@ -370,8 +371,10 @@ impl AppState {
             public: PublicState {
                 platform: platform.clone(),
                 notices,
+                indexed,
                 accounts: accounts_cache,
                 caches,
+                balances: Arc::new(crate::billing::available::AvailableBalances(platform.clone())),
             },
             system: SystemState {
                 platform: platform.clone(),

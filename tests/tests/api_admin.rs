@@ -285,18 +285,29 @@ async fn owners_pause_and_resume_their_services_and_nobody_else_does() -> anyhow
         Ok(api.get("/auth/tier", Some(&session.access)).await?.1["registered"] == true)
     })
     .await?;
-    // A site for the owner, then a price for Free static sites (which the owner's empty balance
-    // would not have covered when opening it).
+    // A price for Free static sites, credit for its first hours, and a site for the owner.
+    let admin = chain.provider_as(chain.role(Role::Admin));
+    let set_price = |per_hour: u64| {
+        let admin = admin.clone();
+        async move {
+            ServiceRegistry::new(c.service_registry, &admin)
+                .setPrice(
+                    ServiceKind::StaticHosting.into(),
+                    Tier::Free.into(),
+                    U256::from(per_hour),
+                )
+                .send()
+                .await?
+                .get_receipt()
+                .await?;
+            anyhow::Ok(())
+        }
+    };
+    set_price(1_000).await?;
+    chain.credit(owner.address(), 10_000).await?;
     let operator = chain.provider_as(chain.role(Role::Operator));
     let created = ServiceRegistry::new(c.service_registry, &operator)
         .createServiceFor(owner.address(), ServiceKind::StaticHosting.into(), keccak256("site"))
-        .send()
-        .await?
-        .get_receipt()
-        .await?;
-    let admin = chain.provider_as(chain.role(Role::Admin));
-    ServiceRegistry::new(c.service_registry, &admin)
-        .setPrice(ServiceKind::StaticHosting.into(), Tier::Free.into(), U256::from(1_000))
         .send()
         .await?
         .get_receipt()
@@ -330,17 +341,30 @@ async fn owners_pause_and_resume_their_services_and_nobody_else_does() -> anyhow
     assert_eq!((status, tx["status"].as_str()), (200, Some("mined")), "{tx}");
     eventually("the pause to be indexed", || state("paused")).await?;
 
-    // No credit for an hour: refused with a clear problem; with credit, resumed.
+    // The price rises past the balance: no credit for an hour, refused with a clear problem;
+    // with credit, resumed.
+    set_price(1_000_000_000_000).await?;
+    eventually("the new price to be indexed", || async {
+        let (_, list) = api.get("/services", Some(&session.access)).await?;
+        Ok(list[0]["credits_per_hour"] == "1000000000000")
+    })
+    .await?;
     let (status, body) =
         api.post(&format!("/services/{id}/resume"), Some(&session.access), &json!({})).await?;
     assert_eq!((status, problem_type(&body).as_str()), (402, "insufficient-credit"), "{body}");
+    assert!(body["shortfall"].as_str().is_some_and(|s| !s.is_empty()), "{body}");
     let oracle = chain.provider_as(chain.role(Role::PaymentOracle));
     CreditLedger::new(c.credit_ledger, &oracle)
-        .creditFiat(owner.address(), U256::from(1_000), keccak256("for-resume"))
+        .creditFiat(owner.address(), U256::from(2_000_000_000_000u64), keccak256("for-resume"))
         .send()
         .await?
         .get_receipt()
         .await?;
+    eventually("the recharge to be indexed", || async {
+        let (_, balance) = api.get("/billing/balance", Some(&session.access)).await?;
+        Ok(balance["balance"].as_str().is_some_and(|b| b.len() >= 13))
+    })
+    .await?;
     let (status, tx) =
         api.post(&format!("/services/{id}/resume"), Some(&session.access), &json!({})).await?;
     assert_eq!((status, tx["status"].as_str()), (200, Some("mined")), "{tx}");

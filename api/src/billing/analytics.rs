@@ -82,10 +82,13 @@ pub struct CreditAnalytics {
     pub recharged: String,
     /// Credit units spent per day over the last 7 days.
     pub burn_rate_per_day: String,
-    /// The current balance.
+    /// The on-chain balance as indexed.
     pub balance: String,
-    /// When the balance runs out at the burn rate; null when nothing is being spent, or when the
-    /// balance would last more than 100 years at this rate (no date that far out is meaningful).
+    /// What can be spent now: the balance less what the services used since their last charge
+    /// (the figure `/billing/balance` shows as `available`).
+    pub available: String,
+    /// When the available balance runs out at the burn rate; null when nothing is being spent, or
+    /// when it would last more than 100 years at this rate (no date that far out is meaningful).
     pub projected_depletion: Option<DateTime<Utc>>,
 }
 
@@ -173,6 +176,11 @@ pub async fn credit_analytics(
     )
     .fetch_one(&state.db)
     .await?;
+    let available = super::available::of(&state, user.address)
+        .await
+        .map_err(ApiError::Internal)?
+        .available
+        .to_string();
     Ok(Json(CreditAnalytics {
         bucket,
         from,
@@ -188,9 +196,10 @@ pub async fn credit_analytics(
         by_kind: kinds.into_iter().map(|k| KindSpend { kind: k.kind, spent: k.spent }).collect(),
         spent: totals.spent,
         recharged: totals.recharged,
-        projected_depletion: projected_depletion(&totals.balance, &totals.burn, Utc::now()),
+        projected_depletion: projected_depletion(&available, &totals.burn, Utc::now()),
         burn_rate_per_day: totals.burn,
         balance: totals.balance,
+        available,
     }))
 }
 

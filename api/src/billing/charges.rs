@@ -29,18 +29,10 @@ pub struct Charges {
 }
 feature_state!(Charges);
 
-/// "N credits" for `units` credit units (6 decimals).
-pub fn credits(units: u64) -> String {
-    let (whole, fraction) = (units / 1_000_000, units % 1_000_000);
-    if fraction == 0 {
-        format!("{whole} credits")
-    } else {
-        format!("{whole}.{} credits", format!("{fraction:06}").trim_end_matches('0'))
-    }
-}
+pub use crate::http::format::{credits, credits_of};
 
 /// The account's indexed credit balance, in credit units.
-pub async fn balance(state: &Platform, account: Address) -> Result<u128, sqlx::Error> {
+pub async fn indexed_balance(state: &Platform, account: Address) -> Result<U256, sqlx::Error> {
     let balance = sqlx::query_scalar!(
         r#"select coalesce((select balance::text from credit_balances
                             where chain_id = $1 and account = $2), '0') as "balance!""#,
@@ -49,7 +41,7 @@ pub async fn balance(state: &Platform, account: Address) -> Result<u128, sqlx::E
     )
     .fetch_one(&state.db)
     .await?;
-    Ok(balance.parse().unwrap_or(0))
+    Ok(balance.parse().unwrap_or(U256::ZERO))
 }
 
 /// Why a charge or a refund did not happen, or may not have.
@@ -141,14 +133,4 @@ pub async fn refund(
     }
     oracle.send_for_receipt(ledger.creditFiat(account, U256::from(units), refund_ref)).await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn amounts_read_as_credits() {
-        assert_eq!(super::credits(5_000_000), "5 credits");
-        assert_eq!(super::credits(1_500_000), "1.5 credits");
-        assert_eq!(super::credits(250), "0.00025 credits");
-    }
 }

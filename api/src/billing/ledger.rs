@@ -21,21 +21,32 @@ use crate::{
 /// Credits have 6 decimals.
 pub const CREDIT_DECIMALS: u8 = 6;
 
-/// The caller's balance.
+/// The caller's balance: on-chain, and available now.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Balance {
     /// The wallet.
     pub account: String,
-    /// Credit units as a decimal string (divide by 10^decimals for credits).
+    /// The on-chain balance as indexed, in credit units as a decimal string (divide by
+    /// 10^decimals for credits).
     #[schema(example = "25000000")]
     pub balance: String,
+    /// Used and not in `balance` yet: charges on their way to the chain, and the active services'
+    /// time since their last charge, priced to the second (credit units).
+    #[schema(example = "1250000")]
+    pub accrued: String,
+    /// What can be spent now: `balance − accrued`, never below zero (credit units). Services
+    /// are suspended when it reaches zero; every action that starts a charge checks it first.
+    #[schema(example = "23750000")]
+    pub available: String,
+    /// The time `accrued` runs to.
+    pub as_of: DateTime<Utc>,
     /// Always 6.
     pub decimals: u8,
     /// The last block the indexer has applied (the balance is as of this block).
     pub indexed_block: Option<i64>,
 }
 
-/// The caller's credit balance, as indexed.
+/// The caller's credit balance: on-chain as indexed, and available now.
 #[utoipa::path(get, path = "/billing/balance", tag = "billing", security(("bearer" = [])),
     responses((status = 200, body = Balance)))]
 pub async fn balance(
@@ -43,26 +54,29 @@ pub async fn balance(
     user: AuthUser,
 ) -> ApiResult<Json<Balance>> {
     let cache = &state.balances;
-    if let Some(cached) = cache.get(&user.address) {
-        return Ok(Json(cached));
-    }
-    let generation = cache.generation();
-    let row = sqlx::query!(
-        r#"select (select balance::text from credit_balances where chain_id = $1 and account = $2) as balance,
-                  (select block_number from indexer_checkpoints where chain_id = $1) as indexed_block"#,
-        state.chain_id() as i64,
-        user.address.as_slice()
-    )
-    .fetch_one(&state.db)
-    .await?;
-    let balance = Balance {
-        account: user.address.to_checksum(None),
-        balance: row.balance.unwrap_or_else(|| "0".into()),
-        decimals: CREDIT_DECIMALS,
-        indexed_block: row.indexed_block,
+    let snapshot = match cache.get(&user.address) {
+        Some(snapshot) => snapshot,
+        None => {
+            let generation = cache.generation();
+            let snapshot = std::sync::Arc::new(
+                super::available::Snapshot::read(&state, user.address)
+                    .await
+                    .map_err(ApiError::Internal)?,
+            );
+            cache.put(user.address, snapshot.clone(), generation);
+            snapshot
+        }
     };
-    cache.put(user.address, balance.clone(), generation);
-    Ok(Json(balance))
+    let now = snapshot.at(Utc::now()).map_err(ApiError::Internal)?;
+    Ok(Json(Balance {
+        account: user.address.to_checksum(None),
+        balance: now.on_chain.to_string(),
+        accrued: now.accrued.to_string(),
+        available: now.available.to_string(),
+        as_of: now.as_of,
+        decimals: CREDIT_DECIMALS,
+        indexed_block: snapshot.indexed_block,
+    }))
 }
 
 /// Filters of the history.

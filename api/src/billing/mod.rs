@@ -4,6 +4,7 @@
 //! account whose credit ran out), and one-off charges and refunds.
 
 pub mod analytics;
+pub mod available;
 pub mod card;
 pub mod card_worker;
 pub mod charges;
@@ -21,10 +22,7 @@ use decentraspace_clients::paystack::CardPayments;
 use tokio::sync::broadcast;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{
-    http::{auth::Auth, cache::ReadCache},
-    public::stream::Notice,
-};
+use crate::http::{auth::Auth, cache::ReadCache};
 
 pub use metering::{Meter, Report};
 
@@ -36,10 +34,10 @@ pub struct BillingState {
     pub charges: charges::Charges,
     /// The card-payment provider (Paystack); unset without a secret key.
     pub payments: Option<Arc<dyn CardPayments>>,
-    /// Indexed-block notices (depletion runs after each batch).
-    pub notices: broadcast::Sender<Notice>,
-    /// `/billing/balance` by account, until the indexer's next commit.
-    pub balances: Arc<ReadCache<Address, ledger::Balance>>,
+    /// A tick for every batch the indexer commits (depletion runs after each).
+    pub indexed: broadcast::Sender<()>,
+    /// What `/billing/balance` is computed from, by account, until the indexer's next commit.
+    pub balances: Arc<ReadCache<Address, Arc<available::Snapshot>>>,
 }
 
 impl std::ops::Deref for BillingState {

@@ -7,21 +7,21 @@
 
 use std::time::Duration;
 
-use alloy::primitives::{Address, keccak256};
+use alloy::primitives::{Address, U256, keccak256};
 use axum::{
     Json,
     extract::{Query, State},
     http::StatusCode,
 };
 use chrono::{DateTime, Utc};
-use decentraspace_abi::DomainRegistry;
+use decentraspace_abi::{DomainRegistry, ServiceKind};
 use decentraspace_clients::registrar::{Quote, RegistrarError};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::normalise;
 use crate::{
-    billing::charges,
+    billing::{available, charges},
     chain::ChainError,
     domains::DomainsState,
     http::{
@@ -326,6 +326,17 @@ async fn pay_then(
         Term::Purchase => "purchase",
         Term::Renewal => "renewal",
     };
+    // Refused before anything is recorded when the available credit cannot pay the term and an
+    // hour of the name's service.
+    let hourly = available::hourly_price(state, account, ServiceKind::Domain).await?;
+    available::require(
+        state,
+        account,
+        U256::from(units),
+        hourly,
+        &format!("{kind} of {domain} for {years} years"),
+    )
+    .await?;
     let chain = state.chain_id() as i64;
     let id = sqlx::query_scalar!(
         "insert into domain_purchases

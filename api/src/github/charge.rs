@@ -8,7 +8,7 @@ use alloy::primitives::{Address, keccak256};
 
 use crate::{billing::charges, github::GitHubState, http::error::ApiResult};
 
-pub(super) use charges::{balance, credits};
+pub(super) use charges::credits;
 
 /// Deducts `units` from `account` for linking GitHub identity `github_id` as its link number
 /// `held + 1`; 402 when short.

@@ -172,14 +172,15 @@ pub(super) async fn start(
     let tier = effective_tier(&state, user.address).await?;
     let count = linked_count(&mut *state.db.acquire().await?, &state, user.address).await?;
     let cost = extra_cost(&state, tier, count)?;
-    if let Some(units) = cost
-        && super::charge::balance(&state, user.address).await? < u128::from(units)
-    {
-        return Err(ApiError::InsufficientCredit(format!(
-            "your tier includes {} GitHub links; another costs {}: recharge first",
-            link_limit(tier),
-            super::charge::credits(units)
-        )));
+    if let Some(units) = cost {
+        crate::billing::available::require(
+            &state,
+            user.address,
+            alloy::primitives::U256::from(units),
+            alloy::primitives::U256::ZERO,
+            &format!("another GitHub link (your tier includes {})", link_limit(tier)),
+        )
+        .await?;
     }
     let now = Utc::now();
     let link_state = state.sealer.state(user.address, now.timestamp());

@@ -42,7 +42,7 @@ const MAX_TEXT_PART: usize = 256;
         description = "`site`, then optional `output_dir` and `spa_fallback` and `archive` (tar.gz or zip); or `runtime=dynamic`, `image` and `port`"),
     responses(
         (status = 202, description = "Queued", body = Deployment),
-        (status = 402, description = "This month's included build minutes are used up and the balance cannot pay for a build"),
+        (status = 402, description = "The available credit cannot pay an hour of the site, or a build past this month's included minutes: `shortfall` says how much"),
         (status = 403, description = "The tier hosts no more sites, or dynamic sites need the Paid tier"),
         (status = 409, description = "The name is taken, the site is of the other kind, or its service is not active"),
         (status = 413, description = "The archive is over the limit"),

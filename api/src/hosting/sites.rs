@@ -3,7 +3,7 @@
 //! reference is derived from the name, so a service opened just before a crash is found again
 //! in the index instead of being opened twice.
 
-use alloy::primitives::{Address, B256, keccak256};
+use alloy::primitives::{Address, B256, U256, keccak256};
 use decentraspace_abi::{
     PlatformRevert, ServiceKind,
     ServiceRegistry::{self, ServiceRegistryErrors},
@@ -11,6 +11,7 @@ use decentraspace_abi::{
 use decentraspace_db::locks::{Lock, lock_in};
 
 use crate::{
+    billing::available,
     chain::ChainError,
     http::error::{ApiError, ApiResult},
     platform::Platform,
@@ -139,6 +140,16 @@ pub(crate) async fn claim(
 /// The site's hosting service, opened on-chain when it has none yet. A service that is not
 /// active (paused, suspended, cancelled) or has expired takes no deployment.
 pub(crate) async fn hosting_service(state: &Platform, site: &Site) -> ApiResult<i64> {
+    // A deployment extends the site's hosting: its available credit pays an hour of it first.
+    let hourly = available::hourly_price(state, site.account, service_kind(site)).await?;
+    available::require(
+        state,
+        site.account,
+        U256::ZERO,
+        hourly,
+        &format!("deploying {}", site.name),
+    )
+    .await?;
     // One request at a time per site finds or opens its service: two first deployments at once
     // would otherwise open two.
     let mut lock = state.db.begin().await?;

@@ -118,6 +118,14 @@ pub enum ApiError {
     /// Not enough credit for what was asked.
     #[error("{0}")]
     InsufficientCredit(String),
+    /// Not enough credit for what was asked, short by `shortfall` credit units.
+    #[error("{detail}")]
+    CreditShort {
+        /// What the request needs and what is available.
+        detail: String,
+        /// The credit units missing.
+        shortfall: alloy::primitives::U256,
+    },
     /// An upload is larger than the account may store; `slug` names which limit.
     #[error("{detail}")]
     TooLarge {
@@ -165,12 +173,14 @@ impl From<ChainError> for ApiError {
             // The registry's own credit check (the backstop behind the API's): the shortfall.
             ChainError::Refused(PlatformRevert::ServiceRegistry(
                 ServiceRegistryErrors::ServiceRegistryInsufficientCreditToOpen(e),
-            )) => ApiError::InsufficientCredit(format!(
-                "opening this service needs a balance of one hour of its price, {} credits; the balance is {}: recharge at least {} first",
-                e.required,
-                e.balance,
-                e.required.saturating_sub(e.balance)
-            )),
+            )) => ApiError::CreditShort {
+                detail: format!(
+                    "opening this service needs a balance of one hour of its price, {}; the balance is {}: recharge first",
+                    super::format::credits_of(e.required),
+                    super::format::credits_of(e.balance),
+                ),
+                shortfall: e.required.saturating_sub(e.balance),
+            },
             ChainError::Refused(revert) if revert.is_not_owner() => {
                 ApiError::Forbidden(format!("the call acts on what another wallet owns: {revert}"))
             }
@@ -209,6 +219,11 @@ pub struct Problem {
     /// What went wrong in this request, and how to fix it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// For `insufficient-credit`, when known: the credit units (6 decimals) to add before the
+    /// request can go through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "1500000")]
+    pub shortfall: Option<String>,
 }
 
 impl ApiError {
@@ -242,7 +257,7 @@ impl ApiError {
                 "invalid-signature",
                 "The request's signature is not valid",
             ),
-            Self::InsufficientCredit(_) => {
+            Self::InsufficientCredit(_) | Self::CreditShort { .. } => {
                 (StatusCode::PAYMENT_REQUIRED, "insufficient-credit", "Not enough credit")
             }
             Self::Unprocessable { slug, .. } => {
@@ -276,11 +291,16 @@ impl ApiError {
             Self::Login { detail, .. } => Some(detail.clone()),
             other => Some(other.to_string()),
         };
+        let shortfall = match self {
+            Self::CreditShort { shortfall, .. } => Some(shortfall.to_string()),
+            _ => None,
+        };
         Problem {
             kind: format!("{PROBLEM_BASE}{slug}"),
             title: title.into(),
             status: status.as_u16(),
             detail,
+            shortfall,
         }
     }
 }
@@ -353,6 +373,7 @@ pub async fn as_problem(request: axum::extract::Request, next: axum::middleware:
             title: title.into(),
             status: status.as_u16(),
             detail: (!detail.is_empty() && status.as_u16() < 500).then_some(detail),
+            shortfall: None,
         },
     );
     for (name, value) in &parts.headers {

@@ -19,6 +19,10 @@ pub struct PublicState {
         std::sync::Arc<crate::http::cache::ReadCache<alloy::primitives::Address, v1::AccountView>>,
     /// Every read cache of the API.
     pub caches: crate::http::cache::Caches,
+    /// A tick for every batch the indexer commits, for jobs that run after each (depletion).
+    pub indexed: tokio::sync::broadcast::Sender<()>,
+    /// Accounts' balances (billing's), for `/v1/stream`.
+    pub balances: std::sync::Arc<dyn crate::platform::Balances>,
 }
 crate::platform::feature_state!(PublicState);
 

@@ -47,15 +47,15 @@ pub struct ChainNotice {
 pub fn job(state: &PublicState) -> Job {
     let (db, chain_id) = (state.db.clone(), state.chain_id());
     let (notices, reads) = (state.notices.clone(), state.caches.clone());
-    let fence = state.platform.reads.clone();
+    let (fence, indexed) = (state.platform.reads.clone(), state.indexed.clone());
     Job::new("notices", move || {
-        let (db, notices, reads, fence) =
-            (db.clone(), notices.clone(), reads.clone(), fence.clone());
+        let (db, notices, reads, fence, indexed) =
+            (db.clone(), notices.clone(), reads.clone(), fence.clone(), indexed.clone());
         async move {
             let _off = CachingOff(reads.clone());
             let mut attempt = 0u32;
             loop {
-                let listened = listen(&db, chain_id, &notices, &reads, &fence).await;
+                let listened = listen(&db, chain_id, &notices, &indexed, &reads, &fence).await;
                 // Without notices, cached reads could go stale: stop caching until listening again.
                 reads.set_live(false);
                 if let Err(err) = listened {
@@ -82,6 +82,7 @@ async fn listen(
     db: &PgPool,
     chain_id: u64,
     notices: &broadcast::Sender<Notice>,
+    indexed: &broadcast::Sender<()>,
     reads: &Caches,
     fence: &crate::reads::Reads,
 ) -> anyhow::Result<()> {
@@ -136,12 +137,13 @@ async fn listen(
                 .await?;
                 Some(Arc::new(events))
             };
-        // No receiver is fine: nobody is streaming.
+        // No receiver is fine: nobody is streaming, or no job waits.
         let _ = notices.send(Notice::Chain(ChainNotice {
             from_block: payload.from_block,
             to_block: payload.to_block,
             reorg: payload.reorg,
             events,
         }));
+        let _ = indexed.send(());
     }
 }

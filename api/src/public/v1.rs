@@ -3,6 +3,8 @@
 
 use std::{convert::Infallible, time::Duration};
 
+use alloy::primitives::Address;
+
 use axum::{
     Json,
     extract::{FromRef, Path, Query, State},
@@ -345,20 +347,92 @@ pub struct StreamQuery {
 /// an event object as in `/v1/events`), `indexed` for a batch too large to list (a backfill), and
 /// `reorg` when indexed blocks were rolled back (data: the block the chain continues from). The
 /// platform's own notices about an account come too, e.g. `services_suspended` when its credit
-/// ran out (data: a platform notice).
+/// ran out (data: a platform notice). A stream of one `account` also gets `balance` after each
+/// batch that may have moved its balance (its credit, its services, its tier, a price; data: a
+/// [`BalanceNotice`], the figures `/billing/balance` shows).
 #[utoipa::path(get, path = "/v1/stream", tag = "public", params(StreamQuery),
     responses((status = 200, description = "A `text/event-stream`", content_type = "text/event-stream")))]
 pub async fn live(
     State(state): State<PublicState>,
     Query(q): Query<StreamQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    let account = q.account.as_deref().map(parse_address).transpose()?.map(|a| a.to_checksum(None));
+    let address = q.account.as_deref().map(parse_address).transpose()?;
+    let account = address.map(|a| a.to_checksum(None));
     let event = q.event;
+    let balances = state.balances.clone();
     let notices = BroadcastStream::new(state.notices.subscribe());
-    let events = notices.flat_map(move |notice| {
-        stream::iter(sse_events(notice, account.as_deref(), event.as_deref()))
-    });
+    let events = notices
+        .then(move |notice| {
+            let (balances, account, event) = (balances.clone(), account.clone(), event.clone());
+            async move {
+                let moved = match (&notice, address) {
+                    (Ok(Notice::Chain(n)), Some(_)) => balance_moved(n, account.as_deref()),
+                    _ => false,
+                };
+                let mut out = sse_events(notice, account.as_deref(), event.as_deref());
+                if let Some(address) = address
+                    && moved
+                    && event.as_deref().is_none_or(|n| n == "balance")
+                {
+                    out.extend(balance_event(&*balances, address).await);
+                }
+                out
+            }
+        })
+        .flat_map(stream::iter);
     Ok(Sse::new(events.map(Ok)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// An account's balance, sent on its stream when a batch moved it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BalanceNotice {
+    /// The wallet.
+    pub account: String,
+    /// The on-chain balance as indexed (credit units).
+    pub balance: String,
+    /// Used and not charged yet (credit units).
+    pub accrued: String,
+    /// What can be spent now (credit units).
+    pub available: String,
+    /// The time `accrued` runs to.
+    pub as_of: DateTime<Utc>,
+}
+
+/// Whether `notice` may have moved `account`'s balance: an event about the account (its credit,
+/// its services' states, its tier), a price change, a batch too large to list, or a rollback.
+fn balance_moved(notice: &super::stream::ChainNotice, account: Option<&str>) -> bool {
+    if notice.reorg {
+        return true;
+    }
+    notice.events.as_ref().is_none_or(|events| {
+        events
+            .iter()
+            .any(|e| e.account.as_deref() == account || e.event.as_deref() == Some("PriceSet"))
+    })
+}
+
+/// The `balance` event of `account`, or none when it cannot be read now (the next batch brings
+/// one).
+async fn balance_event(
+    balances: &dyn crate::platform::Balances,
+    account: Address,
+) -> Option<Event> {
+    match balances.of(account).await {
+        Ok(now) => Event::default()
+            .event("balance")
+            .json_data(BalanceNotice {
+                account: account.to_checksum(None),
+                balance: now.on_chain.to_string(),
+                accrued: now.accrued.to_string(),
+                available: now.available.to_string(),
+                as_of: now.as_of,
+            })
+            .ok(),
+        Err(err) => {
+            tracing::warn!(target: "api::stream", %err, %account, "cannot read the balance for the stream");
+            None
+        }
+    }
 }
 
 fn sse_events(

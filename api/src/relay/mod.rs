@@ -187,6 +187,7 @@ impl From<Row> for RelayedTx {
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key answers the first result")),
     responses(
         (status = 202, body = RelayedTx), (status = 200, description = "Replayed idempotency key", body = RelayedTx),
+        (status = 402, description = "Opening or resuming a priced service without an hour of its price in the balance: `shortfall` says how much"),
         (status = 403, description = "Signed by another wallet, or acting on what another wallet owns"),
         (status = 422, description = "Not relayable: wrong chain, foreign contract, function not allowed, invalid or reverting request"),
     ))]

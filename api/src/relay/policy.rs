@@ -8,10 +8,10 @@ use alloy::{
 };
 use decentraspace_abi::{
     AccountRegistry, CreditLedger, DomainRegistry, PlatformContracts, PlatformRevert,
-    ServiceRegistry,
+    ServiceRegistry::{self, ServiceRegistryErrors},
 };
 
-use crate::http::error::ApiError;
+use crate::{billing::charges::credits_of, http::error::ApiError};
 
 alloy::sol! {
     /// ERC-20 `approve`, for paying credits with a token (raw transactions only).
@@ -120,6 +120,29 @@ fn selector(input: &Bytes) -> Result<[u8; 4], ApiError> {
 /// call cannot be carried out (422), and nothing is sent.
 pub fn refusal(data: &[u8]) -> ApiError {
     match PlatformRevert::decode(data) {
+        // Too little credit to open or resume a priced service: 402 with the shortfall, as the
+        // API's own endpoints answer.
+        Some(PlatformRevert::ServiceRegistry(
+            ServiceRegistryErrors::ServiceRegistryInsufficientCreditToOpen(e),
+        )) => ApiError::CreditShort {
+            detail: format!(
+                "opening this service needs a balance of one hour of its price, {}; the balance is {}: recharge first",
+                credits_of(e.required),
+                credits_of(e.balance)
+            ),
+            shortfall: e.required.saturating_sub(e.balance),
+        },
+        Some(PlatformRevert::ServiceRegistry(
+            ServiceRegistryErrors::ServiceRegistryInsufficientCredit(e),
+        )) => ApiError::CreditShort {
+            detail: format!(
+                "resuming service {} needs a balance of one hour of its price, {}; the balance is {}: recharge first",
+                e.serviceId,
+                credits_of(e.required),
+                credits_of(e.balance)
+            ),
+            shortfall: e.required.saturating_sub(e.balance),
+        },
         Some(revert) if revert.is_not_owner() => {
             ApiError::Forbidden(format!("the call acts on what another wallet owns: {revert}"))
         }

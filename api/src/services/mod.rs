@@ -105,8 +105,13 @@ pub async fn my_services(
 }
 
 /// Checks (from the indexed registry) that the caller owns `id`, of `kind` when given; another's
-/// service is as absent as a missing one.
-async fn owned(state: &Platform, user: &AuthUser, id: i64, kind: Option<&str>) -> ApiResult<()> {
+/// service is as absent as a missing one. Answers its kind.
+async fn owned(
+    state: &Platform,
+    user: &AuthUser,
+    id: i64,
+    kind: Option<&str>,
+) -> ApiResult<String> {
     let service = sqlx::query!(
         "select owner, kind from services where chain_id = $1 and service_id = $2",
         state.chain_id() as i64,
@@ -115,7 +120,9 @@ async fn owned(state: &Platform, user: &AuthUser, id: i64, kind: Option<&str>) -
     .fetch_optional(&state.db)
     .await?;
     match service {
-        Some(s) if s.owner == user.address.as_slice() && kind.is_none_or(|k| k == s.kind) => Ok(()),
+        Some(s) if s.owner == user.address.as_slice() && kind.is_none_or(|k| k == s.kind) => {
+            Ok(s.kind)
+        }
         _ => Err(ApiError::NotFound(format!(
             "no {}service {id} of yours",
             kind.map_or(String::new(), |k| format!("{k} "))
@@ -131,7 +138,19 @@ pub(crate) async fn change(
     kind: Option<&str>,
     resume: bool,
 ) -> ApiResult<TxOutcome> {
-    owned(state, user, id, kind).await?;
+    let service_kind = owned(state, user, id, kind).await?;
+    if resume {
+        let hourly =
+            crate::billing::available::hourly_price_of(state, user.address, &service_kind).await?;
+        crate::billing::available::require(
+            state,
+            user.address,
+            alloy::primitives::U256::ZERO,
+            hourly,
+            &format!("resuming service {id}"),
+        )
+        .await?;
+    }
     let operator = state.operator()?;
     let registry = ServiceRegistry::new(
         state.deployment.contracts.service_registry,

@@ -7,13 +7,14 @@
 //! root of a tree over all its chunks, so every byte is needed before anything is posted), then
 //! posted as one transaction from disk; the file is removed once the request ends.
 
+use alloy::primitives::U256;
 use axum::{
     Json,
     extract::{Multipart, State, multipart::Field},
     http::StatusCode,
 };
 use bytes::Bytes;
-use decentraspace_abi::Tier;
+use decentraspace_abi::{ServiceKind, Tier};
 use decentraspace_clients::{
     arweave::ArweaveError,
     ipfs::{Added, Ipfs},
@@ -26,6 +27,7 @@ use super::{
     account::{NewFile, allowance, indexed_storage_service, record, release, storage_service},
 };
 use crate::{
+    billing::available,
     http::{
         auth::AuthUser,
         error::{ApiError, ApiResult},
@@ -128,6 +130,7 @@ pub(crate) fn multipart_error(err: axum::extract::multipart::MultipartError) -> 
     request_body(content_type = "multipart/form-data", description = "A `file` part, optionally preceded by `backend`"),
     responses(
         (status = 201, description = "Stored", body = StoredFile),
+        (status = 402, description = "The available credit cannot pay an hour of storage"),
         (status = 403, description = "Arweave for a Free account"),
         (status = 409, description = "The storage service is paused or suspended"),
         (status = 413, description = "Over the tier's file size or storage quota"),
@@ -142,8 +145,11 @@ pub(super) async fn upload(
     if allowance.bytes == 0 {
         return Err(ApiError::TooLarge { slug: allowance.slug, detail: allowance.detail });
     }
-    // Paused or suspended storage is refused before anything is sent to the node.
+    // Paused or suspended storage is refused before anything is sent to the node, and so is an
+    // account whose available credit cannot pay an hour of storage.
     let existing_service = indexed_storage_service(&state, user.address).await?;
+    let hourly = available::hourly_price(&state, user.address, ServiceKind::Storage).await?;
+    available::require(&state, user.address, U256::ZERO, hourly, "storing a file").await?;
     let mut backend = Backend::Ipfs;
     let field = loop {
         let field = multipart

@@ -16,7 +16,7 @@
 //! a time (a session advisory lock), and planning also holds a transaction-level lock, so that a
 //! lost lock connection cannot let two replicas plan the same time.
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
 use alloy::{
     primitives::{Address, B256, U256},
@@ -28,7 +28,10 @@ use decentraspace_db::locks::{Lock, lock_in, try_lead};
 use sqlx::{Connection, PgPool};
 use tokio::time::Instant;
 
-use super::plan::{self, Change};
+use super::{
+    due::{self, Due},
+    plan,
+};
 use crate::{
     billing::BillingState,
     chain::outbox::Outbox,
@@ -93,16 +96,6 @@ pub struct Meter {
     pub(super) outbox: Outbox,
     pub(super) batch_size: usize,
     pub(super) storage_per_gib_hour: u64,
-}
-
-struct Due {
-    service_id: i64,
-    owner: Vec<u8>,
-    since: DateTime<Utc>,
-    carry: String,
-    cap: Option<DateTime<Utc>>,
-    price: Option<String>,
-    stored_bytes: i64,
 }
 
 impl Meter {
@@ -177,142 +170,99 @@ impl Meter {
         self.reconcile(report).await
     }
 
-    /// The indexed head: its block number and time.
-    async fn indexed_head(&self) -> anyhow::Result<(i64, DateTime<Utc>)> {
-        let head = sqlx::query!(
-            "select block_number, block_time from indexer_checkpoints where chain_id = $1",
-            self.chain_id as i64
-        )
-        .fetch_optional(&self.db)
-        .await?
-        .context("nothing is indexed yet")?;
-        let time = head.block_time.context("the indexer has not recorded its head's time yet")?;
-        Ok((head.block_number, time))
-    }
-
     /// Plans every due service's active time up to the indexed head. Returns how many charges.
     async fn plan(&self) -> anyhow::Result<usize> {
-        let (head_block, until) = self.indexed_head().await?;
-        let chain_id = self.chain_id as i64;
-        // Read and write under one lock, in one transaction: the starts read are the starts moved.
-        let mut tx = self.db.begin().await?;
-        lock_in(&mut tx, Lock::MeterPlan).await?;
-        let due = sqlx::query_as!(
-            Due,
-            r#"with due as (
-                   select s.service_id, s.owner, s.kind, s.state, s.expires_at,
-                          coalesce(m.metered_until, s.created_at) as since,
-                          coalesce(m.carry, 0)::text as carry,
-                          effective_tier(a.tier, a.tier_expires_at, $2) as tier
-                   from services s
-                   left join meter_services m on m.chain_id = s.chain_id and m.service_id = s.service_id
-                   left join accounts a on a.chain_id = s.chain_id and a.address = s.owner
-                   where s.chain_id = $1 and coalesce(m.metered_until, s.created_at) < $2
-               )
-               select d.service_id as "service_id!", d.owner as "owner!", d.since as "since!",
-                      d.carry as "carry!",
-                      case when d.tier = 'free' then d.expires_at end as cap,
-                      p.credits_per_hour::text as price,
-                      (select coalesce(sum(f.size_bytes), 0) from storage_files f
-                       where f.chain_id = $1 and f.service_id = d.service_id
-                         and f.deleted_at is null)::bigint as "stored_bytes!"
-               from due d
-               left join service_prices p on p.chain_id = $1 and p.kind = d.kind and p.tier = d.tier
-               where d.state = 'active'
-                  or exists (select 1 from service_state_changes c
-                             where c.chain_id = $1 and c.service_id = d.service_id and c.block_time > d.since)
-               order by d.service_id"#,
-            chain_id,
-            until
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        if due.is_empty() {
-            return Ok(0);
-        }
-        let ids: Vec<i64> = due.iter().map(|d| d.service_id).collect();
-        let rows = sqlx::query!(
-            r#"select service_id, state = 'active' as "active!", extract(epoch from block_time)::bigint as "at!"
-               from service_state_changes
-               where chain_id = $1 and service_id = any($2) and block_time <= $3
-               order by service_id, block_number, log_index"#,
-            chain_id,
-            &ids,
-            until
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut changes: HashMap<i64, Vec<Change>> = HashMap::new();
-        for row in rows {
-            changes
-                .entry(row.service_id)
-                .or_default()
-                .push(Change { at: row.at, active: row.active });
-        }
-
-        let until_secs = until.timestamp();
-        let mut starts = Vec::with_capacity(due.len());
-        let mut carries = Vec::with_capacity(due.len());
-        let mut charges = Charges::default();
-        for d in &due {
-            let end = d.cap.map_or(until_secs, |cap| cap.timestamp().min(until_secs));
-            let history = changes.get(&d.service_id).map_or(&[][..], Vec::as_slice);
-            let seconds = plan::active_seconds(history, d.since.timestamp(), end);
-            let price: U256 = d.price.as_deref().unwrap_or("0").parse().context("price")?;
-            let carry: U256 = d.carry.parse().context("carry")?;
-            let rates = plan::Rates {
-                per_hour: price,
-                bytes: d.stored_bytes as u64,
-                per_gib_hour: self.storage_per_gib_hour,
-            };
-            let (credits, carry) = plan::charge(rates, seconds, carry);
-            starts.push(d.service_id);
-            carries.push(carry.to_string());
-            if !credits.is_zero() {
-                charges.push(
-                    d,
-                    credits,
-                    seconds,
-                    plan::time_usage_ref(self.chain_id, d.service_id, d.since.timestamp()),
-                );
-            }
-        }
-
-        sqlx::query!(
-            r#"insert into meter_charges
-                   (chain_id, usage_ref, account, service_id, credits, source, period_start, period_end,
-                    active_seconds, planned_block)
-               select $1, r, a, s, c::numeric, 'time', ps, $6, secs, $7
-               from unnest($2::bytea[], $3::bytea[], $4::bigint[], $5::text[], $8::timestamptz[], $9::bigint[])
-                   as t(r, a, s, c, ps, secs)
-               on conflict (chain_id, usage_ref) do nothing"#,
-            chain_id,
-            &charges.refs,
-            &charges.accounts,
-            &charges.services,
-            &charges.credits,
-            until,
-            head_block,
-            &charges.starts,
-            &charges.seconds,
-        )
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query!(
-            r#"insert into meter_services (chain_id, service_id, metered_until, carry)
-               select $1, s, $2, c::numeric from unnest($3::bigint[], $4::text[]) as t(s, c)
-               on conflict (chain_id, service_id)
-               do update set metered_until = excluded.metered_until, carry = excluded.carry"#,
-            chain_id,
-            until,
-            &starts,
-            &carries
-        )
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(charges.refs.len())
+        plan(&self.db, self.chain_id, self.storage_per_gib_hour, None).await
     }
+}
+
+/// The indexed head: its block number and time.
+async fn indexed_head(db: &PgPool, chain_id: u64) -> anyhow::Result<(i64, DateTime<Utc>)> {
+    let head = sqlx::query!(
+        "select block_number, block_time from indexer_checkpoints where chain_id = $1",
+        chain_id as i64
+    )
+    .fetch_optional(db)
+    .await?
+    .context("nothing is indexed yet")?;
+    let time = head.block_time.context("the indexer has not recorded its head's time yet")?;
+    Ok((head.block_number, time))
+}
+
+/// Plans the due services' active time (of `owner`, or every account's) up to the indexed head,
+/// storage priced at `per_gib_hour`: the charges and each service's new start, in one
+/// transaction under the plan lock. Any replica may plan (depletion plans an account before it
+/// suspends it); the meter sends what is planned. Returns how many charges.
+pub(crate) async fn plan(
+    db: &PgPool,
+    chain_id: u64,
+    per_gib_hour: u64,
+    owner: Option<&[u8]>,
+) -> anyhow::Result<usize> {
+    let (head_block, until) = indexed_head(db, chain_id).await?;
+    let chain = chain_id as i64;
+    // Read and write under one lock, in one transaction: the starts read are the starts moved.
+    let mut tx = db.begin().await?;
+    lock_in(&mut tx, Lock::MeterPlan).await?;
+    let due = due::services(&mut tx, chain, until, owner).await?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<i64> = due.iter().map(|d| d.service_id).collect();
+    let changes = due::histories(&mut tx, chain, &ids, until).await?;
+
+    let until_secs = until.timestamp();
+    let mut starts = Vec::with_capacity(due.len());
+    let mut carries = Vec::with_capacity(due.len());
+    let mut charges = Charges::default();
+    for d in &due {
+        let history = changes.get(&d.service_id).map_or(&[][..], Vec::as_slice);
+        let priced = due::price(d, history, until_secs, per_gib_hour)?;
+        starts.push(d.service_id);
+        carries.push(priced.carry.to_string());
+        if !priced.credits.is_zero() {
+            charges.push(
+                d,
+                priced.credits,
+                priced.seconds,
+                plan::time_usage_ref(chain_id, d.service_id, d.since.timestamp()),
+            );
+        }
+    }
+    sqlx::query!(
+        r#"insert into meter_charges
+               (chain_id, usage_ref, account, service_id, credits, source, period_start, period_end,
+                active_seconds, planned_block)
+           select $1, r, a, s, c::numeric, 'time', ps, $6, secs, $7
+           from unnest($2::bytea[], $3::bytea[], $4::bigint[], $5::text[], $8::timestamptz[], $9::bigint[])
+               as t(r, a, s, c, ps, secs)
+           on conflict (chain_id, usage_ref) do nothing"#,
+        chain,
+        &charges.refs,
+        &charges.accounts,
+        &charges.services,
+        &charges.credits,
+        until,
+        head_block,
+        &charges.starts,
+        &charges.seconds,
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!(
+        r#"insert into meter_services (chain_id, service_id, metered_until, carry)
+           select $1, s, $2, c::numeric from unnest($3::bigint[], $4::text[]) as t(s, c)
+           on conflict (chain_id, service_id)
+           do update set metered_until = excluded.metered_until, carry = excluded.carry"#,
+        chain,
+        until,
+        &starts,
+        &carries
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(charges.refs.len())
 }
 
 /// Planned time charges, as the columns of one insert.

@@ -3,6 +3,8 @@
 //! ledger takes once.
 //!
 //! - [`plan`]: the arithmetic (active time, prices with carried remainders, usage references);
+//! - `due`: the services with time not charged yet, and its price (shared with the available
+//!   balance, `billing::available`);
 //! - [`meter`]: the worker that plans charges each cycle;
 //! - `charges`: how a charge is sent, followed and closed.
 //!
@@ -10,6 +12,7 @@
 //! through `/billing/deduct` (`billing::usage`).
 
 mod charges;
+pub(crate) mod due;
 pub mod meter;
 pub mod plan;
 

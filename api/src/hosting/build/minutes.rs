@@ -3,17 +3,21 @@
 //! builds run a monthly allowance free, by tier ([`included`], the one place it is set); minutes
 //! past it are charged at `BUILD_MINUTE_CREDITS` each, as usage of the site's hosting service
 //! through the meter, referenced by the deployment, so a retried job never charges twice. A build
-//! is refused up front ([`check`]) when the allowance is used up and the balance could not pay
-//! for a build that runs to its time limit.
+//! is refused up front ([`check`]) when the allowance is used up and the available balance could
+//! not pay for a build that runs to its time limit.
 
 use std::time::Duration;
 
-use alloy::primitives::Address;
+use alloy::primitives::{Address, U256};
 use chrono::{Datelike, NaiveDate, Utc};
 use decentraspace_abi::Tier;
 use decentraspace_db::locks::{Lock, lock_in};
 
-use crate::{billing::charges, config::Config, platform::Platform};
+use crate::{
+    billing::{available, charges},
+    config::Config,
+    platform::Platform,
+};
 
 /// Build minutes an account of `tier` runs free each month.
 pub(crate) fn included(config: &Config, tier: Tier) -> u64 {
@@ -46,6 +50,9 @@ pub(crate) enum MinutesError {
     /// The account's tier could not be read.
     #[error("the account's tier could not be read")]
     Tier,
+    /// The available balance could not be read.
+    #[error("the available balance could not be read: {0}")]
+    Available(anyhow::Error),
 }
 
 impl From<MinutesError> for crate::http::error::ApiError {
@@ -56,6 +63,7 @@ impl From<MinutesError> for crate::http::error::ApiError {
             MinutesError::Tier => {
                 Self::Internal(anyhow::anyhow!("the account's tier could not be read"))
             }
+            MinutesError::Available(err) => Self::Internal(err),
         }
     }
 }
@@ -87,15 +95,15 @@ pub(crate) async fn check(state: &Platform, account: Address) -> Result<(), Minu
         return Ok(());
     }
     let cost = past * state.config.build_minute_credits;
-    let balance = charges::balance(state, account).await?;
-    if balance >= u128::from(cost) {
+    let balance = available::of(state, account).await.map_err(MinutesError::Available)?;
+    if balance.available >= U256::from(cost) {
         return Ok(());
     }
     Err(MinutesError::InsufficientCredit(format!(
         "this month's {included} included build minutes are used up ({used} run) and a build \
-         may run {longest} minutes, {} past them: the balance ({}) is short; recharge first",
+         may run {longest} minutes, {} past them: the available credit ({}) is short; recharge first",
         charges::credits(cost),
-        charges::credits(u64::try_from(balance).unwrap_or(u64::MAX))
+        charges::credits_of(balance.available)
     )))
 }
 
