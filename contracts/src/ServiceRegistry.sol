@@ -193,8 +193,8 @@ contract ServiceRegistry is IServiceRegistry, PlatformUpgradeable {
         uint32 limit = $.limits[kind][tier];
         uint32 open = $.openServices[owner][kind];
         if (open >= limit) revert ServiceRegistryTierLimitExceeded(owner, kind, limit);
-        // A priced service opens only for an owner who can pay its first hour, whoever sends the call
-        // (the owner, the forwarder or the operator): nothing is metered that cannot be charged.
+        // A priced service opens only for an owner whose balance covers its first hour, whoever sends the
+        // call (the owner, the forwarder or the operator). Usage not charged yet is the API's to count.
         uint256 hourly = $.prices[kind][tier];
         if (hourly != 0) {
             uint256 balance = $.ledger.balanceOf(owner);

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use alloy::primitives::U256;
 use decentraspace_abi::{AccountRegistry, ServiceKind, ServiceRegistry, Tier};
-use decentraspace_tests::{Role, Session, SseReader, Stack, eventually, problem_type, role_key};
+use decentraspace_tests::{
+    Role, Session, SseReader, Stack, TestApi, eventually, problem_type, role_key,
+};
 use serde_json::Value;
 
 /// Credit units (6 decimals) per credit.
@@ -64,6 +66,18 @@ async fn set_static_price(stack: &Stack, per_hour: u64) -> anyhow::Result<()> {
         .await?;
     anyhow::ensure!(receipt.status(), "setPrice reverted");
     Ok(())
+}
+
+/// Uploads a small file for `session`; the answer.
+async fn upload(api: &TestApi, session: &Session) -> anyhow::Result<reqwest::Response> {
+    let part = reqwest::multipart::Part::bytes(b"hello".to_vec()).file_name("a.txt");
+    Ok(api
+        .http
+        .post(api.url("/storage/upload"))
+        .bearer_auth(&session.access)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await?)
 }
 
 fn units(body: &Value, field: &str) -> anyhow::Result<u128> {
@@ -171,14 +185,7 @@ async fn actions_that_start_a_charge_are_refused_with_the_shortfall_the_ledger_a
     assert_eq!(balance["balance"], (10 * CREDIT).to_string(), "{balance}");
 
     // An upload would open Paid storage (500 units an hour).
-    let part = reqwest::multipart::Part::bytes(b"hello".to_vec()).file_name("a.txt");
-    let response = api
-        .http
-        .post(api.url("/storage/upload"))
-        .bearer_auth(&session.access)
-        .multipart(reqwest::multipart::Form::new().part("file", part))
-        .send()
-        .await?;
+    let response = upload(api, &session).await?;
     let status = response.status().as_u16();
     let problem: Value = response.json().await?;
     assert_eq!(
@@ -254,14 +261,7 @@ async fn free_services_priced_at_zero_need_no_credit() -> anyhow::Result<()> {
         (Some("0"), Some("0"))
     );
     api.deploy_site(&session.access, "free-site", "<h1>free</h1>").await?;
-    let part = reqwest::multipart::Part::bytes(b"hello".to_vec()).file_name("a.txt");
-    let response = api
-        .http
-        .post(api.url("/storage/upload"))
-        .bearer_auth(&session.access)
-        .multipart(reqwest::multipart::Form::new().part("file", part))
-        .send()
-        .await?;
+    let response = upload(api, &session).await?;
     assert_eq!(response.status().as_u16(), 201, "{}", response.text().await?);
     Ok(())
 }

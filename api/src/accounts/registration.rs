@@ -114,6 +114,11 @@ pub async fn sweep(state: &AccountsState) -> anyhow::Result<usize> {
         match write(state, operator, account).await {
             Ok(()) => written += 1,
             Err(ChainError::Database(err)) => return Err(err.into()),
+            // The node is down: the next sweep tries them all again.
+            Err(err @ ChainError::Unreachable(_)) => {
+                tracing::warn!(target: "api::auth", %err, "the chain node is unreachable; registrations wait for the next sweep");
+                break;
+            }
             Err(err) => {
                 tracing::warn!(target: "api::auth", %err, %account, "cannot write the on-chain registration yet");
             }

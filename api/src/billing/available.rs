@@ -54,7 +54,12 @@ impl Snapshot {
                       (select block_number from indexer_checkpoints where chain_id = $1) as indexed_block,
                       (select coalesce(sum(m.credits), 0)::text from meter_charges m
                        where m.chain_id = $1 and m.account = $2
-                         and m.status in ('pending', 'sending', 'sent', 'deferred')
+                         and (m.status in ('pending', 'sending', 'sent')
+                              -- deferred until its service is chargeable again: never, once
+                              -- cancelled
+                              or (m.status = 'deferred' and exists (
+                                    select 1 from services s where s.chain_id = $1
+                                      and s.service_id = m.service_id and s.state <> 'cancelled')))
                          and not exists (select 1 from events e
                                          where e.chain_id = $1 and e.service_id = m.service_id
                                            and e.credit_kind = 'deduction' and e.reference = m.usage_ref))

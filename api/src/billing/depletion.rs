@@ -39,8 +39,8 @@ const POLL: Duration = Duration::from_secs(5);
 const RESEND_AFTER: Duration = Duration::from_secs(60);
 /// Suspensions per pass.
 const PER_PASS: i64 = 500;
-/// How long a depleted account's last charges are waited for before its services are suspended
-/// regardless.
+/// How long a depleted account's planned charges may stay unsent (no meter sends them) before its
+/// services are suspended regardless.
 const CHARGE_WAIT: Duration = Duration::from_secs(30);
 
 /// The job that suspends depleted accounts' services: after every indexed batch, and at least
@@ -98,18 +98,19 @@ pub async fn pass(
                         + (select coalesce(sum(f.size_bytes), 0) from storage_files f
                            where f.chain_id = $1 and f.service_id = s.service_id
                              and f.deleted_at is null) * $2::bigint / 1073741824.0 as per_hour,
-                      coalesce(m.metered_until, s.created_at) as since
+                      coalesce(m.metered_until, s.created_at) as since,
+                      s.state = 'active' and s.service_id <> all($3) as suspendable
                from services s
                left join accounts a on a.chain_id = s.chain_id and a.address = s.owner
                join service_prices p on p.chain_id = s.chain_id and p.kind = s.kind
                    and p.tier = effective_tier(a.tier, a.tier_expires_at, chain_now($1))
                left join meter_services m on m.chain_id = s.chain_id and m.service_id = s.service_id
-               where s.chain_id = $1 and s.state = 'active' and p.credits_per_hour > 0
-                 and s.service_id <> all($3)
+               where s.chain_id = $1 and s.state <> 'cancelled' and p.credits_per_hour > 0
            )
            select owner as "owner!" from priced
            group by owner
-           having coalesce((select b.balance from credit_balances b
+           having bool_or(suspendable)
+              and coalesce((select b.balance from credit_balances b
                             where b.chain_id = $1 and b.account = priced.owner), 0)
                   - (select coalesce(sum(c.credits), 0) from meter_charges c
                      where c.chain_id = $1 and c.account = priced.owner
@@ -137,9 +138,12 @@ pub async fn pass(
         // the meter would plan; the meter sends them) and the suspension waits for those
         // charges, though not past CHARGE_WAIT (a platform without a meter). Once the ledger is
         // empty, or nothing more is due, the services stop.
+        // Open charges are waited for while something sends them: a charge handed to the node
+        // settles by itself; one still pending past the wait has no meter to send it.
         let open = sqlx::query!(
-            r#"select coalesce(bool_or(created_at > now() - make_interval(secs => $3)), false) as "fresh!",
-                      coalesce(bool_or(created_at <= now() - make_interval(secs => $3)), false) as "stale!"
+            r#"select count(*) > 0 as "open!",
+                      coalesce(bool_or(status = 'pending'
+                                       and created_at <= now() - make_interval(secs => $3)), false) as "stale!"
                from meter_charges
                where chain_id = $1 and account = $2 and status in ('pending', 'sending', 'sent')"#,
             chain_id,
@@ -148,7 +152,7 @@ pub async fn pass(
         )
         .fetch_one(&state.db)
         .await?;
-        if open.fresh && !open.stale {
+        if open.open && !open.stale {
             continue;
         }
         let left = charges::indexed_balance(state, account).await?;

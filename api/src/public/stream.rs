@@ -38,8 +38,10 @@ pub struct ChainNotice {
     pub to_block: u64,
     /// Whether this is a rollback to `to_block` (a reorg).
     pub reorg: bool,
-    /// The batch's events, unless it was larger than [`MAX_NOTICE_EVENTS`].
+    /// The batch's events, unless it was larger than [`MAX_NOTICE_EVENTS`] (or empty).
     pub events: Option<Arc<Vec<EventView>>>,
+    /// How many events the batch holds.
+    pub count: u64,
 }
 
 /// The listener's job: listens until the process ends, reconnecting after database failures.
@@ -143,7 +145,11 @@ async fn listen(
             to_block: payload.to_block,
             reorg: payload.reorg,
             events,
+            count: payload.events,
         }));
-        let _ = indexed.send(());
+        // Jobs that follow the index run when it changed, not for every empty block.
+        if payload.reorg || payload.events > 0 {
+            let _ = indexed.send(());
+        }
     }
 }

@@ -404,6 +404,9 @@ fn balance_moved(notice: &super::stream::ChainNotice, account: Option<&str>) -> 
     if notice.reorg {
         return true;
     }
+    if notice.count == 0 {
+        return false;
+    }
     notice.events.as_ref().is_none_or(|events| {
         events
             .iter()

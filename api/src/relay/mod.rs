@@ -270,6 +270,7 @@ async fn relay_raw(
     let tokens = accepted_tokens(state).await?;
     let call =
         policy::check_raw_call(&state.deployment.contracts, &tokens, target, envelope.input())?;
+    policy::check_credit(state, account, &call, envelope.input()).await?;
     // The call is run as the wallet would send it before anything is broadcast: a call that
     // would revert costs the wallet gas for nothing, and is refused as a forward request is.
     if let Err(refusal) = simulate_raw(state, signer, target, &envelope).await {
@@ -352,6 +353,7 @@ async fn relay_forward(
     drop(conn);
     let contracts = &state.deployment.contracts;
     let call = policy::check_platform_call(contracts, request.to, &request.data)?;
+    policy::check_credit(state, request.from, &call, &request.data).await?;
     let invalid =
         |detail: String| ApiError::Unprocessable { slug: "relay-invalid-request", detail };
     if !request.value.is_zero() {

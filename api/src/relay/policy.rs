@@ -3,15 +3,19 @@
 //! the chain.
 
 use alloy::{
-    primitives::{Address, Bytes},
+    primitives::{Address, Bytes, U256},
     sol_types::SolCall,
 };
 use decentraspace_abi::{
-    AccountRegistry, CreditLedger, DomainRegistry, PlatformContracts, PlatformRevert,
+    AccountRegistry, CreditLedger, DomainRegistry, PlatformContracts, PlatformRevert, ServiceKind,
     ServiceRegistry::{self, ServiceRegistryErrors},
 };
 
-use crate::{billing::charges::credits_of, http::error::ApiError};
+use crate::{
+    billing::{available, charges::credits_of},
+    http::error::ApiError,
+    platform::Platform,
+};
 
 alloy::sol! {
     /// ERC-20 `approve`, for paying credits with a token (raw transactions only).
@@ -63,6 +67,47 @@ fn platform_function(
         &[]
     };
     allowed.iter().find(|(s, _)| *s == selector).map(|(_, name)| *name)
+}
+
+/// For a call that opens or resumes a service: 402 with the shortfall when `account`'s available
+/// balance cannot pay an hour of it (the registry checks only the ledger's balance against this
+/// one service's price; the available balance also counts what is used and not charged yet).
+pub async fn check_credit(
+    platform: &Platform,
+    account: Address,
+    call: &AllowedCall,
+    input: &Bytes,
+) -> Result<(), ApiError> {
+    if call.target != platform.deployment.contracts.service_registry {
+        return Ok(());
+    }
+    let (hourly, what) = if call.selector == ServiceRegistry::createServiceCall::SELECTOR {
+        let open = ServiceRegistry::createServiceCall::abi_decode(input)
+            .map_err(|_| not_allowed("the createService call does not decode".into()))?;
+        let kind = ServiceKind::try_from(open.kind)
+            .map_err(|_| not_allowed(format!("service kind {} does not exist", open.kind)))?;
+        (available::hourly_price(platform, account, kind).await?, "opening the service".to_owned())
+    } else if call.selector == ServiceRegistry::resumeCall::SELECTOR {
+        let resume = ServiceRegistry::resumeCall::abi_decode(input)
+            .map_err(|_| not_allowed("the resume call does not decode".into()))?;
+        let id = i64::try_from(resume.serviceId).unwrap_or(i64::MAX);
+        let kind = sqlx::query_scalar!(
+            "select kind from services where chain_id = $1 and service_id = $2",
+            platform.chain_id() as i64,
+            id
+        )
+        .fetch_optional(&platform.db)
+        .await?;
+        // An unknown service: the simulation answers for it.
+        let Some(kind) = kind else { return Ok(()) };
+        (
+            available::hourly_price_of(platform, account, &kind).await?,
+            format!("resuming service {id}"),
+        )
+    } else {
+        return Ok(());
+    };
+    available::require(platform, account, U256::ZERO, hourly, &what).await.map(drop)
 }
 
 fn not_allowed(detail: String) -> ApiError {

@@ -764,9 +764,10 @@ impl Sender {
             r#"select o.id, o.nonce as "nonce!", o.to_address, o.input, o.value::text as "value!",
                       o.gas_limit, s.max_fee_per_gas::text as "max_fee!",
                       s.max_priority_fee_per_gas::text as "priority!",
+                      s.raw as "last_raw", s.tx_hash as "last_hash",
                       (select count(*) from chain_outbox_sends c where c.outbox_id = o.id) as "sends!"
                from chain_outbox o
-               join lateral (select max_fee_per_gas, max_priority_fee_per_gas, signed_at
+               join lateral (select max_fee_per_gas, max_priority_fee_per_gas, signed_at, raw, tx_hash
                              from chain_outbox_sends where outbox_id = o.id
                              order by id desc limit 1) s on true
                where o.chain_id = $1 and o.signer = $2 and o.state = 'pending'
@@ -784,6 +785,19 @@ impl Sender {
         .await?;
         for row in stuck {
             if row.sends >= MAX_SENDS {
+                // No more raises; the row every later one waits on is still handed to the node
+                // again (the same bytes), in case the node dropped it.
+                if row.nonce as u64 == head {
+                    match self.send_raw(row.last_raw, row.last_hash).await {
+                        Ok(()) => {}
+                        Err(ChainError::Unreachable(err)) => {
+                            return Err(ChainError::Unreachable(err).into());
+                        }
+                        Err(err) => {
+                            tracing::warn!(target: "api::chain", sender = self.name, id = row.id, %err, "the last send of a stuck transaction was refused");
+                        }
+                    }
+                }
                 continue;
             }
             let (now_fee, now_priority) = self.fees().await?;

@@ -13,11 +13,7 @@ use chrono::{Datelike, NaiveDate, Utc};
 use decentraspace_abi::Tier;
 use decentraspace_db::locks::{Lock, lock_in};
 
-use crate::{
-    billing::{available, charges},
-    config::Config,
-    platform::Platform,
-};
+use crate::{billing::available, config::Config, http::error::ApiError, platform::Platform};
 
 /// Build minutes an account of `tier` runs free each month.
 pub(crate) fn included(config: &Config, tier: Tier) -> u64 {
@@ -41,9 +37,14 @@ fn this_month() -> NaiveDate {
 /// Why a build may not run.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum MinutesError {
-    /// The allowance is used up and the balance is short (the message says by how much).
-    #[error("{0}")]
-    InsufficientCredit(String),
+    /// The allowance is used up and the available balance is short by `shortfall`.
+    #[error("{detail}")]
+    InsufficientCredit {
+        /// What the build needs and what is available.
+        detail: String,
+        /// The credit units missing.
+        shortfall: U256,
+    },
     /// The database failed.
     #[error(transparent)]
     Db(#[from] sqlx::Error),
@@ -52,18 +53,20 @@ pub(crate) enum MinutesError {
     Tier,
     /// The available balance could not be read.
     #[error("the available balance could not be read: {0}")]
-    Available(anyhow::Error),
+    Available(ApiError),
 }
 
 impl From<MinutesError> for crate::http::error::ApiError {
     fn from(err: MinutesError) -> Self {
         match err {
-            MinutesError::InsufficientCredit(detail) => Self::InsufficientCredit(detail),
+            MinutesError::InsufficientCredit { detail, shortfall } => {
+                Self::CreditShort { detail, shortfall }
+            }
             MinutesError::Db(err) => err.into(),
             MinutesError::Tier => {
                 Self::Internal(anyhow::anyhow!("the account's tier could not be read"))
             }
-            MinutesError::Available(err) => Self::Internal(err),
+            MinutesError::Available(err) => err,
         }
     }
 }
@@ -95,16 +98,17 @@ pub(crate) async fn check(state: &Platform, account: Address) -> Result<(), Minu
         return Ok(());
     }
     let cost = past * state.config.build_minute_credits;
-    let balance = available::of(state, account).await.map_err(MinutesError::Available)?;
-    if balance.available >= U256::from(cost) {
-        return Ok(());
+    let what = format!(
+        "a build (this month's {included} included build minutes are used up, {used} run, and a \
+         build may run {longest} minutes past them)"
+    );
+    match available::require(state, account, U256::from(cost), U256::ZERO, &what).await {
+        Ok(_) => Ok(()),
+        Err(ApiError::CreditShort { detail, shortfall }) => {
+            Err(MinutesError::InsufficientCredit { detail, shortfall })
+        }
+        Err(other) => Err(MinutesError::Available(other)),
     }
-    Err(MinutesError::InsufficientCredit(format!(
-        "this month's {included} included build minutes are used up ({used} run) and a build \
-         may run {longest} minutes, {} past them: the available credit ({}) is short; recharge first",
-        charges::credits(cost),
-        charges::credits_of(balance.available)
-    )))
 }
 
 /// What a build's minutes came to.

@@ -390,8 +390,8 @@ async fn deploy(state: &HostingState, job: &Job) -> Result<(), Failure> {
         let account = alloy::primitives::Address::try_from(account.as_slice()).map_err(internal)?;
         match build::minutes::check(state, account).await {
             Ok(()) => {}
-            Err(build::minutes::MinutesError::InsufficientCredit(reason)) => {
-                return Err(Failure(reason));
+            Err(build::minutes::MinutesError::InsufficientCredit { detail, .. }) => {
+                return Err(Failure(detail));
             }
             Err(err) => return Err(internal(err)),
         }
