@@ -80,6 +80,17 @@ async fn upload(api: &TestApi, session: &Session) -> anyhow::Result<reqwest::Res
         .await?)
 }
 
+/// The problem `response` answers, which must be 402 `insufficient-credit`.
+async fn refused_for_credit(response: reqwest::Response) -> anyhow::Result<Value> {
+    let status = response.status().as_u16();
+    let problem: Value = response.json().await?;
+    anyhow::ensure!(
+        (status, problem_type(&problem).as_str()) == (402, "insufficient-credit"),
+        "expected 402 insufficient-credit, got {status}: {problem}"
+    );
+    Ok(problem)
+}
+
 fn units(body: &Value, field: &str) -> anyhow::Result<u128> {
     body[field]
         .as_str()
@@ -186,13 +197,7 @@ async fn actions_that_start_a_charge_are_refused_with_the_shortfall_the_ledger_a
 
     // An upload would open Paid storage (500 units an hour).
     let response = upload(api, &session).await?;
-    let status = response.status().as_u16();
-    let problem: Value = response.json().await?;
-    assert_eq!(
-        (status, problem_type(&problem).as_str()),
-        (402, "insufficient-credit"),
-        "{problem}"
-    );
+    let problem = refused_for_credit(response).await?;
     assert_eq!(problem["shortfall"], "500", "{problem}");
     let (_, services) = api.get("/services", Some(&session.access)).await?;
     assert!(
@@ -212,13 +217,7 @@ async fn actions_that_start_a_charge_are_refused_with_the_shortfall_the_ledger_a
         .multipart(form)
         .send()
         .await?;
-    let status = response.status().as_u16();
-    let problem: Value = response.json().await?;
-    assert_eq!(
-        (status, problem_type(&problem).as_str()),
-        (402, "insufficient-credit"),
-        "{problem}"
-    );
+    let problem = refused_for_credit(response).await?;
     assert_eq!(problem["shortfall"], (3_600_000 * CREDIT).to_string(), "{problem}");
 
     // The owner pauses the site; resuming it needs an hour of it available.
