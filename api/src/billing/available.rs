@@ -151,21 +151,16 @@ pub async fn require(
     cost: U256,
     hourly: U256,
     what: &str,
-) -> ApiResult<Available> {
+) -> ApiResult<()> {
     let needed = cost + hourly;
     if needed.is_zero() {
         // Nothing to pay: no reads.
-        return Ok(Available {
-            on_chain: U256::ZERO,
-            accrued: U256::ZERO,
-            available: U256::ZERO,
-            as_of: Utc::now(),
-        });
+        return Ok(());
     }
     let snapshot = Snapshot::read(platform, account).await.map_err(ApiError::Internal)?;
     let mut balance = snapshot.at(Utc::now()).map_err(ApiError::Internal)?;
     if balance.available >= needed {
-        return Ok(balance);
+        return Ok(());
     }
     // Short by the index, which may not have the latest recharge yet: the ledger's own balance
     // decides (a charge it holds and the index does not is then counted twice, for a moment:
@@ -175,7 +170,7 @@ pub async fn require(
     {
         balance = snapshot.with_on_chain(live).at(Utc::now()).map_err(ApiError::Internal)?;
         if balance.available >= needed {
-            return Ok(balance);
+            return Ok(());
         }
     }
     let shortfall = needed - balance.available;

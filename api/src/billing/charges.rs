@@ -31,19 +31,6 @@ feature_state!(Charges);
 
 pub use crate::http::format::{credits, credits_of};
 
-/// The account's indexed credit balance, in credit units.
-pub async fn indexed_balance(state: &Platform, account: Address) -> Result<U256, sqlx::Error> {
-    let balance = sqlx::query_scalar!(
-        r#"select coalesce((select balance::text from credit_balances
-                            where chain_id = $1 and account = $2), '0') as "balance!""#,
-        state.chain_id() as i64,
-        account.as_slice()
-    )
-    .fetch_one(&state.db)
-    .await?;
-    Ok(balance.parse().unwrap_or(U256::ZERO))
-}
-
 /// Why a charge or a refund did not happen, or may not have.
 #[derive(Debug, thiserror::Error)]
 pub enum ChargeError {

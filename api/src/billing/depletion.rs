@@ -27,7 +27,7 @@ use futures::StreamExt;
 use sqlx::Connection;
 
 use crate::{
-    billing::{BillingState, available, charges, metering},
+    billing::{BillingState, available, metering},
     chain::Operator,
     jobs::{Job, Pass, Schedule},
     notices::PlatformNotice,
@@ -129,7 +129,8 @@ pub async fn pass(
     let mut depleted = Vec::new();
     for owner in candidates {
         let account = Address::try_from(owner.as_slice())?;
-        if !available::of(state, account).await?.available.is_zero() {
+        let balance = available::of(state, account).await?;
+        if !balance.available.is_zero() {
             continue;
         }
         // The time used so far is charged before the services stop: the ledger charges only
@@ -155,10 +156,9 @@ pub async fn pass(
         if open.open && !open.stale {
             continue;
         }
-        let left = charges::indexed_balance(state, account).await?;
         // Charges open past the wait: nothing sends them; planning more would not help.
         if !open.stale
-            && !left.is_zero()
+            && !balance.on_chain.is_zero()
             && metering::meter::plan(
                 &state.db,
                 state.chain_id(),

@@ -107,7 +107,7 @@ pub async fn check_credit(
     } else {
         return Ok(());
     };
-    available::require(platform, account, U256::ZERO, hourly, &what).await.map(drop)
+    available::require(platform, account, U256::ZERO, hourly, &what).await
 }
 
 fn not_allowed(detail: String) -> ApiError {

@@ -103,7 +103,7 @@ pub(crate) async fn check(state: &Platform, account: Address) -> Result<(), Minu
          build may run {longest} minutes past them)"
     );
     match available::require(state, account, U256::from(cost), U256::ZERO, &what).await {
-        Ok(_) => Ok(()),
+        Ok(()) => Ok(()),
         Err(ApiError::CreditShort { detail, shortfall }) => {
             Err(MinutesError::InsufficientCredit { detail, shortfall })
         }
