@@ -26,7 +26,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
-    accounts, billing, domains, gateway, github, hosting,
+    accounts, billing, databases, domains, gateway, github, hosting,
     http::{
         self,
         error::{ApiError, Problem, problem_response},
@@ -52,6 +52,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(hosting::router())
         .merge(github::router())
         .merge(domains::router())
+        .merge(databases::router())
         .merge(notices::router())
         .split_for_parts()
 }
@@ -193,6 +194,7 @@ pub fn background_jobs(
     jobs.extend(storage::jobs(&state.storage));
     jobs.extend(hosting::jobs(&state.hosting));
     jobs.extend(domains::jobs(&state.domains));
+    jobs.extend(databases::jobs(&state.databases));
     if let Some(gateway) = gateway {
         jobs.extend(gateway::jobs(&state.gateway, gateway)?);
     }

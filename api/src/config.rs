@@ -436,6 +436,40 @@ pub struct Config {
     #[arg(long, env = "STORAGE_QUOTA_BYTES_PAID", default_value_t = 100 * 1024 * 1024 * 1024)]
     pub storage_quota_paid: u64,
 
+    /// The PostgreSQL servers managed databases are made on, comma-separated admin URLs
+    /// (`postgres://admin:password@host:5432/postgres`; the role must create roles and databases
+    /// and end other sessions). Owners connect to the same host and port. Unset: `/database`
+    /// answers 503 and no database is made.
+    #[arg(long, env = "DATABASE_HOSTS", hide_env_values = true)]
+    pub database_hosts: Option<SecretString>,
+
+    /// The folder of `pg_dump` and `pg_restore` (unset: the newest `/usr/lib/postgresql/*/bin`,
+    /// then `PATH`). They must be at least as new as the database hosts.
+    #[arg(long, env = "PG_BIN_DIR")]
+    pub pg_bin_dir: Option<std::path::PathBuf>,
+
+    /// How many bytes a managed database may hold before it turns read-only (at 125% of it,
+    /// connections are refused until it is restored smaller, grown or cancelled).
+    #[arg(long, env = "DATABASE_QUOTA_BYTES", default_value_t = 10 * 1024 * 1024 * 1024)]
+    pub database_quota_bytes: u64,
+
+    /// How many connections a managed database takes at once.
+    #[arg(long, env = "DATABASE_CONNECTION_LIMIT", default_value_t = 20)]
+    pub database_connection_limit: u32,
+
+    /// The longest one statement may run in a managed database, in milliseconds.
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_MS", default_value_t = 30_000)]
+    pub database_statement_timeout_ms: u64,
+
+    /// How long a cancelled database is kept (after its final backup) before it is dropped, in
+    /// seconds (3 days by default: a cancel by mistake loses nothing in that time).
+    #[arg(long, env = "DATABASE_DROP_GRACE_SECS", default_value_t = 3 * 24 * 3600)]
+    pub database_drop_grace_secs: u64,
+
+    /// How often every live database is backed up, in seconds (daily by default).
+    #[arg(long, env = "DATABASE_BACKUP_INTERVAL_SECS", default_value_t = 24 * 3600)]
+    pub database_backup_interval_secs: u64,
+
     /// Origins allowed by CORS, comma-separated (unset: none; `*`: any).
     #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,

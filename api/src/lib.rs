@@ -16,6 +16,7 @@ mod app;
 pub mod billing;
 pub mod chain;
 mod config;
+pub mod databases;
 pub mod domains;
 pub mod gateway;
 pub mod github;

@@ -19,6 +19,7 @@ use crate::{
         Operator,
         outbox::{Outbox, Purpose, Sender, SenderSettings},
     },
+    databases::DatabasesState,
     domains::DomainsState,
     gateway::GatewayState,
     github::GitHubState,
@@ -63,6 +64,8 @@ pub struct AppState {
     pub github: GitHubState,
     /// Domains: proofs, links, purchases.
     pub domains: DomainsState,
+    /// Managed databases.
+    pub databases: DatabasesState,
     /// The transaction relay.
     pub relay: RelayState,
     /// The public API and its stream.
@@ -92,6 +95,7 @@ from_app! {
     GatewayState => gateway,
     GitHubState => github,
     DomainsState => domains,
+    DatabasesState => databases,
     RelayState => relay,
     PublicState => public,
     SystemState => system,
@@ -300,6 +304,11 @@ impl AppState {
             None => None,
         };
         let sealer = crate::seal::Sealer::new(token_key, &config.jwt_secret);
+        let database_hosts = Arc::new(
+            crate::databases::hosts::Hosts::parse(config.database_hosts.as_ref())
+                .context("DATABASE_HOSTS")?,
+        );
+        let pg_bin = crate::databases::pg_bin_dir(config.pg_bin_dir.as_deref());
         let builder = crate::hosting::Builder::new(&config).await;
         let access = AccessTokens::new(&config.jwt_secret, config.access_ttl_secs)?;
         let limits = Arc::new(
@@ -363,6 +372,15 @@ impl AppState {
                 log_notices: broadcast::channel(1024).0,
                 deploy_wake: Arc::default(),
                 working: Arc::default(),
+            },
+            databases: DatabasesState {
+                platform: platform.clone(),
+                hosts: database_hosts,
+                sealer: sealer.clone(),
+                ipfs: ipfs.clone(),
+                indexed: indexed.clone(),
+                work: Arc::default(),
+                pg_bin,
             },
             gateway: GatewayState { platform: platform.clone(), ipfs },
             github: GitHubState { charges: charges.clone(), github, sealer },

@@ -84,6 +84,13 @@ pub enum Lock<'a> {
     DomainReminders,
     /// Re-verifying linked domains' proofs.
     DomainReverify,
+    /// The managed databases' provisioner pass.
+    DatabaseProvisioner,
+    /// One managed database's changes on its host (making, opening, closing, dropping it).
+    Database {
+        /// Its service id.
+        service_id: i64,
+    },
     /// The one sender of a signing key's transactions (its outbox rows, its nonces).
     ChainSender {
         /// The chain.
@@ -117,6 +124,8 @@ impl Lock<'_> {
             Self::DomainReminders => 0x0602,
             Self::DomainReverify => 0x0603,
             Self::ChainSender { .. } => 0x0701,
+            Self::DatabaseProvisioner => 0x0801,
+            Self::Database { .. } => 0x0802,
         }
     }
 
@@ -129,6 +138,7 @@ impl Lock<'_> {
             | Self::GitHubAccount { account }
             | Self::BuildMinutes { account } => fnv1a(account),
             Self::Site { site_id } | Self::SiteWebhook { site_id } => fold(site_id as u64),
+            Self::Database { service_id } => fold(service_id as u64),
             Self::Deployment { deployment_id } => fold(deployment_id as u64),
             Self::ChainSender { chain_id, signer } => fold(chain_id) ^ fnv1a(signer),
             Self::GitHubIdentity { chain_id, github_id } => {
@@ -143,7 +153,8 @@ impl Lock<'_> {
             | Self::Uptime
             | Self::DomainRecovery
             | Self::DomainReminders
-            | Self::DomainReverify => 0,
+            | Self::DomainReverify
+            | Self::DatabaseProvisioner => 0,
         }
     }
 
@@ -219,6 +230,8 @@ mod tests {
             Lock::DomainReminders,
             Lock::DomainReverify,
             Lock::ChainSender { chain_id: 137, signer: account },
+            Lock::DatabaseProvisioner,
+            Lock::Database { service_id: 1 },
         ]
     }
 

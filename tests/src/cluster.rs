@@ -1,6 +1,7 @@
 //! A private PostgreSQL cluster the tests start themselves (the machine's own server is shared
 //! and configured for development): a primary and, on request, a streaming replica made from it
-//! with `pg_basebackup`, each on a free port, both removed when dropped. Run as the `postgres`
+//! with `pg_basebackup`, each on a free port, both removed when dropped; or a single server that
+//! checks passwords (`scram-sha-256` for every TCP connection), as a managed database host. Run as the `postgres`
 //! user when the tests run as root (PostgreSQL refuses root).
 
 use std::{
@@ -90,9 +91,63 @@ pub struct TestCluster {
     dir: tempfile::TempDir,
     primary: Server,
     replica: Option<Server>,
+    admin_password: Option<String>,
 }
 
 impl TestCluster {
+    /// Starts one server whose TCP connections all authenticate with `scram-sha-256` (the
+    /// `postgres` superuser's password is `admin_password`); only its own Unix socket trusts
+    /// local connections, and nothing here uses it.
+    pub async fn with_passwords(admin_password: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("ds-dbhost-").tempdir()?;
+        chown_to_postgres(dir.path())?;
+        let primary = Server { data: dir.path().join("primary"), port: free_port()? };
+        let password_file = dir.path().join("password");
+        std::fs::write(&password_file, admin_password)?;
+        chown_to_postgres(&password_file)?;
+        run(
+            "initdb",
+            &[
+                "-D",
+                path(&primary.data)?,
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--pwfile",
+                path(&password_file)?,
+                "-E",
+                "UTF8",
+            ],
+        )?;
+        std::fs::remove_file(&password_file)?;
+        let settings = format!(
+            "\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+             password_encryption = 'scram-sha-256'\nfsync = off\nsynchronous_commit = off\n\
+             full_page_writes = off\n",
+            primary.port,
+            path(dir.path())?
+        );
+        append(&primary.data.join("postgresql.conf"), &settings)?;
+        primary.start()?;
+        Ok(Self { dir, primary, replica: None, admin_password: Some(admin_password.to_owned()) })
+    }
+
+    /// The superuser's URL for `database` over TCP, with its password (a cluster started
+    /// [`with_passwords`](Self::with_passwords)).
+    pub fn admin_url(&self, database: &str) -> String {
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/{database}",
+            self.admin_password.as_deref().unwrap_or_default(),
+            self.primary.port
+        )
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.primary.port
+    }
+
     /// Starts a primary and a streaming replica of it (hot standby), with database `database`
     /// created on the primary and replayed on the replica.
     pub async fn with_replica(database: &str) -> anyhow::Result<Self> {
@@ -112,7 +167,7 @@ impl TestCluster {
         );
         append(&primary.data.join("postgresql.conf"), &settings)?;
         primary.start()?;
-        let mut cluster = Self { dir, primary, replica: None };
+        let mut cluster = Self { dir, primary, replica: None, admin_password: None };
         let admin = cluster.primary.url("postgres");
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await?;
         sqlx::query(sqlx::AssertSqlSafe(format!("create database \"{database}\"")))

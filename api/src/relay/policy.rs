@@ -86,6 +86,10 @@ pub async fn check_credit(
             .map_err(|_| not_allowed("the createService call does not decode".into()))?;
         let kind = ServiceKind::try_from(open.kind)
             .map_err(|_| not_allowed(format!("service kind {} does not exist", open.kind)))?;
+        if kind == ServiceKind::Database && platform.config.database_hosts.is_none() {
+            // Nothing would make the database: the service would be charged for nothing.
+            return Err(ApiError::NotConfigured("managed databases (DATABASE_HOSTS)"));
+        }
         (available::hourly_price(platform, account, kind).await?, "opening the service".to_owned())
     } else if call.selector == ServiceRegistry::resumeCall::SELECTOR {
         let resume = ServiceRegistry::resumeCall::abi_decode(input)

@@ -13,7 +13,7 @@ use super::plan::{self, Change};
 
 /// A service with time not charged yet: since when, its carried remainder, its price at the
 /// owner's effective tier, a Free service's expiry (no time is charged past it) and its stored
-/// bytes.
+/// bytes (a storage service's files, a managed database's last measured size).
 #[derive(Debug)]
 pub(crate) struct Due {
     pub service_id: i64,
@@ -61,9 +61,12 @@ pub(crate) async fn services(
                   d.carry as "carry!",
                   case when d.tier = 'free' then d.expires_at end as cap,
                   p.credits_per_hour::text as price,
-                  (select coalesce(sum(f.size_bytes), 0) from storage_files f
-                   where f.chain_id = $1 and f.service_id = d.service_id
-                     and f.deleted_at is null)::bigint as "stored_bytes!"
+                  ((select coalesce(sum(f.size_bytes), 0) from storage_files f
+                    where f.chain_id = $1 and f.service_id = d.service_id
+                      and f.deleted_at is null)
+                   + (select coalesce(sum(md.size_bytes), 0) from managed_databases md
+                      where md.chain_id = $1 and md.service_id = d.service_id
+                        and md.dropped_at is null))::bigint as "stored_bytes!"
            from due d
            left join service_prices p on p.chain_id = $1 and p.kind = d.kind and p.tier = d.tier
            where d.state = 'active'
