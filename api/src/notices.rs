@@ -65,7 +65,8 @@ where
 pub struct Notice {
     /// Its id.
     pub id: i64,
-    /// What it is: `domain_expiring`, `domain_proof_missing`, `domain_unlinked`.
+    /// What it is: `domain_expiring`, `domain_proof_missing`, `domain_unlinked`,
+    /// `database_over_quota`, `database_locked`.
     pub kind: String,
     /// Its details.
     #[schema(value_type = Object)]

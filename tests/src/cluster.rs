@@ -148,6 +148,16 @@ impl TestCluster {
         self.primary.port
     }
 
+    /// Stops the primary (fast shutdown: sessions are ended), as an outage would.
+    pub fn stop(&self) -> anyhow::Result<()> {
+        run("pg_ctl", &["-D", path(&self.primary.data)?, "-m", "fast", "-w", "stop"])
+    }
+
+    /// Starts the primary again on its port.
+    pub fn start(&self) -> anyhow::Result<()> {
+        self.primary.start()
+    }
+
     /// Starts a primary and a streaming replica of it (hot standby), with database `database`
     /// created on the primary and replayed on the replica.
     pub async fn with_replica(database: &str) -> anyhow::Result<Self> {

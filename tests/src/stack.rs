@@ -6,11 +6,12 @@
 use std::time::Duration;
 
 use alloy::providers::Provider;
+use decentraspace_abi::{AccountRegistry, Tier};
 use decentraspace_api::Config;
 
 use crate::{
-    IndexerTask, TestApi, TestChain, TestDb, TestIpfs, api_config, indexer_config,
-    wait_for_checkpoint,
+    IndexerTask, Role, Session, TestApi, TestChain, TestDb, TestIpfs, api_config, eventually,
+    indexer_config, wait_for_checkpoint,
 };
 
 /// A running stack; every part stops when it is dropped.
@@ -61,6 +62,32 @@ impl Stack {
     /// configuration ([`api_config`]).
     pub async fn start() -> anyhow::Result<Self> {
         Self::builder().start().await
+    }
+
+    /// User `n` signed in, set to the Paid tier by the operator and given `credits` units (none
+    /// when 0), once the index shows both.
+    pub async fn paid_user(&self, n: usize, credits: u64) -> anyhow::Result<Session> {
+        let (chain, api) = (&self.chain, &self.api);
+        let user = chain.user(n);
+        let session = api.login_registered(&user).await?;
+        let operator = chain.provider_as(chain.role(Role::Operator));
+        let receipt = AccountRegistry::new(chain.deployment.contracts.account_registry, &operator)
+            .setTier(user.address(), Tier::Paid.into(), 0)
+            .send()
+            .await?
+            .get_receipt()
+            .await?;
+        anyhow::ensure!(receipt.status(), "setTier reverted");
+        if credits > 0 {
+            chain.credit(user.address(), credits).await?;
+        }
+        eventually("the tier and the credit to be indexed", || async {
+            let (_, tier) = api.get("/auth/tier", Some(&session.access)).await?;
+            let (_, balance) = api.get("/billing/balance", Some(&session.access)).await?;
+            Ok(tier["tier"] == "paid" && balance["balance"].as_str() == Some(&credits.to_string()))
+        })
+        .await?;
+        Ok(session)
     }
 
     /// The IPFS node of a stack built with [`StackBuilder::ipfs`].

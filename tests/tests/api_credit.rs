@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use alloy::primitives::U256;
-use decentraspace_abi::{AccountRegistry, ServiceKind, ServiceRegistry, Tier};
+use decentraspace_abi::{ServiceKind, ServiceRegistry, Tier};
 use decentraspace_tests::{
     Role, Session, SseReader, Stack, TestApi, eventually, problem_type, role_key,
 };
@@ -34,23 +34,8 @@ async fn paid_with_site(
         })
         .start()
         .await?;
-    let (chain, api) = (&stack.chain, &stack.api);
-    let user = chain.user(0);
-    let session = api.login_registered(&user).await?;
-    let operator = chain.provider_as(chain.role(Role::Operator));
-    AccountRegistry::new(chain.deployment.contracts.account_registry, &operator)
-        .setTier(user.address(), Tier::Paid.into(), 0)
-        .send()
-        .await?
-        .get_receipt()
-        .await?;
-    chain.credit(user.address(), credits).await?;
-    eventually("the tier and the credit to be indexed", || async {
-        let (_, tier) = api.get("/auth/tier", Some(&session.access)).await?;
-        let (_, balance) = api.get("/billing/balance", Some(&session.access)).await?;
-        Ok(tier["tier"] == "paid" && balance["balance"].as_str() == Some(&credits.to_string()))
-    })
-    .await?;
+    let session = stack.paid_user(0, credits).await?;
+    let api = &stack.api;
     api.deploy_site(&session.access, site, "<h1>paid</h1>").await?;
     Ok((stack, session))
 }

@@ -8,13 +8,11 @@
 use std::time::Duration;
 
 use alloy::{
-    primitives::{Address, B256, Bytes},
+    primitives::{B256, Bytes},
     sol_types::SolCall,
 };
-use decentraspace_abi::{AccountRegistry, ServiceKind, ServiceRegistry, Tier};
-use decentraspace_tests::{
-    Role, Session, Stack, TestCluster, eventually, problem_type, relay_signed,
-};
+use decentraspace_abi::{ServiceKind, ServiceRegistry};
+use decentraspace_tests::{Session, Stack, TestCluster, eventually, problem_type, relay_signed};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 
@@ -37,39 +35,6 @@ async fn stack_on(
         })
         .start()
         .await
-}
-
-/// User `n` signed in, on the Paid tier, with [`CREDITS`].
-async fn paid_user(stack: &Stack, n: usize) -> anyhow::Result<(Session, Address)> {
-    paid_user_with(stack, n, CREDITS).await
-}
-
-/// User `n` signed in, on the Paid tier, with `credits` units.
-async fn paid_user_with(
-    stack: &Stack,
-    n: usize,
-    credits: u64,
-) -> anyhow::Result<(Session, Address)> {
-    let (chain, api) = (&stack.chain, &stack.api);
-    let user = chain.user(n);
-    let session = api.login_registered(&user).await?;
-    let operator = chain.provider_as(chain.role(Role::Operator));
-    AccountRegistry::new(chain.deployment.contracts.account_registry, &operator)
-        .setTier(user.address(), Tier::Paid.into(), 0)
-        .send()
-        .await?
-        .get_receipt()
-        .await?;
-    if credits > 0 {
-        chain.credit(user.address(), credits).await?;
-    }
-    eventually("the tier and the credit to be indexed", || async {
-        let (_, tier) = api.get("/auth/tier", Some(&session.access)).await?;
-        let (_, balance) = api.get("/billing/balance", Some(&session.access)).await?;
-        Ok(tier["tier"] == "paid" && balance["balance"].as_str() == Some(&credits.to_string()))
-    })
-    .await?;
-    Ok((session, user.address()))
 }
 
 /// Makes a database for `session`: its id and connection URL (with the password).
@@ -134,8 +99,8 @@ async fn an_accounts_database_is_reachable_by_its_role_only_and_the_role_by_noth
 -> anyhow::Result<()> {
     let cluster = TestCluster::with_passwords(ADMIN_PASSWORD).await?;
     let stack = stack_on(&cluster, |_| {}).await?;
-    let (alice, _) = paid_user(&stack, 0).await?;
-    let (bob, _) = paid_user(&stack, 1).await?;
+    let alice = stack.paid_user(0, CREDITS).await?;
+    let bob = stack.paid_user(1, CREDITS).await?;
     let (alice_db, alice_url) = create(&stack, &alice).await?;
     let (bob_db, bob_url) = create(&stack, &bob).await?;
     assert_ne!(alice_db, bob_db);
@@ -227,7 +192,7 @@ async fn an_accounts_database_is_reachable_by_its_role_only_and_the_role_by_noth
     assert_eq!(body, "mine");
 
     // No database without an hour of credit (nothing is opened on-chain), and none on Free.
-    let (broke, _) = paid_user_with(&stack, 2, 0).await?;
+    let broke = stack.paid_user(2, 0).await?;
     let (status, body) = stack.api.post("/database", Some(&broke.access), &json!({})).await?;
     assert_eq!(status, 402, "{body}");
     assert_eq!(problem_type(&body), "insufficient-credit");
@@ -247,7 +212,7 @@ async fn pause_closes_a_database_a_backup_restores_it_and_cancel_drops_it_after_
 -> anyhow::Result<()> {
     let cluster = TestCluster::with_passwords(ADMIN_PASSWORD).await?;
     let stack = stack_on(&cluster, |config| config.database_drop_grace_secs = 2).await?;
-    let (alice, _) = paid_user(&stack, 0).await?;
+    let alice = stack.paid_user(0, CREDITS).await?;
     let (id, url) = create(&stack, &alice).await?;
     let mut conn = connect(&url).await?;
     sqlx::raw_sql("create table items (n int); insert into items select generate_series(1, 3)")
@@ -367,7 +332,7 @@ async fn a_database_past_its_quota_refuses_writes_and_far_past_it_connections() 
     const MIB: u64 = 1024 * 1024;
     let cluster = TestCluster::with_passwords(ADMIN_PASSWORD).await?;
     let stack = stack_on(&cluster, |config| config.database_quota_bytes = 16 * MIB).await?;
-    let (alice, _) = paid_user(&stack, 0).await?;
+    let alice = stack.paid_user(0, CREDITS).await?;
     let (id, url) = create(&stack, &alice).await?;
     let mut conn = connect(&url).await?;
     // About 10 MiB of rows that do not compress: past 16 MiB with the empty database's ~7.5.
@@ -391,6 +356,11 @@ async fn a_database_past_its_quota_refuses_writes_and_far_past_it_connections() 
     status_is(&stack, &alice, id, "locked").await?;
     let refusal = refused(connect(&url).await);
     assert!(refusal.contains("permission denied for database"), "{refusal}");
+    // The owner was told both times.
+    let (_, notices) = stack.api.get("/notices", Some(&alice.access)).await?;
+    let kinds: Vec<&str> =
+        notices["items"].as_array().unwrap().iter().filter_map(|n| n["kind"].as_str()).collect();
+    assert_eq!(kinds, ["database_locked", "database_over_quota"], "{notices}");
     Ok(())
 }
 
@@ -399,7 +369,8 @@ async fn a_database_service_the_owner_opens_through_the_relay_is_provisioned() -
 {
     let cluster = TestCluster::with_passwords(ADMIN_PASSWORD).await?;
     let stack = stack_on(&cluster, |_| {}).await?;
-    let (alice, address) = paid_user(&stack, 0).await?;
+    let alice = stack.paid_user(0, CREDITS).await?;
+    let address = stack.chain.user(0).address();
     let reference = B256::from(alloy::primitives::keccak256("my own database"));
     let data =
         ServiceRegistry::createServiceCall { kind: ServiceKind::Database.into(), r#ref: reference }
@@ -440,6 +411,59 @@ async fn a_database_service_the_owner_opens_through_the_relay_is_provisioned() -
         .await?;
     assert_eq!(status, 200, "{credentials}");
     let mut conn = connect(credentials["connection_url"].as_str().unwrap()).await?;
+    let me: String = sqlx::query_scalar("select current_user::text").fetch_one(&mut conn).await?;
+    assert_eq!(me, format!("ds_{id}"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn databases_spread_over_the_hosts_and_one_asked_for_while_they_are_down_is_made_on_their_return()
+-> anyhow::Result<()> {
+    let one = TestCluster::with_passwords(ADMIN_PASSWORD).await?;
+    let two = TestCluster::with_passwords(ADMIN_PASSWORD).await?;
+    let hosts = format!("{},{}", one.admin_url("postgres"), two.admin_url("postgres"));
+    let stack = Stack::builder()
+        .ipfs()
+        .configure(move |config, _| {
+            config.database_hosts = Some(hosts.into());
+            config.database_backup_interval_secs = 2;
+        })
+        .start()
+        .await?;
+    let alice = stack.paid_user(0, CREDITS).await?;
+    let (first, first_url) = create(&stack, &alice).await?;
+    let (_, second_url) = create(&stack, &alice).await?;
+    // The second goes to the host without one.
+    let port = |url: &str| reqwest::Url::parse(url).map(|u| u.port());
+    let mut ports = vec![port(&first_url)?, port(&second_url)?];
+    ports.sort();
+    let mut expected = vec![Some(one.port()), Some(two.port())];
+    expected.sort();
+    assert_eq!(ports, expected);
+
+    // Backed up daily (every 2 s here) without being asked.
+    let backups = format!("/database/{first}/backups");
+    eventually("a daily backup to be taken", || async {
+        let (_, list) = stack.api.get(&backups, Some(&alice.access)).await?;
+        Ok(list.as_array().is_some_and(|l| {
+            l.iter().any(|b| b["reason"] == "daily" && b["state"] == "done" && b["cid"].is_string())
+        }))
+    })
+    .await?;
+
+    // Both hosts down: the service is opened and the credentials shown, the database waits.
+    one.stop()?;
+    two.stop()?;
+    let (status, made) = stack.api.post("/database", Some(&alice.access), &json!({})).await?;
+    assert_eq!(status, 201, "{made}");
+    assert_eq!(made["database"]["status"], "provisioning", "{made}");
+    let id = made["database"]["id"].as_i64().unwrap();
+    let url = made["connection_url"].as_str().unwrap().to_owned();
+    // Back: the provisioner makes it, and the password shown then works.
+    one.start()?;
+    two.start()?;
+    status_is(&stack, &alice, id, "ready").await?;
+    let mut conn = connect(&url).await?;
     let me: String = sqlx::query_scalar("select current_user::text").fetch_one(&mut conn).await?;
     assert_eq!(me, format!("ds_{id}"));
     Ok(())

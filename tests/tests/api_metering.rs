@@ -288,6 +288,35 @@ async fn storage_is_charged_for_its_hours_and_the_bytes_it_holds() -> anyhow::Re
 }
 
 #[tokio::test]
+async fn a_database_is_charged_for_its_hours_and_the_size_it_was_last_measured_at()
+-> anyhow::Result<()> {
+    let stack = stack().await?;
+    let chain = &stack.chain;
+    let owner = user(chain, 6, Tier::Paid, 1_000_000).await?;
+    let id = service(chain, owner, ServiceKind::Database, "database").await?;
+    let t0 = chain.time().await?;
+    // Its database measured at 3 GiB (as the provisioner records it), and a dropped one of
+    // another service that no longer counts.
+    let mut conn = stack.db.connect().await?;
+    sqlx::query(
+        "insert into managed_databases (chain_id, service_id, owner, host, name, password_sealed,
+                                        backup_key_sealed, applied, size_bytes)
+         values ($1, $2, $3, 'db1:5432', 'ds_' || $2, '\\x00', '\\x00', 'open', $4)",
+    )
+    .bind(chain.chain_id() as i64)
+    .bind(id)
+    .bind(owner.as_slice())
+    .bind(3i64 << 30)
+    .execute(&mut conn)
+    .await?;
+
+    cycle_at(&stack, t0 + HOUR).await?;
+    // The Paid database price (5,000 an hour) and 3 GiB at 30 a GiB-hour.
+    assert_eq!(balance(chain, owner).await?, 1_000_000 - 5_000 - 3 * 30);
+    Ok(())
+}
+
+#[tokio::test]
 async fn usage_recorded_through_deduct_is_charged_once() -> anyhow::Result<()> {
     let stack = stack().await?;
     let (chain, api) = (&stack.chain, &stack.api);

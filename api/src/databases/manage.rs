@@ -29,9 +29,6 @@ use crate::{
     services::change,
 };
 
-/// Steps of 100 ms a request waits for a just-opened database service to be indexed.
-const INDEX_WAIT_STEPS: usize = 100;
-
 /// Reads the caller's databases (all, or `id`'s).
 async fn read(
     state: &DatabasesState,
@@ -161,36 +158,16 @@ pub async fn create(
             ),
             other => other.into(),
         })?;
-    let created = receipt
-        .decoded_log::<ServiceRegistry::ServiceCreated>()
-        .ok_or_else(|| ApiError::Conflict("the database service could not be opened".into()))?;
-    let id = i64::try_from(created.serviceId)
-        .map_err(|_| ApiError::Internal(anyhow::anyhow!("service id out of range")))?;
-    wait_indexed(&state, id).await?;
+    let id = crate::services::opened(&receipt, "database")?;
+    if !crate::services::indexed(&state, id).await? {
+        return Err(ApiError::Unavailable(format!(
+            "database service {id} was opened but is not indexed yet; \
+             POST /database/{id}/credentials in a moment gives its password"
+        )));
+    }
     provision::ensure_row(&state, id, user.address.as_slice(), false).await?;
     let credentials = rotate_password(&state, &user, id).await?;
     Ok((StatusCode::CREATED, Json(credentials)))
-}
-
-/// Waits until service `id` is indexed (the provisioner and every read follow the index).
-async fn wait_indexed(state: &DatabasesState, id: i64) -> ApiResult<()> {
-    for _ in 0..INDEX_WAIT_STEPS {
-        let indexed: bool = sqlx::query_scalar!(
-            r#"select exists(select 1 from services where chain_id = $1 and service_id = $2) as "e!""#,
-            state.chain_id() as i64,
-            id
-        )
-        .fetch_one(&state.db)
-        .await?;
-        if indexed {
-            return Ok(());
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    Err(ApiError::Unavailable(format!(
-        "database service {id} was opened but is not indexed yet; \
-         POST /database/{id}/credentials in a moment gives its password"
-    )))
 }
 
 /// Gives database `id` a new password and applies it at once (the provisioner applies it when

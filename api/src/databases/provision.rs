@@ -210,7 +210,7 @@ pub(super) async fn converge(state: &DatabasesState, id: i64) -> anyhow::Result<
     let mut tx = state.db.begin().await?;
     lock_in(&mut tx, Lock::Database { service_id: id }).await?;
     let Some(row) = sqlx::query!(
-        r#"select m.host, m.name, m.applied, m.password_applied, m.password_sealed, m.read_only,
+        r#"select m.owner, m.host, m.name, m.applied, m.password_applied, m.password_sealed, m.read_only,
                   m.size_bytes, m.cancelled_at, s.state as "service_state!",
                   (s.expires_at is not null and s.expires_at <= chain_now($1)
                    and effective_tier(a.tier, a.tier_expires_at, chain_now($1)) = 'free') as "expired!",
@@ -320,6 +320,9 @@ pub(super) async fn converge(state: &DatabasesState, id: i64) -> anyhow::Result<
     }
     if (applied == "open") != want_open {
         host.set_open(&row.name, want_open).await?;
+        if row.service_state == "active" && !row.expired && !want_open {
+            tell(state, &row.owner, id, "database_locked", row.size_bytes).await;
+        }
         sqlx::query!(
             "update managed_databases set applied = $3 where chain_id = $1 and service_id = $2",
             chain_id,
@@ -341,10 +344,32 @@ pub(super) async fn converge(state: &DatabasesState, id: i64) -> anyhow::Result<
         .await?;
         if want_read_only {
             tracing::info!(target: "api::databases", service_id = id, size = row.size_bytes, "database past its quota: read-only");
+            tell(state, &row.owner, id, "database_over_quota", row.size_bytes).await;
         }
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Tells database `id`'s owner (a notice on `GET /notices` and the live stream) that it turned
+/// read-only (`database_over_quota`) or closed (`database_locked`) at `size` bytes; once a day
+/// at most for each. A notice that cannot be written is logged: the change stands.
+async fn tell(state: &DatabasesState, owner: &[u8], id: i64, kind: &str, size: i64) {
+    let Ok(owner) = alloy::primitives::Address::try_from(owner) else { return };
+    let data = serde_json::json!({
+        "database": id,
+        "size_bytes": size,
+        "quota_bytes": state.quota(),
+        "detail": if kind == "database_locked" {
+            "past 125% of its quota: connections are refused until it is restored smaller or cancelled"
+        } else {
+            "past its quota: transactions are read-only; delete rows in a session that sets default_transaction_read_only = off"
+        },
+    });
+    let dedupe = format!("{id}:{}", Utc::now().date_naive());
+    if let Err(err) = crate::notices::post(state, owner, kind, &dedupe, data).await {
+        tracing::warn!(target: "api::databases", service_id = id, error = format!("{err:#}"), "database notice not written");
+    }
 }
 
 /// When a database cancelled at `cancelled_at` is dropped.

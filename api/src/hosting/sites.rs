@@ -17,9 +17,6 @@ use crate::{
     platform::Platform,
 };
 
-/// Steps of 100 ms a request waits for a just-opened hosting service to be indexed.
-const INDEX_WAIT_STEPS: usize = 100;
-
 /// Names no account may take (they would read as the platform's own hosts).
 const RESERVED: &[&str] =
     &["www", "api", "app", "admin", "docs", "status", "gateway", "ipfs", "mail"];
@@ -262,24 +259,10 @@ async fn open_service(state: &Platform, site: &Site) -> ApiResult<i64> {
             ),
             other => other.into(),
         })?;
-    let created = receipt
-        .decoded_log::<ServiceRegistry::ServiceCreated>()
-        .ok_or_else(|| ApiError::Conflict("the hosting service could not be opened".into()))?;
-    let id = i64::try_from(created.serviceId)
-        .map_err(|_| ApiError::Internal(anyhow::anyhow!("service id out of range")))?;
+    let id = crate::services::opened(&receipt, "hosting")?;
     // Reads (status, the gateway) come from the index: wait until it has the service.
-    for _ in 0..INDEX_WAIT_STEPS {
-        let indexed: bool = sqlx::query_scalar!(
-            r#"select exists(select 1 from services where chain_id = $1 and service_id = $2) as "e!""#,
-            state.chain_id() as i64,
-            id
-        )
-        .fetch_one(&state.db)
-        .await?;
-        if indexed {
-            return Ok(id);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    if crate::services::indexed(state, id).await? {
+        return Ok(id);
     }
     Err(ApiError::Unavailable(format!(
         "hosting service {id} was opened but is not indexed yet; deploy again in a moment"

@@ -104,6 +104,41 @@ pub async fn my_services(
     ))
 }
 
+/// Steps of 100 ms [`indexed`] waits for a just-opened service to be indexed.
+const INDEX_WAIT_STEPS: usize = 100;
+
+/// The id of the service a mined `createService`/`createServiceFor` (`receipt`) opened; `what`
+/// names the service in the error.
+pub(crate) fn opened(
+    receipt: &alloy::rpc::types::TransactionReceipt,
+    what: &str,
+) -> ApiResult<i64> {
+    let created = receipt
+        .decoded_log::<ServiceRegistry::ServiceCreated>()
+        .ok_or_else(|| ApiError::Conflict(format!("the {what} service could not be opened")))?;
+    i64::try_from(created.serviceId)
+        .map_err(|_| ApiError::Internal(anyhow::anyhow!("service id out of range")))
+}
+
+/// Waits (up to 10 s) until service `id` is indexed (reads and jobs follow the index): whether
+/// it is.
+pub(crate) async fn indexed(state: &Platform, id: i64) -> ApiResult<bool> {
+    for _ in 0..INDEX_WAIT_STEPS {
+        let indexed: bool = sqlx::query_scalar!(
+            r#"select exists(select 1 from services where chain_id = $1 and service_id = $2) as "e!""#,
+            state.chain_id() as i64,
+            id
+        )
+        .fetch_one(&state.db)
+        .await?;
+        if indexed {
+            return Ok(true);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(false)
+}
+
 /// Checks (from the indexed registry) that the caller owns `id`, of `kind` when given; another's
 /// service is as absent as a missing one. Answers its kind.
 async fn owned(

@@ -113,14 +113,7 @@ pub(super) async fn storage_service(state: &StorageState, account: Address) -> A
         ))
         .await;
     match created {
-        Ok(receipt) => {
-            let created =
-                receipt.decoded_log::<ServiceRegistry::ServiceCreated>().ok_or_else(|| {
-                    ApiError::Conflict("the storage service could not be opened".into())
-                })?;
-            i64::try_from(created.serviceId)
-                .map_err(|_| ApiError::Internal(anyhow::anyhow!("service id out of range")))
-        }
+        Ok(receipt) => crate::services::opened(&receipt, "storage"),
         // Opened by an earlier request moments ago (the one storage service a tier allows),
         // and not indexed yet: wait for the index.
         Err(ChainError::Refused(PlatformRevert::ServiceRegistry(
