@@ -31,6 +31,17 @@ if [ -z "${DATABASE_URL:-}" ]; then
   psql "$server_url" -qc "drop database if exists decentraspace_dev with (force)"
 fi
 database_url=$(PG_DATABASE=decentraspace_dev scripts/postgres.sh)
+# Managed databases are made on the same server (DATABASE_HOSTS, unless set). They belong to the
+# fresh chain's services, so the previous run's go first (`ds_<service id>` would be reused).
+database_hosts=${DATABASE_HOSTS:-$(PG_DATABASE=postgres scripts/postgres.sh)}
+if [ -z "${DATABASE_HOSTS:-}" ]; then
+  for name in $(psql "$database_hosts" -Atc "select datname from pg_database where datname ~ '^ds_[0-9]+$'"); do
+    psql "$database_hosts" -qc "drop database if exists \"$name\" with (force)"
+  done
+  for name in $(psql "$database_hosts" -Atc "select rolname from pg_roles where rolname ~ '^ds_[0-9]+$'"); do
+    psql "$database_hosts" -qc "drop role if exists \"$name\""
+  done
+fi
 
 if tools/foundry cast chain-id --rpc-url "$rpc_url" >/dev/null 2>&1; then
   echo "dev: something already answers on $rpc_url; stop it or set ANVIL_PORT" >&2
@@ -135,7 +146,7 @@ API_LISTEN=$api_listen DATABASE_URL=$database_url RPC_URL=$rpc_url DEPLOYMENTS_F
   ARWEAVE_WALLET_FILE=$root/.data/arlocal/wallet.json \
   LISTENER_SECRET=${LISTENER_SECRET:-dev-listener-secret} CORS_ORIGINS=${CORS_ORIGINS:-*} \
   GATEWAY_LISTEN=$gateway_listen SITES_DOMAIN=localhost BUILD_REGISTRY_URL=http://127.0.0.1:$registry_port \
-  BUILD_TOOLS_DIR="$root/tools/package-managers/node_modules" \
+  BUILD_TOOLS_DIR="$root/tools/package-managers/node_modules" DATABASE_HOSTS=$database_hosts \
   SITE_URL_TEMPLATE="http://{site}.localhost:${gateway_listen##*:}" \
   RUST_LOG=${RUST_LOG:-info} "$target_dir/debug/api" >.data/api.log 2>&1 &
 api_pid=$!
@@ -156,6 +167,7 @@ DecentraSpace local stack is up (Ctrl-C stops it).
   ipfs        API http://127.0.0.1:$ipfs_api_port, gateway http://127.0.0.1:$ipfs_gateway_port (log: .data/ipfs.log)
   arweave     arlocal http://127.0.0.1:$arlocal_port, wallet $arweave_address (log: .data/arlocal.log)
   registry    http://127.0.0.1:$registry_port, the npm mirror site builds install from (log: .data/registry.log)
+  databases   managed databases (POST /database) are made on ${DATABASE_HOSTS:+DATABASE_HOSTS}${DATABASE_HOSTS:-the local server}
 $(node -e '
   const d = require(process.argv[1]);
   for (const [name, addr] of Object.entries(d.contracts)) console.log(`  ${name.padEnd(16)}${addr}`);

@@ -174,19 +174,21 @@ impl AppState {
             .map(crate::domains::proof::TxtResolver::new)
             .transpose()
             .context("the Handshake resolver")?;
+        let gandi = match &config.registrar_token {
+            Some(token) => {
+                let contact = serde_json::from_str(&config.registrar_contact)
+                    .context("REGISTRAR_CONTACT is JSON")?;
+                Some(Arc::new(decentraspace_clients::registrar::gandi::Gandi::new(
+                    &config.registrar_api_url,
+                    token.clone(),
+                    contact,
+                )?))
+            }
+            None => None,
+        };
         let registrar: Option<Arc<dyn decentraspace_clients::registrar::Registrar>> =
-            match &config.registrar_token {
-                Some(token) => {
-                    let contact = serde_json::from_str(&config.registrar_contact)
-                        .context("REGISTRAR_CONTACT is JSON")?;
-                    Some(Arc::new(decentraspace_clients::registrar::gandi::Gandi::new(
-                        &config.registrar_api_url,
-                        token.clone(),
-                        contact,
-                    )?))
-                }
-                None => None,
-            };
+            gandi.clone().map(|g| g as _);
+        let zones: Option<Arc<dyn decentraspace_clients::registrar::Zones>> = gandi.map(|g| g as _);
         let registrar_key =
             keyed(&config.registrar_key, "REGISTRAR_PRIVATE_KEY", "registrar", Purpose::Registrar)?;
         let ens = config
@@ -384,7 +386,17 @@ impl AppState {
             },
             gateway: GatewayState { platform: platform.clone(), ipfs },
             github: GitHubState { charges: charges.clone(), github, sealer },
-            domains: DomainsState { charges, dns, hns, ens, registrar, registrar_key, verifier },
+            domains: DomainsState {
+                charges,
+                dns,
+                hns,
+                ens,
+                registrar,
+                zones,
+                indexed: indexed.clone(),
+                registrar_key,
+                verifier,
+            },
             relay: RelayState { platform: platform.clone(), relayers: Arc::new(relayers.clone()) },
             public: PublicState {
                 platform: platform.clone(),

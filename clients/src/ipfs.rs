@@ -294,16 +294,27 @@ impl Ipfs {
         &self,
         path: &str,
     ) -> Result<impl futures::Stream<Item = reqwest::Result<Bytes>> + use<>, IpfsError> {
-        let response = tokio::time::timeout(
-            READ_TIMEOUT,
-            self.http
-                .post(format!("{}/api/v0/cat", self.api))
-                .query(&[("arg", path), ("timeout", NODE_TIMEOUT)])
-                .send(),
-        )
-        .await
-        .map_err(|_| IpfsError::Unreachable(format!("no answer within {READ_TIMEOUT:?}")))?
-        .map_err(|e| IpfsError::Unreachable(error_chain(&e)))?;
+        self.cat_stream_range(path, None).await
+    }
+
+    /// [`Ipfs::cat_stream`] of `length` bytes from `offset` when `range` is given (the node reads
+    /// only those).
+    pub async fn cat_stream_range(
+        &self,
+        path: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<impl futures::Stream<Item = reqwest::Result<Bytes>> + use<>, IpfsError> {
+        let mut request = self
+            .http
+            .post(format!("{}/api/v0/cat", self.api))
+            .query(&[("arg", path), ("timeout", NODE_TIMEOUT)]);
+        if let Some((offset, length)) = range {
+            request = request.query(&[("offset", offset), ("length", length)]);
+        }
+        let response = tokio::time::timeout(READ_TIMEOUT, request.send())
+            .await
+            .map_err(|_| IpfsError::Unreachable(format!("no answer within {READ_TIMEOUT:?}")))?
+            .map_err(|e| IpfsError::Unreachable(error_chain(&e)))?;
         if !response.status().is_success() {
             return Err(refusal(response).await);
         }

@@ -84,6 +84,8 @@ pub enum Lock<'a> {
     DomainReminders,
     /// Re-verifying linked domains' proofs.
     DomainReverify,
+    /// Pointing bought names' zones at their sites.
+    DomainZones,
     /// The managed databases' provisioner pass.
     DatabaseProvisioner,
     /// One managed database's changes on its host (making, opening, closing, dropping it).
@@ -123,6 +125,7 @@ impl Lock<'_> {
             Self::DomainRecovery => 0x0601,
             Self::DomainReminders => 0x0602,
             Self::DomainReverify => 0x0603,
+            Self::DomainZones => 0x0604,
             Self::ChainSender { .. } => 0x0701,
             Self::DatabaseProvisioner => 0x0801,
             Self::Database { .. } => 0x0802,
@@ -154,6 +157,7 @@ impl Lock<'_> {
             | Self::DomainRecovery
             | Self::DomainReminders
             | Self::DomainReverify
+            | Self::DomainZones
             | Self::DatabaseProvisioner => 0,
         }
     }
@@ -229,6 +233,7 @@ mod tests {
             Lock::DomainRecovery,
             Lock::DomainReminders,
             Lock::DomainReverify,
+            Lock::DomainZones,
             Lock::ChainSender { chain_id: 137, signer: account },
             Lock::DatabaseProvisioner,
             Lock::Database { service_id: 1 },

@@ -1,7 +1,10 @@
 //! A local server speaking Gandi's API v5 for domains (`GET /v5/domain/check`,
 //! `POST /v5/domain/domains`, `POST /v5/domain/domains/{fqdn}/renew`; bearer tokens; errors as
-//! `{"code", "message", "cause", "object"}`). Every name costs 10.00 EUR a year; `taken.*` names
-//! are unavailable, and registering a name that starts with `fail` answers a server error.
+//! `{"code", "message", "cause", "object"}`) and LiveDNS (`/v5/livedns/domains/{fqdn}/records`,
+//! record sets by `{rrset_name}/{rrset_type}`: list, read, `PUT` to create or replace, `DELETE`).
+//! Every name costs 10.00 EUR a year; `taken.*` names are unavailable, and registering a name that
+//! starts with `fail` answers a server error. A registered name's zone starts as Gandi's default
+//! one: a parking `A` at the apex and a `www` `CNAME` to its web redirection.
 
 use std::{
     collections::HashMap,
@@ -22,10 +25,25 @@ use crate::served::{Served, bearer};
 /// The token the fake takes.
 pub const GANDI_TOKEN: &str = "gandi-test-pat";
 
+/// A record set's key in a zone: (name, type).
+type RecordKey = (String, String);
+/// A zone: each record set's TTL and values by its key.
+type Zone = HashMap<RecordKey, (u64, Vec<String>)>;
+
 #[derive(Debug, Default)]
 struct Registered {
     /// fqdn → years bought in all.
     names: Mutex<HashMap<String, u32>>,
+    /// fqdn → its zone: (name, type) → (ttl, values).
+    zones: Mutex<HashMap<String, Zone>>,
+}
+
+/// Gandi's default zone for a new name.
+fn default_zone() -> Zone {
+    HashMap::from([
+        (("@".into(), "A".into()), (10800, vec!["217.70.184.38".into()])),
+        (("www".into(), "CNAME".into()), (10800, vec!["webredir.vip.gandi.net.".into()])),
+    ])
 }
 
 /// The fake Gandi; stops when dropped.
@@ -92,6 +110,7 @@ async fn register(
         return error(StatusCode::BAD_REQUEST, "owner is required");
     }
     let years = body["duration"].as_u64().unwrap_or(1) as u32;
+    registered.zones.lock().expect("lock").entry(fqdn.clone()).or_insert_with(default_zone);
     registered.names.lock().expect("lock").insert(fqdn, years);
     (StatusCode::ACCEPTED, Json(json!({ "message": "The domain is being created." })))
         .into_response()
@@ -131,6 +150,88 @@ async fn domain(
     }
 }
 
+fn rrset(fqdn: &str, (name, kind): &RecordKey, (ttl, values): &(u64, Vec<String>)) -> Value {
+    json!({
+        "rrset_name": name, "rrset_type": kind, "rrset_ttl": ttl, "rrset_values": values,
+        "rrset_href": format!("https://api.gandi.net/v5/livedns/domains/{fqdn}/records/{name}/{kind}"),
+    })
+}
+
+async fn records(
+    State(registered): State<Arc<Registered>>,
+    Path(fqdn): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&headers) {
+        return error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let zones = registered.zones.lock().expect("lock");
+    let Some(zone) = zones.get(&fqdn) else {
+        return error(StatusCode::NOT_FOUND, "The resource could not be found.");
+    };
+    let mut sets: Vec<_> = zone.iter().collect();
+    sets.sort();
+    Json(sets.into_iter().map(|(key, set)| rrset(&fqdn, key, set)).collect::<Vec<_>>())
+        .into_response()
+}
+
+async fn record_set(
+    State(registered): State<Arc<Registered>>,
+    Path((fqdn, name, kind)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    method: axum::http::Method,
+    body: Option<Json<Value>>,
+) -> Response {
+    if !authorized(&headers) {
+        return error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let mut zones = registered.zones.lock().expect("lock");
+    let Some(zone) = zones.get_mut(&fqdn) else {
+        return error(StatusCode::NOT_FOUND, "The resource could not be found.");
+    };
+    let key = (name, kind);
+    match method {
+        axum::http::Method::GET => match zone.get(&key) {
+            Some(set) => Json(rrset(&fqdn, &key, set)).into_response(),
+            None => error(StatusCode::NOT_FOUND, "The resource could not be found."),
+        },
+        axum::http::Method::PUT => {
+            let Some(Json(body)) = body else {
+                return error(StatusCode::BAD_REQUEST, "a JSON body is required");
+            };
+            let values: Vec<String> = body["rrset_values"]
+                .as_array()
+                .map(|v| v.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default();
+            if values.is_empty() {
+                return error(StatusCode::BAD_REQUEST, "rrset_values: at least one value");
+            }
+            // LiveDNS refuses a CNAME beside other records of its name, and an ALIAS beside
+            // an apex A/AAAA.
+            let (name, kind) = (&key.0, key.1.as_str());
+            let clash = zone.keys().any(|(n, t)| {
+                n == name
+                    && t != kind
+                    && (kind == "CNAME"
+                        || t == "CNAME"
+                        || (kind == "ALIAS" && matches!(t.as_str(), "A" | "AAAA"))
+                        || (t == "ALIAS" && matches!(kind, "A" | "AAAA")))
+            });
+            if clash {
+                return error(StatusCode::CONFLICT, "conflicting record set");
+            }
+            let ttl = body["rrset_ttl"].as_u64().unwrap_or(10800);
+            zone.insert(key, (ttl, values));
+            (StatusCode::CREATED, Json(json!({ "message": "DNS Record Created" }))).into_response()
+        }
+        axum::http::Method::DELETE => match zone.remove(&key) {
+            Some(_) => StatusCode::NO_CONTENT.into_response(),
+            None => error(StatusCode::NOT_FOUND, "The resource could not be found."),
+        },
+        _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+    }
+}
+
 impl FakeGandi {
     /// Starts it on a free loopback port.
     pub async fn start() -> anyhow::Result<Self> {
@@ -140,6 +241,11 @@ impl FakeGandi {
             .route("/v5/domain/domains", post(register))
             .route("/v5/domain/domains/{fqdn}", get(domain))
             .route("/v5/domain/domains/{fqdn}/renew", post(renew))
+            .route("/v5/livedns/domains/{fqdn}/records", get(records))
+            .route(
+                "/v5/livedns/domains/{fqdn}/records/{name}/{kind}",
+                get(record_set).put(record_set).delete(record_set),
+            )
             .with_state(registered.clone());
         let server = Served::start(app).await?;
         Ok(Self { url: format!("{}/v5", server.url()), registered, _server: server })
@@ -147,7 +253,32 @@ impl FakeGandi {
 
     /// Registers `fqdn` at the fake directly (as if a request had reached it before a crash).
     pub fn hold(&self, fqdn: &str) {
+        self.registered
+            .zones
+            .lock()
+            .expect("lock")
+            .entry(fqdn.to_owned())
+            .or_insert_with(default_zone);
         self.registered.names.lock().expect("lock").insert(fqdn.to_owned(), 1);
+    }
+
+    /// `fqdn`'s record set `name`/`kind` in its zone: its values, if it has one.
+    pub fn record(&self, fqdn: &str, name: &str, kind: &str) -> Option<Vec<String>> {
+        let zones = self.registered.zones.lock().expect("lock");
+        zones.get(fqdn)?.get(&(name.to_owned(), kind.to_owned())).map(|(_, values)| values.clone())
+    }
+
+    /// Sets `fqdn`'s record set `name`/`kind` to `values` (none: removes it), as someone with
+    /// access to the registrar account would, behind the platform's back.
+    pub fn set_record(&self, fqdn: &str, name: &str, kind: &str, values: &[&str]) {
+        let mut zones = self.registered.zones.lock().expect("lock");
+        let zone = zones.entry(fqdn.to_owned()).or_default();
+        let key = (name.to_owned(), kind.to_owned());
+        if values.is_empty() {
+            zone.remove(&key);
+        } else {
+            zone.insert(key, (300, values.iter().map(|v| (*v).to_owned()).collect()));
+        }
     }
 
     /// Years registered for `fqdn` at the fake, if it is registered.

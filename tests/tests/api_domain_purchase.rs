@@ -314,3 +314,144 @@ async fn purchases_interrupted_between_the_charge_and_the_record_are_settled() -
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_bought_name_points_at_its_site_while_linked_and_keeps_its_owners_records()
+-> anyhow::Result<()> {
+    let chain = TestChain::start().await?;
+    let db = TestDb::create().await?;
+    let _indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
+    let ipfs = TestIpfs::start().await?;
+    let gandi = FakeGandi::start().await?;
+    let mut config = api_config(&chain, &db);
+    config.registrar_api_url = gandi.url.clone();
+    config.registrar_token = Some(GANDI_TOKEN.to_owned().into());
+    config.registrar_contact = r#"{"type":"company","orgname":"DecentraSpace","email":"domains@decentraspace.io","country":"NG"}"#.into();
+    config.registrar_key = Some(role_key(&chain, Role::Registrar).into());
+    config.billing_key = Some(role_key(&chain, Role::Billing).into());
+    config.ipfs_api_url = Some(ipfs.api_url.clone());
+    config.ipfs_gateway_url = ipfs.gateway_url.clone();
+    config.sites_domain = "sites.test".into();
+    config.uptime_interval_secs = 0;
+    // Zones are read again every 2 s (drift repaired that soon).
+    config.domain_recheck_secs = 2;
+    let api = decentraspace_tests::TestApi::start_with(config).await?;
+    let mut conn = db.connect().await?;
+    sqlx::query("insert into fiat_rates (currency, credits_per_subunit, updated_by) values ('EUR', 10000, '\\x00')")
+        .execute(&mut conn)
+        .await?;
+    let (wallet, other_wallet) = (chain.user(0), chain.user(1));
+    let user = api.login_registered(&wallet).await?;
+    let other = api.login_registered(&other_wallet).await?;
+    let oracle = chain.provider_as(chain.role(Role::PaymentOracle));
+    CreditLedger::new(chain.deployment.contracts.credit_ledger, &oracle)
+        .creditFiat(wallet.address(), U256::from(25_000_000u64), keccak256("zone-funds"))
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    let (status, bought) =
+        api.post("/domain/purchase", Some(&user.access), &json!({ "domain": "shop.test" })).await?;
+    assert_eq!(status, 201, "{bought}");
+    // Fresh from the registrar: its parking page.
+    assert_eq!(gandi.record("shop.test", "@", "A"), Some(vec!["217.70.184.38".to_owned()]));
+
+    // The owner's mail records, through the API; the platform's sets are refused.
+    let mx = json!({ "values": ["10 mx1.mail.example.", "20 mx2.mail.example."] });
+    let (status, set) = api
+        .send(reqwest::Method::PUT, "/domain/dns/shop.test/@/MX", Some(&user.access), Some(&mx))
+        .await?;
+    assert_eq!(status, 200, "{set}");
+    let (status, problem) = api
+        .send(
+            reqwest::Method::PUT,
+            "/domain/dns/shop.test/www/CNAME",
+            Some(&user.access),
+            Some(&json!({ "values": ["evil.example."] })),
+        )
+        .await?;
+    assert_eq!((status, problem_type(&problem).as_str()), (409, "conflict"), "{problem}");
+    let (status, _) = api
+        .send(reqwest::Method::PUT, "/domain/dns/shop.test/@/MX", Some(&other.access), Some(&mx))
+        .await?;
+    assert_eq!(status, 404, "another wallet's name");
+
+    // Linked to a site: the link answer asks for no records, and the zone points at the site.
+    api.deploy_site(&user.access, "shop", "<h1>shop</h1>").await?;
+    let (status, verified) = api
+        .post("/domain/link", Some(&user.access), &json!({ "domain": "shop.test", "site": "shop" }))
+        .await?;
+    assert_eq!(status, 200, "{verified}");
+    assert_eq!(
+        (verified["dns_managed"].as_bool(), verified["records"].as_array().map(Vec::len)),
+        (Some(true), Some(0)),
+        "{verified}"
+    );
+    let send = |data: &str| {
+        let data: alloy::primitives::Bytes = data.parse().expect("call data");
+        relay_signed(
+            &api,
+            &chain,
+            &wallet,
+            &user.access,
+            chain.deployment.contracts.domain_registry,
+            data,
+        )
+    };
+    let sent = send(verified["call"]["data"].as_str().unwrap_or_default()).await?;
+    assert_eq!(sent["status"], "mined", "{sent}");
+    let site = vec!["shop.sites.test.".to_owned()];
+    let pointed = || {
+        gandi.record("shop.test", "@", "ALIAS").as_ref() == Some(&site)
+            && gandi.record("shop.test", "www", "CNAME").as_ref() == Some(&site)
+            && gandi.record("shop.test", "@", "A").is_none()
+    };
+    eventually("the zone to point at the site", || async { Ok(pointed()) }).await?;
+    let (_, records) = api.get("/domain/dns/shop.test", Some(&user.access)).await?;
+    let platform: Vec<&str> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["platform"] == true)
+        .filter_map(|r| r["type"].as_str())
+        .collect();
+    assert_eq!(platform, ["ALIAS", "CNAME"], "{records}");
+
+    // Changed behind the platform's back: repaired; the owner's MX untouched.
+    gandi.set_record("shop.test", "www", "CNAME", &["elsewhere.example."]);
+    gandi.set_record("shop.test", "@", "ALIAS", &[]);
+    eventually("the drift to be repaired", || async { Ok(pointed()) }).await?;
+    let mail = Some(vec!["10 mx1.mail.example.".to_owned(), "20 mx2.mail.example.".to_owned()]);
+    assert_eq!(gandi.record("shop.test", "@", "MX"), mail);
+
+    // Unlinked: the platform's records go, the owner's stay; relinked: back.
+    let (_, unlink) =
+        api.post("/domain/unlink", Some(&user.access), &json!({ "domain": "shop.test" })).await?;
+    let sent = send(unlink["data"].as_str().unwrap_or_default()).await?;
+    assert_eq!(sent["status"], "mined", "{sent}");
+    eventually("the platform's records to be removed", || async {
+        Ok(gandi.record("shop.test", "@", "ALIAS").is_none()
+            && gandi.record("shop.test", "www", "CNAME").is_none())
+    })
+    .await?;
+    assert_eq!(gandi.record("shop.test", "@", "MX"), mail);
+    let (_, verified) = api
+        .post("/domain/link", Some(&user.access), &json!({ "domain": "shop.test", "site": "shop" }))
+        .await?;
+    let sent = send(verified["call"]["data"].as_str().unwrap_or_default()).await?;
+    assert_eq!(sent["status"], "mined", "{sent}");
+    eventually("the zone to point at the site again", || async { Ok(pointed()) }).await?;
+
+    // The owner removes their MX; the platform's sets cannot be removed.
+    let (status, _) = api
+        .send(reqwest::Method::DELETE, "/domain/dns/shop.test/@/MX", Some(&user.access), None)
+        .await?;
+    assert_eq!(status, 204);
+    assert_eq!(gandi.record("shop.test", "@", "MX"), None);
+    let (status, _) = api
+        .send(reqwest::Method::DELETE, "/domain/dns/shop.test/@/ALIAS", Some(&user.access), None)
+        .await?;
+    assert_eq!(status, 409);
+    assert!(pointed());
+    Ok(())
+}

@@ -108,6 +108,80 @@ const V1_INDEX: &[u8] = b"<!doctype html><h1>blog v1</h1>";
 const V2_INDEX: &[u8] = b"<!doctype html><h1>blog v2</h1>";
 
 #[tokio::test]
+async fn files_are_cached_by_what_their_name_says_and_served_in_ranges_and_to_head()
+-> anyhow::Result<()> {
+    let stack = stack(0).await?;
+    let api = &stack.api;
+    let owner = stack.api.login_registered(&stack.chain.user(0)).await?;
+    let mut video = vec![0u8; 3 * 1024 * 1024];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut video);
+    let text = b"0123456789abcdefghij";
+    let archive = tar_gz(
+        "media",
+        &[
+            ("index.html", b"<h1>media</h1>"),
+            ("assets/app-3f9a1c2b.js", b"console.log(1)"),
+            ("style.css", b"body{}"),
+            ("notes.txt", text),
+            ("video.bin", &video),
+        ],
+        &[],
+    )?;
+    let (status, queued) = deploy(api, &owner.access, "media", &[], archive).await?;
+    assert_eq!(status, 202, "{queued}");
+    let live = api.deployment_finished(&owner.access, queued["id"].as_i64().unwrap()).await?;
+    assert_eq!(live["state"], "live", "{live}");
+
+    // Pages and plain names revalidate; hashed names are kept for a year.
+    for (path, cache) in [
+        ("/", "no-cache"),
+        ("/assets/app-3f9a1c2b.js", "public, max-age=31536000, immutable"),
+        ("/style.css", "public, max-age=0, must-revalidate"),
+    ] {
+        let (status, headers, _) = visit(api, "media", path, &[]).await?;
+        assert_eq!((status, headers["cache-control"].to_str()?), (200, cache), "{path}");
+        assert_eq!(headers["accept-ranges"], "bytes");
+    }
+
+    // One range of a small file (from memory) and of a large one (read from the node at its
+    // offset), a suffix, and what cannot be satisfied.
+    let (status, headers, body) =
+        visit(api, "media", "/notes.txt", &[("range", "bytes=2-5")]).await?;
+    assert_eq!((status, body.as_slice()), (206, b"2345".as_slice()));
+    assert_eq!(headers["content-range"], "bytes 2-5/20");
+    let (status, headers, body) =
+        visit(api, "media", "/video.bin", &[("range", "bytes=1048576-1048675")]).await?;
+    assert_eq!(status, 206);
+    assert_eq!(headers["content-range"], format!("bytes 1048576-1048675/{}", video.len()));
+    assert_eq!(headers["content-length"], "100");
+    assert!(body == video[1_048_576..1_048_676], "the range's bytes");
+    let (status, _, body) = visit(api, "media", "/video.bin", &[("range", "bytes=-10")]).await?;
+    assert_eq!(status, 206);
+    assert!(body == video[video.len() - 10..], "the last 10 bytes");
+    let (status, headers, body) =
+        visit(api, "media", "/notes.txt", &[("range", "bytes=20-")]).await?;
+    assert_eq!((status, body.len()), (416, 0));
+    assert_eq!(headers["content-range"], "bytes */20");
+    // A range of a file that changed since (its tag is another) is answered whole.
+    let (status, _, body) =
+        visit(api, "media", "/notes.txt", &[("range", "bytes=2-5"), ("if-range", "\"bafyold\"")])
+            .await?;
+    assert_eq!((status, body.as_slice()), (200, text.as_slice()));
+
+    // HEAD: the headers of a GET, no body.
+    let response = api
+        .http
+        .head(format!("{}/video.bin", api.gateway))
+        .header("host", format!("media.{DOMAIN}"))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-length"], video.len().to_string().as_str());
+    assert!(response.bytes().await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_deployed_site_is_served_by_host_replaced_and_rolled_back() -> anyhow::Result<()> {
     let stack = stack(0).await?;
     let api = &stack.api;

@@ -104,8 +104,14 @@ pub struct Verified {
     pub linked: bool,
     /// The link to sign (absent when linked already).
     pub call: Option<OwnerCall>,
-    /// The records that point the domain at the platform's gateway.
+    /// The records to set that point the domain at the platform's gateway (none when the
+    /// platform sets them itself: see `dns_managed`).
     pub records: Vec<DnsRecord>,
+    /// Whether the platform points the name at the site itself: a name bought through its
+    /// registrar, whose zone it holds. Its apex and `www` follow the link a moment after it is
+    /// mined (and are removed on unlink); the owner's other records are theirs
+    /// (`/domain/dns/{domain}`).
+    pub dns_managed: bool,
 }
 
 /// What to unlink.
@@ -247,7 +253,15 @@ pub async fn link(
     let linked = indexed(&state, &domain).await?.and_then(|r| r.service_id) == Some(service_id);
     let link_call = DomainRegistry::linkCall { node, serviceId: U256::from(service_id as u64) };
     let gateway_host = format!("{}.{}", site.name, state.config.sites_domain.trim_end_matches('.'));
-    let records = if method == OwnershipMethod::Ens {
+    let in_namespace = state
+        .config
+        .platform_namespace
+        .as_deref()
+        .is_some_and(|n| domain.ends_with(&format!(".{}", n.trim_end_matches('.'))));
+    let dns_managed = bought && !in_namespace && state.zones.is_some();
+    let records = if dns_managed {
+        Vec::new()
+    } else if method == OwnershipMethod::Ens {
         // An ENS name points at content by its resolver's contenthash: the site's current
         // directory on IPFS (a static site's).
         let cid = sqlx::query_scalar!(
@@ -288,6 +302,7 @@ pub async fn link(
         linked,
         call: (!linked).then(|| call(&state, link_call.abi_encode(), "link")),
         records,
+        dns_managed,
         domain,
     }))
 }

@@ -12,6 +12,7 @@ pub mod purchase;
 pub mod recovery;
 pub mod reminders;
 pub mod reverify;
+pub mod zones;
 
 use std::sync::Arc;
 
@@ -35,6 +36,8 @@ where
         .routes(routes!(link::unlink))
         .routes(routes!(purchase::price, purchase::buy))
         .routes(routes!(purchase::renew))
+        .routes(routes!(zones::list))
+        .routes(routes!(zones::set, zones::remove))
 }
 
 /// What domains use: the platform with the keys that charge and refund purchases, the proof
@@ -51,6 +54,10 @@ pub struct DomainsState {
     pub ens: Option<decentraspace_clients::ens::Ens>,
     /// The registrar names are bought through, when configured.
     pub registrar: Option<Arc<dyn decentraspace_clients::registrar::Registrar>>,
+    /// The registrar's DNS, which serves the zones of names bought through it.
+    pub zones: Option<Arc<dyn decentraspace_clients::registrar::Zones>>,
+    /// Ticks after each indexed batch: bought names' zones follow their links at once.
+    pub indexed: tokio::sync::broadcast::Sender<()>,
     /// Records purchases on-chain, when a registrar key is configured.
     pub registrar_key: Option<crate::chain::Operator>,
     /// Records proven domain ownership on-chain, when a verifier key is configured.
@@ -66,7 +73,8 @@ impl std::ops::Deref for DomainsState {
 }
 
 /// The domain jobs, each every its configured interval unless 0: settling interrupted purchases,
-/// expiry reminders, and re-verifying linked domains' proofs.
+/// expiry reminders, and re-verifying linked domains' proofs; and, with a registrar, pointing
+/// bought names' zones at their sites.
 pub fn jobs(state: &DomainsState) -> Vec<crate::jobs::Job> {
     let config = &state.config;
     let every = |secs: u64| (secs > 0).then(|| std::time::Duration::from_secs(secs));
@@ -74,6 +82,7 @@ pub fn jobs(state: &DomainsState) -> Vec<crate::jobs::Job> {
     jobs.extend(every(config.domain_recovery_secs).map(|d| recovery::job(state, d)));
     jobs.extend(every(config.domain_reminder_secs).map(|d| reminders::job(state, d)));
     jobs.extend(every(config.domain_recheck_secs).map(|d| reverify::job(state, d)));
+    jobs.extend(zones::job(state));
     jobs
 }
 

@@ -129,7 +129,7 @@ pub(super) fn platform_price(
 fn registrar_error(err: RegistrarError) -> ApiError {
     tracing::warn!(target: "api::domains", %err, "registrar call failed");
     match err {
-        RegistrarError::Refused(reason) => {
+        RegistrarError::Refused(reason) | RegistrarError::NotFound(reason) => {
             ApiError::Unprocessable { slug: "registrar-refused", detail: reason }
         }
         RegistrarError::Unavailable(_) => {
@@ -395,7 +395,7 @@ async fn pay_then(
     match registered {
         Ok(()) => {}
         // The registrar said no: nothing was registered; the charge goes back now.
-        Err(RegistrarError::Refused(reason)) => {
+        Err(RegistrarError::Refused(reason) | RegistrarError::NotFound(reason)) => {
             charges::refund(state, account, units, refund_ref(chain, id)).await?;
             advance(state, id, "registering", "refunded", Some(reason.clone())).await?;
             return Err(ApiError::Unprocessable {

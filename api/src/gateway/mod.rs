@@ -4,6 +4,7 @@
 
 mod file_cache;
 mod proxy;
+mod ranges;
 pub mod serve;
 pub mod uptime;
 

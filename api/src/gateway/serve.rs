@@ -5,7 +5,8 @@
 //! request probes IPFS for what is not there: the file itself, then its folder's `index.html`;
 //! failing both, the site's own `404.html`, else `index.html` for a page path when the site is a
 //! single-page application, else a 404 page. Bytes stream from the IPFS node. Every file is tagged
-//! with its CID (`ETag`), so a client revalidates for free and a changed file is a new tag.
+//! with its CID (`ETag`), so a client revalidates for free and a changed file is a new tag; files
+//! with a hash in their name are cached for good; one byte range is served (`Range`, `If-Range`).
 //! Unknown sites answer 404, expired or cancelled ones 410, paused or suspended ones 503, each
 //! with a page that says so. Every request is recorded for the site's analytics.
 
@@ -23,12 +24,16 @@ use axum::{
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use bytes::Bytes;
 use chrono::Utc;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::file_cache::{FileCache, MAX_FILE as MAX_CACHED_FILE};
+use super::{
+    file_cache::{FileCache, MAX_FILE as MAX_CACHED_FILE},
+    ranges::{self, Wanted},
+};
 use crate::{gateway::GatewayState, hosting::routing::Routing};
 
 /// Requests buffered for the analytics writer before new ones are dropped (counted in a metric).
@@ -525,13 +530,11 @@ async fn file_response(
     if let Ok(v) = HeaderValue::from_str(&file.content_type) {
         response_headers.insert(header::CONTENT_TYPE, v);
     }
-    // Pages revalidate every time (a new deployment must show at once); other files for an hour.
-    let cache = if file.content_type.starts_with("text/html") {
-        "no-cache"
-    } else {
-        "public, max-age=3600"
-    };
-    response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    response_headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(ranges::cache_control(&file.path, &file.content_type)),
+    );
+    response_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     response_headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     if let Ok(v) = HeaderValue::from_str(&format!("/ipfs/{}", file.cid)) {
         response_headers.insert("x-ipfs-path", v);
@@ -543,23 +546,50 @@ async fn file_response(
     if matches && status == StatusCode::OK {
         return (StatusCode::NOT_MODIFIED, response_headers).into_response();
     }
-    response_headers
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(file.size_bytes.max(0) as u64));
+    let size = file.size_bytes.max(0) as u64;
+    // A range of the file itself (not of a 404 page or a fallback).
+    let wanted =
+        if status == StatusCode::OK { ranges::wanted(headers, &etag, size) } else { Wanted::Whole };
+    let (status, range) = match wanted {
+        Wanted::Whole => (status, None),
+        Wanted::Part { start, end } => {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{size}")) {
+                response_headers.insert(header::CONTENT_RANGE, v);
+            }
+            (StatusCode::PARTIAL_CONTENT, Some((start, end - start + 1)))
+        }
+        Wanted::Unsatisfiable => {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                response_headers.insert(header::CONTENT_RANGE, v);
+            }
+            return (StatusCode::RANGE_NOT_SATISFIABLE, response_headers).into_response();
+        }
+    };
+    let length = range.map_or(size, |(_, length)| length);
+    response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     if method == Method::HEAD {
         return (status, response_headers).into_response();
     }
+    // The bytes of the range of `whole`.
+    let part = |whole: Bytes| match range {
+        Some((offset, length)) => {
+            let start = (offset as usize).min(whole.len());
+            whole.slice(start..(start + length as usize).min(whole.len()))
+        }
+        None => whole,
+    };
     if let Some(bytes) = gateway.files.get(&file.cid) {
-        return (status, response_headers, bytes).into_response();
+        return (status, response_headers, part(bytes)).into_response();
     }
     let Some(ipfs) = &gateway.state.ipfs else {
         return page(StatusCode::SERVICE_UNAVAILABLE, "Try again", "No IPFS node is configured.");
     };
-    // Small files are read whole and kept; larger ones stream through.
+    // Small files are read whole and kept; larger ones stream through (a range of them only).
     if (file.size_bytes as usize) <= MAX_CACHED_FILE {
         return match ipfs.cat(&file.cid).await {
             Ok(bytes) => {
                 gateway.files.insert(&file.cid, bytes.clone());
-                (status, response_headers, bytes).into_response()
+                (status, response_headers, part(bytes)).into_response()
             }
             Err(err) => {
                 tracing::warn!(target: "api::gateway", cid = %file.cid, %err, "cannot read from IPFS");
@@ -567,7 +597,7 @@ async fn file_response(
             }
         };
     }
-    match ipfs.cat_stream(&file.cid).await {
+    match ipfs.cat_stream_range(&file.cid, range).await {
         Ok(stream) => (status, response_headers, Body::from_stream(stream)).into_response(),
         Err(err) => {
             tracing::warn!(target: "api::gateway", cid = %file.cid, %err, "cannot read from IPFS");

@@ -1,7 +1,8 @@
 //! [`Registrar`] on Gandi's API v5 (`https://api.gandi.net/v5`): `GET /domain/check` for
 //! availability and prices, `POST /domain/domains` to register, `POST /domain/domains/{fqdn}/renew`
-//! to renew, authorised by a personal access token (`Authorization: Bearer`). Errors come as
-//! `{"code", "message", "cause", "object"}`.
+//! to renew; and [`Zones`] on its LiveDNS (`/livedns/domains/{fqdn}/records`, record sets by
+//! `{rrset_name}/{rrset_type}`). Authorised by a personal access token (`Authorization: Bearer`).
+//! Errors come as `{"code", "message", "cause", "object"}`.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Quote, Registrar, RegistrarError};
+use super::{Quote, RecordSet, Registrar, RegistrarError, Zones};
 use crate::http::{Failure, send_bearer};
 
 /// Gandi's error message: `message`, with its `cause` when it gives one.
@@ -77,6 +78,9 @@ impl Gandi {
         send_bearer(request.timeout(CALL_TIMEOUT), &self.token, message).await.map_err(|failure| {
             match failure {
                 Failure::Unreachable(cause) => RegistrarError::Unavailable(cause),
+                Failure::Status { status: StatusCode::NOT_FOUND, message } => {
+                    RegistrarError::NotFound(message)
+                }
                 Failure::Status { status, message }
                     if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS =>
                 {
@@ -138,7 +142,7 @@ impl Registrar for Gandi {
     async fn holds(&self, name: &str) -> Result<bool, RegistrarError> {
         match self.send(self.http.get(format!("{}/domain/domains/{name}", self.api))).await {
             Ok(_) => Ok(true),
-            Err(RegistrarError::Refused(reason)) if reason.starts_with("404") => Ok(false),
+            Err(RegistrarError::NotFound(_)) => Ok(false),
             Err(err) => Err(err),
         }
     }
@@ -151,5 +155,59 @@ impl Registrar for Gandi {
         )
         .await
         .map(drop)
+    }
+}
+
+/// A LiveDNS record set, as Gandi writes it.
+#[derive(Deserialize, serde::Serialize)]
+struct LiveRecord {
+    rrset_name: String,
+    rrset_type: String,
+    #[serde(default)]
+    rrset_ttl: u32,
+    #[serde(default)]
+    rrset_values: Vec<String>,
+}
+
+impl Gandi {
+    fn records_url(&self, domain: &str) -> String {
+        format!("{}/livedns/domains/{domain}/records", self.api)
+    }
+}
+
+#[async_trait]
+impl Zones for Gandi {
+    async fn records(&self, domain: &str) -> Result<Vec<RecordSet>, RegistrarError> {
+        let body = self.send(self.http.get(self.records_url(domain))).await?;
+        let records: Vec<LiveRecord> = serde_json::from_str(&body)
+            .map_err(|e| RegistrarError::Unavailable(format!("unreadable records: {e}")))?;
+        Ok(records
+            .into_iter()
+            .map(|r| RecordSet {
+                name: r.rrset_name,
+                r#type: r.rrset_type,
+                ttl: r.rrset_ttl,
+                values: r.rrset_values,
+            })
+            .collect())
+    }
+
+    async fn put_records(&self, domain: &str, set: &RecordSet) -> Result<(), RegistrarError> {
+        let url = format!("{}/{}/{}", self.records_url(domain), set.name, set.r#type);
+        let body = json!({ "rrset_ttl": set.ttl, "rrset_values": set.values });
+        self.send(self.http.put(url).json(&body)).await.map(drop)
+    }
+
+    async fn delete_records(
+        &self,
+        domain: &str,
+        name: &str,
+        r#type: &str,
+    ) -> Result<(), RegistrarError> {
+        let url = format!("{}/{name}/{}", self.records_url(domain), r#type);
+        match self.send(self.http.delete(url)).await {
+            Ok(_) | Err(RegistrarError::NotFound(_)) => Ok(()),
+            Err(err) => Err(err),
+        }
     }
 }

@@ -24,6 +24,10 @@ pub enum RegistrarError {
     /// The registrar refused (its message): the name is taken, the term not sold, …
     #[error("the registrar refused: {0}")]
     Refused(String),
+    /// What was asked about does not exist there (a name not in the account, a record set not
+    /// in the zone).
+    #[error("the registrar has no such thing: {0}")]
+    NotFound(String),
     /// It could not be reached or answered garbage.
     #[error("the registrar is unavailable: {0}")]
     Unavailable(String),
@@ -42,4 +46,34 @@ pub trait Registrar: Send + Sync + std::fmt::Debug {
     async fn renew(&self, name: &str, years: u32) -> Result<(), RegistrarError>;
     /// Whether `name` is registered in the platform's account.
     async fn holds(&self, name: &str) -> Result<bool, RegistrarError>;
+}
+
+/// The records of one name and type in a zone (an RRset): `name` relative to the zone (`@` for
+/// its apex), values as the zone file writes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordSet {
+    /// The name in the zone: `@`, `www`, `mail`, …
+    pub name: String,
+    /// `A`, `AAAA`, `ALIAS`, `CNAME`, `MX`, `TXT`, …
+    pub r#type: String,
+    /// Its time to live, in seconds.
+    pub ttl: u32,
+    /// Its values.
+    pub values: Vec<String>,
+}
+
+/// The DNS zones of names registered in the platform's account (the registrar's DNS service).
+#[async_trait]
+pub trait Zones: Send + Sync + std::fmt::Debug {
+    /// Every record set of `domain`'s zone.
+    async fn records(&self, domain: &str) -> Result<Vec<RecordSet>, RegistrarError>;
+    /// Creates or replaces the record set `set` of `domain`.
+    async fn put_records(&self, domain: &str, set: &RecordSet) -> Result<(), RegistrarError>;
+    /// Removes `domain`'s record set `name`/`type` (gone already is fine).
+    async fn delete_records(
+        &self,
+        domain: &str,
+        name: &str,
+        r#type: &str,
+    ) -> Result<(), RegistrarError>;
 }
