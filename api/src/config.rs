@@ -127,6 +127,16 @@ pub struct Config {
     #[arg(long, env = "DOMAIN_REMIND_BEFORE_DAYS", default_value_t = 30)]
     pub domain_remind_before_days: u32,
 
+    /// How often names bought through the platform are renewed when they near their end, in
+    /// seconds (0: never; owners turn it off per name with `PUT /domain/purchase/auto-renew`).
+    #[arg(long, env = "DOMAIN_AUTO_RENEW_SECS", default_value_t = 3_600)]
+    pub domain_auto_renew_secs: u64,
+
+    /// How many days before a bought name ends it is renewed for a year (it is tried again each
+    /// pass until it is, up to 30 days after the end, the registrars' usual grace period).
+    #[arg(long, env = "DOMAIN_AUTO_RENEW_BEFORE_DAYS", default_value_t = 14)]
+    pub domain_auto_renew_before_days: u32,
+
     /// How often linked external domains' proofs are re-checked, in seconds (0: never).
     #[arg(long, env = "DOMAIN_RECHECK_SECS", default_value_t = 3_600)]
     pub domain_recheck_secs: u64,

@@ -66,7 +66,7 @@ pub struct Notice {
     /// Its id.
     pub id: i64,
     /// What it is: `domain_expiring`, `domain_proof_missing`, `domain_unlinked`,
-    /// `database_over_quota`, `database_locked`.
+    /// `database_over_quota`, `database_locked`, `domain_renewed`, `domain_renewal_unpaid`.
     pub kind: String,
     /// Its details.
     #[schema(value_type = Object)]

@@ -86,6 +86,8 @@ pub enum Lock<'a> {
     DomainReverify,
     /// Pointing bought names' zones at their sites.
     DomainZones,
+    /// Renewing bought names before they end.
+    DomainAutoRenew,
     /// The managed databases' provisioner pass.
     DatabaseProvisioner,
     /// One managed database's changes on its host (making, opening, closing, dropping it).
@@ -126,6 +128,7 @@ impl Lock<'_> {
             Self::DomainReminders => 0x0602,
             Self::DomainReverify => 0x0603,
             Self::DomainZones => 0x0604,
+            Self::DomainAutoRenew => 0x0605,
             Self::ChainSender { .. } => 0x0701,
             Self::DatabaseProvisioner => 0x0801,
             Self::Database { .. } => 0x0802,
@@ -158,6 +161,7 @@ impl Lock<'_> {
             | Self::DomainReminders
             | Self::DomainReverify
             | Self::DomainZones
+            | Self::DomainAutoRenew
             | Self::DatabaseProvisioner => 0,
         }
     }
@@ -234,6 +238,7 @@ mod tests {
             Lock::DomainReminders,
             Lock::DomainReverify,
             Lock::DomainZones,
+            Lock::DomainAutoRenew,
             Lock::ChainSender { chain_id: 137, signer: account },
             Lock::DatabaseProvisioner,
             Lock::Database { service_id: 1 },

@@ -34,6 +34,8 @@ type Zone = HashMap<RecordKey, (u64, Vec<String>)>;
 struct Registered {
     /// fqdn → years bought in all.
     names: Mutex<HashMap<String, u32>>,
+    /// fqdn → when it was first registered (its registry expiry is that plus the years).
+    since: Mutex<HashMap<String, chrono::DateTime<chrono::Utc>>>,
     /// fqdn → its zone: (name, type) → (ttl, values).
     zones: Mutex<HashMap<String, Zone>>,
 }
@@ -111,6 +113,7 @@ async fn register(
     }
     let years = body["duration"].as_u64().unwrap_or(1) as u32;
     registered.zones.lock().expect("lock").entry(fqdn.clone()).or_insert_with(default_zone);
+    registered.since.lock().expect("lock").insert(fqdn.clone(), chrono::Utc::now());
     registered.names.lock().expect("lock").insert(fqdn, years);
     (StatusCode::ACCEPTED, Json(json!({ "message": "The domain is being created." })))
         .into_response()
@@ -143,8 +146,15 @@ async fn domain(
         return error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
     match registered.names.lock().expect("lock").get(&fqdn) {
-        Some(_) => {
-            Json(json!({ "fqdn": fqdn, "status": ["clientTransferProhibited"] })).into_response()
+        Some(years) => {
+            let since = registered.since.lock().expect("lock").get(&fqdn).copied();
+            let ends = since.unwrap_or_else(chrono::Utc::now)
+                + chrono::Duration::days(365 * i64::from(*years));
+            Json(json!({
+                "fqdn": fqdn, "status": ["clientTransferProhibited"],
+                "dates": { "registry_ends_at": ends.to_rfc3339() },
+            }))
+            .into_response()
         }
         None => error(StatusCode::NOT_FOUND, "domain not found"),
     }
@@ -253,6 +263,7 @@ impl FakeGandi {
 
     /// Registers `fqdn` at the fake directly (as if a request had reached it before a crash).
     pub fn hold(&self, fqdn: &str) {
+        self.registered.since.lock().expect("lock").insert(fqdn.to_owned(), chrono::Utc::now());
         self.registered
             .zones
             .lock()
@@ -278,6 +289,13 @@ impl FakeGandi {
             zone.remove(&key);
         } else {
             zone.insert(key, (300, values.iter().map(|v| (*v).to_owned()).collect()));
+        }
+    }
+
+    /// Renews `fqdn` for `years` at the fake directly (a renewal that reached it before a crash).
+    pub fn renew(&self, fqdn: &str, years: u32) {
+        if let Some(held) = self.registered.names.lock().expect("lock").get_mut(fqdn) {
+            *held += years;
         }
     }
 

@@ -455,3 +455,189 @@ async fn a_bought_name_points_at_its_site_while_linked_and_keeps_its_owners_reco
     assert!(pointed());
     Ok(())
 }
+
+/// A stack with the fake registrar and every key purchases use, and 10.00 EUR a year = 10
+/// credits; `change` adjusts the configuration.
+async fn registrar_stack(
+    change: impl FnOnce(&mut decentraspace_api::Config),
+) -> anyhow::Result<(TestChain, TestDb, IndexerTask, FakeGandi, decentraspace_api::Config)> {
+    let chain = TestChain::start().await?;
+    let db = TestDb::create().await?;
+    let indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
+    let gandi = FakeGandi::start().await?;
+    let mut config = api_config(&chain, &db);
+    config.registrar_api_url = gandi.url.clone();
+    config.registrar_token = Some(GANDI_TOKEN.to_owned().into());
+    config.registrar_contact = r#"{"type":"company","orgname":"DecentraSpace","email":"domains@decentraspace.io","country":"NG"}"#.into();
+    config.registrar_key = Some(role_key(&chain, Role::Registrar).into());
+    config.billing_key = Some(role_key(&chain, Role::Billing).into());
+    config.payment_oracle_key = Some(role_key(&chain, Role::PaymentOracle).into());
+    change(&mut config);
+    sqlx::query("insert into fiat_rates (currency, credits_per_subunit, updated_by) values ('EUR', 10000, '\\x00')")
+        .execute(&mut db.connect().await?)
+        .await?;
+    Ok((chain, db, indexer, gandi, config))
+}
+
+/// Gives `account` `units` credit units as a card payment would.
+async fn fund(
+    chain: &TestChain,
+    account: alloy::primitives::Address,
+    units: u64,
+) -> anyhow::Result<()> {
+    let oracle = chain.provider_as(chain.role(Role::PaymentOracle));
+    CreditLedger::new(chain.deployment.contracts.credit_ledger, &oracle)
+        .creditFiat(account, U256::from(units), keccak256(format!("funds:{account}:{units}")))
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bought_names_renew_themselves_once_unless_turned_off_and_an_unpaid_one_charges_nothing()
+-> anyhow::Result<()> {
+    let (chain, db, _indexer, gandi, config) = registrar_stack(|config| {
+        config.domain_auto_renew_secs = 1;
+    })
+    .await?;
+    let api = decentraspace_tests::TestApi::start_with(config).await?;
+    let (alice_wallet, bob_wallet) = (chain.user(0), chain.user(1));
+    let alice = api.login_registered(&alice_wallet).await?;
+    let bob = api.login_registered(&bob_wallet).await?;
+    // Alice can pay for two names and one renewal; Bob for one name and nothing more.
+    fund(&chain, alice_wallet.address(), 30_000_000).await?;
+    fund(&chain, bob_wallet.address(), 10_000_000).await?;
+    for (session, name) in [(&alice, "kept.test"), (&alice, "dropped.test"), (&bob, "broke.test")] {
+        let (status, bought) =
+            api.post("/domain/purchase", Some(&session.access), &json!({ "domain": name })).await?;
+        assert_eq!(status, 201, "{name}: {bought}");
+    }
+    let off = json!({ "domain": "dropped.test", "enabled": false });
+    let (status, problem) = api
+        .send(reqwest::Method::PUT, "/domain/purchase/auto-renew", Some(&bob.access), Some(&off))
+        .await?;
+    assert_eq!(status, 403, "another wallet's name: {problem}");
+    let (status, set) = api
+        .send(reqwest::Method::PUT, "/domain/purchase/auto-renew", Some(&alice.access), Some(&off))
+        .await?;
+    assert_eq!((status, set["enabled"].as_bool()), (200, Some(false)), "{set}");
+    let registry = DomainRegistry::new(chain.deployment.contracts.domain_registry, chain.reader());
+    let kept_until = registry.domainOf(keccak256("kept.test")).call().await?.expiresAt;
+
+    // Almost a year on (ten days left), the names are due.
+    let now = chain.time().await?;
+    chain.mine_at(now + 355 * 86_400).await?;
+    eventually("kept.test to be renewed and Bob told he cannot pay", || async {
+        let (_, notices) = api.get("/notices", Some(&bob.access)).await?;
+        let unpaid = notices["items"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|n| n["kind"] == "domain_renewal_unpaid"));
+        Ok(gandi.years("kept.test") == Some(2) && unpaid)
+    })
+    .await?;
+    // Passes go on: nothing more is renewed or charged.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        (gandi.years("kept.test"), gandi.years("dropped.test"), gandi.years("broke.test")),
+        (Some(2), Some(1), Some(1))
+    );
+    let ledger = CreditLedger::new(chain.deployment.contracts.credit_ledger, chain.reader());
+    assert_eq!(
+        ledger.balanceOf(alice_wallet.address()).call().await?,
+        U256::ZERO,
+        "one renewal charged"
+    );
+    assert_eq!(ledger.balanceOf(bob_wallet.address()).call().await?, U256::ZERO);
+    let renewals: Vec<(String, String)> = sqlx::query_as(
+        "select name, state from domain_purchases where kind = 'renewal' order by id",
+    )
+    .fetch_all(&mut db.connect().await?)
+    .await?;
+    assert_eq!(renewals, [("kept.test".to_owned(), "recorded".to_owned())]);
+    assert_eq!(
+        registry.domainOf(keccak256("kept.test")).call().await?.expiresAt,
+        kept_until + 365 * 86_400
+    );
+    // The unpaid name is still Bob's until it ends; Alice was told of her renewal.
+    assert_eq!(registry.ownerOf(keccak256("broke.test")).call().await?, bob_wallet.address());
+    let (_, notices) = api.get("/notices", Some(&alice.access)).await?;
+    assert_eq!(notices["items"][0]["kind"], "domain_renewed", "{notices}");
+    assert_eq!(notices["items"][0]["data"]["domain"], "kept.test", "{notices}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_renewal_cut_off_is_settled_by_what_the_registrar_did() -> anyhow::Result<()> {
+    let (chain, db, _indexer, gandi, config) = registrar_stack(|_| {}).await?;
+    let api = decentraspace_tests::TestApi::start_with(config.clone()).await?;
+    let wallet = chain.user(0);
+    let user = api.login_registered(&wallet).await?;
+    fund(&chain, wallet.address(), 40_000_000).await?;
+    for name in ["renewed.test", "unrenewed.test"] {
+        let (status, bought) =
+            api.post("/domain/purchase", Some(&user.access), &json!({ "domain": name })).await?;
+        assert_eq!(status, 201, "{bought}");
+    }
+    let registry = DomainRegistry::new(chain.deployment.contracts.domain_registry, chain.reader());
+    let until = |name: &'static str| {
+        let registry = &registry;
+        async move { anyhow::Ok(registry.domainOf(keccak256(name)).call().await?.expiresAt) }
+    };
+    let (renewed_until, unrenewed_until) =
+        (until("renewed.test").await?, until("unrenewed.test").await?);
+
+    // Two renewals a crash left charged and asking the registrar: it renewed one, not the other.
+    let mut conn = db.connect().await?;
+    let billing = chain.provider_as(chain.role(Role::Billing));
+    let ledger = CreditLedger::new(chain.deployment.contracts.credit_ledger, &billing);
+    for (name, from) in [("renewed.test", renewed_until), ("unrenewed.test", unrenewed_until)] {
+        let id: i64 = sqlx::query_scalar(
+            "insert into domain_purchases (chain_id, account, name, kind, years, credits, price_subunits, currency, state, expires_at)
+             values ($1, $2, $3, 'renewal', 1, 10000000, 1000, 'EUR', 'registering', to_timestamp($4) + interval '365 days') returning id",
+        )
+        .bind(chain.chain_id() as i64)
+        .bind(wallet.address().as_slice())
+        .bind(name)
+        .bind(from as f64)
+        .fetch_one(&mut conn)
+        .await?;
+        let reference = keccak256(format!("domain-renewal:{}:{id}", chain.chain_id()));
+        ledger
+            .deduct(wallet.address(), U256::ZERO, U256::from(10_000_000u64), reference)
+            .send()
+            .await?
+            .get_receipt()
+            .await?;
+    }
+    gandi.renew("renewed.test", 1);
+    assert_eq!(ledger.balanceOf(wallet.address()).call().await?, U256::ZERO);
+
+    // A replica that settles cut-off purchases at once.
+    let mut recovering = config;
+    recovering.domain_recovery_secs = 1;
+    recovering.domain_recovery_after_secs = 0;
+    let _recovery = decentraspace_tests::TestApi::start_with(recovering).await?;
+    eventually("the renewals to be settled", || async {
+        let states: Vec<String> = sqlx::query_scalar(
+            "select state from domain_purchases where kind = 'renewal' order by id",
+        )
+        .fetch_all(&mut db.connect().await?)
+        .await?;
+        Ok(states == ["recorded", "refunded"])
+    })
+    .await?;
+    assert_eq!(
+        until("renewed.test").await?,
+        renewed_until + 365 * 86_400,
+        "the renewal carried out is recorded"
+    );
+    assert_eq!(until("unrenewed.test").await?, unrenewed_until, "the one never carried out is not");
+    assert_eq!(
+        ledger.balanceOf(wallet.address()).call().await?,
+        U256::from(10_000_000u64),
+        "only the renewal the registrar never carried out is refunded, once"
+    );
+    Ok(())
+}

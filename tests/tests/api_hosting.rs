@@ -108,7 +108,7 @@ const V1_INDEX: &[u8] = b"<!doctype html><h1>blog v1</h1>";
 const V2_INDEX: &[u8] = b"<!doctype html><h1>blog v2</h1>";
 
 #[tokio::test]
-async fn files_are_cached_by_what_their_name_says_and_served_in_ranges_and_to_head()
+async fn files_are_cached_by_their_names_served_in_ranges_to_head_and_compressed_once()
 -> anyhow::Result<()> {
     let stack = stack(0).await?;
     let api = &stack.api;
@@ -116,6 +116,7 @@ async fn files_are_cached_by_what_their_name_says_and_served_in_ranges_and_to_he
     let mut video = vec![0u8; 3 * 1024 * 1024];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut video);
     let text = b"0123456789abcdefghij";
+    let script = "export function greet(name) { return `hello, ${name}`; }\n".repeat(500);
     let archive = tar_gz(
         "media",
         &[
@@ -124,6 +125,7 @@ async fn files_are_cached_by_what_their_name_says_and_served_in_ranges_and_to_he
             ("style.css", b"body{}"),
             ("notes.txt", text),
             ("video.bin", &video),
+            ("lib.js", script.as_bytes()),
         ],
         &[],
     )?;
@@ -178,6 +180,41 @@ async fn files_are_cached_by_what_their_name_says_and_served_in_ranges_and_to_he
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-length"], video.len().to_string().as_str());
     assert!(response.bytes().await?.is_empty());
+
+    // Text files go out as the copy made at deploy that the client takes, each its own tag.
+    let log = live["log"].as_str().unwrap_or_default();
+    assert!(log.contains("files compressed once (brotli and gzip): 1"), "{log}");
+    let (status, headers, body) =
+        visit(api, "media", "/lib.js", &[("accept-encoding", "gzip, br")]).await?;
+    assert_eq!((status, headers["content-encoding"].to_str()?), (200, "br"));
+    assert_eq!(headers["vary"], "accept-encoding");
+    assert!(body.len() * 10 < script.len(), "{} of {}", body.len(), script.len());
+    let mut clear = Vec::new();
+    brotli::BrotliDecompress(&mut body.as_slice(), &mut clear)?;
+    assert!(clear == script.as_bytes(), "brotli decodes to the file");
+    let br_tag = headers["etag"].to_str()?.to_owned();
+    let (status, headers, body) =
+        visit(api, "media", "/lib.js", &[("accept-encoding", "br;q=0, gzip")]).await?;
+    assert_eq!((status, headers["content-encoding"].to_str()?), (200, "gzip"));
+    let mut clear = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(body.as_slice()), &mut clear)?;
+    assert_eq!(clear, script, "gzip decodes to the file");
+    let (status, headers, body) = visit(api, "media", "/lib.js", &[]).await?;
+    assert_eq!((status, body.as_slice()), (200, script.as_bytes()));
+    assert!(headers.get("content-encoding").is_none());
+    assert_ne!(headers["etag"].to_str()?, br_tag, "each copy has its own tag");
+    let (status, _, body) =
+        visit(api, "media", "/lib.js", &[("accept-encoding", "br"), ("if-none-match", &br_tag)])
+            .await?;
+    assert_eq!((status, body.len()), (304, 0));
+    // A range is of the file itself; small files are never compressed.
+    let (status, headers, body) =
+        visit(api, "media", "/lib.js", &[("accept-encoding", "br"), ("range", "bytes=0-5")])
+            .await?;
+    assert_eq!((status, body.as_slice()), (206, b"export".as_slice()));
+    assert!(headers.get("content-encoding").is_none());
+    let (_, headers, _) = visit(api, "media", "/style.css", &[("accept-encoding", "br")]).await?;
+    assert!(headers.get("content-encoding").is_none() && headers.get("vary").is_none());
     Ok(())
 }
 
@@ -1228,6 +1265,33 @@ async fn building(worker: &mut sqlx::PgConnection, site: i64, attempt: i32) -> a
     anyhow::ensure!(held, "deployment {id}'s liveness lock is taken");
     tx.commit().await?;
     Ok(id)
+}
+
+#[tokio::test]
+async fn a_deployment_whose_worker_dies_every_time_is_given_up_after_eight_attempts()
+-> anyhow::Result<()> {
+    let (stack, site) = with_live_site("poison").await?;
+    // Its eighth worker dies too (its connection, and so its liveness lock, goes).
+    let mut worker = stack.db.connect().await?;
+    let id = building(&mut worker, site, 8).await?;
+    sqlx::Connection::close(worker).await?;
+    let mut conn = stack.db.connect().await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (state, error) = loop {
+        let (state, error): (String, Option<String>) =
+            sqlx::query_as("select state, error from deployments where id = $1")
+                .bind(id)
+                .fetch_one(&mut conn)
+                .await?;
+        if state == "failed" {
+            break (state, error);
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "deployment {id} is {state}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(state, "failed");
+    assert_eq!(error.as_deref(), Some("gave up after 8 attempts that did not finish"));
+    Ok(())
 }
 
 #[tokio::test]

@@ -567,11 +567,12 @@ async fn three_replicas_killed_under_load_lose_and_duplicate_nothing() -> anyhow
     }
     // Deployments: every queued one went live; a lost request made one at most.
     for (site, id) in &load.deployed {
-        let state: String = sqlx::query_scalar("select state from deployments where id = $1")
-            .bind(id)
-            .fetch_one(&mut conn)
-            .await?;
-        assert_eq!(state, "live", "{site}: deployment {id}");
+        let (state, error, log): (String, Option<String>, String) =
+            sqlx::query_as("select state, error, log from deployments where id = $1")
+                .bind(id)
+                .fetch_one(&mut conn)
+                .await?;
+        assert_eq!(state, "live", "{site}: deployment {id} ({error:?}); its log:\n{log}");
     }
     for site in SITES {
         let made: i64 = sqlx::query_scalar(

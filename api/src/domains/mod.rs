@@ -11,6 +11,7 @@ pub mod proof;
 pub mod purchase;
 pub mod recovery;
 pub mod reminders;
+pub mod renewals;
 pub mod reverify;
 pub mod zones;
 
@@ -36,6 +37,7 @@ where
         .routes(routes!(link::unlink))
         .routes(routes!(purchase::price, purchase::buy))
         .routes(routes!(purchase::renew))
+        .routes(routes!(renewals::set))
         .routes(routes!(zones::list))
         .routes(routes!(zones::set, zones::remove))
 }
@@ -73,14 +75,15 @@ impl std::ops::Deref for DomainsState {
 }
 
 /// The domain jobs, each every its configured interval unless 0: settling interrupted purchases,
-/// expiry reminders, and re-verifying linked domains' proofs; and, with a registrar, pointing
-/// bought names' zones at their sites.
+/// expiry reminders, automatic renewals, and re-verifying linked domains' proofs; and, with a
+/// registrar, pointing bought names' zones at their sites.
 pub fn jobs(state: &DomainsState) -> Vec<crate::jobs::Job> {
     let config = &state.config;
     let every = |secs: u64| (secs > 0).then(|| std::time::Duration::from_secs(secs));
     let mut jobs = Vec::new();
     jobs.extend(every(config.domain_recovery_secs).map(|d| recovery::job(state, d)));
     jobs.extend(every(config.domain_reminder_secs).map(|d| reminders::job(state, d)));
+    jobs.extend(every(config.domain_auto_renew_secs).map(|d| renewals::job(state, d)));
     jobs.extend(every(config.domain_recheck_secs).map(|d| reverify::job(state, d)));
     jobs.extend(zones::job(state));
     jobs

@@ -277,6 +277,18 @@ pub async fn renew(
 ) -> ApiResult<(StatusCode, Json<Purchase>)> {
     let domain = normalise(&state, &request.domain)?;
     let years = years(request.years)?;
+    let purchase = renew_name(&state, user.address, &domain, years).await?;
+    Ok((StatusCode::OK, purchase))
+}
+
+/// Renews `domain` for its owner `account` by `years`: charged, renewed at the registrar, the new
+/// expiry recorded (the owner's request, or auto-renewal).
+pub(super) async fn renew_name(
+    state: &DomainsState,
+    account: Address,
+    domain: &str,
+    years: u32,
+) -> ApiResult<Json<Purchase>> {
     let record_row = sqlx::query!(
         "select owner, method, expires_at from domains where chain_id = $1 and name = $2",
         state.chain_id() as i64,
@@ -285,20 +297,20 @@ pub async fn renew(
     .fetch_optional(&state.db)
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("no record of {domain}")))?;
-    if record_row.owner != user.address.as_slice() {
+    if record_row.owner != account.as_slice() {
         return Err(ApiError::Forbidden(format!("{domain} belongs to another wallet")));
     }
     if record_row.method != "purchase" {
         return Err(ApiError::Conflict(format!("{domain} was not bought through the platform")));
     }
-    let (quote, units, registrar) = priced(&state, &domain, years, Term::Renewal).await?;
+    let (quote, units, registrar) = priced(state, domain, years, Term::Renewal).await?;
     let from = record_row.expires_at.unwrap_or_else(Utc::now).max(Utc::now());
     let expires_at = from + chrono::Duration::days(365 * i64::from(years));
-    let order = Order { domain: &domain, term: Term::Renewal, years, units, expires_at };
-    let purchase = pay_then(&state, user.address, &order, &quote, registrar).await?;
+    let order = Order { domain, term: Term::Renewal, years, units, expires_at };
+    let purchase = pay_then(state, account, &order, &quote, registrar).await?;
     let (_, answer) =
-        record(&state, purchase, &domain, user.address, expires_at, record_row.expires_at).await?;
-    Ok((StatusCode::OK, answer))
+        record(state, purchase, domain, account, expires_at, record_row.expires_at).await?;
+    Ok(answer)
 }
 
 /// What is bought: a term of a name, its price in credit units, and the expiry it gives.

@@ -4,7 +4,9 @@
 //! ledger never saw its reference): failed. Charged, and the name is the platform's at the
 //! registrar (or the registrar took it already, or it is a platform name): recorded. Charged, and
 //! the registrar does not hold it: refunded (once: the refund has its own reference). A renewal
-//! interrupted before the registrar answered is refunded: its owner renews again.
+//! is settled the same way from the registrar's own expiry for the name: reaching the term the
+//! renewal bought, it was carried out (recorded); short of it, it was not (refunded). Never a
+//! blind refund: a registrar that cannot be read now is asked again at the next pass.
 
 use std::time::Duration;
 
@@ -20,6 +22,10 @@ use crate::{
     domains::DomainsState,
     jobs::{Job, Schedule},
 };
+
+/// How far the registrar's expiry may fall short of the term a renewal bought and still show it
+/// was carried out (the registrar counts from its own registration time).
+const RENEWAL_SLACK: chrono::Duration = chrono::Duration::days(2);
 
 /// The job: a pass every `interval`.
 pub fn job(state: &DomainsState, interval: Duration) -> Job {
@@ -107,7 +113,17 @@ async fn settle(
                 }
             }
         }
-        _ => false,
+        (_, _renewal) => {
+            let Some(registrar) = &state.registrar else { return Ok(false) };
+            match registrar.expiry(&purchase.name).await {
+                Ok(Some(ends)) => ends + RENEWAL_SLACK >= purchase.expires_at,
+                Ok(None) => false,
+                Err(err) => {
+                    tracing::info!(target: "api::domains", %err, "registrar not readable now");
+                    return Ok(false);
+                }
+            }
+        }
     };
     if took {
         if purchase.state != "registered"
@@ -130,7 +146,11 @@ async fn settle(
         }
     }
     refund_once(state, account, units, chain, purchase.id).await?;
-    let why = "interrupted: the registrar does not hold the name".to_owned();
+    let why = if purchase.kind == "renewal" {
+        "interrupted: the registrar did not renew the name".to_owned()
+    } else {
+        "interrupted: the registrar does not hold the name".to_owned()
+    };
     Ok(advance(state, purchase.id, &purchase.state, "refunded", Some(why)).await?)
 }
 

@@ -1,5 +1,6 @@
-//! What a static host decides from a request's headers alone: how long a file may be cached, and
-//! which bytes of it a `Range` asks for (RFC 9110, section 14).
+//! What a static host decides from a request's headers alone: how long a file may be cached,
+//! which bytes of it a `Range` asks for (RFC 9110, section 14), and which of its compressed
+//! copies the client takes (`Accept-Encoding`, section 12.5.3).
 
 use axum::http::{HeaderMap, header};
 
@@ -80,6 +81,63 @@ pub(super) fn wanted(headers: &HeaderMap, etag: &str, size: u64) -> Wanted {
     }
 }
 
+/// A compressed copy of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Encoding {
+    /// `br`.
+    Brotli,
+    /// `gzip`.
+    Gzip,
+}
+
+impl Encoding {
+    /// Its `Content-Encoding` token.
+    pub(super) fn token(self) -> &'static str {
+        match self {
+            Self::Brotli => "br",
+            Self::Gzip => "gzip",
+        }
+    }
+}
+
+/// Which of the copies a file has (`brotli`, `gzip`) the request's `Accept-Encoding` takes: the
+/// one with the higher weight, brotli on a tie; none when neither is acceptable (`q=0`, or not
+/// named and no `*`).
+pub(super) fn encoding(headers: &HeaderMap, brotli: bool, gzip: bool) -> Option<Encoding> {
+    let accept = headers.get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok())?;
+    let mut weights: Vec<(String, f32)> = Vec::new();
+    for item in accept.split(',') {
+        let mut parts = item.split(';');
+        let token = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        if token.is_empty() {
+            continue;
+        }
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        weights.push((token, q));
+    }
+    let weight = |names: &[&str]| {
+        weights
+            .iter()
+            .find(|(t, _)| names.contains(&t.as_str()))
+            .or_else(|| weights.iter().find(|(t, _)| t == "*"))
+            .map_or(0.0, |(_, q)| *q)
+    };
+    let (br, gz) = (
+        if brotli { weight(&["br"]) } else { 0.0 },
+        if gzip { weight(&["gzip", "x-gzip"]) } else { 0.0 },
+    );
+    if br > 0.0 && br >= gz {
+        Some(Encoding::Brotli)
+    } else if gz > 0.0 {
+        Some(Encoding::Gzip)
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;
@@ -111,6 +169,26 @@ mod tests {
         assert_eq!(ask("bytes=x-1", None), Wanted::Whole);
         assert_eq!(ask("bytes=0-9", Some("\"bafy\"")), Wanted::Part { start: 0, end: 9 });
         assert_eq!(ask("bytes=0-9", Some("\"other\"")), Wanted::Whole);
+    }
+
+    #[test]
+    fn the_accepted_copy_is_chosen_by_weight() {
+        let pick = |accept: &str, brotli: bool, gzip: bool| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(accept).unwrap());
+            encoding(&headers, brotli, gzip)
+        };
+        assert_eq!(encoding(&HeaderMap::new(), true, true), None);
+        assert_eq!(pick("gzip, deflate, br", true, true), Some(Encoding::Brotli));
+        assert_eq!(pick("gzip, deflate, br", false, true), Some(Encoding::Gzip));
+        assert_eq!(pick("gzip;q=1.0, br;q=0.5", true, true), Some(Encoding::Gzip));
+        assert_eq!(pick("br;q=0, gzip", true, true), Some(Encoding::Gzip));
+        assert_eq!(pick("br;q=0, gzip;q=0", true, true), None);
+        assert_eq!(pick("identity", true, true), None);
+        assert_eq!(pick("*", true, true), Some(Encoding::Brotli));
+        assert_eq!(pick("*;q=0.1, br;q=0", true, true), Some(Encoding::Gzip));
+        assert_eq!(pick("x-gzip", true, true), Some(Encoding::Gzip));
+        assert_eq!(pick("br", false, false), None);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! failing both, the site's own `404.html`, else `index.html` for a page path when the site is a
 //! single-page application, else a 404 page. Bytes stream from the IPFS node. Every file is tagged
 //! with its CID (`ETag`), so a client revalidates for free and a changed file is a new tag; files
-//! with a hash in their name are cached for good; one byte range is served (`Range`, `If-Range`).
+//! with a hash in their name are cached for good; one byte range is served (`Range`, `If-Range`);
+//! text files go out as the brotli or gzip copy made at deploy when the client takes one.
 //! Unknown sites answer 404, expired or cancelled ones 410, paused or suspended ones 503, each
 //! with a page that says so. Every request is recorded for the site's analytics.
 
@@ -32,7 +33,7 @@ use tokio::sync::mpsc;
 
 use super::{
     file_cache::{FileCache, MAX_FILE as MAX_CACHED_FILE},
-    ranges::{self, Wanted},
+    ranges::{self, Encoding, Wanted},
 };
 use crate::{gateway::GatewayState, hosting::routing::Routing};
 
@@ -173,6 +174,12 @@ struct File {
     cid: String,
     size_bytes: i64,
     content_type: String,
+    /// Its brotli copy made at deploy: CID and size.
+    br_cid: Option<String>,
+    br_size: Option<i64>,
+    /// Its gzip copy.
+    gz_cid: Option<String>,
+    gz_size: Option<i64>,
 }
 
 async fn serve(
@@ -522,8 +529,26 @@ async fn file_response(
     method: &Method,
     headers: &HeaderMap,
 ) -> Response {
-    let etag = format!("\"{}\"", file.cid);
+    // A compressed copy when the client takes one (a range is of the file itself).
+    let copy = if headers.contains_key(header::RANGE) {
+        None
+    } else {
+        ranges::encoding(headers, file.br_cid.is_some(), file.gz_cid.is_some())
+    };
+    let (cid, size_bytes) = match copy {
+        Some(Encoding::Brotli) => (file.br_cid.as_deref(), file.br_size),
+        Some(Encoding::Gzip) => (file.gz_cid.as_deref(), file.gz_size),
+        None => (None, None),
+    };
+    let (cid, size_bytes) = (cid.unwrap_or(&file.cid), size_bytes.unwrap_or(file.size_bytes));
+    let etag = format!("\"{cid}\"");
     let mut response_headers = HeaderMap::new();
+    if file.br_cid.is_some() || file.gz_cid.is_some() {
+        response_headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
+    if let Some(copy) = copy {
+        response_headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(copy.token()));
+    }
     if let Ok(v) = HeaderValue::from_str(&etag) {
         response_headers.insert(header::ETAG, v);
     }
@@ -536,7 +561,7 @@ async fn file_response(
     );
     response_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     response_headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
-    if let Ok(v) = HeaderValue::from_str(&format!("/ipfs/{}", file.cid)) {
+    if let Ok(v) = HeaderValue::from_str(&format!("/ipfs/{cid}")) {
         response_headers.insert("x-ipfs-path", v);
     }
     let matches = headers
@@ -546,7 +571,7 @@ async fn file_response(
     if matches && status == StatusCode::OK {
         return (StatusCode::NOT_MODIFIED, response_headers).into_response();
     }
-    let size = file.size_bytes.max(0) as u64;
+    let size = size_bytes.max(0) as u64;
     // A range of the file itself (not of a 404 page or a fallback).
     let wanted =
         if status == StatusCode::OK { ranges::wanted(headers, &etag, size) } else { Wanted::Whole };
@@ -578,29 +603,29 @@ async fn file_response(
         }
         None => whole,
     };
-    if let Some(bytes) = gateway.files.get(&file.cid) {
+    if let Some(bytes) = gateway.files.get(cid) {
         return (status, response_headers, part(bytes)).into_response();
     }
     let Some(ipfs) = &gateway.state.ipfs else {
         return page(StatusCode::SERVICE_UNAVAILABLE, "Try again", "No IPFS node is configured.");
     };
     // Small files are read whole and kept; larger ones stream through (a range of them only).
-    if (file.size_bytes as usize) <= MAX_CACHED_FILE {
-        return match ipfs.cat(&file.cid).await {
+    if (size_bytes as usize) <= MAX_CACHED_FILE {
+        return match ipfs.cat(cid).await {
             Ok(bytes) => {
-                gateway.files.insert(&file.cid, bytes.clone());
+                gateway.files.insert(cid, bytes.clone());
                 (status, response_headers, part(bytes)).into_response()
             }
             Err(err) => {
-                tracing::warn!(target: "api::gateway", cid = %file.cid, %err, "cannot read from IPFS");
+                tracing::warn!(target: "api::gateway", %cid, %err, "cannot read from IPFS");
                 page(StatusCode::BAD_GATEWAY, "Try again", "The site's files could not be read.")
             }
         };
     }
-    match ipfs.cat_stream_range(&file.cid, range).await {
+    match ipfs.cat_stream_range(cid, range).await {
         Ok(stream) => (status, response_headers, Body::from_stream(stream)).into_response(),
         Err(err) => {
-            tracing::warn!(target: "api::gateway", cid = %file.cid, %err, "cannot read from IPFS");
+            tracing::warn!(target: "api::gateway", %cid, %err, "cannot read from IPFS");
             page(StatusCode::BAD_GATEWAY, "Try again", "The site's files could not be read.")
         }
     }
@@ -658,8 +683,15 @@ async fn lookup(
 ) -> sqlx::Result<Vec<File>> {
     sqlx::query_as!(
         File,
-        "select path, cid, size_bytes, content_type from deployment_files
-         where deployment_id = $1 and path = any($2)",
+        r#"select f.path, f.cid, f.size_bytes, f.content_type,
+                  b.cid as "br_cid?", b.size_bytes as "br_size?",
+                  g.cid as "gz_cid?", g.size_bytes as "gz_size?"
+           from deployment_files f
+           left join deployment_file_encodings b
+             on b.deployment_id = f.deployment_id and b.path = f.path and b.encoding = 'br'
+           left join deployment_file_encodings g
+             on g.deployment_id = f.deployment_id and g.path = f.path and g.encoding = 'gzip'
+           where f.deployment_id = $1 and f.path = any($2)"#,
         deployment,
         paths
     )

@@ -147,6 +147,27 @@ impl Registrar for Gandi {
         }
     }
 
+    async fn expiry(
+        &self,
+        name: &str,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, RegistrarError> {
+        #[derive(Deserialize)]
+        struct Dates {
+            registry_ends_at: chrono::DateTime<chrono::Utc>,
+        }
+        #[derive(Deserialize)]
+        struct Domain {
+            dates: Dates,
+        }
+        match self.send(self.http.get(format!("{}/domain/domains/{name}", self.api))).await {
+            Ok(body) => serde_json::from_str::<Domain>(&body)
+                .map(|d| Some(d.dates.registry_ends_at))
+                .map_err(|e| RegistrarError::Unavailable(format!("an unreadable domain: {e}"))),
+            Err(RegistrarError::NotFound(_)) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
     async fn renew(&self, name: &str, years: u32) -> Result<(), RegistrarError> {
         self.send(
             self.http

@@ -46,6 +46,12 @@ pub trait Registrar: Send + Sync + std::fmt::Debug {
     async fn renew(&self, name: &str, years: u32) -> Result<(), RegistrarError>;
     /// Whether `name` is registered in the platform's account.
     async fn holds(&self, name: &str) -> Result<bool, RegistrarError>;
+    /// When `name`'s registration ends at the registry (`None`: not in the platform's account):
+    /// what tells whether a renewal was carried out.
+    async fn expiry(
+        &self,
+        name: &str,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, RegistrarError>;
 }
 
 /// The records of one name and type in a zone (an RRset): `name` relative to the zone (`@` for

@@ -20,6 +20,7 @@ use anyhow::Context;
 use futures::TryStreamExt;
 use tokio::io::AsyncWriteExt;
 
+mod compress;
 mod github;
 
 use super::{
@@ -40,8 +41,11 @@ const RENEW_EVERY: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_secs(1);
 /// The longest one deployment may take, end to end.
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-/// Attempts before a job that keeps dying is marked failed.
-const MAX_ATTEMPTS: i32 = 3;
+/// Attempts before a job that keeps dying is marked failed. A rolling restart of every replica
+/// moves a deployment in flight from one to the next, one attempt per replica stopped (a crash
+/// cannot hand it back as a clean stop does), so the budget is well above any replica count: only
+/// a deployment whose worker dies every time (one that takes its replica down) runs out of it.
+const MAX_ATTEMPTS: i32 = 8;
 /// Folders a build usually writes its output to, tried in order when none is configured.
 const OUTPUT_DIRS: &[&str] = &["dist", "build", "public", "out", "_site", "site", "docs"];
 
@@ -449,6 +453,14 @@ async fn deploy(state: &HostingState, job: &Job) -> Result<(), Failure> {
         Failure("the IPFS node did not take the site; deploy again".into())
     })?;
     log(state, job.id, &format!("added to IPFS as {}", added.cid)).await;
+    match compress::store(state, job.id, &tree.join(&output), &site_files).await {
+        Ok(line) => log(state, job.id, &line).await,
+        Err(err) => {
+            tracing::warn!(target: "api::deploy", deployment = job.id, error = format!("{err:#}"), "no compressed copies");
+            log(state, job.id, "served uncompressed: the compressed copies could not be made")
+                .await;
+        }
+    }
     let mut published =
         Err(Failure("the site's live deployment kept changing; deploy again".into()));
     // Another deployment may become current between the decision and the commit: decide again.
