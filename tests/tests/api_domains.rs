@@ -189,6 +189,7 @@ async fn ens_names_link_when_the_wallet_owns_them_directly_or_wrapped() -> anyho
     ens.register("alice.eth", owner_wallet.address()).await?;
     ens.register("bob.eth", other_wallet.address()).await?;
     ens.wrap("wrapped.eth", owner_wallet.address()).await?;
+    ens.register("café.eth", owner_wallet.address()).await?;
     let mut config = domain_config(&chain, &db, &ipfs);
     config.ens_rpc_url = Some(chain.endpoint());
     config.ens_registry = ens.registry;
@@ -246,6 +247,16 @@ async fn ens_names_link_when_the_wallet_owns_them_directly_or_wrapped() -> anyho
         api.post("/domain/link", Some(&owner.access), &link("wrapped.eth")).await?;
     assert_eq!(status, 200, "{wrapped}");
     assert_eq!(registry.ownerOf(keccak256("wrapped.eth")).call().await?, owner_wallet.address());
+
+    // A name in any script links in its ENSIP-15 form, however it is typed; a name ENSIP-15
+    // refuses (an invisible joiner) is a 400 before anything is read.
+    let (status, accented) =
+        api.post("/domain/link", Some(&owner.access), &link("Café.ETH")).await?;
+    assert_eq!((status, accented["domain"].as_str()), (200, Some("café.eth")), "{accented}");
+    assert_eq!(registry.ownerOf(keccak256("café.eth")).call().await?, owner_wallet.address());
+    let (status, problem) =
+        api.post("/domain/link", Some(&owner.access), &link("ca\u{200d}fe.eth")).await?;
+    assert_eq!((status, problem_type(&problem).as_str()), (400, "bad-request"), "{problem}");
     Ok(())
 }
 

@@ -92,11 +92,33 @@ pub fn jobs(state: &DomainsState) -> Vec<crate::jobs::Job> {
 /// The longest domain name (RFC 1035).
 const MAX_NAME: usize = 253;
 
-/// A domain name as the registry keys it: lowercase ASCII (IDNs in their `xn--` form), no
-/// trailing dot, at least two labels of letters, digits and inner hyphens. Names under the
-/// platform's own sites domain are the platform's.
+/// ENSIP-15's normaliser, its tables loaded once.
+static ENS_NORMALIZER: std::sync::LazyLock<ens_normalize_rs::EnsNameNormalizer> =
+    std::sync::LazyLock::new(ens_normalize_rs::EnsNameNormalizer::default);
+
+/// An ENS name as ENSIP-15 normalises it (`Café.ETH` → `café.eth`; emoji kept, invisible and
+/// confusable characters refused): the form ENS hashes, so the one the registry keys.
+pub fn normalise_ens(name: &str) -> ApiResult<String> {
+    let name = name.trim().trim_end_matches('.');
+    let normalised = ENS_NORMALIZER.normalize(name).map_err(|err| {
+        ApiError::BadRequest(format!("{name:?} is not a valid ENS name (ENSIP-15): {err}"))
+    })?;
+    if normalised.len() > MAX_NAME || !normalised.ends_with(".eth") || normalised == "eth" {
+        return Err(ApiError::BadRequest(format!("{name:?} is not a name under .eth")));
+    }
+    Ok(normalised)
+}
+
+/// A domain name as the registry keys it: an ENS name (`.eth`) as ENSIP-15 normalises it;
+/// otherwise lowercase ASCII (IDNs in their `xn--` form), no trailing dot, at least two labels
+/// of letters, digits and inner hyphens. Names under the platform's own sites domain are the
+/// platform's.
 pub fn normalise(state: &DomainsState, name: &str) -> ApiResult<String> {
-    let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+    let trimmed = name.trim().trim_end_matches('.');
+    if trimmed.to_lowercase().ends_with(".eth") {
+        return normalise_ens(trimmed);
+    }
+    let name = trimmed.to_ascii_lowercase();
     let labels: Vec<&str> = name.split('.').collect();
     let valid = !name.is_empty()
         && name.len() <= MAX_NAME
@@ -120,4 +142,26 @@ pub fn normalise(state: &DomainsState, name: &str) -> ApiResult<String> {
         )));
     }
     Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalise_ens;
+
+    #[test]
+    fn ens_names_normalise_as_ensip_15_says() {
+        // ENSIP-15's own examples and the upstream validation corpus's kinds of cases.
+        for (input, normalised) in [
+            ("RaFFY🚴‍♂️.eTh", "raffy🚴‍♂.eth"),
+            ("Levvv.eth", "levvv.eth"),
+            ("Café.eth", "café.eth"),
+            ("🅰️🅱.eth", "🅰🅱.eth"),
+            ("nick.eth.", "nick.eth"),
+        ] {
+            assert_eq!(normalise_ens(input).unwrap(), normalised, "{input}");
+        }
+        for refused in ["Nick\u{200d}.eth", "levvv..eth", "a_b c.eth", "eth", "\u{0430}pple.eth"] {
+            assert!(normalise_ens(refused).is_err(), "{refused:?}");
+        }
+    }
 }
