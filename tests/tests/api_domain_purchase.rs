@@ -318,38 +318,22 @@ async fn purchases_interrupted_between_the_charge_and_the_record_are_settled() -
 #[tokio::test]
 async fn a_bought_name_points_at_its_site_while_linked_and_keeps_its_owners_records()
 -> anyhow::Result<()> {
-    let chain = TestChain::start().await?;
-    let db = TestDb::create().await?;
-    let _indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
     let ipfs = TestIpfs::start().await?;
-    let gandi = FakeGandi::start().await?;
-    let mut config = api_config(&chain, &db);
-    config.registrar_api_url = gandi.url.clone();
-    config.registrar_token = Some(GANDI_TOKEN.to_owned().into());
-    config.registrar_contact = r#"{"type":"company","orgname":"DecentraSpace","email":"domains@decentraspace.io","country":"NG"}"#.into();
-    config.registrar_key = Some(role_key(&chain, Role::Registrar).into());
-    config.billing_key = Some(role_key(&chain, Role::Billing).into());
-    config.ipfs_api_url = Some(ipfs.api_url.clone());
-    config.ipfs_gateway_url = ipfs.gateway_url.clone();
-    config.sites_domain = "sites.test".into();
-    config.uptime_interval_secs = 0;
-    // Zones are read again every 2 s (drift repaired that soon).
-    config.domain_recheck_secs = 2;
+    let (ipfs_api, ipfs_gateway) = (ipfs.api_url.clone(), ipfs.gateway_url.clone());
+    let (chain, _db, _indexer, gandi, config) = registrar_stack(move |config| {
+        config.ipfs_api_url = Some(ipfs_api);
+        config.ipfs_gateway_url = ipfs_gateway;
+        config.sites_domain = "sites.test".into();
+        config.uptime_interval_secs = 0;
+        // Zones are read again every 2 s (drift repaired that soon).
+        config.domain_recheck_secs = 2;
+    })
+    .await?;
     let api = decentraspace_tests::TestApi::start_with(config).await?;
-    let mut conn = db.connect().await?;
-    sqlx::query("insert into fiat_rates (currency, credits_per_subunit, updated_by) values ('EUR', 10000, '\\x00')")
-        .execute(&mut conn)
-        .await?;
     let (wallet, other_wallet) = (chain.user(0), chain.user(1));
     let user = api.login_registered(&wallet).await?;
     let other = api.login_registered(&other_wallet).await?;
-    let oracle = chain.provider_as(chain.role(Role::PaymentOracle));
-    CreditLedger::new(chain.deployment.contracts.credit_ledger, &oracle)
-        .creditFiat(wallet.address(), U256::from(25_000_000u64), keccak256("zone-funds"))
-        .send()
-        .await?
-        .get_receipt()
-        .await?;
+    fund(&chain, wallet.address(), 25_000_000).await?;
     let (status, bought) =
         api.post("/domain/purchase", Some(&user.access), &json!({ "domain": "shop.test" })).await?;
     assert_eq!(status, 201, "{bought}");
