@@ -25,7 +25,7 @@ export SCHEMATHESIS := $(VENV)/bin/schemathesis
 # cargo-nextest runs the tests (side by side across test binaries); see .config/nextest.toml.
 NEXTEST_VERSION := 0.9.143
 
-.PHONY: build bwrap nextest schemathesis bench bench-api bench-build bench-indexer bench-meter bench-upload help install contracts abi abi-check test test-contracts test-rust lint fmt coverage gas dev db sqlx-prepare sqlx-check migrate
+.PHONY: build bwrap pebble nextest schemathesis bench bench-api bench-build bench-indexer bench-meter bench-upload help install contracts abi abi-check test test-contracts test-rust lint fmt coverage gas dev db sqlx-prepare sqlx-check migrate
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -72,11 +72,16 @@ bwrap: ## Install bubblewrap, the sandbox site builds run in (Debian's bubblewra
 		apt_get=apt-get; [ "$$(id -u)" = 0 ] || apt_get="sudo apt-get"; \
 		$$apt_get install -y bubblewrap || { $$apt_get update && $$apt_get install -y bubblewrap; }; }
 
+pebble: ## Install pebble, the ACME test server the HTTPS tests order certificates from (Debian's pebble package)
+	@command -v pebble >/dev/null || { echo "installing pebble (apt-get)"; \
+		apt_get=apt-get; [ "$$(id -u)" = 0 ] || apt_get="sudo apt-get"; \
+		$$apt_get install -y pebble || { $$apt_get update && $$apt_get install -y pebble; }; }
+
 nextest: ## Install cargo-nextest (the machines have it; elsewhere it is built from crates.io)
 	@command -v cargo-nextest >/dev/null || { echo "installing cargo-nextest $(NEXTEST_VERSION)"; \
 		$(CARGO) install cargo-nextest --version $(NEXTEST_VERSION) --locked; }
 
-test-rust: contracts $(SCHEMATHESIS) nextest bwrap build ## Rust unit, fast HTTP-level and end-to-end tests (anvil + the deploy script, Postgres)
+test-rust: contracts $(SCHEMATHESIS) nextest bwrap pebble build ## Rust unit, fast HTTP-level and end-to-end tests (anvil + the deploy script, Postgres)
 	DATABASE_URL="$$(scripts/postgres.sh)" $(CARGO) nextest run --workspace --locked
 
 test: abi-check test-contracts test-rust ## Every test

@@ -26,7 +26,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
-    accounts, billing, databases, domains, gateway, github, hosting,
+    accounts, billing, certificates, databases, domains, gateway, github, hosting,
     http::{
         self,
         error::{ApiError, Problem, problem_response},
@@ -53,6 +53,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(github::router())
         .merge(domains::router())
         .merge(databases::router())
+        .merge(certificates::router())
         .merge(notices::router())
         .split_for_parts()
 }
@@ -195,6 +196,7 @@ pub fn background_jobs(
     jobs.extend(hosting::jobs(&state.hosting));
     jobs.extend(domains::jobs(&state.domains));
     jobs.extend(databases::jobs(&state.databases));
+    jobs.extend(certificates::jobs(&state.certificates));
     if let Some(gateway) = gateway {
         jobs.extend(gateway::jobs(&state.gateway, gateway)?);
     }
@@ -215,6 +217,7 @@ pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
     gateway: Option<tokio::net::TcpListener>,
+    gateway_tls: Option<tokio::net::TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let gateway_addr = gateway.as_ref().map(|g| g.local_addr()).transpose()?;
@@ -225,12 +228,16 @@ pub async fn serve(
     let supervisor =
         jobs::Supervisor::new(background_jobs(&state, gateway_addr)?, state.jobs.clone())
             .start(stopping.clone());
+    if gateway.is_none() && gateway_tls.is_some() {
+        anyhow::bail!("GATEWAY_TLS_LISTEN needs GATEWAY_LISTEN (HTTP-01 challenges and redirects)");
+    }
     let gateway = gateway.map(|listener| {
-        tracing::info!(addr = ?gateway_addr, "gateway listening");
+        tracing::info!(addr = ?gateway_addr, tls = ?gateway_tls.as_ref().map(|l| l.local_addr().ok()), "gateway listening");
         tokio::spawn(gateway::serve_gateway(
             state.gateway.clone(),
             listener,
-            stopping.clone().cancelled_owned(),
+            gateway_tls,
+            stopping.clone(),
         ))
     });
     let hosting_state = state.hosting.clone();

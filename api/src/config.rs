@@ -343,6 +343,59 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_LISTEN")]
     pub gateway_listen: Option<std::net::SocketAddr>,
 
+    /// Where the gateway takes HTTPS (unset: no TLS in this process). It serves the certificates
+    /// ordered for linked domains and, for `<site>.<SITES_DOMAIN>`, the one in
+    /// `SITES_TLS_CERT_FILE`.
+    #[arg(long, env = "GATEWAY_TLS_LISTEN")]
+    pub gateway_tls_listen: Option<std::net::SocketAddr>,
+
+    /// The HTTPS port visitors reach the gateway on, for the redirects from plain HTTP (443: none
+    /// in the URL).
+    #[arg(long, env = "GATEWAY_PUBLIC_HTTPS_PORT", default_value_t = 443)]
+    pub gateway_public_https_port: u16,
+
+    /// `Strict-Transport-Security` max-age for HTTPS answers, in seconds (0: no header).
+    #[arg(long, env = "HSTS_MAX_AGE_SECS", default_value_t = 31_536_000)]
+    pub hsts_max_age_secs: u64,
+
+    /// The wildcard certificate chain (PEM) for `*.<SITES_DOMAIN>` (ordered with DNS-01 by the
+    /// operator: HTTP-01 cannot prove a wildcard).
+    #[arg(long, env = "SITES_TLS_CERT_FILE")]
+    pub sites_tls_cert_file: Option<std::path::PathBuf>,
+
+    /// The private key (PEM) of `SITES_TLS_CERT_FILE`.
+    #[arg(long, env = "SITES_TLS_KEY_FILE")]
+    pub sites_tls_key_file: Option<std::path::PathBuf>,
+
+    /// The ACME directory linked domains' certificates are ordered from (e.g.
+    /// `https://acme-v02.api.letsencrypt.org/directory`; unset: none are ordered).
+    #[arg(long, env = "ACME_DIRECTORY_URL")]
+    pub acme_directory_url: Option<String>,
+
+    /// Roots (PEM) to trust for the ACME directory's own HTTPS instead of the system's (a test
+    /// CA such as pebble's).
+    #[arg(long, env = "ACME_CA_ROOTS")]
+    pub acme_ca_roots: Option<std::path::PathBuf>,
+
+    /// The contact address given to the ACME server (`mailto:` added), for its expiry notices.
+    #[arg(long, env = "ACME_CONTACT")]
+    pub acme_contact: Option<String>,
+
+    /// The share of a certificate's lifetime after which it is renewed (Let's Encrypt's advice:
+    /// two thirds, so 30 days ahead for 90-day certificates).
+    #[arg(long, env = "TLS_RENEW_AFTER_FRACTION", default_value_t = 2.0 / 3.0)]
+    pub tls_renew_after_fraction: f64,
+
+    /// The longest between two passes of the certificate orderer, in seconds (a new link wakes
+    /// it sooner).
+    #[arg(long, env = "TLS_CHECK_SECS", default_value_t = 30)]
+    pub tls_check_secs: u64,
+
+    /// The first wait after a failed order, in seconds; it doubles with each failure, up to a
+    /// day.
+    #[arg(long, env = "TLS_RETRY_SECS", default_value_t = 60)]
+    pub tls_retry_secs: u64,
+
     /// The largest site archive (tar.gz or zip) a deployment takes, in bytes.
     #[arg(long, env = "DEPLOY_MAX_ARCHIVE_BYTES", default_value_t = 200 * 1024 * 1024)]
     pub deploy_max_archive_bytes: u64,

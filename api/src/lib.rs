@@ -14,6 +14,7 @@
 pub mod accounts;
 mod app;
 pub mod billing;
+pub mod certificates;
 pub mod chain;
 mod config;
 pub mod databases;

@@ -13,21 +13,28 @@ async fn main() -> anyhow::Result<()> {
         .json()
         .init();
     let config = Config::parse();
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listen on {}", config.listen))?;
-    let gateway = match config.gateway_listen {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("gateway: listen on {addr}"))?,
-        ),
-        None => None,
-    };
+    let listener = bind(Some(config.listen), "the API").await?.context("no API address")?;
+    let gateway = bind(config.gateway_listen, "the gateway").await?;
+    let gateway_tls = bind(config.gateway_tls_listen, "the gateway's HTTPS").await?;
     let state = AppState::new(config).await?;
     decentraspace_db::migrate(&state.platform.db).await.context("apply migrations")?;
     tracing::info!(addr = %listener.local_addr()?, chain_id = state.chain_id(), "api listening");
-    serve(state, listener, gateway, shutdown_signal()).await
+    serve(state, listener, gateway, gateway_tls, shutdown_signal()).await
+}
+
+/// A listener on `addr`, when one is configured.
+async fn bind(
+    addr: Option<std::net::SocketAddr>,
+    what: &str,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    match addr {
+        Some(addr) => Ok(Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("{what}: listen on {addr}"))?,
+        )),
+        None => Ok(None),
+    }
 }
 
 async fn shutdown_signal() {

@@ -15,6 +15,7 @@ use crate::{
     Config,
     accounts::{AccountsState, tokens::Sessions},
     billing::{BillingState, charges::Charges},
+    certificates::CertificatesState,
     chain::{
         Operator,
         outbox::{Outbox, Purpose, Sender, SenderSettings},
@@ -66,6 +67,8 @@ pub struct AppState {
     pub domains: DomainsState,
     /// Managed databases.
     pub databases: DatabasesState,
+    /// HTTPS certificates.
+    pub certificates: CertificatesState,
     /// The transaction relay.
     pub relay: RelayState,
     /// The public API and its stream.
@@ -96,6 +99,7 @@ from_app! {
     GitHubState => github,
     DomainsState => domains,
     DatabasesState => databases,
+    CertificatesState => certificates,
     RelayState => relay,
     PublicState => public,
     SystemState => system,
@@ -311,6 +315,18 @@ impl AppState {
                 .context("DATABASE_HOSTS")?,
         );
         let pg_bin = crate::databases::pg_bin_dir(config.pg_bin_dir.as_deref());
+        let certificates = crate::certificates::CertStore::new(
+            &config.sites_domain,
+            match (&config.sites_tls_cert_file, &config.sites_tls_key_file) {
+                (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+                (None, None) => None,
+                _ => anyhow::bail!("SITES_TLS_CERT_FILE and SITES_TLS_KEY_FILE go together"),
+            },
+        )?;
+        anyhow::ensure!(
+            config.tls_renew_after_fraction > 0.0 && config.tls_renew_after_fraction < 1.0,
+            "TLS_RENEW_AFTER_FRACTION must be between 0 and 1"
+        );
         let builder = crate::hosting::Builder::new(&config).await;
         let access = AccessTokens::new(&config.jwt_secret, config.access_ttl_secs)?;
         let limits = Arc::new(
@@ -384,7 +400,17 @@ impl AppState {
                 work: Arc::default(),
                 pg_bin,
             },
-            gateway: GatewayState { platform: platform.clone(), ipfs },
+            gateway: GatewayState {
+                platform: platform.clone(),
+                ipfs,
+                certificates: config.gateway_tls_listen.map(|_| certificates.clone()),
+            },
+            certificates: CertificatesState {
+                platform: platform.clone(),
+                sealer: sealer.clone(),
+                store: certificates,
+                indexed: indexed.clone(),
+            },
             github: GitHubState { charges: charges.clone(), github, sealer },
             domains: DomainsState {
                 charges,

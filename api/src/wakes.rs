@@ -19,16 +19,19 @@ pub enum Wake {
     CardPayments,
     /// The folders' directory builder (a folder or file changed).
     FolderDirectories,
+    /// Every replica's TLS certificates (one was issued or renewed).
+    Certificates,
 }
 
 impl Wake {
-    const ALL: [Self; 2] = [Self::CardPayments, Self::FolderDirectories];
+    const ALL: [Self; 3] = [Self::CardPayments, Self::FolderDirectories, Self::Certificates];
 
     /// The NOTIFY payload naming it.
     fn name(self) -> &'static str {
         match self {
             Self::CardPayments => "card-payments",
             Self::FolderDirectories => "folder-directories",
+            Self::Certificates => "certificates",
         }
     }
 }

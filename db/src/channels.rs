@@ -32,8 +32,8 @@ pub const OUTBOX_QUEUED: &str = "decentraspace_outbox_queued";
 /// wakes the callers that wait for it, on every replica.
 pub const OUTBOX_MOVED: &str = "decentraspace_outbox_moved";
 
-/// A job has new work (the payload names it: `card-payments`, `folder-directories`): wakes it on
-/// every replica.
+/// A job has new work (the payload names it: `card-payments`, `folder-directories`,
+/// `certificates`): wakes it on every replica.
 pub const WAKE_JOB: &str = "decentraspace_wake_job";
 
 /// What the indexer committed: a batch of blocks, or a rollback to a fork.

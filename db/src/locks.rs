@@ -95,6 +95,8 @@ pub enum Lock<'a> {
         /// Its service id.
         service_id: i64,
     },
+    /// Ordering linked domains' TLS certificates.
+    TlsOrders,
     /// The one sender of a signing key's transactions (its outbox rows, its nonces).
     ChainSender {
         /// The chain.
@@ -129,6 +131,7 @@ impl Lock<'_> {
             Self::DomainReverify => 0x0603,
             Self::DomainZones => 0x0604,
             Self::DomainAutoRenew => 0x0605,
+            Self::TlsOrders => 0x0606,
             Self::ChainSender { .. } => 0x0701,
             Self::DatabaseProvisioner => 0x0801,
             Self::Database { .. } => 0x0802,
@@ -162,6 +165,7 @@ impl Lock<'_> {
             | Self::DomainReverify
             | Self::DomainZones
             | Self::DomainAutoRenew
+            | Self::TlsOrders
             | Self::DatabaseProvisioner => 0,
         }
     }
@@ -239,6 +243,7 @@ mod tests {
             Lock::DomainReverify,
             Lock::DomainZones,
             Lock::DomainAutoRenew,
+            Lock::TlsOrders,
             Lock::ChainSender { chain_id: 137, signer: account },
             Lock::DatabaseProvisioner,
             Lock::Database { service_id: 1 },

@@ -28,6 +28,8 @@ pub struct TestApi {
     pub base: String,
     /// The gateway, `http://127.0.0.1:<port>` (empty for an API served elsewhere).
     pub gateway: String,
+    /// The gateway's HTTPS address, when the configuration asked for one.
+    pub gateway_tls: Option<SocketAddr>,
     /// An HTTP client.
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
@@ -73,6 +75,15 @@ pub fn api_config(chain: &TestChain, db: &TestDb) -> Config {
     ])
 }
 
+/// Where the HTTPS listener of `state` binds: the configured address (a test asks for port 0).
+fn tls_addr_of(state: &AppState) -> SocketAddr {
+    state
+        .platform
+        .config
+        .gateway_tls_listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
 impl TestApi {
     /// Starts the API with [`api_config`].
     pub async fn start(chain: &TestChain, db: &TestDb) -> anyhow::Result<Self> {
@@ -93,13 +104,27 @@ impl TestApi {
         let (stop, stopped) = oneshot::channel::<()>();
         let gateway = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let gateway_base = format!("http://{}", gateway.local_addr()?);
-        let handle =
-            tokio::spawn(decentraspace_api::serve(state, listener, Some(gateway), async {
+        let (gateway_tls, tls_addr) = match state.platform.config.gateway_tls_listen {
+            Some(_) => {
+                let listener = tokio::net::TcpListener::bind(tls_addr_of(&state)).await?;
+                let addr = listener.local_addr()?;
+                (Some(listener), Some(addr))
+            }
+            None => (None, None),
+        };
+        let handle = tokio::spawn(decentraspace_api::serve(
+            state,
+            listener,
+            Some(gateway),
+            gateway_tls,
+            async {
                 stopped.await.ok();
-            }));
+            },
+        ));
         Ok(Self {
             base,
             gateway: gateway_base,
+            gateway_tls: tls_addr,
             http: reqwest::Client::new(),
             stop: Some(stop),
             handle: Some(handle),
@@ -111,6 +136,7 @@ impl TestApi {
         Self {
             base: base.to_owned(),
             gateway: String::new(),
+            gateway_tls: None,
             http: reqwest::Client::new(),
             stop: None,
             handle: None,

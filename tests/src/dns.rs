@@ -1,5 +1,5 @@
 //! An authoritative DNS server for one test (hickory-server, in process, UDP on a free loopback
-//! port) holding one zone whose TXT records the test sets; stopped when dropped.
+//! port) holding one zone whose TXT and A records the test sets; stopped when dropped.
 
 use std::{
     net::SocketAddr,
@@ -13,7 +13,7 @@ use hickory_server::{
     Server,
     proto::rr::{
         LowerName, Name, RData, Record, RecordType, RrKey,
-        rdata::{SOA, TXT},
+        rdata::{A, SOA, TXT},
     },
     store::in_memory::InMemoryZoneHandler,
     zone_handler::{AxfrPolicy, Catalog, ZoneType},
@@ -67,6 +67,15 @@ impl TestDns {
     pub async fn add_txt(&self, name: &str, value: &str) -> anyhow::Result<()> {
         let name = Name::from_ascii(format!("{}.", name.trim_end_matches('.')))?;
         let record = Record::from_rdata(name, 60, RData::TXT(TXT::new(vec![value.to_owned()])));
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        anyhow::ensure!(self.zone.upsert(record, serial).await, "the zone refused the record");
+        Ok(())
+    }
+
+    /// Adds an address record (`name` fully qualified without the trailing dot).
+    pub async fn add_a(&self, name: &str, ip: std::net::Ipv4Addr) -> anyhow::Result<()> {
+        let name = Name::from_ascii(format!("{}.", name.trim_end_matches('.')))?;
+        let record = Record::from_rdata(name, 60, RData::A(A(ip)));
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         anyhow::ensure!(self.zone.upsert(record, serial).await, "the zone refused the record");
         Ok(())

@@ -46,7 +46,7 @@ impl Drop for Served {
 
 /// A free loopback port, found by binding and releasing it: another process may take it before
 /// the caller does, so callers start over through [`on_free_ports`].
-pub(crate) fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

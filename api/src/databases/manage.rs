@@ -67,10 +67,14 @@ async fn read(
             "cancelled"
         } else if applied == "new" || row.password_applied == Some(false) {
             "provisioning"
-        } else if row.state != "active" || row.expired {
-            "paused"
-        } else if size > state.hard_limit() {
-            "locked"
+        } else if applied == "closed" {
+            // What the host does, not what it is about to: the service's `state` says where it
+            // is heading.
+            if row.state == "active" && !row.expired && size > state.hard_limit() {
+                "locked"
+            } else {
+                "paused"
+            }
         } else if row.read_only == Some(true) {
             "read_only"
         } else {

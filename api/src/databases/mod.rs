@@ -122,10 +122,10 @@ pub struct Database {
     pub id: i64,
     /// The service's state: `active`, `paused`, `suspended` or `cancelled`.
     pub state: String,
-    /// Where the database stands: `provisioning`, `ready`, `read_only` (past its quota: writes
-    /// are refused), `locked` (far past it: connections are refused), `paused` (paused or
-    /// suspended: connections are refused), `cancelled` (kept until `drops_at`, then dropped)
-    /// or `dropped`.
+    /// Where the database stands on its host, which follows `state` within seconds:
+    /// `provisioning`, `ready`, `read_only` (past its quota: writes are refused), `locked` (far
+    /// past it: connections are refused), `paused` (paused, suspended or not yet reopened:
+    /// connections are refused), `cancelled` (kept until `drops_at`, then dropped) or `dropped`.
     pub status: String,
     /// The host to connect to.
     pub host: Option<String>,

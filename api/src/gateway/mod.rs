@@ -6,6 +6,7 @@ mod file_cache;
 mod proxy;
 mod ranges;
 pub mod serve;
+mod tls;
 pub mod uptime;
 
 pub use serve::serve_gateway;
@@ -17,6 +18,8 @@ pub struct GatewayState {
     pub platform: crate::platform::Platform,
     /// The IPFS node; unset without `IPFS_API_URL`.
     pub ipfs: Option<decentraspace_clients::ipfs::Ipfs>,
+    /// The certificates served over HTTPS; unset without `GATEWAY_TLS_LISTEN`.
+    pub certificates: Option<crate::certificates::CertStore>,
 }
 crate::platform::feature_state!(GatewayState);
 

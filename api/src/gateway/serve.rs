@@ -91,24 +91,108 @@ pub fn router(state: GatewayState) -> (Router, impl Future<Output = ()>) {
     (Router::new().fallback(serve).with_state(gateway), writer)
 }
 
-/// Serves the gateway on `listener` until `shutdown`.
+/// Serves the gateway on `listener` (plain HTTP) and, when given, on `tls` (HTTPS) until
+/// `stopping` is cancelled. On plain HTTP, a host served over HTTPS is redirected there, except
+/// for ACME's HTTP-01 challenges, which are answered; HTTPS answers carry HSTS when configured.
 pub async fn serve_gateway(
     state: GatewayState,
     listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    tls: Option<tokio::net::TcpListener>,
+    stopping: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
-    let (router, writer) = router(state);
+    let (router, writer) = router(state.clone());
     let writer = tokio::spawn(writer);
-    let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
+    let secure = match (tls, &state.certificates) {
+        (Some(tls), Some(store)) => {
+            let listener = super::tls::TlsListener::new(tls, store.server_config()?)?;
+            let hsts = state.config.hsts_max_age_secs;
+            let router = router.clone().layer(axum::middleware::map_response(
+                move |mut response: Response| async move {
+                    if hsts > 0
+                        && let Ok(value) = HeaderValue::from_str(&format!("max-age={hsts}"))
+                    {
+                        response.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, value);
+                    }
+                    response
+                },
+            ));
+            let stopping = stopping.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(
+                    axum::serve::ListenerExt::tap_io(listener, |_| {}),
+                    router.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(stopping.cancelled_owned())
+                .await
+            }))
+        }
+        (Some(_), None) => anyhow::bail!("an HTTPS listener without certificates"),
+        _ => None,
+    };
+    let plain = Router::new()
+        .route("/.well-known/acme-challenge/{token}", axum::routing::get(acme_challenge))
+        .with_state(state.clone())
+        .merge(router.layer(axum::middleware::from_fn_with_state(state, to_https)));
+    let served = axum::serve(listener, plain.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(stopping.cancelled_owned())
         .await;
-    // Every connection is closed and the router dropped: the writer's channel is closed, and it
+    let secured = match secure {
+        Some(task) => task.await.map_err(anyhow::Error::from).and_then(|r| Ok(r?)),
+        None => Ok(()),
+    };
+    // Every connection is closed and the routers dropped: the writer's channel is closed, and it
     // writes what is buffered before it ends (bounded: a database that hangs does not hold the
     // shutdown).
     if tokio::time::timeout(Duration::from_secs(5), writer).await.is_err() {
         tracing::warn!(target: "api::gateway", "the request log's last rows were not written in time");
     }
-    Ok(served?)
+    served?;
+    secured
+}
+
+/// ACME's HTTP-01 challenge for a certificate being ordered (any replica answers it).
+async fn acme_challenge(
+    State(state): State<GatewayState>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> Response {
+    match crate::certificates::challenge_answer(&state.db, &token).await {
+        Ok(Some(answer)) => {
+            ([(header::CONTENT_TYPE, "application/octet-stream")], answer).into_response()
+        }
+        Ok(None) => StatusCode::NOT_FOUND.into_response(),
+        Err(err) => {
+            tracing::warn!(target: "api::gateway", %err, "ACME challenge lookup failed");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
+/// Plain HTTP to a host served over HTTPS goes there (308 keeps the method and body).
+async fn to_https(
+    State(state): State<GatewayState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(bare_host)
+        .unwrap_or_default();
+    match &state.certificates {
+        Some(store) if !host.is_empty() && store.has(host) => {
+            let port = state.config.gateway_public_https_port;
+            let authority = if port == 443 { host.to_owned() } else { format!("{host}:{port}") };
+            let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+            match HeaderValue::from_str(&format!("https://{authority}{path}")) {
+                Ok(location) => {
+                    (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, location)]).into_response()
+                }
+                Err(_) => next.run(request).await,
+            }
+        }
+        _ => next.run(request).await,
+    }
 }
 
 /// The site label of a `Host` under the sites domain (`my-site.decentraspace.site[:port]`).
