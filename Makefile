@@ -129,8 +129,9 @@ bench-upload: contracts ## A 1 GiB upload streamed through the API binary to IPF
 	$(CARGO) build --locked --release -p decentraspace-api
 	DATABASE_URL="$$(scripts/postgres.sh)" $(CARGO) bench --locked -p decentraspace-tests --bench upload
 
-bench-gateway: contracts ## The site gateway serving a small page under wrk (req/s, p50, p99)
+bench-gateway: contracts ## The site gateway against nginx (same machine, same run): a page over HTTP and HTTPS, a 100 MB file
 	command -v wrk >/dev/null || { apt-get install -y wrk || sudo apt-get install -y wrk; }
+	command -v nginx >/dev/null || { apt-get install -y nginx-light || sudo apt-get install -y nginx-light; }
 	DATABASE_URL="$$(scripts/postgres.sh)" $(CARGO) bench --locked -p decentraspace-tests --bench gateway
 
 bench-build: contracts bwrap ## A site built from source, push to live, against the same build run directly (cold and warm)

@@ -343,6 +343,15 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_LISTEN")]
     pub gateway_listen: Option<std::net::SocketAddr>,
 
+    /// Where the gateway keeps site files too large for memory (emptied at start; unset: a
+    /// private temporary folder).
+    #[arg(long, env = "GATEWAY_CACHE_DIR")]
+    pub gateway_cache_dir: Option<std::path::PathBuf>,
+
+    /// The most the gateway's disk cache holds, in MiB.
+    #[arg(long, env = "GATEWAY_CACHE_MAX_MB", default_value_t = 4096)]
+    pub gateway_cache_max_mb: u64,
+
     /// Where the gateway takes HTTPS (unset: no TLS in this process). It serves the certificates
     /// ordered for linked domains and, for `<site>.<SITES_DOMAIN>`, the one in
     /// `SITES_TLS_CERT_FILE`.
@@ -353,6 +362,11 @@ pub struct Config {
     /// in the URL).
     #[arg(long, env = "GATEWAY_PUBLIC_HTTPS_PORT", default_value_t = 443)]
     pub gateway_public_https_port: u16,
+
+    /// Whether plain HTTP to a host served over HTTPS is redirected there (off: both are
+    /// served, e.g. behind a proxy that redirects itself).
+    #[arg(long, env = "GATEWAY_REDIRECT_HTTPS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub gateway_redirect_https: bool,
 
     /// `Strict-Transport-Security` max-age for HTTPS answers, in seconds (0: no header).
     #[arg(long, env = "HSTS_MAX_AGE_SECS", default_value_t = 31_536_000)]

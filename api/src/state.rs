@@ -404,6 +404,7 @@ impl AppState {
                 platform: platform.clone(),
                 ipfs,
                 certificates: config.gateway_tls_listen.map(|_| certificates.clone()),
+                sites: Arc::default(),
             },
             certificates: CertificatesState {
                 platform: platform.clone(),

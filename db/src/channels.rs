@@ -36,6 +36,11 @@ pub const OUTBOX_MOVED: &str = "decentraspace_outbox_moved";
 /// `certificates`): wakes it on every replica.
 pub const WAKE_JOB: &str = "decentraspace_wake_job";
 
+/// A site's routing changed: its row (a deployment went live, a rollback), a preview or a
+/// dynamic site's machine (statement triggers on `sites`, `site_previews`, `site_instances` send
+/// it; the payload is the table's name): the gateways forget the routes they keep.
+pub const SITE_CHANGED: &str = "decentraspace_site_changed";
+
 /// What the indexer committed: a batch of blocks, or a rollback to a fork.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexedBatch {
@@ -66,6 +71,7 @@ mod tests {
             OUTBOX_QUEUED,
             OUTBOX_MOVED,
             WAKE_JOB,
+            SITE_CHANGED,
         ];
         let unique: std::collections::HashSet<_> = names.iter().collect();
         assert_eq!(unique.len(), names.len());

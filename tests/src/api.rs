@@ -30,6 +30,8 @@ pub struct TestApi {
     pub gateway: String,
     /// The gateway's HTTPS address, when the configuration asked for one.
     pub gateway_tls: Option<SocketAddr>,
+    /// The in-process gateway's route cache and database, for [`TestApi::gateway_current`].
+    routes: Option<(std::sync::Arc<decentraspace_api::gateway::sites::Sites>, sqlx::PgPool)>,
     /// An HTTP client.
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
@@ -112,6 +114,7 @@ impl TestApi {
             }
             None => (None, None),
         };
+        let routes = Some((state.gateway.sites.clone(), state.platform.db.clone()));
         let handle = tokio::spawn(decentraspace_api::serve(
             state,
             listener,
@@ -125,6 +128,7 @@ impl TestApi {
             base,
             gateway: gateway_base,
             gateway_tls: tls_addr,
+            routes,
             http: reqwest::Client::new(),
             stop: Some(stop),
             handle: Some(handle),
@@ -137,9 +141,20 @@ impl TestApi {
             base: base.to_owned(),
             gateway: String::new(),
             gateway_tls: None,
+            routes: None,
             http: reqwest::Client::new(),
             stop: None,
             handle: None,
+        }
+    }
+
+    /// Waits until the in-process gateway has heard every change committed so far (its routes
+    /// are kept in memory and follow the database's notifications), so the next request to it
+    /// sees them. Nothing to wait for with an API served elsewhere.
+    pub async fn gateway_current(&self) -> anyhow::Result<()> {
+        match &self.routes {
+            Some((sites, db)) => sites.sync(db).await,
+            None => Ok(()),
         }
     }
 

@@ -15,6 +15,8 @@ pub struct WrkRun {
     pub p99_ms: f64,
     /// Non-2xx/3xx answers and socket errors.
     pub errors: u64,
+    /// Bytes read per second (headers and bodies), in MB (10^6 bytes).
+    pub mb_per_sec: f64,
 }
 
 /// Runs `wrk` (2 threads, `connections`, `seconds`, with an optional `header`) against `url`.
@@ -57,8 +59,21 @@ pub fn wrk(
             v.split(',').filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok()).sum()
         })
         .unwrap_or(0);
+    // `Transfer/sec:  12.34MB` (binary units, as wrk prints them).
+    let transfer = field("Transfer/sec:").context("Transfer/sec in wrk's output")?;
+    let (number, unit) = transfer
+        .split_at(transfer.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(transfer.len()));
+    let scale = match unit {
+        "B" => 1.0,
+        "KB" => 1024.0,
+        "MB" => 1024.0 * 1024.0,
+        "GB" => 1024.0 * 1024.0 * 1024.0,
+        other => bail!("unknown transfer unit {other:?}"),
+    };
+    let mb_per_sec = number.parse::<f64>()? * scale / 1e6;
     Ok(WrkRun {
         rps,
+        mb_per_sec,
         p50_ms: ms(field("50%"))?,
         p99_ms: ms(field("99%"))?,
         errors: non_2xx + socket,

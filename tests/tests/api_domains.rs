@@ -29,6 +29,7 @@ fn domain_config(chain: &TestChain, db: &TestDb, ipfs: &TestIpfs) -> decentraspa
 
 /// A request to the gateway for `host`: status and body.
 async fn visit(api: &TestApi, host: &str) -> anyhow::Result<(u16, String)> {
+    api.gateway_current().await?;
     let response = api.http.get(format!("{}/", api.gateway)).header("host", host).send().await?;
     Ok((response.status().as_u16(), response.text().await?))
 }

@@ -41,6 +41,7 @@ fn image_parts(site: &str, image: &str, port: u16) -> Vec<(&'static str, String)
 
 /// A request to the gateway for `site`: status and body.
 async fn visit(api: &TestApi, site: &str, body: Option<&str>) -> anyhow::Result<(u16, String)> {
+    api.gateway_current().await?;
     let request = match body {
         Some(body) => api.http.post(format!("{}/echo", api.gateway)).body(body.to_owned()),
         None => api.http.get(format!("{}/", api.gateway)),

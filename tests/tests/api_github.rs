@@ -116,6 +116,7 @@ async fn deliver(
 }
 
 async fn served(api: &TestApi, site: &str) -> anyhow::Result<(u16, String)> {
+    api.gateway_current().await?;
     let response = api
         .http
         .get(format!("{}/", api.gateway))
@@ -433,6 +434,7 @@ fn source_seeing_env(sha: &str, title: &str) -> anyhow::Result<Vec<u8>> {
 
 /// `GET /` of `host` (a site or a preview) on the gateway: status, `X-Robots-Tag` and body.
 async fn visit(api: &TestApi, host: &str) -> anyhow::Result<(u16, Option<String>, String)> {
+    api.gateway_current().await?;
     let response = api
         .http
         .get(format!("{}/", api.gateway))

@@ -94,6 +94,7 @@ async fn visit(
     path: &str,
     headers: &[(&str, &str)],
 ) -> anyhow::Result<(u16, reqwest::header::HeaderMap, Vec<u8>)> {
+    api.gateway_current().await?;
     let mut request =
         api.http.get(format!("{}{path}", api.gateway)).header("host", format!("{site}.{DOMAIN}"));
     for (name, value) in headers {
@@ -171,6 +172,7 @@ async fn files_are_cached_by_their_names_served_in_ranges_to_head_and_compressed
     assert_eq!((status, body.as_slice()), (200, text.as_slice()));
 
     // HEAD: the headers of a GET, no body.
+    api.gateway_current().await?;
     let response = api
         .http
         .head(format!("{}/video.bin", api.gateway))
@@ -1081,6 +1083,7 @@ async fn redirects_and_headers_files_route_the_site_and_a_bad_line_fails_the_dep
     assert!(log.contains("_redirects: 8 rules, _headers: 2 path blocks"), "{log}");
 
     // Redirects are answered, not followed.
+    api.gateway_current().await?;
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
     let get = |path: &str| {
         let request =

@@ -134,6 +134,7 @@ impl Setup {
 
     /// A client that trusts only pebble's issuing root and reaches `domain` at `port` here.
     async fn https_client(&self, domain: &str, port: u16) -> anyhow::Result<reqwest::Client> {
+        self.api.gateway_current().await?;
         let root = reqwest::Certificate::from_pem(self.pebble.issuing_root().await?.as_bytes())?;
         Ok(reqwest::Client::builder()
             .tls_certs_only([root])
@@ -159,6 +160,7 @@ async fn a_linked_domain_is_served_over_https_with_a_certificate_every_replica_s
     let client = setup.https_client(&stranger, setup.tls_port).await?;
     let refused = client.get(format!("https://{stranger}:{}/", setup.tls_port)).send().await;
     assert!(refused.is_err(), "an unknown host got a TLS answer: {refused:?}");
+    setup.api.gateway_current().await?;
     let plain = setup
         .api
         .http
@@ -226,6 +228,9 @@ async fn a_linked_domain_is_served_over_https_with_a_certificate_every_replica_s
             ("IPFS_API_URL", setup._ipfs.api_url.clone()),
             ("IPFS_GATEWAY_URL", setup._ipfs.gateway_url.clone()),
             ("UPTIME_INTERVAL_SECS", "0".to_owned()),
+            // The budgets of the in-process API: both replicas lease from the same shared ones.
+            ("RATE_LIMIT_PER_IP", "10000".to_owned()),
+            ("RATE_LIMIT_PER_ACCOUNT", "10000".to_owned()),
         ],
     )
     .await?;

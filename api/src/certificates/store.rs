@@ -1,7 +1,8 @@
 //! The certificates this replica serves, in memory: the one of each linked domain (loaded from
 //! `tls_certificates`, their keys opened here) and the operator's wildcard for the sites domain.
 //! The gateway's TLS handshakes pick from it by SNI; a name it holds nothing for gets no
-//! certificate (the handshake fails) and never causes an order.
+//! certificate (the handshake fails) and never causes an order; a handshake without a name gets
+//! the sites wildcard, when there is one.
 
 use std::{
     collections::HashMap,
@@ -56,7 +57,12 @@ impl std::fmt::Debug for CertStore {
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Served> {
-        self.get(hello.server_name()?)
+        match hello.server_name() {
+            Some(name) => self.get(name),
+            // No name (an IP address was dialled, or an old client): the sites wildcard, as a
+            // server's default certificate; the `Host` header then picks the site.
+            None => self.inner.sites.as_ref().map(|(_, wildcard)| wildcard.clone()),
+        }
     }
 }
 

@@ -1,13 +1,16 @@
 //! The gateway: serves each site's current deployment by `Host` (`<site>.<SITES_DOMAIN>`), and
 //! its previews at `<preview>--<site>.<SITES_DOMAIN>` (not indexed, not counted).
 //!
-//! A path resolves against the deployment's file list (recorded when it went live), so no
-//! request probes IPFS for what is not there: the file itself, then its folder's `index.html`;
-//! failing both, the site's own `404.html`, else `index.html` for a page path when the site is a
-//! single-page application, else a 404 page. Bytes stream from the IPFS node. Every file is tagged
-//! with its CID (`ETag`), so a client revalidates for free and a changed file is a new tag; files
-//! with a hash in their name are cached for good; one byte range is served (`Range`, `If-Range`);
-//! text files go out as the brotli or gzip copy made at deploy when the client takes one.
+//! Hosts, sites and deployments' file lists come from memory ([`super::sites`]), kept current by
+//! the database's notifications. A path resolves against the deployment's file list (recorded
+//! when it went live), so no request probes IPFS for what is not there: the file itself, then
+//! its folder's `index.html`; failing both, the site's own `404.html`, else `index.html` for a
+//! page path when the site is a single-page application, else a 404 page. Small files are kept
+//! in memory and large ones on disk, by CID; the first read of each streams from the IPFS node.
+//! Every file is tagged with its CID (`ETag`), so a client revalidates for free and a changed
+//! file is a new tag; files with a hash in their name are cached for good; one byte range is
+//! served (`Range`, `If-Range`); text files go out as the brotli or gzip copy made at deploy
+//! when the client takes one.
 //! Unknown sites answer 404, expired or cancelled ones 410, paused or suspended ones 503, each
 //! with a page that says so. Every request is recorded for the site's analytics.
 
@@ -31,9 +34,13 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use anyhow::Context;
+
 use super::{
+    disk_cache::DiskCache,
     file_cache::{FileCache, MAX_FILE as MAX_CACHED_FILE},
     ranges::{self, Encoding, Wanted},
+    sites::{File, Served},
 };
 use crate::{gateway::GatewayState, hosting::routing::Routing};
 
@@ -54,6 +61,8 @@ struct Gateway {
     salt: [u8; 32],
     /// Small files by CID.
     files: std::sync::Arc<FileCache>,
+    /// Large files by CID, on disk.
+    disk: Arc<DiskCache>,
     /// Requests to dynamic sites' machines.
     upstream: reqwest::Client,
     /// Deployments' `_redirects` and `_headers`, by deployment.
@@ -72,7 +81,7 @@ struct Hit {
 }
 
 /// The gateway's router, and the task that writes its request log (run it alongside).
-pub fn router(state: GatewayState) -> (Router, impl Future<Output = ()>) {
+pub fn router(state: GatewayState) -> anyhow::Result<(Router, impl Future<Output = ()>)> {
     let (hits, received) = mpsc::channel(LOG_BUFFER);
     let salt: [u8; 32] = Sha256::new()
         .chain_update(b"decentraspace visitor salt\0")
@@ -80,15 +89,21 @@ pub fn router(state: GatewayState) -> (Router, impl Future<Output = ()>) {
         .finalize()
         .into();
     let writer = write_hits(state.clone(), received);
+    let disk = DiskCache::new(
+        state.config.gateway_cache_dir.clone(),
+        state.config.gateway_cache_max_mb.saturating_mul(1024 * 1024),
+    )
+    .context("the gateway's disk cache")?;
     let gateway = Gateway {
         state,
         hits,
         salt,
         files: Default::default(),
+        disk: Arc::new(disk),
         upstream: super::proxy::client(),
         routing: Default::default(),
     };
-    (Router::new().fallback(serve).with_state(gateway), writer)
+    Ok((Router::new().fallback(serve).with_state(gateway), writer))
 }
 
 /// Serves the gateway on `listener` (plain HTTP) and, when given, on `tls` (HTTPS) until
@@ -100,7 +115,7 @@ pub async fn serve_gateway(
     tls: Option<tokio::net::TcpListener>,
     stopping: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
-    let (router, writer) = router(state.clone());
+    let (router, writer) = router(state.clone())?;
     let writer = tokio::spawn(writer);
     let secure = match (tls, &state.certificates) {
         (Some(tls), Some(store)) => {
@@ -180,7 +195,9 @@ async fn to_https(
         .map(bare_host)
         .unwrap_or_default();
     match &state.certificates {
-        Some(store) if !host.is_empty() && store.has(host) => {
+        Some(store)
+            if state.config.gateway_redirect_https && !host.is_empty() && store.has(host) =>
+        {
             let port = state.config.gateway_public_https_port;
             let authority = if port == 443 { host.to_owned() } else { format!("{host}:{port}") };
             let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -239,33 +256,6 @@ fn candidates(path: &str) -> Option<Vec<String>> {
     })
 }
 
-/// A site as the gateway needs it.
-struct Served {
-    id: i64,
-    /// `static` or `dynamic`.
-    kind: String,
-    /// A dynamic site's running machine (`host:port`).
-    upstream: Option<String>,
-    spa_fallback: bool,
-    deployment: Option<i64>,
-    state: String,
-    expired: bool,
-}
-
-/// A file of a deployment.
-struct File {
-    path: String,
-    cid: String,
-    size_bytes: i64,
-    content_type: String,
-    /// Its brotli copy made at deploy: CID and size.
-    br_cid: Option<String>,
-    br_size: Option<i64>,
-    /// Its gzip copy.
-    gz_cid: Option<String>,
-    gz_size: Option<i64>,
-}
-
 async fn serve(
     State(gateway): State<Gateway>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -286,7 +276,7 @@ async fn serve(
             None => (label.to_owned(), None),
         },
         // A custom domain linked on-chain to a site's hosting service.
-        None => match linked_site(&gateway.state, &host).await {
+        None => match gateway.state.sites.linked(&gateway.state, bare_host(&host)).await {
             Ok(Some(name)) => (name, None),
             Ok(None) => {
                 return page(
@@ -305,7 +295,7 @@ async fn serve(
             }
         },
     };
-    let site = match find_site(&gateway.state, &label, preview.as_deref()).await {
+    let site = match gateway.state.sites.site(&gateway.state, &label, preview.as_deref()).await {
         Ok(Some(site))
             if preview.is_some() && (site.kind != "static" || site.deployment.is_none()) =>
         {
@@ -484,7 +474,10 @@ async fn routed(
                 Some(found) => found,
                 None => {
                     let wanted = candidates(path).unwrap_or_default();
-                    let found = lookup(&gateway.state, deployment, &wanted)
+                    let found = gateway
+                        .state
+                        .sites
+                        .files(&gateway.state, deployment, &wanted)
                         .await
                         .map(|files| !files.is_empty())
                         .unwrap_or(false);
@@ -512,7 +505,7 @@ async fn routed(
         // A rewrite serves the target's file (or its folder's index) with the rule's status.
         let target_path = target.split(['?', '#']).next().unwrap_or_default();
         let wanted = candidates(target_path).unwrap_or_default();
-        let files = match lookup(&gateway.state, deployment, &wanted).await {
+        let files = match gateway.state.sites.files(&gateway.state, deployment, &wanted).await {
             Ok(files) => files,
             Err(err) => {
                 tracing::warn!(target: "api::gateway", %err, "file lookup failed");
@@ -586,7 +579,7 @@ async fn serve_path(
         wanted.insert(wanted.len() - 1, ("index.html".into(), StatusCode::OK));
     }
     let paths: Vec<String> = wanted.iter().map(|(p, _)| p.clone()).collect();
-    let files = match lookup(state, deployment, &paths).await {
+    let files = match state.sites.files(state, deployment, &paths).await {
         Ok(files) => files,
         Err(err) => {
             tracing::warn!(target: "api::gateway", %err, "file lookup failed");
@@ -706,6 +699,15 @@ async fn file_response(
             }
         };
     }
+    if let Some(stream) = gateway.disk.read(cid, range).await {
+        return (status, response_headers, Body::from_stream(stream)).into_response();
+    }
+    // This request streams from the node; a copy goes to disk for the next ones.
+    let source = {
+        let (ipfs, cid) = (ipfs.clone(), cid.to_owned());
+        async move { ipfs.cat_stream(&cid).await.map(Box::pin).map_err(|e| e.to_string()) }
+    };
+    gateway.disk.fill(cid, size, source);
     match ipfs.cat_stream_range(cid, range).await {
         Ok(stream) => (status, response_headers, Body::from_stream(stream)).into_response(),
         Err(err) => {
@@ -713,74 +715,6 @@ async fn file_response(
             page(StatusCode::BAD_GATEWAY, "Try again", "The site's files could not be read.")
         }
     }
-}
-
-/// The site a linked domain serves (the `Host` without its port).
-async fn linked_site(state: &GatewayState, host: &str) -> sqlx::Result<Option<String>> {
-    let domain = bare_host(host);
-    sqlx::query_scalar!(
-        "select s.name from domains d
-         join sites s on s.chain_id = d.chain_id and s.service_id = d.service_id
-         where d.chain_id = $1 and d.name = $2
-           and (d.expires_at is null or d.expires_at > chain_now(d.chain_id))",
-        state.chain_id() as i64,
-        domain
-    )
-    .fetch_optional(&state.db)
-    .await
-}
-
-/// The site `name` as the gateway serves it; with `preview`, the deployment is that preview's
-/// (none when it has no such preview, or none live yet).
-async fn find_site(
-    state: &GatewayState,
-    name: &str,
-    preview: Option<&str>,
-) -> sqlx::Result<Option<Served>> {
-    sqlx::query_as!(
-        Served,
-        r#"select s.id, s.kind, i.address as "upstream?", s.spa_fallback,
-                  case when $3::text is null then s.current_deployment_id
-                       else (select p.deployment_id from site_previews p
-                             where p.site_id = s.id and p.label = $3 and p.closed_at is null) end as deployment,
-                  coalesce(v.state, 'opening') as "state!",
-                  coalesce(v.expires_at <= chain_now(s.chain_id)
-                           and effective_tier(a.tier, a.tier_expires_at, chain_now(s.chain_id)) = 'free',
-                           false) as "expired!"
-           from sites s
-           left join services v on v.chain_id = s.chain_id and v.service_id = s.service_id
-           left join accounts a on a.chain_id = s.chain_id and a.address = s.account
-           left join site_instances i on i.site_id = s.id and i.state = 'running'
-           where s.chain_id = $1 and s.name = $2"#,
-        state.chain_id() as i64,
-        name,
-        preview
-    )
-    .fetch_optional(&state.db)
-    .await
-}
-
-async fn lookup(
-    state: &GatewayState,
-    deployment: i64,
-    paths: &[String],
-) -> sqlx::Result<Vec<File>> {
-    sqlx::query_as!(
-        File,
-        r#"select f.path, f.cid, f.size_bytes, f.content_type,
-                  b.cid as "br_cid?", b.size_bytes as "br_size?",
-                  g.cid as "gz_cid?", g.size_bytes as "gz_size?"
-           from deployment_files f
-           left join deployment_file_encodings b
-             on b.deployment_id = f.deployment_id and b.path = f.path and b.encoding = 'br'
-           left join deployment_file_encodings g
-             on g.deployment_id = f.deployment_id and g.path = f.path and g.encoding = 'gzip'
-           where f.deployment_id = $1 and f.path = any($2)"#,
-        deployment,
-        paths
-    )
-    .fetch_all(&state.db)
-    .await
 }
 
 /// A small HTML page for what the gateway itself answers.
