@@ -21,10 +21,13 @@ pub enum Wake {
     FolderDirectories,
     /// Every replica's TLS certificates (one was issued or renewed).
     Certificates,
+    /// The IPNS publisher (a site's current deployment changed).
+    SiteNames,
 }
 
 impl Wake {
-    const ALL: [Self; 3] = [Self::CardPayments, Self::FolderDirectories, Self::Certificates];
+    const ALL: [Self; 4] =
+        [Self::CardPayments, Self::FolderDirectories, Self::Certificates, Self::SiteNames];
 
     /// The NOTIFY payload naming it.
     fn name(self) -> &'static str {
@@ -32,6 +35,7 @@ impl Wake {
             Self::CardPayments => "card-payments",
             Self::FolderDirectories => "folder-directories",
             Self::Certificates => "certificates",
+            Self::SiteNames => "site-names",
         }
     }
 }

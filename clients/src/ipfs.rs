@@ -275,6 +275,43 @@ impl Ipfs {
         reply(response).await
     }
 
+    /// The node's key named `name` (Ed25519), made when it has none: its IPNS name as the node
+    /// writes it (a peer id, or a CID in base36).
+    pub async fn key(&self, name: &str) -> Result<String, IpfsError> {
+        #[derive(Deserialize)]
+        struct Key {
+            #[serde(rename = "Name")]
+            name: String,
+            #[serde(rename = "Id")]
+            id: String,
+        }
+        #[derive(Deserialize)]
+        struct Keys {
+            #[serde(rename = "Keys", default)]
+            keys: Vec<Key>,
+        }
+        let listed: Keys = parse(&self.call("key/list", &[], &[]).await?)?;
+        if let Some(key) = listed.keys.into_iter().find(|k| k.name == name) {
+            return Ok(key.id);
+        }
+        let made: Key =
+            parse(&self.call("key/gen", &[("arg", name)], &[("type", "ed25519")]).await?)?;
+        Ok(made.id)
+    }
+
+    /// Points the IPNS name of key `key` at `/ipfs/<cid>` (signed by the node, valid for a year,
+    /// without waiting for the network to take it).
+    pub async fn publish(&self, key: &str, cid: &str) -> Result<(), IpfsError> {
+        let path = format!("/ipfs/{cid}");
+        self.call(
+            "name/publish",
+            &[("arg", &path)],
+            &[("key", key), ("lifetime", "8760h"), ("allow-offline", "true")],
+        )
+        .await
+        .map(drop)
+    }
+
     /// Removes the pin of `cid` (its blocks become garbage the node may collect).
     pub async fn unpin(&self, cid: &str) -> Result<(), IpfsError> {
         let response = self
@@ -343,6 +380,12 @@ async fn reply(response: reqwest::Response) -> Result<String, IpfsError> {
         return Err(refusal(response).await);
     }
     response.text().await.map_err(|e| IpfsError::Unreachable(error_chain(&e)))
+}
+
+/// A reply's JSON, or the refusal saying it was not what was expected.
+fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, IpfsError> {
+    serde_json::from_str(text.lines().last().unwrap_or_default())
+        .map_err(|e| IpfsError::Refused(format!("an unexpected reply ({e}): {text}")))
 }
 
 async fn refusal(response: reqwest::Response) -> IpfsError {

@@ -33,7 +33,7 @@ pub const OUTBOX_QUEUED: &str = "decentraspace_outbox_queued";
 pub const OUTBOX_MOVED: &str = "decentraspace_outbox_moved";
 
 /// A job has new work (the payload names it: `card-payments`, `folder-directories`,
-/// `certificates`): wakes it on every replica.
+/// `certificates`, `site-names`): wakes it on every replica.
 pub const WAKE_JOB: &str = "decentraspace_wake_job";
 
 /// A site's routing changed: its row (a deployment went live, a rollback), a preview or a

@@ -97,6 +97,8 @@ pub enum Lock<'a> {
     },
     /// Ordering linked domains' TLS certificates.
     TlsOrders,
+    /// Pointing sites' IPNS names at their deployments.
+    SiteNames,
     /// The one sender of a signing key's transactions (its outbox rows, its nonces).
     ChainSender {
         /// The chain.
@@ -124,6 +126,7 @@ impl Lock<'_> {
             Self::BuildMinutes { .. } => 0x0404,
             Self::SiteWebhook { .. } => 0x0405,
             Self::Deployment { .. } => 0x0406,
+            Self::SiteNames => 0x0407,
             Self::GitHubAccount { .. } => 0x0501,
             Self::GitHubIdentity { .. } => 0x0502,
             Self::DomainRecovery => 0x0601,
@@ -166,6 +169,7 @@ impl Lock<'_> {
             | Self::DomainZones
             | Self::DomainAutoRenew
             | Self::TlsOrders
+            | Self::SiteNames
             | Self::DatabaseProvisioner => 0,
         }
     }
@@ -244,6 +248,7 @@ mod tests {
             Lock::DomainZones,
             Lock::DomainAutoRenew,
             Lock::TlsOrders,
+            Lock::SiteNames,
             Lock::ChainSender { chain_id: 137, signer: account },
             Lock::DatabaseProvisioner,
             Lock::Database { service_id: 1 },

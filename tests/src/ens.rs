@@ -20,6 +20,13 @@ alloy::sol! {
     interface TestEnsRegistry {
         function owner(bytes32 node) external view returns (address);
         function setSubnodeOwner(bytes32 node, bytes32 label, address owner) external returns (bytes32);
+        function setResolver(bytes32 node, address resolver) external;
+    }
+
+    /// The resolver reads a test makes.
+    #[sol(rpc)]
+    interface TestResolver {
+        function contenthash(bytes32 node) external view returns (bytes);
     }
 }
 
@@ -87,6 +94,58 @@ impl TestEns {
             .get_receipt()
             .await?;
         Ok(())
+    }
+
+    /// Deploys ENS's `PublicResolver` (from the `@ensdomains/resolver` artifact) on this
+    /// registry: its address.
+    pub async fn public_resolver(&self) -> anyhow::Result<Address> {
+        let artifact: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(
+                repo_root()
+                    .join("node_modules/@ensdomains/resolver/build/contracts/PublicResolver.json"),
+            )
+            .context("the PublicResolver artifact (run `npm ci` first)")?,
+        )?;
+        let code: Bytes = artifact["bytecode"].as_str().context("bytecode")?.parse()?;
+        let init =
+            [code.as_ref(), &alloy::sol_types::SolValue::abi_encode(&self.registry)].concat();
+        let receipt = self
+            .provider
+            .send_transaction(TransactionRequest::default().with_deploy_code(Bytes::from(init)))
+            .await?
+            .get_receipt()
+            .await?;
+        receipt.contract_address.context("the resolver's address")
+    }
+
+    /// Sets `name`'s resolver, as its owner `owner`.
+    pub async fn set_resolver(
+        &self,
+        chain: &TestChain,
+        owner: PrivateKeySigner,
+        name: &str,
+        resolver: Address,
+    ) -> anyhow::Result<()> {
+        TestEnsRegistry::new(self.registry, chain.provider_as(owner))
+            .setResolver(ens_namehash(name), resolver)
+            .send()
+            .await?
+            .get_receipt()
+            .await?;
+        Ok(())
+    }
+
+    /// What `resolver` holds as `name`'s content hash.
+    pub async fn contenthash(
+        chain: &TestChain,
+        resolver: Address,
+        name: &str,
+    ) -> anyhow::Result<Vec<u8>> {
+        Ok(TestResolver::new(resolver, chain.reader())
+            .contenthash(ens_namehash(name))
+            .call()
+            .await?
+            .to_vec())
     }
 
     /// The registry's owner of `name` (the wrapper, for a wrapped name).

@@ -108,6 +108,23 @@ impl TestIpfs {
         Ok(response.bytes().await?.to_vec())
     }
 
+    /// What the IPNS name `name` resolves to on this node (`/ipfs/<cid>`). js-ipfs takes the
+    /// peer id form only (`12D3Koo…`), not the base36 CID.
+    pub async fn resolve_name(&self, name: &str) -> anyhow::Result<String> {
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/v0/name/resolve", self.api_url))
+            .query(&[("arg", format!("/ipns/{name}").as_str())])
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "name/resolve {name}: {}",
+            response.status()
+        );
+        let resolved: serde_json::Value = response.json().await?;
+        Ok(resolved["Path"].as_str().unwrap_or_default().to_owned())
+    }
+
     /// How many files and directories the node pins (recursive pins).
     pub async fn pins(&self) -> anyhow::Result<usize> {
         let response = reqwest::Client::new()

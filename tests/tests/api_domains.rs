@@ -179,23 +179,46 @@ async fn a_proven_domain_is_linked_by_its_owner_and_served() -> anyhow::Result<(
     Ok(())
 }
 
+/// The chain with ENS (its registry and NameWrapper stand-in, administered by user 9),
+/// Postgres, the indexer and IPFS; then [`EnsSetup::api`] with ENS configured.
+struct EnsSetup {
+    chain: TestChain,
+    db: TestDb,
+    ipfs: TestIpfs,
+    ens: TestEns,
+    _indexer: IndexerTask,
+}
+
+impl EnsSetup {
+    async fn start() -> anyhow::Result<Self> {
+        let chain = TestChain::start().await?;
+        let db = TestDb::create().await?;
+        let indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
+        let ipfs = TestIpfs::start().await?;
+        let ens = TestEns::deploy(&chain, chain.user(9)).await?;
+        Ok(Self { chain, db, ipfs, ens, _indexer: indexer })
+    }
+
+    /// The API, reading this ENS.
+    async fn api(&self) -> anyhow::Result<TestApi> {
+        let mut config = domain_config(&self.chain, &self.db, &self.ipfs);
+        config.ens_rpc_url = Some(self.chain.endpoint());
+        config.ens_registry = self.ens.registry;
+        config.ens_name_wrapper = self.ens.wrapper;
+        TestApi::start_with(config).await
+    }
+}
+
 #[tokio::test]
 async fn ens_names_link_when_the_wallet_owns_them_directly_or_wrapped() -> anyhow::Result<()> {
-    let chain = TestChain::start().await?;
-    let db = TestDb::create().await?;
-    let _indexer = IndexerTask::start(indexer_config(&chain, &db, 0)).await?;
-    let ipfs = TestIpfs::start().await?;
-    let ens = TestEns::deploy(&chain, chain.user(9)).await?;
+    let setup = EnsSetup::start().await?;
+    let (chain, ens) = (&setup.chain, &setup.ens);
     let (owner_wallet, other_wallet) = (chain.user(0), chain.user(1));
     ens.register("alice.eth", owner_wallet.address()).await?;
     ens.register("bob.eth", other_wallet.address()).await?;
     ens.wrap("wrapped.eth", owner_wallet.address()).await?;
     ens.register("café.eth", owner_wallet.address()).await?;
-    let mut config = domain_config(&chain, &db, &ipfs);
-    config.ens_rpc_url = Some(chain.endpoint());
-    config.ens_registry = ens.registry;
-    config.ens_name_wrapper = ens.wrapper;
-    let api = TestApi::start_with(config).await?;
+    let api = setup.api().await?;
     let owner = api.login_registered(&owner_wallet).await?;
     api.deploy_site(&owner.access, "blog", "<h1>ens blog</h1>").await?;
     let registry = DomainRegistry::new(chain.deployment.contracts.domain_registry, chain.reader());
@@ -225,7 +248,7 @@ async fn ens_names_link_when_the_wallet_owns_them_directly_or_wrapped() -> anyho
     assert_eq!(registry.ownerOf(keccak256("alice.eth")).call().await?, owner_wallet.address());
     let sent = relay_signed(
         &api,
-        &chain,
+        chain,
         &owner_wallet,
         &owner.access,
         chain.deployment.contracts.domain_registry,
@@ -240,7 +263,7 @@ async fn ens_names_link_when_the_wallet_owns_them_directly_or_wrapped() -> anyho
 
     // A wrapped name is the wallet's through the NameWrapper.
     assert_eq!(
-        TestEns::registry_owner(&chain, ens.registry, "wrapped.eth").await?,
+        TestEns::registry_owner(chain, ens.registry, "wrapped.eth").await?,
         ens.wrapper,
         "the registry names the wrapper"
     );
@@ -324,5 +347,112 @@ async fn a_domain_whose_proof_is_gone_is_unlinked_after_the_grace_period() -> an
             .fetch_one(&mut conn)
             .await?;
     assert!(last_error.is_some_and(|e| e.contains("no longer holds")));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ens_name_follows_its_sites_deploys_through_the_sites_ipns_name() -> anyhow::Result<()> {
+    let setup = EnsSetup::start().await?;
+    let (chain, ens, ipfs) = (&setup.chain, &setup.ens, &setup.ipfs);
+    let owner_wallet = chain.user(0);
+    ens.register("shop.eth", owner_wallet.address()).await?;
+    let resolver = ens.public_resolver().await?;
+    ens.set_resolver(chain, owner_wallet.clone(), "shop.eth", resolver).await?;
+    let api = setup.api().await?;
+    let owner = api.login_registered(&owner_wallet).await?;
+    let other = api.login_registered(&chain.user(1)).await?;
+    api.deploy_site(&owner.access, "shop", "<h1>v1</h1>").await?;
+    let (status, verified) = api
+        .post(
+            "/domain/link",
+            Some(&owner.access),
+            &json!({ "domain": "shop.eth", "site": "shop", "method": "ens" }),
+        )
+        .await?;
+    assert_eq!(status, 200, "{verified}");
+    let registry = chain.deployment.contracts.domain_registry;
+    let sent = relay_signed(
+        &api,
+        chain,
+        &owner_wallet,
+        &owner.access,
+        registry,
+        call_data(&verified["call"])?,
+    )
+    .await?;
+    assert_eq!(sent["status"], "mined", "{sent}");
+
+    // Once the link is indexed and the site's IPNS name published: the call to sign, once.
+    let path = "/domain/ens/Shop.ETH/contenthash";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let content = loop {
+        let (status, body) = api.get(path, Some(&owner.access)).await?;
+        if status == 200 {
+            break body;
+        }
+        // Until then: the link not indexed (404) or the name not published (409).
+        assert!(status == 404 || status == 409, "{status} {body}");
+        anyhow::ensure!(std::time::Instant::now() < deadline, "no contenthash call: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (content["name"].as_str(), content["site"].as_str()),
+        (Some("shop.eth"), Some("shop"))
+    );
+    assert_eq!(content["points_at_site"], false, "{content}");
+    assert_eq!(content["current_contenthash"], "0x", "{content}");
+    let ipns = content["ipns_name"].as_str().unwrap_or_default().to_owned();
+    assert!(ipns.starts_with("k51"), "{content}");
+    // The node here (js-ipfs) resolves the peer id form of the same name.
+    let peer_id = decentraspace_clients::ens::ipns_peer_id(&ipns)?;
+    // ENSIP-7: ipns-ns, then the name's CID (the node resolves the same name in base36).
+    let wanted = content["contenthash"].as_str().unwrap_or_default().to_owned();
+    assert!(wanted.starts_with("0xe50101720024080112"), "{content}");
+    let (_, site) = api.get("/hosting/status/shop", Some(&owner.access)).await?;
+    let first = site["current_deployment"]["cid"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(ipfs.resolve_name(&peer_id).await?, format!("/ipfs/{first}"));
+    // Another wallet's view of it: not theirs.
+    let (status, _) = api.get(path, Some(&other.access)).await?;
+    assert_eq!(status, 404);
+
+    // The owner signs it; the resolver then points at the site.
+    let call = &content["call"];
+    assert_eq!(
+        call["to"].as_str().map(str::to_lowercase),
+        Some(resolver.to_string().to_lowercase())
+    );
+    let data: Bytes = call["data"].as_str().unwrap_or_default().parse()?;
+    alloy::providers::Provider::send_transaction(
+        &chain.provider_as(owner_wallet.clone()),
+        alloy::rpc::types::TransactionRequest::default().to(resolver).input(data.into()),
+    )
+    .await?
+    .get_receipt()
+    .await?;
+    assert_eq!(
+        format!("0x{}", hex::encode(TestEns::contenthash(chain, resolver, "shop.eth").await?)),
+        wanted
+    );
+    let (_, content) = api.get(path, Some(&owner.access)).await?;
+    assert_eq!(
+        (content["points_at_site"].as_bool(), &content["call"]),
+        (Some(true), &Value::Null),
+        "{content}"
+    );
+
+    // A redeploy moves the IPNS name; the content hash stays as it is and still points at it.
+    api.deploy_site(&owner.access, "shop", "<h1>v2</h1>").await?;
+    let (_, site) = api.get("/hosting/status/shop", Some(&owner.access)).await?;
+    let second = site["current_deployment"]["cid"].as_str().unwrap_or_default().to_owned();
+    assert_ne!(second, first);
+    eventually("the IPNS name to follow the deploy", || async {
+        Ok(ipfs.resolve_name(&peer_id).await? == format!("/ipfs/{second}"))
+    })
+    .await?;
+    let (_, content) = api.get(path, Some(&owner.access)).await?;
+    assert_eq!(
+        (content["ipns_name"].as_str(), content["points_at_site"].as_bool()),
+        (Some(ipns.as_str()), Some(true))
+    );
     Ok(())
 }

@@ -263,7 +263,8 @@ pub async fn link(
         Vec::new()
     } else if method == OwnershipMethod::Ens {
         // An ENS name points at content by its resolver's contenthash: the site's current
-        // directory on IPFS (a static site's).
+        // directory on IPFS (a static site's). Once linked, `GET /domain/ens/{name}/contenthash`
+        // gives the site's IPNS name instead, which follows every deploy.
         let cid = sqlx::query_scalar!(
             "select d.content_id from sites s join deployments d on d.id = s.current_deployment_id
              where s.id = $1",

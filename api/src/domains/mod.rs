@@ -6,6 +6,7 @@
 //! through the relay; the gateway then serves the site on that host. Proofs are re-checked
 //! periodically. See `docs/adr/0008-domains.md`.
 
+pub mod contenthash;
 pub mod link;
 pub mod proof;
 pub mod purchase;
@@ -40,6 +41,7 @@ where
         .routes(routes!(renewals::set))
         .routes(routes!(zones::list))
         .routes(routes!(zones::set, zones::remove))
+        .routes(routes!(contenthash::show))
 }
 
 /// What domains use: the platform with the keys that charge and refund purchases, the proof

@@ -409,5 +409,6 @@ pub(super) async fn rollback(
     )
     .execute(&state.db)
     .await?;
+    state.wakes.now(&state.db, crate::wakes::Wake::SiteNames).await;
     Ok(Json(load(&state, id).await?).into_response())
 }

@@ -10,6 +10,7 @@ mod deploy;
 pub mod env;
 mod job;
 mod log;
+mod names;
 pub mod previews;
 pub mod routing;
 pub mod runtime;
@@ -69,6 +70,7 @@ feature_state!(HostingState);
 pub fn jobs(state: &HostingState) -> Vec<crate::jobs::Job> {
     let every = state.config.dynamic_reconcile_secs;
     let mut jobs = vec![job::worker(state), log::listener(state)];
+    jobs.extend(names::job(state));
     jobs.extend(
         (every > 0)
             .then(|| runtime::reconcile::job(state, std::time::Duration::from_secs(every)))

@@ -30,7 +30,7 @@ use super::{
 use decentraspace_db::locks::Lock;
 use sqlx::{Connection, PgConnection};
 
-use crate::hosting::HostingState;
+use crate::{hosting::HostingState, wakes::Wake};
 
 /// How long a claimed job stays a worker's without a renewal.
 const LEASE: Duration = Duration::from_secs(60);
@@ -639,6 +639,8 @@ async fn publish(
             .map_err(internal)?;
         }
     }
+    // The site's IPNS name follows its current deployment.
+    state.wakes.after_commit(&mut tx, Wake::SiteNames).await.map_err(internal)?;
     tx.commit().await.map_err(internal)?;
     tracing::info!(target: "api::deploy", deployment = job.id, cid = %added.cid, "deployment live");
     Ok(Published::Done)
