@@ -343,8 +343,8 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_LISTEN")]
     pub gateway_listen: Option<std::net::SocketAddr>,
 
-    /// Where the gateway keeps site files too large for memory (emptied at start; unset: a
-    /// private temporary folder).
+    /// Where the gateway keeps site files too large for memory (a folder of this process's own
+    /// is made inside it and removed when it stops; unset: the system's temporary folder).
     #[arg(long, env = "GATEWAY_CACHE_DIR")]
     pub gateway_cache_dir: Option<std::path::PathBuf>,
 

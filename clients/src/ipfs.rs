@@ -275,25 +275,20 @@ impl Ipfs {
         reply(response).await
     }
 
-    /// The node's key named `name` (Ed25519), made when it has none: its IPNS name as the node
-    /// writes it (a peer id, or a CID in base36).
-    pub async fn key(&self, name: &str) -> Result<String, IpfsError> {
-        #[derive(Deserialize)]
-        struct Key {
-            #[serde(rename = "Name")]
-            name: String,
-            #[serde(rename = "Id")]
-            id: String,
-        }
+    /// The node's keys: their IPNS names (as the node writes them: a peer id, or a CID in
+    /// base36) by key name.
+    pub async fn keys(&self) -> Result<std::collections::HashMap<String, String>, IpfsError> {
         #[derive(Deserialize)]
         struct Keys {
             #[serde(rename = "Keys", default)]
             keys: Vec<Key>,
         }
         let listed: Keys = parse(&self.call("key/list", &[], &[]).await?)?;
-        if let Some(key) = listed.keys.into_iter().find(|k| k.name == name) {
-            return Ok(key.id);
-        }
+        Ok(listed.keys.into_iter().map(|k| (k.name, k.id)).collect())
+    }
+
+    /// Makes the node's key `name` (Ed25519): its IPNS name.
+    pub async fn key_gen(&self, name: &str) -> Result<String, IpfsError> {
         let made: Key =
             parse(&self.call("key/gen", &[("arg", name)], &[("type", "ed25519")]).await?)?;
         Ok(made.id)
@@ -380,6 +375,15 @@ async fn reply(response: reqwest::Response) -> Result<String, IpfsError> {
         return Err(refusal(response).await);
     }
     response.text().await.map_err(|e| IpfsError::Unreachable(error_chain(&e)))
+}
+
+/// A key of the node.
+#[derive(Deserialize)]
+struct Key {
+    #[serde(rename = "Name")]
+    name: String,
+    #[serde(rename = "Id")]
+    id: String,
 }
 
 /// A reply's JSON, or the refusal saying it was not what was expected.

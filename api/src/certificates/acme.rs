@@ -144,9 +144,14 @@ async fn pass(
     };
     let mut failed = 0usize;
     for name in due {
-        match order(state, &account, &name.domain).await {
-            Ok(issued) => {
-                store_issued(state, &name.domain, issued).await?;
+        let ordered = match order(state, &account, &name.domain).await {
+            // Not stored (the database failed): waits out its back-off like a failed order, so
+            // the certificate authority is not asked again at every pass.
+            Ok(issued) => store_issued(state, &name.domain, issued).await.map_err(OrderError::from),
+            Err(err) => Err(err),
+        };
+        match ordered {
+            Ok(()) => {
                 tracing::info!(target: "api::certificates", domain = name.domain, "certificate issued");
             }
             Err(err) => {
@@ -256,9 +261,13 @@ async fn order(
     let mut tokens = Vec::new();
     let result = order_with(state, account, domain, &mut tokens).await;
     if !tokens.is_empty() {
-        sqlx::query!("delete from acme_challenges where token = any($1)", &tokens)
+        // A failed clean-up loses nothing: stale answers are removed after a day.
+        let removed = sqlx::query!("delete from acme_challenges where token = any($1)", &tokens)
             .execute(&state.db)
-            .await?;
+            .await;
+        if let Err(err) = removed {
+            tracing::warn!(target: "api::certificates", domain, %err, "challenge answers left for the daily clean-up");
+        }
     }
     result
 }
@@ -345,7 +354,7 @@ async fn store_issued(
     state: &CertificatesState,
     domain: &str,
     issued: Issued,
-) -> anyhow::Result<()> {
+) -> Result<(), sqlx::Error> {
     let sealed = state.sealer.seal_for(&issued.key_pem, &store::key_context(domain));
     let mut tx = state.db.begin().await?;
     sqlx::query!(

@@ -57,7 +57,7 @@ where
 pub fn jobs(state: &CertificatesState) -> Vec<Job> {
     let mut jobs = Vec::new();
     if state.config.gateway_tls_listen.is_some() {
-        jobs.push(state.store.loader(&state.db, &state.sealer, &state.wakes));
+        jobs.push(state.store.loader(&state.db, &state.sealer, &state.wakes, state.chain_id()));
     }
     jobs.extend(acme::job(state));
     jobs

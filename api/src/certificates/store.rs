@@ -139,11 +139,24 @@ impl CertStore {
         Ok(Arc::new(config))
     }
 
-    /// Loads every stored certificate that has not expired, replacing what was held. A row that
+    /// Loads every stored certificate that has not expired, of a name still linked, replacing
+    /// what was held. A row that
     /// does not open or parse is skipped (and logged), never served.
-    pub async fn reload(&self, db: &sqlx::PgPool, sealer: &Sealer) -> anyhow::Result<usize> {
+    pub async fn reload(
+        &self,
+        db: &sqlx::PgPool,
+        sealer: &Sealer,
+        chain_id: u64,
+    ) -> anyhow::Result<usize> {
+        // Only names still linked to a site: an unlinked name is neither served over HTTPS nor
+        // redirected there.
         let rows = sqlx::query!(
-            "select domain, chain_pem, key_sealed from tls_certificates where not_after > now()"
+            "select c.domain, c.chain_pem, c.key_sealed from tls_certificates c
+             where c.not_after > now()
+               and exists (select 1 from domains d
+                           where d.chain_id = $1 and d.name = c.domain and d.service_id is not null
+                             and (d.expires_at is null or d.expires_at > chain_now($1)))",
+            chain_id as i64
         )
         .fetch_all(db)
         .await?;
@@ -177,7 +190,13 @@ impl CertStore {
 
     /// The job that keeps this replica's certificates in line with the table: at start, when
     /// any replica stores one (NOTIFY), and every minute.
-    pub fn loader(&self, db: &sqlx::PgPool, sealer: &Sealer, wakes: &crate::wakes::Wakes) -> Job {
+    pub fn loader(
+        &self,
+        db: &sqlx::PgPool,
+        sealer: &Sealer,
+        wakes: &crate::wakes::Wakes,
+        chain_id: u64,
+    ) -> Job {
         let (store, db, sealer) = (self.clone(), db.clone(), sealer.clone());
         let woken = wakes.of(Wake::Certificates);
         Job::periodic(
@@ -186,7 +205,7 @@ impl CertStore {
             move || {
                 let (store, db, sealer) = (store.clone(), db.clone(), sealer.clone());
                 async move {
-                    store.reload(&db, &sealer).await?;
+                    store.reload(&db, &sealer, chain_id).await?;
                     Ok(())
                 }
             },

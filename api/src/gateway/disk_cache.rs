@@ -3,8 +3,8 @@
 //! The first request for a file streams it from the IPFS node while a background fill copies it
 //! to disk (once per CID, into a temporary name renamed when complete, so a cut-off fill leaves
 //! nothing usable behind); later requests read the disk. When the total passes the bound, the
-//! least recently used files go. The folder is this process's: it is emptied at start (without
-//! one configured, a private temporary folder is made and removed with the process's gateway).
+//! least recently used files go, and copies in progress count against the bound (at most
+//! [`MAX_FILLING`] at once). The files are in a folder of this process's own, removed with it.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -19,13 +19,15 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 /// How much of a file is read from disk at a time.
 const CHUNK: usize = 256 * 1024;
+/// Copies in progress at most (more requests stream from the node without one).
+const MAX_FILLING: usize = 4;
 
 /// Files on disk by CID.
 #[derive(Debug)]
 pub(super) struct DiskCache {
     dir: PathBuf,
-    /// The temporary folder made when none was configured (removed when dropped).
-    _temporary: Option<tempfile::TempDir>,
+    /// The folder, removed when dropped.
+    _temporary: tempfile::TempDir,
     max_bytes: u64,
     held: Mutex<Held>,
 }
@@ -37,6 +39,8 @@ struct Held {
     total: u64,
     /// CIDs being copied now.
     filling: HashSet<String>,
+    /// Their sizes together.
+    reserved: u64,
 }
 
 /// A CID as a file name: what IPFS CIDs are made of, nothing that climbs.
@@ -45,23 +49,28 @@ fn safe(cid: &str) -> bool {
 }
 
 impl DiskCache {
-    /// A cache in `dir` (made, and emptied), else in a temporary folder, of at most `max_bytes`.
+    /// A cache of at most `max_bytes` in a folder of this process's own, made inside `dir` (else
+    /// inside the system's temporary folder) and removed with the cache: processes sharing
+    /// `dir` never touch each other's files.
     pub(super) fn new(dir: Option<PathBuf>, max_bytes: u64) -> std::io::Result<Self> {
-        let (dir, temporary) = match dir {
-            Some(dir) => {
-                if dir.exists() {
-                    std::fs::remove_dir_all(&dir)?;
-                }
-                std::fs::create_dir_all(&dir)?;
-                (dir, None)
-            }
-            None => {
-                let temporary =
-                    tempfile::Builder::new().prefix("decentraspace-gateway-cache-").tempdir()?;
-                (temporary.path().to_owned(), Some(temporary))
-            }
+        let builder = {
+            let mut builder = tempfile::Builder::new();
+            builder.prefix("decentraspace-gateway-cache-");
+            builder
         };
-        Ok(Self { dir, _temporary: temporary, max_bytes, held: Mutex::default() })
+        let temporary = match dir {
+            Some(dir) => {
+                std::fs::create_dir_all(&dir)?;
+                builder.tempdir_in(dir)?
+            }
+            None => builder.tempdir()?,
+        };
+        Ok(Self {
+            dir: temporary.path().to_owned(),
+            _temporary: temporary,
+            max_bytes,
+            held: Mutex::default(),
+        })
     }
 
     /// `length` bytes of `cid` from `offset` (the whole file without a range), when it is here.
@@ -76,7 +85,19 @@ impl DiskCache {
             entry.1 = Instant::now();
             entry.0
         };
-        let mut file = tokio::fs::File::open(self.dir.join(cid)).await.ok()?;
+        let mut file = match tokio::fs::File::open(self.dir.join(cid)).await {
+            Ok(file) => file,
+            Err(err) => {
+                // Removed behind its back: forgotten, so the next request copies it again.
+                tracing::warn!(target: "api::gateway", %cid, %err, "a cached file is gone");
+                if let Ok(mut held) = self.held.lock()
+                    && let Some((size, _)) = held.files.remove(cid)
+                {
+                    held.total = held.total.saturating_sub(size);
+                }
+                return None;
+            }
+        };
         let (offset, length) = range.unwrap_or((0, size));
         if offset > 0 {
             file.seek(std::io::SeekFrom::Start(offset)).await.ok()?;
@@ -97,15 +118,27 @@ impl DiskCache {
         }
         {
             let Ok(mut held) = self.held.lock() else { return };
-            if held.files.contains_key(cid) || !held.filling.insert(cid.to_owned()) {
+            if held.files.contains_key(cid)
+                || held.filling.contains(cid)
+                || held.filling.len() >= MAX_FILLING
+            {
                 return;
             }
+            // Room for it before it is written: the oldest go; failing that, no copy.
+            held.reserved += size;
+            self.evict(&mut held);
+            if held.total + held.reserved > self.max_bytes {
+                held.reserved -= size;
+                return;
+            }
+            held.filling.insert(cid.to_owned());
         }
         let (cache, cid) = (self.clone(), cid.to_owned());
         tokio::spawn(async move {
             let copied = cache.copy(&cid, size, source).await;
             let Ok(mut held) = cache.held.lock() else { return };
             held.filling.remove(&cid);
+            held.reserved = held.reserved.saturating_sub(size);
             match copied {
                 Ok(()) => {
                     held.files.insert(cid, (size, Instant::now()));
@@ -147,9 +180,10 @@ impl DiskCache {
         result
     }
 
-    /// Removes the least recently used files until the total is within the bound.
+    /// Removes the least recently used files until they and the copies in progress are within
+    /// the bound (or none is left).
     fn evict(&self, held: &mut Held) {
-        while held.total > self.max_bytes {
+        while held.total + held.reserved > self.max_bytes {
             let Some(oldest) =
                 held.files.iter().min_by_key(|(_, (_, used))| *used).map(|(cid, _)| cid.clone())
             else {
@@ -194,7 +228,7 @@ mod tests {
     #[tokio::test]
     async fn files_are_read_back_whole_or_in_ranges_and_the_oldest_go_past_the_bound() {
         let dir = tempfile::tempdir().expect("dir");
-        let cache = Arc::new(DiskCache::new(Some(dir.path().join("cache")), 10).expect("cache"));
+        let cache = Arc::new(DiskCache::new(Some(dir.path().to_owned()), 10).expect("cache"));
         assert!(cache.read("bafyA", None).await.is_none(), "nothing before a fill");
         filled(&cache, "bafyA", b"abcdef").await;
         assert_eq!(read_all(&cache, "bafyA", None).await.as_deref(), Some(b"abcdef".as_slice()));
@@ -204,20 +238,31 @@ mod tests {
         );
         filled(&cache, "bafyB", b"ghijk").await;
         assert!(read_all(&cache, "bafyA", None).await.is_none(), "the oldest went past 10 bytes");
-        assert!(!dir.path().join("cache/bafyA").exists());
+        assert!(!cache.dir.join("bafyA").exists());
+        // Gone from disk behind its back: forgotten, and copied again on the next fill.
+        std::fs::remove_file(cache.dir.join("bafyB")).expect("remove");
+        assert!(read_all(&cache, "bafyB", None).await.is_none());
+        filled(&cache, "bafyB", b"ghijk").await;
         assert!(read_all(&cache, "bafyB", None).await.is_some());
+        let folder = cache.dir.clone();
+        drop(cache);
+        assert!(!folder.exists(), "the folder goes with the cache");
     }
 
     #[tokio::test]
     async fn a_short_read_or_an_odd_name_leaves_nothing() {
         let dir = tempfile::tempdir().expect("dir");
-        let cache = Arc::new(DiskCache::new(Some(dir.path().join("cache")), 1_000).expect("cache"));
+        let cache = Arc::new(DiskCache::new(Some(dir.path().to_owned()), 1_000).expect("cache"));
         let short =
             async { Ok::<_, String>(futures::stream::iter(vec![Ok(Bytes::from_static(b"abc"))])) };
         cache.fill("bafyC", 10, short);
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // Wait for the copy to end, however loaded the machine is.
+        while !cache.held.lock().expect("lock").filling.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         assert!(cache.read("bafyC", None).await.is_none());
-        assert!(std::fs::read_dir(dir.path().join("cache")).expect("dir").next().is_none());
+        assert!(std::fs::read_dir(&cache.dir).expect("dir").next().is_none());
+        assert_eq!(cache.held.lock().expect("lock").reserved, 0);
         let odd =
             async { Ok::<_, String>(futures::stream::iter(vec![Ok(Bytes::from_static(b"x"))])) };
         cache.fill("../x", 1, odd);

@@ -219,6 +219,24 @@ fn site_label<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
     (!label.is_empty() && !label.contains('.')).then_some(label)
 }
 
+/// Whether `host` has the shape of a domain name: at most 253 bytes, labels of at most 63 of
+/// lower-case letters, digits, hyphens, underscores, or UTF-8 (an ENS name in its own script).
+fn dns_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| {
+                    b.is_ascii_lowercase()
+                        || b.is_ascii_digit()
+                        || b == b'-'
+                        || b == b'_'
+                        || b >= 0x80
+                })
+        })
+}
+
 /// A `Host` without its port and trailing dot.
 fn bare_host(host: &str) -> &str {
     let host = host
@@ -276,6 +294,14 @@ async fn serve(
             None => (label.to_owned(), None),
         },
         // A custom domain linked on-chain to a site's hosting service.
+        // Only what could be a DNS name is looked up (and remembered).
+        None if !dns_name(bare_host(&host)) => {
+            return page(
+                StatusCode::NOT_FOUND,
+                "No site here",
+                "This address is not a DecentraSpace site.",
+            );
+        }
         None => match gateway.state.sites.linked(&gateway.state, bare_host(&host)).await {
             Ok(Some(name)) => (name, None),
             Ok(None) => {
@@ -810,6 +836,19 @@ mod tests {
         assert_eq!(site_label("a.b.sites.localhost", domain), None);
         assert_eq!(site_label("blogsites.localhost", domain), None);
         assert_eq!(site_label("blog.example.com", domain), None);
+    }
+
+    #[test]
+    fn only_dns_shaped_hosts_are_looked_up() {
+        assert!(dns_name("shop.example.com"));
+        assert!(dns_name("xn--caf-dma.example"));
+        assert!(!dns_name(""));
+        assert!(!dns_name("a..b"));
+        assert!(!dns_name(&"a".repeat(64)));
+        assert!(!dns_name(&["a"; 130].join(".")));
+        assert!(!dns_name("shop.example.com/x"));
+        assert!(dns_name("café.eth"));
+        assert!(!dns_name("shop example.com"));
     }
 
     #[test]

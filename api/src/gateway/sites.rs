@@ -197,17 +197,25 @@ impl Sites {
             .lock()
             .map_err(|_| anyhow::anyhow!("barriers poisoned"))?
             .insert(token, heard);
-        sqlx::query("select pg_notify($1, $2)")
+        let sent = sqlx::query("select pg_notify($1, $2)")
             .bind(channels::SITE_CHANGED)
             .bind(format!("{BARRIER}{token}"))
             .execute(db)
-            .await?;
+            .await;
         // A listener that lost its connection stopped keeping anything: nothing to wait for.
-        match tokio::time::timeout(Duration::from_secs(10), hearing).await {
-            Ok(_) => Ok(()),
-            Err(_) if !self.live.load(Ordering::Acquire) => Ok(()),
-            Err(_) => anyhow::bail!("the route listener did not hear its barrier"),
+        let heard = match sent {
+            Ok(_) => tokio::time::timeout(Duration::from_secs(10), hearing).await.is_ok(),
+            Err(_) => false,
+        };
+        if let Ok(mut barriers) = self.barriers.lock() {
+            barriers.remove(&token);
         }
+        sent?;
+        anyhow::ensure!(
+            heard || !self.live.load(Ordering::Acquire),
+            "the route listener did not hear its barrier"
+        );
+        Ok(())
     }
 
     /// A barrier was heard: everything before it too.
@@ -235,7 +243,9 @@ impl Sites {
         }
         let found = sqlx::query_as!(
             Linked,
-            "select s.name as site, d.expires_at from domains d
+            "select s.name as site,
+                    case when d.expires_at > chain_now(d.chain_id) then d.expires_at end as expires_at
+             from domains d
              join sites s on s.chain_id = d.chain_id and s.service_id = d.service_id
              where d.chain_id = $1 and d.name = $2
                and (d.expires_at is null or d.expires_at > chain_now(d.chain_id))",
@@ -280,7 +290,9 @@ impl Sites {
                       coalesce(v.expires_at <= chain_now(s.chain_id)
                                and effective_tier(a.tier, a.tier_expires_at, chain_now(s.chain_id)) = 'free',
                                false) as "expired!",
-                      least(v.expires_at, a.tier_expires_at) as changes_at
+                      least(case when v.expires_at > chain_now(s.chain_id) then v.expires_at end,
+                            case when a.tier_expires_at > chain_now(s.chain_id) then a.tier_expires_at end)
+                        as changes_at
                from sites s
                left join services v on v.chain_id = s.chain_id and v.service_id = s.service_id
                left join accounts a on a.chain_id = s.chain_id and a.address = s.account
