@@ -207,6 +207,7 @@ pub fn background_jobs(
 /// listener.
 pub fn chain_jobs(state: &AppState) -> Vec<jobs::Job> {
     let mut jobs = vec![state.platform.outbox.listener()];
+    jobs.extend(state.side_outboxes.iter().map(|outbox| outbox.listener()));
     jobs.extend(crate::chain::outbox::senders(state.senders.clone()));
     jobs
 }

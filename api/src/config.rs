@@ -157,6 +157,26 @@ pub struct Config {
     )]
     pub ens_registry: alloy::primitives::Address,
 
+    /// ENS's `.eth` registrar controller on that chain (`ETHRegistrarController`, commit and
+    /// reveal; unset: `.eth` names cannot be bought, only linked).
+    #[arg(long, env = "ENS_CONTROLLER")]
+    pub ens_controller: Option<alloy::primitives::Address>,
+
+    /// The key that commits, registers and renews `.eth` names, paying their fees and gas in the
+    /// ENS chain's ether (unset: `.eth` names cannot be bought).
+    #[arg(long, env = "ENS_PRIVATE_KEY", hide_env_values = true)]
+    pub ens_key: Option<SecretString>,
+
+    /// The chain id of `ENS_RPC_URL` (1: Ethereum). When it is the platform's own chain, the
+    /// ENS key's transactions share the platform's outbox.
+    #[arg(long, env = "ENS_CHAIN_ID", default_value_t = 1)]
+    pub ens_chain_id: u64,
+
+    /// The resolver a bought `.eth` name is registered with, its address record set to the
+    /// buyer (unset: none; the owner sets one before a content hash).
+    #[arg(long, env = "ENS_RESOLVER")]
+    pub ens_resolver: Option<alloy::primitives::Address>,
+
     /// The ENS NameWrapper on that chain.
     #[arg(
         long,

@@ -37,7 +37,8 @@ impl std::fmt::Debug for Sealer {
 #[error("the stored GitHub token cannot be opened")]
 pub struct Unsealable;
 
-fn derive(label: &str, secret: &[u8]) -> [u8; 32] {
+/// A 32-byte key for `label`, derived from `secret`.
+pub(crate) fn derive(label: &str, secret: &[u8]) -> [u8; 32] {
     Sha256::new().chain_update(label).chain_update([0]).chain_update(secret).finalize().into()
 }
 

@@ -51,6 +51,8 @@ pub struct AppState {
     pub jobs: JobHealth,
     /// The senders of the configured signing keys (one job each).
     pub senders: Vec<Arc<Sender>>,
+    /// The outboxes of chains other than the platform's (ENS on Ethereum), each with a listener.
+    pub side_outboxes: Vec<Outbox>,
     /// Accounts: sign-in, tiers, management.
     pub accounts: AccountsState,
     /// Billing: the ledger's mirror, recharges, usage, the meter, depletion.
@@ -223,6 +225,52 @@ impl AppState {
             };
         let billing =
             keyed(&config.billing_key, "BILLING_PRIVATE_KEY", "billing", Purpose::Billing)?;
+        // `.eth` purchases: the ENS key's transactions go through the platform's outbox when
+        // ENS is on the platform's chain, else through an outbox of the ENS chain's own.
+        let mut side_outboxes = Vec::new();
+        let eth_names = match (&config.ens_controller, &config.ens_key) {
+            (Some(controller), Some(key)) => {
+                let url = config
+                    .ens_rpc_url
+                    .as_deref()
+                    .context("ENS_CONTROLLER and ENS_PRIVATE_KEY need ENS_RPC_URL")?;
+                let (ens_outbox, ens_chain) = if config.ens_chain_id == deployment.chain_id {
+                    (outbox.clone(), chain.clone())
+                } else {
+                    let provider = ProviderBuilder::new()
+                        .connect_http(url.parse().context("ENS_RPC_URL")?)
+                        .erased();
+                    let side = Outbox::new(db.clone(), config.ens_chain_id);
+                    side_outboxes.push(side.clone());
+                    (side, provider)
+                };
+                let sender = Sender::new(
+                    key,
+                    "ENS_PRIVATE_KEY",
+                    "ens",
+                    ens_outbox.clone(),
+                    ens_chain.clone(),
+                    settings,
+                )?;
+                let key = Operator::new(
+                    db.clone(),
+                    ens_outbox,
+                    ens_chain,
+                    sender.address(),
+                    Purpose::Ens,
+                );
+                senders.push(Arc::new(sender));
+                Some(crate::domains::eth::EthNames::new(
+                    key,
+                    *controller,
+                    config.ens_registry,
+                    config.ens_resolver,
+                    secrecy::ExposeSecret::expose_secret(&config.jwt_secret).as_bytes(),
+                ))
+            }
+            (None, None) => None,
+            _ => anyhow::bail!("ENS_CONTROLLER and ENS_PRIVATE_KEY go together"),
+        };
         // The relayer pool: the relayer key, then the pool's keys; a sender each.
         let pool: Vec<secrecy::SecretString> = config
             .relayer_pool_keys
@@ -423,6 +471,7 @@ impl AppState {
                 indexed: indexed.clone(),
                 registrar_key,
                 verifier,
+                eth: eth_names,
             },
             relay: RelayState { platform: platform.clone(), relayers: Arc::new(relayers.clone()) },
             public: PublicState {
@@ -444,6 +493,7 @@ impl AppState {
             limits,
             jobs,
             senders,
+            side_outboxes,
         })
     }
 

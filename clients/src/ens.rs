@@ -28,6 +28,30 @@ alloy::sol! {
     interface EnsNameWrapper {
         function ownerOf(uint256 id) external view returns (address);
     }
+
+    /// ENS's `.eth` registrar controller (`ETHRegistrarController`, commit and reveal), as
+    /// `@ensdomains/ethregistrar` 2.0.5 ships it: names are labels under `.eth`, durations in
+    /// seconds, prices in wei.
+    #[sol(rpc)]
+    interface EthRegistrarController {
+        function rentPrice(string name, uint256 duration) external view returns (uint256);
+        function available(string name) external view returns (bool);
+        function minCommitmentAge() external view returns (uint256);
+        function maxCommitmentAge() external view returns (uint256);
+        function commitments(bytes32 commitment) external view returns (uint256);
+        function makeCommitmentWithConfig(string name, address owner, bytes32 secret, address resolver, address addr) external pure returns (bytes32);
+        function commit(bytes32 commitment) external;
+        function registerWithConfig(string name, address owner, uint256 duration, bytes32 secret, address resolver, address addr) external payable;
+        function renew(string name, uint256 duration) external payable;
+    }
+
+    /// The `.eth` base registrar (an ERC-721 whose token id is the label's hash): who holds a
+    /// name, and until when.
+    #[sol(rpc)]
+    interface EthBaseRegistrar {
+        function nameExpires(uint256 id) external view returns (uint256);
+        function ownerOf(uint256 id) external view returns (address);
+    }
 }
 
 /// EIP-137: the node of `name`, folding each label's hash from the right.

@@ -27,8 +27,31 @@ alloy::sol! {
     #[sol(rpc)]
     interface TestResolver {
         function contenthash(bytes32 node) external view returns (bytes);
+        function addr(bytes32 node) external view returns (address);
+    }
+
+    /// The base registrar's owner call that lets a controller register.
+    #[sol(rpc)]
+    interface TestBaseRegistrarAdmin {
+        function addController(address controller) external;
     }
 }
+
+/// The `.eth` registrar as ENS deploys it, from the `@ensdomains/ethregistrar` 2.0.5 artifacts:
+/// the base registrar (owner of `eth` in the registry), a USD price oracle with a fixed ether
+/// price, and the commit-and-reveal controller.
+#[derive(Debug, Clone, Copy)]
+pub struct TestEthRegistrar {
+    /// `ETHRegistrarController`.
+    pub controller: Address,
+    /// `BaseRegistrarImplementation`.
+    pub base: Address,
+}
+
+/// The ether price the test oracle gives, in USD with 8 decimals: 2,000 USD.
+const ETH_USD_8: u64 = 2_000 * 100_000_000;
+/// The rent of any name: 5 USD a year, in attoUSD a second.
+const RENT_ATTO_USD_PER_SEC: u64 = 5_000_000_000_000_000_000 / (365 * 86_400);
 
 pub use decentraspace_clients::ens::namehash as ens_namehash;
 
@@ -94,6 +117,82 @@ impl TestEns {
             .get_receipt()
             .await?;
         Ok(())
+    }
+
+    /// Deploys `.eth`'s registrar and controller on this registry (commitments usable after
+    /// `min_age` seconds, for `max_age`), as ENS's own deployment does: the base registrar owns
+    /// `eth` and lets the controller register.
+    pub async fn eth_registrar(
+        &self,
+        min_age: u64,
+        max_age: u64,
+    ) -> anyhow::Result<TestEthRegistrar> {
+        use alloy::sol_types::SolValue;
+        let eth_node = ens_namehash("eth");
+        let base = self
+            .deploy_artifact(
+                "BaseRegistrarImplementation",
+                &(self.registry, eth_node).abi_encode_params(),
+            )
+            .await?;
+        TestEnsRegistry::new(self.registry, &self.provider)
+            .setSubnodeOwner(B256::ZERO, keccak256("eth"), base)
+            .send()
+            .await?
+            .get_receipt()
+            .await?;
+        let usd = self
+            .deploy_artifact(
+                "DummyOracle",
+                &alloy::primitives::I256::try_from(ETH_USD_8)?.abi_encode(),
+            )
+            .await?;
+        let prices = self
+            .deploy_artifact(
+                "StablePriceOracle",
+                &(usd, vec![U256::from(RENT_ATTO_USD_PER_SEC)]).abi_encode_params(),
+            )
+            .await?;
+        let controller = self
+            .deploy_artifact(
+                "ETHRegistrarController",
+                &(base, prices, U256::from(min_age), U256::from(max_age)).abi_encode_params(),
+            )
+            .await?;
+        TestBaseRegistrarAdmin::new(base, &self.provider)
+            .addController(controller)
+            .send()
+            .await?
+            .get_receipt()
+            .await?;
+        Ok(TestEthRegistrar { controller, base })
+    }
+
+    /// Deploys the `@ensdomains/ethregistrar` artifact `name` with constructor arguments `args`.
+    async fn deploy_artifact(&self, name: &str, args: &[u8]) -> anyhow::Result<Address> {
+        let path = repo_root()
+            .join(format!("node_modules/@ensdomains/ethregistrar/build/contracts/{name}.json"));
+        let artifact: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(&path)
+                .with_context(|| format!("{} (run `npm ci` first)", path.display()))?,
+        )?;
+        let code: Bytes = artifact["bytecode"].as_str().context("bytecode")?.parse()?;
+        let receipt = self
+            .provider
+            .send_transaction(
+                TransactionRequest::default()
+                    .with_deploy_code(Bytes::from([code.as_ref(), args].concat())),
+            )
+            .await?
+            .get_receipt()
+            .await?;
+        anyhow::ensure!(receipt.status(), "deploying {name} reverted");
+        receipt.contract_address.with_context(|| format!("{name}'s address"))
+    }
+
+    /// What `resolver` holds as `name`'s address record.
+    pub async fn addr(chain: &TestChain, resolver: Address, name: &str) -> anyhow::Result<Address> {
+        Ok(TestResolver::new(resolver, chain.reader()).addr(ens_namehash(name)).call().await?)
     }
 
     /// Deploys ENS's `PublicResolver` (from the `@ensdomains/resolver` artifact) on this

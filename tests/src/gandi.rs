@@ -38,6 +38,10 @@ struct Registered {
     since: Mutex<HashMap<String, chrono::DateTime<chrono::Utc>>>,
     /// fqdn → its zone: (name, type) → (ttl, values).
     zones: Mutex<HashMap<String, Zone>>,
+    /// Whether a renewal, once carried out, never answers (the caller's crash before it heard).
+    stall_renewals: std::sync::atomic::AtomicBool,
+    /// Renewals carried out and left unanswered so far.
+    stalled: std::sync::atomic::AtomicUsize,
 }
 
 /// Gandi's default zone for a new name.
@@ -128,11 +132,17 @@ async fn renew(
     if !authorized(&headers) {
         return error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
-    let mut names = registered.names.lock().expect("lock");
-    let Some(years) = names.get_mut(&fqdn) else {
-        return error(StatusCode::NOT_FOUND, "domain not found");
-    };
-    *years += body["duration"].as_u64().unwrap_or(1) as u32;
+    {
+        let mut names = registered.names.lock().expect("lock");
+        let Some(years) = names.get_mut(&fqdn) else {
+            return error(StatusCode::NOT_FOUND, "domain not found");
+        };
+        *years += body["duration"].as_u64().unwrap_or(1) as u32;
+    }
+    if registered.stall_renewals.load(std::sync::atomic::Ordering::SeqCst) {
+        registered.stalled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::pending::<()>().await;
+    }
     (StatusCode::ACCEPTED, Json(json!({ "message": "The domain is being renewed." })))
         .into_response()
 }
@@ -290,6 +300,17 @@ impl FakeGandi {
         } else {
             zone.insert(key, (300, values.iter().map(|v| (*v).to_owned()).collect()));
         }
+    }
+
+    /// From now on (`true`), a renewal is carried out and then never answered, as if its caller
+    /// crashed before hearing it.
+    pub fn stall_renewals(&self, stall: bool) {
+        self.registered.stall_renewals.store(stall, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Renewals carried out and left unanswered so far.
+    pub fn stalled(&self) -> usize {
+        self.registered.stalled.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Renews `fqdn` for `years` at the fake directly (a renewal that reached it before a crash).

@@ -38,7 +38,7 @@ pub use chain::{Role, TestChain, repo_root};
 pub use cluster::TestCluster;
 pub use db::{TestDb, server_url};
 pub use dns::TestDns;
-pub use ens::{TestEns, ens_namehash};
+pub use ens::{TestEns, TestEthRegistrar, ens_namehash};
 pub use fly::{FLY_APP, FLY_TOKEN, FakeContainer, FakeFly};
 pub use gandi::{FakeGandi, GANDI_TOKEN};
 pub use github::{

@@ -6,8 +6,8 @@
 use alloy::primitives::{U256, keccak256};
 use decentraspace_abi::{CreditLedger, DomainRegistry};
 use decentraspace_tests::{
-    FakeGandi, GANDI_TOKEN, IndexerTask, Role, TestChain, TestDb, TestIpfs, api_config, eventually,
-    indexer_config, problem_type, relay_signed, role_key,
+    ApiProcess, FakeGandi, GANDI_TOKEN, Hold, HoldingRpc, IndexerTask, Role, TestChain, TestDb,
+    TestIpfs, api_config, eventually, indexer_config, problem_type, relay_signed, role_key,
 };
 use serde_json::json;
 
@@ -623,5 +623,108 @@ async fn a_renewal_cut_off_is_settled_by_what_the_registrar_did() -> anyhow::Res
         U256::from(10_000_000u64),
         "only the renewal the registrar never carried out is refunded, once"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_renewal_killed_at_each_step_renews_once_and_charges_once() -> anyhow::Result<()> {
+    let (chain, db, _indexer, gandi, config) = registrar_stack(|_| {}).await?;
+    let wallet = chain.user(0);
+    // Two names (10 credits each) and a renewal of each.
+    fund(&chain, wallet.address(), 40_000_000).await?;
+    {
+        let api = decentraspace_tests::TestApi::start_with(config.clone()).await?;
+        let user = api.login_registered(&wallet).await?;
+        for name in ["early.test", "late.test"] {
+            let (status, bought) = api
+                .post("/domain/purchase", Some(&user.access), &json!({ "domain": name }))
+                .await?;
+            assert_eq!(status, 201, "{bought}");
+        }
+    }
+    let registry = DomainRegistry::new(chain.deployment.contracts.domain_registry, chain.reader());
+    let until = |name: &'static str| {
+        let registry = &registry;
+        async move { anyhow::Ok(registry.domainOf(keccak256(name)).call().await?.expiresAt) }
+    };
+    let (early_until, late_until) = (until("early.test").await?, until("late.test").await?);
+    // Ten days before they end: both due.
+    let now = chain.time().await?;
+    chain.mine_at(now + 355 * 86_400).await?;
+    let keys = |rpc: &str, recovery: &str| {
+        vec![
+            ("RPC_URL", rpc.to_owned()),
+            ("REGISTRAR_API_URL", gandi.url.clone()),
+            ("REGISTRAR_TOKEN", GANDI_TOKEN.to_owned()),
+            ("REGISTRAR_PRIVATE_KEY", role_key(&chain, Role::Registrar)),
+            ("BILLING_PRIVATE_KEY", role_key(&chain, Role::Billing)),
+            ("PAYMENT_ORACLE_PRIVATE_KEY", role_key(&chain, Role::PaymentOracle)),
+            ("DOMAIN_AUTO_RENEW_SECS", "1".to_owned()),
+            ("DOMAIN_RECOVERY_SECS", recovery.to_owned()),
+            ("DOMAIN_RECOVERY_AFTER_SECS", "0".to_owned()),
+        ]
+    };
+    let renewals = || async {
+        anyhow::Ok(
+            sqlx::query_as::<_, (String, String)>(
+                "select name, state from domain_purchases where kind = 'renewal' order by id",
+            )
+            .fetch_all(&mut db.connect().await?)
+            .await?,
+        )
+    };
+
+    // Killed while its charge is being sent: the first renewal's transaction is held before the
+    // node has it.
+    let rpc = HoldingRpc::start(
+        chain.endpoint(),
+        "eth_sendRawTransaction",
+        std::time::Duration::from_secs(60),
+    )
+    .await?;
+    rpc.set(Hold::Request);
+    let mut charging = ApiProcess::spawn(&chain, &db, &keys(&rpc.url, "0"))?;
+    eventually("the first renewal's charge to be sent", || async { Ok(rpc.holding() >= 1) })
+        .await?;
+    charging.kill9();
+    assert_eq!(renewals().await?, [("early.test".to_owned(), "charging".to_owned())]);
+
+    // Killed after the registrar renewed the second name, before it answered.
+    gandi.stall_renewals(true);
+    let mut asking = ApiProcess::spawn(&chain, &db, &keys(&chain.endpoint(), "0"))?;
+    eventually("the second renewal to reach the registrar", || async { Ok(gandi.stalled() == 1) })
+        .await?;
+    asking.kill9();
+    assert_eq!(gandi.years("late.test"), Some(2));
+    gandi.stall_renewals(false);
+
+    // A replica that settles what was cut off and goes on renewing.
+    let _settling = ApiProcess::spawn(&chain, &db, &keys(&chain.endpoint(), "1"))?;
+    eventually("both names renewed and recorded", || async {
+        Ok(until("early.test").await? == early_until + 365 * 86_400
+            && until("late.test").await? == late_until + 365 * 86_400)
+    })
+    .await?;
+    eventually("every renewal settled", || async {
+        let rows = renewals().await?;
+        Ok(rows.iter().all(|(_, state)| state == "recorded" || state == "refunded"))
+    })
+    .await?;
+    // Passes go on: nothing more is renewed or charged.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!((gandi.years("early.test"), gandi.years("late.test")), (Some(2), Some(2)));
+    let ledger = CreditLedger::new(chain.deployment.contracts.credit_ledger, chain.reader());
+    assert_eq!(
+        ledger.balanceOf(wallet.address()).call().await?,
+        U256::ZERO,
+        "each name's renewal charged once, net of any refund"
+    );
+    let recorded: Vec<String> = renewals()
+        .await?
+        .into_iter()
+        .filter(|(_, state)| state == "recorded")
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(recorded.len(), 2, "one recorded renewal per name: {recorded:?}");
     Ok(())
 }

@@ -65,7 +65,8 @@ pub async fn show(
            from domains d
            join sites s on s.chain_id = d.chain_id and s.service_id = d.service_id
            left join site_names n on n.site_id = s.id
-           where d.chain_id = $1 and d.name = $2 and d.method = 'ens' and d.owner = $3"#,
+           where d.chain_id = $1 and d.name = $2 and d.method in ('ens', 'purchase')
+             and d.owner = $3"#,
         state.chain_id() as i64,
         name,
         user.address.as_slice()

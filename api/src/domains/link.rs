@@ -258,10 +258,11 @@ pub async fn link(
         .platform_namespace
         .as_deref()
         .is_some_and(|n| domain.ends_with(&format!(".{}", n.trim_end_matches('.'))));
-    let dns_managed = bought && !in_namespace && state.zones.is_some();
+    let ens_name = domain.ends_with(".eth");
+    let dns_managed = bought && !in_namespace && !ens_name && state.zones.is_some();
     let records = if dns_managed {
         Vec::new()
-    } else if method == OwnershipMethod::Ens {
+    } else if ens_name {
         // An ENS name points at content by its resolver's contenthash: the site's current
         // directory on IPFS (a static site's). Once linked, `GET /domain/ens/{name}/contenthash`
         // gives the site's IPNS name instead, which follows every deploy.

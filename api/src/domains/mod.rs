@@ -7,6 +7,7 @@
 //! periodically. See `docs/adr/0008-domains.md`.
 
 pub mod contenthash;
+pub mod eth;
 pub mod link;
 pub mod proof;
 pub mod purchase;
@@ -66,6 +67,8 @@ pub struct DomainsState {
     pub registrar_key: Option<crate::chain::Operator>,
     /// Records proven domain ownership on-chain, when a verifier key is configured.
     pub verifier: Option<crate::chain::Operator>,
+    /// Registers and renews `.eth` names at ENS, when a controller and key are configured.
+    pub eth: Option<eth::EthNames>,
 }
 
 impl std::ops::Deref for DomainsState {

@@ -19,7 +19,10 @@ use decentraspace_clients::registrar::{Quote, RegistrarError};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::normalise;
+use super::{
+    eth::{self, EthNames},
+    normalise,
+};
 use crate::{
     billing::{available, charges},
     chain::ChainError,
@@ -56,9 +59,10 @@ pub struct Price {
     pub years: u32,
     /// The price in credit units (6 decimals), when it can be bought.
     pub credits: Option<String>,
-    /// The registrar's price, in the currency's smallest unit.
+    /// The registrar's price, in the currency's smallest unit (for a `.eth` name, ENS's rent
+    /// and the gas in micro-ether: 10^12 wei).
     pub price_subunits: u64,
-    /// Its currency.
+    /// Its currency (`ETH` for a `.eth` name).
     pub currency: String,
 }
 
@@ -165,17 +169,38 @@ enum Term {
     Renewal,
 }
 
-/// What `years` of `domain` cost in credits, with the registrar to ask (none for the platform's
-/// own names); 409 when the registrar does not offer it.
-async fn priced(
+/// Who takes a name: nobody (the platform's own names, recorded directly), the registrar, or
+/// ENS's `.eth` controller.
+#[derive(Clone)]
+enum Seller {
+    Platform,
+    Registrar(std::sync::Arc<dyn decentraspace_clients::registrar::Registrar>),
+    Ens(EthNames),
+}
+
+/// What `years` of `domain` cost, and who sells it (any availability); credit units for the
+/// platform's own names, whose price is set in credits.
+async fn quote(
     state: &DomainsState,
     domain: &str,
     years: u32,
     term: Term,
-) -> ApiResult<(Quote, u64, Option<std::sync::Arc<dyn decentraspace_clients::registrar::Registrar>>)>
-{
+) -> ApiResult<(Quote, Option<u64>, Seller)> {
     if let Some((quote, units)) = platform_price(state, domain, years)? {
-        return Ok((quote, units, None));
+        return Ok((quote, Some(units), Seller::Platform));
+    }
+    if domain.ends_with(".eth") {
+        let eth = state.eth.clone().ok_or(ApiError::NotConfigured(
+            "no ENS controller is configured: .eth names can be linked, not bought",
+        ))?;
+        let label = eth::label(domain).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "{domain} cannot be bought: only names directly under .eth are (<name>.eth)"
+            ))
+        })?;
+        let quote =
+            eth.quote(label, years, term == Term::Renewal).await.map_err(registrar_error)?;
+        return Ok((quote, None, Seller::Ens(eth)));
     }
     let registrar = registrar(state)?;
     let quote = match term {
@@ -183,14 +208,28 @@ async fn priced(
         Term::Renewal => registrar.renewal_quote(domain, years).await,
     }
     .map_err(registrar_error)?;
+    Ok((quote, None, Seller::Registrar(registrar)))
+}
+
+/// What `years` of `domain` cost in credits, with who sells it; 409 when it is not offered.
+async fn priced(
+    state: &DomainsState,
+    domain: &str,
+    years: u32,
+    term: Term,
+) -> ApiResult<(Quote, u64, Seller)> {
+    let (quote, units, seller) = quote(state, domain, years, term).await?;
     if !quote.available {
         return Err(ApiError::Conflict(match term {
             Term::Purchase => format!("{domain} is not available for registration"),
             Term::Renewal => format!("{domain} cannot be renewed for {years} years"),
         }));
     }
-    let units = credits_for(state, &quote).await?;
-    Ok((quote, units, Some(registrar)))
+    let units = match units {
+        Some(units) => units,
+        None => credits_for(state, &quote).await?,
+    };
+    Ok((quote, units, seller))
 }
 
 /// The price of buying a name.
@@ -205,17 +244,11 @@ pub async fn price(
 ) -> ApiResult<Json<Price>> {
     let domain = normalise(&state, &q.domain)?;
     let years = years(q.years)?;
-    let (quote, credits) = match platform_price(&state, &domain, years)? {
-        Some((quote, units)) => (quote, Some(units.to_string())),
-        None => {
-            let quote = registrar(&state)?.quote(&domain, years).await.map_err(registrar_error)?;
-            let credits = if quote.available {
-                Some(credits_for(&state, &quote).await?.to_string())
-            } else {
-                None
-            };
-            (quote, credits)
-        }
+    let (quote, units, _) = quote(&state, &domain, years, Term::Purchase).await?;
+    let credits = match units {
+        Some(units) => Some(units.to_string()),
+        None if quote.available => Some(credits_for(&state, &quote).await?.to_string()),
+        None => None,
     };
     Ok(Json(Price {
         domain,
@@ -255,9 +288,9 @@ pub async fn buy(
         return Err(ApiError::Conflict(format!("{domain} is held already")));
     }
     let expires_at = Utc::now() + chrono::Duration::days(365 * i64::from(years));
-    let (quote, units, registrar) = priced(&state, &domain, years, Term::Purchase).await?;
+    let (quote, units, seller) = priced(&state, &domain, years, Term::Purchase).await?;
     let order = Order { domain: &domain, term: Term::Purchase, years, units, expires_at };
-    let purchase = pay_then(&state, user.address, &order, &quote, registrar).await?;
+    let purchase = pay_then(&state, user.address, &order, &quote, seller).await?;
     Ok(record(&state, purchase, &domain, user.address, expires_at, None).await?)
 }
 
@@ -303,11 +336,11 @@ pub(super) async fn renew_name(
     if record_row.method != "purchase" {
         return Err(ApiError::Conflict(format!("{domain} was not bought through the platform")));
     }
-    let (quote, units, registrar) = priced(state, domain, years, Term::Renewal).await?;
+    let (quote, units, seller) = priced(state, domain, years, Term::Renewal).await?;
     let from = record_row.expires_at.unwrap_or_else(Utc::now).max(Utc::now());
     let expires_at = from + chrono::Duration::days(365 * i64::from(years));
     let order = Order { domain, term: Term::Renewal, years, units, expires_at };
-    let purchase = pay_then(state, account, &order, &quote, registrar).await?;
+    let purchase = pay_then(state, account, &order, &quote, seller).await?;
     let (_, answer) =
         record(state, purchase, domain, account, expires_at, record_row.expires_at).await?;
     Ok(answer)
@@ -323,15 +356,15 @@ struct Order<'a> {
     expires_at: DateTime<Utc>,
 }
 
-/// Records the order, charges it, and has the registrar register or renew the name (no
-/// registrar: the platform's own names); refunds when the registrar refuses. Answers the
-/// purchase's id.
+/// Records the order, charges it, and has the seller register or renew the name (the
+/// registrar, or ENS for a `.eth` name; nobody for the platform's own names); refunds when the
+/// seller refuses. Answers the purchase's id.
 async fn pay_then(
     state: &DomainsState,
     account: Address,
     order: &Order<'_>,
     quote: &Quote,
-    registrar: Option<std::sync::Arc<dyn decentraspace_clients::registrar::Registrar>>,
+    seller: Seller,
 ) -> ApiResult<i64> {
     let Order { domain, term, years, units, expires_at } = *order;
     let kind = match term {
@@ -399,10 +432,17 @@ async fn pay_then(
     if !advance(state, id, "charging", "registering", None).await? {
         return Err(settling());
     }
-    let registered = match (&registrar, term) {
-        (None, _) => Ok(()),
-        (Some(registrar), Term::Purchase) => registrar.register(domain, years).await,
-        (Some(registrar), Term::Renewal) => registrar.renew(domain, years).await,
+    let registered = match (&seller, term) {
+        (Seller::Platform, _) => Ok(()),
+        (Seller::Registrar(registrar), Term::Purchase) => registrar.register(domain, years).await,
+        (Seller::Registrar(registrar), Term::Renewal) => registrar.renew(domain, years).await,
+        (Seller::Ens(eth), term) => match eth::label(domain) {
+            Some(label) if term == Term::Purchase => {
+                eth.register(chain, id, label, account, years).await
+            }
+            Some(label) => eth.renew(chain, id, label, years).await,
+            None => Err(RegistrarError::Refused(format!("{domain} is not a .eth name"))),
+        },
     };
     match registered {
         Ok(()) => {}

@@ -14,6 +14,7 @@ use alloy::primitives::Address;
 use anyhow::Context;
 use chrono::Utc;
 use decentraspace_abi::CreditLedger;
+use decentraspace_clients::registrar::RegistrarError;
 use decentraspace_db::locks::{Lock, try_lead};
 
 use super::purchase::{RecordError, advance, charge_ref, platform_price, record, refund_ref};
@@ -46,7 +47,7 @@ pub async fn pass(state: &DomainsState) -> anyhow::Result<usize> {
     let chain = state.chain_id() as i64;
     let stuck = sqlx::query_as!(
         Stuck,
-        r#"select id, account, name, kind, credits::text as "credits!", state,
+        r#"select id, account, name, kind, years, credits::text as "credits!", state,
                   expires_at as "expires_at!"
            from domain_purchases
            where chain_id = $1 and state in ('charging', 'registering', 'registered')
@@ -78,6 +79,7 @@ struct Stuck {
     account: Vec<u8>,
     name: String,
     kind: String,
+    years: i32,
     credits: String,
     state: String,
     expires_at: chrono::DateTime<Utc>,
@@ -99,9 +101,32 @@ async fn settle(
         return Ok(advance(state, purchase.id, &purchase.state, "failed", Some(why)).await?);
     }
     let platform_name = platform_price(state, &purchase.name, 1).ok().flatten().is_some();
+    let eth_label = super::eth::label(&purchase.name);
     let took = match (purchase.state.as_str(), purchase.kind.as_str()) {
         ("registered", _) => true,
         _ if platform_name => true,
+        // A `.eth` name: the same steps again, each found done or taken once (ENS says whether
+        // the name is the buyer's, or why it cannot be).
+        (_, kind) if let Some(label) = eth_label => {
+            let Some(eth) = &state.eth else { return Ok(false) };
+            let years = u32::try_from(purchase.years).unwrap_or(1);
+            let done = if kind == "purchase" {
+                eth.register(chain, purchase.id, label, account, years).await
+            } else {
+                eth.renew(chain, purchase.id, label, years).await
+            };
+            match done {
+                Ok(()) => true,
+                Err(RegistrarError::Refused(why) | RegistrarError::NotFound(why)) => {
+                    tracing::info!(target: "api::domains", purchase = purchase.id, why, "ENS refused");
+                    false
+                }
+                Err(err @ RegistrarError::Unavailable(_)) => {
+                    tracing::info!(target: "api::domains", %err, "ENS not reachable now");
+                    return Ok(false);
+                }
+            }
+        }
         (_, "purchase") => {
             let Some(registrar) = &state.registrar else { return Ok(false) };
             match registrar.holds(&purchase.name).await {

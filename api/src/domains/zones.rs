@@ -80,6 +80,7 @@ async fn pass(state: &DomainsState, zones: &dyn Zones) -> anyhow::Result<()> {
            where d.chain_id = $1 and d.method = 'purchase'
              and (d.expires_at is null or d.expires_at > chain_now($1))
              and ($2::text is null or not d.name like '%.' || $2)
+             and not d.name like '%.eth'
              and (z.name is null or z.target is distinct from s.name
                   or z.synced_at < now() - make_interval(secs => $3))
            order by d.name
@@ -216,7 +217,12 @@ async fn owned_zone(
         .as_deref()
         .is_some_and(|n| domain.ends_with(&format!(".{}", n.trim_end_matches('.'))));
     match owner {
-        Some(owner) if owner == user.address.as_slice() && !in_namespace => Ok((zones, domain)),
+        // A `.eth` name has no DNS zone: its resolver says where it points.
+        Some(owner)
+            if owner == user.address.as_slice() && !in_namespace && !domain.ends_with(".eth") =>
+        {
+            Ok((zones, domain))
+        }
         _ => Err(ApiError::NotFound(format!(
             "{domain} is not a name of yours bought through the platform's registrar"
         ))),

@@ -36,6 +36,8 @@ pub enum Purpose {
     Registrar,
     /// A domain proof recorded (or withdrawn) by the verifier key.
     Verifier,
+    /// A `.eth` name committed, registered or renewed at ENS by the ENS key.
+    Ens,
 }
 
 impl Purpose {
@@ -49,6 +51,7 @@ impl Purpose {
             Self::Payment => "payment",
             Self::Registrar => "registrar",
             Self::Verifier => "verifier",
+            Self::Ens => "ens",
         }
     }
 }
