@@ -240,7 +240,7 @@ impl AppState {
                     let provider = ProviderBuilder::new()
                         .connect_http(url.parse().context("ENS_RPC_URL")?)
                         .erased();
-                    let side = Outbox::new(db.clone(), config.ens_chain_id);
+                    let side = Outbox::side(db.clone(), config.ens_chain_id);
                     side_outboxes.push(side.clone());
                     (side, provider)
                 };

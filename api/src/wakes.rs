@@ -23,11 +23,18 @@ pub enum Wake {
     Certificates,
     /// The IPNS publisher (a site's current deployment changed).
     SiteNames,
+    /// The `.eth` registrations (a name was bought and paid for).
+    EthNames,
 }
 
 impl Wake {
-    const ALL: [Self; 4] =
-        [Self::CardPayments, Self::FolderDirectories, Self::Certificates, Self::SiteNames];
+    const ALL: [Self; 5] = [
+        Self::CardPayments,
+        Self::FolderDirectories,
+        Self::Certificates,
+        Self::SiteNames,
+        Self::EthNames,
+    ];
 
     /// The NOTIFY payload naming it.
     fn name(self) -> &'static str {
@@ -36,6 +43,7 @@ impl Wake {
             Self::FolderDirectories => "folder-directories",
             Self::Certificates => "certificates",
             Self::SiteNames => "site-names",
+            Self::EthNames => "eth-names",
         }
     }
 }

@@ -99,6 +99,8 @@ pub enum Lock<'a> {
     TlsOrders,
     /// Pointing sites' IPNS names at their deployments.
     SiteNames,
+    /// Registering bought `.eth` names at ENS (commit, wait, register).
+    EthNames,
     /// The one sender of a signing key's transactions (its outbox rows, its nonces).
     ChainSender {
         /// The chain.
@@ -135,6 +137,7 @@ impl Lock<'_> {
             Self::DomainZones => 0x0604,
             Self::DomainAutoRenew => 0x0605,
             Self::TlsOrders => 0x0606,
+            Self::EthNames => 0x0607,
             Self::ChainSender { .. } => 0x0701,
             Self::DatabaseProvisioner => 0x0801,
             Self::Database { .. } => 0x0802,
@@ -169,6 +172,7 @@ impl Lock<'_> {
             | Self::DomainZones
             | Self::DomainAutoRenew
             | Self::TlsOrders
+            | Self::EthNames
             | Self::SiteNames
             | Self::DatabaseProvisioner => 0,
         }
@@ -248,6 +252,7 @@ mod tests {
             Lock::DomainZones,
             Lock::DomainAutoRenew,
             Lock::TlsOrders,
+            Lock::EthNames,
             Lock::SiteNames,
             Lock::ChainSender { chain_id: 137, signer: account },
             Lock::DatabaseProvisioner,

@@ -6,7 +6,8 @@
 //! serves the same files from disk, with the same certificate. `wrk` (2 threads,
 //! `BENCH_CONNECTIONS` connections, default 32, `BENCH_SECONDS`, default 10) then measures:
 //! - the page over plain HTTP:
-//!   `gateway page_bytes=… rps=… p50_ms=… p99_ms=… errors=… nginx_rps=… ratio=…`
+//!   `gateway page_bytes=… rps=… p50_ms=… p99_ms=… errors=… nginx_rps=… ratio=…`, and
+//!   `gateway_log answered=… logged=…` (every answered request is in the request log)
 //! - the page over HTTPS on kept-alive connections:
 //!   `gateway_https rps=… p99_ms=… errors=… nginx_rps=… ratio=…`
 //! - the 100 MB file (4 connections):
@@ -228,7 +229,27 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    // Every request answered is in the request log: what it counted over the run is at least
+    // what wrk saw completed (a request in flight when wrk stopped was answered too).
+    let logged = || async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        anyhow::Ok(
+            sqlx::query_scalar::<_, i64>(
+                "select coalesce(sum(requests), 0)::bigint from site_traffic",
+            )
+            .fetch_one(&mut db.connect().await?)
+            .await?,
+        )
+    };
+    let logged_before = logged().await?;
     let run = wrk(&format!("{}/", api.gateway), Some(&host), seconds, connections)?;
+    let logged_run = logged().await? - logged_before;
+    println!("gateway_log answered={} logged={logged_run}", run.requests);
+    anyhow::ensure!(
+        logged_run >= run.requests as i64,
+        "the request log lost requests: {logged_run} logged of {} answered",
+        run.requests
+    );
     let nginx = wrk(&format!("http://127.0.0.1:{nginx_port}/"), Some(&host), seconds, connections)?;
     println!(
         "gateway page_bytes={} rps={:.0} p50_ms={:.2} p99_ms={:.2} errors={} nginx_rps={:.0} nginx_p99_ms={:.2} ratio={:.3}",

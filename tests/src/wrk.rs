@@ -17,6 +17,8 @@ pub struct WrkRun {
     pub errors: u64,
     /// Bytes read per second (headers and bodies), in MB (10^6 bytes).
     pub mb_per_sec: f64,
+    /// Requests completed (`N requests in …`).
+    pub requests: u64,
 }
 
 /// Runs `wrk` (2 threads, `connections`, `seconds`, with an optional `header`) against `url`.
@@ -52,6 +54,11 @@ pub fn wrk(
         })
     };
     let rps: f64 = field("Requests/sec:").context("Requests/sec in wrk's output")?.parse()?;
+    let requests: u64 = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in ").map(|(n, _)| n.trim().to_owned()))
+        .context("`N requests in` in wrk's output")?
+        .parse()?;
     // Non-2xx answers and socket errors (connect, read, write, timeout) both count.
     let non_2xx: u64 = field("Non-2xx or 3xx responses:").map_or(Ok(0), |v| v.parse())?;
     let socket: u64 = field("Socket errors:")
@@ -74,6 +81,7 @@ pub fn wrk(
     Ok(WrkRun {
         rps,
         mb_per_sec,
+        requests,
         p50_ms: ms(field("50%"))?,
         p99_ms: ms(field("99%"))?,
         errors: non_2xx + socket,

@@ -111,6 +111,7 @@ async fn pass(
     )
     .execute(&state.db)
     .await?;
+    let sites_domain = store::normal(&state.config.sites_domain).into_owned();
     let due = sqlx::query_as!(
         Due,
         r#"select d.name as domain, coalesce(o.attempts, 0) as "attempts!"
@@ -126,7 +127,7 @@ async fn pass(
            order by o.attempts nulls first, d.name
            limit $4"#,
         state.chain_id() as i64,
-        store::normal(&state.config.sites_domain),
+        &sites_domain,
         state.config.tls_renew_after_fraction,
         PER_PASS
     )

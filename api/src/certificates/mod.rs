@@ -101,7 +101,7 @@ pub async fn status(
     user: AuthUser,
     Path(domain): Path<String>,
 ) -> ApiResult<Json<CertificateStatus>> {
-    let domain = store::normal(&domain);
+    let domain = store::normal(&domain).into_owned();
     let row = sqlx::query!(
         r#"select d.method, d.service_id, c.not_after as "not_after?", c.issued_at as "issued_at?",
                   o.attempts as "attempts?", o.last_error as "last_error?",

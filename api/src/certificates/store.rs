@@ -105,7 +105,7 @@ impl CertStore {
                 );
                 let served = certified(&provider, &chain, key.expose_secret().as_bytes())
                     .context("SITES_TLS_CERT_FILE / SITES_TLS_KEY_FILE")?;
-                Some((normal(sites_domain), served))
+                Some((normal(sites_domain).into_owned(), served))
             }
             None => None,
         };
@@ -116,17 +116,29 @@ impl CertStore {
     /// domain's, else the wildcard for one label under the sites domain.
     pub fn get(&self, name: &str) -> Option<Served> {
         let name = normal(name);
-        if let Some(found) = self.inner.by_name.read().ok()?.get(&name) {
+        if let Some(found) = self.inner.by_name.read().ok()?.get(name.as_ref()) {
             return Some(found.clone());
         }
-        let (domain, wildcard) = self.inner.sites.as_ref()?;
-        let label = name.strip_suffix(domain.as_str())?.strip_suffix('.')?;
-        (!label.is_empty() && !label.contains('.')).then(|| wildcard.clone())
+        if !self.wildcard_covers(&name) {
+            return None;
+        }
+        self.inner.sites.as_ref().map(|(_, wildcard)| wildcard.clone())
     }
 
-    /// Whether `name` is served over HTTPS (its plain-HTTP requests are redirected).
+    /// Whether the sites domain's wildcard covers `name` (normal): one label under it.
+    fn wildcard_covers(&self, name: &str) -> bool {
+        let Some((domain, _)) = self.inner.sites.as_ref() else { return false };
+        name.strip_suffix(domain.as_str())
+            .and_then(|rest| rest.strip_suffix('.'))
+            .is_some_and(|label| !label.is_empty() && !label.contains('.'))
+    }
+
+    /// Whether `name` is served over HTTPS (its plain-HTTP requests are redirected): looked up
+    /// without copying anything, on every plain request.
     pub fn has(&self, name: &str) -> bool {
-        self.get(name).is_some()
+        let name = normal(name);
+        self.inner.by_name.read().is_ok_and(|names| names.contains_key(name.as_ref()))
+            || self.wildcard_covers(&name)
     }
 
     /// The rustls configuration that serves these certificates (HTTP/2 and HTTP/1.1).
@@ -214,12 +226,18 @@ impl CertStore {
 }
 
 /// A name as certificates are keyed: lower case, no port, no trailing dot.
-pub fn normal(name: &str) -> String {
+pub fn normal(name: &str) -> std::borrow::Cow<'_, str> {
     let name = match name.rsplit_once(':') {
         Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
         _ => name,
     };
-    name.trim_end_matches('.').to_ascii_lowercase()
+    let name = name.trim_end_matches('.');
+    // Most hosts come lowercase: borrowed, no allocation per request.
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
 }
 
 #[cfg(test)]

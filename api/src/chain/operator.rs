@@ -123,6 +123,11 @@ impl Operator {
         self.address
     }
 
+    /// The chain it sends to.
+    pub fn chain_id(&self) -> u64 {
+        self.outbox.chain_id()
+    }
+
     /// A chain client to build this key's calls with (it reads and estimates; it signs nothing).
     pub fn provider(&self) -> &DynProvider {
         &self.provider
@@ -174,6 +179,13 @@ impl Operator {
         reference: Option<String>,
         account: Option<Address>,
     ) -> Result<i64, ChainError> {
+        // A retry under the caller's reference finds the first attempt's row, without estimating
+        // again: what was sent may make the same call revert now (a name renewed already).
+        if let Some(reference) = &reference
+            && let Some(id) = self.row_of(reference).await?
+        {
+            return Ok(id);
+        }
         let reference = reference.unwrap_or_else(|| hex::encode(crate::random::reference()));
         let write = self.prepare(call, reference, account).await?;
         let mut conn = self.db.acquire().await?;
@@ -231,6 +243,30 @@ impl Operator {
     ) -> Result<alloy::rpc::types::TransactionReceipt, ChainError> {
         let id = self.submit(call, Some(reference), None).await?;
         self.receipt_of(id).await
+    }
+
+    /// The outbox row written under `reference` for this key's purpose, if any.
+    async fn row_of(&self, reference: &str) -> Result<Option<i64>, ChainError> {
+        Ok(sqlx::query_scalar!(
+            "select id from chain_outbox where chain_id = $1 and purpose = $2 and reference = $3",
+            self.outbox.chain_id() as i64,
+            self.purpose.as_str(),
+            reference
+        )
+        .fetch_optional(&self.db)
+        .await?)
+    }
+
+    /// Whether the write under `reference` was mined (and did not revert).
+    pub async fn mined_under(&self, reference: &str) -> Result<bool, ChainError> {
+        Ok(match self.row_of(reference).await? {
+            Some(id) => self
+                .outbox
+                .row(id)
+                .await?
+                .is_some_and(|row| matches!(row.state, State::Mined | State::Confirmed)),
+            None => false,
+        })
     }
 
     /// The reference of the next attempt at the write `prefix` names: `<prefix>:<n>`, the first

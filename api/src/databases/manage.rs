@@ -204,11 +204,18 @@ async fn rotate_password(
         tracing::warn!(target: "api::databases", service_id = id, error = format!("{err:#}"), "database not converged at once; the provisioner retries");
     }
     let database = one(state, user, id).await?;
+    // The row's own host key (`host:port` of a DATABASE_HOSTS entry), not a match on the address
+    // shown, which two entries may share.
+    let key = sqlx::query_scalar!(
+        "select host from managed_databases where chain_id = $1 and service_id = $2",
+        chain_id,
+        id
+    )
+    .fetch_one(&state.db)
+    .await?;
     let host = state
         .hosts
-        .all()
-        .iter()
-        .find(|h| Some(&h.host) == database.host.as_ref() && Some(h.port) == database.port)
+        .get(&key)
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("database {id}'s host is gone")))?;
     let connection_url =
         host.url(&database.database, Some(&password), host.tls().await.unwrap_or(false));

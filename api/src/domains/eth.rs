@@ -61,6 +61,8 @@ pub struct EthNames {
     registry: Address,
     resolver: Option<Address>,
     secrets: [u8; 32],
+    /// Whether the ENS RPC's chain id is the one configured (read once).
+    chain_checked: std::sync::Arc<tokio::sync::OnceCell<bool>>,
 }
 
 impl std::fmt::Debug for EthNames {
@@ -96,7 +98,7 @@ impl EthNames {
         secret: &[u8],
     ) -> Self {
         let secrets = crate::seal::derive("decentraspace ens commitment secrets", secret);
-        Self { key, controller, registry, resolver, secrets }
+        Self { key, controller, registry, resolver, secrets, chain_checked: Default::default() }
     }
 
     fn chain(&self) -> &DynProvider {
@@ -130,27 +132,83 @@ impl EthNames {
         Ok(EthBaseRegistrar::new(base, self.chain()))
     }
 
-    async fn holding(&self, label: &str, buyer: Address) -> Result<Holding, RegistrarError> {
+    /// Where `label` stands for `buyer`, and when `commitment` was made (0: not, or used), with
+    /// the chain's time: every read at one block (a load-balanced RPC may answer each call from
+    /// another node, and a registration mined between two reads would look like neither).
+    async fn standing(
+        &self,
+        label: &str,
+        buyer: Address,
+        commitment: Option<B256>,
+    ) -> Result<(Holding, u64, u64), RegistrarError> {
+        let (block, now) = self.head().await?;
+        let at = alloy::eips::BlockId::number(block);
+        let committed: u64 = match commitment {
+            Some(commitment) => self
+                .controller()
+                .commitments(commitment)
+                .block(at)
+                .call()
+                .await
+                .map_err(unavailable)?
+                .saturating_to(),
+            None => 0,
+        };
         let base = self.base().await?;
         let id = U256::from_be_bytes(keccak256(label.as_bytes()).0);
-        let expires: u64 = base.nameExpires(id).call().await.map_err(unavailable)?.saturating_to();
-        if expires <= self.now().await? {
-            let free = self.controller().available(label.to_owned()).call().await;
-            return Ok(if free.map_err(unavailable)? { Holding::Free } else { Holding::Taken });
-        }
-        let owner = base.ownerOf(id).call().await.map_err(unavailable)?;
-        Ok(if owner == buyer { Holding::Buyer(expires) } else { Holding::Taken })
+        let expires: u64 =
+            base.nameExpires(id).block(at).call().await.map_err(unavailable)?.saturating_to();
+        let holding = if expires <= now {
+            let free = self.controller().available(label.to_owned()).block(at).call().await;
+            if free.map_err(unavailable)? { Holding::Free } else { Holding::Taken }
+        } else {
+            let owner = base.ownerOf(id).block(at).call().await.map_err(unavailable)?;
+            if owner == buyer { Holding::Buyer(expires) } else { Holding::Taken }
+        };
+        Ok((holding, committed, now))
     }
 
-    /// The chain's time (its latest block's).
-    async fn now(&self) -> Result<u64, RegistrarError> {
+    async fn holding(&self, label: &str, buyer: Address) -> Result<Holding, RegistrarError> {
+        Ok(self.standing(label, buyer, None).await?.0)
+    }
+
+    /// The chain's latest block: its number and time.
+    async fn head(&self) -> Result<(u64, u64), RegistrarError> {
         let block = self
             .chain()
             .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
             .await
             .map_err(|err| RegistrarError::Unavailable(format!("the ENS chain: {err}")))?
             .ok_or_else(|| RegistrarError::Unavailable("the ENS chain has no block".into()))?;
-        Ok(block.header.timestamp)
+        Ok((block.header.number, block.header.timestamp))
+    }
+
+    /// The chain's time (its latest block's).
+    async fn now(&self) -> Result<u64, RegistrarError> {
+        Ok(self.head().await?.1)
+    }
+
+    /// Checks once that `ENS_RPC_URL` is the chain `ENS_CHAIN_ID` says (else every transaction
+    /// would be signed for another chain and refused).
+    async fn check_chain(&self) -> Result<(), RegistrarError> {
+        let expected = self.key.chain_id();
+        let checked =
+            self.chain_checked
+                .get_or_try_init(|| async {
+                    let actual = self.chain().get_chain_id().await.map_err(|err| {
+                        RegistrarError::Unavailable(format!("the ENS chain: {err}"))
+                    })?;
+                    Ok::<_, RegistrarError>(actual == expected)
+                })
+                .await?;
+        if !checked {
+            tracing::error!(target: "api::domains", expected, "ENS_RPC_URL is not the chain ENS_CHAIN_ID names");
+            return Err(RegistrarError::Unavailable(
+                "the ENS chain is misconfigured: ENS_RPC_URL is not the chain ENS_CHAIN_ID names"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// What registering (or renewing) `label` for `years` costs: the controller's rent and the
@@ -208,13 +266,7 @@ impl EthNames {
         owner: Address,
         years: u32,
     ) -> Result<(), RegistrarError> {
-        match self.holding(label, owner).await? {
-            Holding::Buyer(_) => return Ok(()),
-            Holding::Taken => {
-                return Err(RegistrarError::Refused(format!("{label}.eth is registered already")));
-            }
-            Holding::Free => {}
-        }
+        self.check_chain().await?;
         let controller = self.controller();
         let secret = self.secret(chain, id);
         let resolver = self.resolver.unwrap_or_default();
@@ -229,24 +281,58 @@ impl EthNames {
             controller.minCommitmentAge().call().await.map_err(unavailable)?.saturating_to();
         let max_age: u64 =
             controller.maxCommitmentAge().call().await.map_err(unavailable)?.saturating_to();
-        let mut committed: u64 =
-            controller.commitments(commitment).call().await.map_err(unavailable)?.saturating_to();
-        if committed == 0 || committed + max_age <= self.now().await? {
-            // A commitment another attempt made meanwhile makes this one revert: either way the
-            // controller holds one, read below.
-            if let Err(err) = self.key.send_for_receipt(controller.commit(commitment)).await {
-                tracing::info!(target: "api::domains", purchase = id, %err, "commitment not made by this attempt");
+        // Registered (and so the commitment used), taken, or free with the commitment live or
+        // not: read together.
+        let live = |committed: u64, now: u64| committed != 0 && committed + max_age > now;
+        let (holding, mut committed, now) = self.standing(label, owner, Some(commitment)).await?;
+        match holding {
+            Holding::Buyer(_) => return Ok(()),
+            Holding::Taken => {
+                return Err(RegistrarError::Refused(format!("{label}.eth is registered already")));
             }
-            committed = controller
-                .commitments(commitment)
-                .call()
+            Holding::Free => {}
+        }
+        if !live(committed, now) {
+            let reference = self
+                .key
+                .attempt_reference(&format!("ens-commit:{chain}:{id}"))
                 .await
-                .map_err(unavailable)?
-                .saturating_to();
-            if committed == 0 {
-                return Err(RegistrarError::Unavailable(format!(
-                    "the commitment for {label}.eth is not mined yet"
-                )));
+                .map_err(chain_unavailable)?;
+            if self.key.mined_under(&reference).await.map_err(chain_unavailable)? {
+                // Made once, and mined before this read: read again after it, since a
+                // registration may have used it meanwhile. Not live then, it lapsed unused:
+                // never made again.
+                let (holding, again, now) = self.standing(label, owner, Some(commitment)).await?;
+                match holding {
+                    Holding::Buyer(_) => return Ok(()),
+                    Holding::Taken => {
+                        return Err(RegistrarError::Refused(format!(
+                            "{label}.eth is registered already"
+                        )));
+                    }
+                    Holding::Free if !live(again, now) => {
+                        return Err(RegistrarError::Refused(format!(
+                            "ENS did not register {label}.eth before its commitment lapsed"
+                        )));
+                    }
+                    Holding::Free => committed = again,
+                }
+            } else {
+                self.key
+                    .send_once_for_receipt(reference, controller.commit(commitment))
+                    .await
+                    .map_err(chain_unavailable)?;
+                committed = controller
+                    .commitments(commitment)
+                    .call()
+                    .await
+                    .map_err(unavailable)?
+                    .saturating_to();
+                if committed == 0 {
+                    return Err(RegistrarError::Unavailable(format!(
+                        "the commitment for {label}.eth is not read back yet"
+                    )));
+                }
             }
         }
         // The controller takes the registration in a block at least `min_age` after the
@@ -296,7 +382,7 @@ impl EthNames {
                         "ENS did not register {label}.eth before its commitment lapsed: {err}"
                     )))
                 }
-                // Refused while the commitment is live: the next try (recovery's) registers.
+                // Refused while the commitment is live: the next pass registers.
                 Err(err) => Err(chain_unavailable(err)),
                 Ok(_) => {
                     Err(RegistrarError::Unavailable(format!("{label}.eth is not registered yet")))
@@ -314,16 +400,21 @@ impl EthNames {
         label: &str,
         years: u32,
     ) -> Result<(), RegistrarError> {
+        self.check_chain().await?;
         let controller = self.controller();
         let value = self.value(label, years).await?;
         let call = controller.renew(label.to_owned(), U256::from(duration(years))).value(value);
         match self.key.send_once_for_receipt(format!("ens-renew:{chain}:{id}"), call).await {
             Ok(_) => Ok(()),
-            Err(err) if err.is_retryable() => Err(chain_unavailable(err)),
-            // Refused in estimation or reverted: nothing was renewed.
-            Err(err) => {
-                Err(RegistrarError::Refused(format!("ENS did not renew {label}.eth: {err}")))
-            }
+            // Refused by the controller before anything was sent, or reverted: nothing was
+            // renewed.
+            Err(
+                err @ (ChainError::Refused(_)
+                | ChainError::RefusedUnknown(_)
+                | ChainError::Reverted(_)),
+            ) => Err(RegistrarError::Refused(format!("ENS did not renew {label}.eth: {err}"))),
+            // Anything else (the node refused or did not answer, not mined yet): asked again.
+            Err(err) => Err(chain_unavailable(err)),
         }
     }
 }

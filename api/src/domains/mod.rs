@@ -39,6 +39,7 @@ where
         .routes(routes!(link::unlink))
         .routes(routes!(purchase::price, purchase::buy))
         .routes(routes!(purchase::renew))
+        .routes(routes!(purchase::show))
         .routes(routes!(renewals::set))
         .routes(routes!(zones::list))
         .routes(routes!(zones::set, zones::remove))
@@ -91,6 +92,7 @@ pub fn jobs(state: &DomainsState) -> Vec<crate::jobs::Job> {
     jobs.extend(every(config.domain_auto_renew_secs).map(|d| renewals::job(state, d)));
     jobs.extend(every(config.domain_recheck_secs).map(|d| reverify::job(state, d)));
     jobs.extend(zones::job(state));
+    jobs.extend(recovery::eth_job(state));
     jobs
 }
 

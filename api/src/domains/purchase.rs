@@ -10,8 +10,8 @@ use std::time::Duration;
 use alloy::primitives::{Address, U256, keccak256};
 use axum::{
     Json,
-    extract::{Query, State},
-    http::StatusCode,
+    extract::{Path, Query, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
 };
 use chrono::{DateTime, Utc};
 use decentraspace_abi::{DomainRegistry, ServiceKind};
@@ -79,10 +79,13 @@ pub struct Purchase {
     pub years: i32,
     /// What it cost, in credit units.
     pub credits: String,
-    /// `recorded` once done.
+    /// `charging`, `registering`, `registered`, then `recorded` once done (or `refunded`,
+    /// `failed`).
     pub state: String,
     /// When the name's registration now ends.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Why it was refunded or failed, or what held it up.
+    pub error: Option<String>,
 }
 
 /// The on-chain reference of purchase `id`'s charge.
@@ -265,6 +268,8 @@ pub async fn price(
 #[utoipa::path(post, path = "/domain/purchase", tag = "domains", security(("bearer" = [])),
     request_body = PurchaseRequest,
     responses((status = 201, body = Purchase),
+        (status = 202, body = Purchase, description = "A `.eth` name, paid for: ENS registers it \
+            within minutes (`Location` follows it; refunded if ENS cannot)"),
         (status = 402, description = "Too little credit: nothing was charged or recorded"),
         (status = 409, description = "Not available, or held already"),
         (status = 422, description = "The registrar refused (credits refunded)"),
@@ -273,7 +278,7 @@ pub async fn buy(
     State(state): State<DomainsState>,
     user: AuthUser,
     Json(request): Json<PurchaseRequest>,
-) -> ApiResult<(StatusCode, Json<Purchase>)> {
+) -> ApiResult<(StatusCode, HeaderMap, Json<Purchase>)> {
     let domain = normalise(&state, &request.domain)?;
     let years = years(request.years)?;
     let held = sqlx::query_scalar!(
@@ -290,8 +295,59 @@ pub async fn buy(
     let expires_at = Utc::now() + chrono::Duration::days(365 * i64::from(years));
     let (quote, units, seller) = priced(&state, &domain, years, Term::Purchase).await?;
     let order = Order { domain: &domain, term: Term::Purchase, years, units, expires_at };
-    let purchase = pay_then(&state, user.address, &order, &quote, seller).await?;
-    Ok(record(&state, purchase, &domain, user.address, expires_at, None).await?)
+    match pay_then(&state, user.address, &order, &quote, seller).await? {
+        Paid::Registered(id) => {
+            let (status, Json(purchase)) =
+                record(&state, id, &domain, user.address, expires_at, None).await?;
+            Ok((status, HeaderMap::new(), Json(purchase)))
+        }
+        Paid::Registering(id) => {
+            let purchase = find(&state, user.address, id).await?;
+            let mut headers = HeaderMap::new();
+            if let Ok(location) = HeaderValue::from_str(&format!("/domain/purchase/{id}")) {
+                headers.insert(header::LOCATION, location);
+            }
+            Ok((StatusCode::ACCEPTED, headers, Json(purchase)))
+        }
+    }
+}
+
+/// The caller's purchase `id`, as it stands.
+async fn find(state: &DomainsState, account: Address, id: i64) -> ApiResult<Purchase> {
+    let row = sqlx::query!(
+        r#"select id, name, kind, years, credits::text as "credits!", state, expires_at, error
+           from domain_purchases where id = $1 and chain_id = $2 and account = $3"#,
+        id,
+        state.chain_id() as i64,
+        account.as_slice()
+    )
+    .fetch_optional(&state.db)
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("no purchase {id} of yours")))?;
+    Ok(Purchase {
+        id: row.id,
+        domain: row.name,
+        kind: row.kind,
+        years: row.years,
+        credits: row.credits,
+        // A purchase moves on to `recorded` (or `refunded`, with the reason in `error`).
+        state: row.state,
+        expires_at: row.expires_at,
+        error: row.error,
+    })
+}
+
+/// One of the caller's purchases or renewals: where it stands (a `.eth` name's registration
+/// takes a minute or more after the purchase answered).
+#[utoipa::path(get, path = "/domain/purchase/{id}", tag = "domains", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The purchase's id")),
+    responses((status = 200, body = Purchase), crate::http::openapi::NotFound))]
+pub async fn show(
+    State(state): State<DomainsState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Purchase>> {
+    Ok(Json(find(&state, user.address, id).await?))
 }
 
 /// Renews a name the caller bought: charged, renewed at the registrar, the new expiry recorded.
@@ -340,7 +396,9 @@ pub(super) async fn renew_name(
     let from = record_row.expires_at.unwrap_or_else(Utc::now).max(Utc::now());
     let expires_at = from + chrono::Duration::days(365 * i64::from(years));
     let order = Order { domain, term: Term::Renewal, years, units, expires_at };
-    let purchase = pay_then(state, account, &order, &quote, seller).await?;
+    let Paid::Registered(purchase) = pay_then(state, account, &order, &quote, seller).await? else {
+        return Err(ApiError::Unavailable(format!("the renewal of {domain} is under way")));
+    };
     let (_, answer) =
         record(state, purchase, domain, account, expires_at, record_row.expires_at).await?;
     Ok(answer)
@@ -365,7 +423,7 @@ async fn pay_then(
     order: &Order<'_>,
     quote: &Quote,
     seller: Seller,
-) -> ApiResult<i64> {
+) -> ApiResult<Paid> {
     let Order { domain, term, years, units, expires_at } = *order;
     let kind = match term {
         Term::Purchase => "purchase",
@@ -432,6 +490,12 @@ async fn pay_then(
     if !advance(state, id, "charging", "registering", None).await? {
         return Err(settling());
     }
+    // A `.eth` name is committed, aged and registered by the `.eth` registrations job: ENS's
+    // minimum commitment age outlasts a request.
+    if let (Seller::Ens(_), Term::Purchase) = (&seller, term) {
+        state.wakes.now(&state.db, crate::wakes::Wake::EthNames).await;
+        return Ok(Paid::Registering(id));
+    }
     let registered = match (&seller, term) {
         (Seller::Platform, _) => Ok(()),
         (Seller::Registrar(registrar), Term::Purchase) => registrar.register(domain, years).await,
@@ -465,7 +529,13 @@ async fn pay_then(
     if !advance(state, id, "registering", "registered", None).await? {
         return Err(settling());
     }
-    Ok(id)
+    Ok(Paid::Registered(id))
+}
+
+/// A paid purchase: registered (to be recorded now), or handed to the `.eth` registrations.
+enum Paid {
+    Registered(i64),
+    Registering(i64),
 }
 
 /// Moves purchase `id` from `from` to `to`, if it is still in `from` (a live request and the
@@ -607,6 +677,7 @@ pub(super) async fn record(
             credits: row.credits,
             state: row.state,
             expires_at: Some(expires_at),
+            error: None,
         }),
     ))
 }

@@ -41,10 +41,55 @@ pub fn job(state: &DomainsState, interval: Duration) -> Job {
     )
 }
 
+/// How often the `.eth` registrations pass without being woken.
+const ETH_EVERY: Duration = Duration::from_secs(5);
+/// How long a `.eth` renewal is left to the request that sent it (it waits for its receipt).
+const ETH_RENEWAL_AFTER_SECS: f64 = 60.0;
+
+/// The `.eth` registrations (with ENS configured): paid `.eth` purchases are committed, aged and
+/// registered here, not in the request, since ENS's minimum commitment age (60 s on Ethereum)
+/// outlasts any request; renewals the request could not finish are carried out too.
+pub fn eth_job(state: &DomainsState) -> Option<Job> {
+    state.eth.as_ref()?;
+    let woken = state.wakes.of(crate::wakes::Wake::EthNames);
+    let state = state.clone();
+    Some(Job::periodic(
+        "eth-registrations",
+        move || Schedule::every(ETH_EVERY).woken_by_notify(woken.clone()),
+        move || {
+            let state = state.clone();
+            async move { eth_pass(&state).await.map(drop) }
+        },
+    ))
+}
+
+/// One pass of the `.eth` registrations; answers how many it settled.
+pub async fn eth_pass(state: &DomainsState) -> anyhow::Result<usize> {
+    let Some(lock) = try_lead(&state.db, Lock::EthNames).await? else { return Ok(0) };
+    let chain = state.chain_id() as i64;
+    let due = sqlx::query_as!(
+        Stuck,
+        r#"select id, account, name, kind, years, credits::text as "credits!", state,
+                  expires_at as "expires_at!"
+           from domain_purchases
+           where chain_id = $1 and name like '%.eth' and state in ('registering', 'registered')
+             and (kind = 'purchase' or updated_at < now() - make_interval(secs => $2::float8))
+           order by id"#,
+        chain,
+        ETH_RENEWAL_AFTER_SECS
+    )
+    .fetch_all(&state.db)
+    .await?;
+    let settled = settle_all(state, chain, due).await;
+    drop(lock);
+    Ok(settled)
+}
+
 /// One pass; answers how many purchases it settled.
 pub async fn pass(state: &DomainsState) -> anyhow::Result<usize> {
     let Some(lock) = try_lead(&state.db, Lock::DomainRecovery).await? else { return Ok(0) };
     let chain = state.chain_id() as i64;
+    // Paid `.eth` purchases are the `.eth` registrations' (with ENS configured).
     let stuck = sqlx::query_as!(
         Stuck,
         r#"select id, account, name, kind, years, credits::text as "credits!", state,
@@ -52,12 +97,21 @@ pub async fn pass(state: &DomainsState) -> anyhow::Result<usize> {
            from domain_purchases
            where chain_id = $1 and state in ('charging', 'registering', 'registered')
              and updated_at < now() - make_interval(secs => $2::float8)
+             and not ($3 and name like '%.eth' and state in ('registering', 'registered'))
            order by id"#,
         chain,
-        state.config.domain_recovery_after_secs as f64
+        state.config.domain_recovery_after_secs as f64,
+        state.eth.is_some()
     )
     .fetch_all(&state.db)
     .await?;
+    let settled = settle_all(state, chain, stuck).await;
+    drop(lock);
+    Ok(settled)
+}
+
+/// Settles `stuck` one by one; answers how many it settled.
+async fn settle_all(state: &DomainsState, chain: i64, stuck: Vec<Stuck>) -> usize {
     let ledger = CreditLedger::new(state.deployment.contracts.credit_ledger, &state.chain);
     let mut settled = 0;
     for purchase in stuck {
@@ -69,8 +123,7 @@ pub async fn pass(state: &DomainsState) -> anyhow::Result<usize> {
                 err = format!("{err:#}"), "cannot settle a purchase now"),
         }
     }
-    drop(lock);
-    Ok(settled)
+    settled
 }
 
 /// A purchase as recovery reads it.

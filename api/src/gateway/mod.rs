@@ -9,6 +9,7 @@ mod ranges;
 pub mod serve;
 pub mod sites;
 mod tls;
+mod traffic;
 pub mod uptime;
 
 pub use serve::serve_gateway;

@@ -32,10 +32,10 @@ use bytes::Bytes;
 use chrono::Utc;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 
 use anyhow::Context;
 
+use super::traffic::{Hit, Traffic};
 use super::{
     disk_cache::DiskCache,
     file_cache::{FileCache, MAX_FILE as MAX_CACHED_FILE},
@@ -44,10 +44,6 @@ use super::{
 };
 use crate::{gateway::GatewayState, hosting::routing::Routing};
 
-/// Requests buffered for the analytics writer before new ones are dropped (counted in a metric).
-const LOG_BUFFER: usize = 65_536;
-/// How often buffered requests are written.
-const LOG_FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Deployments whose routing is kept parsed (the cache starts over past it).
 const MAX_ROUTING_CACHED: usize = 4_096;
 
@@ -55,7 +51,8 @@ const MAX_ROUTING_CACHED: usize = 4_096;
 #[derive(Clone)]
 struct Gateway {
     state: GatewayState,
-    hits: mpsc::Sender<Hit>,
+    /// The request log, counted in memory and written every second.
+    traffic: Arc<Traffic>,
     /// A daily visitor hash is salted with this (derived from the JWT secret), so the stored
     /// hashes name no one and cannot be joined across days.
     salt: [u8; 32],
@@ -69,26 +66,14 @@ struct Gateway {
     routing: Arc<Mutex<HashMap<i64, Arc<Routing>>>>,
 }
 
-/// One request served, for analytics.
-#[derive(Debug)]
-struct Hit {
-    site_id: i64,
-    at: chrono::DateTime<Utc>,
-    status: u16,
-    bytes: u64,
-    latency_us: u64,
-    visitor: i64,
-}
-
-/// The gateway's router, and the task that writes its request log (run it alongside).
-pub fn router(state: GatewayState) -> anyhow::Result<(Router, impl Future<Output = ()>)> {
-    let (hits, received) = mpsc::channel(LOG_BUFFER);
+/// The gateway's router, and its request log (write it alongside: [`Traffic::write_until`]).
+fn router(state: GatewayState) -> anyhow::Result<(Router, Arc<Traffic>)> {
+    let traffic = Arc::new(Traffic::default());
     let salt: [u8; 32] = Sha256::new()
         .chain_update(b"decentraspace visitor salt\0")
         .chain_update(state.config.jwt_secret.expose_secret().as_bytes())
         .finalize()
         .into();
-    let writer = write_hits(state.clone(), received);
     let disk = DiskCache::new(
         state.config.gateway_cache_dir.clone(),
         state.config.gateway_cache_max_mb.saturating_mul(1024 * 1024),
@@ -96,14 +81,14 @@ pub fn router(state: GatewayState) -> anyhow::Result<(Router, impl Future<Output
     .context("the gateway's disk cache")?;
     let gateway = Gateway {
         state,
-        hits,
+        traffic: traffic.clone(),
         salt,
         files: Default::default(),
         disk: Arc::new(disk),
         upstream: super::proxy::client(),
         routing: Default::default(),
     };
-    Ok((Router::new().fallback(serve).with_state(gateway), writer))
+    Ok((Router::new().fallback(serve).with_state(gateway), traffic))
 }
 
 /// Serves the gateway on `listener` (plain HTTP) and, when given, on `tls` (HTTPS) until
@@ -115,8 +100,12 @@ pub async fn serve_gateway(
     tls: Option<tokio::net::TcpListener>,
     stopping: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
-    let (router, writer) = router(state.clone())?;
-    let writer = tokio::spawn(writer);
+    let (router, traffic) = router(state.clone())?;
+    let finish = tokio_util::sync::CancellationToken::new();
+    let writer = tokio::spawn({
+        let (db, finish) = (state.db.clone(), finish.clone());
+        async move { traffic.write_until(db, finish).await }
+    });
     let secure = match (tls, &state.certificates) {
         (Some(tls), Some(store)) => {
             let listener = super::tls::TlsListener::new(tls, store.server_config()?)?;
@@ -155,9 +144,9 @@ pub async fn serve_gateway(
         Some(task) => task.await.map_err(anyhow::Error::from).and_then(|r| Ok(r?)),
         None => Ok(()),
     };
-    // Every connection is closed and the routers dropped: the writer's channel is closed, and it
-    // writes what is buffered before it ends (bounded: a database that hangs does not hold the
-    // shutdown).
+    // Every connection is closed: nothing more is counted, and the writer writes what was
+    // before it ends (bounded: a database that hangs does not hold the shutdown).
+    finish.cancel();
     if tokio::time::timeout(Duration::from_secs(5), writer).await.is_err() {
         tracing::warn!(target: "api::gateway", "the request log's last rows were not written in time");
     }
@@ -388,9 +377,7 @@ async fn serve(
         latency_us: started.elapsed().as_micros() as u64,
         visitor,
     };
-    if gateway.hits.try_send(hit).is_err() {
-        metrics::counter!("gateway_requests_unrecorded_total").increment(1);
-    }
+    gateway.traffic.record(hit);
     response
 }
 
@@ -770,56 +757,6 @@ fn visitor(salt: &[u8; 32], headers: &HeaderMap, ip: IpAddr) -> i64 {
         .chain_update(agent)
         .finalize();
     i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
-}
-
-/// Writes the buffered requests every second, in one statement per flush.
-async fn write_hits(state: GatewayState, mut received: mpsc::Receiver<Hit>) {
-    let mut batch = Vec::new();
-    loop {
-        let deadline = tokio::time::sleep(LOG_FLUSH_EVERY);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                hit = received.recv() => match hit {
-                    Some(hit) => batch.push(hit),
-                    None => break,
-                },
-                () = &mut deadline => break,
-            }
-        }
-        if batch.is_empty() {
-            if received.is_closed() {
-                return;
-            }
-            continue;
-        }
-        let (mut ids, mut ats, mut statuses) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut bytes, mut latencies, mut visitors) = (Vec::new(), Vec::new(), Vec::new());
-        for hit in batch.drain(..) {
-            ids.push(hit.site_id);
-            ats.push(hit.at);
-            statuses.push(hit.status as i16);
-            bytes.push(hit.bytes as i64);
-            latencies.push(i32::try_from(hit.latency_us).unwrap_or(i32::MAX));
-            visitors.push(hit.visitor);
-        }
-        let written = sqlx::query!(
-            "insert into site_requests (site_id, at, status, bytes, latency_us, visitor)
-             select * from unnest($1::bigint[], $2::timestamptz[], $3::smallint[], $4::bigint[],
-                                  $5::int[], $6::bigint[])",
-            &ids,
-            &ats,
-            &statuses,
-            &bytes,
-            &latencies,
-            &visitors
-        )
-        .execute(&state.db)
-        .await;
-        if let Err(err) = written {
-            tracing::warn!(target: "api::gateway", %err, rows = ids.len(), "cannot record requests");
-        }
-    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod runtime;
 pub mod settings;
 pub(crate) mod sites;
 pub mod status;
+pub mod traffic;
 pub mod unpack;
 
 use std::sync::Arc;

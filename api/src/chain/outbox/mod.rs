@@ -154,6 +154,8 @@ pub struct Shared {
     moved: broadcast::Sender<i64>,
     /// Signers with newly queued rows, from any replica.
     queued: broadcast::Sender<Address>,
+    /// Its listener job's name.
+    listener: &'static str,
 }
 
 impl std::ops::Deref for Outbox {
@@ -171,9 +173,22 @@ const LOOK_AGAIN: Duration = Duration::from_millis(500);
 impl Outbox {
     /// The outbox of `chain_id` in `db`.
     pub fn new(db: PgPool, chain_id: u64) -> Self {
+        Self::named(db, chain_id, "chain-outbox-listener")
+    }
+
+    /// The outbox of another chain than the platform's (ENS on Ethereum), its listener named by
+    /// the chain.
+    pub fn side(db: PgPool, chain_id: u64) -> Self {
+        // One per configured side chain, made once at start.
+        let name = Box::leak(format!("chain-outbox-listener-{chain_id}").into_boxed_str());
+        Self::named(db, chain_id, name)
+    }
+
+    fn named(db: PgPool, chain_id: u64, listener: &'static str) -> Self {
         Self(Arc::new(Shared {
             db,
             chain_id,
+            listener,
             moved: broadcast::channel(1024).0,
             queued: broadcast::channel(64).0,
         }))
@@ -295,7 +310,7 @@ impl Outbox {
     /// moved, to waiting callers; rows queued, to the senders), reconnecting after failures.
     pub fn listener(&self) -> Job {
         let outbox = self.clone();
-        Job::new("chain-outbox-listener", move || {
+        Job::new(self.listener, move || {
             let outbox = outbox.clone();
             async move {
                 let mut attempt = 0u32;
@@ -368,8 +383,13 @@ impl Outbox {
     }
 }
 
-/// Keys configured more than once (one key in two roles) get one sender.
+/// Keys configured more than once for one chain (one key in two roles) get one sender; the same
+/// key on two chains (ENS on Ethereum) gets one for each.
 pub fn senders(senders: Vec<Arc<Sender>>) -> Vec<Job> {
     let mut seen = std::collections::HashSet::new();
-    senders.into_iter().filter(|s| seen.insert(s.address())).map(|s| s.job()).collect()
+    senders
+        .into_iter()
+        .filter(|s| seen.insert((s.chain_id(), s.address())))
+        .map(|s| s.job())
+        .collect()
 }

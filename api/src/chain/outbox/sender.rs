@@ -308,7 +308,8 @@ impl Sender {
         Ok(())
     }
 
-    fn chain_id(&self) -> i64 {
+    /// The chain it signs for.
+    pub fn chain_id(&self) -> i64 {
         self.outbox.chain_id as i64
     }
 
