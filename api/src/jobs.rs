@@ -170,35 +170,95 @@ pub async fn repeat(
         schedule.wait(first).await;
     }
     loop {
-        if let Err(err) = pass.run().await {
-            metrics::counter!("job_pass_failures_total", "job" => job).increment(1);
-            tracing::warn!(target: "api::jobs", job, err = format!("{err:#}"), "pass failed; next at its turn");
+        match pass.run().await {
+            Ok(()) => JobHealth::passed(job, true),
+            Err(err) => {
+                JobHealth::passed(job, false);
+                metrics::counter!("job_pass_failures_total", "job" => job).increment(1);
+                tracing::warn!(target: "api::jobs", job, err = format!("{err:#}"), "pass failed; next at its turn");
+            }
         }
         let period = schedule.period;
         schedule.wait(period).await;
     }
 }
 
-/// Which required jobs are down, shared with readiness.
+/// Where every supervised job stands, shared with readiness (required jobs that are down) and
+/// the admins' system health (every job: up, last good pass, failures).
 #[derive(Debug, Clone, Default)]
-pub struct JobHealth(Arc<Mutex<BTreeMap<&'static str, bool>>>);
+pub struct JobHealth(Arc<Mutex<BTreeMap<&'static str, JobStatus>>>);
+
+/// One background job, as the admins' system health shows it.
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct JobStatus {
+    /// Its name.
+    pub name: &'static str,
+    /// Whether readiness depends on it.
+    pub required: bool,
+    /// Whether it runs now (a job that failed is down until its supervisor starts it again).
+    pub up: bool,
+    /// When a pass (of a repeating job) last succeeded.
+    pub last_success_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When a pass last failed, or the job itself (the cause is in the logs).
+    pub last_failure_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Failed passes and failures of the job since this process started.
+    pub failures: u64,
+}
+
+tokio::task_local! {
+    /// The health a supervised job's passes report to.
+    static REPORTS_TO: JobHealth;
+}
 
 impl JobHealth {
     /// The required jobs that are not running now (failed, waiting to start again).
     pub fn down(&self) -> Vec<String> {
         self.0
             .lock()
-            .map(|jobs| jobs.iter().filter(|(_, up)| !**up).map(|(n, _)| (*n).to_owned()).collect())
+            .map(|jobs| {
+                jobs.values().filter(|j| j.required && !j.up).map(|j| j.name.to_owned()).collect()
+            })
             .unwrap_or_default()
+    }
+
+    /// Every job of this process, by name.
+    pub fn jobs(&self) -> Vec<JobStatus> {
+        self.0.lock().map(|jobs| jobs.values().cloned().collect()).unwrap_or_default()
+    }
+
+    fn update(&self, job: &'static str, change: impl FnOnce(&mut JobStatus)) {
+        if let Ok(mut jobs) = self.0.lock() {
+            let status =
+                jobs.entry(job).or_insert_with(|| JobStatus { name: job, ..JobStatus::default() });
+            change(status);
+        }
     }
 
     fn set(&self, job: &Job, up: bool) {
         metrics::gauge!("job_up", "job" => job.name).set(if up { 1.0 } else { 0.0 });
-        if job.required
-            && let Ok(mut jobs) = self.0.lock()
-        {
-            jobs.insert(job.name, up);
-        }
+        let required = job.required;
+        self.update(job.name, |status| {
+            status.required = required;
+            status.up = up;
+            if !up {
+                status.failures += 1;
+                status.last_failure_at = Some(chrono::Utc::now());
+            }
+        });
+    }
+
+    /// Records a pass of `job`, from inside the job's task (see [`repeat`]).
+    fn passed(job: &'static str, ok: bool) {
+        let _ = REPORTS_TO.try_with(|health| {
+            health.update(job, |status| {
+                if ok {
+                    status.last_success_at = Some(chrono::Utc::now());
+                } else {
+                    status.failures += 1;
+                    status.last_failure_at = Some(chrono::Utc::now());
+                }
+            });
+        });
     }
 }
 
@@ -259,7 +319,7 @@ impl Supervisor {
         let mut started = vec![Instant::now(); jobs.len()];
         for (index, job) in jobs.iter().enumerate() {
             health.set(job, true);
-            let id = running.spawn((job.body)()).id();
+            let id = running.spawn(REPORTS_TO.scope(health.clone(), (job.body)())).id();
             runs.insert(id, index);
             tracing::info!(target: "api::jobs", job = job.name, "started");
         }
@@ -296,12 +356,12 @@ impl Supervisor {
             let (body, restarted, name) = (job.body.clone(), health.clone(), job.clone());
             started[index] = Instant::now() + wait;
             let id = running
-                .spawn(async move {
+                .spawn(REPORTS_TO.scope(health.clone(), async move {
                     tokio::time::sleep(wait).await;
                     restarted.set(&name, true);
                     tracing::info!(target: "api::jobs", job = name.name, "started again");
                     body().await
-                })
+                }))
                 .id();
             runs.insert(id, index);
         }
@@ -364,6 +424,36 @@ mod tests {
         }
         stop.cancel();
         supervisor.await.expect("the supervisor ends");
+    }
+
+    #[tokio::test]
+    async fn every_jobs_passes_and_failures_are_shown() {
+        let health = JobHealth::default();
+        let turns = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let job = Job::periodic("alternating", || Schedule::every(Duration::from_millis(5)), {
+            let turns = turns.clone();
+            move || {
+                let n = turns.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    if n.is_multiple_of(2) { anyhow::bail!("pass {n} failed") } else { Ok(()) }
+                }
+            }
+        })
+        .optional();
+        let stop = CancellationToken::new();
+        let supervisor = Supervisor::new(vec![job], health.clone()).start(stop.clone());
+        while turns.load(std::sync::atomic::Ordering::SeqCst) < 6 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.cancel();
+        supervisor.await.expect("supervisor");
+        let jobs = health.jobs();
+        assert_eq!(jobs.len(), 1, "{jobs:?}");
+        let status = &jobs[0];
+        assert_eq!((status.name, status.required, status.up), ("alternating", false, true));
+        assert!(status.failures >= 3, "{status:?}");
+        assert!(status.last_success_at.is_some() && status.last_failure_at.is_some(), "{status:?}");
+        assert!(health.down().is_empty(), "an optional job never holds readiness");
     }
 
     #[tokio::test]

@@ -101,6 +101,11 @@ pub enum Lock<'a> {
     SiteNames,
     /// Registering bought `.eth` names at ENS (commit, wait, register).
     EthNames,
+    /// One wallet's API tokens (counted and made one at a time).
+    ApiTokens {
+        /// The account's 20 address bytes.
+        account: &'a [u8],
+    },
     /// The one sender of a signing key's transactions (its outbox rows, its nonces).
     ChainSender {
         /// The chain.
@@ -140,6 +145,7 @@ impl Lock<'_> {
             Self::EthNames => 0x0607,
             Self::ChainSender { .. } => 0x0701,
             Self::DatabaseProvisioner => 0x0801,
+            Self::ApiTokens { .. } => 0x0901,
             Self::Database { .. } => 0x0802,
         }
     }
@@ -151,7 +157,8 @@ impl Lock<'_> {
             Self::RelayAccount { account }
             | Self::StorageAccount { account }
             | Self::GitHubAccount { account }
-            | Self::BuildMinutes { account } => fnv1a(account),
+            | Self::BuildMinutes { account }
+            | Self::ApiTokens { account } => fnv1a(account),
             Self::Site { site_id } | Self::SiteWebhook { site_id } => fold(site_id as u64),
             Self::Database { service_id } => fold(service_id as u64),
             Self::Deployment { deployment_id } => fold(deployment_id as u64),
@@ -257,6 +264,7 @@ mod tests {
             Lock::ChainSender { chain_id: 137, signer: account },
             Lock::DatabaseProvisioner,
             Lock::Database { service_id: 1 },
+            Lock::ApiTokens { account },
         ]
     }
 

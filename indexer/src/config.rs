@@ -79,9 +79,14 @@ pub struct Config {
     #[arg(long, env = "POLL_INTERVAL_MS", default_value_t = 1_000)]
     pub poll_interval_ms: u64,
 
-    /// Where to serve Prometheus metrics (unset: not served).
+    /// Where to serve Prometheus metrics, `/health` and `/ready` (an operations address, not a
+    /// public one; unset: not served).
     #[arg(long, env = "METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+
+    /// How many blocks behind the head the writer may be and still answer `/ready` with 200.
+    #[arg(long, env = "READY_MAX_LAG_BLOCKS", default_value_t = 50)]
+    pub ready_max_lag_blocks: u64,
 
     /// The Postgres database the events are mirrored into.
     #[arg(long, env = "DATABASE_URL")]

@@ -19,6 +19,8 @@ async fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        // One JSON object a line, as the API writes: what log pipelines parse.
+        .json()
         .init();
     match run(Cli::parse()).await {
         Ok(code) => code,
@@ -36,7 +38,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate => info!("migrations applied"),
         Command::Run => {
             if let Some(addr) = config.metrics_addr {
-                metrics::serve(addr).context("serve metrics")?;
+                metrics::serve(addr, config.ready_max_lag_blocks)
+                    .await
+                    .context("serve metrics, health and readiness")?;
             }
             let indexer = Indexer::new(config).await?;
             indexer.run(shutdown_signal()).await?;

@@ -29,6 +29,7 @@ pub fn indexer_config(chain: &TestChain, db: &TestDb, finality_depth: u64) -> Co
         defer_indexes_at: 20_000,
         poll_interval_ms: 50,
         metrics_addr: None,
+        ready_max_lag_blocks: 50,
         database_url: db.url.clone(),
     }
 }
@@ -129,7 +130,11 @@ impl IndexerProcess {
                 None => Stdio::inherit(),
             })
         };
-        let child = Command::new(indexer_binary()?)
+        let mut child = Command::new(indexer_binary()?);
+        if let Some(addr) = config.metrics_addr {
+            child.env("METRICS_ADDR", addr.to_string());
+        }
+        let child = child
             .arg(command)
             .env("RPC_URL", &config.rpc_url)
             .env("DEPLOYMENTS_FILE", &config.deployments_file)

@@ -140,6 +140,13 @@ async fn admins_manage_accounts_and_nobody_else_does() -> anyhow::Result<()> {
     assert!(system["indexer"]["lag"].as_u64().is_some(), "{system}");
     assert_eq!(system["relayer"]["address"], chain.role(Role::Relayer).address().to_checksum(None));
     assert_eq!(system["jobs"]["card_payments_due"], 0, "{system}");
+    // Every background job of the replica, with whether it runs.
+    let running = system["jobs"]["running"].as_array().cloned().unwrap_or_default();
+    assert!(
+        running.iter().any(|j| j["name"] == "chain-outbox-listener" && j["up"] == true),
+        "{system}"
+    );
+    assert!(running.iter().all(|j| j["failures"].is_u64() && j["up"].is_boolean()), "{system}");
     Ok(())
 }
 

@@ -17,7 +17,7 @@ use anyhow::{Context, bail, ensure};
 use decentraspace_abi::{AccountRegistry, CreditLedger, ServiceKind, ServiceRegistry, Tier};
 use decentraspace_indexer::Config;
 use decentraspace_tests::{
-    IndexerProcess, Role, TestChain, TestDb, indexer_config, wait_for_checkpoint,
+    IndexerProcess, Role, TestChain, TestDb, free_port, indexer_config, wait_for_checkpoint,
 };
 use sqlx::PgConnection;
 
@@ -544,11 +544,35 @@ async fn the_standby_takes_over_from_a_killed_leader_missing_and_duplicating_not
     let customers = Customers::create(&chain, 4, "ha").await?;
     let next_ref = deduct_batches(&chain, &customers, 10, 1_000, 1).await?;
     let head = chain.reader().get_block_number().await?;
+    // Each with its operations listener: metrics, health and readiness.
+    let ops = [free_port()?, free_port()?];
+    let ops_of = |name: &str| ops[usize::from(name == "indexer-b")];
     let config = |name: &str| Config {
         batch_events: 1_000,
         max_block_range: 1,
         database_url: named(&db.url, name),
+        metrics_addr: Some(([127, 0, 0, 1], ops_of(name)).into()),
         ..indexer_config(&chain, &db, 0)
+    };
+    let http = reqwest::Client::new();
+    // What `name`'s `/ready` says, and its `indexer_leader` gauge.
+    let role = |name: &str| {
+        let (http, port) = (http.clone(), ops_of(name));
+        async move {
+            let ready = http.get(format!("http://127.0.0.1:{port}/ready")).send().await?;
+            let status = ready.status().as_u16();
+            let body: serde_json::Value = ready.json().await?;
+            let metrics =
+                http.get(format!("http://127.0.0.1:{port}/metrics")).send().await?.text().await?;
+            let leader =
+                metrics.lines().find_map(|l| l.strip_prefix("indexer_leader ")).map(str::to_owned);
+            anyhow::Ok((
+                status,
+                body["role"].as_str().unwrap_or_default().to_owned(),
+                leader,
+                metrics,
+            ))
+        }
     };
     let mut conn = db.connect().await?;
 
@@ -564,6 +588,24 @@ async fn the_standby_takes_over_from_a_killed_leader_missing_and_duplicating_not
     .await?;
     let leader = locks[0].0.clone();
     println!("{leader} leads, {} stands by", locks[1].0);
+    // Each says which it is: the writer (ready once it has read the head), the standby (ready to
+    // take over); the writer's timings are histograms with buckets, which add up across replicas.
+    let mut said = None;
+    for _ in 0..100 {
+        let (writer, standby) = (role(&leader).await?, role(&locks[1].0).await?);
+        if writer.0 == 200 && writer.2.as_deref() == Some("1") {
+            said = Some((writer, standby));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (writer, standby) = said.context("the writer's /ready and indexer_leader")?;
+    assert_eq!(writer.1, "writer");
+    assert_eq!((standby.0, standby.1.as_str(), standby.2.as_deref()), (200, "standby", Some("0")));
+    for port in ops {
+        let health = http.get(format!("http://127.0.0.1:{port}/health")).send().await?;
+        assert_eq!(health.status().as_u16(), 200);
+    }
     // Kill the leader as soon as it has committed something, most likely mid-backfill.
     let start = chain.deployment.deploy_block;
     wait_for_checkpoint(&db, chain.chain_id(), start + 1, Duration::from_secs(30)).await?;
@@ -601,6 +643,9 @@ async fn the_standby_takes_over_from_a_killed_leader_missing_and_duplicating_not
     let locks = advisory_locks(&mut conn, chain.chain_id()).await?;
     assert_eq!(locks, [(standby_name.to_owned(), true)], "the standby leads alone");
     assert!(standby.child.try_wait()?.is_none(), "the new leader is running");
+    let (status, now, gauge, metrics) = role(standby_name).await?;
+    assert_eq!((status, now.as_str(), gauge.as_deref()), (200, "writer", Some("1")));
+    assert!(metrics.contains("indexer_batch_seconds_bucket{le="), "histograms with buckets");
 
     // The killed one comes back and now stands by.
     let restarted_name = if standby_name == "indexer-a" { "indexer-b" } else { "indexer-a" };

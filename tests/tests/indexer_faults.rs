@@ -978,6 +978,7 @@ async fn the_indexer_recovers_by_itself_when_postgres_restarts_mid_run() -> anyh
         defer_indexes_at: 20_000,
         poll_interval_ms: 50,
         metrics_addr: None,
+        ready_max_lag_blocks: 50,
         database_url: url.clone(),
     };
     let mut indexer = RunningIndexer::start(config).await?;

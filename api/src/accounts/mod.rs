@@ -1,6 +1,7 @@
-//! Accounts: signing in with a wallet (SIWE, access and refresh tokens), one's tier, and the
-//! admins' management of accounts and of the free tier's duration.
+//! Accounts: signing in with a wallet (SIWE, access and refresh tokens), API tokens for CI and the
+//! CLI, one's tier, and the admins' management of accounts and of the free tier's duration.
 
+pub mod api_tokens;
 mod login;
 pub mod manage;
 pub mod registration;
@@ -58,6 +59,8 @@ where
 {
     OpenApiRouter::new()
         .routes(routes!(login::nonce))
+        .routes(routes!(api_tokens::create, api_tokens::list))
+        .routes(routes!(api_tokens::revoke))
         .routes(routes!(login::login))
         .routes(routes!(login::refresh))
         .routes(routes!(login::logout))

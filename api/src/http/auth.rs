@@ -1,15 +1,18 @@
-//! Who is calling: access tokens (short-lived HS256 JWTs naming a wallet) and the extractors that
-//! guard routes. A signed-in wallet ([`AuthUser`]) spends one request of its account's budget; a
-//! platform admin ([`AdminUser`]) holds the admin role on-chain, as indexed, so a revoked role
-//! takes effect at the next indexed block; an internal service ([`ServiceOrAdmin`]) presents the
-//! configured service token. Every extractor works for any state that gives an [`Auth`].
+//! Who is calling: access tokens (short-lived HS256 JWTs naming a wallet), API tokens (long-lived,
+//! scoped, for CI and the CLI: `accounts/api_tokens.rs` issues them) and the extractors that guard
+//! routes. A signed-in wallet ([`AuthUser`]) spends one request of its account's budget, whichever
+//! token it came with; an API token is taken only for the routes its scopes cover
+//! ([`scope_for`]), never for admin routes nor to manage tokens; a platform admin ([`AdminUser`])
+//! holds the admin role on-chain, as indexed, so a revoked role takes effect at the next indexed
+//! block; an internal service ([`ServiceOrAdmin`]) presents the configured service token. Every
+//! extractor works for any state that gives an [`Auth`].
 
 use std::sync::Arc;
 
 use alloy::primitives::Address;
 use axum::{
-    extract::{FromRef, FromRequestParts},
-    http::{header, request::Parts},
+    extract::{FromRef, FromRequestParts, MatchedPath},
+    http::{Method, header, request::Parts},
 };
 use chrono::{DateTime, Duration, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -18,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
 
 use super::{error::ApiError, limits::RateLimits};
 
@@ -141,6 +145,39 @@ impl Auth {
         &self.0.tokens
     }
 
+    /// The wallet and scopes of a live API token (`presented`, the whole token), refreshing its
+    /// last use (at most once a minute). Looked up by its SHA-256 digest: the secret itself is
+    /// never stored nor compared.
+    async fn api_token(&self, presented: &str) -> Result<(Address, i64, Vec<Scope>), ApiError> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let row = sqlx::query!(
+            r#"select id, account, scopes, expires_at, revoked_at is not null as "revoked!"
+               from api_tokens where chain_id = $1 and token_hash = $2"#,
+            self.0.chain_id as i64,
+            &digest[..]
+        )
+        .fetch_optional(&self.0.db)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("the API token is not one of ours".into()))?;
+        if row.revoked {
+            return Err(ApiError::Unauthorized("the API token was revoked".into()));
+        }
+        if row.expires_at <= Utc::now() {
+            return Err(ApiError::Unauthorized("the API token has expired; create another".into()));
+        }
+        sqlx::query!(
+            "update api_tokens set last_used_at = now()
+             where id = $1 and (last_used_at is null or last_used_at < now() - interval '1 minute')",
+            row.id
+        )
+        .execute(&self.0.db)
+        .await?;
+        let account = Address::try_from(row.account.as_slice()).map_err(|_| {
+            ApiError::Internal(anyhow::anyhow!("API token {} has no account", row.id))
+        })?;
+        Ok((account, row.id, row.scopes.iter().filter_map(|s| Scope::parse(s)).collect()))
+    }
+
     /// Whether `address` holds the platform's admin role on-chain (as indexed).
     pub async fn is_admin(&self, address: Address) -> Result<bool, ApiError> {
         // DEFAULT_ADMIN_ROLE (bytes32 zero) on the account registry.
@@ -156,6 +193,93 @@ impl Auth {
         .await?;
         Ok(admin == Some(true))
     }
+}
+
+/// How an API token starts (an access token is a JWT: three dot-separated parts).
+pub const API_TOKEN_PREFIX: &str = "dsk_";
+
+/// What an API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    /// Read one's sites, deployments and their logs, domains, databases, storage, notices.
+    Read,
+    /// Deploy and roll back sites, change their settings and environment.
+    Deploy,
+    /// Upload and manage files and folders.
+    Storage,
+    /// Read one's balance, credit history and spending.
+    BillingRead,
+}
+
+impl Scope {
+    /// Its name, as tokens store it and callers write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Deploy => "deploy",
+            Self::Storage => "storage",
+            Self::BillingRead => "billing-read",
+        }
+    }
+
+    /// The scope named `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Read, Self::Deploy, Self::Storage, Self::BillingRead]
+            .into_iter()
+            .find(|scope| scope.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The scope an API token needs for `method` on the route `path` (its template, such as
+/// `/hosting/deploy/{id}`); `None`: no API token is taken there (signing in, sessions and
+/// tokens, admin routes, and whatever spends credits or signs for the wallet).
+pub fn scope_for(method: &Method, path: &str) -> Option<Scope> {
+    let read = *method == Method::GET || *method == Method::HEAD;
+    let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
+    if path == "/auth/tier" && read {
+        return Some(Scope::Read);
+    }
+    if under("/auth") || path == "/analytics/system" {
+        return None;
+    }
+    if under("/billing") || path == "/analytics/credit" {
+        return read.then_some(Scope::BillingRead);
+    }
+    // A site's environment holds its secrets: for deploying, not for reading.
+    if under("/hosting/settings/{site}/env") {
+        return Some(Scope::Deploy);
+    }
+    let deploying = matches!(
+        path,
+        "/hosting/deploy"
+            | "/hosting/deploy/{id}/rollback"
+            | "/hosting/settings/{site}"
+            | "/github/deploy"
+    );
+    if deploying && !read {
+        return Some(Scope::Deploy);
+    }
+    if (under("/storage/folder") || path == "/storage/upload" || under("/storage/manage")) && !read
+    {
+        return Some(Scope::Storage);
+    }
+    read.then_some(Scope::Read)
+}
+
+/// How a request was authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// An access token from signing in with the wallet.
+    Session,
+    /// The API token with this id.
+    ApiToken(i64),
 }
 
 /// The bearer token of a request, if it sends one in the expected form.
@@ -175,12 +299,14 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         })
 }
 
-/// The authenticated wallet of a request (`Authorization: Bearer <access token>`). Spends one
-/// request of the account's rate budget.
+/// The authenticated wallet of a request (`Authorization: Bearer <access token or API token>`).
+/// Spends one request of the account's rate budget.
 #[derive(Debug, Clone, Copy)]
 pub struct AuthUser {
     /// The wallet.
     pub address: Address,
+    /// How it was authenticated.
+    pub via: Via,
 }
 
 impl<S> FromRequestParts<S> for AuthUser
@@ -192,9 +318,33 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let auth = Auth::from_ref(state);
-        let address = auth.0.tokens.verify(bearer(parts)?)?;
+        let presented = bearer(parts)?;
+        let (address, via) = if presented.starts_with(API_TOKEN_PREFIX) {
+            let (address, id, scopes) = auth.api_token(presented).await?;
+            let path = parts
+                .extensions
+                .get::<MatchedPath>()
+                .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
+            match scope_for(&parts.method, &path) {
+                None => {
+                    return Err(ApiError::Forbidden(format!(
+                        "API tokens are not taken for {} {path}: sign in with the wallet",
+                        parts.method
+                    )));
+                }
+                Some(needed) if !scopes.contains(&needed) => {
+                    return Err(ApiError::Forbidden(format!(
+                        "this API token lacks the `{needed}` scope that {} {path} needs",
+                        parts.method
+                    )));
+                }
+                Some(_) => (address, Via::ApiToken(id)),
+            }
+        } else {
+            (auth.0.tokens.verify(presented)?, Via::Session)
+        };
         auth.0.limits.check_account(address).await?;
-        Ok(Self { address })
+        Ok(Self { address, via })
     }
 }
 
@@ -214,6 +364,11 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let user = AuthUser::from_request_parts(parts, state).await?;
+        if user.via != Via::Session {
+            return Err(ApiError::Forbidden(
+                "admin routes take no API token: sign in with the wallet".into(),
+            ));
+        }
         if !Auth::from_ref(state).is_admin(user.address).await? {
             return Err(ApiError::Forbidden("this route is for platform admins".into()));
         }
@@ -300,6 +455,34 @@ mod tests {
             .sign(account, Utc::now())
             .expect("token");
         assert!(keys().verify(&foreign).is_err());
+    }
+
+    #[test]
+    fn api_tokens_reach_only_what_their_scopes_cover() {
+        let (get, post, put) = (Method::GET, Method::POST, Method::PUT);
+        for (method, path, scope) in [
+            (&get, "/hosting/status", Some(Scope::Read)),
+            (&get, "/hosting/deploy/{id}/log", Some(Scope::Read)),
+            (&post, "/hosting/deploy", Some(Scope::Deploy)),
+            (&post, "/hosting/deploy/{id}/rollback", Some(Scope::Deploy)),
+            (&get, "/hosting/settings/{site}/env", Some(Scope::Deploy)),
+            (&put, "/hosting/settings/{site}/env/{name}", Some(Scope::Deploy)),
+            (&post, "/storage/upload", Some(Scope::Storage)),
+            (&get, "/storage/folder", Some(Scope::Read)),
+            (&get, "/billing/balance", Some(Scope::BillingRead)),
+            (&get, "/analytics/credit", Some(Scope::BillingRead)),
+            (&get, "/auth/tier", Some(Scope::Read)),
+            (&post, "/billing/recharge", None),
+            (&post, "/auth/tokens", None),
+            (&get, "/auth/tokens", None),
+            (&get, "/auth/manage", None),
+            (&get, "/analytics/system", None),
+            (&post, "/blockchain/credit", None),
+            (&post, "/domain/purchase", None),
+            (&post, "/database", None),
+        ] {
+            assert_eq!(scope_for(method, path), scope, "{method} {path}");
+        }
     }
 
     #[test]

@@ -85,6 +85,8 @@ pub struct SigningKey {
 /// Background work waiting.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobsHealth {
+    /// Every background job of the replica that answered: up, last good pass, failures.
+    pub running: Vec<crate::jobs::JobStatus>,
     /// Card payments paid but not credited yet (being confirmed or credited).
     pub card_payments_due: i64,
     /// The oldest of them, in seconds (null when none).
@@ -196,6 +198,7 @@ pub async fn system(
         },
         signing_keys,
         jobs: JobsHealth {
+            running: state.jobs.jobs(),
             card_payments_due: jobs.due,
             oldest_card_payment_secs: jobs.oldest,
             card_payments_flagged: jobs.flagged,

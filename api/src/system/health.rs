@@ -91,11 +91,24 @@ pub async fn ready(State(state): State<SystemState>) -> (StatusCode, Json<Readin
     (status, Json(body))
 }
 
+/// Seconds buckets of every timing histogram (request durations, job passes).
+const SECONDS: [f64; 14] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
 /// The process-wide Prometheus recorder (installed once, shared by every router in the process).
 fn recorder() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        // Histograms with buckets (not summaries): they add up across replicas.
+        let builder = PrometheusBuilder::new();
+        let builder = match builder.set_buckets(&SECONDS) {
+            Ok(bucketed) => bucketed,
+            Err(err) => {
+                tracing::error!(%err, "histogram buckets refused; timings render as summaries");
+                PrometheusBuilder::new()
+            }
+        };
+        let recorder = builder.build_recorder();
         let handle = recorder.handle();
         // Another recorder may already be installed (an embedding process): then ours only renders.
         let _ = metrics::set_global_recorder(recorder);

@@ -1,5 +1,5 @@
 //! A handler that panics is answered 500 problem+json and counted in `http_requests_total`, like
-//! every other answer.
+//! every other answer, and timed in a histogram with buckets.
 
 use axum::routing::get;
 use sqlx::PgPool;
@@ -32,4 +32,12 @@ async fn a_panicking_handler_is_answered_and_counted(db: PgPool) {
         .unwrap_or_else(|| panic!("no count for /boom in:\n{}", metrics.text));
     assert!(line.contains(r#"status="500""#), "{line}");
     assert!(line.ends_with(" 2"), "{line}");
+    // Timings are histograms with buckets, which add up across replicas (summaries do not).
+    assert!(
+        metrics.text.lines().any(|l| l.starts_with("http_request_duration_seconds_bucket{")
+            && l.contains(r#"route="/boom""#)
+            && l.contains(r#"le="0.005""#)),
+        "no bucket for /boom in:\n{}",
+        metrics.text
+    );
 }
