@@ -38,7 +38,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate => info!("migrations applied"),
         Command::Run => {
             if let Some(addr) = config.metrics_addr {
-                metrics::serve(addr, config.ready_max_lag_blocks)
+                let poll = std::time::Duration::from_millis(config.poll_interval_ms);
+                metrics::serve(addr, config.ready_max_lag_blocks, poll)
                     .await
                     .context("serve metrics, health and readiness")?;
             }

@@ -5,7 +5,7 @@
 
 use std::{
     net::SocketAddr,
-    sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+    sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering},
     time::Duration,
 };
 
@@ -18,11 +18,21 @@ use serde_json::json;
 const SECONDS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 /// Block buckets of reorg depths.
 const DEPTHS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
-/// How long the writer may go without reading the chain's head and still be ready.
+/// How long the writer may go without reading the chain's head (or finishing a batch) and
+/// still be ready, at least: three poll intervals when they are longer.
 const STALE_AFTER_SECS: i64 = 30;
 
-/// Where this process stands, for `/ready`.
-static LEADING: AtomicBool = AtomicBool::new(false);
+/// Where this process stands, for `/ready`: not connected to the database yet (or again),
+/// standing by for the writer's lock, or writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Connecting = 0,
+    Standby = 1,
+    Writer = 2,
+}
+
+static ROLE: AtomicU8 = AtomicU8::new(Role::Connecting as u8);
+static STALE_AFTER: AtomicI64 = AtomicI64::new(STALE_AFTER_SECS);
 static HEAD: AtomicU64 = AtomicU64::new(0);
 static INDEXED: AtomicU64 = AtomicU64::new(0);
 /// When the writer last read the chain's head (Unix seconds; 0: never).
@@ -30,7 +40,9 @@ static LAST_HEAD_AT: AtomicI64 = AtomicI64::new(0);
 
 /// Installs the recorder and serves `/metrics`, `/health` and `/ready` on `addr`; the writer is
 /// ready while it is at most `max_lag` blocks behind the head.
-pub async fn serve(addr: SocketAddr, max_lag: u64) -> anyhow::Result<()> {
+pub async fn serve(addr: SocketAddr, max_lag: u64, poll: Duration) -> anyhow::Result<()> {
+    let polls = i64::try_from(poll.as_secs().saturating_mul(3)).unwrap_or(i64::MAX);
+    STALE_AFTER.store(STALE_AFTER_SECS.max(polls), Ordering::Relaxed);
     let recorder = PrometheusBuilder::new()
         .set_buckets(&SECONDS)?
         .set_buckets_for_metric(Matcher::Full("indexer_reorg_depth".into()), &DEPTHS)?
@@ -56,26 +68,36 @@ async fn render(handle: PrometheusHandle) -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render())
 }
 
-/// 200 for a standby (it takes over when the writer goes) and for a writer that read the head in
-/// the last 30 s and is at most `max_lag` blocks behind it; 503 otherwise, saying why.
+/// 200 for a standby connected to the database (it takes over when the writer goes) and for a
+/// writer that read the head (or finished a batch) recently and is at most `max_lag` blocks
+/// behind it; 503 otherwise, saying why.
 async fn ready(max_lag: u64) -> impl IntoResponse {
-    let leading = LEADING.load(Ordering::Relaxed);
+    let role = match ROLE.load(Ordering::Relaxed) {
+        2 => Role::Writer,
+        1 => Role::Standby,
+        _ => Role::Connecting,
+    };
     let (head, indexed) = (HEAD.load(Ordering::Relaxed), INDEXED.load(Ordering::Relaxed));
     let lag = head.saturating_sub(indexed);
     let last = LAST_HEAD_AT.load(Ordering::Relaxed);
     let since = (last > 0).then(|| chrono::Utc::now().timestamp() - last);
-    let problem = if !leading {
-        None
-    } else if since.is_none_or(|s| s > STALE_AFTER_SECS) {
-        Some("the chain's head was not read in the last 30 s")
-    } else if lag > max_lag {
-        Some("indexing is too far behind the chain")
-    } else {
-        None
+    let stale_after = STALE_AFTER.load(Ordering::Relaxed);
+    let problem = match role {
+        Role::Connecting => Some("not connected to the database".to_owned()),
+        Role::Standby => None,
+        Role::Writer if since.is_none_or(|s| s > stale_after) => {
+            Some(format!("the chain's head was not read in the last {stale_after} s"))
+        }
+        Role::Writer if lag > max_lag => Some("indexing is too far behind the chain".to_owned()),
+        Role::Writer => None,
     };
     let status = if problem.is_some() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     let body = json!({
-        "role": if leading { "writer" } else { "standby" },
+        "role": match role {
+            Role::Connecting => "connecting",
+            Role::Standby => "standby",
+            Role::Writer => "writer",
+        },
         "head_block": head,
         "indexed_block": indexed,
         "lag_blocks": lag,
@@ -86,10 +108,10 @@ async fn ready(max_lag: u64) -> impl IntoResponse {
     (status, Json(body))
 }
 
-/// Whether this process writes the chain (1) or stands by (0).
-pub(crate) fn leading(leads: bool) {
-    LEADING.store(leads, Ordering::Relaxed);
-    metrics::gauge!("indexer_leader").set(if leads { 1.0 } else { 0.0 });
+/// Where this process stands: `indexer_leader` is 1 while it writes, 0 otherwise.
+pub(crate) fn role(role: Role) {
+    ROLE.store(role as u8, Ordering::Relaxed);
+    metrics::gauge!("indexer_leader").set(if role == Role::Writer { 1.0 } else { 0.0 });
 }
 
 pub(crate) fn heads(head: u64, indexed: u64) {
@@ -102,6 +124,8 @@ pub(crate) fn heads(head: u64, indexed: u64) {
 }
 
 pub(crate) fn batch(events: usize, took: Duration) {
+    // A long batch is progress too: readiness counts from its end.
+    LAST_HEAD_AT.store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
     metrics::counter!("indexer_events_total").increment(events as u64);
     metrics::histogram!("indexer_batch_seconds").record(took.as_secs_f64());
 }

@@ -118,7 +118,7 @@ impl Indexer {
                 result = session => match result {
                     Err(err) if err.is_retryable() => {
                         // The lock went with the connection.
-                        metrics::leading(false);
+                        metrics::role(metrics::Role::Connecting);
                         attempt += 1;
                         warn!(target: "indexer::sync", %err, attempt, "database unavailable, reconnecting");
                         tokio::time::sleep(backoff(attempt)).await;
@@ -137,11 +137,11 @@ impl Indexer {
             .fetch_one(&mut *conn)
             .await?;
         if !acquired {
-            metrics::leading(false);
+            metrics::role(metrics::Role::Standby);
             info!(target: "indexer::leader", chain_id = self.chain_id(), "another indexer writes this chain; standing by");
             sqlx::query("select pg_advisory_lock($1)").bind(key).execute(&mut *conn).await?;
         }
-        metrics::leading(true);
+        metrics::role(metrics::Role::Writer);
         info!(target: "indexer::leader", chain_id = self.chain_id(), "leading: this indexer writes the chain");
         Ok(())
     }

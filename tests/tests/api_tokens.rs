@@ -76,6 +76,9 @@ async fn api_tokens_act_for_their_wallet_within_their_scopes_until_revoked() -> 
         (reqwest::Method::GET, "/auth/tokens"),
         (reqwest::Method::POST, "/auth/tokens"),
         (reqwest::Method::POST, "/domain/purchase"),
+        (reqwest::Method::POST, "/storage/manage/1/pause"),
+        (reqwest::Method::POST, "/services/1/resume"),
+        (reqwest::Method::GET, "/github/link/1/repositories"),
     ] {
         let body = json!({ "name": "more", "scopes": ["read"], "domain": "x.test" });
         let (status, problem) =
@@ -92,6 +95,11 @@ async fn api_tokens_act_for_their_wallet_within_their_scopes_until_revoked() -> 
         let (status, problem) = api.get(path, Some(&admins)).await?;
         assert_eq!(status, 403, "{path} with an admin's API token: {problem}");
     }
+    // Nor what admins may see of other wallets: the admin's token sees only its own wallet's.
+    let (status, _) = api.get("/hosting/status/from-ci", Some(&admin_session)).await?;
+    assert_eq!(status, 200, "an admin's session sees any site");
+    let (status, _) = api.get("/hosting/status/from-ci", Some(&admins)).await?;
+    assert_eq!(status, 404, "an admin's token does not");
 
     // Listed without secrets; another wallet sees none of them.
     let (status, listed) = api.get("/auth/tokens", Some(&session)).await?;

@@ -65,13 +65,20 @@ pub struct TokenInfo {
 }
 
 /// A token just made: the only time its secret is shown.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct CreatedToken {
     /// The token: send it as `Authorization: Bearer <token>`. It is not shown again.
     pub token: String,
     /// What is kept of it.
     #[serde(flatten)]
     pub info: TokenInfo,
+}
+
+impl std::fmt::Debug for CreatedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret.
+        f.debug_struct("CreatedToken").field("info", &self.info).finish_non_exhaustive()
+    }
 }
 
 /// Tokens are managed from a session only: a leaked token cannot make more of itself.

@@ -229,7 +229,7 @@ pub(super) async fn visible_site(
     .fetch_optional(&state.db)
     .await?;
     match site {
-        Some(s) if s.account == user.address.as_slice() || auth.is_admin(user.address).await? => {
+        Some(s) if s.account == user.address.as_slice() || auth.acts_as_admin(user).await? => {
             Ok((s.id, Address::from_slice(&s.account)))
         }
         _ => Err(ApiError::NotFound(format!("you have no site named {name:?}"))),

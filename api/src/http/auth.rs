@@ -145,8 +145,25 @@ impl Auth {
         &self.0.tokens
     }
 
-    /// The wallet and scopes of a live API token (`presented`, the whole token), refreshing its
-    /// last use (at most once a minute). Looked up by its SHA-256 digest: the secret itself is
+    /// Records a use of API token `id` (at most once a minute).
+    async fn touch_api_token(&self, id: i64) -> Result<(), ApiError> {
+        sqlx::query!(
+            "update api_tokens set last_used_at = now()
+             where id = $1 and (last_used_at is null or last_used_at < now() - interval '1 minute')",
+            id
+        )
+        .execute(&self.0.db)
+        .await?;
+        Ok(())
+    }
+
+    /// Whether `user` acts as a platform admin: an admin's wallet, signed in (an API token never
+    /// carries the admin's powers, even where a route lets admins see others' things).
+    pub async fn acts_as_admin(&self, user: &AuthUser) -> Result<bool, ApiError> {
+        Ok(user.via == Via::Session && self.is_admin(user.address).await?)
+    }
+
+    /// The wallet and scopes of a live API token (`presented`, the whole token). Looked up by its SHA-256 digest: the secret itself is
     /// never stored nor compared.
     async fn api_token(&self, presented: &str) -> Result<(Address, i64, Vec<Scope>), ApiError> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
@@ -165,13 +182,6 @@ impl Auth {
         if row.expires_at <= Utc::now() {
             return Err(ApiError::Unauthorized("the API token has expired; create another".into()));
         }
-        sqlx::query!(
-            "update api_tokens set last_used_at = now()
-             where id = $1 and (last_used_at is null or last_used_at < now() - interval '1 minute')",
-            row.id
-        )
-        .execute(&self.0.db)
-        .await?;
         let account = Address::try_from(row.account.as_slice()).map_err(|_| {
             ApiError::Internal(anyhow::anyhow!("API token {} has no account", row.id))
         })?;
@@ -238,39 +248,59 @@ impl std::fmt::Display for Scope {
 }
 
 /// The scope an API token needs for `method` on the route `path` (its template, such as
-/// `/hosting/deploy/{id}`); `None`: no API token is taken there (signing in, sessions and
-/// tokens, admin routes, and whatever spends credits or signs for the wallet).
+/// `/hosting/deploy/{id}`); `None`: no API token is taken there. Routes are let in one by one:
+/// a route not named here (signing in, sessions and tokens, admin routes, whatever spends
+/// credits, pauses services, signs for the wallet or reaches a linked account) refuses tokens,
+/// and so does any route added later until it is named.
 pub fn scope_for(method: &Method, path: &str) -> Option<Scope> {
     let read = *method == Method::GET || *method == Method::HEAD;
-    let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
-    if path == "/auth/tier" && read {
-        return Some(Scope::Read);
-    }
-    if under("/auth") || path == "/analytics/system" {
-        return None;
-    }
-    if under("/billing") || path == "/analytics/credit" {
-        return read.then_some(Scope::BillingRead);
-    }
-    // A site's environment holds its secrets: for deploying, not for reading.
-    if under("/hosting/settings/{site}/env") {
-        return Some(Scope::Deploy);
-    }
-    let deploying = matches!(
-        path,
-        "/hosting/deploy"
-            | "/hosting/deploy/{id}/rollback"
+    if read {
+        return match path {
+            "/auth/tier"
+            | "/hosting/status"
+            | "/hosting/status/{site}"
+            | "/hosting/deploy"
+            | "/hosting/deploy/{id}"
+            | "/hosting/deploy/{id}/log"
+            | "/hosting/previews/{site}"
             | "/hosting/settings/{site}"
-            | "/github/deploy"
-    );
-    if deploying && !read {
-        return Some(Scope::Deploy);
+            | "/storage/folder"
+            | "/storage/manage"
+            | "/storage/manage/files"
+            | "/domain/link"
+            | "/domain/certificate/{domain}"
+            | "/domain/dns/{domain}"
+            | "/domain/ens/{name}/contenthash"
+            | "/domain/purchase"
+            | "/domain/purchase/{id}"
+            | "/database"
+            | "/database/{id}"
+            | "/database/{id}/backups"
+            | "/database/{id}/restores/{restore_id}"
+            | "/notices"
+            | "/services"
+            | "/analytics/site"
+            | "/blockchain/transactions/{id}"
+            | "/blockchain/credit/{id}" => Some(Scope::Read),
+            "/billing/balance"
+            | "/billing/history"
+            | "/billing/payment-methods"
+            | "/billing/recharge/{reference}"
+            | "/analytics/credit" => Some(Scope::BillingRead),
+            // A site's environment holds its secrets: for deploying, not for reading.
+            "/hosting/settings/{site}/env" => Some(Scope::Deploy),
+            _ => None,
+        };
     }
-    if (under("/storage/folder") || path == "/storage/upload" || under("/storage/manage")) && !read
-    {
-        return Some(Scope::Storage);
+    match (method.as_str(), path) {
+        ("POST", "/hosting/deploy" | "/hosting/deploy/{id}/rollback" | "/github/deploy")
+        | ("PUT", "/hosting/settings/{site}" | "/hosting/settings/{site}/env/{name}")
+        | ("DELETE", "/hosting/settings/{site}/env/{name}") => Some(Scope::Deploy),
+        ("POST", "/storage/upload" | "/storage/folder")
+        | ("PATCH", "/storage/folder/{id}" | "/storage/folder/files/{id}")
+        | ("DELETE", "/storage/folder/{id}" | "/storage/manage/files/{id}") => Some(Scope::Storage),
+        _ => None,
     }
-    read.then_some(Scope::Read)
 }
 
 /// How a request was authenticated.
@@ -321,10 +351,11 @@ where
         let presented = bearer(parts)?;
         let (address, via) = if presented.starts_with(API_TOKEN_PREFIX) {
             let (address, id, scopes) = auth.api_token(presented).await?;
-            let path = parts
-                .extensions
-                .get::<MatchedPath>()
-                .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
+            // Scopes are by route: a request no route matched is not one a token may make.
+            let path =
+                parts.extensions.get::<MatchedPath>().map(|p| p.as_str().to_owned()).ok_or_else(
+                    || ApiError::Forbidden("API tokens are taken on routes only".into()),
+                )?;
             match scope_for(&parts.method, &path) {
                 None => {
                     return Err(ApiError::Forbidden(format!(
@@ -338,7 +369,10 @@ where
                         parts.method
                     )));
                 }
-                Some(_) => (address, Via::ApiToken(id)),
+                Some(_) => {
+                    auth.touch_api_token(id).await?;
+                    (address, Via::ApiToken(id))
+                }
             }
         } else {
             (auth.0.tokens.verify(presented)?, Via::Session)
@@ -480,6 +514,13 @@ mod tests {
             (&post, "/blockchain/credit", None),
             (&post, "/domain/purchase", None),
             (&post, "/database", None),
+            (&post, "/storage/manage/{id}/pause", None),
+            (&post, "/storage/manage/{id}/resume", None),
+            (&post, "/services/{id}/pause", None),
+            (&get, "/github/link/{id}/repositories", None),
+            (&post, "/database/{id}/credentials", None),
+            (&Method::DELETE, "/storage/manage/files/{id}", Some(Scope::Storage)),
+            (&get, "/some/route/added/later", None),
         ] {
             assert_eq!(scope_for(method, path), scope, "{method} {path}");
         }
