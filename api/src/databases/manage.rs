@@ -63,7 +63,9 @@ async fn read(
         let applied = row.applied.as_deref().unwrap_or("new");
         let status = if applied == "dropped" {
             "dropped"
-        } else if row.state == "cancelled" {
+        } else if row.state == "cancelled" && row.cancelled_at.is_some() {
+            // Cancelled on the host (connections closed, the drop scheduled): until the
+            // provisioner has done it, what the host does now is shown below.
             "cancelled"
         } else if applied == "new" || row.password_applied == Some(false) {
             "provisioning"
